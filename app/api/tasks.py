@@ -1,0 +1,79 @@
+"""The catalogue and enqueueing: ``GET /api/v1/tasks``, ``POST /api/v1/tasks/<name>``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, jsonify, request, url_for
+from pydantic import ValidationError
+
+from app.api import api
+from app.api.errors import APIError, field_errors
+from app.dispatch import EnqueueOptions, JobExistsError, enqueue
+from app.jobs import state_of
+from app.registry import REGISTRY
+from app.runtime import runtime
+
+
+@api.get("/tasks")
+def list_tasks() -> Response:
+    """The catalogue."""
+    return jsonify({"tasks": [spec.describe() for spec in REGISTRY]})
+
+
+def _json_body() -> dict[str, Any]:
+    if not request.data:
+        return {}
+    body = request.get_json(silent=True)
+    if body is None:
+        raise APIError(400, "malformed_json", "the request body is not valid JSON")
+    if not isinstance(body, dict):
+        raise APIError(400, "malformed_json", 'the request body must be a JSON object: {"args": {...}}')
+    unknown = set(body) - {"args", "options"}
+    if unknown:
+        raise APIError(400, "bad_request", f"unknown top-level keys: {', '.join(sorted(unknown))}")
+    return body
+
+
+@api.post("/tasks/<name>")
+def enqueue_task(name: str) -> tuple[Response, int, dict[str, str]]:
+    """Validate the arguments against the task's model and enqueue it."""
+    spec = REGISTRY.get(name)
+    if spec is None:
+        raise APIError(404, "unknown_task", f"no task named {name!r}; GET /api/v1/tasks lists them")
+    body = _json_body()
+    raw_args = body.get("args", {})
+    raw_options = body.get("options", {})
+    if not isinstance(raw_args, dict) or not isinstance(raw_options, dict):
+        raise APIError(400, "bad_request", "args and options must be JSON objects")
+    errors: list[dict[str, Any]] = []
+    try:
+        args = spec.validate(raw_args)
+    except ValidationError as exc:
+        errors += field_errors(exc, "args")
+    try:
+        options = EnqueueOptions.model_validate(raw_options)
+    except ValidationError as exc:
+        errors += field_errors(exc, "options")
+    if errors:
+        raise APIError(422, "invalid_arguments", f"invalid input for task {name!r}", errors)
+    rt = runtime()
+    try:
+        job = enqueue(
+            spec,
+            args,
+            rt.redis,
+            options,
+            default_result_ttl=rt.settings.result_ttl,
+            failure_ttl=rt.settings.failed_job_ttl,
+        )
+    except JobExistsError as exc:
+        raise APIError(409, "job_exists", str(exc)) from None
+    location = url_for("api.get_job", job_id=job.id)
+    body_out = {
+        "job_id": job.id,
+        "task": spec.name,
+        "state": state_of(job).value,
+        "links": {"self": location},
+    }
+    return jsonify(body_out), 202, {"Location": location}

@@ -1,0 +1,316 @@
+"""Every environment variable of the operator contract, parsed and validated in one place.
+
+A process reads its settings once, at start, through :func:`load_or_exit`: a missing or
+malformed value stops it with one line naming the variable, never a traceback.
+Defaults serve local development only; ``APP_ENV=production`` insists on the secrets.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+from app import defaults
+
+_E = TypeVar("_E", bound=StrEnum)
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; ``variable`` names it."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+        self.problem = problem
+
+
+class Environment(StrEnum):
+    """Where the service runs; production refuses to start without its secrets."""
+
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+    TEST = "test"
+
+
+class LogFormat(StrEnum):
+    """How log lines are written."""
+
+    JSON = "json"
+    CONSOLE = "console"
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel")
+SQL_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The validated settings of one process."""
+
+    app_env: Environment = Environment.DEVELOPMENT
+    var_dir: Path = Path("var")
+    redis_url: str = defaults.REDIS_URL
+    database_url: str = ""
+    port: int = defaults.PORT
+    api_tokens: tuple[str, ...] = ()
+    dashboard_username: str = ""
+    dashboard_password: str = ""
+    smtp_url: str = ""
+    mail_from: str = defaults.MAIL_FROM
+    webhook_secret: str = ""
+    payment_gateway_url: str = ""
+    ollama_url: str = ""
+    litellm_url: str = ""
+    embeddings_url: str = ""
+    alert_webhook_url: str = ""
+    health_check_urls: tuple[str, ...] = ()
+    outbound_url_allowlist: tuple[str, ...] = ()
+    input_dirs: tuple[Path, ...] = ()
+    backup_dir: Path = Path("var/backups")
+    exports_dir: Path = Path("var/exports")
+    reports_dir: Path = Path("var/reports")
+    temp_dir: Path = Path("var/tmp")
+    max_request_bytes: int = defaults.MAX_REQUEST_BYTES
+    log_level: str = "INFO"
+    log_format: LogFormat = LogFormat.CONSOLE
+    failed_job_ttl: int = defaults.FAILED_JOB_TTL
+    result_ttl: int = defaults.RESULT_TTL
+    redis_timeout: float = defaults.REDIS_SOCKET_TIMEOUT
+    task_overrides: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def is_production(self) -> bool:
+        """True when APP_ENV=production."""
+        return self.app_env is Environment.PRODUCTION
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Parse and validate settings from an environment mapping (os.environ by default)."""
+        env = os.environ if environ is None else environ
+        reader = _Reader(env)
+        app_env = reader.choice("APP_ENV", Environment, Environment.DEVELOPMENT)
+        var_dir = Path(reader.text("VAR_DIR", "var"))
+        settings = cls(
+            app_env=app_env,
+            var_dir=var_dir,
+            redis_url=reader.redis_url("REDIS_URL", required=app_env is Environment.PRODUCTION),
+            database_url=reader.database_url("DATABASE_URL", var_dir),
+            port=reader.integer("PORT", defaults.PORT, minimum=1, maximum=65535),
+            api_tokens=reader.tokens("API_TOKENS"),
+            dashboard_username=reader.text("DASHBOARD_USERNAME", ""),
+            dashboard_password=reader.text("DASHBOARD_PASSWORD", ""),
+            smtp_url=reader.url("SMTP_URL", ("smtp", "smtps")),
+            mail_from=reader.text("MAIL_FROM", defaults.MAIL_FROM),
+            webhook_secret=reader.text("WEBHOOK_SECRET", ""),
+            payment_gateway_url=reader.url("PAYMENT_GATEWAY_URL", ("http", "https")),
+            ollama_url=reader.url("OLLAMA_URL", ("http", "https")),
+            litellm_url=reader.url("LITELLM_URL", ("http", "https")),
+            embeddings_url=reader.url("EMBEDDINGS_URL", ("http", "https")),
+            alert_webhook_url=reader.url("ALERT_WEBHOOK_URL", ("http", "https")),
+            health_check_urls=reader.url_list("HEALTH_CHECK_URLS"),
+            outbound_url_allowlist=reader.allowlist("OUTBOUND_URL_ALLOWLIST"),
+            input_dirs=tuple(
+                Path(p) for p in reader.text("INPUT_DIRS", str(var_dir / "files")).split(":") if p
+            ),
+            backup_dir=Path(reader.text("BACKUP_DIR", str(var_dir / "backups"))),
+            exports_dir=Path(reader.text("EXPORTS_DIR", str(var_dir / "exports"))),
+            reports_dir=Path(reader.text("REPORTS_DIR", str(var_dir / "reports"))),
+            temp_dir=Path(reader.text("TEMP_DIR", str(var_dir / "tmp"))),
+            max_request_bytes=reader.integer("MAX_REQUEST_BYTES", defaults.MAX_REQUEST_BYTES, minimum=1024),
+            log_level=reader.log_level("LOG_LEVEL"),
+            log_format=reader.choice("LOG_FORMAT", LogFormat, LogFormat.CONSOLE),
+            failed_job_ttl=reader.integer("FAILED_JOB_TTL", defaults.FAILED_JOB_TTL, minimum=60),
+            result_ttl=reader.integer("RESULT_TTL", defaults.RESULT_TTL, minimum=0),
+            redis_timeout=float(
+                reader.integer("REDIS_TIMEOUT", int(defaults.REDIS_SOCKET_TIMEOUT), minimum=1)
+            ),
+            task_overrides={k: v for k, v in env.items() if k.startswith("TASK_")},
+        )
+        if settings.is_production:
+            if not settings.api_tokens:
+                raise ConfigError("API_TOKENS", "required when APP_ENV=production")
+            if not (settings.dashboard_username and settings.dashboard_password):
+                raise ConfigError(
+                    "DASHBOARD_PASSWORD" if settings.dashboard_username else "DASHBOARD_USERNAME",
+                    "dashboard credentials are required when APP_ENV=production",
+                )
+        if bool(settings.dashboard_username) != bool(settings.dashboard_password):
+            missing = "DASHBOARD_PASSWORD" if settings.dashboard_username else "DASHBOARD_USERNAME"
+            raise ConfigError(missing, "set both DASHBOARD_USERNAME and DASHBOARD_PASSWORD, or neither")
+        return settings
+
+    def public(self) -> dict[str, object]:
+        """The settings with secrets masked, for logs and diagnostics."""
+        secret = {"api_tokens", "dashboard_password", "webhook_secret"}
+        out: dict[str, object] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in secret:
+                out[f.name] = "***" if value else ""
+            elif f.name.endswith("_url") and isinstance(value, str):
+                out[f.name] = _mask_url(value)
+            else:
+                out[f.name] = value if not isinstance(value, Path) else str(value)
+        return out
+
+
+def load_or_exit(environ: Mapping[str, str] | None = None, process: str = "tasklane") -> Settings:
+    """Load settings, or stop the process with one line naming the bad variable."""
+    try:
+        return Settings.from_env(environ)
+    except ConfigError as exc:
+        print(f"{process}: configuration error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+
+def _mask_url(url: str) -> str:
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return parts._replace(netloc=netloc).geturl()
+    return url
+
+
+class _Reader:
+    """Reads one variable at a time and raises ConfigError naming it."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def text(self, name: str, default: str) -> str:
+        value = self.env.get(name)
+        return default if value is None or value.strip() == "" else value.strip()
+
+    def integer(self, name: str, default: int, minimum: int | None = None, maximum: int | None = None) -> int:
+        raw = self.env.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(name, f"must be a whole number, got {raw!r}") from None
+        if minimum is not None and value < minimum:
+            raise ConfigError(name, f"must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise ConfigError(name, f"must be at most {maximum}, got {value}")
+        return value
+
+    def choice(self, name: str, enum: type[_E], default: _E) -> _E:
+        raw = self.env.get(name, "").strip().lower()
+        if not raw:
+            return default
+        try:
+            return enum(raw)
+        except ValueError:
+            allowed = ", ".join(e.value for e in enum)
+            raise ConfigError(name, f"must be one of {allowed}, got {raw!r}") from None
+
+    def log_level(self, name: str) -> str:
+        raw = self.env.get(name, "").strip().upper() or "INFO"
+        if raw not in LOG_LEVELS:
+            raise ConfigError(name, f"must be one of {', '.join(LOG_LEVELS)}, got {raw!r}")
+        return raw
+
+    def tokens(self, name: str) -> tuple[str, ...]:
+        raw = self.env.get(name, "")
+        tokens = tuple(t.strip() for t in raw.split(",") if t.strip())
+        for token in tokens:
+            if len(token) < defaults.MIN_TOKEN_LENGTH:
+                raise ConfigError(
+                    name, f"each token must have at least {defaults.MIN_TOKEN_LENGTH} characters"
+                )
+            if any(c.isspace() for c in token):
+                raise ConfigError(name, "tokens must not contain white space")
+        return tokens
+
+    def url(self, name: str, schemes: tuple[str, ...], required: bool = False) -> str:
+        raw = self.env.get(name, "").strip()
+        if not raw:
+            if required:
+                raise ConfigError(name, "is required")
+            return ""
+        parts = urlsplit(raw)
+        if parts.scheme not in schemes:
+            raise ConfigError(
+                name, f"scheme must be one of {', '.join(schemes)}, got {parts.scheme or 'none'!r}"
+            )
+        if parts.scheme != "unix" and not parts.hostname:
+            raise ConfigError(name, "has no host")
+        try:
+            parts.port  # noqa: B018 - raises on a malformed port
+        except ValueError:
+            raise ConfigError(name, "has a malformed port") from None
+        return raw
+
+    def url_list(self, name: str) -> tuple[str, ...]:
+        raw = self.env.get(name, "")
+        urls = tuple(u.strip() for u in raw.split(",") if u.strip())
+        for url in urls:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ConfigError(name, f"every entry must be an http(s) URL, got {url!r}")
+        return urls
+
+    def redis_url(self, name: str, required: bool) -> str:
+        raw = self.env.get(name, "").strip()
+        if not raw:
+            if required:
+                raise ConfigError(name, "is required when APP_ENV=production")
+            return defaults.REDIS_URL
+        parts = urlsplit(raw)
+        if parts.scheme not in REDIS_SCHEMES:
+            raise ConfigError(name, f"scheme must be one of {', '.join(REDIS_SCHEMES)}, got {parts.scheme!r}")
+        if parts.scheme == "unix":
+            if not parts.path:
+                raise ConfigError(name, "a unix:// URL needs a socket path")
+            return raw
+        if not parts.hostname:
+            raise ConfigError(name, "has no host")
+        try:
+            parts.port  # noqa: B018
+        except ValueError:
+            raise ConfigError(name, "has a malformed port") from None
+        return raw
+
+    def database_url(self, name: str, var_dir: Path) -> str:
+        raw = self.env.get(name, "").strip()
+        if not raw:
+            return f"sqlite:///{(var_dir / 'tasklane.db').as_posix()}"
+        scheme = urlsplit(raw).scheme
+        dialect = scheme.split("+", 1)[0]
+        if dialect not in SQL_SCHEMES:
+            raise ConfigError(
+                name, f"must be a sqlite, postgresql or mysql/mariadb URL, got scheme {scheme!r}"
+            )
+        # Heroku still hands out postgres://, which SQLAlchemy 2 no longer accepts.
+        if dialect == "postgres":
+            raw = "postgresql" + raw[len("postgres") :]
+            dialect = "postgresql"
+        if scheme == "postgresql" or raw.startswith("postgresql://"):
+            raw = "postgresql+psycopg://" + raw.split("://", 1)[1]
+        elif dialect in ("mysql", "mariadb") and "+" not in scheme:
+            raw = "mysql+pymysql://" + raw.split("://", 1)[1]
+        return raw
+
+    def allowlist(self, name: str) -> tuple[str, ...]:
+        raw = self.env.get(name, "")
+        entries = tuple(e.strip() for e in raw.split(",") if e.strip())
+        for entry in entries:
+            if "/" in entry:
+                try:
+                    ipaddress.ip_network(entry, strict=False)
+                except ValueError:
+                    raise ConfigError(name, f"{entry!r} is neither a host name nor a CIDR") from None
+            elif any(c in entry for c in " :@?#"):
+                raise ConfigError(name, f"{entry!r} is neither a host name nor a CIDR")
+        return entries

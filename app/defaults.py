@@ -1,0 +1,32 @@
+"""Every tunable default of the service, one documented constant each."""
+
+from __future__ import annotations
+
+#: Redis used when REDIS_URL is unset outside production (the run command sets the embedded one).
+REDIS_URL = "redis://127.0.0.1:6379/0"
+#: Seconds a web request waits on Redis before answering 503.
+REDIS_SOCKET_TIMEOUT = 3.0
+#: Port gunicorn binds when PORT is unset.
+PORT = 5000
+#: Largest request body the API accepts (MAX_REQUEST_BYTES), in bytes.
+MAX_REQUEST_BYTES = 1024 * 1024
+#: Sender address of outgoing mail when MAIL_FROM is unset.
+MAIL_FROM = "tasklane@localhost"
+#: Shortest bearer token API_TOKENS accepts: shorter ones are guessable.
+MIN_TOKEN_LENGTH = 16
+#: Seconds a failed job stays in the failed-job registry (the dead-letter view): 7 days.
+FAILED_JOB_TTL = 7 * 24 * 3600
+#: Seconds a successful job's result is kept unless the task or the call says otherwise.
+RESULT_TTL = 24 * 3600
+#: Hard time limit of a task that declares none, in seconds.
+TIME_LIMIT = 300
+#: Queues a worker listens on when none are named, highest priority first.
+WORKER_QUEUES = ("high", "default", "low")
+#: Seconds between two passes of the scheduler process.
+SCHEDULER_INTERVAL = 1.0
+#: Seconds an HTTP dependency of the health check may take.
+HEALTH_CHECK_TIMEOUT = 5.0
+#: Seconds a worker heartbeat may be old before the worker counts as gone.
+WORKER_STALE_AFTER = 120
+#: Page size of job listings.
+PAGE_SIZE = 50

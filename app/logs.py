@@ -1,0 +1,78 @@
+"""Logging: one line per event, JSON or console, carrying the job id and task name."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from app.config import LogFormat, Settings
+
+_CONTEXT_FIELDS = ("job_id", "task", "queue", "worker", "duration_ms", "attempt")
+
+
+class _JobContext(logging.Filter):
+    """Adds the current RQ job's id and task to records that do not carry them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "job_id", None) is None:
+            try:
+                from rq import get_current_job
+
+                job = get_current_job()
+            except Exception:
+                job = None
+            if job is not None:
+                record.job_id = job.id
+                record.task = job.meta.get("task") if job.meta else None
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat().replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name in _CONTEXT_FIELDS:
+            value = getattr(record, name, None)
+            if value is not None:
+                out[name] = value
+        if record.exc_info:
+            out["exc_info"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+class ConsoleFormatter(logging.Formatter):
+    """Human-readable lines with the job context appended."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        context = " ".join(
+            f"{n}={getattr(record, n)}" for n in _CONTEXT_FIELDS if getattr(record, n, None) is not None
+        )
+        return f"{line} [{context}]" if context else line
+
+
+def configure_logging(settings: Settings) -> None:
+    """Send every log record to stderr in the configured format and level."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if settings.log_format is LogFormat.JSON else ConsoleFormatter())
+    handler.addFilter(_JobContext())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.log_level)
+    # RQ installs its own handlers on its loggers; route them through ours instead.
+    for name in ("rq", "rq.worker", "rq.scheduler", "rq_scheduler", "rq_scheduler.scheduler"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = []
+        logger.propagate = True

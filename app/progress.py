@@ -1,0 +1,28 @@
+"""Progress reporting from inside a task: one call, visible in the job API and the dashboard."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rq import get_current_job
+
+PROGRESS_META_KEY = "progress"
+
+
+def report_progress(
+    current: int, total: int, stage: str | None = None, message: str | None = None
+) -> dict[str, Any]:
+    """Record how far the running job is; outside a job it only returns the report."""
+    if total < 0 or current < 0:
+        raise ValueError("progress counts must not be negative")
+    percent = round(100.0 * current / total, 1) if total else 0.0
+    report: dict[str, Any] = {"current": current, "total": total, "percent": min(percent, 100.0)}
+    if stage is not None:
+        report["stage"] = stage
+    if message is not None:
+        report["message"] = message
+    job = get_current_job()
+    if job is not None:
+        job.meta[PROGRESS_META_KEY] = report
+        job.save_meta()
+    return report

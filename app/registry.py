@@ -1,0 +1,262 @@
+"""The task registry: one declaration beside each task function, read by everything else.
+
+The API validates and enqueues from it, the worker executes through it, the scheduler
+registers its periodic entries from it, and the catalogue endpoint and OpenAPI document
+describe it. Adding a task is adding a function and its ``@task(...)`` declaration in a
+module under ``app/tasks/``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+from app import defaults
+from app.queues import QueueName
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$")
+_PERIODS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
+_TASK_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+
+class TaskInput(BaseModel):
+    """Base of every task's input model: unknown fields are an error, not ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class NoInput(TaskInput):
+    """The input of a task that takes no arguments."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Which failures are retried, how often, and how long to wait between attempts.
+
+    The delay before retry ``n`` (1-based) is ``min(backoff_cap, backoff_base * 2**(n-1))``
+    seconds; ``countdowns`` lists them for a job's whole life.
+    """
+
+    max_retries: int = 0
+    backoff_base: float = 1.0
+    backoff_cap: float = 300.0
+    jitter: bool = True
+    retry_for: tuple[type[BaseException], ...] = (Exception,)
+    dont_retry_for: tuple[type[BaseException], ...] = ()
+
+    def countdown(self, attempt: int) -> float:
+        """The un-jittered delay before retry number ``attempt`` (1-based), in seconds."""
+        return float(min(self.backoff_cap, self.backoff_base * 2 ** max(0, attempt - 1)))
+
+    def countdowns(self) -> list[int]:
+        """Every retry's delay in whole seconds, first retry first."""
+        return [max(1, round(self.countdown(n))) for n in range(1, self.max_retries + 1)]
+
+    def should_retry(self, exc: BaseException) -> bool:
+        """True when ``exc`` is a failure this policy retries."""
+        if isinstance(exc, self.dont_retry_for):
+            return False
+        return isinstance(exc, self.retry_for)
+
+    def describe(self) -> dict[str, Any]:
+        """The policy as JSON for the catalogue."""
+        return {
+            "max_retries": self.max_retries,
+            "backoff": {"base": self.backoff_base, "cap": self.backoff_cap, "jitter": self.jitter},
+            "retry_for": [e.__name__ for e in self.retry_for],
+            "dont_retry_for": [e.__name__ for e in self.dont_retry_for],
+        }
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When a periodic task runs: a cron expression (UTC) or a fixed interval in seconds."""
+
+    cron: str | None = None
+    interval: int | None = None
+    args: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if (self.cron is None) == (self.interval is None):
+            raise ValueError("a Schedule needs exactly one of cron or interval")
+        if self.interval is not None and self.interval < 1:
+            raise ValueError("a Schedule's interval must be at least 1 second")
+        if self.cron is not None:
+            from croniter import croniter
+
+            if not croniter.is_valid(self.cron):
+                raise ValueError(f"invalid cron expression {self.cron!r}")
+
+    def describe(self) -> dict[str, Any]:
+        """The schedule as JSON for the catalogue."""
+        return {"cron": self.cron, "interval": self.interval, "args": dict(self.args)}
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """At most ``count`` starts per ``period`` seconds, across all workers."""
+
+    count: int
+    period: int
+    text: str
+
+    @classmethod
+    def parse(cls, text: str) -> RateLimit:
+        """Parse ``"10/m"``, ``"5/s"`` or ``"100/h"``."""
+        match = _RATE.match(text)
+        if not match or int(match.group(1)) < 1:
+            raise ValueError(f"rate limit must look like '10/m' (per s, m or h), got {text!r}")
+        return cls(count=int(match.group(1)), period=_PERIODS[match.group(2)], text=text.strip())
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Everything the platform knows about one task."""
+
+    name: str
+    func: Callable[..., Any]
+    input_model: type[BaseModel]
+    description: str
+    queue: QueueName = QueueName.DEFAULT
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    time_limit: int = defaults.TIME_LIMIT
+    soft_time_limit: int | None = None
+    rate_limit: RateLimit | None = None
+    unique: bool = False
+    result_ttl: int | None = None
+    schedule: Schedule | None = None
+    critical: bool = False
+
+    @property
+    def path(self) -> str:
+        """The dotted import path RQ stores as the job's function name."""
+        return f"{self.func.__module__}.{self.func.__qualname__}"
+
+    def validate(self, args: Mapping[str, Any]) -> BaseModel:
+        """Validate call arguments (raises pydantic.ValidationError)."""
+        return self.input_model.model_validate(dict(args))
+
+    def describe(self) -> dict[str, Any]:
+        """The catalogue entry: what the API's /tasks lists."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "queue": self.queue.value,
+            "input_schema": self.input_model.model_json_schema(),
+            "retry": self.retry.describe(),
+            "time_limit": self.time_limit,
+            "soft_time_limit": self.soft_time_limit,
+            "rate_limit": self.rate_limit.text if self.rate_limit else None,
+            "unique": self.unique,
+            "result_ttl": self.result_ttl,
+            "schedule": self.schedule.describe() if self.schedule else None,
+            "critical": self.critical,
+        }
+
+
+class TaskRegistry:
+    """Task specs by name and by import path; loads the catalogue on first use."""
+
+    def __init__(self, catalogue_module: str | None = "app.tasks") -> None:
+        self._by_name: dict[str, TaskSpec] = {}
+        self._by_path: dict[str, TaskSpec] = {}
+        self._catalogue_module = catalogue_module
+        self._loaded = catalogue_module is None
+        self._lock = threading.Lock()
+
+    def _ensure_loaded(self) -> None:
+        if self._loaded:
+            return
+        with self._lock:
+            if not self._loaded and self._catalogue_module:
+                importlib.import_module(self._catalogue_module)
+                self._loaded = True
+
+    def register(self, spec: TaskSpec) -> TaskSpec:
+        """Add a task; a second task with the same name is a programming error."""
+        existing = self._by_name.get(spec.name)
+        if existing is not None and existing.path != spec.path:
+            raise ValueError(f"task {spec.name!r} is declared twice ({existing.path} and {spec.path})")
+        self._by_name[spec.name] = spec
+        self._by_path[spec.path] = spec
+        return spec
+
+    def get(self, name: str) -> TaskSpec | None:
+        """The task called ``name``, or None."""
+        self._ensure_loaded()
+        return self._by_name.get(name)
+
+    def by_path(self, path: str) -> TaskSpec | None:
+        """The task whose function lives at ``path``, or None."""
+        self._ensure_loaded()
+        return self._by_path.get(path)
+
+    def __iter__(self) -> Iterator[TaskSpec]:
+        self._ensure_loaded()
+        return iter(sorted(self._by_name.values(), key=lambda s: s.name))
+
+    def __len__(self) -> int:
+        self._ensure_loaded()
+        return len(self._by_name)
+
+    def periodic(self) -> list[TaskSpec]:
+        """The tasks that have a schedule."""
+        return [spec for spec in self if spec.schedule is not None]
+
+
+REGISTRY = TaskRegistry()
+
+
+def task(
+    name: str | None = None,
+    *,
+    input: type[BaseModel] = NoInput,
+    queue: QueueName = QueueName.DEFAULT,
+    retry: RetryPolicy | None = None,
+    time_limit: int = defaults.TIME_LIMIT,
+    soft_time_limit: int | None = None,
+    rate_limit: str | None = None,
+    unique: bool = False,
+    result_ttl: int | None = None,
+    schedule: Schedule | None = None,
+    critical: bool = False,
+    registry: TaskRegistry | None = None,
+) -> Callable[[F], F]:
+    """Declare a task: the function is returned unchanged and its spec is registered."""
+
+    def decorate(func: F) -> F:
+        task_name = name or func.__name__
+        if not _TASK_NAME.match(task_name):
+            raise ValueError(f"task name {task_name!r} must be lower-case letters, digits and underscores")
+        if time_limit < 1:
+            raise ValueError(f"task {task_name!r}: time_limit must be at least 1 second")
+        if soft_time_limit is not None and not 0 < soft_time_limit < time_limit:
+            raise ValueError(f"task {task_name!r}: soft_time_limit must be below time_limit")
+        doc = (func.__doc__ or "").strip().splitlines()
+        spec = TaskSpec(
+            name=task_name,
+            func=func,
+            input_model=input,
+            description=doc[0] if doc else task_name,
+            queue=QueueName(queue),
+            retry=retry or RetryPolicy(),
+            time_limit=time_limit,
+            soft_time_limit=soft_time_limit,
+            rate_limit=RateLimit.parse(rate_limit) if rate_limit else None,
+            unique=unique,
+            result_ttl=result_ttl,
+            schedule=schedule,
+            critical=critical,
+        )
+        (registry or REGISTRY).register(spec)
+        return func
+
+    return decorate
