@@ -20,12 +20,14 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     from app import dashboard, runtime
     from app.api import api, probes
     from app.api.errors import register_error_handlers
+    from app.registry import REGISTRY
 
     settings = config if isinstance(config, Settings) else Settings.from_env(config)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.config["TASKLANE_SETTINGS"] = settings
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    REGISTRY.load_modules(settings.task_modules)
     runtime.init_app(app, settings)
     register_error_handlers(app)
     app.register_blueprint(probes)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from enum import StrEnum
 from pathlib import Path
 from typing import TypeVar
@@ -84,7 +85,7 @@ class Settings:
     failed_job_ttl: int = defaults.FAILED_JOB_TTL
     result_ttl: int = defaults.RESULT_TTL
     redis_timeout: float = defaults.REDIS_SOCKET_TIMEOUT
-    task_overrides: Mapping[str, str] = field(default_factory=dict)
+    task_modules: tuple[str, ...] = ()
 
     @property
     def is_production(self) -> bool:
@@ -132,7 +133,7 @@ class Settings:
             redis_timeout=float(
                 reader.integer("REDIS_TIMEOUT", int(defaults.REDIS_SOCKET_TIMEOUT), minimum=1)
             ),
-            task_overrides={k: v for k, v in env.items() if k.startswith("TASK_")},
+            task_modules=reader.modules("TASK_MODULES"),
         )
         if settings.is_production:
             if not settings.api_tokens:
@@ -301,6 +302,14 @@ class _Reader:
         elif dialect in ("mysql", "mariadb") and "+" not in scheme:
             raw = "mysql+pymysql://" + raw.split("://", 1)[1]
         return raw
+
+    def modules(self, name: str) -> tuple[str, ...]:
+        raw = self.env.get(name, "")
+        names = tuple(m.strip() for m in raw.split(",") if m.strip())
+        for module in names:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", module):
+                raise ConfigError(name, f"{module!r} is not a Python module path")
+        return names
 
     def allowlist(self, name: str) -> tuple[str, ...]:
         raw = self.env.get(name, "")

@@ -180,6 +180,12 @@ class TaskRegistry:
                 importlib.import_module(self._catalogue_module)
                 self._loaded = True
 
+    def load_modules(self, modules: tuple[str, ...]) -> None:
+        """Import extra task modules (TASK_MODULES) so that their declarations register."""
+        self._ensure_loaded()
+        for module in modules:
+            importlib.import_module(module)
+
     def register(self, spec: TaskSpec) -> TaskSpec:
         """Add a task; a second task with the same name is a programming error."""
         existing = self._by_name.get(spec.name)
