@@ -275,6 +275,13 @@ class _Reader:
             if not parts.path:
                 raise ConfigError(name, "a unix:// URL needs a socket path")
             return raw
+        if parts.scheme == "redis+sentinel":
+            hosts = parts.netloc.rpartition("@")[2].split(",")
+            if not all(re.fullmatch(r"[\w.\-\[\]:]+?(:\d{1,5})?", h) for h in hosts):
+                raise ConfigError(name, "sentinel hosts must be host:port pairs separated by commas")
+            if not parts.path.strip("/"):
+                raise ConfigError(name, "a redis+sentinel:// URL must name the service: .../<service>/<db>")
+            return raw
         if not parts.hostname:
             raise ConfigError(name, "has no host")
         try:

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tasklane.execution")
 
+ERROR_META_KEY = "error"
+
 
 class InvalidJobArguments(ValueError):
     """The arguments stored with a job do not satisfy its task's input model."""
@@ -44,15 +46,24 @@ def execute(job: Job) -> Any:
     if job.args:
         raise InvalidJobArguments(f"task {spec.name!r} takes keyword arguments only")
     try:
-        model = spec.validate(job.kwargs)
-    except ValidationError as exc:
-        raise InvalidJobArguments(f"invalid arguments for task {spec.name!r}: {exc}") from None
-    values = {name: getattr(model, name) for name in type(model).model_fields}
-    started = time.monotonic()
-    log.info("task started", extra={"job_id": job.id, "task": spec.name})
-    result = spec.func(**values)
-    if inspect.isawaitable(result):
-        result = asyncio.run(_await(result))
+        try:
+            model = spec.validate(job.kwargs)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False)
+            )
+            raise InvalidJobArguments(f"invalid arguments for task {spec.name!r}: {problems}") from None
+        values = {name: getattr(model, name) for name in type(model).model_fields}
+        started = time.monotonic()
+        log.info("task started", extra={"job_id": job.id, "task": spec.name})
+        result = spec.func(**values)
+        if inspect.isawaitable(result):
+            result = asyncio.run(_await(result))
+    except BaseException as exc:
+        # Keep the type and message apart from RQ's formatted traceback, which may span lines.
+        job.meta[ERROR_META_KEY] = {"type": type(exc).__name__, "message": str(exc)}
+        job.save_meta()
+        raise
     log.info(
         "task succeeded",
         extra={

@@ -8,6 +8,7 @@ from typing import Any
 
 from rq.job import Job, JobStatus
 
+from app.execution import ERROR_META_KEY
 from app.progress import PROGRESS_META_KEY
 from app.registry import REGISTRY
 
@@ -90,6 +91,9 @@ def describe(job: Job) -> dict[str, Any]:
     elif state in (State.FAILURE, State.RETRY, State.REVOKED):
         latest = job.latest_result()
         error = parse_error(latest.exc_string if latest else None)
+        recorded = job.meta.get(ERROR_META_KEY)
+        if error is not None and isinstance(recorded, dict):
+            error.update(type=str(recorded.get("type")), message=str(recorded.get("message")))
     return {
         "job_id": job.id,
         "task": task_name(job),

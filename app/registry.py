@@ -262,7 +262,7 @@ def task(
             schedule=schedule,
             critical=critical,
         )
-        (registry or REGISTRY).register(spec)
+        (registry if registry is not None else REGISTRY).register(spec)
         return func
 
     return decorate
