@@ -157,7 +157,7 @@ class Settings:
             if f.name in secret:
                 out[f.name] = "***" if value else ""
             elif f.name.endswith("_url") and isinstance(value, str):
-                out[f.name] = _mask_url(value)
+                out[f.name] = mask_url(value)
             else:
                 out[f.name] = value if not isinstance(value, Path) else str(value)
         return out
@@ -172,7 +172,8 @@ def load_or_exit(environ: Mapping[str, str] | None = None, process: str = "taskl
         raise SystemExit(2) from None
 
 
-def _mask_url(url: str) -> str:
+def mask_url(url: str) -> str:
+    """The URL with its password replaced by ***."""
     if not url:
         return url
     parts = urlsplit(url)

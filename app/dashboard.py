@@ -5,6 +5,8 @@ rq-dashboard 0.9 fetches jobs through module-level names (``Job``, ``Queue``,
 pointed at the JSON classes here so that no view can unpickle what is in Redis. Its job
 data view fails on jobs that have ``depends_on`` (it calls ``.decode`` on ids that RQ
 now returns as text; the upstream fix is unreleased), so that one view is replaced.
+Jobs that are not stored as JSON (pickled ones written by something else) are neither
+read nor requeued: their job data answers 422 instead of an internal error.
 """
 
 from __future__ import annotations
@@ -26,12 +28,37 @@ from app.queues import JsonJob, JsonQueue, JsonWorker
 
 URL_PREFIX = "/rq"
 BLUEPRINT = "rq_dashboard"
+#: rq-dashboard 0.9 routes that change state although they also answer GET; only POST is allowed.
+_STATE_CHANGING_GET = frozenset({f"{BLUEPRINT}.requeue_all"})
+
+
+class NotJsonJobError(Exception):
+    """A job in Redis is not stored as JSON; the dashboard neither reads nor requeues it."""
+
+
+def _stored_as_json(job: JsonJob) -> bool:
+    """True when the job's payload and meta are JSON (checked without ever unpickling)."""
+    raw_meta = job.connection.hget(job.key, "meta")
+    try:
+        JSONSerializer.loads(job.data)
+        if raw_meta:
+            JSONSerializer.loads(raw_meta)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError both are
+        return False
+    return True
+
+
+def _fetch_json_job(job_id: str, connection: Any) -> JsonJob:
+    job = JsonJob.fetch(job_id, connection=connection)
+    if not _stored_as_json(job):  # type: ignore[arg-type]
+        raise NotJsonJobError(f"job {job_id} is not stored as JSON; the dashboard does not read it")
+    return job  # type: ignore[return-value]
 
 
 def _requeue_json_job(job_id: str, connection: Any, serializer: Any = None) -> JsonJob:
-    job = JsonJob.fetch(job_id, connection=connection)
+    job = _fetch_json_job(job_id, connection)
     job.requeue()
-    return job  # type: ignore[return-value]
+    return job
 
 
 def _make_json_only() -> None:
@@ -45,7 +72,7 @@ def _make_json_only() -> None:
 def _job_info(instance_number: int, job_id: str) -> Response:
     """The dashboard's job data (replacing 0.9's view, which fails on dependencies)."""
     connection = current_app.redis_conn  # type: ignore[attr-defined]
-    job = JsonJob.fetch(job_id, connection=connection)
+    job = _fetch_json_job(job_id, connection)
     latest = job.latest_result()
     encoder = current_app.config.get("RQ_DASHBOARD_JSON_ENCODER", json.JSONEncoder)
     out: dict[str, Any] = {
@@ -108,6 +135,10 @@ def init_app(app: Flask, settings: Settings) -> None:
                 "the dashboard needs DASHBOARD_USERNAME / DASHBOARD_PASSWORD (HTTP basic auth)",
                 headers={"WWW-Authenticate": 'Basic realm="tasklane dashboard", charset="UTF-8"'},
             )
+        if request.endpoint in _STATE_CHANGING_GET and request.method != "POST":
+            return error_response(
+                405, "method_not_allowed", "this dashboard action needs POST", headers={"Allow": "POST"}
+            )
         # Browsers resend basic credentials on cross-site requests: refuse cross-site writes.
         if request.method not in ("GET", "HEAD", "OPTIONS") and not _same_origin():
             return error_response(403, "forbidden", "dashboard actions must come from the dashboard itself")
@@ -116,3 +147,7 @@ def init_app(app: Flask, settings: Settings) -> None:
     @app.errorhandler(NoSuchJobError)
     def _no_such_job(exc: NoSuchJobError) -> Response:
         return error_response(404, "job_not_found", str(exc) or "no such job")
+
+    @app.errorhandler(NotJsonJobError)
+    def _not_json_job(exc: NotJsonJobError) -> Response:
+        return error_response(422, "job_not_json", str(exc))

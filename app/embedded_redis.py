@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 
 def server_binary() -> str:
@@ -54,8 +56,12 @@ def url(var_dir: Path) -> str:
 
 
 def _client(var_dir: Path) -> redis.Redis:
+    # No retries: "is it running?" must answer at once when nothing listens.
     return redis.Redis(
-        unix_socket_path=str(paths(var_dir)["socket"]), socket_timeout=2, socket_connect_timeout=2
+        unix_socket_path=str(paths(var_dir)["socket"]),
+        socket_timeout=2,
+        socket_connect_timeout=2,
+        retry=Retry(NoBackoff(), 0),
     )
 
 

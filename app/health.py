@@ -12,6 +12,7 @@ import requests
 from redis import Redis
 
 from app import defaults, keys
+from app.config import mask_url
 from app.db import ping
 from app.queues import JsonWorker
 from app.runtime import Runtime
@@ -78,7 +79,8 @@ def run_checks(rt: Runtime) -> dict[str, Any]:
         "workers": workers_seen(rt.redis),
     }
     for url in rt.settings.health_check_urls:
-        checks[url] = check_http(url)
+        # Keyed by the URL without its credentials: the report is stored and shown.
+        checks[mask_url(url)] = check_http(url)
     healthy = all(c["status"] == "ok" for c in checks.values())
     return {
         "status": "ok" if healthy else "degraded",

@@ -6,6 +6,11 @@ Two libraries share one loop here, each doing what it owns:
 - RQ's own scheduler moves jobs whose time has come out of each queue's
   ScheduledJobRegistry (API ``countdown``/``eta``, retry back-offs).
 Workers never run a scheduler loop; this process is the only one that moves due jobs.
+
+Cron expressions are evaluated by croniter in UTC, as the registry validates and documents
+them. rq-scheduler 0.14 would evaluate them with the ``crontab`` package in the host's local
+time (and with day-of-month AND day-of-week where cron and croniter use OR), so its next runs
+would disagree with the catalogue; :class:`PeriodicScheduler` corrects that.
 """
 
 from __future__ import annotations
@@ -17,8 +22,10 @@ from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
 
+from croniter import croniter
 from redis import Redis
 from rq.exceptions import NoSuchJobError
+from rq.job import Job
 from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
 from rq_scheduler import Scheduler
@@ -38,9 +45,36 @@ def periodic_job_id(spec: TaskSpec) -> str:
     return f"{PERIODIC_PREFIX}{spec.name}"
 
 
+def next_cron_run(cron: str, after: datetime | None = None) -> datetime:
+    """When ``cron`` (UTC) next fires after ``after`` (default: now), as an aware UTC datetime."""
+    base = after.astimezone(UTC) if after else datetime.now(UTC)
+    return croniter(cron, base).get_next(datetime).astimezone(UTC)
+
+
+class PeriodicScheduler(Scheduler):
+    """rq-scheduler whose cron entries are rescheduled by croniter in UTC."""
+
+    def enqueue_job(self, job: Job) -> None:
+        """Move a due entry to its queue; a cron entry's next run comes from croniter in UTC."""
+        cron = job.meta.get("cron_string")
+        if not cron:
+            super().enqueue_job(job)
+            return
+        repeat = job.meta.get("repeat")
+        if repeat:
+            job.meta["repeat"] = int(repeat) - 1
+        queue = self.get_queue_for_job(job)
+        queue.enqueue_job(job, at_front=bool(job.enqueue_at_front))
+        if repeat is not None and job.meta["repeat"] <= 0:
+            self.connection.zrem(self.scheduled_jobs_key, job.id)
+            return
+        # One ZADD moves the entry to its next run: it is never absent from the sorted set.
+        self.connection.zadd(self.scheduled_jobs_key, {job.id: int(next_cron_run(cron).timestamp())})
+
+
 def make_scheduler(redis: Redis, interval: float = defaults.SCHEDULER_INTERVAL) -> Scheduler:
     """An rq-scheduler Scheduler that reads and writes JSON jobs only."""
-    return Scheduler(connection=redis, job_class=JsonJob, queue_class=JsonQueue, interval=interval)
+    return PeriodicScheduler(connection=redis, job_class=JsonJob, queue_class=JsonQueue, interval=interval)
 
 
 def _definition(spec: TaskSpec) -> dict[str, Any]:
@@ -84,7 +118,10 @@ def register_periodic(scheduler: Scheduler, registry: TaskRegistry = REGISTRY) -
             "description": f"{spec.name} (periodic)",
         }
         if schedule.cron:
-            scheduler.cron(schedule.cron, func=spec.path, **common)
+            # Not scheduler.cron(): it would compute the first run in local time with crontab.
+            # The cron meta makes rq-scheduler (and PeriodicScheduler) treat it as a cron entry.
+            common["meta"] = {**meta, "cron_string": schedule.cron, "use_local_timezone": False}
+            scheduler.schedule(next_cron_run(schedule.cron).replace(tzinfo=None), func=spec.path, **common)
         else:
             scheduler.schedule(
                 datetime.now(UTC).replace(tzinfo=None), func=spec.path, interval=schedule.interval, **common

@@ -17,6 +17,7 @@ def get_job(job_id: str) -> Response:
     """One job's state, progress, result or error."""
     try:
         job = fetch_job(job_id, runtime().redis)
+        job.func_name  # noqa: B018 - decodes the job data now, as JSON or not at all
     except (NoSuchJobError, ValueError):
         raise APIError(404, "job_not_found", f"no job with id {job_id!r}") from None
     except DeserializationError:

@@ -1,0 +1,349 @@
+"""The scheduler: periodic entries from the registry, and delayed jobs coming due."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime
+
+import pytest
+from croniter import croniter
+from flask import Flask
+from redis import Redis
+from rq.registry import ScheduledJobRegistry
+
+from app.dispatch import EnqueueOptions, enqueue
+from app.queues import JsonJob, JsonQueue, QueueName, connect
+from app.registry import REGISTRY, Schedule, TaskRegistry, task
+from app.scheduling import (
+    PeriodicScheduler,
+    SchedulerProcess,
+    make_scheduler,
+    next_cron_run,
+    register_periodic,
+    schedules,
+)
+
+HEALTH_ID = "periodic-health_check"
+CRON = "*/5 * * * *"
+
+
+def nightly_report() -> None:
+    """A stand-in periodic task body (never run here)."""
+
+
+def hourly_cleanup() -> None:
+    """Another stand-in periodic task body (never run here)."""
+
+
+@pytest.fixture
+def redis(app: Flask) -> Redis:
+    return app.extensions["tasklane"].redis
+
+
+@pytest.fixture
+def scheduler(redis: Redis) -> PeriodicScheduler:
+    return make_scheduler(redis)
+
+
+def entries(scheduler: PeriodicScheduler) -> dict[str, float]:
+    """rq-scheduler's sorted set: entry id -> next run (unix seconds)."""
+    raw = scheduler.connection.zrange(scheduler.scheduled_jobs_key, 0, -1, withscores=True)
+    return {member.decode(): score for member, score in raw}
+
+
+def health_with(schedule: Schedule | None) -> TaskRegistry:
+    """A registry whose only task is the real health_check function with ``schedule``."""
+    from app.tasks.platform import health_check
+
+    registry = TaskRegistry(catalogue_module=None)
+    task(name="health_check", queue=QueueName.HIGH, time_limit=120, schedule=schedule, registry=registry)(
+        health_check
+    )
+    return registry
+
+
+def cron_registry(cron: str = CRON) -> TaskRegistry:
+    registry = TaskRegistry(catalogue_module=None)
+    task(name="nightly_report", queue=QueueName.LOW, schedule=Schedule(cron=cron), registry=registry)(
+        nightly_report
+    )
+    return registry
+
+
+# --- registration --------------------------------------------------------------------------
+
+
+def test_register_periodic_adds_health_check(scheduler: PeriodicScheduler, redis: Redis) -> None:
+    """It registers periodic-health_check in rq-scheduler's sorted set as a JSON job for the high queue."""
+    before = time.time()
+    ids = register_periodic(scheduler)
+    assert ids == [HEALTH_ID]
+    assert set(entries(scheduler)) == {HEALTH_ID}
+    # An interval entry is due at once, then every 300 s.
+    assert int(before) <= entries(scheduler)[HEALTH_ID] <= time.time() + 1
+    job = JsonJob.fetch(HEALTH_ID, connection=redis)
+    assert job.func_name == "app.tasks.platform.health_check"
+    assert job.origin == "high"
+    assert job.meta["interval"] == 300
+    assert job.meta["task"] == "health_check"
+    assert redis.ttl(job.key) == -1  # the entry's hash must outlive every run
+
+
+def test_register_twice_keeps_one_entry_and_its_next_run(scheduler: PeriodicScheduler, redis: Redis) -> None:
+    """It leaves exactly one entry, next run untouched, when an unchanged catalogue is registered again."""
+    register_periodic(scheduler)
+    next_run = time.time() + 1234  # as if a previous pass had moved it on
+    redis.zadd(scheduler.scheduled_jobs_key, {HEALTH_ID: int(next_run)})
+    register_periodic(make_scheduler(redis))  # a restarted scheduler process
+    assert entries(scheduler) == {HEALTH_ID: int(next_run)}
+    assert redis.zcard(scheduler.scheduled_jobs_key) == 1
+
+
+def test_changed_definition_replaces_entry(scheduler: PeriodicScheduler, redis: Redis) -> None:
+    """It replaces an entry whose schedule changed: new interval, next run recomputed, still one entry."""
+    register_periodic(scheduler)
+    far = int(time.time()) + 10_000
+    redis.zadd(scheduler.scheduled_jobs_key, {HEALTH_ID: far})
+    ids = register_periodic(scheduler, health_with(Schedule(interval=60)))
+    assert ids == [HEALTH_ID]
+    assert list(entries(scheduler)) == [HEALTH_ID]
+    assert entries(scheduler)[HEALTH_ID] <= time.time() + 1  # replaced, not kept at `far`
+    job = JsonJob.fetch(HEALTH_ID, connection=redis)
+    assert job.meta["interval"] == 60
+    assert job.meta["definition"]["schedule"]["interval"] == 60
+
+
+def test_changed_args_replace_entry(scheduler: PeriodicScheduler, redis: Redis) -> None:
+    """It replaces an entry whose schedule arguments changed, and the job carries the new arguments."""
+    register_periodic(scheduler, health_with(Schedule(interval=300)))
+    far = int(time.time()) + 10_000
+    redis.zadd(scheduler.scheduled_jobs_key, {HEALTH_ID: far})
+    register_periodic(scheduler, health_with(Schedule(interval=300, args={"level": "deep"})))
+    assert entries(scheduler)[HEALTH_ID] != far
+    assert JsonJob.fetch(HEALTH_ID, connection=redis).kwargs == {"level": "deep"}
+
+
+def test_entry_of_task_that_lost_its_schedule_is_removed(scheduler: PeriodicScheduler, redis: Redis) -> None:
+    """It removes a periodic entry whose task no longer has a schedule, and leaves other entries alone."""
+    register_periodic(scheduler)
+    redis.zadd(scheduler.scheduled_jobs_key, {"someone-elses-entry": int(time.time()) + 60})
+    ids = register_periodic(scheduler, health_with(None))
+    assert ids == []
+    assert set(entries(scheduler)) == {"someone-elses-entry"}
+
+
+def test_cron_entry_next_run_matches_croniter(scheduler: PeriodicScheduler, redis: Redis) -> None:
+    """It gives a cron entry the next run croniter computes in UTC."""
+    before = croniter(CRON, datetime.now(UTC)).get_next(float)
+    register_periodic(scheduler, cron_registry())
+    after = croniter(CRON, datetime.now(UTC)).get_next(float)
+    score = entries(scheduler)["periodic-nightly_report"]
+    assert score in (before, after)
+    job = JsonJob.fetch("periodic-nightly_report", connection=redis)
+    assert job.meta["cron_string"] == CRON
+    assert job.origin == "low"
+
+
+@pytest.mark.parametrize("cron", ["0 3 * * *", "0 0 1 * 1"])
+def test_cron_is_utc_whatever_the_host_timezone(
+    scheduler: PeriodicScheduler, redis: Redis, monkeypatch: pytest.MonkeyPatch, cron: str
+) -> None:
+    """It evaluates cron in UTC with croniter's day rules, also on a host whose local time is not UTC."""
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        before = croniter(cron, datetime.now(UTC)).get_next(float)
+        register_periodic(scheduler, cron_registry(cron))
+        after = croniter(cron, datetime.now(UTC)).get_next(float)
+        assert entries(scheduler)["periodic-nightly_report"] in (before, after)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+def test_cron_entry_is_rescheduled_by_croniter_after_a_run(
+    scheduler: PeriodicScheduler, redis: Redis
+) -> None:
+    """It enqueues a due cron entry and moves it to croniter's next run (UTC), keeping one entry."""
+    register_periodic(scheduler, cron_registry("0 0 1 * 1"))
+    redis.zadd(scheduler.scheduled_jobs_key, {"periodic-nightly_report": int(time.time()) - 5})
+    process = SchedulerProcess(redis)
+    process.periodic = scheduler
+    before = croniter("0 0 1 * 1", datetime.now(UTC)).get_next(float)
+    process.tick()
+    after = croniter("0 0 1 * 1", datetime.now(UTC)).get_next(float)
+    assert JsonQueue("low", connection=redis).get_job_ids() == ["periodic-nightly_report"]
+    assert list(entries(scheduler)) == ["periodic-nightly_report"]
+    assert entries(scheduler)["periodic-nightly_report"] in (before, after)
+
+
+def test_next_cron_run_is_aware_utc() -> None:
+    """It returns next_cron_run as an aware UTC datetime equal to croniter's next time."""
+    base = datetime(2026, 3, 1, 12, 7, tzinfo=UTC)
+    assert next_cron_run(CRON, base) == datetime(2026, 3, 1, 12, 10, tzinfo=UTC)
+
+
+# --- listing -------------------------------------------------------------------------------------
+
+
+def test_schedules_lists_each_periodic_task_with_next_run(scheduler: PeriodicScheduler, redis: Redis) -> None:
+    """It lists every periodic task with its schedule, and next_run None until registered, then its time."""
+    before = schedules(redis)
+    assert [s["id"] for s in before] == [HEALTH_ID]
+    assert before[0]["next_run"] is None
+
+    register_periodic(scheduler)
+    redis.zadd(scheduler.scheduled_jobs_key, {HEALTH_ID: 1_900_000_000})
+    (entry,) = schedules(redis)
+    assert entry == {
+        "id": HEALTH_ID,
+        "task": "health_check",
+        "queue": "high",
+        "cron": None,
+        "interval": 300,
+        "args": {},
+        "next_run": "2030-03-17T17:46:40Z",
+    }
+
+
+def test_schedules_of_a_cron_registry(scheduler: PeriodicScheduler, redis: Redis) -> None:
+    """It lists a cron task with its expression and the next run croniter gives."""
+    registry = cron_registry()
+    register_periodic(scheduler, registry)
+    (entry,) = schedules(redis, registry)
+    assert entry["cron"] == CRON
+    assert entry["interval"] is None
+    next_run = datetime.fromisoformat(entry["next_run"].replace("Z", "+00:00"))
+    assert next_run.timestamp() == entries(scheduler)["periodic-nightly_report"]
+    assert next_run.minute % 5 == 0 and next_run.second == 0
+
+
+# --- the scheduler loop ----------------------------------------------------------------------------
+
+
+def test_tick_enqueues_due_periodic_entry(redis: Redis) -> None:
+    """It enqueues a due periodic entry into its queue on a tick and moves its next run an interval on."""
+    process = SchedulerProcess(redis)
+    register_periodic(process.periodic)
+    high = JsonQueue("high", connection=redis)
+    assert high.count == 0
+    process.tick()
+    assert high.get_job_ids() == [HEALTH_ID]
+    next_run = entries(process.periodic)[HEALTH_ID]
+    assert time.time() + 290 <= next_run <= time.time() + 301
+    process.tick()  # not due again
+    assert high.count == 1
+
+
+def test_tick_leaves_future_periodic_entry(redis: Redis) -> None:
+    """It does not enqueue a periodic entry whose next run is in the future."""
+    process = SchedulerProcess(redis)
+    register_periodic(process.periodic)
+    redis.zadd(process.periodic.scheduled_jobs_key, {HEALTH_ID: int(time.time()) + 60})
+    process.tick()
+    assert JsonQueue("high", connection=redis).count == 0
+
+
+def _delayed_add(redis: Redis, countdown: float) -> JsonJob:
+    spec = REGISTRY.get("add")
+    assert spec is not None
+    return enqueue(  # type: ignore[return-value]
+        spec,
+        spec.validate({"x": 1, "y": 2}),
+        redis,
+        EnqueueOptions(countdown=countdown),
+        default_result_ttl=60,
+        failure_ttl=60,
+    )
+
+
+def test_tick_moves_delayed_job_once_due_and_not_before(redis: Redis) -> None:
+    """It keeps a countdown job in the ScheduledJobRegistry until its time, then moves it to its queue."""
+    enqueued_at = time.time()
+    job = _delayed_add(redis, countdown=2)
+    scheduled = ScheduledJobRegistry("default", connection=redis)
+    default = JsonQueue("default", connection=redis)
+    assert scheduled.get_job_ids() == [job.id]
+    due_at = scheduled.get_scheduled_time(job.id).timestamp()
+
+    process = SchedulerProcess(redis)
+    process.tick()
+    assert default.count == 0
+    assert scheduled.get_job_ids() == [job.id]
+
+    deadline = enqueued_at + 5
+    while default.count == 0 and time.time() < deadline:
+        time.sleep(0.1)
+        process.tick()
+    moved_at = time.time()
+    assert default.get_job_ids() == [job.id]
+    assert scheduled.get_job_ids() == []
+    # RQ keeps due times in whole seconds: never before that second, never before 1 s of the countdown.
+    assert moved_at >= due_at
+    assert moved_at >= enqueued_at + 1
+    assert JsonJob.fetch(job.id, connection=redis).get_status() == "queued"
+
+
+def test_delayed_job_with_countdown_one_second(redis: Redis) -> None:
+    """It moves a countdown=1 job only after a tick once 1.2 s have passed."""
+    job = _delayed_add(redis, countdown=1)
+    process = SchedulerProcess(redis)
+    time.sleep(1.2)
+    assert JsonQueue("default", connection=redis).count == 0  # nothing moves without a tick
+    process.tick()
+    assert JsonQueue("default", connection=redis).get_job_ids() == [job.id]
+
+
+def test_two_schedulers_enqueue_a_due_periodic_entry_once(redis: Redis, redis_url: str) -> None:
+    """It enqueues a due periodic entry once when two scheduler processes tick one after the other."""
+    first, second = SchedulerProcess(connect(redis_url)), SchedulerProcess(connect(redis_url))
+    register_periodic(first.periodic)
+    register_periodic(second.periodic)
+    first.tick()
+    second.tick()
+    first.tick()
+    assert JsonQueue("high", connection=redis).get_job_ids() == [HEALTH_ID]
+
+
+def _tick_together(processes: list[SchedulerProcess]) -> list[BaseException]:
+    """Tick every process in its own thread, released at the same moment; return their errors."""
+    barrier = threading.Barrier(len(processes))
+    errors: list[BaseException] = []
+
+    def run(process: SchedulerProcess) -> None:
+        try:
+            barrier.wait(5)
+            process.tick()
+        except BaseException as exc:  # reported by the caller
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(p,)) for p in processes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    return errors
+
+
+def test_two_schedulers_ticking_at_once_enqueue_once(redis: Redis, redis_url: str) -> None:
+    """It enqueues a due periodic entry once when two scheduler processes tick at the same moment."""
+    for _attempt in range(20):
+        redis.flushall()
+        processes = [SchedulerProcess(connect(redis_url)) for _ in range(2)]
+        register_periodic(processes[0].periodic)
+        assert _tick_together(processes) == []
+        assert JsonQueue("high", connection=redis).get_job_ids() == [HEALTH_ID]
+
+
+def test_two_schedulers_move_a_delayed_job_once(redis: Redis, redis_url: str) -> None:
+    """It moves a due delayed job into its queue once when two scheduler processes tick."""
+    job = _delayed_add(redis, countdown=1)
+    first, second = SchedulerProcess(connect(redis_url)), SchedulerProcess(connect(redis_url))
+    first.tick()
+    second.tick()
+    time.sleep(1.2)
+    second.tick()
+    first.tick()
+    second.tick()
+    assert JsonQueue("default", connection=redis).get_job_ids() == [job.id]
