@@ -6,6 +6,14 @@ Two libraries share one loop here, each doing what it owns:
 - RQ's own scheduler moves jobs whose time has come out of each queue's
   ScheduledJobRegistry (API ``countdown``/``eta``, retry back-offs).
 Workers never run a scheduler loop; this process is the only one that moves due jobs.
+
+Each tick of a periodic entry becomes a job of its own, ``periodic-<task>-<tick>``,
+created with RQ's atomic unique enqueue: two scheduler processes (or one slow pass
+overlapping the next) enqueue each tick exactly once.
+
+The same loop runs the sweeps that make delivery at-least-once: a job whose worker died
+(its heartbeat expired) is retried or failed within seconds, and a job a dying worker
+had dequeued but not yet started is put back at the head of its queue.
 """
 
 from __future__ import annotations
@@ -18,13 +26,16 @@ from types import FrameType
 from typing import Any
 
 from redis import Redis
+from rq import scheduler as rq_scheduler_module
 from rq.exceptions import NoSuchJobError
 from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
 from rq_scheduler import Scheduler
+from rq_scheduler.utils import to_unix
 
-from app import defaults
+from app import defaults, maintenance
 from app.config import Settings
+from app.dispatch import EnqueueOptions, JobExistsError, enqueue
 from app.queues import JsonJob, JsonQueue, QueueName
 from app.registry import REGISTRY, TaskRegistry, TaskSpec
 
@@ -38,9 +49,67 @@ def periodic_job_id(spec: TaskSpec) -> str:
     return f"{PERIODIC_PREFIX}{spec.name}"
 
 
-def make_scheduler(redis: Redis, interval: float = defaults.SCHEDULER_INTERVAL) -> Scheduler:
+class PeriodicScheduler(Scheduler):
+    """rq-scheduler keeping the periodic entries; each due tick is enqueued as a new job, once."""
+
+    settings: Settings | None = None
+
+    def enqueue_jobs(self) -> list[JsonJob]:
+        """Enqueue a fresh job for every due tick of every entry, then move each entry on."""
+        enqueued = []
+        for template, when in self.get_jobs_to_queue(with_times=True):
+            job = self.enqueue_tick(template, when)
+            if job is not None:
+                enqueued.append(job)
+        return enqueued
+
+    def enqueue_tick(self, template: JsonJob, when: datetime) -> JsonJob | None:
+        """Enqueue the run of ``template`` due at ``when`` unless another scheduler did."""
+        tick = int(to_unix(when))
+        self._reschedule(template, tick)
+        spec = REGISTRY.by_path(template.func_name or "")
+        if spec is None:
+            log.warning("periodic entry %s names no registered task; removing it", template.id)
+            self.cancel(template.id)
+            return None
+        settings = self.settings or Settings()
+        try:
+            job = enqueue(
+                spec,
+                spec.validate(template.kwargs),
+                self.connection,
+                EnqueueOptions(job_id=f"{template.id}-{tick}"),
+                default_result_ttl=settings.result_ttl,
+                failure_ttl=settings.failed_job_ttl,
+                meta={"periodic": template.id, "tick": tick},
+            )
+        except JobExistsError:
+            log.debug("tick %s of %s was enqueued by another scheduler", tick, template.id)
+            return None
+        log.info("enqueued %s for tick %s", job.id, tick, extra={"job_id": job.id, "task": spec.name})
+        return job  # type: ignore[return-value]
+
+    def _reschedule(self, template: JsonJob, tick: int) -> None:
+        definition = template.meta.get("definition") or {}
+        schedule = definition.get("schedule") or {}
+        now = datetime.now(UTC)
+        if schedule.get("cron"):
+            from croniter import croniter
+
+            following = croniter(schedule["cron"], now).get_next(datetime)
+            score = int(following.timestamp())
+        else:
+            interval = int(schedule.get("interval") or template.meta.get("interval") or 60)
+            score = tick + interval
+            while score <= now.timestamp():  # skip ticks missed while no scheduler ran
+                score += interval
+        # Only move forward: a scheduler that read the entry late must not move it back.
+        self.connection.zadd(self.scheduled_jobs_key, {template.id: score}, gt=True)
+
+
+def make_scheduler(redis: Redis, interval: float = defaults.SCHEDULER_INTERVAL) -> PeriodicScheduler:
     """An rq-scheduler Scheduler that reads and writes JSON jobs only."""
-    return Scheduler(connection=redis, job_class=JsonJob, queue_class=JsonQueue, interval=interval)
+    return PeriodicScheduler(connection=redis, job_class=JsonJob, queue_class=JsonQueue, interval=interval)
 
 
 def _definition(spec: TaskSpec) -> dict[str, Any]:
@@ -121,12 +190,19 @@ def schedules(redis: Redis, registry: TaskRegistry = REGISTRY) -> list[dict[str,
 
 
 class SchedulerProcess:
-    """One loop: periodic entries via rq-scheduler, due delayed jobs via RQ's scheduler."""
+    """One loop: periodic entries via rq-scheduler, due delayed jobs via RQ's scheduler, sweeps."""
 
-    def __init__(self, redis: Redis, interval: float = defaults.SCHEDULER_INTERVAL) -> None:
+    def __init__(
+        self, redis: Redis, interval: float = defaults.SCHEDULER_INTERVAL, settings: Settings | None = None
+    ) -> None:
+        # RQ's scheduler moves due jobs through this module's Queue: make it the JSON queue,
+        # so that they ring the workers' doorbells and never touch pickle.
+        rq_scheduler_module.Queue = JsonQueue  # type: ignore[misc,assignment]
         self.redis = redis
         self.interval = interval
         self.periodic = make_scheduler(redis, interval)
+        self.periodic.settings = settings
+        self.last_sweep = 0.0
         self.delayed = RQScheduler([q.value for q in QueueName], connection=redis, serializer=JSONSerializer)
         self.delayed._connection = redis  # type: ignore[assignment]  # share this process's client rather than a second pool
         self.stop_requested = False
@@ -147,6 +223,9 @@ class SchedulerProcess:
             self.delayed.acquire_locks()
         self.delayed.heartbeat()
         self.delayed.enqueue_scheduled_jobs()
+        if time.monotonic() - self.last_sweep >= defaults.SWEEP_INTERVAL:
+            self.last_sweep = time.monotonic()
+            maintenance.sweep(self.redis)
 
     def run(self, burst: bool = False) -> int:
         """Run until SIGTERM/SIGINT (or one pass with ``burst``)."""
@@ -171,7 +250,7 @@ class SchedulerProcess:
 
 def main_loop(redis: Redis, settings: Settings, burst: bool = False) -> int:
     """Register the periodic entries, then run the scheduler loop."""
-    process = SchedulerProcess(redis)
+    process = SchedulerProcess(redis, settings=settings)
     ids = register_periodic(process.periodic)
     log.info("scheduler started with %d periodic entries: %s", len(ids), ", ".join(ids) or "none")
     return process.run(burst=burst)
