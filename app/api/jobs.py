@@ -18,7 +18,9 @@ from app.runtime import runtime
 
 def _job(job_id: str) -> JsonJob:
     try:
-        return fetch_job(job_id, runtime().redis)
+        job = fetch_job(job_id, runtime().redis)
+        job.func_name  # noqa: B018 - decodes the job data now, as JSON or not at all
+        return job
     except (NoSuchJobError, ValueError):
         raise APIError(404, "job_not_found", f"no job with id {job_id!r}") from None
     except DeserializationError:
