@@ -24,7 +24,8 @@ from rq_dashboard import web as rqd_web
 
 from app.api.errors import error_response
 from app.config import Settings
-from app.queues import JsonJob, JsonQueue, JsonWorker
+from app.queues import JsonJob, JsonQueue
+from app.workers import JsonWorker
 
 URL_PREFIX = "/rq"
 BLUEPRINT = "rq_dashboard"

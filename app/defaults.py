@@ -22,11 +22,22 @@ RESULT_TTL = 24 * 3600
 TIME_LIMIT = 300
 #: Queues a worker listens on when none are named, highest priority first.
 WORKER_QUEUES = ("high", "default", "low")
+#: Seconds between the scheduler's sweeps for dead workers' jobs.
+SWEEP_INTERVAL = 5.0
+#: Seconds a job may sit between dequeue and start before the sweep puts it back.
+RESCUE_AFTER = 15.0
 #: Seconds between two passes of the scheduler process.
 SCHEDULER_INTERVAL = 1.0
 #: Seconds an HTTP dependency of the health check may take.
 HEALTH_CHECK_TIMEOUT = 5.0
 #: Seconds a worker heartbeat may be old before the worker counts as gone.
 WORKER_STALE_AFTER = 120
+#: Longest an idle worker waits on its queues' doorbells before it scans them anyway, in s.
+DOORBELL_WAIT = 1.0
+#: Most rings a doorbell keeps (rings only wake workers; extra ones are dropped).
+DOORBELL_CAP = 64
+#: Longest wait for a rate-limit slot a worker spends holding the job, in s; longer waits
+#: put the job back in the scheduled registry.
+RATE_LIMIT_HOLD = 1.0
 #: Page size of job listings.
 PAGE_SIZE = 50

@@ -1,23 +1,63 @@
-"""Enqueueing a task: the one path from validated arguments to a job in Redis."""
+"""Enqueueing a task: the one path from validated arguments to a job in Redis.
+
+Idempotency keys and unique tasks are decided in the same Redis transaction as the
+enqueue (WATCH/MULTI), so two racing requests can never both create a job.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 from redis import Redis
-from rq.exceptions import DuplicateJobError
+from redis.exceptions import WatchError
+from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus, Retry
+from rq.rate_limit import RateLimit as ConcurrencyLimit
 
-from app.queues import JsonQueue, QueueName, get_queue
+from app import keys
+from app.hooks import UNIQUE_META_KEY
+from app.queues import JsonJob, JsonQueue, QueueName, get_queue
 from app.registry import TaskSpec
 
 JOB_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
+#: Seconds an Idempotency-Key is remembered.
+IDEMPOTENCY_TTL = 24 * 3600
+_LIVE = {
+    JobStatus.CREATED,
+    JobStatus.QUEUED,
+    JobStatus.DEFERRED,
+    JobStatus.SCHEDULED,
+    JobStatus.STARTED,
+    JobStatus.RATE_LIMITED,
+    JobStatus.READY_TO_ENQUEUE,
+}
 
 
 class JobExistsError(Exception):
     """A caller-chosen job id is already taken."""
+
+
+class IdempotencyConflict(Exception):
+    """An Idempotency-Key was used before with a different request."""
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    """A caller's Idempotency-Key and a digest of the request it came with."""
+
+    caller: str
+    key: str
+    request_digest: str
+
+    @property
+    def redis_key(self) -> str:
+        return keys.idempotency(self.caller, hashlib.sha256(self.key.encode()).hexdigest()[:32])
 
 
 class EnqueueOptions(BaseModel):
@@ -46,41 +86,129 @@ class EnqueueOptions(BaseModel):
         return None
 
 
+def digest(value: Any) -> str:
+    """A stable digest of a JSON value."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _live_job(connection: Redis, job_id: bytes | str | None) -> JsonJob | None:
+    if not job_id:
+        return None
+    try:
+        job = JsonJob.fetch(job_id.decode() if isinstance(job_id, bytes) else job_id, connection=connection)
+    except NoSuchJobError:
+        return None
+    return job  # type: ignore[return-value]
+
+
+def _unique_ttl(spec: TaskSpec) -> int:
+    # Long enough to cover every attempt and back-off; the worker deletes the lock earlier.
+    return int(spec.time_limit * (spec.retry.max_retries + 1) + sum(spec.retry.countdowns()) + 3600)
+
+
 def enqueue(
     spec: TaskSpec,
-    args: BaseModel,
+    args: BaseModel | Mapping[str, Any],
     connection: Redis,
     options: EnqueueOptions | None = None,
     *,
     default_result_ttl: int,
     failure_ttl: int,
     meta: dict[str, Any] | None = None,
+    idempotency: Idempotency | None = None,
+    depends_on: list[Any] | None = None,
+    job_id: str | None = None,
 ) -> Job:
-    """Create the job for ``spec`` with validated ``args`` and put it on its queue (or schedule)."""
+    """Create the job for ``spec`` with validated ``args`` and put it on its queue (or schedule).
+
+    Returns the existing job instead when ``idempotency`` names an earlier identical
+    request, or when the task is unique and a job with the same arguments is waiting or
+    running. Raises IdempotencyConflict or JobExistsError. ``args`` is a validated model,
+    or a mapping the caller has checked (a workflow step whose input comes later).
+    """
     options = options or EnqueueOptions()
     queue: JsonQueue = get_queue((options.queue or spec.queue).value, connection)
-    retry = None
-    if spec.retry.max_retries:
-        retry = Retry(max=spec.retry.max_retries, interval=spec.retry.countdowns())
+    kwargs = args.model_dump(mode="json") if isinstance(args, BaseModel) else dict(args)
+    job_meta: dict[str, Any] = {"task": spec.name, "max_retries": spec.retry.max_retries, **(meta or {})}
+    unique_key = keys.unique_lock(spec.name, digest(kwargs)) if spec.unique else None
+    if unique_key:
+        job_meta[UNIQUE_META_KEY] = unique_key
+    concurrency = None
+    if spec.concurrency:
+        suffix = f":{kwargs.get(spec.concurrency_key)}" if spec.concurrency_key else ""
+        concurrency = ConcurrencyLimit(key=f"tasklane:{spec.name}{suffix}", concurrency=spec.concurrency)
     run_at = options.run_at()
     job = queue.create_job(
         spec.path,
-        kwargs=args.model_dump(mode="json"),
+        kwargs=kwargs,
         timeout=spec.time_limit,
         result_ttl=_first(options.result_ttl, spec.result_ttl, default_result_ttl),
         failure_ttl=failure_ttl,
-        job_id=options.job_id,
-        retry=retry,
-        meta={"task": spec.name, "max_retries": spec.retry.max_retries, **(meta or {})},
+        job_id=job_id or options.job_id,
+        retry=Retry(max=spec.retry.max_retries) if spec.retry.max_retries else None,
+        meta=job_meta,
         status=JobStatus.SCHEDULED if run_at else JobStatus.QUEUED,
+        rate_limit=concurrency,
+        depends_on=depends_on,
     )
-    unique = options.job_id is not None
+    scheduled = run_at is not None and run_at > datetime.now(UTC)
+    watched = [k for k in (idempotency.redis_key if idempotency else None, unique_key) if k]
+    if watched and options.job_id:
+        watched.append(job.key)
+    if not watched:
+        return _put(queue, job, run_at if scheduled else None, unique=options.job_id is not None)
+    with connection.pipeline() as pipe:
+        while True:
+            try:
+                pipe.watch(*watched)
+                if idempotency is not None:
+                    raw = pipe.get(idempotency.redis_key)
+                    if raw:
+                        record = json.loads(raw)
+                        if record["digest"] != idempotency.request_digest:
+                            raise IdempotencyConflict(
+                                "this Idempotency-Key was used with a different request in the last 24 h"
+                            )
+                        earlier = _live_job(connection, record["job_id"])
+                        if earlier is not None:
+                            return earlier
+                if options.job_id and pipe.exists(job.key):
+                    raise JobExistsError(f"a job with id {job.id!r} already exists")
+                if unique_key:
+                    holder = _live_job(connection, pipe.get(unique_key))
+                    if holder is not None and holder.get_status() in _LIVE:
+                        if idempotency is not None:
+                            _remember(pipe, idempotency, holder.id)
+                        return holder
+                pipe.multi()
+                if idempotency is not None:
+                    _remember(pipe, idempotency, job.id)
+                if unique_key:
+                    pipe.set(unique_key, job.id, ex=_unique_ttl(spec))
+                _put(queue, job, run_at if scheduled else None, unique=False, pipeline=pipe)
+                pipe.execute()
+                return job
+            except WatchError:
+                continue
+
+
+def _remember(pipe: Any, idempotency: Idempotency, job_id: str) -> None:
+    record = json.dumps({"job_id": job_id, "digest": idempotency.request_digest})
+    if pipe.explicit_transaction:
+        pipe.set(idempotency.redis_key, record, ex=IDEMPOTENCY_TTL)
+    else:
+        pipe.multi()
+        pipe.set(idempotency.redis_key, record, ex=IDEMPOTENCY_TTL)
+        pipe.execute()
+
+
+def _put(queue: JsonQueue, job: Job, run_at: datetime | None, unique: bool, pipeline: Any = None) -> Job:
     try:
-        if run_at is not None and run_at > datetime.now(UTC):
-            return queue.schedule_job(job, run_at, unique=unique)
-        return queue.enqueue_job(job, unique=unique)
+        if run_at is not None:
+            return queue.schedule_job(job, run_at, pipeline=pipeline, unique=unique)
+        return queue.enqueue_job(job, pipeline=pipeline, unique=unique)
     except DuplicateJobError:
-        raise JobExistsError(f"a job with id {options.job_id!r} already exists") from None
+        raise JobExistsError(f"a job with id {job.id!r} already exists") from None
 
 
 def _first(*values: int | None) -> int:

@@ -14,8 +14,8 @@ from redis import Redis
 from app import defaults, keys
 from app.config import mask_url
 from app.db import ping
-from app.queues import JsonWorker
 from app.runtime import Runtime
+from app.workers import JsonWorker
 
 
 def _timed(check: Callable[[], dict[str, Any] | None]) -> dict[str, Any]:

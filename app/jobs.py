@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 from rq.job import Job, JobStatus
 
-from app.execution import ERROR_META_KEY
+from app.hooks import ATTEMPTS_META_KEY, ERROR_META_KEY
 from app.progress import PROGRESS_META_KEY
 from app.registry import REGISTRY
 
@@ -54,7 +55,7 @@ def state_of(job: Job, status: JobStatus | None = None) -> State:
         return State.REVOKED
     if status == JobStatus.STARTED:
         return State.PROGRESS if job.meta.get(PROGRESS_META_KEY) else State.STARTED
-    if status == JobStatus.SCHEDULED and attempts_made(job) > 0:
+    if status in (JobStatus.SCHEDULED, JobStatus.QUEUED) and attempts_made(job) > 0:
         return State.RETRY
     return State.PENDING
 
@@ -65,7 +66,7 @@ def task_name(job: Job) -> str | None:
     return spec.name if spec else job.func_name
 
 
-def parse_error(exc_string: str | None) -> dict[str, str] | None:
+def parse_error(exc_string: str | None) -> dict[str, Any] | None:
     """Split a formatted traceback into type, message and the traceback itself."""
     if not exc_string:
         return None
@@ -92,8 +93,11 @@ def describe(job: Job) -> dict[str, Any]:
         latest = job.latest_result()
         error = parse_error(latest.exc_string if latest else None)
         recorded = job.meta.get(ERROR_META_KEY)
-        if error is not None and isinstance(recorded, dict):
-            error.update(type=str(recorded.get("type")), message=str(recorded.get("message")))
+        if isinstance(recorded, dict):
+            error = {**(error or {"traceback": None}), "type": str(recorded.get("type")),
+                     "message": str(recorded.get("message"))}  # fmt: skip
+        if error is not None:
+            error = {**error, "attempts": job.meta.get(ATTEMPTS_META_KEY) or []}
     return {
         "job_id": job.id,
         "task": task_name(job),
@@ -104,8 +108,135 @@ def describe(job: Job) -> dict[str, Any]:
         "result": result,
         "error": error,
         "retries": attempts_made(job),
+        "next_retry_at": job.meta.get("next_retry_at") if state is State.RETRY else None,
         "enqueued_at": _iso(job.enqueued_at),
         "started_at": _iso(job.started_at),
         "ended_at": _iso(job.ended_at),
         "worker": job.worker_name,
     }
+
+
+class JobFinished(Exception):
+    """The job has already finished, successfully or not."""
+
+
+class JobNotFailed(Exception):
+    """Only a failed job can be retried."""
+
+
+def revoke(job: Job) -> State:
+    """Cancel a waiting job or stop a running one (on whichever host runs it)."""
+    from rq.command import send_stop_job_command
+    from rq.exceptions import InvalidJobOperation
+    from rq.serializers import JSONSerializer
+
+    from app.hooks import after_revoke
+    from app.queues import META_REVOKED
+
+    status = job.get_status()
+    if status in (JobStatus.CANCELED, JobStatus.STOPPED):
+        return State.REVOKED
+    if status in (JobStatus.FINISHED, JobStatus.FAILED):
+        raise JobFinished(f"job {job.id} has already finished ({status.value})")
+    job.meta[META_REVOKED] = True
+    job.save_meta()
+    if status == JobStatus.STARTED:
+        # Between dequeue and start there is no worker to tell: the revoke flag stops the run.
+        with contextlib.suppress(InvalidJobOperation):
+            send_stop_job_command(job.connection, job.id, serializer=JSONSerializer)
+    else:
+        job.cancel()
+    after_revoke(job)
+    return State.REVOKED
+
+
+def retry_failed(job: Job) -> None:
+    """Put a failed job back on its queue for a fresh run."""
+    if job.get_status() != JobStatus.FAILED:
+        raise JobNotFailed(f"job {job.id} is {job.get_status().value}, not failed")
+    for key in ("no_retry", "revoked"):
+        job.meta.pop(key, None)
+    job.save_meta()
+    job.requeue()
+
+
+_STATE_SOURCES: dict[State, tuple[str, ...]] = {
+    State.PENDING: ("queue", "scheduled", "deferred"),
+    State.RETRY: ("scheduled",),
+    State.STARTED: ("started",),
+    State.PROGRESS: ("started",),
+    State.SUCCESS: ("finished",),
+    State.FAILURE: ("failed",),
+    State.REVOKED: ("canceled", "failed"),
+}
+
+
+def _ids(queue: Any, source: str) -> list[tuple[float, str]]:
+    """(score, job id) pairs of one queue's source, newest first."""
+    from rq.job import parse_job_id
+
+    redis = queue.connection
+    if source == "queue":
+        ids = [i.decode() if isinstance(i, bytes) else i for i in redis.lrange(queue.key, 0, -1)]
+        # Queue order is oldest first; give later positions higher scores.
+        return [(float(n), i) for n, i in enumerate(ids)][::-1]
+    registry = {
+        "scheduled": queue.scheduled_job_registry,
+        "deferred": queue.deferred_job_registry,
+        "started": queue.started_job_registry,
+        "finished": queue.finished_job_registry,
+        "failed": queue.failed_job_registry,
+        "canceled": queue.canceled_job_registry,
+    }[source]
+    pairs = redis.zrevrange(registry.key, 0, -1, withscores=True)
+    seen: set[str] = set()
+    out = []
+    for member, score in pairs:
+        job_id = parse_job_id(member.decode() if isinstance(member, bytes) else member)
+        if job_id not in seen:
+            seen.add(job_id)
+            out.append((score, job_id))
+    return out
+
+
+def list_jobs(
+    redis: Any,
+    state: State | None,
+    task: str | None,
+    queue_name: str | None,
+    offset: int,
+    limit: int,
+) -> tuple[list[dict[str, Any]], int | None]:
+    """One page of jobs, newest first, with the offset of the next page (or None)."""
+    from app.queues import QueueName, get_queue
+
+    names = [queue_name] if queue_name else [q.value for q in QueueName]
+    states = [state] if state else list(_STATE_SOURCES)
+    sources = sorted({s for st in states for s in _STATE_SOURCES[st]})
+    candidates: list[tuple[float, str]] = []
+    for name in names:
+        queue = get_queue(name, redis)
+        for source in sources:
+            candidates.extend(_ids(queue, source))
+    candidates.sort(key=lambda pair: pair[0], reverse=True)
+    seen: set[str] = set()
+    ordered = [i for _, i in candidates if not (i in seen or seen.add(i))]  # type: ignore[func-returns-value]
+    from app.queues import JsonJob
+
+    page: list[dict[str, Any]] = []
+    position = offset
+    while position < len(ordered) and len(page) < limit:
+        chunk = ordered[position : position + limit * 2]
+        for job in JsonJob.fetch_many(chunk, connection=redis):
+            position += 1
+            if job is None:
+                continue
+            view = describe(job)
+            if state is not None and view["state"] != state.value:
+                continue
+            if task is not None and view["task"] != task:
+                continue
+            page.append(view)
+            if len(page) == limit:
+                break
+    return page, (position if position < len(ordered) else None)

@@ -28,6 +28,26 @@ def unique_lock(task: str, args_hash: str) -> str:
     return _key("unique", task, args_hash)
 
 
+def rate_limit(task: str) -> str:
+    """The theoretical arrival time (GCRA) of a rate-limited task's next start."""
+    return _key("ratelimit", task)
+
+
+def periodic_tick(entry: str, tick: int) -> str:
+    """Claimed by the scheduler that enqueued a periodic entry's run for one tick."""
+    return _key("tick", entry, str(tick))
+
+
+def doorbell(queue: str) -> str:
+    """A list workers block on; pushing a job rings it so idle workers scan their queues."""
+    return _key("doorbell", queue)
+
+
+def workflow(workflow_id: str) -> str:
+    """A workflow's structure and job ids (a JSON string)."""
+    return _key("workflow", workflow_id)
+
+
 def metrics_jobs() -> str:
     """Hash of job outcome counters: ``<task>|<outcome>`` -> count."""
     return _key("metrics", "jobs")

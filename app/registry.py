@@ -52,6 +52,11 @@ class RetryPolicy:
     retry_for: tuple[type[BaseException], ...] = (Exception,)
     dont_retry_for: tuple[type[BaseException], ...] = ()
 
+    def delay(self, attempt: int, rand: float) -> float:
+        """The delay before retry ``attempt`` with full jitter (``rand`` in [0, 1)) when enabled."""
+        ceiling = self.countdown(attempt)
+        return max(0.5, ceiling * rand) if self.jitter else ceiling
+
     def countdown(self, attempt: int) -> float:
         """The un-jittered delay before retry number ``attempt`` (1-based), in seconds."""
         return float(min(self.backoff_cap, self.backoff_base * 2 ** max(0, attempt - 1)))
@@ -130,6 +135,8 @@ class TaskSpec:
     time_limit: int = defaults.TIME_LIMIT
     soft_time_limit: int | None = None
     rate_limit: RateLimit | None = None
+    concurrency: int | None = None
+    concurrency_key: str | None = None
     unique: bool = False
     result_ttl: int | None = None
     schedule: Schedule | None = None
@@ -155,6 +162,8 @@ class TaskSpec:
             "time_limit": self.time_limit,
             "soft_time_limit": self.soft_time_limit,
             "rate_limit": self.rate_limit.text if self.rate_limit else None,
+            "concurrency": self.concurrency,
+            "concurrency_key": self.concurrency_key,
             "unique": self.unique,
             "result_ttl": self.result_ttl,
             "schedule": self.schedule.describe() if self.schedule else None,
@@ -230,13 +239,22 @@ def task(
     time_limit: int = defaults.TIME_LIMIT,
     soft_time_limit: int | None = None,
     rate_limit: str | None = None,
+    concurrency: int | None = None,
+    concurrency_key: str | None = None,
     unique: bool = False,
     result_ttl: int | None = None,
     schedule: Schedule | None = None,
     critical: bool = False,
     registry: TaskRegistry | None = None,
 ) -> Callable[[F], F]:
-    """Declare a task: the function is returned unchanged and its spec is registered."""
+    """Declare a task: the function is returned unchanged and its spec is registered.
+
+    ``rate_limit="10/m"`` spaces starts across all workers; ``concurrency=N`` caps how many
+    run (or wait in a queue) at once, per task or, with ``concurrency_key="user_id"``, per
+    value of that argument; ``unique=True`` makes a second enqueue with the same
+    arguments, while the first waits or runs, return the first job; ``critical=True``
+    alerts on final failure.
+    """
 
     def decorate(func: F) -> F:
         task_name = name or func.__name__
@@ -246,6 +264,12 @@ def task(
             raise ValueError(f"task {task_name!r}: time_limit must be at least 1 second")
         if soft_time_limit is not None and not 0 < soft_time_limit < time_limit:
             raise ValueError(f"task {task_name!r}: soft_time_limit must be below time_limit")
+        if concurrency is not None and concurrency < 1:
+            raise ValueError(f"task {task_name!r}: concurrency must be at least 1")
+        if concurrency_key is not None and (concurrency is None or concurrency_key not in input.model_fields):
+            raise ValueError(
+                f"task {task_name!r}: concurrency_key must name an input field, with concurrency"
+            )
         doc = (func.__doc__ or "").strip().splitlines()
         spec = TaskSpec(
             name=task_name,
@@ -257,6 +281,8 @@ def task(
             time_limit=time_limit,
             soft_time_limit=soft_time_limit,
             rate_limit=RateLimit.parse(rate_limit) if rate_limit else None,
+            concurrency=concurrency,
+            concurrency_key=concurrency_key,
             unique=unique,
             result_ttl=result_ttl,
             schedule=schedule,

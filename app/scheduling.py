@@ -10,7 +10,15 @@ Workers never run a scheduler loop; this process is the only one that moves due 
 Cron expressions are evaluated by croniter in UTC, as the registry validates and documents
 them. rq-scheduler 0.14 would evaluate them with the ``crontab`` package in the host's local
 time (and with day-of-month AND day-of-week where cron and croniter use OR), so its next runs
-would disagree with the catalogue; :class:`PeriodicScheduler` corrects that.
+would disagree with the catalogue; :class:`PeriodicScheduler` uses croniter instead.
+
+Each tick of a periodic entry becomes a job of its own, ``periodic-<task>-<tick>``,
+created with RQ's atomic unique enqueue: two scheduler processes (or one slow pass
+overlapping the next) enqueue each tick exactly once.
+
+The same loop runs the sweeps that make delivery at-least-once: a job whose worker died
+(its heartbeat expired) is retried or failed within seconds, and a job a dying worker
+had dequeued but not yet started is put back at the head of its queue.
 """
 
 from __future__ import annotations
@@ -24,14 +32,16 @@ from typing import Any
 
 from croniter import croniter
 from redis import Redis
+from rq import scheduler as rq_scheduler_module
 from rq.exceptions import NoSuchJobError
-from rq.job import Job
 from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
 from rq_scheduler import Scheduler
+from rq_scheduler.utils import to_unix
 
-from app import defaults
+from app import defaults, maintenance
 from app.config import Settings
+from app.dispatch import EnqueueOptions, JobExistsError, enqueue
 from app.queues import JsonJob, JsonQueue, QueueName
 from app.registry import REGISTRY, TaskRegistry, TaskSpec
 
@@ -52,27 +62,62 @@ def next_cron_run(cron: str, after: datetime | None = None) -> datetime:
 
 
 class PeriodicScheduler(Scheduler):
-    """rq-scheduler whose cron entries are rescheduled by croniter in UTC."""
+    """rq-scheduler keeping the periodic entries; each due tick is enqueued as a new job, once."""
 
-    def enqueue_job(self, job: Job) -> None:
-        """Move a due entry to its queue; a cron entry's next run comes from croniter in UTC."""
-        cron = job.meta.get("cron_string")
-        if not cron:
-            super().enqueue_job(job)
-            return
-        repeat = job.meta.get("repeat")
-        if repeat:
-            job.meta["repeat"] = int(repeat) - 1
-        queue = self.get_queue_for_job(job)
-        queue.enqueue_job(job, at_front=bool(job.enqueue_at_front))
-        if repeat is not None and job.meta["repeat"] <= 0:
-            self.connection.zrem(self.scheduled_jobs_key, job.id)
-            return
-        # One ZADD moves the entry to its next run: it is never absent from the sorted set.
-        self.connection.zadd(self.scheduled_jobs_key, {job.id: int(next_cron_run(cron).timestamp())})
+    settings: Settings | None = None
+    registry: TaskRegistry = REGISTRY
+
+    def enqueue_jobs(self) -> list[JsonJob]:
+        """Enqueue a fresh job for every due tick of every entry, then move each entry on."""
+        enqueued = []
+        for template, when in self.get_jobs_to_queue(with_times=True):
+            job = self.enqueue_tick(template, when)
+            if job is not None:
+                enqueued.append(job)
+        return enqueued
+
+    def enqueue_tick(self, template: JsonJob, when: datetime) -> JsonJob | None:
+        """Enqueue the run of ``template`` due at ``when`` unless another scheduler did."""
+        tick = int(to_unix(when))
+        self._reschedule(template, tick)
+        spec = self.registry.by_path(template.func_name or "")
+        if spec is None:
+            log.warning("periodic entry %s names no registered task; removing it", template.id)
+            self.cancel(template.id)
+            return None
+        settings = self.settings or Settings()
+        try:
+            job = enqueue(
+                spec,
+                spec.validate(template.kwargs),
+                self.connection,
+                EnqueueOptions(job_id=f"{template.id}-{tick}"),
+                default_result_ttl=settings.result_ttl,
+                failure_ttl=settings.failed_job_ttl,
+                meta={"periodic": template.id, "tick": tick},
+            )
+        except JobExistsError:
+            log.debug("tick %s of %s was enqueued by another scheduler", tick, template.id)
+            return None
+        log.info("enqueued %s for tick %s", job.id, tick, extra={"job_id": job.id, "task": spec.name})
+        return job  # type: ignore[return-value]
+
+    def _reschedule(self, template: JsonJob, tick: int) -> None:
+        definition = template.meta.get("definition") or {}
+        schedule = definition.get("schedule") or {}
+        now = datetime.now(UTC)
+        if schedule.get("cron"):
+            score = int(next_cron_run(schedule["cron"], now).timestamp())
+        else:
+            interval = int(schedule.get("interval") or template.meta.get("interval") or 60)
+            score = tick + interval
+            while score <= now.timestamp():  # skip ticks missed while no scheduler ran
+                score += interval
+        # Only move forward: a scheduler that read the entry late must not move it back.
+        self.connection.zadd(self.scheduled_jobs_key, {template.id: score}, gt=True)
 
 
-def make_scheduler(redis: Redis, interval: float = defaults.SCHEDULER_INTERVAL) -> Scheduler:
+def make_scheduler(redis: Redis, interval: float = defaults.SCHEDULER_INTERVAL) -> PeriodicScheduler:
     """An rq-scheduler Scheduler that reads and writes JSON jobs only."""
     return PeriodicScheduler(connection=redis, job_class=JsonJob, queue_class=JsonQueue, interval=interval)
 
@@ -89,6 +134,8 @@ def register_periodic(scheduler: Scheduler, registry: TaskRegistry = REGISTRY) -
     replaced; entries of tasks that lost their schedule are removed.
     """
     redis = scheduler.connection
+    if isinstance(scheduler, PeriodicScheduler):
+        scheduler.registry = registry
     wanted = {periodic_job_id(spec): spec for spec in registry.periodic()}
     for job_id in list(_scheduled_ids(scheduler)):
         if job_id.startswith(PERIODIC_PREFIX) and job_id not in wanted:
@@ -158,12 +205,19 @@ def schedules(redis: Redis, registry: TaskRegistry = REGISTRY) -> list[dict[str,
 
 
 class SchedulerProcess:
-    """One loop: periodic entries via rq-scheduler, due delayed jobs via RQ's scheduler."""
+    """One loop: periodic entries via rq-scheduler, due delayed jobs via RQ's scheduler, sweeps."""
 
-    def __init__(self, redis: Redis, interval: float = defaults.SCHEDULER_INTERVAL) -> None:
+    def __init__(
+        self, redis: Redis, interval: float = defaults.SCHEDULER_INTERVAL, settings: Settings | None = None
+    ) -> None:
+        # RQ's scheduler moves due jobs through this module's Queue: make it the JSON queue,
+        # so that they ring the workers' doorbells and never touch pickle.
+        rq_scheduler_module.Queue = JsonQueue  # type: ignore[misc,assignment]
         self.redis = redis
         self.interval = interval
         self.periodic = make_scheduler(redis, interval)
+        self.periodic.settings = settings
+        self.last_sweep = 0.0
         self.delayed = RQScheduler([q.value for q in QueueName], connection=redis, serializer=JSONSerializer)
         self.delayed._connection = redis  # type: ignore[assignment]  # share this process's client rather than a second pool
         self.stop_requested = False
@@ -184,6 +238,9 @@ class SchedulerProcess:
             self.delayed.acquire_locks()
         self.delayed.heartbeat()
         self.delayed.enqueue_scheduled_jobs()
+        if time.monotonic() - self.last_sweep >= defaults.SWEEP_INTERVAL:
+            self.last_sweep = time.monotonic()
+            maintenance.sweep(self.redis)
 
     def run(self, burst: bool = False) -> int:
         """Run until SIGTERM/SIGINT (or one pass with ``burst``)."""
@@ -208,7 +265,7 @@ class SchedulerProcess:
 
 def main_loop(redis: Redis, settings: Settings, burst: bool = False) -> int:
     """Register the periodic entries, then run the scheduler loop."""
-    process = SchedulerProcess(redis)
+    process = SchedulerProcess(redis, settings=settings)
     ids = register_periodic(process.periodic)
     log.info("scheduler started with %d periodic entries: %s", len(ids), ", ".join(ids) or "none")
     return process.run(burst=burst)

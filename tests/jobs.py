@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import signal
+import socket
 import time
 from pathlib import Path
 
 from pydantic import Field
 
+from app.execution import RetryTask
+from app.limits import SoftTimeLimitExceeded
 from app.progress import report_progress
-from app.registry import TaskInput, task
+from app.registry import RetryPolicy, TaskInput, task
 
 
 class TouchInput(TaskInput):
@@ -47,3 +51,140 @@ class FailInput(TaskInput):
 def always_fail(message: str) -> None:
     """Raise, so that a test can see a failure."""
     raise RuntimeError(message)
+
+
+class FlakyInput(TaskInput):
+    path: str
+    failures: int = Field(ge=0, le=10)
+
+
+@task(input=FlakyInput, retry=RetryPolicy(max_retries=3, backoff_base=0.5, backoff_cap=1, jitter=False))
+def flaky(path: str, failures: int) -> int:
+    """Fail ``failures`` times (counted in the file at ``path``), then return the attempt number."""
+    counter = Path(path)
+    attempt = int(counter.read_text()) + 1 if counter.exists() else 1
+    counter.write_text(str(attempt))
+    if attempt <= failures:
+        raise ConnectionError(f"attempt {attempt} failed")
+    return attempt
+
+
+@task(input=FailInput, retry=RetryPolicy(max_retries=3, backoff_base=0.5, dont_retry_for=(ValueError,)))
+def fail_for_good(message: str) -> None:
+    """Raise an error the retry policy never retries."""
+    raise ValueError(message)
+
+
+class CountdownInput(TaskInput):
+    path: str
+    countdown: float
+
+
+@task(input=CountdownInput, retry=RetryPolicy(max_retries=1))
+def retry_itself(path: str, countdown: float) -> str:
+    """Ask for one retry after ``countdown`` seconds, then succeed."""
+    marker = Path(path)
+    if not marker.exists():
+        marker.write_text(str(time.time()))
+        raise RetryTask(countdown=countdown, reason="not yet")
+    return f"{time.time() - float(marker.read_text()):.3f}"
+
+
+class PartialInput(TaskInput):
+    items: int = Field(ge=1, le=1000)
+    per_item: float = Field(ge=0, le=5)
+
+
+@task(input=PartialInput, time_limit=4, soft_time_limit=1)
+def partial_work(items: int, per_item: float) -> dict[str, object]:
+    """Process items until the soft limit, then return what was done."""
+    done = 0
+    try:
+        for _ in range(items):
+            time.sleep(per_item)
+            done += 1
+    except SoftTimeLimitExceeded:
+        return {"status": "partial", "done": done}
+    return {"status": "complete", "done": done}
+
+
+class StuckInput(TaskInput):
+    seconds: float = Field(ge=0, le=60)
+    block_signals: bool = False
+
+
+@task(input=StuckInput, time_limit=2)
+def stuck(seconds: float, block_signals: bool) -> str:
+    """Block past the hard limit; with block_signals no in-process alarm can interrupt it."""
+    if block_signals:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+    return "finished"
+
+
+class AddressInput(TaskInput):
+    port: int
+
+
+@task(input=AddressInput, time_limit=2)
+def blocking_read(port: int) -> str:
+    """Read from a loopback socket that never answers (a blocking call with no timeout)."""
+    with socket.create_connection(("127.0.0.1", port)) as conn:
+        conn.settimeout(None)
+        return conn.recv(10).decode()
+
+
+class StampInput(TaskInput):
+    path: str
+    seconds: float = Field(default=0, ge=0, le=10)
+
+
+@task(input=StampInput, rate_limit="4/s")
+def rate_limited_stamp(path: str, seconds: float) -> float:
+    """Append the start time to a file (rate limited to 4 starts a second)."""
+    started = time.time()
+    with open(path, "a") as f:
+        f.write(f"{started}\n")
+    return started
+
+
+@task(input=StampInput, concurrency=1)
+def one_at_a_time(path: str, seconds: float) -> list[float]:
+    """Record start and end times; at most one runs at once."""
+    started = time.time()
+    time.sleep(seconds)
+    ended = time.time()
+    with open(path, "a") as f:
+        f.write(f"{started} {ended}\n")
+    return [started, ended]
+
+
+@task(input=StampInput, unique=True)
+def unique_stamp(path: str, seconds: float) -> float:
+    """Sleep, then stamp: identical calls while one waits or runs share its job."""
+    time.sleep(seconds)
+    return time.time()
+
+
+@task(input=FailInput, critical=True)
+def critical_fail(message: str) -> None:
+    """A critical task that fails."""
+    raise RuntimeError(message)
+
+
+class ExistsInput(TaskInput):
+    path: str
+
+
+@task(input=ExistsInput)
+def needs_file(path: str) -> str:
+    """Fail unless the file exists (so a retried job can succeed)."""
+    return Path(path).read_text()
+
+
+@task(input=SlowInput, time_limit=60, retry=RetryPolicy(max_retries=2, backoff_base=0.5, jitter=False))
+def durable_touch(path: str, seconds: float, steps: int) -> str:
+    """slow_touch with retries: a run lost with its worker is run again."""
+    return slow_touch(path, seconds, steps)

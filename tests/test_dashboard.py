@@ -18,7 +18,8 @@ from rq.registry import FailedJobRegistry
 from rq.serializers import DefaultSerializer
 
 from app import create_app
-from app.queues import JsonJob, JsonQueue, JsonWorker
+from app.queues import JsonJob, JsonQueue
+from app.workers import JsonWorker
 from tests.conftest import DASHBOARD, TOKEN, make_env
 
 ADD = "app.tasks.platform.add"

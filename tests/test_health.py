@@ -19,8 +19,9 @@ from rq.utils import utcformat
 
 from app import create_app, defaults, health
 from app.dispatch import enqueue
-from app.queues import JsonJob, JsonWorker
+from app.queues import JsonJob
 from app.registry import REGISTRY
+from app.workers import JsonWorker
 from tests.conftest import make_env
 from tests.servers import free_port
 

@@ -173,7 +173,7 @@ def test_cron_entry_is_rescheduled_by_croniter_after_a_run(
     before = croniter("0 0 1 * 1", datetime.now(UTC)).get_next(float)
     process.tick()
     after = croniter("0 0 1 * 1", datetime.now(UTC)).get_next(float)
-    assert JsonQueue("low", connection=redis).get_job_ids() == ["periodic-nightly_report"]
+    assert_one_run(JsonQueue("low", connection=redis), "periodic-nightly_report")
     assert list(entries(scheduler)) == ["periodic-nightly_report"]
     assert entries(scheduler)["periodic-nightly_report"] in (before, after)
 
@@ -229,7 +229,7 @@ def test_tick_enqueues_due_periodic_entry(redis: Redis) -> None:
     high = JsonQueue("high", connection=redis)
     assert high.count == 0
     process.tick()
-    assert high.get_job_ids() == [HEALTH_ID]
+    assert_one_run(high, HEALTH_ID)
     next_run = entries(process.periodic)[HEALTH_ID]
     assert time.time() + 290 <= next_run <= time.time() + 301
     process.tick()  # not due again
@@ -303,7 +303,29 @@ def test_two_schedulers_enqueue_a_due_periodic_entry_once(redis: Redis, redis_ur
     first.tick()
     second.tick()
     first.tick()
-    assert JsonQueue("high", connection=redis).get_job_ids() == [HEALTH_ID]
+    assert_one_run(JsonQueue("high", connection=redis), HEALTH_ID)
+
+
+def assert_one_run(queue: JsonQueue, entry: str) -> str:
+    """The queue holds exactly one run of the periodic entry, ``<entry>-<tick>``."""
+    ids = queue.get_job_ids()
+    assert len(ids) == 1, ids
+    assert ids[0].startswith(f"{entry}-") and ids[0].rsplit("-", 1)[1].isdigit(), ids
+    return ids[0]
+
+
+def test_a_slow_pass_overlapping_the_next_enqueues_a_tick_once(redis: Redis, redis_url: str) -> None:
+    """It enqueues one run per tick even when two schedulers both read the entry as due (no lock)."""
+    first, second = SchedulerProcess(connect(redis_url)), SchedulerProcess(connect(redis_url))
+    register_periodic(first.periodic)
+    due = int(time.time()) - 1
+    redis.zadd(first.periodic.scheduled_jobs_key, {HEALTH_ID: due})
+    first.periodic.enqueue_jobs()
+    # The second read the entry before the first moved it on: it sees the same tick as due.
+    redis.zadd(second.periodic.scheduled_jobs_key, {HEALTH_ID: due})
+    second.periodic.enqueue_jobs()
+    run = assert_one_run(JsonQueue("high", connection=redis), HEALTH_ID)
+    assert run == f"{HEALTH_ID}-{due}"
 
 
 def _tick_together(processes: list[SchedulerProcess]) -> list[BaseException]:
@@ -333,7 +355,7 @@ def test_two_schedulers_ticking_at_once_enqueue_once(redis: Redis, redis_url: st
         processes = [SchedulerProcess(connect(redis_url)) for _ in range(2)]
         register_periodic(processes[0].periodic)
         assert _tick_together(processes) == []
-        assert JsonQueue("high", connection=redis).get_job_ids() == [HEALTH_ID]
+        assert_one_run(JsonQueue("high", connection=redis), HEALTH_ID)
 
 
 def test_two_schedulers_move_a_delayed_job_once(redis: Redis, redis_url: str) -> None:

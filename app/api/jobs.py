@@ -1,27 +1,102 @@
-"""Job status: ``GET /api/v1/jobs/<id>``."""
+"""Jobs: status, revoke, retry, and the paged list (``state=FAILURE`` is the dead-letter view)."""
 
 from __future__ import annotations
 
-from flask import Response, jsonify
+import base64
+import binascii
+
+from flask import Response, jsonify, request, url_for
 from rq.exceptions import DeserializationError, NoSuchJobError
 
+from app import defaults
 from app.api import api
 from app.api.errors import APIError
-from app.jobs import describe
-from app.queues import fetch_job
+from app.jobs import JobFinished, JobNotFailed, State, describe, list_jobs, retry_failed, revoke
+from app.queues import JsonJob, QueueName, fetch_job
 from app.runtime import runtime
 
 
-@api.get("/jobs/<job_id>")
-def get_job(job_id: str) -> Response:
-    """One job's state, progress, result or error."""
+def _job(job_id: str) -> JsonJob:
     try:
         job = fetch_job(job_id, runtime().redis)
         job.func_name  # noqa: B018 - decodes the job data now, as JSON or not at all
+        return job
     except (NoSuchJobError, ValueError):
         raise APIError(404, "job_not_found", f"no job with id {job_id!r}") from None
     except DeserializationError:
         raise APIError(
             409, "job_unreadable", f"job {job_id!r} is not stored as JSON; it was not written by this service"
         ) from None
-    return jsonify(describe(job))
+
+
+@api.get("/jobs/<job_id>")
+def get_job(job_id: str) -> Response:
+    """One job's state, progress, result or error."""
+    return jsonify(describe(_job(job_id)))
+
+
+@api.delete("/jobs/<job_id>")
+def revoke_job(job_id: str) -> tuple[Response, int]:
+    """Revoke: cancel a waiting job, stop a running one."""
+    job = _job(job_id)
+    try:
+        revoke(job)
+    except JobFinished as exc:
+        raise APIError(409, "job_finished", str(exc)) from None
+    return jsonify({"job_id": job.id, "state": State.REVOKED.value}), 202
+
+
+@api.post("/jobs/<job_id>/retry")
+def retry_job(job_id: str) -> tuple[Response, int, dict[str, str]]:
+    """Requeue a failed job."""
+    job = _job(job_id)
+    try:
+        retry_failed(job)
+    except JobNotFailed as exc:
+        raise APIError(409, "job_not_failed", str(exc)) from None
+    location = url_for("api.get_job", job_id=job.id)
+    return (
+        jsonify({"job_id": job.id, "state": State.PENDING.value, "links": {"self": location}}),
+        202,
+        {"Location": location},
+    )
+
+
+def _cursor(raw: str | None) -> int:
+    if not raw:
+        return 0
+    try:
+        value = int(base64.urlsafe_b64decode(raw.encode() + b"==").decode())
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise APIError(400, "bad_cursor", "cursor is not one this API returned") from None
+    if value < 0:
+        raise APIError(400, "bad_cursor", "cursor is not one this API returned")
+    return value
+
+
+@api.get("/jobs")
+def list_all_jobs() -> Response:
+    """Jobs newest first, filtered by state, task and queue, one page at a time."""
+    args = request.args
+    state = None
+    if args.get("state"):
+        try:
+            state = State(args["state"].upper())
+        except ValueError:
+            allowed = ", ".join(s.value for s in State)
+            raise APIError(400, "bad_state", f"state must be one of {allowed}") from None
+    queue = args.get("queue") or None
+    if queue is not None and queue not in {q.value for q in QueueName}:
+        raise APIError(400, "bad_queue", f"no queue named {queue!r}")
+    try:
+        limit = min(int(args.get("limit", defaults.PAGE_SIZE)), 500)
+    except ValueError:
+        raise APIError(400, "bad_limit", "limit must be a whole number") from None
+    if limit < 1:
+        raise APIError(400, "bad_limit", "limit must be at least 1")
+    offset = _cursor(args.get("cursor"))
+    jobs, next_offset = list_jobs(runtime().redis, state, args.get("task") or None, queue, offset, limit)
+    next_cursor = (
+        base64.urlsafe_b64encode(str(next_offset).encode()).decode().rstrip("=") if next_offset else None
+    )
+    return jsonify({"jobs": jobs, "next_cursor": next_cursor})

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, jsonify, request, url_for
+from flask import Response, g, jsonify, request, url_for
 from pydantic import ValidationError
 
 from app.api import api
 from app.api.errors import APIError, field_errors
-from app.dispatch import EnqueueOptions, JobExistsError, enqueue
+from app.dispatch import EnqueueOptions, Idempotency, IdempotencyConflict, JobExistsError, digest, enqueue
 from app.jobs import state_of
 from app.registry import REGISTRY
 from app.runtime import runtime
@@ -35,6 +35,15 @@ def _json_body() -> dict[str, Any]:
     return body
 
 
+def _idempotency(task: str, args: dict[str, Any], options: dict[str, Any]) -> Idempotency | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= 255 or not key.isprintable():
+        raise APIError(400, "bad_idempotency_key", "Idempotency-Key must be 1 to 255 printable characters")
+    return Idempotency(caller=g.caller, key=key, request_digest=digest([task, args, options]))
+
+
 @api.post("/tasks/<name>")
 def enqueue_task(name: str) -> tuple[Response, int, dict[str, str]]:
     """Validate the arguments against the task's model and enqueue it."""
@@ -57,6 +66,7 @@ def enqueue_task(name: str) -> tuple[Response, int, dict[str, str]]:
         errors += field_errors(exc, "options")
     if errors:
         raise APIError(422, "invalid_arguments", f"invalid input for task {name!r}", errors)
+    idempotency = _idempotency(name, args.model_dump(mode="json"), options.model_dump(mode="json"))
     rt = runtime()
     try:
         job = enqueue(
@@ -66,9 +76,12 @@ def enqueue_task(name: str) -> tuple[Response, int, dict[str, str]]:
             options,
             default_result_ttl=rt.settings.result_ttl,
             failure_ttl=rt.settings.failed_job_ttl,
+            idempotency=idempotency,
         )
     except JobExistsError as exc:
         raise APIError(409, "job_exists", str(exc)) from None
+    except IdempotencyConflict as exc:
+        raise APIError(409, "idempotency_conflict", str(exc)) from None
     location = url_for("api.get_job", job_id=job.id)
     body_out = {
         "job_id": job.id,

@@ -33,6 +33,18 @@ def add(x: float, y: float) -> float:
     return x + y
 
 
+class XsumInput(TaskInput):
+    """A list of numbers."""
+
+    numbers: list[Number] = Field(max_length=100_000, description="the numbers to add up")
+
+
+@task(input=XsumInput, queue=QueueName.DEFAULT, time_limit=30)
+def xsum(numbers: list[float]) -> float:
+    """Return the sum of a list of numbers: the usual callback of a chord of adds."""
+    return sum(numbers)
+
+
 @task(
     queue=QueueName.HIGH,
     time_limit=120,

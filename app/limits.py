@@ -1,0 +1,95 @@
+"""Time limits and rate limits.
+
+Time limits: a task's soft limit raises :class:`SoftTimeLimitExceeded` inside it (it may
+catch it and return a partial result); its hard limit raises :class:`TimeLimitExceeded`,
+and if the task is stuck where Python cannot interrupt it (C code, a blocking call that
+retries on EINTR) the worker that forked it kills the process a moment later.
+
+Rate limits: ``"10/m"`` allows ten starts a minute for a task across every worker on
+every host, enforced in Redis with the generic cell rate algorithm (one Lua call, no
+clock skew: Redis's own clock is used). A job over its limit is put back to run later.
+"""
+
+from __future__ import annotations
+
+import signal
+from types import FrameType
+from typing import Any
+
+from redis import Redis
+from rq.timeouts import BaseDeathPenalty, JobTimeoutException
+
+from app import keys
+from app.registry import RateLimit
+
+
+class SoftTimeLimitExceeded(Exception):
+    """Raised inside a task when its soft time limit passes; catch it to stop cleanly."""
+
+
+class TimeLimitExceeded(JobTimeoutException):
+    """The task ran past its hard time limit and was stopped."""
+
+
+class TaskTimeLimits(BaseDeathPenalty):
+    """SIGALRM-based soft then hard limit around one job in the process that runs it.
+
+    With a soft limit, the first alarm raises SoftTimeLimitExceeded and re-arms the
+    alarm for the rest of the hard limit; the second raises TimeLimitExceeded.
+    """
+
+    def __init__(
+        self, timeout: float, exception: type[BaseException] = TimeLimitExceeded, **kwargs: Any
+    ) -> None:
+        super().__init__(timeout, exception, **kwargs)
+        soft = kwargs.get("soft_timeout")
+        self._soft = float(soft) if soft and 0 < float(soft) < float(timeout) else None
+        self._phase = "soft" if self._soft else "hard"
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self._phase == "soft":
+            self._phase = "hard"
+            assert self._soft is not None
+            signal.setitimer(signal.ITIMER_REAL, float(self._timeout) - self._soft)
+            raise SoftTimeLimitExceeded(f"soft time limit of {self._soft:g} s exceeded")
+        raise TimeLimitExceeded(f"hard time limit of {float(self._timeout):g} s exceeded")
+
+    def setup_death_penalty(self) -> None:
+        signal.signal(signal.SIGALRM, self._handle)
+        signal.setitimer(signal.ITIMER_REAL, self._soft or float(self._timeout))
+
+    def cancel_death_penalty(self) -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+
+
+# GCRA: KEYS[1] holds the theoretical arrival time in ms. ARGV: emission interval (ms),
+# burst tolerance (ms). Returns 0 when a start is allowed, else the milliseconds to wait.
+_GCRA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local interval = tonumber(ARGV[1])
+local tolerance = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+if tat - now > tolerance then
+  return math.ceil(tat - now - tolerance)
+end
+redis.call('SET', KEYS[1], tat + interval, 'PX', math.ceil(tat + interval - now) + 1000)
+return 0
+"""
+
+
+class RateLimiter:
+    """Global start-rate limits per task, kept in Redis."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self._script = redis.register_script(_GCRA)
+
+    def acquire(self, task: str, limit: RateLimit) -> float:
+        """Take a start slot for ``task``: 0 when granted, else seconds until one frees up."""
+        # Starts are spaced evenly (as Celery spaces them): "10/m" is one every 6 s, no burst.
+        interval_ms = limit.period * 1000 / limit.count
+        wait_ms = int(self._script(keys=[keys.rate_limit(task)], args=[interval_ms, 0]))
+        return wait_ms / 1000.0
