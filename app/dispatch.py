@@ -78,12 +78,17 @@ class EnqueueOptions(BaseModel):
         return self
 
     def run_at(self) -> datetime | None:
-        """When the job should run, or None for now."""
+        """When the job should run, or None for now (rounded up to RQ's whole seconds, never early)."""
         if self.eta is not None:
-            return self.eta.astimezone(UTC)
+            return whole_second_after(self.eta.astimezone(UTC))
         if self.countdown:
-            return datetime.now(UTC) + timedelta(seconds=self.countdown)
+            return whole_second_after(datetime.now(UTC) + timedelta(seconds=self.countdown))
         return None
+
+
+def whole_second_after(when: datetime) -> datetime:
+    """``when`` rounded up to a whole second: RQ's scheduled registry truncates to seconds."""
+    return when if when.microsecond == 0 else (when + timedelta(seconds=1)).replace(microsecond=0)
 
 
 def digest(value: Any) -> str:

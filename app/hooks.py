@@ -61,7 +61,9 @@ def record_attempt(job: Job, exc_type: str, message: str) -> None:
 
 def defer_rate_limited(job: Job, queue: Queue, wait: float) -> None:
     """Put a dequeued job back, to start when its task's rate limit allows; never a failure."""
-    when = datetime.now(UTC) + timedelta(seconds=wait)
+    from app.dispatch import whole_second_after
+
+    when = whole_second_after(datetime.now(UTC) + timedelta(seconds=wait))
     job.meta[RATE_LIMITED_META_KEY] = when.isoformat().replace("+00:00", "Z")
     with job.connection.pipeline() as pipe:
         pipe.lrem(queue.intermediate_queue_key, 1, job.id)

@@ -199,6 +199,23 @@ def _ids(queue: Any, source: str) -> list[tuple[float, str]]:
     return out
 
 
+def _newest_first(redis: Any, candidates: list[tuple[float, str]]) -> list[str]:
+    """Job ids by their latest timestamp, newest first (registry scores are whole seconds)."""
+    ids = list(dict.fromkeys(job_id for _, job_id in candidates))
+    position = {job_id: score for score, job_id in candidates}
+    with redis.pipeline(transaction=False) as pipe:
+        for job_id in ids:
+            pipe.hmget(Job.key_for(job_id), "ended_at", "started_at", "enqueued_at", "created_at")
+        stamps = pipe.execute()
+
+    def key(item: tuple[str, list[bytes | None]]) -> tuple[str, float]:
+        job_id, fields = item
+        latest = next((f.decode() for f in fields if f), "")
+        return latest, position[job_id]
+
+    return [job_id for job_id, _ in sorted(zip(ids, stamps, strict=True), key=key, reverse=True)]
+
+
 def list_jobs(
     redis: Any,
     state: State | None,
@@ -218,9 +235,7 @@ def list_jobs(
         queue = get_queue(name, redis)
         for source in sources:
             candidates.extend(_ids(queue, source))
-    candidates.sort(key=lambda pair: pair[0], reverse=True)
-    seen: set[str] = set()
-    ordered = [i for _, i in candidates if not (i in seen or seen.add(i))]  # type: ignore[func-returns-value]
+    ordered = _newest_first(redis, candidates)
     from app.queues import JsonJob
 
     page: list[dict[str, Any]] = []

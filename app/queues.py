@@ -95,7 +95,9 @@ class JsonJob(Job):
             attempt = int(self.meta.get("max_retries", 0)) - self.retries_left + 1
             countdown = spec.retry.delay(attempt, random.random()) if spec else 1.0
         self.retries_left -= 1
-        when = datetime.now(UTC) + timedelta(seconds=float(countdown))
+        from app.dispatch import whole_second_after
+
+        when = whole_second_after(datetime.now(UTC) + timedelta(seconds=float(countdown)))
         self.meta[META_NEXT_RETRY_AT] = when.isoformat().replace("+00:00", "Z")
         self._status = JobStatus.SCHEDULED
         queue.schedule_job(self, when, pipeline=pipeline)
