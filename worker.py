@@ -1,6 +1,6 @@
-"""Run Tasklane workers: ``python worker.py [QUEUE ...] [--burst] [--concurrency N]``."""
+"""Run Tasklane workers: ``python worker.py [QUEUE ...] [--burst] [--concurrency N] [--mode M]``."""
 
-from app.workers import main
+from app.supervisor import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

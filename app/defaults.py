@@ -39,5 +39,8 @@ DOORBELL_CAP = 64
 #: Longest wait for a rate-limit slot a worker spends holding the job, in s; longer waits
 #: put the job back in the scheduled registry.
 RATE_LIMIT_HOLD = 1.0
+#: Seconds past its hard limit after which the supervisor kills the process of a stuck
+#: inline or threaded job (the signal or async exception could not reach it).
+STUCK_JOB_GRACE = 5.0
 #: Page size of job listings.
 PAGE_SIZE = 50

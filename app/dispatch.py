@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -161,6 +161,12 @@ def enqueue(
     if watched and options.job_id:
         watched.append(job.key)
     if not watched:
+        if options.job_id is None and not depends_on and concurrency is None:
+            # One round trip: RQ's own enqueue_job without a pipeline makes two.
+            with connection.pipeline() as pipe:
+                _put(queue, job, run_at if scheduled else None, unique=False, pipeline=pipe)
+                pipe.execute()
+            return job
         return _put(queue, job, run_at if scheduled else None, unique=options.job_id is not None)
     with connection.pipeline() as pipe:
         while True:
@@ -195,6 +201,44 @@ def enqueue(
                 return job
             except WatchError:
                 continue
+
+
+def enqueue_many(
+    spec: TaskSpec,
+    many_args: Sequence[BaseModel | Mapping[str, Any]],
+    connection: Redis,
+    *,
+    default_result_ttl: int,
+    failure_ttl: int,
+    queue: QueueName | None = None,
+) -> list[Job]:
+    """Enqueue one job per argument set, all in one round trip to Redis.
+
+    For plain tasks only: unique, concurrency-capped or dependent jobs need the checks of
+    :func:`enqueue`, one job at a time.
+    """
+    if spec.unique or spec.concurrency:
+        raise ValueError(f"task {spec.name!r} is unique or concurrency-capped: enqueue its jobs one by one")
+    target: JsonQueue = get_queue((queue or spec.queue).value, connection)
+    retry = Retry(max=spec.retry.max_retries) if spec.retry.max_retries else None
+    meta = {"task": spec.name, "max_retries": spec.retry.max_retries}
+    jobs = [
+        target.create_job(
+            spec.path,
+            kwargs=args.model_dump(mode="json") if isinstance(args, BaseModel) else dict(args),
+            timeout=spec.time_limit,
+            result_ttl=_first(spec.result_ttl, default_result_ttl),
+            failure_ttl=failure_ttl,
+            retry=retry,
+            meta=dict(meta),
+        )
+        for args in many_args
+    ]
+    with connection.pipeline() as pipe:
+        for job in jobs:
+            target.enqueue_job(job, pipeline=pipe)
+        pipe.execute()
+    return jobs
 
 
 def _remember(pipe: Any, idempotency: Idempotency, job_id: str) -> None:

@@ -23,10 +23,19 @@ log = logging.getLogger("tasklane.maintenance")
 
 
 def _on_abandoned(job: JsonJob, *exc_info: object) -> bool:
-    """A dead worker's job: when no retry is left, it has failed for good."""
+    """A dead worker's job: when no retry is left, it has failed for good.
+
+    A job whose process the supervisor killed for its hard time limit already carries
+    that error (and no retry): it keeps it.
+    """
     if not job.should_retry:
-        hooks.record_error(job, "AbandonedJobError", "the worker running this job died")
-        hooks.after_final_failure(job, "AbandonedJobError: the worker running this job died")
+        recorded = job.meta.get(hooks.ERROR_META_KEY) or {}
+        if recorded.get("type") == "TimeLimitExceeded":
+            summary = f"TimeLimitExceeded: {recorded.get('message')}"
+        else:
+            hooks.record_error(job, "AbandonedJobError", "the worker running this job died")
+            summary = "AbandonedJobError: the worker running this job died"
+        hooks.after_final_failure(job, summary)
     return True
 
 

@@ -1,14 +1,22 @@
-"""The worker process: RQ workers that run jobs through the registry, one or N at a time.
+"""The worker classes: RQ workers that run jobs through the registry, in three modes.
 
-``--concurrency N`` forks N worker processes under a small supervisor that restarts any
-that die and forwards SIGTERM/SIGINT, so that each worker does RQ's warm shutdown:
-it finishes the job in hand, then exits. Workers never run RQ's scheduler loop; the
-scheduler process alone moves due jobs (see scheduler.py).
+- ``fork`` (:class:`JsonWorker`): RQ's forking worker, one work horse per job. The most
+  isolated: a crash or leak dies with the horse, and a horse stuck past its hard time
+  limit, even in C code, is killed by the worker that forked it.
+- ``inline`` (:class:`JsonInlineWorker`): jobs run in the worker process itself, with far
+  less per-job work (no fork, throttled heartbeats). Soft and hard limits are SIGALRM;
+  a job stuck where no signal reaches it is killed with its process by the supervisor.
+- ``threads`` (:class:`JsonThreadWorker`): N inline workers on threads of one process,
+  for jobs that wait on I/O. Limits and revokes are raised in the job's thread; a job
+  stuck past its hard limit takes its process down (the supervisor restarts it and the
+  other jobs in it are run again, at least once).
+
+Every mode keeps RQ's data model (job hashes, registries, results), so rq-dashboard and
+the ``rq`` CLI read their jobs. Process management lives in app/supervisor.py.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import ctypes
 import functools
@@ -16,26 +24,22 @@ import logging
 import os
 import select
 import signal
-import sys
+import threading
 import time
-from collections.abc import Sequence
-from types import FrameType
+from collections.abc import Callable
 from typing import Any
 
-from flask import Flask
 from redis import Redis
-from redis.exceptions import RedisError
 from rq import SimpleWorker, Worker
+from rq.exceptions import StopRequested
 from rq.job import Job
 from rq.queue import Queue
 from rq.serializers import JSONSerializer
+from rq.timeouts import BaseDeathPenalty
 
-from app import create_app, defaults, hooks
-from app.config import load_or_exit
-from app.limits import RateLimiter, TaskTimeLimits, TimeLimitExceeded
-from app.logs import configure_logging
-from app.queues import JsonJob, JsonQueue, QueueName, task_spec
-from app.runtime import runtime
+from app import defaults, hooks
+from app.limits import RateLimiter, SoftTimeLimitExceeded, TaskTimeLimits, TimeLimitExceeded
+from app.queues import JsonJob, JsonQueue, task_spec
 
 log = logging.getLogger("tasklane.worker")
 
@@ -55,6 +59,8 @@ class TasklaneWorkerMixin:
     log: logging.Logger
     job_monitoring_interval: int
     _stopped_job_id: str | None
+    #: How a job's soft and hard limits are enforced in the process or thread that runs it.
+    time_limits_class: type[BaseDeathPenalty] = TaskTimeLimits
 
     def _init_tasklane(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         kwargs["serializer"] = JSONSerializer
@@ -91,7 +97,7 @@ class TasklaneWorkerMixin:
         """Run the job under its task's soft and hard time limits."""
         spec = task_spec(job)
         soft = spec.soft_time_limit if spec is not None else None
-        self.death_penalty_class = functools.partial(TaskTimeLimits, soft_timeout=soft)
+        self.death_penalty_class = functools.partial(self.time_limits_class, soft_timeout=soft)
         try:
             return bool(super().perform_job(job, queue, execution))  # type: ignore[misc]
         finally:
@@ -171,11 +177,214 @@ class JsonWorker(TasklaneWorkerMixin, Worker):  # type: ignore[misc]
             os.killpg(pid, signal.SIGKILL)
 
 
-class JsonSimpleWorker(TasklaneWorkerMixin, SimpleWorker):  # type: ignore[misc]
-    """RQ's in-process worker (tests, debugging): soft and hard limits are signals; no kill."""
+class JobStopped(BaseException):
+    """Raised in an in-process job that was revoked while it ran.
+
+    A BaseException, so that a task's ``except Exception`` cannot swallow the revoke.
+    """
+
+
+def raise_in_thread(thread_id: int, exc_type: type[BaseException]) -> bool:
+    """Raise ``exc_type`` in another thread at its next Python instruction; True if delivered."""
+    done = ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exc_type))
+    if done > 1:  # more than one thread state matched: undo, never leave it half-raised
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), None)
+        return False
+    return done == 1
+
+
+class ThreadTimeLimits(BaseDeathPenalty):
+    """A job's soft then hard limit in a worker thread: a timer raises them in that thread.
+
+    Signals only reach the main thread, so this cannot interrupt a blocking call: the
+    exception arrives when the call returns; a job that never returns is the
+    supervisor's to kill (see DeadlineBoard).
+    """
+
+    def __init__(
+        self, timeout: float, exception: type[BaseException] = TimeLimitExceeded, **kwargs: Any
+    ) -> None:
+        super().__init__(timeout, exception, **kwargs)
+        soft = kwargs.get("soft_timeout")
+        self._soft = float(soft) if soft and 0 < float(soft) < float(timeout) else None
+        self._thread_id = threading.get_ident()
+        self._lock = threading.Lock()
+        self._active = False
+        self._timer: threading.Timer | None = None
+
+    def _arm(self, delay: float, exc_type: type[BaseException], then: Callable[[], None] | None) -> None:
+        def fire() -> None:
+            with self._lock:
+                if not self._active:
+                    return
+                if then is not None:
+                    then()
+                raise_in_thread(self._thread_id, exc_type)
+
+        self._timer = threading.Timer(delay, fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def setup_death_penalty(self) -> None:
+        self._active = True
+        hard = float(self._timeout)
+        if self._soft is not None:
+            soft = self._soft
+            self._arm(soft, SoftTimeLimitExceeded, lambda: self._arm(hard - soft, TimeLimitExceeded, None))
+        else:
+            self._arm(hard, TimeLimitExceeded, None)
+
+    def cancel_death_penalty(self) -> None:
+        with self._lock:
+            self._active = False
+            if self._timer is not None:
+                self._timer.cancel()
+
+
+class DeadlineBoard:
+    """Per worker thread: the job it runs and when that job must be over, in shared memory.
+
+    The supervisor process reads it: a process whose job is past its hard limit plus a
+    grace period (stuck where nothing in the process can reach it) is killed and
+    restarted, and that job is failed with TimeLimitExceeded.
+    """
+
+    ID_BYTES = 128
+
+    def __init__(self, slots: int) -> None:
+        import multiprocessing
+
+        self.slots = slots
+        self.deadlines = multiprocessing.Array(ctypes.c_double, slots, lock=False)
+        self.job_ids = multiprocessing.Array(ctypes.c_char, slots * self.ID_BYTES, lock=False)
+
+    def set(self, slot: int, job_id: str, deadline: float) -> None:
+        """Record that ``slot`` runs ``job_id`` until ``deadline`` (time.time())."""
+        raw = job_id.encode()[: self.ID_BYTES].ljust(self.ID_BYTES, b"\0")
+        start = slot * self.ID_BYTES
+        self.job_ids[start : start + self.ID_BYTES] = raw  # type: ignore[assignment]
+        self.deadlines[slot] = deadline
+
+    def clear(self, slot: int) -> None:
+        """``slot`` is idle."""
+        self.deadlines[slot] = 0.0
+
+    def overdue(self, slots: range, now: float) -> list[str]:
+        """Job ids of the given slots that are past their deadline."""
+        found = []
+        for slot in slots:
+            deadline = self.deadlines[slot]
+            if deadline and now > deadline:
+                start = slot * self.ID_BYTES
+                raw: bytes = self.job_ids.raw[start : start + self.ID_BYTES]  # type: ignore[attr-defined]
+                found.append(raw.rstrip(b"\0").decode())
+        return found
+
+
+class JsonInlineWorker(TasklaneWorkerMixin, SimpleWorker):  # type: ignore[misc]
+    """Jobs run in this process: no fork, and only the Redis round trips a job needs."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.board: DeadlineBoard | None = kwargs.pop("board", None)
+        self.slot: int = kwargs.pop("slot", 0)
         super().__init__(*args, **self._init_tasklane(kwargs))
+        self._thread_id = threading.get_ident()
+        self._last_beat = 0.0
+        self._last_suspension_check = 0.0
+        self._running: tuple[Job, Any] | None = None
+        self._keeper: threading.Thread | None = None
+        self._done = threading.Event()
+
+    # --- fewer round trips -------------------------------------------------------------------
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        """Refresh the worker's key at most once a second outside a pipeline (RQ calls it per step)."""
+        if pipeline is None and timeout is None and time.monotonic() - self._last_beat < 1.0:
+            return
+        self._last_beat = time.monotonic()
+        super().heartbeat(timeout, pipeline=pipeline)
+
+    def check_for_suspension(self, burst: bool) -> None:
+        """Look for `rq suspend` at most once a second."""
+        if time.monotonic() - self._last_suspension_check < 1.0:
+            return
+        self._last_suspension_check = time.monotonic()
+        super().check_for_suspension(burst)
+
+    def set_state(self, state: str, pipeline: Any = None) -> None:
+        """Write the state only when it changes."""
+        if pipeline is None and state == getattr(self, "_state", None):
+            return
+        super().set_state(state, pipeline=pipeline)
+
+    # --- the job in hand ---------------------------------------------------------------------
+
+    def _keep_heartbeats(self) -> None:
+        """Keep the worker's and the running job's heartbeats fresh while a job runs."""
+        while not self._done.wait(self.job_monitoring_interval):
+            running = self._running
+            if running is not None:
+                with contextlib.suppress(Exception):  # a missed beat is retried; the job goes on
+                    self.maintain_heartbeats(*running)
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        """Run the job here, with heartbeats kept by a side thread and a deadline on the board."""
+        if self._keeper is None:
+            self._keeper = threading.Thread(target=self._keep_heartbeats, name="heartbeats", daemon=True)
+            self._keeper.start()
+        super().execute_job(job, queue)
+
+    def teardown(self) -> None:
+        """Stop the heartbeat thread with the worker."""
+        self._done.set()
+        super().teardown()
+
+    def perform_job(self, job: Job, queue: Queue, execution: Any) -> bool:
+        """Run the job, visible to the heartbeat thread and the supervisor while it runs."""
+        self._thread_id = threading.get_ident()
+        self._running = (job, execution)
+        if self.board is not None:
+            deadline = time.time() + float(job.timeout or defaults.TIME_LIMIT) + defaults.STUCK_JOB_GRACE
+            self.board.set(self.slot, job.id, deadline)
+        try:
+            return super().perform_job(job, queue, execution)
+        finally:
+            self._running = None
+            if self.board is not None:
+                self.board.clear(self.slot)
+
+    def kill_horse(self, sig: signal.Signals = signal.SIGKILL) -> None:
+        """A revoke of the job in hand: raise JobStopped in the thread that runs it."""
+        if self._running is not None:
+            raise_in_thread(self._thread_id, JobStopped)
+
+
+class JsonThreadWorker(JsonInlineWorker):
+    """An inline worker on a thread of its own, one of several in a process."""
+
+    time_limits_class = ThreadTimeLimits
+
+    def _install_signal_handlers(self) -> None:
+        """Signals belong to the main thread, which stops every worker thread (ThreadedPool)."""
+
+    def request_stop_soon(self) -> None:
+        """Warm shutdown: finish the job in hand, then leave the work loop."""
+        self._stop_requested = True
+
+    def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
+        """Wait for a job in short steps, so that a stop request is seen within a second."""
+        while True:
+            if self._stop_requested:
+                raise StopRequested()
+            if timeout is None:
+                return super().dequeue_job_and_maintain_ttl(None, max_idle_time)
+            result = super().dequeue_job_and_maintain_ttl(1, 1)
+            if result is not None:
+                return result
+
+
+#: The in-process worker under its RQ-like name, for tests and debugging.
+JsonSimpleWorker = JsonInlineWorker
 
 
 def _wait_exit(pid: int, timeout: float) -> bool:
@@ -203,131 +412,3 @@ def _exited(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] == "Z"
     except FileNotFoundError:
         return True
-
-
-def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    """Parse the worker's command line; unknown queues are an error naming them."""
-    parser = argparse.ArgumentParser(prog="worker.py", description="Run Tasklane workers.")
-    parser.add_argument("queues", nargs="*", help="queues in priority order (default: high default low)")
-    parser.add_argument("--burst", action="store_true", help="drain the queues, then exit")
-    parser.add_argument(
-        "--concurrency", type=int, default=1, metavar="N", help="worker processes (default 1)"
-    )
-    parser.add_argument("--name", default=None, help="worker name prefix (default: RQ's random name)")
-    args = parser.parse_args(argv)
-    known = {q.value for q in QueueName}
-    unknown = [q for q in args.queues if q not in known]
-    if unknown:
-        parser.exit(
-            2, f"worker.py: unknown queue(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})\n"
-        )
-    if not 1 <= args.concurrency <= 64:
-        parser.exit(2, "worker.py: --concurrency must be between 1 and 64\n")
-    args.queues = args.queues or list(defaults.WORKER_QUEUES)
-    return args
-
-
-def build_worker(redis: Redis, queue_names: Sequence[str], name: str | None = None) -> JsonWorker:
-    """An RQ forking worker on ``queue_names`` with the JSON job class."""
-    queues = [JsonQueue(q, connection=redis) for q in queue_names]
-    return JsonWorker(queues, connection=redis, name=name)
-
-
-def run_one(app: Flask, queue_names: Sequence[str], burst: bool, name: str | None) -> int:
-    """Run one worker in this process until it stops; returns its exit status."""
-    with app.app_context():
-        worker = build_worker(runtime().redis, queue_names, name)
-        worker.work(
-            burst=burst, with_scheduler=False, logging_level=logging.getLevelName(log.getEffectiveLevel())
-        )
-    return 0
-
-
-class Supervisor:
-    """Keeps N worker processes running; forwards stop signals to them."""
-
-    def __init__(
-        self, app: Flask, queue_names: Sequence[str], count: int, burst: bool, name: str | None
-    ) -> None:
-        self.app = app
-        self.queue_names = list(queue_names)
-        self.count = count
-        self.burst = burst
-        self.name = name
-        self.children: dict[int, int] = {}  # pid -> slot
-        self.stopping = False
-        self.failures = 0
-
-    def _spawn(self, slot: int) -> None:
-        pid = os.fork()
-        if pid == 0:
-            # Child: default signal handling until RQ installs its own warm-shutdown handlers.
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            name = f"{self.name}-{slot}" if self.name else None
-            code = 1
-            try:
-                code = run_one(self.app, self.queue_names, self.burst, name)
-            finally:
-                os._exit(code)
-        self.children[pid] = slot
-        log.info("worker process %d started (slot %d)", pid, slot)
-
-    def _stop(self, signum: int, _frame: FrameType | None) -> None:
-        if self.stopping:
-            # A second signal: ask the workers for a cold shutdown too.
-            for pid in self.children:
-                _kill(pid, signum)
-            return
-        self.stopping = True
-        log.info("received %s: warm shutdown of %d workers", signal.Signals(signum).name, len(self.children))
-        for pid in self.children:
-            _kill(pid, signal.SIGTERM)
-
-    def run(self) -> int:
-        """Start the workers, restart those that die, return when all have stopped."""
-        signal.signal(signal.SIGTERM, self._stop)
-        signal.signal(signal.SIGINT, self._stop)
-        for slot in range(1, self.count + 1):
-            self._spawn(slot)
-        while self.children:
-            try:
-                pid, status = os.waitpid(-1, 0)
-            except ChildProcessError:
-                break
-            except InterruptedError:
-                continue
-            if pid not in self.children:
-                continue
-            slot = self.children.pop(pid)
-            code = os.waitstatus_to_exitcode(status)
-            if code != 0:
-                self.failures += 1
-            if not self.stopping and not self.burst:
-                log.warning("worker process %d exited with %d; restarting slot %d", pid, code, slot)
-                time.sleep(0.5)
-                self._spawn(slot)
-        return 1 if self.failures and not self.stopping else 0
-
-
-def _kill(pid: int, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signum)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python worker.py``."""
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    settings = load_or_exit(process="worker")
-    configure_logging(settings)
-    app = create_app(settings)
-    redis = app.extensions["tasklane"].redis
-    try:
-        redis.ping()
-    except RedisError as exc:
-        print(f"worker: cannot reach Redis (REDIS_URL): {exc}", file=sys.stderr)
-        return 2
-    if args.concurrency == 1:
-        return run_one(app, args.queues, args.burst, args.name)
-    redis.close()  # each child opens its own connections
-    return Supervisor(app, args.queues, args.concurrency, args.burst, args.name).run()

@@ -9,8 +9,17 @@ from pydantic import ValidationError
 
 from app.api import api
 from app.api.errors import APIError, field_errors
-from app.dispatch import EnqueueOptions, Idempotency, IdempotencyConflict, JobExistsError, digest, enqueue
+from app.dispatch import (
+    EnqueueOptions,
+    Idempotency,
+    IdempotencyConflict,
+    JobExistsError,
+    digest,
+    enqueue,
+    enqueue_many,
+)
 from app.jobs import state_of
+from app.queues import QueueName
 from app.registry import REGISTRY
 from app.runtime import runtime
 
@@ -90,3 +99,52 @@ def enqueue_task(name: str) -> tuple[Response, int, dict[str, str]]:
         "links": {"self": location},
     }
     return jsonify(body_out), 202, {"Location": location}
+
+
+#: Most jobs one batch request may enqueue.
+MAX_BATCH = 1000
+
+
+@api.post("/tasks/<name>/batch")
+def enqueue_batch(name: str) -> tuple[Response, int]:
+    """Validate every argument set, then enqueue them all in one round trip to Redis."""
+    spec = REGISTRY.get(name)
+    if spec is None:
+        raise APIError(404, "unknown_task", f"no task named {name!r}; GET /api/v1/tasks lists them")
+    body = request.get_json(silent=True)
+    if (
+        not isinstance(body, dict)
+        or not isinstance(body.get("items"), list)
+        or set(body) - {"items", "queue"}
+    ):
+        raise APIError(400, "malformed_json", 'the body must be {"items": [{"args": {...}}, ...]}')
+    items = body["items"]
+    if not 1 <= len(items) <= MAX_BATCH:
+        raise APIError(422, "invalid_arguments", f"a batch holds 1 to {MAX_BATCH} items", [])
+    if spec.unique or spec.concurrency:
+        raise APIError(
+            422, "invalid_arguments", f"task {name!r} is unique or capped: enqueue it one job at a time"
+        )
+    errors: list[dict[str, Any]] = []
+    validated = []
+    for n, item in enumerate(items):
+        args = item.get("args", {}) if isinstance(item, dict) else None
+        if not isinstance(args, dict) or set(item) - {"args"}:
+            errors.append(
+                {"field": f"items[{n}]", "message": 'each item is {"args": {...}}', "type": "bad_item"}
+            )
+            continue
+        try:
+            validated.append(spec.validate(args))
+        except ValidationError as exc:
+            errors += field_errors(exc, f"items[{n}].args")
+    try:
+        queue = QueueName(body["queue"]) if body.get("queue") else None
+    except ValueError:
+        errors.append({"field": "queue", "message": "unknown queue", "type": "enum"})
+    if errors:
+        raise APIError(422, "invalid_arguments", f"invalid input for task {name!r}", errors)
+    rt = runtime()
+    ttls = {"default_result_ttl": rt.settings.result_ttl, "failure_ttl": rt.settings.failed_job_ttl}
+    jobs = enqueue_many(spec, validated, rt.redis, queue=queue, **ttls)
+    return jsonify({"task": spec.name, "job_ids": [job.id for job in jobs], "state": "PENDING"}), 202

@@ -1,0 +1,302 @@
+"""The worker process: ``python worker.py [QUEUE ...] [--burst] [--concurrency N] [--mode M]``.
+
+One process runs one worker (``fork`` or ``inline`` mode) or a pool of worker threads
+(``threads`` mode). ``--concurrency N`` forks N such processes under a supervisor that
+restarts any that die, forwards SIGTERM/SIGINT (each worker then finishes the job in
+hand and exits: RQ's warm shutdown), and kills a process whose inline or threaded job is
+stuck past its hard time limit where no signal or exception can reach it. Workers never
+run RQ's scheduler loop: the scheduler process alone moves due jobs (see scheduler.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from enum import StrEnum
+from types import FrameType
+
+from flask import Flask
+from redis import Redis
+from redis.exceptions import RedisError
+from rq.exceptions import NoSuchJobError
+
+from app import create_app, defaults, hooks
+from app.config import load_or_exit
+from app.logs import configure_logging
+from app.queues import META_NO_RETRY, JsonJob, JsonQueue, QueueName, connect
+from app.runtime import runtime
+from app.workers import DeadlineBoard, JobStopped, JsonInlineWorker, JsonThreadWorker, JsonWorker
+
+log = logging.getLogger("tasklane.worker")
+
+
+class Mode(StrEnum):
+    """How a worker process runs jobs."""
+
+    FORK = "fork"
+    INLINE = "inline"
+    THREADS = "threads"
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """Parse the worker's command line; unknown queues are an error naming them."""
+    parser = argparse.ArgumentParser(prog="worker.py", description="Run Tasklane workers.")
+    parser.add_argument("queues", nargs="*", help="queues in priority order (default: high default low)")
+    parser.add_argument("--burst", action="store_true", help="drain the queues, then exit")
+    parser.add_argument(
+        "--concurrency", type=int, default=1, metavar="N", help="worker processes (default 1)"
+    )
+    parser.add_argument(
+        "--mode",
+        choices=[m.value for m in Mode],
+        default=Mode.FORK.value,
+        help="fork: a process per job (isolation); inline: jobs in the worker process (fast); "
+        "threads: --threads jobs at once per process (I/O-bound jobs). Default: fork",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=8, metavar="T", help="threads per process (threads mode)"
+    )
+    parser.add_argument("--name", default=None, help="worker name prefix (default: RQ's random name)")
+    args = parser.parse_args(argv)
+    known = {q.value for q in QueueName}
+    unknown = [q for q in args.queues if q not in known]
+    if unknown:
+        parser.exit(
+            2, f"worker.py: unknown queue(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})\n"
+        )
+    if not 1 <= args.concurrency <= 64:
+        parser.exit(2, "worker.py: --concurrency must be between 1 and 64\n")
+    if not 1 <= args.threads <= 256:
+        parser.exit(2, "worker.py: --threads must be between 1 and 256\n")
+    args.mode = Mode(args.mode)
+    args.queues = args.queues or list(defaults.WORKER_QUEUES)
+    return args
+
+
+def _queues(redis: Redis, names: Sequence[str]) -> list[JsonQueue]:
+    return [JsonQueue(q, connection=redis) for q in names]
+
+
+def build_worker(redis: Redis, queue_names: Sequence[str], name: str | None = None) -> JsonWorker:
+    """An RQ forking worker on ``queue_names`` with the JSON job class."""
+    return JsonWorker(_queues(redis, queue_names), connection=redis, name=name)
+
+
+def _level() -> str:
+    return logging.getLevelName(log.getEffectiveLevel())
+
+
+def run_process(
+    app: Flask,
+    args: argparse.Namespace,
+    name: str | None,
+    board: DeadlineBoard | None = None,
+    first_slot: int = 0,
+) -> int:
+    """Run this process's worker (or worker threads) until stopped; returns its exit status."""
+    with app.app_context():
+        redis = runtime().redis
+        if args.mode is Mode.FORK:
+            build_worker(redis, args.queues, name).work(
+                burst=args.burst, with_scheduler=False, logging_level=_level()
+            )
+        elif args.mode is Mode.INLINE:
+            worker = JsonInlineWorker(_queues(redis, args.queues), connection=redis, name=name, board=board,
+                                      slot=first_slot)  # fmt: skip
+            worker.work(burst=args.burst, with_scheduler=False, logging_level=_level())
+        else:
+            ThreadPool(app, args, name, board, first_slot).run()
+    return 0
+
+
+class ThreadPool:
+    """``--threads`` inline workers on threads of this process, each with its own connection."""
+
+    def __init__(
+        self,
+        app: Flask,
+        args: argparse.Namespace,
+        name: str | None,
+        board: DeadlineBoard | None,
+        first_slot: int,
+    ) -> None:
+        settings = runtime().settings
+        self.app = app
+        self.burst = args.burst
+        self.workers = []
+        for n in range(args.threads):
+            redis = connect(settings.redis_url, timeout=settings.redis_timeout)
+            self.workers.append(
+                JsonThreadWorker(
+                    _queues(redis, args.queues),
+                    connection=redis,
+                    name=f"{name}-t{n}" if name else None,
+                    board=board,
+                    slot=first_slot + n,
+                )
+            )
+        self.stopping = False
+
+    def _stop(self, signum: int, _frame: FrameType | None) -> None:
+        if self.stopping:
+            log.info("second %s: stopping the jobs in hand", signal.Signals(signum).name)
+            for worker in self.workers:
+                worker.kill_horse()
+            return
+        self.stopping = True
+        log.info(
+            "received %s: warm shutdown of %d worker threads", signal.Signals(signum).name, len(self.workers)
+        )
+        for worker in self.workers:
+            worker.request_stop_soon()
+
+    def _run(self, worker: JsonThreadWorker) -> None:
+        with self.app.app_context(), contextlib.suppress(JobStopped):
+            worker.work(burst=self.burst, with_scheduler=False, logging_level=_level())
+
+    def run(self) -> None:
+        """Run every worker thread; return when all have stopped."""
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        threads = [
+            threading.Thread(target=self._run, args=(w,), name=f"worker-{n}")
+            for n, w in enumerate(self.workers)
+        ]
+        for thread in threads:
+            thread.start()
+        while any(t.is_alive() for t in threads):
+            for thread in threads:
+                thread.join(0.2)
+
+
+class Supervisor:
+    """Keeps N worker processes running; forwards stop signals; kills processes with stuck jobs."""
+
+    def __init__(self, app: Flask, args: argparse.Namespace) -> None:
+        self.app = app
+        self.args = args
+        self.per_process = args.threads if args.mode is Mode.THREADS else 1
+        self.board = (
+            DeadlineBoard(args.concurrency * self.per_process) if args.mode is not Mode.FORK else None
+        )
+        self.children: dict[int, int] = {}  # pid -> slot
+        self.stopping = False
+        self.failures = 0
+
+    def _spawn(self, slot: int) -> None:
+        pid = os.fork()
+        if pid == 0:
+            # Child: default signal handling until the worker installs its warm-shutdown handlers.
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            name = f"{self.args.name}-{slot}" if self.args.name else None
+            code = 1
+            try:
+                code = run_process(self.app, self.args, name, self.board, (slot - 1) * self.per_process)
+            finally:
+                os._exit(code)
+        self.children[pid] = slot
+        log.info("worker process %d started (slot %d, %s mode)", pid, slot, self.args.mode.value)
+
+    def _stop(self, signum: int, _frame: FrameType | None) -> None:
+        if self.stopping:
+            for pid in self.children:  # a second signal: the workers' cold shutdown
+                _kill(pid, signum)
+            return
+        self.stopping = True
+        log.info(
+            "received %s: warm shutdown of %d worker processes",
+            signal.Signals(signum).name,
+            len(self.children),
+        )
+        for pid in self.children:
+            _kill(pid, signal.SIGTERM)
+
+    def _kill_stuck(self) -> None:
+        if self.board is None:
+            return
+        now = time.time()
+        for pid, slot in list(self.children.items()):
+            first = (slot - 1) * self.per_process
+            stuck = self.board.overdue(range(first, first + self.per_process), now)
+            if not stuck:
+                continue
+            log.error(
+                "worker process %d: job(s) %s stuck past the hard time limit; killing it",
+                pid,
+                ", ".join(stuck),
+            )
+            _kill(pid, signal.SIGKILL)
+            for job_id in stuck:
+                _fail_stuck(job_id)
+            for s in range(first, first + self.per_process):
+                self.board.clear(s)
+
+    def run(self) -> int:
+        """Start the workers, restart those that die, return when all have stopped."""
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        for slot in range(1, self.args.concurrency + 1):
+            self._spawn(slot)
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                self._kill_stuck()
+                time.sleep(0.25)
+                continue
+            if pid not in self.children:
+                continue
+            slot = self.children.pop(pid)
+            code = os.waitstatus_to_exitcode(status)
+            if code != 0:
+                self.failures += 1
+            if not self.stopping and not self.args.burst:
+                log.warning("worker process %d exited with %d; restarting slot %d", pid, code, slot)
+                time.sleep(0.5)
+                self._spawn(slot)
+        return 1 if self.failures and not self.stopping else 0
+
+
+def _fail_stuck(job_id: str) -> None:
+    """Mark a job whose process was killed for its hard limit: the sweep then fails it for good."""
+    try:
+        job = JsonJob.fetch(job_id, connection=runtime().redis)
+    except NoSuchJobError:
+        return
+    message = f"hard time limit of {job.timeout} s exceeded; its worker process was killed"
+    job.meta[META_NO_RETRY] = True
+    hooks.record_error(job, "TimeLimitExceeded", message)
+
+
+def _kill(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signum)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python worker.py``."""
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    settings = load_or_exit(process="worker")
+    configure_logging(settings)
+    app = create_app(settings)
+    redis = app.extensions["tasklane"].redis
+    try:
+        redis.ping()
+    except RedisError as exc:
+        print(f"worker: cannot reach Redis (REDIS_URL): {exc}", file=sys.stderr)
+        return 2
+    if args.concurrency == 1 and args.mode is Mode.FORK:
+        return run_process(app, args, args.name)
+    redis.close()  # each child opens its own connections
+    with app.app_context():
+        return Supervisor(app, args).run()
