@@ -142,18 +142,17 @@ class JsonQueue(Queue):
         queue_keys = [q.key for q in queue_list]
         bells = [keys.doorbell(q.name) for q in queue_list]
         waited = 0.0
+        by_key = {q.key: q for q in queue_list}
         while True:
-            found = _move_first(connection, queue_keys)
+            found = _move_first_with_data(connection, queue_keys)
             if found is not None:
-                queue_key, job_id = found
-                fetched = cls._fetch_dequeued_job(
-                    connection, queue_key, job_id, job_class=job_class, serializer=serializer,
-                    death_penalty_class=death_penalty_class,
-                )  # fmt: skip
-                if fetched is None:
+                queue_key, job_id, fields = found
+                if not fields:  # the job's hash expired or was deleted: drop the stale id
                     connection.lrem(f"{queue_key}:intermediate", 1, job_id)
                     continue
-                return fetched
+                job = (job_class or JsonJob)(job_id, connection=connection)
+                job.restore(fields)
+                return job, by_key[queue_key]
             if timeout is None:
                 return None
             if waited >= timeout:
@@ -170,29 +169,45 @@ def ring_doorbell(pipe: Any, queue_name: str) -> None:
     pipe.ltrim(bell, -defaults.DOORBELL_CAP, -1)
 
 
-# Move the head of the first non-empty list to its ":intermediate" list; returns {key, id}.
+# Move the head of the first non-empty list to its ":intermediate" list and read the job's
+# hash in the same call; returns {key, id, field, value, ...} (no fields: the job is gone).
+# ARGV[1] is the job key prefix.
 _MOVE_FIRST = """
 for _, key in ipairs(KEYS) do
   local id = redis.call('LMOVE', key, key .. ':intermediate', 'LEFT', 'RIGHT')
-  if id then return {key, id} end
+  if id then
+    local out = {key, id}
+    for _, v in ipairs(redis.call('HGETALL', ARGV[1] .. id)) do table.insert(out, v) end
+    return out
+  end
 end
 return false
 """
 
 
-def _move_first(connection: Redis, queue_keys: list[str]) -> tuple[str, str] | None:
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _move_first_with_data(
+    connection: Redis, queue_keys: list[str]
+) -> tuple[str, str, dict[bytes, Any]] | None:
     script = getattr(connection, "_tasklane_move_first", None)
     if script is None:
         script = connection.register_script(_MOVE_FIRST)
         connection._tasklane_move_first = script  # type: ignore[attr-defined]
-    result = script(keys=queue_keys)
+    result = script(keys=queue_keys, args=[JsonJob.redis_job_namespace_prefix])
     if not result:
         return None
-    key, job_id = result
-    return (
-        key.decode() if isinstance(key, bytes) else key,
-        job_id.decode() if isinstance(job_id, bytes) else job_id,
-    )
+    key, job_id, *flat = result
+    fields = {_text(flat[n]).encode(): flat[n + 1] for n in range(0, len(flat), 2)}
+    return _text(key), _text(job_id), fields
+
+
+def _move_first(connection: Redis, queue_keys: list[str]) -> tuple[str, str] | None:
+    """Take the first job id of the first non-empty queue into its intermediate list."""
+    found = _move_first_with_data(connection, queue_keys)
+    return (found[0], found[1]) if found else None
 
 
 def task_spec(job: Job) -> TaskSpec | None:

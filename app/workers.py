@@ -32,10 +32,13 @@ from typing import Any
 from redis import Redis
 from rq import SimpleWorker, Worker
 from rq.exceptions import StopRequested
+from rq.executions import Execution
 from rq.job import Job
 from rq.queue import Queue
 from rq.serializers import JSONSerializer
 from rq.timeouts import BaseDeathPenalty
+from rq.utils import now
+from rq.worker import WorkerStatus
 
 from app import defaults, hooks
 from app.limits import RateLimiter, SoftTimeLimitExceeded, TaskTimeLimits, TimeLimitExceeded
@@ -294,6 +297,8 @@ class JsonInlineWorker(TasklaneWorkerMixin, SimpleWorker):  # type: ignore[misc]
         self._running: tuple[Job, Any] | None = None
         self._keeper: threading.Thread | None = None
         self._done = threading.Event()
+        self._idle_pending = False
+        self._start_pipe: Any = None
 
     # --- fewer round trips -------------------------------------------------------------------
 
@@ -312,10 +317,60 @@ class JsonInlineWorker(TasklaneWorkerMixin, SimpleWorker):  # type: ignore[misc]
         super().check_for_suspension(burst)
 
     def set_state(self, state: str, pipeline: Any = None) -> None:
-        """Write the state only when it changes."""
+        """Write the state only when it changes; "idle" waits until no job is waiting (see dequeue)."""
+        if pipeline is None and state == WorkerStatus.IDLE:
+            self._idle_pending = True
+            return
         if pipeline is None and state == getattr(self, "_state", None):
             return
+        self._idle_pending = False
         super().set_state(state, pipeline=pipeline)
+
+    def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
+        """Take a waiting job at once if there is one; only before waiting, record "idle"."""
+        if timeout is not None:
+            result = super().dequeue_job_and_maintain_ttl(None, max_idle_time)
+            if result is not None:
+                return result
+        if self._idle_pending:
+            self._idle_pending = False
+            super().set_state(WorkerStatus.IDLE)
+        return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+
+    def prepare_execution(self, job: Job) -> Execution:
+        """Register the execution, in the same transaction as the start of the job (below)."""
+        pipe = self.connection.pipeline()
+        execution = Execution.create(job, self.get_heartbeat_ttl(job), pipeline=pipe, worker_name=self.name)
+        self.executions[execution.id] = execution
+        super().set_state(WorkerStatus.BUSY, pipeline=pipe)
+        self._start_pipe = pipe
+        return execution
+
+    def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
+        """Mark the job started: one round trip together with its execution's registration.
+
+        The same writes as RQ's (heartbeats, status, started registry via the execution,
+        intermediate list), which RQ splits over two transactions because it forks between.
+        """
+        pipe, self._start_pipe = self._start_pipe, None
+        if pipe is None:
+            super().prepare_job_execution(job, remove_from_intermediate_queue)
+            return
+        with pipe:
+            ttl = self.get_heartbeat_ttl(job)
+            super().heartbeat(ttl, pipeline=pipe)
+            job.heartbeat(now(), ttl, pipeline=pipe)
+            job.prepare_for_execution(self.name, pipeline=pipe)
+            pipe.persist(job.key)
+            pipe.lrem(JsonQueue(job.origin, connection=self.connection).intermediate_queue_key, 1, job.id)
+            pipe.execute()
+        self._last_beat = time.monotonic()
+
+    def handle_execution_ended(self, job: Job, queue: Queue, heartbeat_ttl: int) -> None:
+        """Note the end time; RQ's extra heartbeat only matters before a callback, which jobs here lack."""
+        job.ended_at = now()
+        if job.success_callback or job.failure_callback:
+            job.heartbeat(now(), heartbeat_ttl)
 
     # --- the job in hand ---------------------------------------------------------------------
 

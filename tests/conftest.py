@@ -8,12 +8,13 @@ from typing import Any
 
 import fakeredis
 import pytest
+import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
 from app import create_app
 from app.config import Settings
-from tests.servers import RedisServer
+from tests.servers import RedisServer, Starter
 
 TOKEN = "test-token-0123456789abcdef"
 DASHBOARD = ("operator", "dashboard-secret-123")
@@ -53,6 +54,24 @@ def make_env(tmp_path: Path, redis_url: str, **extra: str) -> dict[str, str]:
 def env(tmp_path: Path, redis_url: str) -> dict[str, str]:
     """The environment of a test's app and processes."""
     return make_env(tmp_path, redis_url)
+
+
+@pytest.fixture
+def start(env: dict[str, str], tmp_path: Path) -> Iterator[Starter]:
+    """Starts ``python <args>`` processes with the test env (see Starter); all are stopped at teardown."""
+    starter = Starter(env, tmp_path)
+    try:
+        yield starter
+    finally:
+        starter.stop_all()
+
+
+@pytest.fixture
+def rconn(redis_url: str) -> Iterator[redis.Redis]:
+    """A client of the session's Redis (emptied before the test), closed at teardown."""
+    conn = redis.Redis.from_url(redis_url, socket_timeout=5)
+    yield conn
+    conn.close()
 
 
 @pytest.fixture

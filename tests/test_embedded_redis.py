@@ -15,19 +15,10 @@ import pytest
 
 from app import embedded_redis
 from app.queues import JsonJob, JsonQueue, connect
-from tests.servers import wait_for
+from tests.servers import pid_alive, wait_for
 
 #: Unix socket paths are limited to about 104 bytes (108 on Linux); leave room.
 MAX_SOCKET_PATH = 100
-
-
-def _alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie left for a non-reaping init counts as gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return fields[0] != "Z"
 
 
 def _server_pid(url: str) -> int:
@@ -47,7 +38,7 @@ class Embedded:
         return url
 
     def wait_stopped(self) -> None:
-        wait_for(lambda: not any(_alive(pid) for pid in self.pids), timeout=10, message="server exit")
+        wait_for(lambda: not any(pid_alive(pid) for pid in self.pids), timeout=10, message="server exit")
 
 
 @pytest.fixture
@@ -64,13 +55,13 @@ def embedded_real(tmp_path: Path) -> Iterator[Embedded]:
     finally:
         # Stop only the servers this test started, by pid: SIGTERM is Redis's clean shutdown.
         for pid in state.pids:
-            if _alive(pid):
+            if pid_alive(pid):
                 os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 10
-        while any(_alive(pid) for pid in state.pids) and time.monotonic() < deadline:
+        while any(pid_alive(pid) for pid in state.pids) and time.monotonic() < deadline:
             time.sleep(0.05)
         for pid in state.pids:
-            if _alive(pid):
+            if pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
         if created:
             shutil.rmtree(created, ignore_errors=True)

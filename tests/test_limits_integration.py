@@ -3,79 +3,14 @@
 from __future__ import annotations
 
 import itertools
-import signal
-import subprocess
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
 from flask.testing import FlaskClient
 
-from tests.servers import ROOT, python_process, wait_for
-
-FINAL = {"SUCCESS", "FAILURE", "REVOKED"}
-
-Start = Callable[..., subprocess.Popen[bytes]]
-
-
-def stop_processes(procs: list[subprocess.Popen[bytes]], logs: list[Path]) -> None:
-    """SIGTERM every process, wait, kill any that outlives the wait; print the logs (shown on failure)."""
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-    for log in logs:
-        if log.exists():
-            print(f"--- {log.name}\n{log.read_text(errors='replace')[-4000:]}")
-
-
-@pytest.fixture
-def start(env: dict[str, str], tmp_path: Path) -> Iterator[Start]:
-    """Start ``python <args>`` processes from the repo root; all are stopped at teardown."""
-    procs: list[subprocess.Popen[bytes]] = []
-    logs: list[Path] = []
-
-    def _start(*args: str, **extra_env: str) -> subprocess.Popen[bytes]:
-        log = tmp_path / f"{len(procs)}-{Path(args[0]).stem}.log"
-        proc = python_process(list(args), {**env, **extra_env}, log, cwd=ROOT)
-        procs.append(proc)
-        logs.append(log)
-        return proc
-
-    try:
-        yield _start
-    finally:
-        stop_processes(procs, logs)
-
-
-@pytest.fixture
-def rconn(redis_url: str) -> Iterator[redis.Redis]:
-    conn = redis.Redis.from_url(redis_url)
-    yield conn
-    conn.close()
-
-
-def wait_workers(rconn: redis.Redis, count: int) -> None:
-    wait_for(lambda: rconn.scard("rq:workers") >= count, 15, message=f"{count} workers to register")
-
-
-def start_scheduler(start: Start, rconn: redis.Redis) -> None:
-    start("scheduler.py")
-    wait_for(lambda: rconn.exists("rq:scheduler-lock:default"), 15, message="the scheduler lock")
-
-
-def enqueue(client: FlaskClient, auth: dict[str, str], task: str, args: dict[str, Any]) -> str:
-    r = client.post(f"/api/v1/tasks/{task}", json={"args": args}, headers=auth)
-    assert r.status_code == 202, r.get_json()
-    return str(r.get_json()["job_id"])
+from tests.servers import FINAL, Starter, enqueue, start_scheduler, wait_workers
 
 
 def states(client: FlaskClient, auth: dict[str, str], job_ids: list[str]) -> dict[str, str]:
@@ -106,11 +41,11 @@ def run_to_the_end(
 @pytest.mark.integration
 @pytest.mark.timeout(60)
 def test_rate_limit_spaces_starts_across_worker_processes(
-    start: Start, rconn: redis.Redis, client: FlaskClient, auth: dict[str, str], tmp_path: Path
+    start: Starter, rconn: redis.Redis, client: FlaskClient, auth: dict[str, str], tmp_path: Path
 ) -> None:
     """Eight 4/s jobs on two worker processes all succeed, their starts at least ~0.25 s apart."""
-    start("worker.py", "--concurrency", "2")
-    wait_workers(rconn, 2)
+    supervisor = start("worker.py", "--concurrency", "2")
+    wait_workers(start, rconn, 2, supervisor)
     start_scheduler(start, rconn)
     stamps = tmp_path / "stamps"
     job_ids = [enqueue(client, auth, "rate_limited_stamp", {"path": str(stamps)}) for _ in range(8)]
@@ -129,12 +64,12 @@ def test_rate_limit_spaces_starts_across_worker_processes(
 @pytest.mark.integration
 @pytest.mark.timeout(60)
 def test_concurrency_limit_runs_one_at_a_time_across_workers(
-    start: Start, rconn: redis.Redis, client: FlaskClient, auth: dict[str, str], tmp_path: Path
+    start: Starter, rconn: redis.Redis, client: FlaskClient, auth: dict[str, str], tmp_path: Path
 ) -> None:
     """Three concurrency=1 jobs on two worker processes never overlap, and all succeed."""
     start("worker.py")
     start("worker.py")
-    wait_workers(rconn, 2)
+    wait_workers(start, rconn, 2)
     start_scheduler(start, rconn)
     spans = tmp_path / "spans"
     job_ids = [enqueue(client, auth, "one_at_a_time", {"path": str(spans), "seconds": 0.5}) for _ in range(3)]

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -16,98 +15,24 @@ import pytest
 import redis
 from flask.testing import FlaskClient
 
-from tests.servers import ROOT, python_process, wait_for
-
-FINAL = {"SUCCESS", "FAILURE", "REVOKED"}
-
-Start = Callable[..., subprocess.Popen[bytes]]
-
-
-def stop_processes(procs: list[subprocess.Popen[bytes]], logs: list[Path]) -> None:
-    """SIGTERM every process, wait, kill any that outlives the wait; print the logs (shown on failure)."""
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-    for log in logs:
-        if log.exists():
-            print(f"--- {log.name}\n{log.read_text(errors='replace')[-4000:]}")
+from tests.servers import (
+    FINAL,
+    Starter,
+    enqueue,
+    get_job,
+    start_scheduler,
+    start_worker,
+    wait_for,
+    wait_state,
+)
 
 
 @pytest.fixture
-def start(env: dict[str, str], tmp_path: Path) -> Iterator[Start]:
-    """Start ``python <args>`` processes from the repo root; all are stopped at teardown."""
-    procs: list[subprocess.Popen[bytes]] = []
-    logs: list[Path] = []
-
-    def _start(*args: str, **extra_env: str) -> subprocess.Popen[bytes]:
-        log = tmp_path / f"{len(procs)}-{Path(args[0]).stem}.log"
-        proc = python_process(list(args), {**env, **extra_env}, log, cwd=ROOT)
-        procs.append(proc)
-        logs.append(log)
-        return proc
-
-    try:
-        yield _start
-    finally:
-        stop_processes(procs, logs)
-
-
-@pytest.fixture
-def rconn(redis_url: str) -> Iterator[redis.Redis]:
-    conn = redis.Redis.from_url(redis_url)
-    yield conn
-    conn.close()
-
-
-def start_worker(start: Start, rconn: redis.Redis, **extra_env: str) -> subprocess.Popen[bytes]:
-    proc = start("worker.py", **extra_env)
-    wait_for(lambda: rconn.scard("rq:workers") > 0, 15, message="the worker to register")
-    return proc
-
-
-def start_scheduler(start: Start, rconn: redis.Redis) -> subprocess.Popen[bytes]:
-    proc = start("scheduler.py")
-    wait_for(lambda: rconn.exists("rq:scheduler-lock:default"), 15, message="the scheduler lock")
-    return proc
-
-
-@pytest.fixture
-def worker(start: Start, rconn: redis.Redis) -> subprocess.Popen[bytes]:
+def worker(start: Starter, rconn: redis.Redis) -> subprocess.Popen[bytes]:
     """One worker process and the scheduler; yields the worker."""
     proc = start_worker(start, rconn)
     start_scheduler(start, rconn)
     return proc
-
-
-def enqueue(
-    client: FlaskClient, auth: dict[str, str], task: str, args: dict[str, Any], **options: Any
-) -> str:
-    r = client.post(f"/api/v1/tasks/{task}", json={"args": args, "options": options}, headers=auth)
-    assert r.status_code == 202, r.get_json()
-    return str(r.get_json()["job_id"])
-
-
-def job(client: FlaskClient, auth: dict[str, str], job_id: str) -> dict[str, Any]:
-    r = client.get(f"/api/v1/jobs/{job_id}", headers=auth)
-    assert r.status_code == 200, r.get_json()
-    return dict(r.get_json())
-
-
-def wait_state(
-    client: FlaskClient, auth: dict[str, str], job_id: str, states: set[str], timeout: float = 20
-) -> dict[str, Any]:
-    return wait_for(
-        lambda: (v := job(client, auth, job_id))["state"] in states and v,
-        timeout,
-        interval=0.05,
-        message=f"job {job_id} to reach {sorted(states)}",
-    )
 
 
 @pytest.mark.integration
@@ -122,12 +47,12 @@ def test_revoked_waiting_job_never_runs(
     """DELETE on a job waiting out a countdown revokes it; it never runs, even once it comes due."""
     marker = tmp_path / "revoked"
     job_id = enqueue(client, auth, "touch", {"path": str(marker)}, countdown=30)
-    assert job(client, auth, job_id)["state"] == "PENDING"
+    assert get_job(client, auth, job_id)["state"] == "PENDING"
 
     r = client.delete(f"/api/v1/jobs/{job_id}", headers=auth)
     assert r.status_code == 202, r.get_json()
     assert r.get_json()["state"] == "REVOKED"
-    assert job(client, auth, job_id)["state"] == "REVOKED"
+    assert get_job(client, auth, job_id)["state"] == "REVOKED"
 
     # Make it due now if the revoke left it scheduled (XX: only an existing entry moves).
     rconn.zadd("rq:scheduled:default", {job_id: int(time.time()) - 1}, xx=True)
@@ -137,7 +62,7 @@ def test_revoked_waiting_job_never_runs(
     time.sleep(1.5)  # one more scheduler pass and dequeue
     assert control.exists()
     assert not marker.exists()
-    view = job(client, auth, job_id)
+    view = get_job(client, auth, job_id)
     assert view["state"] == "REVOKED", view
     assert view["started_at"] is None
 
@@ -165,7 +90,7 @@ def test_revoking_a_running_job_stops_it_and_the_worker_goes_on(
     # Past the moment the stopped run would have written its file: it never does.
     time.sleep(max(0.0, started + 6.5 - time.monotonic()))
     assert not marker.exists()
-    assert job(client, auth, job_id)["state"] == "REVOKED"
+    assert get_job(client, auth, job_id)["state"] == "REVOKED"
 
 
 @pytest.mark.integration
@@ -179,7 +104,7 @@ def test_revoking_a_finished_job_is_a_conflict(
     r = client.delete(f"/api/v1/jobs/{job_id}", headers=auth)
     assert r.status_code == 409, r.get_json()
     assert r.get_json()["error"]["code"] == "job_finished"
-    assert job(client, auth, job_id)["state"] == "SUCCESS"
+    assert get_job(client, auth, job_id)["state"] == "SUCCESS"
 
 
 def failed_pages(client: FlaskClient, auth: dict[str, str], query: str) -> list[list[dict[str, Any]]]:
@@ -265,7 +190,7 @@ def test_retrying_a_failed_job_runs_it_again(
     again = client.post(f"/api/v1/jobs/{job_id}/retry", headers=auth)
     assert again.status_code == 409, again.get_json()
     assert again.get_json()["error"]["code"] == "job_not_failed"
-    assert job(client, auth, job_id)["state"] == "SUCCESS"
+    assert get_job(client, auth, job_id)["state"] == "SUCCESS"
 
 
 @pytest.fixture
@@ -297,7 +222,7 @@ def webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
 @pytest.mark.integration
 @pytest.mark.timeout(60)
 def test_critical_task_failure_posts_an_alert(
-    start: Start,
+    start: Starter,
     rconn: redis.Redis,
     client: FlaskClient,
     auth: dict[str, str],

@@ -9,11 +9,9 @@ from __future__ import annotations
 import os
 import pickle
 import signal
-import subprocess
 import time
 import zlib
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -30,7 +28,17 @@ from rq.serializers import DefaultSerializer, JSONSerializer
 from rq_scheduler import Scheduler
 
 from tests.conftest import DASHBOARD, TOKEN
-from tests.servers import free_port, python_process, wait_for
+from tests.servers import (
+    GUNICORN,
+    Starter,
+    enqueue,
+    free_port,
+    get_job,
+    start_web,
+    wait_for,
+    wait_state,
+    wait_workers,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -38,90 +46,6 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 JSON_AUTH = {**AUTH, "Content-Type": "application/json"}
 SCHEDULED_JOBS_KEY = "rq:scheduler:scheduled_jobs"
 PERIODIC_HEALTH = "periodic-health_check"
-GUNICORN = ("-m", "gunicorn", "app:create_app()", "--bind")
-
-
-@dataclass
-class Proc:
-    """A started process and the file its stdout and stderr go to."""
-
-    popen: subprocess.Popen[bytes]
-    log: Path
-    name: str
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def wait(self, timeout: float) -> int:
-        """The exit code; fails the test (with the output) when the process outlives ``timeout``."""
-        try:
-            return self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(
-                f"{self.name} still running after {timeout} s; output:\n{self.output()[-3000:]}"
-            ) from None
-
-
-class Processes:
-    """Starts processes for one test and stops every one of them at teardown."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.started: list[Proc] = []
-
-    def start(self, args: Sequence[str], env: dict[str, str], name: str) -> Proc:
-        log = self.directory / f"{name}-{len(self.started)}.log"
-        proc = Proc(python_process(list(args), env, log=log), log, name)
-        self.started.append(proc)
-        return proc
-
-    def web(self, env: dict[str, str], **extra: str) -> str:
-        """Start gunicorn as the Procfile does; return its base URL once /healthz answers."""
-        port = free_port()
-        proc = self.start([*GUNICORN, f"127.0.0.1:{port}"], {**env, "WEB_CONCURRENCY": "1", **extra}, "web")
-        base = f"http://127.0.0.1:{port}"
-
-        def up() -> bool:
-            assert proc.alive(), f"gunicorn exited with {proc.popen.returncode}:\n{proc.output()[-3000:]}"
-            try:
-                return requests.get(f"{base}/healthz", timeout=1).status_code == 200
-            except requests.ConnectionError:
-                return False
-
-        wait_for(up, timeout=20, interval=0.1, message="gunicorn to answer /healthz")
-        return base
-
-    def stop_all(self) -> None:
-        for proc in reversed(self.started):
-            if proc.alive():
-                proc.popen.terminate()
-        for proc in reversed(self.started):
-            try:
-                proc.popen.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.popen.kill()
-                proc.popen.wait(5)
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Processes]:
-    processes = Processes(tmp_path)
-    try:
-        yield processes
-    finally:
-        processes.stop_all()
-
-
-@pytest.fixture
-def r(redis_url: str) -> redis.Redis:
-    return redis.Redis.from_url(redis_url, socket_timeout=5)
 
 
 def assert_error_shape(response: requests.Response, status: int) -> dict[str, Any]:
@@ -136,34 +60,6 @@ def assert_error_shape(response: requests.Response, status: int) -> dict[str, An
     return error
 
 
-def api_job(client: FlaskClient, job_id: str) -> dict[str, Any]:
-    response = client.get(f"/api/v1/jobs/{job_id}", headers=AUTH)
-    assert response.status_code == 200, response.get_data(as_text=True)
-    return response.get_json()
-
-
-def api_enqueue(client: FlaskClient, task: str, args: dict[str, Any], **options: Any) -> str:
-    response = client.post(f"/api/v1/tasks/{task}", json={"args": args, "options": options}, headers=AUTH)
-    assert response.status_code == 202, response.get_data(as_text=True)
-    return response.get_json()["job_id"]
-
-
-def wait_state(client: FlaskClient, job_id: str, states: set[str], timeout: float) -> dict[str, Any]:
-    return wait_for(
-        lambda: (job := api_job(client, job_id))["state"] in states and job,
-        timeout=timeout,
-        message=f"job {job_id} to reach {sorted(states)}",
-    )
-
-
-def wait_workers(r: redis.Redis, count: int, proc: Proc, timeout: float = 20) -> None:
-    def ready() -> bool:
-        assert proc.alive(), f"{proc.name} exited with {proc.popen.returncode}:\n{proc.output()[-3000:]}"
-        return r.scard("rq:workers") >= count
-
-    wait_for(ready, timeout=timeout, interval=0.1, message=f"{count} worker(s) to register")
-
-
 def parse_time(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
@@ -172,12 +68,10 @@ def parse_time(value: str) -> datetime:
 
 
 @pytest.mark.timeout(60)
-def test_enqueue_over_http_runs_on_a_real_worker(
-    procs: Processes, env: dict[str, str], r: redis.Redis
-) -> None:
-    worker = procs.start(["worker.py"], env, "worker")
-    base = procs.web(env)
-    wait_workers(r, 1, worker)
+def test_enqueue_over_http_runs_on_a_real_worker(start: Starter, rconn: redis.Redis) -> None:
+    worker = start("worker.py")
+    base = start_web(start)
+    wait_workers(start, rconn, 1, worker, timeout=20)
 
     response = requests.post(
         f"{base}/api/v1/tasks/add", json={"args": {"x": 2, "y": 3}}, headers=AUTH, timeout=10
@@ -198,15 +92,15 @@ def test_enqueue_over_http_runs_on_a_real_worker(
     assert job["status"] == "finished"
     assert job["job_id"] == body["job_id"]
     assert job["worker"], job
-    assert r.sismember("rq:workers", f"rq:worker:{job['worker']}")
+    assert rconn.sismember("rq:workers", f"rq:worker:{job['worker']}")
 
 
 # --- 2. every error status over real HTTP ----------------------------------------------------------
 
 
 @pytest.mark.timeout(60)
-def test_error_statuses_over_http(procs: Processes, env: dict[str, str]) -> None:
-    base = procs.web(env, MAX_REQUEST_BYTES="2048")
+def test_error_statuses_over_http(start: Starter) -> None:
+    base = start_web(start, MAX_REQUEST_BYTES="2048")
     add = f"{base}/api/v1/tasks/add"
 
     malformed = requests.post(add, data=b'{"args": {"x": 1,', headers=JSON_AUTH, timeout=10)
@@ -243,7 +137,7 @@ def test_error_statuses_over_http(procs: Processes, env: dict[str, str]) -> None
     assert all(isinstance(d["message"], str) and d["message"] for d in details)
 
     # Redis unreachable: a web process whose REDIS_URL points at a port nobody listens on.
-    down = procs.web({**env, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
+    down = start_web(start, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
     started = time.monotonic()
     unavailable = requests.post(
         f"{down}/api/v1/tasks/add", json={"args": {"x": 1, "y": 2}}, headers=AUTH, timeout=10
@@ -257,8 +151,8 @@ def test_error_statuses_over_http(procs: Processes, env: dict[str, str]) -> None
 
 
 @pytest.mark.timeout(60)
-def test_dashboard_needs_its_credentials(procs: Processes, env: dict[str, str]) -> None:
-    base = procs.web(env)
+def test_dashboard_needs_its_credentials(start: Starter) -> None:
+    base = start_web(start)
     anonymous = requests.get(f"{base}/rq/", timeout=10)
     assert anonymous.status_code == 401
     assert anonymous.headers["WWW-Authenticate"].lower().startswith("basic")
@@ -286,23 +180,25 @@ class _RunOnUnpickle:
 
 @pytest.mark.timeout(60)
 def test_forged_jobs_are_never_executed(
-    procs: Processes, env: dict[str, str], r: redis.Redis, client: FlaskClient, tmp_path: Path
+    start: Starter, rconn: redis.Redis, client: FlaskClient, tmp_path: Path
 ) -> None:
     marks = {name: tmp_path / f"pwned-{name}" for name in ("pickle", "json", "reduce")}
     # RQ's pickle serializer: data is a pickled (func_name, instance, args, kwargs) tuple.
-    pickled = rq.Queue("default", connection=r, serializer=DefaultSerializer).enqueue(
+    pickled = rq.Queue("default", connection=rconn, serializer=DefaultSerializer).enqueue(
         "os.system", f"touch {marks['pickle']}"
     )
-    assert pickle.loads(zlib.decompress(r.hget(pickled.key, "data")))[0] == "os.system"
+    assert pickle.loads(zlib.decompress(rconn.hget(pickled.key, "data")))[0] == "os.system"
     # JSON, but naming a function that is not a registered task.
-    forged_json = rq.Queue("default", connection=r, serializer=JSONSerializer).enqueue(
+    forged_json = rq.Queue("default", connection=rconn, serializer=JSONSerializer).enqueue(
         "os.system", f"touch {marks['json']}"
     )
     # A pickle that runs its command while being unpickled.
-    reduce_job = rq.Queue("default", connection=r, serializer=DefaultSerializer).enqueue("os.getcwd")
-    r.hset(reduce_job.key, "data", zlib.compress(pickle.dumps(_RunOnUnpickle(f"touch {marks['reduce']}"))))
+    reduce_job = rq.Queue("default", connection=rconn, serializer=DefaultSerializer).enqueue("os.getcwd")
+    rconn.hset(
+        reduce_job.key, "data", zlib.compress(pickle.dumps(_RunOnUnpickle(f"touch {marks['reduce']}")))
+    )
     legit = tmp_path / "legit"
-    legit_id = api_enqueue(client, "touch", {"path": str(legit)})
+    legit_id = enqueue(client, AUTH, "touch", {"path": str(legit)})
     forged = [pickled.id, forged_json.id, reduce_job.id]
 
     # Reading them through the API does not unpickle them either (see the test below for
@@ -311,24 +207,24 @@ def test_forged_jobs_are_never_executed(
         assert client.get(f"/api/v1/jobs/{job_id}", headers=AUTH).status_code >= 400
     assert not any(mark.exists() for mark in marks.values())
 
-    worker = procs.start(["worker.py", "--burst"], env, "worker")
-    code = worker.wait(30)
-    output = worker.output()
+    worker = start("worker.py", "--burst")
+    code = start.wait(worker, 30)
+    output = start.output(worker)
     assert code == 0, output
     for name, mark in marks.items():
         assert not mark.exists(), f"the forged {name} job ran"
-    failed = set(FailedJobRegistry("default", connection=r).get_job_ids())
+    failed = set(FailedJobRegistry("default", connection=rconn).get_job_ids())
     assert set(forged) <= failed, (failed, output[-3000:])
-    assert api_job(client, forged_json.id)["state"] == "FAILURE"
-    assert "not a registered task" in api_job(client, forged_json.id)["error"]["message"]
+    assert get_job(client, AUTH, forged_json.id)["state"] == "FAILURE"
+    assert "not a registered task" in get_job(client, AUTH, forged_json.id)["error"]["message"]
     # The worker went on to the legitimate job queued behind the forged ones.
     assert legit.read_text() == "ran"
-    assert api_job(client, legit_id)["state"] == "SUCCESS"
-    assert r.llen("rq:queue:default") == 0
+    assert get_job(client, AUTH, legit_id)["state"] == "SUCCESS"
+    assert rconn.llen("rq:queue:default") == 0
 
 
-def test_reading_a_pickled_job_answers_409(r: redis.Redis, client: FlaskClient) -> None:
-    pickled = rq.Queue("default", connection=r, serializer=DefaultSerializer).enqueue("os.getcwd")
+def test_reading_a_pickled_job_answers_409(rconn: redis.Redis, client: FlaskClient) -> None:
+    pickled = rq.Queue("default", connection=rconn, serializer=DefaultSerializer).enqueue("os.getcwd")
     response = client.get(f"/api/v1/jobs/{pickled.id}", headers=AUTH)
     assert response.status_code == 409
     assert response.get_json()["error"]["code"] == "job_unreadable"
@@ -339,23 +235,23 @@ def test_reading_a_pickled_job_answers_409(r: redis.Redis, client: FlaskClient) 
 
 @pytest.mark.timeout(60)
 def test_sigterm_finishes_the_job_in_hand(
-    procs: Processes, env: dict[str, str], r: redis.Redis, client: FlaskClient, tmp_path: Path
+    start: Starter, rconn: redis.Redis, client: FlaskClient, tmp_path: Path
 ) -> None:
-    worker = procs.start(["worker.py", "default"], env, "worker")
-    wait_workers(r, 1, worker)
+    worker = start("worker.py", "default")
+    wait_workers(start, rconn, 1, worker, timeout=20)
     mark = tmp_path / "slow"
-    job_id = api_enqueue(client, "slow_touch", {"path": str(mark), "seconds": 3})
-    wait_state(client, job_id, {"STARTED", "PROGRESS"}, timeout=15)
+    job_id = enqueue(client, AUTH, "slow_touch", {"path": str(mark), "seconds": 3})
+    wait_state(client, AUTH, job_id, {"STARTED", "PROGRESS"}, timeout=15)
     assert not mark.exists()
 
-    worker.popen.send_signal(signal.SIGTERM)
-    code = worker.wait(15)
-    assert code == 0, worker.output()[-3000:]
+    worker.send_signal(signal.SIGTERM)
+    code = start.wait(worker, 15)
+    assert code == 0, start.output(worker)[-3000:]
     assert mark.read_text() == "ran"
-    job = api_job(client, job_id)
+    job = get_job(client, AUTH, job_id)
     assert job["state"] == "SUCCESS", job
     assert job["result"] == str(mark)
-    assert r.scard("rq:workers") == 0  # it deregistered on the way out
+    assert rconn.scard("rq:workers") == 0  # it deregistered on the way out
 
 
 # --- 6. --concurrency N ----------------------------------------------------------------------------
@@ -363,22 +259,22 @@ def test_sigterm_finishes_the_job_in_hand(
 
 @pytest.mark.timeout(60)
 def test_concurrency_runs_jobs_in_parallel_and_stops_cleanly(
-    procs: Processes, env: dict[str, str], r: redis.Redis, client: FlaskClient, tmp_path: Path
+    start: Starter, rconn: redis.Redis, client: FlaskClient, tmp_path: Path
 ) -> None:
-    supervisor = procs.start(["worker.py", "--concurrency", "2", "default"], env, "worker")
-    wait_workers(r, 2, supervisor)
+    supervisor = start("worker.py", "--concurrency", "2", "default")
+    wait_workers(start, rconn, 2, supervisor, timeout=20)
     marks = [tmp_path / "one", tmp_path / "two"]
-    ids = [api_enqueue(client, "slow_touch", {"path": str(m), "seconds": 2}) for m in marks]
-    running = [wait_state(client, job_id, {"STARTED", "PROGRESS"}, timeout=15) for job_id in ids]
+    ids = [enqueue(client, AUTH, "slow_touch", {"path": str(m), "seconds": 2}) for m in marks]
+    running = [wait_state(client, AUTH, job_id, {"STARTED", "PROGRESS"}, timeout=15) for job_id in ids]
     # Both are in hand at once: two worker processes, each with its work horse.
     assert all(job["state"] in ("STARTED", "PROGRESS") for job in running), running
     children = psutil.Process(supervisor.pid).children(recursive=True)
     assert len(children) >= 2, children
 
     # SIGTERM to the supervisor is a warm shutdown of every worker: both jobs still finish.
-    supervisor.popen.send_signal(signal.SIGTERM)
-    assert supervisor.wait(15) == 0, supervisor.output()[-3000:]
-    jobs = [api_job(client, job_id) for job_id in ids]
+    supervisor.send_signal(signal.SIGTERM)
+    assert start.wait(supervisor, 15) == 0, start.output(supervisor)[-3000:]
+    jobs = [get_job(client, AUTH, job_id) for job_id in ids]
     assert [j["state"] for j in jobs] == ["SUCCESS", "SUCCESS"], jobs
     assert all(m.read_text() == "ran" for m in marks)
 
@@ -394,23 +290,21 @@ def test_concurrency_runs_jobs_in_parallel_and_stops_cleanly(
             return True
 
     wait_for(lambda: all(gone(p) for p in children), timeout=5, message="the worker children to exit")
-    assert r.scard("rq:workers") == 0
+    assert rconn.scard("rq:workers") == 0
 
 
 # --- 7. --burst drains and exits -------------------------------------------------------------------
 
 
 @pytest.mark.timeout(60)
-def test_burst_drains_the_queues_and_exits(
-    procs: Processes, env: dict[str, str], client: FlaskClient
-) -> None:
+def test_burst_drains_the_queues_and_exits(start: Starter, client: FlaskClient) -> None:
     pairs = [(1, 2), (10, 20), (-4, 1.5)]
-    ids = [api_enqueue(client, "add", {"x": x, "y": y}) for x, y in pairs]
-    assert all(api_job(client, job_id)["state"] == "PENDING" for job_id in ids)
+    ids = [enqueue(client, AUTH, "add", {"x": x, "y": y}) for x, y in pairs]
+    assert all(get_job(client, AUTH, job_id)["state"] == "PENDING" for job_id in ids)
 
-    worker = procs.start(["worker.py", "--burst"], env, "worker")
-    assert worker.wait(30) == 0, worker.output()[-3000:]
-    jobs = [api_job(client, job_id) for job_id in ids]
+    worker = start("worker.py", "--burst")
+    assert start.wait(worker, 30) == 0, start.output(worker)[-3000:]
+    jobs = [get_job(client, AUTH, job_id) for job_id in ids]
     assert [j["state"] for j in jobs] == ["SUCCESS"] * 3, jobs
     assert [j["result"] for j in jobs] == [x + y for x, y in pairs]
 
@@ -425,7 +319,7 @@ PROCESSES = {
 
 
 def assert_refuses(
-    procs: Processes, env: dict[str, str], variable: str, names: Sequence[str] = tuple(PROCESSES)
+    start: Starter, variable: str, names: Sequence[str] = tuple(PROCESSES), **extra_env: str | None
 ) -> None:
     """Each process exits non-zero within 20 s with one line, naming ``variable``, and no traceback."""
     started = []
@@ -433,15 +327,15 @@ def assert_refuses(
         args = PROCESSES[name]
         port = free_port()
         argv = [a.format(port=port) for a in args]
-        started.append((procs.start(argv, {"WEB_CONCURRENCY": "1", **env}, name), port))
-    for proc, port in started:
-        code = proc.wait(20)
-        output = proc.output()
+        started.append((name, start(*argv, **{"WEB_CONCURRENCY": "1", **extra_env}), port))
+    for name, proc, port in started:
+        code = start.wait(proc, 20)
+        output = start.output(proc)
         lines = [line for line in output.splitlines() if line.strip()]
-        assert code != 0, f"{proc.name} exited 0 with a bad {variable}:\n{output}"
-        assert "Traceback" not in output, f"{proc.name}:\n{output}"
-        assert len(lines) == 1 and variable in lines[0], f"{proc.name}:\n{output}"
-        if proc.name == "web":
+        assert code != 0, f"{name} exited 0 with a bad {variable}:\n{output}"
+        assert "Traceback" not in output, f"{name}:\n{output}"
+        assert len(lines) == 1 and variable in lines[0], f"{name}:\n{output}"
+        if name == "web":
             with pytest.raises(requests.ConnectionError):
                 requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
 
@@ -458,23 +352,21 @@ def assert_refuses(
     ],
 )
 def test_bad_setting_stops_each_process_with_one_line(
-    procs: Processes, env: dict[str, str], variable: str, value: str, names: tuple[str, ...]
+    start: Starter, variable: str, value: str, names: tuple[str, ...]
 ) -> None:
-    assert_refuses(procs, {**env, variable: value}, variable, names)
+    assert_refuses(start, variable, names, **{variable: value})
 
 
 @pytest.mark.timeout(60)
-def test_production_without_api_tokens_refuses_to_start(procs: Processes, env: dict[str, str]) -> None:
-    production = {k: v for k, v in env.items() if k != "API_TOKENS"}
-    production["APP_ENV"] = "production"
-    assert_refuses(procs, production, "API_TOKENS")
+def test_production_without_api_tokens_refuses_to_start(start: Starter) -> None:
+    assert_refuses(start, "API_TOKENS", APP_ENV="production", API_TOKENS=None)
 
 
 @pytest.mark.timeout(30)
-def test_worker_refuses_an_unknown_queue(procs: Processes, env: dict[str, str]) -> None:
-    worker = procs.start(["worker.py", "default", "nosuchqueue"], env, "worker")
-    assert worker.wait(20) == 2
-    output = worker.output()
+def test_worker_refuses_an_unknown_queue(start: Starter) -> None:
+    worker = start("worker.py", "default", "nosuchqueue")
+    assert start.wait(worker, 20) == 2
+    output = start.output(worker)
     assert "nosuchqueue" in output and "Traceback" not in output, output
 
 
@@ -483,10 +375,10 @@ def test_worker_refuses_an_unknown_queue(procs: Processes, env: dict[str, str]) 
 
 @pytest.mark.timeout(90)
 def test_scheduler_moves_due_jobs_and_keeps_one_periodic_entry(
-    procs: Processes, env: dict[str, str], r: redis.Redis, client: FlaskClient, tmp_path: Path
+    start: Starter, rconn: redis.Redis, client: FlaskClient, tmp_path: Path
 ) -> None:
-    worker = procs.start(["worker.py"], env, "worker")
-    wait_workers(r, 1, worker)
+    worker = start("worker.py")
+    wait_workers(start, rconn, 1, worker, timeout=20)
     mark = tmp_path / "delayed"
     response = client.post(
         "/api/v1/tasks/touch", json={"args": {"path": str(mark)}, "options": {"countdown": 2}}, headers=AUTH
@@ -494,46 +386,46 @@ def test_scheduler_moves_due_jobs_and_keeps_one_periodic_entry(
     assert response.status_code == 202, response.get_data(as_text=True)
     job_id = response.get_json()["job_id"]
     enqueued = time.monotonic()
-    job = api_job(client, job_id)
+    job = get_job(client, AUTH, job_id)
     assert (job["state"], job["status"]) == ("PENDING", "scheduled"), job
 
     # Workers do not move due jobs: without the scheduler the job is still waiting after 4 s.
     time.sleep(max(0.0, 4 - (time.monotonic() - enqueued)))
-    job = api_job(client, job_id)
+    job = get_job(client, AUTH, job_id)
     assert (job["state"], job["status"]) == ("PENDING", "scheduled"), job
     assert not mark.exists()
-    assert worker.alive()
-    assert r.zcard(SCHEDULED_JOBS_KEY) == 0
+    assert worker.poll() is None
+    assert rconn.zcard(SCHEDULED_JOBS_KEY) == 0
 
-    scheduler = procs.start(["scheduler.py"], env, "scheduler")
-    job = wait_state(client, job_id, {"SUCCESS", "FAILURE"}, timeout=15)
+    scheduler = start("scheduler.py")
+    job = wait_state(client, AUTH, job_id, {"SUCCESS", "FAILURE"}, timeout=15)
     assert job["state"] == "SUCCESS", job
     assert mark.read_text() == "ran"
 
     # The periodic entry is registered under its stable id; its first run is enqueued at once,
     # after which the entry waits for the next interval.
     def next_run() -> float | None:
-        score = r.zscore(SCHEDULED_JOBS_KEY, PERIODIC_HEALTH)
+        score = rconn.zscore(SCHEDULED_JOBS_KEY, PERIODIC_HEALTH)
         return score if score is not None and score > time.time() + 60 else None
 
     score = wait_for(next_run, timeout=15, message="the periodic entry's first run")
-    assert [m.decode() for m in r.zrange(SCHEDULED_JOBS_KEY, 0, -1)] == [PERIODIC_HEALTH]
+    assert [m.decode() for m in rconn.zrange(SCHEDULED_JOBS_KEY, 0, -1)] == [PERIODIC_HEALTH]
 
-    scheduler.popen.send_signal(signal.SIGTERM)
-    assert scheduler.wait(10) == 0, scheduler.output()[-3000:]
+    scheduler.send_signal(signal.SIGTERM)
+    assert start.wait(scheduler, 10) == 0, start.output(scheduler)[-3000:]
 
-    restarted = procs.start(["scheduler.py"], env, "scheduler")
+    restarted = start("scheduler.py")
 
     def live_scheduler() -> bool:
         # rq-scheduler's birth record is written after the periodic entries are registered.
-        assert restarted.alive(), restarted.output()
-        keys = r.keys(f"{Scheduler.redis_scheduler_namespace_prefix}*")
-        return any(not r.hexists(key, "death") for key in keys)
+        assert restarted.poll() is None, start.output(restarted)
+        keys = rconn.keys(f"{Scheduler.redis_scheduler_namespace_prefix}*")
+        return any(not rconn.hexists(key, "death") for key in keys)
 
     wait_for(live_scheduler, timeout=20, message="the restarted scheduler to register its entries")
     time.sleep(1.5)  # at least one pass of its loop
-    members = [m.decode() for m in r.zrange(SCHEDULED_JOBS_KEY, 0, -1)]
+    members = [m.decode() for m in rconn.zrange(SCHEDULED_JOBS_KEY, 0, -1)]
     assert [m for m in members if m.startswith("periodic-")] == [PERIODIC_HEALTH], members
-    assert r.zcard(SCHEDULED_JOBS_KEY) == 1
+    assert rconn.zcard(SCHEDULED_JOBS_KEY) == 1
     # The restart kept the entry's next run instead of scheduling another run now.
-    assert r.zscore(SCHEDULED_JOBS_KEY, PERIODIC_HEALTH) == score
+    assert rconn.zscore(SCHEDULED_JOBS_KEY, PERIODIC_HEALTH) == score

@@ -7,8 +7,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,86 +15,13 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.servers import ROOT, python_process, wait_for
-
-FINAL = {"SUCCESS", "FAILURE", "REVOKED"}
-
-Start = Callable[..., subprocess.Popen[bytes]]
-
-
-def stop_processes(procs: list[subprocess.Popen[bytes]], logs: list[Path]) -> None:
-    """SIGTERM every process, wait, kill any that outlives the wait; print the logs (shown on failure)."""
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-    for log in logs:
-        if log.exists():
-            print(f"--- {log.name}\n{log.read_text(errors='replace')[-4000:]}")
+from tests.servers import FINAL, Starter, enqueue, get_job, start_worker, wait_state
 
 
 @pytest.fixture
-def start(env: dict[str, str], tmp_path: Path) -> Iterator[Start]:
-    """Start ``python <args>`` processes from the repo root; all are stopped at teardown."""
-    procs: list[subprocess.Popen[bytes]] = []
-    logs: list[Path] = []
-
-    def _start(*args: str, **extra_env: str) -> subprocess.Popen[bytes]:
-        log = tmp_path / f"{len(procs)}-{Path(args[0]).stem}.log"
-        proc = python_process(list(args), {**env, **extra_env}, log, cwd=ROOT)
-        procs.append(proc)
-        logs.append(log)
-        return proc
-
-    try:
-        yield _start
-    finally:
-        stop_processes(procs, logs)
-
-
-@pytest.fixture
-def rconn(redis_url: str) -> Iterator[redis.Redis]:
-    conn = redis.Redis.from_url(redis_url)
-    yield conn
-    conn.close()
-
-
-@pytest.fixture
-def worker(start: Start, rconn: redis.Redis) -> subprocess.Popen[bytes]:
+def worker(start: Starter, rconn: redis.Redis) -> subprocess.Popen[bytes]:
     """One worker process, once it has registered with Redis."""
-    proc = start("worker.py")
-    wait_for(lambda: rconn.scard("rq:workers") > 0, 15, message="the worker to register")
-    return proc
-
-
-def enqueue(
-    client: FlaskClient, auth: dict[str, str], task: str, args: dict[str, Any], **options: Any
-) -> str:
-    r = client.post(f"/api/v1/tasks/{task}", json={"args": args, "options": options}, headers=auth)
-    assert r.status_code == 202, r.get_json()
-    return str(r.get_json()["job_id"])
-
-
-def job(client: FlaskClient, auth: dict[str, str], job_id: str) -> dict[str, Any]:
-    r = client.get(f"/api/v1/jobs/{job_id}", headers=auth)
-    assert r.status_code == 200, r.get_json()
-    return dict(r.get_json())
-
-
-def wait_state(
-    client: FlaskClient, auth: dict[str, str], job_id: str, states: set[str], timeout: float = 20
-) -> dict[str, Any]:
-    return wait_for(
-        lambda: (v := job(client, auth, job_id))["state"] in states and v,
-        timeout,
-        interval=0.05,
-        message=f"job {job_id} to reach {sorted(states)}",
-    )
+    return start_worker(start, rconn)
 
 
 def assert_partial(view: dict[str, Any]) -> None:
@@ -218,4 +144,4 @@ def test_in_process_worker_applies_the_soft_limit(
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
         conn.close()
-    assert_partial(job(client, auth, job_id))
+    assert_partial(get_job(client, auth, job_id))

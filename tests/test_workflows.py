@@ -2,49 +2,21 @@
 
 from __future__ import annotations
 
-import signal
-import subprocess
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 from flask.testing import FlaskClient
 
-from tests.servers import ROOT, python_process, wait_for
-
-FINAL = {"SUCCESS", "FAILURE", "REVOKED"}
+from tests.servers import FINAL, Starter, start_scheduler, start_worker, wait_for
 
 
 @pytest.fixture
-def processes(env: dict[str, str], tmp_path: Path, redis_url: str) -> Iterator[None]:
+def processes(start: Starter, rconn: redis.Redis) -> None:
     """One worker and the scheduler, stopped (SIGTERM, then kill) at teardown."""
-    logs = [tmp_path / "worker.log", tmp_path / "scheduler.log"]
-    procs = [
-        python_process(["worker.py"], env, logs[0], cwd=ROOT),
-        python_process(["scheduler.py"], env, logs[1], cwd=ROOT),
-    ]
-    conn = redis.Redis.from_url(redis_url)
-    try:
-        wait_for(lambda: conn.scard("rq:workers") > 0, 15, message="the worker to register")
-        wait_for(lambda: conn.exists("rq:scheduler-lock:default"), 15, message="the scheduler lock")
-        yield
-    finally:
-        conn.close()
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        for log in logs:
-            if log.exists():
-                print(f"--- {log.name}\n{log.read_text(errors='replace')[-4000:]}")
+    start_worker(start, rconn)
+    start_scheduler(start, rconn)
 
 
 def add(**args: float) -> dict[str, Any]:
@@ -172,7 +144,7 @@ def test_failed_step_revokes_the_rest_of_the_chain(
 @pytest.mark.integration
 @pytest.mark.timeout(30)
 def test_malformed_workflow_is_rejected_with_step_paths(
-    client: FlaskClient, auth: dict[str, str], redis_url: str
+    client: FlaskClient, auth: dict[str, str], rconn: redis.Redis
 ) -> None:
     """Unknown tasks, bad args and a chord without callback answer 422 naming each step; nothing runs."""
     body = {
@@ -196,11 +168,7 @@ def test_malformed_workflow_is_rejected_with_step_paths(
     assert top.status_code == 422
     assert [d["field"] for d in top.get_json()["error"]["details"]] == ["workflow.callback"]
 
-    conn = redis.Redis.from_url(redis_url)
-    try:
-        assert [k for k in conn.scan_iter("rq:job:*")] == []  # no job was created
-    finally:
-        conn.close()
+    assert [k for k in rconn.scan_iter("rq:job:*")] == []  # no job was created
 
 
 @pytest.mark.integration
