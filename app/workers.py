@@ -33,7 +33,7 @@ from redis import Redis
 from rq import SimpleWorker, Worker
 from rq.exceptions import StopRequested
 from rq.executions import Execution
-from rq.job import Job
+from rq.job import Job, JobStatus
 from rq.queue import Queue
 from rq.serializers import JSONSerializer
 from rq.timeouts import BaseDeathPenalty
@@ -366,6 +366,42 @@ class JsonInlineWorker(TasklaneWorkerMixin, SimpleWorker):  # type: ignore[misc]
             pipe.execute()
         self._last_beat = time.monotonic()
 
+    def handle_job_success(self, job: Job, queue: Queue, started_job_registry: Any, execution: Any) -> None:
+        """RQ's success bookkeeping in one atomic round trip instead of three.
+
+        The writes are RQ's own (its methods record them on an unsent pipeline); a Lua
+        script applies them only if no job depends on this one, in which case RQ's
+        WATCH-guarded path runs instead (it moves the dependents on atomically).
+        """
+        if job.repeats_left or job.has_rate_limit:
+            super().handle_job_success(job, queue, started_job_registry, execution)
+            return
+        recorder = self.connection.pipeline(transaction=False)
+        try:
+            self.increment_successful_job_count(pipeline=recorder)
+            assert job.started_at and job.ended_at
+            self.increment_total_working_time(job.ended_at - job.started_at, recorder)
+            result_ttl = job.get_result_ttl(self.default_result_ttl)
+            if result_ttl != 0:
+                job._handle_success(
+                    result_ttl,
+                    pipeline=recorder,
+                    worker_name=self.name,
+                    execution_id=execution.id,
+                    execution_started_at=execution.created_at,
+                    execution_ended_at=job.ended_at,
+                )
+            job.cleanup(result_ttl, pipeline=recorder, remove_from_queue=False)
+            self.cleanup_execution(job, pipeline=recorder, execution=execution)
+            commands = _flatten(recorder)
+        finally:
+            recorder.reset()
+        if not _apply_if_no_dependents(self.connection, job.dependents_key, commands):
+            super().handle_job_success(job, queue, started_job_registry, execution)
+            return
+        job._status = JobStatus.FINISHED
+        hooks.after_success(job)
+
     def handle_execution_ended(self, job: Job, queue: Queue, heartbeat_ttl: int) -> None:
         """Note the end time; RQ's extra heartbeat only matters before a callback, which jobs here lack."""
         job.ended_at = now()
@@ -412,6 +448,37 @@ class JsonInlineWorker(TasklaneWorkerMixin, SimpleWorker):  # type: ignore[misc]
         """A revoke of the job in hand: raise JobStopped in the thread that runs it."""
         if self._running is not None:
             raise_in_thread(self._thread_id, JobStopped)
+
+
+# Apply recorded commands (ARGV: n, command, arg..., n, command, ...) unless KEYS[1], the
+# job's dependents set, has members. Returns 1 when applied.
+_APPLY_IF_NO_DEPENDENTS = """
+if redis.call('SCARD', KEYS[1]) > 0 then return 0 end
+local i = 1
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  redis.call(unpack(ARGV, i + 1, i + n))
+  i = i + n + 1
+end
+return 1
+"""
+
+
+def _flatten(recorder: Any) -> list[bytes]:
+    encoder = recorder.connection_pool.get_encoder()
+    out: list[bytes] = []
+    for args, _options in recorder.command_stack:
+        out.append(str(len(args)).encode())
+        out.extend(encoder.encode(arg) for arg in args)
+    return out
+
+
+def _apply_if_no_dependents(connection: Redis, dependents_key: str, commands: list[bytes]) -> bool:
+    script = getattr(connection, "_tasklane_apply", None)
+    if script is None:
+        script = connection.register_script(_APPLY_IF_NO_DEPENDENTS)
+        connection._tasklane_apply = script  # type: ignore[attr-defined]
+    return bool(script(keys=[dependents_key], args=commands))
 
 
 class JsonThreadWorker(JsonInlineWorker):
