@@ -196,7 +196,7 @@ def raise_in_thread(thread_id: int, exc_type: type[BaseException]) -> bool:
     return done == 1
 
 
-class ThreadTimeLimits(BaseDeathPenalty):
+class ThreadTimeLimits(TaskTimeLimits):
     """A job's soft then hard limit in a worker thread: a timer raises them in that thread.
 
     Signals only reach the main thread, so this cannot interrupt a blocking call: the
@@ -208,8 +208,6 @@ class ThreadTimeLimits(BaseDeathPenalty):
         self, timeout: float, exception: type[BaseException] = TimeLimitExceeded, **kwargs: Any
     ) -> None:
         super().__init__(timeout, exception, **kwargs)
-        soft = kwargs.get("soft_timeout")
-        self._soft = float(soft) if soft and 0 < float(soft) < float(timeout) else None
         self._thread_id = threading.get_ident()
         self._lock = threading.Lock()
         self._active = False

@@ -109,6 +109,23 @@ def _venv_python() -> str:
     return sys.executable
 
 
+def drain(app: Any, queue: str = "default") -> None:
+    """Run every waiting job of ``queue`` in this process (RQ's SimpleWorker, JSON jobs)."""
+    from rq import SimpleWorker
+    from rq.serializers import JSONSerializer
+
+    from app.queues import JsonJob, JsonQueue
+
+    redis_client = app.extensions["tasklane"].redis
+    with app.app_context():
+        SimpleWorker(
+            [JsonQueue(queue, connection=redis_client)],
+            connection=redis_client,
+            job_class=JsonJob,
+            serializer=JSONSerializer,
+        ).work(burst=True)
+
+
 def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05, message: str = "condition"):  # type: ignore[no-untyped-def]
     """Poll ``predicate`` until it returns a truthy value; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

@@ -9,13 +9,10 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from rq import SimpleWorker
-from rq.serializers import JSONSerializer
 
 from app import create_app
-from app.queues import JsonJob, JsonQueue
 from tests.conftest import make_env
-from tests.servers import free_port
+from tests.servers import drain, free_port
 
 
 def assert_error(body: Any, code: str) -> dict[str, Any]:
@@ -25,18 +22,6 @@ def assert_error(body: Any, code: str) -> dict[str, Any]:
     assert error["code"] == code
     assert isinstance(error["message"], str) and error["message"]
     return error  # type: ignore[no-any-return]
-
-
-def drain(app: Flask, queue: str = "default") -> None:
-    """Run every waiting job of ``queue`` in this process."""
-    redis = app.extensions["tasklane"].redis
-    with app.app_context():
-        SimpleWorker(
-            [JsonQueue(queue, connection=redis)],
-            connection=redis,
-            job_class=JsonJob,
-            serializer=JSONSerializer,
-        ).work(burst=True)
 
 
 def test_healthz_needs_no_token(client: FlaskClient) -> None:

@@ -8,27 +8,18 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from rq import Queue, SimpleWorker
+from rq import Queue
 from rq.exceptions import DeserializationError
 from rq.job import JobStatus
 from rq.registry import FailedJobRegistry
-from rq.serializers import DefaultSerializer, JSONSerializer
+from rq.serializers import DefaultSerializer
 
 from app.dispatch import enqueue
 from app.jobs import State, describe, state_of
 from app.progress import report_progress
 from app.queues import JsonJob, JsonQueue, UnknownTaskError, fetch_job
 from app.registry import REGISTRY
-
-
-def work(app: Flask, redis: Any, queue: str = "default") -> None:
-    with app.app_context():
-        SimpleWorker(
-            [JsonQueue(queue, connection=redis)],
-            connection=redis,
-            job_class=JsonJob,
-            serializer=JSONSerializer,
-        ).work(burst=True)
+from tests.servers import drain
 
 
 def test_registered_task_runs_with_validated_arguments(fake_app: Flask, fake_redis: Any) -> None:
@@ -38,7 +29,7 @@ def test_registered_task_runs_with_validated_arguments(fake_app: Flask, fake_red
     job = enqueue(
         spec, spec.validate({"x": "2", "y": 3.0}), fake_redis, default_result_ttl=60, failure_ttl=60
     )
-    work(fake_app, fake_redis)
+    drain(fake_app)
     job = fetch_job(job.id, fake_redis)
     assert job.get_status() == JobStatus.FINISHED
     assert job.return_value() == 5
@@ -68,7 +59,7 @@ def test_unregistered_function_is_refused(fake_app: Flask, fake_redis: Any, tmp_
     job = JsonQueue("default", connection=fake_redis).enqueue("os.system", f"touch {target}")
     with pytest.raises(UnknownTaskError):
         _ = fetch_job(job.id, fake_redis).func
-    work(fake_app, fake_redis)
+    drain(fake_app)
     assert not target.exists()
     assert fetch_job(job.id, fake_redis).get_status() == JobStatus.FAILED
     assert job.id in FailedJobRegistry("default", connection=fake_redis).get_job_ids()
@@ -86,7 +77,7 @@ def test_pickled_job_is_never_unpickled(
     )
     with pytest.raises(DeserializationError):
         fetch_job(pickled.id, fake_redis).kwargs  # noqa: B018 - decoding is the point
-    work(fake_app, fake_redis)
+    drain(fake_app)
     assert calls == []
     assert fake_redis.hget(pickled.key, "status") == b"failed"
 
@@ -96,7 +87,7 @@ def test_arguments_are_validated_again_in_the_worker(fake_app: Flask, fake_redis
     job = JsonQueue("default", connection=fake_redis).enqueue_call(
         "app.tasks.platform.add", kwargs={"x": "a"}
     )
-    work(fake_app, fake_redis)
+    drain(fake_app)
     job = fetch_job(job.id, fake_redis)
     assert job.get_status() == JobStatus.FAILED
     view = describe(job)
@@ -114,7 +105,7 @@ def test_progress_is_visible_while_running(fake_app: Flask, fake_redis: Any, tmp
     job = JsonQueue("default", connection=fake_redis).enqueue_call(
         "tests.jobs.slow_touch", kwargs={"path": str(tmp_path / "f"), "seconds": 0, "steps": 4}
     )
-    work(fake_app, fake_redis)
+    drain(fake_app)
     job = fetch_job(job.id, fake_redis)
     assert job.meta["progress"] == {"current": 4, "total": 4, "percent": 100.0, "stage": "done"}
     # A started job with progress reads PROGRESS; without it, STARTED.
