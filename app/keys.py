@@ -33,11 +33,6 @@ def rate_limit(task: str) -> str:
     return _key("ratelimit", task)
 
 
-def periodic_tick(entry: str, tick: int) -> str:
-    """Claimed by the scheduler that enqueued a periodic entry's run for one tick."""
-    return _key("tick", entry, str(tick))
-
-
 def doorbell(queue: str) -> str:
     """A list workers block on; pushing a job rings it so idle workers scan their queues."""
     return _key("doorbell", queue)
@@ -46,18 +41,3 @@ def doorbell(queue: str) -> str:
 def workflow(workflow_id: str) -> str:
     """A workflow's structure and job ids (a JSON string)."""
     return _key("workflow", workflow_id)
-
-
-def metrics_jobs() -> str:
-    """Hash of job outcome counters: ``<task>|<outcome>`` -> count."""
-    return _key("metrics", "jobs")
-
-
-def metrics_durations() -> str:
-    """Hash of job duration histogram buckets: ``<task>|<le>`` -> count, plus sums."""
-    return _key("metrics", "durations")
-
-
-def schedule_entries() -> str:
-    """Hash of periodic entries this deployment registered: task name -> JSON description."""
-    return _key("schedules")

@@ -297,6 +297,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.concurrency == 1 and args.mode is Mode.FORK:
         return run_process(app, args, args.name)
-    redis.close()  # each child opens its own connections
+    app.extensions["tasklane"].close()  # each child opens its own connections
     with app.app_context():
         return Supervisor(app, args).run()
