@@ -325,14 +325,15 @@ class JsonInlineWorker(TasklaneWorkerMixin, SimpleWorker):  # type: ignore[misc]
         super().set_state(state, pipeline=pipeline)
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
-        """Take a waiting job at once if there is one; only before waiting, record "idle"."""
-        if timeout is not None:
-            result = super().dequeue_job_and_maintain_ttl(None, max_idle_time)
-            if result is not None:
-                return result
+        """Take a waiting job at once if there is one; only before waiting (or leaving), record "idle"."""
+        result = super().dequeue_job_and_maintain_ttl(None, max_idle_time)
+        if result is not None:
+            return result
         if self._idle_pending:
             self._idle_pending = False
             super().set_state(WorkerStatus.IDLE)
+        if timeout is None:
+            return None
         return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
 
     def prepare_execution(self, job: Job) -> Execution:
@@ -462,12 +463,12 @@ return 1
 """
 
 
-def _flatten(recorder: Any) -> list[bytes]:
-    encoder = recorder.connection_pool.get_encoder()
-    out: list[bytes] = []
+def _flatten(recorder: Any) -> list[Any]:
+    """The recorded commands as the script's ARGV: a count, then the command and its arguments."""
+    out: list[Any] = []
     for args, _options in recorder.command_stack:
-        out.append(str(len(args)).encode())
-        out.extend(encoder.encode(arg) for arg in args)
+        out.append(len(args))
+        out.extend(args)
     return out
 
 
