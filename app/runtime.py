@@ -51,3 +51,27 @@ def init_app(app: Flask, settings: Settings) -> Runtime:
 def runtime() -> Runtime:
     """The runtime of the current Flask app (inside a request, a worker or a CLI command)."""
     return current_app.extensions[EXTENSION]
+
+
+def start_process(process: str) -> Flask:
+    """The app of a worker or scheduler process: settings checked, logging set, Redis reached.
+
+    Exits with one line naming the problem when a setting is bad or Redis does not answer.
+    """
+    import sys
+
+    from redis.exceptions import RedisError
+
+    from app import create_app
+    from app.config import load_or_exit
+    from app.logs import configure_logging
+
+    settings = load_or_exit(process=process)
+    configure_logging(settings)
+    app = create_app(settings)
+    try:
+        app.extensions[EXTENSION].redis.ping()
+    except RedisError as exc:
+        print(f"{process}: cannot reach Redis (REDIS_URL): {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return app

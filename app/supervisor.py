@@ -24,14 +24,11 @@ from types import FrameType
 
 from flask import Flask
 from redis import Redis
-from redis.exceptions import RedisError
 from rq.exceptions import NoSuchJobError
 
-from app import create_app, defaults, hooks
-from app.config import load_or_exit
-from app.logs import configure_logging
+from app import defaults, hooks
 from app.queues import META_NO_RETRY, JsonJob, JsonQueue, QueueName, connect
-from app.runtime import runtime
+from app.runtime import runtime, start_process
 from app.workers import DeadlineBoard, JobStopped, JsonInlineWorker, JsonThreadWorker, JsonWorker
 
 log = logging.getLogger("tasklane.worker")
@@ -286,15 +283,7 @@ def _kill(pid: int, signum: int) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python worker.py``."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    settings = load_or_exit(process="worker")
-    configure_logging(settings)
-    app = create_app(settings)
-    redis = app.extensions["tasklane"].redis
-    try:
-        redis.ping()
-    except RedisError as exc:
-        print(f"worker: cannot reach Redis (REDIS_URL): {exc}", file=sys.stderr)
-        return 2
+    app = start_process("worker")
     if args.concurrency == 1 and args.mode is Mode.FORK:
         return run_process(app, args, args.name)
     app.extensions["tasklane"].close()  # each child opens its own connections
