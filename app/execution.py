@@ -18,14 +18,14 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
 
-from app.hooks import ERROR_META_KEY, record_attempt
+from app.hooks import record_attempt
 from app.queues import META_NEXT_RETRY_AT, META_NO_RETRY, META_RETRY_COUNTDOWN, META_REVOKED, UnknownTaskError
 from app.registry import REGISTRY, TaskSpec
 
 if TYPE_CHECKING:
     from rq.job import Job
 
-__all__ = ["ERROR_META_KEY", "InvalidJobArguments", "JobRevoked", "RetryTask", "execute", "spec_for"]
+__all__ = ["InvalidJobArguments", "JobRevoked", "RetryTask", "execute", "spec_for"]
 
 log = logging.getLogger("tasklane.execution")
 

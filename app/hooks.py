@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 import requests
 from flask import current_app, has_app_context
 
-from app import keys
 from app.queues import task_spec
 
 if TYPE_CHECKING:
@@ -131,8 +130,3 @@ def alert(job: Job, task: str, exc_string: str) -> None:
             requests.post(url, json=payload, timeout=5).raise_for_status()
         except requests.RequestException as exc:
             log.error("alert webhook failed: %s", exc, extra={"job_id": job.id, "task": task})
-
-
-def unique_key(task: str, args_hash: str) -> str:
-    """The lock key of a unique task's argument set."""
-    return keys.unique_lock(task, args_hash)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, field
 
@@ -68,6 +69,7 @@ def start_process(process: str) -> Flask:
 
     settings = load_or_exit(process=process)
     configure_logging(settings)
+    logging.getLogger(f"tasklane.{process}").debug("settings: %s", settings.public())
     app = create_app(settings)
     try:
         app.extensions[EXTENSION].redis.ping()
