@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from app.runtime import start_process
+from app.factory import start_process
 from app.scheduling import main_loop
 
 

@@ -1,36 +1,21 @@
 """Tasklane: a Flask API that enqueues jobs into RQ queues on Redis.
 
-``create_app()`` only builds the app: it reads and validates settings, creates lazy
-clients and registers the blueprints. It opens no connection and starts nothing.
+``create_app`` lives in :mod:`app.factory`; it is reachable here as ``app.create_app`` (what
+gunicorn's ``'app:create_app()'`` names) without importing the whole service whenever a
+single module such as ``app.config`` is imported.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
-from flask import Flask
-
-from app.config import Settings
+from typing import Any
 
 __all__ = ["create_app"]
 
 
-def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
-    """Build the web app from ``config`` (Settings, an environment mapping, or os.environ)."""
-    from app import dashboard, runtime
-    from app.api import api, probes
-    from app.api.errors import register_error_handlers
-    from app.registry import REGISTRY
+def __getattr__(name: str) -> Any:
+    if name == "create_app":
+        # Lazy on purpose: the factory imports every layer, and app.config must stay cheap.
+        from app.factory import create_app
 
-    settings = config if isinstance(config, Settings) else Settings.from_env(config)
-    app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
-    app.config["TASKLANE_SETTINGS"] = settings
-    app.json.sort_keys = False  # type: ignore[attr-defined]
-    REGISTRY.load_modules(settings.task_modules)
-    runtime.init_app(app, settings)
-    register_error_handlers(app)
-    app.register_blueprint(probes)
-    app.register_blueprint(api)
-    dashboard.init_app(app, settings)
-    return app
+        return create_app
+    raise AttributeError(f"module 'app' has no attribute {name!r}")

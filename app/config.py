@@ -86,6 +86,7 @@ class Settings:
     result_ttl: int = defaults.RESULT_TTL
     redis_timeout: float = defaults.REDIS_SOCKET_TIMEOUT
     task_modules: tuple[str, ...] = ()
+    worker_ttl: int = defaults.WORKER_TTL
 
     @property
     def is_production(self) -> bool:
@@ -134,6 +135,7 @@ class Settings:
                 reader.integer("REDIS_TIMEOUT", int(defaults.REDIS_SOCKET_TIMEOUT), minimum=1)
             ),
             task_modules=reader.modules("TASK_MODULES"),
+            worker_ttl=reader.integer("WORKER_TTL", defaults.WORKER_TTL, minimum=20, maximum=86400),
         )
         if settings.is_production:
             if not settings.api_tokens:

@@ -22,6 +22,7 @@ from rq.exceptions import NoSuchJobError
 from rq.serializers import JSONSerializer
 from rq_dashboard import web as rqd_web
 
+from app import compat
 from app.api.errors import error_response
 from app.config import Settings
 from app.queues import JsonJob, JsonQueue
@@ -62,31 +63,24 @@ def _requeue_json_job(job_id: str, connection: Any, serializer: Any = None) -> J
     return job
 
 
-def _make_json_only() -> None:
-    rqd_web.config.serializer = JSONSerializer
-    rqd_web.Job = JsonJob
-    rqd_web.Queue = JsonQueue
-    rqd_web.Worker = JsonWorker
-    rqd_web.requeue_job = _requeue_json_job
-
-
 def _job_info(instance_number: int, job_id: str) -> Response:
     """The dashboard's job data (replacing 0.9's view, which fails on dependencies)."""
     connection = current_app.redis_conn  # type: ignore[attr-defined]
     job = _fetch_json_job(job_id, connection)
+    serialize_date, format_job_description = compat.dashboard_helpers()
     latest = job.latest_result()
     encoder = current_app.config.get("RQ_DASHBOARD_JSON_ENCODER", json.JSONEncoder)
     out: dict[str, Any] = {
         "id": job.id,
-        "created_at": rqd_web.serialize_date(job.created_at),
-        "enqueued_at": rqd_web.serialize_date(job.enqueued_at),
-        "started_at": rqd_web.serialize_date(job.started_at),
-        "ended_at": rqd_web.serialize_date(job.ended_at),
+        "created_at": serialize_date(job.created_at),
+        "enqueued_at": serialize_date(job.enqueued_at),
+        "started_at": serialize_date(job.started_at),
+        "ended_at": serialize_date(job.ended_at),
         "origin": job.origin,
         "status": job.get_status(),
         "result": job.return_value(),
         "exc_info": latest.exc_string if latest else None,
-        "description": rqd_web.format_job_description(job),
+        "description": format_job_description(job),
         "metadata": json.dumps(job.get_meta(), cls=encoder),
     }
     dependency_ids = [d.decode() if isinstance(d, bytes) else d for d in job.dependency_ids]
@@ -110,7 +104,7 @@ def _same_origin() -> bool:
 
 def init_app(app: Flask, settings: Settings) -> None:
     """Mount the dashboard at /rq/ with basic auth and JSON-only job access."""
-    _make_json_only()
+    compat.make_dashboard_json_only(JsonJob, JsonQueue, JsonWorker, _requeue_json_job)
     app.config["RQ_DASHBOARD_REDIS_URL"] = settings.redis_url
     app.config.setdefault("RQ_DASHBOARD_POLL_INTERVAL", 2500)
     app.register_blueprint(rq_dashboard.blueprint, url_prefix=URL_PREFIX)

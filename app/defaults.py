@@ -44,3 +44,33 @@ RATE_LIMIT_HOLD = 1.0
 STUCK_JOB_GRACE = 5.0
 #: Page size of job listings.
 PAGE_SIZE = 50
+#: Seconds an Idempotency-Key is remembered.
+IDEMPOTENCY_TTL = 24 * 3600
+#: Seconds a workflow's record is kept (as long as a failed job).
+WORKFLOW_TTL = 7 * 24 * 3600
+#: Most jobs one workflow may create.
+MAX_WORKFLOW_STEPS = 200
+#: Most attempt records a job keeps (the latest ones).
+MAX_ATTEMPT_RECORDS = 25
+#: Seconds the alert webhook (ALERT_WEBHOOK_URL) may take.
+ALERT_TIMEOUT = 5.0
+#: Seconds the latest health report is kept for /readyz.
+HEALTH_REPORT_TTL = 3600
+#: Seconds between a worker's checks on the job in hand (heartbeat, hard limit).
+MONITOR_INTERVAL = 5
+#: A worker's and its job's heartbeat outlive the monitor interval by this much, in s.
+HEARTBEAT_SLACK = 15
+#: Seconds a worker's registration outlives its last heartbeat while it waits for jobs
+#: (WORKER_TTL); an idle worker renews it every WORKER_TTL - 15 s at the latest.
+WORKER_TTL = 420
+#: Seconds a work horse stuck past its hard limit (in C code, say) has before it is killed.
+HARD_KILL_GRACE = 1.0
+#: Times a job is put back on its queue because the worker holding it died, before it
+#: fails as a poison job (a job that kills its worker every time). Not counted as retries.
+MAX_ORPHAN_REQUEUES = 3
+#: Seconds the supervisor waits before restarting a worker process that exited.
+RESTART_DELAY = 0.5
+#: Seconds between the supervisor's checks on its children (exits, stuck jobs).
+SUPERVISOR_POLL = 0.25
+#: Seconds an outbound HTTP call may take unless its caller says otherwise.
+HTTP_TIMEOUT = 30.0

@@ -20,14 +20,13 @@ from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus, Retry
 from rq.rate_limit import RateLimit as ConcurrencyLimit
 
-from app import keys
-from app.hooks import UNIQUE_META_KEY
-from app.queues import JsonJob, JsonQueue, QueueName, get_queue
-from app.registry import TaskSpec
+from app import defaults, keys
+from app.meta import Meta
+from app.queues import JsonJob, JsonQueue, get_queue
+from app.registry import QueueName, TaskSpec
+from app.timeutil import whole_second_after
 
 JOB_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
-#: Seconds an Idempotency-Key is remembered.
-IDEMPOTENCY_TTL = 24 * 3600
 _LIVE = {
     JobStatus.CREATED,
     JobStatus.QUEUED,
@@ -86,11 +85,6 @@ class EnqueueOptions(BaseModel):
         return None
 
 
-def whole_second_after(when: datetime) -> datetime:
-    """``when`` rounded up to a whole second: RQ's scheduled registry truncates to seconds."""
-    return when if when.microsecond == 0 else (when + timedelta(seconds=1)).replace(microsecond=0)
-
-
 def digest(value: Any) -> str:
     """A stable digest of a JSON value."""
     return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
@@ -134,14 +128,18 @@ def enqueue(
     options = options or EnqueueOptions()
     queue: JsonQueue = get_queue((options.queue or spec.queue).value, connection)
     kwargs = args.model_dump(mode="json") if isinstance(args, BaseModel) else dict(args)
-    job_meta: dict[str, Any] = {"task": spec.name, "max_retries": spec.retry.max_retries, **(meta or {})}
+    job_meta: dict[str, Any] = {
+        Meta.TASK: spec.name,
+        Meta.MAX_RETRIES: spec.retry.max_retries,
+        **(meta or {}),
+    }
     unique_key = keys.unique_lock(spec.name, digest(kwargs)) if spec.unique else None
     if unique_key:
-        job_meta[UNIQUE_META_KEY] = unique_key
+        job_meta[Meta.UNIQUE_KEY] = unique_key
     concurrency = None
     if spec.concurrency:
-        suffix = f":{kwargs.get(spec.concurrency_key)}" if spec.concurrency_key else ""
-        concurrency = ConcurrencyLimit(key=f"tasklane:{spec.name}{suffix}", concurrency=spec.concurrency)
+        value = str(kwargs.get(spec.concurrency_key)) if spec.concurrency_key else None
+        concurrency = ConcurrencyLimit(key=keys.concurrency(spec.name, value), concurrency=spec.concurrency)
     run_at = options.run_at()
     job = queue.create_job(
         spec.path,
@@ -221,7 +219,7 @@ def enqueue_many(
         raise ValueError(f"task {spec.name!r} is unique or concurrency-capped: enqueue its jobs one by one")
     target: JsonQueue = get_queue((queue or spec.queue).value, connection)
     retry = Retry(max=spec.retry.max_retries) if spec.retry.max_retries else None
-    meta = {"task": spec.name, "max_retries": spec.retry.max_retries}
+    meta = {Meta.TASK: spec.name, Meta.MAX_RETRIES: spec.retry.max_retries}
     jobs = [
         target.create_job(
             spec.path,
@@ -244,10 +242,10 @@ def enqueue_many(
 def _remember(pipe: Any, idempotency: Idempotency, job_id: str) -> None:
     record = json.dumps({"job_id": job_id, "digest": idempotency.request_digest})
     if pipe.explicit_transaction:
-        pipe.set(idempotency.redis_key, record, ex=IDEMPOTENCY_TTL)
+        pipe.set(idempotency.redis_key, record, ex=defaults.IDEMPOTENCY_TTL)
     else:
         pipe.multi()
-        pipe.set(idempotency.redis_key, record, ex=IDEMPOTENCY_TTL)
+        pipe.set(idempotency.redis_key, record, ex=defaults.IDEMPOTENCY_TTL)
         pipe.execute()
 
 

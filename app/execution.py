@@ -1,10 +1,11 @@
-"""How a worker runs a job: through its registry entry, never around it.
+"""How a worker runs one attempt of a job: through its registry entry, never around it.
 
 The job's stored arguments are validated again against the task's input model (the job
 may have been written to Redis by something other than the API), the task function is
 called with the validated values, and its result is made JSON before RQ stores it.
-A failure is recorded as an attempt, and the task's retry policy decides here whether
-another attempt follows (RQ's worker then schedules it through JsonJob.retry).
+A failure is recorded as an attempt and classified here: retried (RQ's worker then
+schedules it through JsonJob.retry) or final. What follows an outcome is the lifecycle
+module's business.
 """
 
 from __future__ import annotations
@@ -13,19 +14,20 @@ import asyncio
 import inspect
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
+from rq.job import Job
 
-from app.hooks import record_attempt
-from app.queues import META_NEXT_RETRY_AT, META_NO_RETRY, META_RETRY_COUNTDOWN, META_REVOKED, UnknownTaskError
-from app.registry import REGISTRY, TaskSpec
+from app import defaults
+from app.meta import Meta
+from app.queues import JsonJob, UnknownTaskError, task_spec
+from app.registry import TaskSpec
+from app.steps import StepInputExpired, inputs_for
+from app.timeutil import iso, utcnow
 
-if TYPE_CHECKING:
-    from rq.job import Job
-
-__all__ = ["InvalidJobArguments", "JobRevoked", "RetryTask", "execute", "spec_for"]
+__all__ = ["ExecutingJob", "InvalidJobArguments", "JobRevoked", "RetryTask", "execute", "spec_for"]
 
 log = logging.getLogger("tasklane.execution")
 
@@ -49,42 +51,66 @@ class RetryTask(Exception):
         self.countdown = max(0.0, float(countdown))
 
 
+class ExecutingJob(JsonJob):
+    """The job class of workers: RQ's ``perform`` runs the task through :func:`execute`."""
+
+    def _execute(self) -> Any:
+        return execute(self)
+
+
 def spec_for(job: Job) -> TaskSpec:
     """The registry entry of the job's task (raises UnknownTaskError)."""
-    spec = REGISTRY.by_path(job.func_name or "")
+    spec = task_spec(job)
     if spec is None:
         raise UnknownTaskError(f"{job.func_name!r} is not a registered task; refusing to run it")
     return spec
 
 
+def record_attempt(job: Job, exc_type: str, message: str) -> None:
+    """Append this attempt's error to the job's history (saved with the next meta write)."""
+    attempts = list(job.meta.get(Meta.ATTEMPTS) or [])
+    attempts.append(
+        {"attempt": len(attempts) + 1, "type": exc_type, "message": message[:2000], "at": iso(utcnow())}
+    )
+    job.meta[Meta.ATTEMPTS] = attempts[-defaults.MAX_ATTEMPT_RECORDS :]
+    job.meta[Meta.ERROR] = {"type": exc_type, "message": message}
+
+
+def record_error(job: Job, exc_type: str, message: str) -> None:
+    """Record a failure seen from outside the task (a killed or abandoned run) as an attempt, now."""
+    job.meta = job.get_meta(refresh=True)  # the run may have saved progress and attempts since
+    record_attempt(job, exc_type, message)
+    job.save_meta()
+
+
 def _never_retry(exc: BaseException) -> bool:
-    return isinstance(exc, InvalidJobArguments | JobRevoked | UnknownTaskError)
+    return isinstance(exc, InvalidJobArguments | JobRevoked | UnknownTaskError | StepInputExpired)
+
+
+def _validated(spec: TaskSpec, job: Job) -> dict[str, Any]:
+    if job.args:
+        raise InvalidJobArguments(f"task {spec.name!r} takes keyword arguments only")
+    kwargs = inputs_for(job, dict(job.kwargs))
+    try:
+        model = spec.validate(kwargs)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False)
+        )
+        raise InvalidJobArguments(f"invalid arguments for task {spec.name!r}: {problems}") from None
+    return {name: getattr(model, name) for name in type(model).model_fields}
 
 
 def execute(job: Job) -> Any:
     """Run ``job`` through its task's declaration and return a JSON-ready result."""
-    for key in (META_NO_RETRY, META_RETRY_COUNTDOWN, META_NEXT_RETRY_AT):
+    for key in (Meta.NO_RETRY, Meta.RETRY_COUNTDOWN, Meta.NEXT_RETRY_AT):
         job.meta.pop(key, None)
     spec: TaskSpec | None = None
     try:
         spec = spec_for(job)
-        if job.meta.get(META_REVOKED):
+        if job.meta.get(Meta.REVOKED):
             raise JobRevoked(f"job {job.id} was revoked")
-        if job.args:
-            raise InvalidJobArguments(f"task {spec.name!r} takes keyword arguments only")
-        kwargs = dict(job.kwargs)
-        if job.meta.get("workflow"):
-            from app.workflows import inputs_for
-
-            kwargs = inputs_for(job, kwargs)
-        try:
-            model = spec.validate(kwargs)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False)
-            )
-            raise InvalidJobArguments(f"invalid arguments for task {spec.name!r}: {problems}") from None
-        values = {name: getattr(model, name) for name in type(model).model_fields}
+        values = _validated(spec, job)
         started = time.monotonic()
         log.info("task started", extra={"job_id": job.id, "task": spec.name})
         result = spec.func(**values)
@@ -93,9 +119,9 @@ def execute(job: Job) -> Any:
     except BaseException as exc:
         record_attempt(job, type(exc).__name__, str(exc))
         if isinstance(exc, RetryTask):
-            job.meta[META_RETRY_COUNTDOWN] = exc.countdown
+            job.meta[Meta.RETRY_COUNTDOWN] = exc.countdown
         elif spec is None or _never_retry(exc) or not spec.retry.should_retry(exc):
-            job.meta[META_NO_RETRY] = True
+            job.meta[Meta.NO_RETRY] = True
         job.save_meta()
         raise
     log.info(

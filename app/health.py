@@ -8,14 +8,16 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import requests
 from redis import Redis
+from rq import Worker
+from rq.serializers import JSONSerializer
 
 from app import defaults, keys
 from app.config import mask_url
 from app.db import ping
 from app.runtime import Runtime
-from app.workers import JsonWorker
+from app.services.http import HttpClient
+from app.timeutil import iso, utcnow
 
 
 def _timed(check: Callable[[], dict[str, Any] | None]) -> dict[str, Any]:
@@ -45,7 +47,7 @@ def workers_seen(redis: Redis) -> dict[str, Any]:
     def check() -> dict[str, Any]:
         now = datetime.now(UTC)
         fresh = 0
-        workers = JsonWorker.all(connection=redis)
+        workers = Worker.all(connection=redis, serializer=JSONSerializer)
         for worker in workers:
             beat = worker.last_heartbeat
             if beat is not None:
@@ -59,11 +61,14 @@ def workers_seen(redis: Redis) -> dict[str, Any]:
     return _timed(check)
 
 
-def check_http(url: str, timeout: float = defaults.HEALTH_CHECK_TIMEOUT) -> dict[str, Any]:
+def check_http(
+    url: str, http: HttpClient | None = None, timeout: float = defaults.HEALTH_CHECK_TIMEOUT
+) -> dict[str, Any]:
     """GET ``url``; any 2xx or 3xx answer is healthy."""
+    client = http or HttpClient()
 
     def check() -> dict[str, Any]:
-        response = requests.get(url, timeout=timeout, allow_redirects=False)
+        response = client.get(url, timeout=timeout)
         if response.status_code >= 400:
             raise RuntimeError(f"HTTP {response.status_code}")
         return {"http_status": response.status_code}
@@ -71,7 +76,7 @@ def check_http(url: str, timeout: float = defaults.HEALTH_CHECK_TIMEOUT) -> dict
     return _timed(check)
 
 
-def run_checks(rt: Runtime) -> dict[str, Any]:
+def run_checks(rt: Runtime, http: HttpClient | None = None) -> dict[str, Any]:
     """Check every dependency; ``ok`` only when all are fine, else ``degraded``."""
     checks: dict[str, Any] = {
         "redis": check_redis(rt.redis),
@@ -80,16 +85,16 @@ def run_checks(rt: Runtime) -> dict[str, Any]:
     }
     for url in rt.settings.health_check_urls:
         # Keyed by the URL without its credentials: the report is stored and shown.
-        checks[mask_url(url)] = check_http(url)
+        checks[mask_url(url)] = check_http(url, http)
     healthy = all(c["status"] == "ok" for c in checks.values())
     return {
         "status": "ok" if healthy else "degraded",
-        "checked_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "checked_at": iso(utcnow()),
         "checks": checks,
     }
 
 
-def store_report(redis: Redis, report: dict[str, Any], ttl: int = 3600) -> None:
+def store_report(redis: Redis, report: dict[str, Any], ttl: int = defaults.HEALTH_REPORT_TTL) -> None:
     """Keep the latest report for /readyz."""
     redis.set(keys.health_report(), json.dumps(report), ex=ttl)
 

@@ -33,6 +33,16 @@ def rate_limit(task: str) -> str:
     return _key("ratelimit", task)
 
 
+def concurrency(task: str, value: str | None = None) -> str:
+    """The name of RQ's concurrency limit of a task, or of one value of its concurrency key."""
+    return _key(task) if value is None else _key(f"{task}:{value}")
+
+
+def intermediate_seen(queue: str) -> str:
+    """When the sweep first saw each job id in a queue's intermediate list (a hash)."""
+    return _key("intermediate-seen", queue)
+
+
 def doorbell(queue: str) -> str:
     """A list workers block on; pushing a job rings it so idle workers scan their queues."""
     return _key("doorbell", queue)

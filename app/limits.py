@@ -12,14 +12,18 @@ clock skew: Redis's own clock is used). A job over its limit is put back to run 
 
 from __future__ import annotations
 
+import ctypes
 import signal
+import threading
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
 from redis import Redis
 from rq.timeouts import BaseDeathPenalty, JobTimeoutException
 
-from app import keys
+from app import compat, keys
+from app.lua import LuaScript
 from app.registry import RateLimit
 
 
@@ -50,13 +54,13 @@ class TaskTimeLimits(BaseDeathPenalty):
         if self._phase == "soft":
             self._phase = "hard"
             assert self._soft is not None
-            signal.setitimer(signal.ITIMER_REAL, float(self._timeout) - self._soft)
+            signal.setitimer(signal.ITIMER_REAL, compat.death_penalty_timeout(self) - self._soft)
             raise SoftTimeLimitExceeded(f"soft time limit of {self._soft:g} s exceeded")
-        raise TimeLimitExceeded(f"hard time limit of {float(self._timeout):g} s exceeded")
+        raise TimeLimitExceeded(f"hard time limit of {compat.death_penalty_timeout(self):g} s exceeded")
 
     def setup_death_penalty(self) -> None:
         signal.signal(signal.SIGALRM, self._handle)
-        signal.setitimer(signal.ITIMER_REAL, self._soft or float(self._timeout))
+        signal.setitimer(signal.ITIMER_REAL, self._soft or compat.death_penalty_timeout(self))
 
     def cancel_death_penalty(self) -> None:
         signal.setitimer(signal.ITIMER_REAL, 0)
@@ -65,7 +69,8 @@ class TaskTimeLimits(BaseDeathPenalty):
 
 # GCRA: KEYS[1] holds the theoretical arrival time in ms. ARGV: emission interval (ms),
 # burst tolerance (ms). Returns 0 when a start is allowed, else the milliseconds to wait.
-_GCRA = """
+_GCRA = LuaScript(
+    """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local interval = tonumber(ARGV[1])
@@ -78,6 +83,7 @@ end
 redis.call('SET', KEYS[1], tat + interval, 'PX', math.ceil(tat + interval - now) + 1000)
 return 0
 """
+)
 
 
 class RateLimiter:
@@ -85,11 +91,72 @@ class RateLimiter:
 
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
-        self._script = redis.register_script(_GCRA)
 
     def acquire(self, task: str, limit: RateLimit) -> float:
         """Take a start slot for ``task``: 0 when granted, else seconds until one frees up."""
         # Starts are spaced evenly (as Celery spaces them): "10/m" is one every 6 s, no burst.
         interval_ms = limit.period * 1000 / limit.count
-        wait_ms = int(self._script(keys=[keys.rate_limit(task)], args=[interval_ms, 0]))
+        wait_ms = int(_GCRA(self.redis, keys=[keys.rate_limit(task)], args=[interval_ms, 0]))
         return wait_ms / 1000.0
+
+
+class JobStopped(BaseException):
+    """Raised in an in-process job that was revoked while it ran.
+
+    A BaseException, so that a task's ``except Exception`` cannot swallow the revoke.
+    """
+
+
+def raise_in_thread(thread_id: int, exc_type: type[BaseException]) -> bool:
+    """Raise ``exc_type`` in another thread at its next Python instruction; True if delivered."""
+    done = ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exc_type))
+    if done > 1:  # more than one thread state matched: undo, never leave it half-raised
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), None)
+        return False
+    return done == 1
+
+
+class ThreadTimeLimits(TaskTimeLimits):
+    """A job's soft then hard limit in a worker thread: a timer raises them in that thread.
+
+    Signals only reach the main thread, so this cannot interrupt a blocking call: the
+    exception arrives when the call returns; a job that never returns is the
+    supervisor's to kill (see the deadline board in app/workers/inline.py).
+    """
+
+    def __init__(
+        self, timeout: float, exception: type[BaseException] = TimeLimitExceeded, **kwargs: Any
+    ) -> None:
+        super().__init__(timeout, exception, **kwargs)
+        self._thread_id = threading.get_ident()
+        self._lock = threading.Lock()
+        self._active = False
+        self._timer: threading.Timer | None = None
+
+    def _arm(self, delay: float, exc_type: type[BaseException], then: Callable[[], None] | None) -> None:
+        def fire() -> None:
+            with self._lock:
+                if not self._active:
+                    return
+                if then is not None:
+                    then()
+                raise_in_thread(self._thread_id, exc_type)
+
+        self._timer = threading.Timer(delay, fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def setup_death_penalty(self) -> None:
+        self._active = True
+        hard = compat.death_penalty_timeout(self)
+        if self._soft is not None:
+            soft = self._soft
+            self._arm(soft, SoftTimeLimitExceeded, lambda: self._arm(hard - soft, TimeLimitExceeded, None))
+        else:
+            self._arm(hard, TimeLimitExceeded, None)
+
+    def cancel_death_penalty(self) -> None:
+        with self._lock:
+            self._active = False
+            if self._timer is not None:
+                self._timer.cancel()

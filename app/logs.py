@@ -8,7 +8,10 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from rq import get_current_job
+
 from app.config import LogFormat, Settings
+from app.meta import Meta
 
 _CONTEXT_FIELDS = ("job_id", "task", "queue", "worker", "duration_ms", "attempt")
 
@@ -19,14 +22,12 @@ class _JobContext(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(record, "job_id", None) is None:
             try:
-                from rq import get_current_job
-
                 job = get_current_job()
             except Exception:
                 job = None
             if job is not None:
                 record.job_id = job.id
-                record.task = job.meta.get("task") if job.meta else None
+                record.task = job.meta.get(Meta.TASK) if job.meta else None
         return True
 
 

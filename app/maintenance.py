@@ -1,73 +1,125 @@
 """Registry maintenance that makes delivery at-least-once.
 
 Run by the scheduler process every few seconds (and by workers at RQ's maintenance
-interval): a job whose worker died (its heartbeat expired) is retried while retries
-remain, else failed with AbandonedJobError (alerting if its task is critical); a job a
-dying worker had dequeued but not yet started is put back at the head of its queue,
-where RQ's own cleanup would have failed it.
+interval), under each queue's maintenance lock:
+- a job whose worker died (its execution's heartbeat expired) is an orphan, not a
+  failure: it goes back to the head of its queue without spending a retry, up to a
+  bound, then fails as a poison job (see app/lifecycle.py);
+- a job a dying worker had dequeued but not yet started is put back at the head of its
+  queue; a finished or failed job left in an intermediate list is only removed from it;
+- RQ's own cleanups run for the other registries and for dead workers' registrations.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from typing import Any
 
 from redis import Redis
-from rq.registry import clean_registries
+from rq.job import JobStatus
+from rq.rate_limit import RateLimitRegistry
+from rq.registry import (
+    DeferredJobRegistry,
+    FailedJobRegistry,
+    FinishedJobRegistry,
+    ReadyJobRegistry,
+    StartedJobRegistry,
+)
+from rq.utils import current_timestamp
 from rq.worker_registration import clean_worker_registry
 
-from app import defaults, hooks
+from app import defaults, keys, lifecycle
+from app.lua import LuaScript
 from app.queues import JsonJob, JsonQueue, all_queues
 
 log = logging.getLogger("tasklane.maintenance")
 
 
-def _on_abandoned(job: JsonJob, *exc_info: object) -> bool:
-    """A dead worker's job: when no retry is left, it has failed for good.
+def rescue_abandoned(queue: JsonQueue, timestamp: float | None = None) -> int:
+    """Requeue (or fail as poison) every started job whose execution's heartbeat expired."""
+    registry = StartedJobRegistry(queue.name, connection=queue.connection, job_class=JsonJob)
+    score = current_timestamp() if timestamp is None else timestamp
+    expired: list[bytes] = queue.connection.zrangebyscore(registry.key, 0, score)  # type: ignore[assignment]
+    if not expired:
+        return 0
+    by_job: dict[str, list[bytes]] = {}
+    for member in expired:
+        by_job.setdefault(member.decode().split(":", 1)[0], []).append(member)
+    requeued = 0
+    for job, members in zip(
+        JsonJob.fetch_many(list(by_job), connection=queue.connection), by_job.values(), strict=True
+    ):
+        if job is None or job.get_status(refresh=False) != JobStatus.STARTED:
+            continue  # a leftover entry of a finished job: RQ's cleanup drops it
 
-    A job whose process the supervisor killed for its hard time limit already carries
-    that error (and no retry): it keeps it.
+        def cleanup(pipe: Any, members: list[bytes] = members) -> None:
+            pipe.zrem(registry.key, *members)
+
+        requeued += lifecycle.orphaned(job, queue, cleanup=cleanup)
+    queue.connection.zremrangebyscore(registry.key, 0, score)
+    return requeued
+
+
+_REQUEUE_FROM_INTERMEDIATE = LuaScript(
     """
-    if not job.should_retry:
-        recorded = job.meta.get(hooks.ERROR_META_KEY) or {}
-        if recorded.get("type") == "TimeLimitExceeded":
-            summary = f"TimeLimitExceeded: {recorded.get('message')}"
-        else:
-            hooks.record_error(job, "AbandonedJobError", "the worker running this job died")
-            summary = "AbandonedJobError: the worker running this job died"
-        hooks.after_final_failure(job, summary)
-    return True
-
-
-def rescue_intermediate(queue: JsonQueue, older_than: float = defaults.RESCUE_AFTER) -> int:
-    """Put back at the head of the queue every job a dead worker dequeued but never started."""
-    intermediate = queue.intermediate_queue
-    rescued = 0
-    for job_id in intermediate.get_job_ids():
-        if job_id in queue.started_job_registry:
-            continue
-        first_seen = intermediate.get_first_seen(job_id)
-        if first_seen is None:
-            intermediate.set_first_seen(job_id)
-            continue
-        # A live worker clears the entry within milliseconds of taking the job.
-        if (datetime.now(UTC) - first_seen).total_seconds() < older_than:
-            continue
-        # Atomic: only the process that removes it from the intermediate list requeues it.
-        moved = queue.connection.eval(_REQUEUE_FROM_INTERMEDIATE, 2, intermediate.key, queue.key, job_id)
-        if moved:
-            rescued += 1
-            log.warning("requeued job %s: its worker dequeued it and died before starting it", job_id)
-    return rescued
-
-
-_REQUEUE_FROM_INTERMEDIATE = """
 if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then
   redis.call('LPUSH', KEYS[2], ARGV[1])
   return 1
 end
 return 0
 """
+)
+
+
+def rescue_intermediate(queue: JsonQueue, older_than: float = defaults.RESCUE_AFTER) -> int:
+    """Put back at the head of the queue every job a dead worker dequeued but never started.
+
+    When the sweep first sees an id in the intermediate list it notes the time (in one
+    hash per queue, pruned of ids that left the list); a live worker clears the entry
+    within milliseconds of taking the job, so one still there ``older_than`` seconds
+    later belongs to a dead worker.
+    """
+    connection = queue.connection
+    seen_key = keys.intermediate_seen(queue.name)
+    ids = [_text(i) for i in connection.lrange(queue.intermediate_queue_key, 0, -1)]
+    seen = {_text(k): float(v) for k, v in connection.hgetall(seen_key).items()}
+    gone = [job_id for job_id in seen if job_id not in ids]
+    if gone:
+        connection.hdel(seen_key, *gone)
+    now = current_timestamp()
+    rescued = 0
+    for job_id, job in zip(ids, JsonJob.fetch_many(ids, connection=connection), strict=True):
+        status = job.get_status(refresh=False) if job is not None else None
+        if status == JobStatus.STARTED:
+            continue
+        if status != JobStatus.QUEUED:
+            # Gone, finished, failed or moved on: it has no business in the list.
+            connection.lrem(queue.intermediate_queue_key, 0, job_id)
+            connection.hdel(seen_key, job_id)
+            continue
+        first_seen = seen.get(job_id)
+        if first_seen is None:
+            connection.hsetnx(seen_key, job_id, now)
+            continue
+        if now - first_seen < older_than:
+            continue
+        # Atomic: only the process that removes it from the intermediate list requeues it.
+        if _REQUEUE_FROM_INTERMEDIATE(
+            connection, keys=[queue.intermediate_queue_key, queue.key], args=[job_id]
+        ):
+            rescued += 1
+            log.warning("requeued job %s: its worker dequeued it and died before starting it", job_id)
+        connection.hdel(seen_key, job_id)
+    return rescued
+
+
+def _rq_cleanups(queue: JsonQueue) -> None:
+    """RQ's own cleanups of the registries other than the started one (handled above)."""
+    options: dict[str, Any] = {"connection": queue.connection, "job_class": JsonJob}
+    for registry_class in (FinishedJobRegistry, FailedJobRegistry, DeferredJobRegistry, ReadyJobRegistry):
+        registry_class(queue.name, **options).cleanup()
+    for rate_limit_registry in RateLimitRegistry.all(queue.connection):
+        rate_limit_registry.cleanup()
 
 
 def sweep_queue(queue: JsonQueue) -> None:
@@ -75,7 +127,8 @@ def sweep_queue(queue: JsonQueue) -> None:
     if not queue.acquire_maintenance_lock():
         return
     try:
-        clean_registries(queue, exception_handlers=[_on_abandoned])
+        rescue_abandoned(queue)
+        _rq_cleanups(queue)
         clean_worker_registry(queue)
         rescue_intermediate(queue)
     finally:
@@ -86,3 +139,7 @@ def sweep(redis: Redis) -> None:
     """Registry maintenance for every queue: abandoned jobs, expired entries, stuck dequeues."""
     for queue in all_queues(redis):
         sweep_queue(queue)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -6,7 +6,7 @@ from typing import Any
 
 from rq import get_current_job
 
-PROGRESS_META_KEY = "progress"
+from app.meta import Meta
 
 
 def report_progress(
@@ -23,6 +23,6 @@ def report_progress(
         report["message"] = message
     job = get_current_job()
     if job is not None:
-        job.meta[PROGRESS_META_KEY] = report
+        job.meta[Meta.PROGRESS] = report
         job.save_meta()
     return report

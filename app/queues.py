@@ -1,4 +1,4 @@
-"""The Redis and queue layer: connections, the JSON job class, queue names.
+"""The job and queue layer: the JSON job class, the JSON queue, and the lossless dequeue.
 
 RQ pickles by default, so anyone able to write to Redis could run code in a worker.
 Everything here fixes RQ's JSONSerializer, and the job class only ever resolves
@@ -8,39 +8,29 @@ instead of running.
 
 from __future__ import annotations
 
+import logging
 import random
-from datetime import UTC, datetime, timedelta
-from enum import StrEnum
+from collections.abc import Iterable
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from redis import Redis
-from redis_sentinel_url import connect as _sentinel_connect
 from rq import Queue
-from rq.exceptions import DeserializationError
+from rq.exceptions import DequeueTimeout, DeserializationError, NoSuchJobError
 from rq.job import Job, JobStatus
+from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
-from app import defaults, keys
+from app import compat, defaults, keys
+from app.lua import LuaScript
+from app.meta import Meta
+from app.registry import REGISTRY, QueueName, TaskSpec
+from app.timeutil import iso, seconds_from_now, utcnow
 
 if TYPE_CHECKING:
     from redis.client import Pipeline
 
-    from app.registry import TaskSpec
-
-
-class QueueName(StrEnum):
-    """The queues, highest priority first."""
-
-    HIGH = "high"
-    DEFAULT = "default"
-    LOW = "low"
-
-
-#: Job meta keys the platform owns.
-META_NO_RETRY = "no_retry"
-META_REVOKED = "revoked"
-META_RETRY_COUNTDOWN = "retry_countdown"
-META_NEXT_RETRY_AT = "next_retry_at"
+log = logging.getLogger("tasklane.queues")
 
 
 class UnknownTaskError(LookupError):
@@ -58,8 +48,6 @@ class JsonJob(Job):
     @property
     def func(self) -> Any:
         """The registered task function; never an arbitrary import."""
-        from app.registry import REGISTRY
-
         name = self.func_name
         if name is None:
             return None
@@ -68,15 +56,25 @@ class JsonJob(Job):
             raise UnknownTaskError(f"{name!r} is not a registered task; refusing to run it")
         return task.func
 
-    def _execute(self) -> Any:
-        from app.execution import execute
-
-        return execute(self)
+    @classmethod
+    def fetch_many(
+        cls, job_ids: Iterable[str], connection: Redis, serializer: Any = None
+    ) -> list[Job | None]:
+        """RQ's bulk fetch, except that a job whose hash cannot be read is None, not an exception."""
+        ids = list(job_ids)
+        with connection.pipeline() as pipe:
+            for job_id in ids:
+                pipe.hgetall(cls.key_for(job_id))
+            raw = pipe.execute()
+        jobs: list[Job | None] = []
+        for job_id, fields in zip(ids, raw, strict=True):
+            jobs.append(restore_or_none(cls, job_id, fields, connection))
+        return jobs
 
     @property
     def should_retry(self) -> bool:
         """RQ's retry budget, unless the task's policy or a revoke says this failure is final."""
-        if self.meta.get(META_NO_RETRY) or self.meta.get(META_REVOKED):
+        if self.meta.get(Meta.NO_RETRY) or self.meta.get(Meta.REVOKED):
             return False
         return super().should_retry
 
@@ -84,23 +82,33 @@ class JsonJob(Job):
         """Schedule the next attempt after the task's back-off (with full jitter) or its own countdown.
 
         RQ's Retry knows only a fixed list of intervals; the delay is decided here instead,
-        for failures in the task, for killed work horses and for abandoned jobs alike.
+        for failures in the task and for killed work horses alike.
         """
-        from app.registry import REGISTRY
-
         assert self.retries_left
-        countdown = self.meta.pop(META_RETRY_COUNTDOWN, None)
+        countdown = self.meta.pop(Meta.RETRY_COUNTDOWN, None)
         if countdown is None:
-            spec = REGISTRY.by_path(self.func_name or "")
-            attempt = int(self.meta.get("max_retries", 0)) - self.retries_left + 1
+            spec = task_spec(self)
+            attempt = int(self.meta.get(Meta.MAX_RETRIES, 0)) - self.retries_left + 1
             countdown = spec.retry.delay(attempt, random.random()) if spec else 1.0
         self.retries_left -= 1
-        from app.dispatch import whole_second_after
-
-        when = whole_second_after(datetime.now(UTC) + timedelta(seconds=float(countdown)))
-        self.meta[META_NEXT_RETRY_AT] = when.isoformat().replace("+00:00", "Z")
-        self._status = JobStatus.SCHEDULED
+        when = seconds_from_now(float(countdown))
+        self.meta[Meta.NEXT_RETRY_AT] = iso(when)
+        compat.set_job_status(self, JobStatus.SCHEDULED)
         queue.schedule_job(self, when, pipeline=pipeline)
+
+
+def restore_or_none(
+    job_class: type[Job], job_id: str, fields: dict[bytes, Any], connection: Redis
+) -> Job | None:
+    """A job built from its stored hash, or None when the hash is missing or unreadable."""
+    if not fields:
+        return None
+    job = job_class(job_id, connection=connection)
+    try:
+        job.restore(fields)
+    except (NoSuchJobError, ValueError, KeyError, TypeError, DeserializationError):
+        return None
+    return job
 
 
 class JsonQueue(Queue):
@@ -110,7 +118,7 @@ class JsonQueue(Queue):
 
     def __init__(self, name: str = "default", connection: Redis | None = None, **kwargs: Any) -> None:
         kwargs["serializer"] = JSONSerializer
-        kwargs["job_class"] = JsonJob
+        kwargs["job_class"] = kwargs.get("job_class") or JsonJob
         super().__init__(name, connection=connection, **kwargs)
 
     def push_job_id(self, job_id: str, pipeline: Pipeline | None = None, at_front: bool = False) -> None:
@@ -135,9 +143,10 @@ class JsonQueue(Queue):
         queue's intermediate list, so that a worker dying between dequeue and start
         loses nothing (RQ itself uses BLPOP, which is lossy, when it listens on several
         queues). When all are empty, wait on the queues' doorbells (or poll each second).
-        """
-        from rq.exceptions import DequeueTimeout
 
+        A job whose hash cannot be read (no data, a bad status) is moved aside to the
+        failed registry with the cause, and the queue flows on.
+        """
         queue_list = list(queues)
         queue_keys = [q.key for q in queue_list]
         bells = [keys.doorbell(q.name) for q in queue_list]
@@ -147,12 +156,17 @@ class JsonQueue(Queue):
             found = _move_first_with_data(connection, queue_keys)
             if found is not None:
                 queue_key, job_id, fields = found
+                queue = by_key[queue_key]
                 if not fields:  # the job's hash expired or was deleted: drop the stale id
-                    connection.lrem(f"{queue_key}:intermediate", 1, job_id)
+                    connection.lrem(queue.intermediate_queue_key, 1, job_id)
                     continue
                 job = (job_class or JsonJob)(job_id, connection=connection)
-                job.restore(fields)
-                return job, by_key[queue_key]
+                try:
+                    job.restore(fields)
+                except Exception as exc:
+                    set_aside(queue, job_id, f"{type(exc).__name__}: {exc}")
+                    continue
+                return job, queue
             if timeout is None:
                 return None
             if waited >= timeout:
@@ -160,6 +174,25 @@ class JsonQueue(Queue):
             step = min(defaults.DOORBELL_WAIT, timeout - waited)
             if connection.blpop(bells, max(step, 0.01)) is None:
                 waited += step
+
+
+def set_aside(queue: JsonQueue, job_id: str, cause: str) -> None:
+    """Move a job that cannot be read out of the way: failed, with the cause, off every list."""
+    log.error("job %s in queue %s cannot be read (%s); moved to the failed jobs", job_id, queue.name, cause)
+    failed = FailedJobRegistry(queue.name, connection=queue.connection, job_class=JsonJob)
+    expires = (utcnow() + timedelta(seconds=defaults.FAILED_JOB_TTL)).timestamp()
+    with queue.connection.pipeline() as pipe:
+        pipe.lrem(queue.intermediate_queue_key, 1, job_id)
+        pipe.zadd(failed.key, {job_id: expires})
+        pipe.hset(
+            JsonJob.key_for(job_id),
+            mapping={
+                "status": JobStatus.FAILED.value,
+                "ended_at": iso(utcnow()) or "",
+                "error": cause,
+            },
+        )
+        pipe.execute()
 
 
 def ring_doorbell(pipe: Any, queue_name: str) -> None:
@@ -172,7 +205,8 @@ def ring_doorbell(pipe: Any, queue_name: str) -> None:
 # Move the head of the first non-empty list to its ":intermediate" list and read the job's
 # hash in the same call; returns {key, id, field, value, ...} (no fields: the job is gone).
 # ARGV[1] is the job key prefix.
-_MOVE_FIRST = """
+_MOVE_FIRST = LuaScript(
+    """
 for _, key in ipairs(KEYS) do
   local id = redis.call('LMOVE', key, key .. ':intermediate', 'LEFT', 'RIGHT')
   if id then
@@ -183,6 +217,7 @@ for _, key in ipairs(KEYS) do
 end
 return false
 """
+)
 
 
 def _text(value: bytes | str) -> str:
@@ -192,11 +227,7 @@ def _text(value: bytes | str) -> str:
 def _move_first_with_data(
     connection: Redis, queue_keys: list[str]
 ) -> tuple[str, str, dict[bytes, Any]] | None:
-    script = getattr(connection, "_tasklane_move_first", None)
-    if script is None:
-        script = connection.register_script(_MOVE_FIRST)
-        connection._tasklane_move_first = script  # type: ignore[attr-defined]
-    result = script(keys=queue_keys, args=[JsonJob.redis_job_namespace_prefix])
+    result = _MOVE_FIRST(connection, keys=queue_keys, args=[JsonJob.redis_job_namespace_prefix])
     if not result:
         return None
     key, job_id, *flat = result
@@ -204,31 +235,23 @@ def _move_first_with_data(
     return _text(key), _text(job_id), fields
 
 
-def _move_first(connection: Redis, queue_keys: list[str]) -> tuple[str, str] | None:
-    """Take the first job id of the first non-empty queue into its intermediate list."""
-    found = _move_first_with_data(connection, queue_keys)
-    return (found[0], found[1]) if found else None
-
-
 def task_spec(job: Job) -> TaskSpec | None:
-    """The job's registered task, or None when it names none or is not JSON (it fails when run)."""
-    from app.registry import REGISTRY
+    """The job's registered task, or None when it names none or is not JSON (it fails when run).
 
+    Looked up once per job object: every later step of the run reads it from the job.
+    """
+    cached: Any = job.__dict__.get("_tasklane_spec", _UNSET)
+    if cached is not _UNSET:
+        return cached
     try:
-        return REGISTRY.by_path(job.func_name or "")
+        spec = REGISTRY.by_path(job.func_name or "")
     except DeserializationError:
-        return None
+        spec = None
+    job.__dict__["_tasklane_spec"] = spec
+    return spec
 
 
-def connect(url: str, timeout: float | None = defaults.REDIS_SOCKET_TIMEOUT) -> Redis:
-    """A Redis client for ``redis://``, ``rediss://``, ``unix://`` or ``redis+sentinel://`` URLs."""
-    options: dict[str, Any] = {"health_check_interval": 30}
-    if timeout is not None:
-        options.update(socket_connect_timeout=timeout, socket_timeout=timeout)
-    _, client = _sentinel_connect(url, client_class=Redis, client_options=options)
-    if client is None:
-        raise ValueError("a redis+sentinel:// URL must name a service (redis+sentinel://host:port/service)")
-    return client
+_UNSET = object()
 
 
 def get_queue(name: str, connection: Redis) -> JsonQueue:

@@ -13,18 +13,31 @@ import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, TypeVar
 
+from croniter import croniter
 from pydantic import BaseModel, ConfigDict
 
 from app import defaults
-from app.queues import QueueName
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$")
 _PERIODS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
 _TASK_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+
+class QueueName(StrEnum):
+    """The queues, highest priority first."""
+
+    HIGH = "high"
+    DEFAULT = "default"
+    LOW = "low"
+
+
+class CatalogueError(ValueError):
+    """The catalogue is inconsistent (two tasks with one name, a module that cannot be imported)."""
 
 
 class TaskInput(BaseModel):
@@ -94,11 +107,8 @@ class Schedule:
             raise ValueError("a Schedule needs exactly one of cron or interval")
         if self.interval is not None and self.interval < 1:
             raise ValueError("a Schedule's interval must be at least 1 second")
-        if self.cron is not None:
-            from croniter import croniter
-
-            if not croniter.is_valid(self.cron):
-                raise ValueError(f"invalid cron expression {self.cron!r}")
+        if self.cron is not None and not croniter.is_valid(self.cron):
+            raise ValueError(f"invalid cron expression {self.cron!r}")
 
     def describe(self) -> dict[str, Any]:
         """The schedule as JSON for the catalogue."""
@@ -199,7 +209,7 @@ class TaskRegistry:
         """Add a task; a second task with the same name is a programming error."""
         existing = self._by_name.get(spec.name)
         if existing is not None and existing.path != spec.path:
-            raise ValueError(f"task {spec.name!r} is declared twice ({existing.path} and {spec.path})")
+            raise CatalogueError(f"task {spec.name!r} is declared twice ({existing.path} and {spec.path})")
         self._by_name[spec.name] = spec
         self._by_path[spec.path] = spec
         return spec

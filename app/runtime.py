@@ -1,18 +1,23 @@
-"""The process's live clients (Redis, database) built from its settings, kept in app.extensions."""
+"""The process's live clients (Redis, database) built from its settings, kept in app.extensions.
+
+Each app has its own Runtime: two apps with different settings in one process use
+different Redis servers and databases side by side.
+"""
 
 from __future__ import annotations
 
-import logging
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 from flask import Flask, current_app
 from redis import Redis
+from redis_sentinel_url import connect as _sentinel_connect
 from sqlalchemy.engine import Engine
 
+from app import defaults
 from app.config import Settings
 from app.db import make_engine
-from app.queues import connect
 
 EXTENSION = "tasklane"
 
@@ -54,26 +59,12 @@ def runtime() -> Runtime:
     return current_app.extensions[EXTENSION]
 
 
-def start_process(process: str) -> Flask:
-    """The app of a worker or scheduler process: settings checked, logging set, Redis reached.
-
-    Exits with one line naming the problem when a setting is bad or Redis does not answer.
-    """
-    import sys
-
-    from redis.exceptions import RedisError
-
-    from app import create_app
-    from app.config import load_or_exit
-    from app.logs import configure_logging
-
-    settings = load_or_exit(process=process)
-    configure_logging(settings)
-    logging.getLogger(f"tasklane.{process}").debug("settings: %s", settings.public())
-    app = create_app(settings)
-    try:
-        app.extensions[EXTENSION].redis.ping()
-    except RedisError as exc:
-        print(f"{process}: cannot reach Redis (REDIS_URL): {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    return app
+def connect(url: str, timeout: float | None = defaults.REDIS_SOCKET_TIMEOUT) -> Redis:
+    """A Redis client for ``redis://``, ``rediss://``, ``unix://`` or ``redis+sentinel://`` URLs."""
+    options: dict[str, Any] = {"health_check_interval": 30}
+    if timeout is not None:
+        options.update(socket_connect_timeout=timeout, socket_timeout=timeout)
+    _, client = _sentinel_connect(url, client_class=Redis, client_options=options)
+    if client is None:
+        raise ValueError("a redis+sentinel:// URL must name a service (redis+sentinel://host:port/service)")
+    return client

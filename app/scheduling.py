@@ -32,18 +32,19 @@ from typing import Any
 
 from croniter import croniter
 from redis import Redis
-from rq import scheduler as rq_scheduler_module
 from rq.exceptions import NoSuchJobError
 from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
 from rq_scheduler import Scheduler
 from rq_scheduler.utils import to_unix
 
-from app import defaults, maintenance
+from app import compat, defaults, maintenance
 from app.config import Settings
 from app.dispatch import EnqueueOptions, JobExistsError, enqueue
-from app.queues import JsonJob, JsonQueue, QueueName
-from app.registry import REGISTRY, TaskRegistry, TaskSpec
+from app.meta import Meta
+from app.queues import JsonJob, JsonQueue
+from app.registry import REGISTRY, QueueName, TaskRegistry, TaskSpec
+from app.timeutil import iso
 
 log = logging.getLogger("tasklane.scheduler")
 
@@ -94,7 +95,7 @@ class PeriodicScheduler(Scheduler):
                 EnqueueOptions(job_id=f"{template.id}-{tick}"),
                 default_result_ttl=settings.result_ttl,
                 failure_ttl=settings.failed_job_ttl,
-                meta={"periodic": template.id, "tick": tick},
+                meta={Meta.PERIODIC: template.id, Meta.TICK: tick},
             )
         except JobExistsError:
             log.debug("tick %s of %s was enqueued by another scheduler", tick, template.id)
@@ -103,7 +104,7 @@ class PeriodicScheduler(Scheduler):
         return job  # type: ignore[return-value]
 
     def _reschedule(self, template: JsonJob, tick: int) -> None:
-        definition = template.meta.get("definition") or {}
+        definition = template.meta.get(Meta.DEFINITION) or {}
         schedule = definition.get("schedule") or {}
         now = datetime.now(UTC)
         if schedule.get("cron"):
@@ -146,14 +147,14 @@ def register_periodic(scheduler: Scheduler, registry: TaskRegistry = REGISTRY) -
         if job_id in scheduler:
             try:
                 existing = JsonJob.fetch(job_id, connection=redis)
-                if existing.meta.get("definition") == definition:
+                if existing.meta.get(Meta.DEFINITION) == definition:
                     continue
             except NoSuchJobError:
                 pass
             scheduler.cancel(job_id)
         schedule = spec.schedule
         assert schedule is not None
-        meta = {"task": spec.name, "max_retries": spec.retry.max_retries, "definition": definition}
+        meta = {Meta.TASK: spec.name, Meta.MAX_RETRIES: spec.retry.max_retries, Meta.DEFINITION: definition}
         common: dict[str, Any] = {
             "kwargs": dict(schedule.args),
             "id": job_id,
@@ -189,7 +190,7 @@ def schedules(redis: Redis, registry: TaskRegistry = REGISTRY) -> list[dict[str,
     for spec in registry.periodic():
         assert spec.schedule is not None
         score = redis.zscore(scheduler.scheduled_jobs_key, periodic_job_id(spec))
-        next_run = datetime.fromtimestamp(score, UTC).isoformat().replace("+00:00", "Z") if score else None
+        next_run = iso(datetime.fromtimestamp(score, UTC)) if score else None
         out.append(
             {
                 "id": periodic_job_id(spec),
@@ -212,14 +213,14 @@ class SchedulerProcess:
     ) -> None:
         # RQ's scheduler moves due jobs through this module's Queue: make it the JSON queue,
         # so that they ring the workers' doorbells and never touch pickle.
-        rq_scheduler_module.Queue = JsonQueue  # type: ignore[misc,assignment]
+        compat.use_queue_class_in_rq_scheduler(JsonQueue)
         self.redis = redis
         self.interval = interval
         self.periodic = make_scheduler(redis, interval)
         self.periodic.settings = settings
         self.last_sweep = 0.0
         self.delayed = RQScheduler([q.value for q in QueueName], connection=redis, serializer=JSONSerializer)
-        self.delayed._connection = redis  # type: ignore[assignment]  # share this process's client rather than a second pool
+        compat.share_connection(self.delayed, redis)
         self.stop_requested = False
 
     def _request_stop(self, signum: int, _frame: FrameType | None) -> None:

@@ -15,8 +15,6 @@ import contextlib
 import logging
 import os
 import signal
-import sys
-import threading
 import time
 from collections.abc import Sequence
 from enum import StrEnum
@@ -24,12 +22,12 @@ from types import FrameType
 
 from flask import Flask
 from redis import Redis
-from rq.exceptions import NoSuchJobError
 
-from app import defaults, hooks
-from app.queues import META_NO_RETRY, JsonJob, JsonQueue, QueueName, connect
-from app.runtime import runtime, start_process
-from app.workers import DeadlineBoard, JobStopped, JsonInlineWorker, JsonThreadWorker, JsonWorker
+from app import defaults, lifecycle
+from app.queues import JsonQueue
+from app.registry import QueueName
+from app.runtime import runtime
+from app.workers import DeadlineBoard, JsonInlineWorker, JsonWorker, ThreadPool
 
 log = logging.getLogger("tasklane.worker")
 
@@ -83,7 +81,11 @@ def _queues(redis: Redis, names: Sequence[str]) -> list[JsonQueue]:
 
 def build_worker(redis: Redis, queue_names: Sequence[str], name: str | None = None) -> JsonWorker:
     """An RQ forking worker on ``queue_names`` with the JSON job class."""
-    return JsonWorker(_queues(redis, queue_names), connection=redis, name=name)
+    return JsonWorker(_queues(redis, queue_names), connection=redis, name=name, **_worker_options())
+
+
+def _worker_options() -> dict[str, int]:
+    return {"worker_ttl": runtime().settings.worker_ttl}
 
 
 def _level() -> str:
@@ -106,71 +108,12 @@ def run_process(
             )
         elif args.mode is Mode.INLINE:
             worker = JsonInlineWorker(_queues(redis, args.queues), connection=redis, name=name, board=board,
-                                      slot=first_slot)  # fmt: skip
+                                      slot=first_slot, **_worker_options())  # fmt: skip
             worker.work(burst=args.burst, with_scheduler=False, logging_level=_level())
         else:
-            ThreadPool(app, args, name, board, first_slot).run()
+            ThreadPool(app, args.queues, args.threads, burst=args.burst, name=name, board=board,
+                       first_slot=first_slot, logging_level=_level(), **_worker_options()).run()  # fmt: skip
     return 0
-
-
-class ThreadPool:
-    """``--threads`` inline workers on threads of this process, each with its own connection."""
-
-    def __init__(
-        self,
-        app: Flask,
-        args: argparse.Namespace,
-        name: str | None,
-        board: DeadlineBoard | None,
-        first_slot: int,
-    ) -> None:
-        settings = runtime().settings
-        self.app = app
-        self.burst = args.burst
-        self.workers = []
-        for n in range(args.threads):
-            redis = connect(settings.redis_url, timeout=settings.redis_timeout)
-            self.workers.append(
-                JsonThreadWorker(
-                    _queues(redis, args.queues),
-                    connection=redis,
-                    name=f"{name}-t{n}" if name else None,
-                    board=board,
-                    slot=first_slot + n,
-                )
-            )
-        self.stopping = False
-
-    def _stop(self, signum: int, _frame: FrameType | None) -> None:
-        if self.stopping:
-            log.info("second %s: stopping the jobs in hand", signal.Signals(signum).name)
-            for worker in self.workers:
-                worker.kill_horse()
-            return
-        self.stopping = True
-        log.info(
-            "received %s: warm shutdown of %d worker threads", signal.Signals(signum).name, len(self.workers)
-        )
-        for worker in self.workers:
-            worker.request_stop_soon()
-
-    def _run(self, worker: JsonThreadWorker) -> None:
-        with self.app.app_context(), contextlib.suppress(JobStopped):
-            worker.work(burst=self.burst, with_scheduler=False, logging_level=_level())
-
-    def run(self) -> None:
-        """Run every worker thread; return when all have stopped."""
-        signal.signal(signal.SIGTERM, self._stop)
-        signal.signal(signal.SIGINT, self._stop)
-        threads = [
-            threading.Thread(target=self._run, args=(w,), name=f"worker-{n}")
-            for n, w in enumerate(self.workers)
-        ]
-        for thread in threads:
-            thread.start()
-        while any(t.is_alive() for t in threads):
-            for thread in threads:
-                thread.join(0.2)
 
 
 class Supervisor:
@@ -232,7 +175,7 @@ class Supervisor:
             )
             _kill(pid, signal.SIGKILL)
             for job_id in stuck:
-                _fail_stuck(job_id)
+                lifecycle.fail_stuck(runtime().redis, job_id)
             for s in range(first, first + self.per_process):
                 self.board.clear(s)
 
@@ -249,7 +192,7 @@ class Supervisor:
                 break
             if pid == 0:
                 self._kill_stuck()
-                time.sleep(0.25)
+                time.sleep(defaults.SUPERVISOR_POLL)
                 continue
             if pid not in self.children:
                 continue
@@ -259,20 +202,9 @@ class Supervisor:
                 self.failures += 1
             if not self.stopping and not self.args.burst:
                 log.warning("worker process %d exited with %d; restarting slot %d", pid, code, slot)
-                time.sleep(0.5)
+                time.sleep(defaults.RESTART_DELAY)
                 self._spawn(slot)
         return 1 if self.failures and not self.stopping else 0
-
-
-def _fail_stuck(job_id: str) -> None:
-    """Mark a job whose process was killed for its hard limit: the sweep then fails it for good."""
-    try:
-        job = JsonJob.fetch(job_id, connection=runtime().redis)
-    except NoSuchJobError:
-        return
-    message = f"hard time limit of {job.timeout} s exceeded; its worker process was killed"
-    job.meta[META_NO_RETRY] = True
-    hooks.record_error(job, "TimeLimitExceeded", message)
 
 
 def _kill(pid: int, signum: int) -> None:
@@ -280,10 +212,8 @@ def _kill(pid: int, signum: int) -> None:
         os.kill(pid, signum)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python worker.py``."""
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    app = start_process("worker")
+def serve(app: Flask, args: argparse.Namespace) -> int:
+    """Run the workers ``args`` asks for (a supervisor unless one fork worker); returns the exit status."""
     if args.concurrency == 1 and args.mode is Mode.FORK:
         return run_process(app, args, args.name)
     app.extensions["tasklane"].close()  # each child opens its own connections

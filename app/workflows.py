@@ -17,23 +17,19 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis import Redis
-from rq.job import Job, JobStatus
 
-from app import keys
+from app import defaults, keys
 from app.dispatch import enqueue
-from app.jobs import State, describe
+from app.meta import Meta
 from app.queues import JsonJob
 from app.registry import REGISTRY, TaskSpec
-
-#: Seconds a workflow's record is kept (as long as a failed job).
-WORKFLOW_TTL = 7 * 24 * 3600
-#: Most jobs one workflow may create.
-MAX_STEPS = 200
+from app.states import State, describe
+from app.steps import job_ids, resolve
+from app.timeutil import iso, utcnow
 
 NodeType = Literal["chain", "group", "chord"]
 
@@ -146,19 +142,13 @@ def _count(tree: dict[str, Any]) -> int:
     return sum(_count(child) for child in next(iter(tree.values())))
 
 
-def _job_ids(output: Any) -> list[str]:
-    if isinstance(output, dict):
-        return [output["job"]]
-    return [job_id for item in output for job_id in _job_ids(item)]
-
-
 def _build(
     tree: dict[str, Any], upstream: Any, connection: Redis, settings: Any, wf_id: str, made: list[str]
 ) -> Any:
     """Create the jobs of ``tree`` after ``upstream``; returns the node's output reference."""
     if "task" in tree:
         planned: _Planned = tree["task"]
-        depends = _job_ids(upstream) if upstream is not None else []
+        depends = job_ids(upstream) if upstream is not None else []
         workflow_meta: dict[str, Any] = {"id": wf_id, "path": planned.path}
         if planned.input_field is not None and upstream is not None:
             workflow_meta["input"] = {"field": planned.input_field, "from": upstream}
@@ -169,7 +159,7 @@ def _build(
             None,
             default_result_ttl=settings.result_ttl,
             failure_ttl=settings.failed_job_ttl,
-            meta={"workflow": workflow_meta},
+            meta={Meta.WORKFLOW: workflow_meta},
             depends_on=depends or None,
             job_id=planned.job_id,
         )
@@ -190,65 +180,21 @@ def create(body: WorkflowBody, connection: Redis, settings: Any) -> dict[str, An
     tree = _plan(root, "workflow", False, problems)
     if problems:
         raise WorkflowError("the workflow has invalid steps", problems)
-    if _count(tree) > MAX_STEPS:
-        raise WorkflowError(f"a workflow may have at most {MAX_STEPS} steps", [])
+    if _count(tree) > defaults.MAX_WORKFLOW_STEPS:
+        raise WorkflowError(f"a workflow may have at most {defaults.MAX_WORKFLOW_STEPS} steps", [])
     wf_id = str(uuid.uuid4())
     made: list[str] = []
     output = _build(tree, None, connection, settings, wf_id, made)
     record = {
         "workflow_id": wf_id,
         "type": body.type,
-        "created_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "created_at": iso(utcnow()),
         "job_ids": made,
         "output": output,
         "request": body.model_dump(mode="json"),
     }
-    connection.set(keys.workflow(wf_id), json.dumps(record), ex=WORKFLOW_TTL)
+    connection.set(keys.workflow(wf_id), json.dumps(record), ex=defaults.WORKFLOW_TTL)
     return record
-
-
-def _resolve(output: Any, results: dict[str, Any]) -> Any:
-    if isinstance(output, dict):
-        return results[output["job"]]
-    return [_resolve(item, results) for item in output]
-
-
-def inputs_for(job: Job, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The step's arguments with the output of the steps it waits for filled in."""
-    spec = job.meta.get("workflow", {}).get("input")
-    if not spec:
-        return kwargs
-    ids = _job_ids(spec["from"])
-    results = {}
-    for job_id, upstream in zip(ids, JsonJob.fetch_many(ids, connection=job.connection), strict=True):
-        if upstream is None:
-            raise LookupError(f"the result of step {job_id} has expired; the workflow cannot go on")
-        results[job_id] = upstream.return_value()
-    return {**kwargs, spec["field"]: _resolve(spec["from"], results)}
-
-
-def on_step_failed(job: Job) -> list[str]:
-    """Revoke every job of the workflow that waited, directly or not, on ``job``."""
-    from app.jobs import revoke
-
-    revoked = []
-    pending: list[Job] = [job]
-    seen = {job.id}
-    while pending:
-        current = pending.pop()
-        dependent_ids = [
-            d.decode() if isinstance(d, bytes) else d
-            for d in current.connection.smembers(current.dependents_key)
-        ]
-        for dep in JsonJob.fetch_many([d for d in dependent_ids if d not in seen], connection=job.connection):
-            if dep is None or dep.id in seen:
-                continue
-            seen.add(dep.id)
-            pending.append(dep)
-            if dep.get_status() in (JobStatus.DEFERRED, JobStatus.QUEUED, JobStatus.SCHEDULED):
-                revoke(dep)
-                revoked.append(dep.id)
-    return revoked
 
 
 def status(workflow_id: str, connection: Redis) -> dict[str, Any] | None:
@@ -265,7 +211,7 @@ def status(workflow_id: str, connection: Redis) -> dict[str, Any] | None:
             steps.append({"job_id": job_id, "state": "EXPIRED"})
             continue
         view = describe(job)
-        view["path"] = job.meta.get("workflow", {}).get("path")
+        view["path"] = (job.meta.get(Meta.WORKFLOW) or {}).get("path")
         steps.append(view)
         results[job_id] = view["result"]
     states = {s["state"] for s in steps}
@@ -286,6 +232,6 @@ def status(workflow_id: str, connection: Redis) -> dict[str, Any] | None:
         "state": state.value,
         "created_at": record["created_at"],
         "progress": {"current": done, "total": len(steps), "percent": round(100.0 * done / len(steps), 1)},
-        "result": _resolve(record["output"], results) if state is State.SUCCESS else None,
+        "result": resolve(record["output"], results) if state is State.SUCCESS else None,
         "steps": steps,
     }

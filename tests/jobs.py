@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import time
@@ -188,3 +189,27 @@ def needs_file(path: str) -> str:
 def durable_touch(path: str, seconds: float, steps: int) -> str:
     """slow_touch with retries: a run lost with its worker is run again."""
     return slow_touch(path, seconds, steps)
+
+
+class RunsInput(TaskInput):
+    path: str
+
+
+@task(input=RunsInput, time_limit=30)
+def die_once(path: str) -> int:
+    """Note the run in the file; the first run kills its own process (a crash, an OOM kill)."""
+    runs = Path(path)
+    with runs.open("a") as f:
+        f.write("run\n")
+    count = len(runs.read_text().splitlines())
+    if count == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return count
+
+
+@task(input=RunsInput, time_limit=30)
+def always_die(path: str) -> None:
+    """Note the run, then kill its own process, every time: a poison job."""
+    with Path(path).open("a") as f:
+        f.write("run\n")
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -114,14 +114,15 @@ def drain(app: Any, queue: str = "default") -> None:
     from rq import SimpleWorker
     from rq.serializers import JSONSerializer
 
-    from app.queues import JsonJob, JsonQueue
+    from app.execution import ExecutingJob
+    from app.queues import JsonQueue
 
     redis_client = app.extensions["tasklane"].redis
     with app.app_context():
         SimpleWorker(
             [JsonQueue(queue, connection=redis_client)],
             connection=redis_client,
-            job_class=JsonJob,
+            job_class=ExecutingJob,
             serializer=JSONSerializer,
         ).work(burst=True)
 

@@ -36,10 +36,11 @@ def children(pid: int) -> list[int]:
 def test_job_of_a_killed_worker_runs_again_and_succeeds(
     start: Starter, rconn: redis.Redis, client: FlaskClient, auth: dict[str, str], tmp_path: Path
 ) -> None:
-    """A job whose worker is SIGKILLed mid-run (its horse dying too) is run again to SUCCESS within 60 s."""
+    """A job whose worker is SIGKILLed mid-run (its horse dying too) is run again to SUCCESS within 60 s,
+    with the default policy (no retries): an orphan has not failed, and spends no retry."""
     victim = start_worker(start, rconn, "default")
     marker = tmp_path / "durable"
-    job_id = enqueue(client, auth, "durable_touch", {"path": str(marker), "seconds": 4})
+    job_id = enqueue(client, auth, "slow_touch", {"path": str(marker), "seconds": 4})
     first = wait_state(client, auth, job_id, {"STARTED", "PROGRESS"}, 15)
     horses = wait_for(lambda: children(victim.pid), 5, message="the work horse")
     assert len(horses) == 1, horses
@@ -64,7 +65,8 @@ def test_job_of_a_killed_worker_runs_again_and_succeeds(
     elapsed = time.monotonic() - killed
     assert done["state"] == "SUCCESS", done
     assert elapsed < 60, f"the job succeeded only {elapsed:.1f} s after its worker died"
-    assert done["retries"] >= 1
+    assert done["retries"] == 0
+    assert [a["type"] for a in rconn_attempts(rconn, job_id)] == ["WorkerLostError"]
     assert marker.read_text() == "ran"
 
 
@@ -75,11 +77,11 @@ def test_job_dequeued_by_a_dead_worker_is_put_back_and_run(
 ) -> None:
     """A job left in a queue's intermediate list is requeued by the rescue sweep, then runs."""
     from app.maintenance import rescue_intermediate
-    from app.queues import _move_first, get_queue
+    from app.queues import _move_first_with_data, get_queue
 
     job_id = enqueue(client, auth, "add", {"x": 40, "y": 2})
     # A worker takes it and dies before starting it.
-    assert _move_first(rconn, QUEUE_KEYS) == ("rq:queue:default", job_id)
+    assert _move_first_with_data(rconn, QUEUE_KEYS)[:2] == ("rq:queue:default", job_id)
     assert rconn.lrange("rq:queue:default", 0, -1) == []
     assert rconn.lrange("rq:queue:default:intermediate", 0, -1) == [job_id.encode()]
 
@@ -116,3 +118,57 @@ def test_burst_worker_on_several_queues_drains_them_all(
     assert sum(rconn.llen(k) for k in QUEUE_KEYS) == 0
     leftovers = {k.decode(): rconn.llen(k) for k in rconn.scan_iter("rq:queue:*:intermediate")}
     assert not any(leftovers.values()), leftovers
+
+
+def rconn_attempts(rconn: redis.Redis, job_id: str) -> list[dict[str, object]]:
+    """The attempts recorded in a job's meta."""
+    from app.queues import JsonJob
+
+    return list(JsonJob.fetch(job_id, connection=rconn).meta.get("attempts") or [])
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(90)
+def test_a_killed_work_horse_gives_one_outcome(
+    start: Starter, rconn: redis.Redis, client: FlaskClient, auth: dict[str, str], tmp_path: Path
+) -> None:
+    """A fork-mode job whose horse is killed is requeued by its worker (never shown as FAILURE,
+    no retry spent), runs again once, and is not run a third time by the sweep later."""
+    start_worker(start, rconn, "default")
+    start("scheduler.py")
+    runs = tmp_path / "runs"
+    job_id = enqueue(client, auth, "die_once", {"path": str(runs)})
+    states = set()
+    deadline = time.monotonic() + 30
+    while (view := get_job(client, auth, job_id))["state"] not in FINAL:
+        states.add(view["state"])
+        assert time.monotonic() < deadline, view
+        time.sleep(0.05)
+    assert view["state"] == "SUCCESS", view
+    assert view["result"] == 2
+    assert view["retries"] == 0
+    assert "FAILURE" not in states
+    time.sleep(22)  # past the sweep's rescue delay (15 s), which used to run it once more
+    assert runs.read_text().splitlines() == ["run", "run"]
+    assert get_job(client, auth, job_id)["state"] == "SUCCESS"
+    assert rconn.llen("rq:queue:default:intermediate") == 0
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(90)
+def test_a_job_that_kills_every_horse_fails_as_a_poison_job(
+    start: Starter, rconn: redis.Redis, client: FlaskClient, auth: dict[str, str], tmp_path: Path
+) -> None:
+    """A job that kills its process every time is requeued MAX_ORPHAN_REQUEUES times, then fails
+    with WorkerLostError; the queue behind it keeps flowing."""
+    from app import defaults
+
+    start_worker(start, rconn, "default")
+    runs = tmp_path / "runs"
+    poison = enqueue(client, auth, "always_die", {"path": str(runs)})
+    after = enqueue(client, auth, "add", {"x": 1, "y": 2})
+    done = wait_state(client, auth, poison, FINAL, 40)
+    assert done["state"] == "FAILURE", done
+    assert done["error"]["type"] == "WorkerLostError", done["error"]
+    assert len(runs.read_text().splitlines()) == defaults.MAX_ORPHAN_REQUEUES + 1
+    assert wait_state(client, auth, after, FINAL, 20)["result"] == 3

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from app import embedded_redis
-from app.queues import JsonJob, JsonQueue, connect
+from app.queues import JsonJob, JsonQueue
+from app.runtime import connect
 from tests.servers import pid_alive, wait_for
 
 #: Unix socket paths are limited to about 104 bytes (108 on Linux); leave room.

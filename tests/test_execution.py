@@ -15,10 +15,10 @@ from rq.registry import FailedJobRegistry
 from rq.serializers import DefaultSerializer
 
 from app.dispatch import enqueue
-from app.jobs import State, describe, state_of
 from app.progress import report_progress
 from app.queues import JsonJob, JsonQueue, UnknownTaskError, fetch_job
 from app.registry import REGISTRY
+from app.states import State, describe, state_of
 from tests.servers import drain
 
 

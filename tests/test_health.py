@@ -19,6 +19,7 @@ from rq.utils import utcformat
 
 from app import create_app, defaults, health
 from app.dispatch import enqueue
+from app.execution import ExecutingJob
 from app.queues import JsonJob
 from app.registry import REGISTRY
 from app.workers import JsonWorker
@@ -87,7 +88,7 @@ def run_health_check(app: Flask) -> dict[str, Any]:
     assert spec is not None
     job = enqueue(spec, spec.validate({}), redis, default_result_ttl=600, failure_ttl=600)
     with app.app_context():
-        worker = SimpleWorker(["high"], connection=redis, job_class=JsonJob, serializer=JSONSerializer)
+        worker = SimpleWorker(["high"], connection=redis, job_class=ExecutingJob, serializer=JSONSerializer)
         assert worker.work(burst=True) is True
     done = JsonJob.fetch(job.id, connection=redis)
     assert done.get_status() == "finished", done.latest_result()

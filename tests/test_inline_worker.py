@@ -11,6 +11,7 @@ from rq.job import JobStatus
 from rq.serializers import JSONSerializer
 
 from app.dispatch import enqueue
+from app.execution import ExecutingJob
 from app.queues import JsonJob, JsonQueue
 from app.registry import REGISTRY
 from app.workers import JsonInlineWorker
@@ -39,7 +40,7 @@ def _run(app: Flask, connection: Any, worker_class: type) -> Any:
         worker = worker_class(
             [JsonQueue("default", connection=connection)],
             connection=connection,
-            job_class=JsonJob,
+            job_class=ExecutingJob,
             serializer=JSONSerializer,
         )
         worker.work(burst=True)

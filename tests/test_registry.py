@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from app.queues import QueueName
-from app.registry import REGISTRY, RateLimit, RetryPolicy, Schedule, TaskInput, TaskRegistry, task
+from app.registry import REGISTRY, QueueName, RateLimit, RetryPolicy, Schedule, TaskInput, TaskRegistry, task
 
 
 class XInput(TaskInput):

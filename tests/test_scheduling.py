@@ -13,8 +13,9 @@ from redis import Redis
 from rq.registry import ScheduledJobRegistry
 
 from app.dispatch import EnqueueOptions, enqueue
-from app.queues import JsonJob, JsonQueue, QueueName, connect
-from app.registry import REGISTRY, Schedule, TaskRegistry, task
+from app.queues import JsonJob, JsonQueue
+from app.registry import REGISTRY, QueueName, Schedule, TaskRegistry, task
+from app.runtime import connect
 from app.scheduling import (
     PeriodicScheduler,
     SchedulerProcess,

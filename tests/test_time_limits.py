@@ -62,6 +62,7 @@ def test_hard_limit_kills_a_horse_that_blocks_the_alarm(
     assert (after["state"], after["result"]) == ("SUCCESS", 5)
     workers = client.get("/api/v1/workers", headers=auth).get_json()["workers"]
     assert [w["name"] for w in workers if w["pid"] == worker.pid] == [after["worker"]]
+    assert done["worker"] == after["worker"], "the killed job must name the worker that ran it"
 
 
 @pytest.mark.integration
@@ -130,16 +131,16 @@ def test_hard_limit_stops_a_blocking_socket_read(
 def test_in_process_worker_applies_the_soft_limit(
     app: Flask, client: FlaskClient, auth: dict[str, str], redis_url: str
 ) -> None:
-    """JsonSimpleWorker (no fork) raises the soft limit inside partial_work too."""
+    """JsonInlineWorker (no fork) raises the soft limit inside partial_work too."""
     from app.queues import JsonQueue
-    from app.workers import JsonSimpleWorker
+    from app.workers import JsonInlineWorker
 
     job_id = enqueue(client, auth, "partial_work", {"items": 100, "per_item": 0.1})
     conn = redis.Redis.from_url(redis_url)
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM)}
     try:
         with app.app_context():
-            JsonSimpleWorker([JsonQueue("default", connection=conn)], connection=conn).work(burst=True)
+            JsonInlineWorker([JsonQueue("default", connection=conn)], connection=conn).work(burst=True)
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)

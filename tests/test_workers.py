@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from app.limits import SoftTimeLimitExceeded, TimeLimitExceeded
+from app.limits import SoftTimeLimitExceeded, ThreadTimeLimits, TimeLimitExceeded
 from app.supervisor import Mode, parse_args
-from app.workers import DeadlineBoard, ThreadTimeLimits
+from app.workers import DeadlineBoard
 
 
 def test_default_queues_in_priority_order() -> None:

@@ -11,9 +11,12 @@ from rq.exceptions import DeserializationError, NoSuchJobError
 from app import defaults
 from app.api import api
 from app.api.errors import APIError
-from app.jobs import JobFinished, JobNotFailed, State, describe, list_jobs, retry_failed, revoke
-from app.queues import JsonJob, QueueName, fetch_job
+from app.lifecycle import JobFinished, JobNotFailed, retry_failed, revoke
+from app.listing import list_jobs
+from app.queues import JsonJob, fetch_job
+from app.registry import QueueName
 from app.runtime import runtime
+from app.states import State, describe
 
 
 def _job(job_id: str) -> JsonJob:

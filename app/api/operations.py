@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from flask import Response, jsonify
 
 from app.api import api
 from app.queues import all_queues
 from app.runtime import runtime
 from app.scheduling import schedules
+from app.timeutil import iso
+from app.workers import JsonWorker
 
 
 @api.get("/queues")
@@ -32,18 +32,9 @@ def list_queues() -> Response:
     return jsonify({"queues": out})
 
 
-def _iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    value = value if value.tzinfo else value.replace(tzinfo=UTC)
-    return value.isoformat().replace("+00:00", "Z")
-
-
 @api.get("/workers")
 def list_workers() -> Response:
     """Per worker: name, host, pid, state, current job, queues, counts, last heartbeat."""
-    from app.workers import JsonWorker
-
     out = []
     for worker in JsonWorker.all(connection=runtime().redis):
         out.append(
@@ -56,8 +47,8 @@ def list_workers() -> Response:
                 "queues": worker.queue_names(),
                 "successes": worker.successful_job_count,
                 "failures": worker.failed_job_count,
-                "last_heartbeat": _iso(worker.last_heartbeat),
-                "birth": _iso(worker.birth_date),
+                "last_heartbeat": iso(worker.last_heartbeat),
+                "birth": iso(worker.birth_date),
             }
         )
     out.sort(key=lambda w: str(w["name"]))

@@ -18,10 +18,9 @@ from app.dispatch import (
     enqueue,
     enqueue_many,
 )
-from app.jobs import state_of
-from app.queues import QueueName
-from app.registry import REGISTRY
+from app.registry import REGISTRY, QueueName
 from app.runtime import runtime
+from app.states import state_of
 
 
 @api.get("/tasks")

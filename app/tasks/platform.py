@@ -7,9 +7,9 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, Field
 
 from app import health
-from app.queues import QueueName
-from app.registry import RetryPolicy, Schedule, TaskInput, task
+from app.registry import QueueName, RetryPolicy, Schedule, TaskInput, task
 from app.runtime import runtime
+from app.services import services
 
 
 def _integral(value: float) -> float | int:
@@ -55,6 +55,6 @@ def xsum(numbers: list[float]) -> float:
 def health_check() -> dict[str, Any]:
     """Ping Redis, the database, worker heartbeats and HEALTH_CHECK_URLS; store the report for /readyz."""
     rt = runtime()
-    report = health.run_checks(rt)
+    report = health.run_checks(rt, services().http)
     health.store_report(rt.redis, report)
     return report

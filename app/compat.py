@@ -1,0 +1,121 @@
+"""Every reach into RQ, rq-scheduler and rq-dashboard below their public API, in one place.
+
+Tasklane subclasses RQ's worker, job and queue classes and overrides documented
+methods; those overrides are pinned by ``tests/test_compat.py`` (their signatures and
+the attributes read here). Anything beyond that, a private attribute, a module global
+patched, a method whose body RQ would otherwise repeat, goes through a function of this
+module, so that an upgrade of RQ fails one test loudly instead of misbehaving quietly.
+
+Pinned versions: rq 3.0.0, rq-scheduler 0.14.0, rq-dashboard 0.9.0.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis import Redis
+from rq.job import Job, JobStatus
+from rq.job_lifecycle import record_job_failure
+from rq.timeouts import BaseDeathPenalty
+
+#: The library versions whose internals this module was written against.
+PINNED = {"rq": "3.0.0", "rq-scheduler": "0.14.0", "rq-dashboard": "0.9.0"}
+
+
+# --- rq: jobs -------------------------------------------------------------------------------
+
+
+def set_job_status(job: Job, status: JobStatus) -> None:
+    """Set the status RQ caches on the job object, without a write (the write is in a pipeline)."""
+    job._status = status
+
+
+def record_failure(job: Job, exc_string: str, pipeline: Any) -> None:
+    """RQ's worker-less failure: status FAILED, the failed registry and a failure result."""
+    record_job_failure(job, exc_string, pipeline)
+
+
+def record_success(job: Job, result_ttl: int, pipeline: Any, worker_name: str, execution: Any) -> None:
+    """RQ's success writes for ``job`` (result, finished registry), recorded on ``pipeline``."""
+    job._handle_success(
+        result_ttl,
+        pipeline=pipeline,
+        worker_name=worker_name,
+        execution_id=execution.id,
+        execution_started_at=execution.created_at,
+        execution_ended_at=job.ended_at,
+    )
+
+
+def pipeline_commands(pipeline: Any) -> list[Any]:
+    """The commands queued on an unsent pipeline, as a flat list: count, command, args, count, ..."""
+    out: list[Any] = []
+    for args, _options in pipeline.command_stack:
+        out.append(len(args))
+        out.extend(args)
+    return out
+
+
+# --- rq: workers and time limits ------------------------------------------------------------
+
+
+def stopped_job_id(worker: Any) -> str | None:
+    """The id of the job the worker was told to stop (``rq``'s stop-job command), if any."""
+    return getattr(worker, "_stopped_job_id", None)
+
+
+def request_stop(worker: Any) -> None:
+    """Ask a worker to leave its loop after the job in hand (warm shutdown), without a signal."""
+    worker._stop_requested = True
+
+
+def stop_requested(worker: Any) -> bool:
+    """True once the worker was asked to stop."""
+    return bool(getattr(worker, "_stop_requested", False))
+
+
+def worker_state(worker: Any) -> str | None:
+    """The state the worker last wrote (RQ caches it on the object)."""
+    return getattr(worker, "_state", None)
+
+
+def death_penalty_timeout(penalty: BaseDeathPenalty) -> float:
+    """The hard limit, in seconds, a death penalty was created with."""
+    return float(penalty._timeout)
+
+
+# --- rq's scheduler, rq-scheduler -----------------------------------------------------------
+
+
+def use_queue_class_in_rq_scheduler(queue_class: type) -> None:
+    """Make RQ's scheduler move due jobs through ``queue_class`` (it builds queues from a module global)."""
+    from rq import scheduler as rq_scheduler_module
+
+    rq_scheduler_module.Queue = queue_class  # type: ignore[misc,assignment]
+
+
+def share_connection(scheduler: Any, connection: Redis) -> None:
+    """Make RQ's scheduler use ``connection`` rather than opening a pool of its own."""
+    scheduler._connection = connection
+
+
+# --- rq-dashboard ---------------------------------------------------------------------------
+
+
+def make_dashboard_json_only(job_class: type, queue_class: type, worker_class: type, requeue: Any) -> None:
+    """Point rq-dashboard's module-level names at JSON classes, so no view can unpickle."""
+    from rq.serializers import JSONSerializer
+    from rq_dashboard import web
+
+    web.config.serializer = JSONSerializer
+    web.Job = job_class
+    web.Queue = queue_class
+    web.Worker = worker_class
+    web.requeue_job = requeue
+
+
+def dashboard_helpers() -> tuple[Any, Any]:
+    """rq-dashboard's ``serialize_date`` and ``format_job_description`` (used by a replaced view)."""
+    from rq_dashboard import web
+
+    return web.serialize_date, web.format_job_description

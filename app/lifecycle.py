@@ -1,0 +1,276 @@
+"""Every outcome of a job, in one place, whichever worker mode or sweep observed it.
+
+- :func:`succeeded`: the task returned;
+- :func:`retrying`: an attempt failed and another is scheduled;
+- :func:`failed`: the job failed for good (or was stopped while it ran);
+- :func:`revoked`: the job was revoked before it ran;
+- :func:`orphaned`: the worker holding the job died: it is put back on its queue without
+  spending a retry (as Sidekiq Pro's super_fetch and River's rescuer do), up to
+  ``MAX_ORPHAN_REQUEUES`` times, after which it fails as a poison job;
+- :func:`deferred`: the task's rate limit put the job back for later.
+
+The workers (fork, inline, threads), the supervisor and the scheduler's sweeps call
+these and nothing else, so metrics, alerts, logs and workflow bookkeeping have one hook
+each. A job's outcome is recorded once, by the one path that observed it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections import deque
+from typing import Any
+
+import requests
+from flask import current_app, has_app_context
+from redis import Redis
+from rq.command import send_stop_job_command
+from rq.exceptions import InvalidJobOperation
+from rq.job import Job, JobStatus
+from rq.queue import Queue
+from rq.registry import StartedJobRegistry
+from rq.serializers import JSONSerializer
+
+from app import compat, defaults
+from app.execution import record_attempt, record_error
+from app.lua import LuaScript
+from app.meta import Meta
+from app.queues import JsonJob, JsonQueue, task_spec
+from app.states import State
+from app.timeutil import iso, seconds_from_now, utcnow
+
+log = logging.getLogger("tasklane.lifecycle")
+
+_RELEASE_IF_OWNER = LuaScript(
+    """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+)
+
+#: Statuses of a job that has not started and can still be revoked by cancelling it.
+_WAITING = (JobStatus.DEFERRED, JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.CREATED)
+
+
+class JobFinished(Exception):
+    """The job has already finished, successfully or not."""
+
+
+class JobNotFailed(Exception):
+    """Only a failed job can be retried."""
+
+
+def _context(job: Job) -> dict[str, Any]:
+    return {"job_id": job.id, "task": job.meta.get(Meta.TASK), "queue": job.origin}
+
+
+# --- outcomes -------------------------------------------------------------------------------
+
+
+def succeeded(job: Job) -> None:
+    """The task returned: free its uniqueness lock."""
+    release_unique(job)
+
+
+def retrying(job: Job) -> None:
+    """An attempt failed and another is scheduled (its time is in the job's meta)."""
+    log.info("attempt failed; retry at %s", job.meta.get(Meta.NEXT_RETRY_AT), extra=_context(job))
+
+
+def failed(job: Job, exc_string: str, *, stopped: bool = False) -> None:
+    """The job failed for good (or was stopped): revoke what waited on it, free its lock, alert."""
+    release_unique(job)
+    revoke_dependents(job)
+    spec = task_spec(job)
+    if spec is not None and spec.critical and not stopped:
+        alert(job, spec.name, exc_string)
+
+
+def revoked(job: Job) -> None:
+    """The job was revoked before it ran: free its lock and revoke what waited on it."""
+    release_unique(job)
+    revoke_dependents(job)
+
+
+def deferred(job: Job, queue: Queue, wait: float) -> None:
+    """Put a dequeued job back, to start when its task's rate limit allows; never a failure."""
+    when = seconds_from_now(wait)
+    job.meta[Meta.RATE_LIMITED_UNTIL] = iso(when)
+    with job.connection.pipeline() as pipe:
+        pipe.lrem(queue.intermediate_queue_key, 1, job.id)
+        queue.schedule_job(job, when, pipeline=pipe)
+        pipe.execute()
+    log.info("rate limited: waits %.2f s", wait, extra=_context(job))
+
+
+def orphaned(job: Job, queue: JsonQueue, cleanup: Any = None) -> bool:
+    """The worker (or work horse) holding ``job`` died: requeue it, or fail it as a poison job.
+
+    ``cleanup(pipeline)`` removes the job's execution from the started registry in the same
+    transaction. Returns True when the job was put back on its queue.
+    """
+    job.meta = job.get_meta(refresh=True)
+    recorded = job.meta.get(Meta.ERROR) or {}
+    if job.meta.get(Meta.NO_RETRY) and recorded.get("type") == "TimeLimitExceeded":
+        # The supervisor killed its process for the hard limit and recorded why: that is final.
+        fail_now(job, queue, None, cleanup=cleanup)
+        return False
+    count = int(job.meta.get(Meta.ORPHANED) or 0)
+    if count >= defaults.MAX_ORPHAN_REQUEUES:
+        message = (
+            f"the worker running this job died {count + 1} times; "
+            "it is failed as a poison job (see the attempts for each death)"
+        )
+        fail_now(job, queue, ("WorkerLostError", message), cleanup=cleanup)
+        return False
+    record_attempt(
+        job, "WorkerLostError", "the worker running this job died; requeued without spending a retry"
+    )
+    job.meta[Meta.ORPHANED] = count + 1
+    with job.connection.pipeline() as pipe:
+        if cleanup is not None:
+            cleanup(pipe)
+        job.save_meta()
+        job.set_status(JobStatus.QUEUED, pipeline=pipe)
+        pipe.lrem(queue.intermediate_queue_key, 0, job.id)
+        queue.push_job_id(job.id, pipeline=pipe, at_front=True)
+        pipe.execute()
+    log.warning("the worker holding the job died; requeued (%d of %d)", count + 1,
+                defaults.MAX_ORPHAN_REQUEUES, extra=_context(job))  # fmt: skip
+    return True
+
+
+def fail_now(job: Job, queue: JsonQueue, error: tuple[str, str] | None, cleanup: Any = None) -> None:
+    """Fail a job whose process is gone, for good: recorded error, failed registry, then :func:`failed`."""
+    if error is not None:
+        record_error(job, *error)
+    recorded = job.meta.get(Meta.ERROR) or {}
+    exc_string = f"{recorded.get('type', 'Error')}: {recorded.get('message', '')}"
+    job.ended_at = utcnow()
+    with job.connection.pipeline() as pipe:
+        if cleanup is not None:
+            cleanup(pipe)
+        pipe.lrem(queue.intermediate_queue_key, 0, job.id)
+        compat.record_failure(job, exc_string, pipe)
+        pipe.execute()
+    queue.enqueue_dependents(job)
+    log.error("failed for good: %s", exc_string, extra=_context(job))
+    failed(job, exc_string)
+
+
+def fail_stuck(connection: Redis, job_id: str) -> None:
+    """A job whose process was killed for its hard time limit: fail it now, with that cause."""
+    job = JsonJob.fetch_many([job_id], connection=connection)[0]
+    if job is None or job.get_status() != JobStatus.STARTED:
+        return
+    queue = JsonQueue(job.origin, connection=connection)
+    job.meta = job.get_meta(refresh=True)
+    job.meta[Meta.NO_RETRY] = True
+    message = f"hard time limit of {job.timeout} s exceeded; its worker process was killed"
+    registry = StartedJobRegistry(job.origin, connection=connection, job_class=JsonJob)
+    members = started_members(connection, registry.key, job.id)
+
+    def cleanup(pipe: Any) -> None:
+        if members:
+            pipe.zrem(registry.key, *members)
+
+    fail_now(job, queue, ("TimeLimitExceeded", message), cleanup=cleanup)
+
+
+def started_members(connection: Redis, key: str, job_id: str) -> list[bytes]:
+    """The started registry's ``<job_id>:<execution_id>`` members of one job."""
+    prefix = f"{job_id}:".encode()
+    members: list[bytes] = connection.zrange(key, 0, -1)  # type: ignore[assignment]
+    return [m for m in members if m == job_id.encode() or m.startswith(prefix)]
+
+
+# --- operations on a job --------------------------------------------------------------------
+
+
+def revoke(job: Job) -> State:
+    """Cancel a waiting job or stop a running one (on whichever host runs it)."""
+    status = job.get_status()
+    if status in (JobStatus.CANCELED, JobStatus.STOPPED):
+        return State.REVOKED
+    if status in (JobStatus.FINISHED, JobStatus.FAILED):
+        raise JobFinished(f"job {job.id} has already finished ({status.value})")
+    job.meta[Meta.REVOKED] = True
+    job.save_meta()
+    if status == JobStatus.STARTED:
+        # Between dequeue and start there is no worker to tell: the revoke flag stops the run.
+        # The worker that stops it records the outcome (failed, stopped).
+        with contextlib.suppress(InvalidJobOperation):
+            send_stop_job_command(job.connection, job.id, serializer=JSONSerializer)
+        return State.REVOKED
+    job.cancel()
+    revoked(job)
+    return State.REVOKED
+
+
+def retry_failed(job: Job) -> None:
+    """Put a failed job back on its queue for a fresh run."""
+    if job.get_status() != JobStatus.FAILED:
+        raise JobNotFailed(f"job {job.id} is {job.get_status().value}, not failed")
+    for key in (Meta.NO_RETRY, Meta.REVOKED, Meta.ORPHANED):
+        job.meta.pop(key, None)
+    job.save_meta()
+    job.requeue()
+
+
+def revoke_dependents(job: Job) -> list[str]:
+    """Revoke every job that waited, directly or not, on ``job``; iteratively, in bounded time.
+
+    A 10,000-step chain is walked level by level (one SMEMBERS and one bulk fetch per
+    level), never by recursion.
+    """
+    connection = job.connection
+    revoked_ids: list[str] = []
+    seen = {job.id}
+    frontier: deque[str] = deque([job.id])
+    while frontier:
+        current = frontier.popleft()
+        members = connection.smembers(JsonJob.dependents_key_for(current))
+        ids = [m.decode() if isinstance(m, bytes) else m for m in members]
+        ids = [i for i in ids if i not in seen]
+        seen.update(ids)
+        for dep in JsonJob.fetch_many(ids, connection=connection):
+            if dep is None:
+                continue
+            frontier.append(dep.id)
+            if dep.get_status(refresh=False) in _WAITING:
+                dep.meta[Meta.REVOKED] = True
+                dep.save_meta()
+                dep.cancel()
+                release_unique(dep)
+                revoked_ids.append(dep.id)
+    return revoked_ids
+
+
+def release_unique(job: Job) -> None:
+    """Free the task's uniqueness lock if this job holds it."""
+    key = job.meta.get(Meta.UNIQUE_KEY)
+    if key:
+        _RELEASE_IF_OWNER(job.connection, keys=[key], args=[job.id])
+
+
+def alert(job: Job, task: str, exc_string: str) -> None:
+    """Raise the alarm for a critical task's final failure: an ERROR log line and ALERT_WEBHOOK_URL."""
+    error = job.meta.get(Meta.ERROR) or {}
+    payload: dict[str, Any] = {
+        "event": "job.failed",
+        "job_id": job.id,
+        "task": task,
+        "queue": job.origin,
+        "error": error,
+        "attempts": len(job.meta.get(Meta.ATTEMPTS) or []),
+        "failed_at": iso(utcnow()),
+    }
+    summary = error.get("message") or (exc_string.strip().splitlines() or [""])[-1]
+    context = {"job_id": job.id, "task": task, "queue": job.origin}
+    log.error("critical task %s failed for good: %s", task, summary, extra=context)
+    url = current_app.extensions["tasklane"].settings.alert_webhook_url if has_app_context() else ""
+    if url:
+        try:
+            requests.post(url, json=payload, timeout=defaults.ALERT_TIMEOUT).raise_for_status()
+        except requests.RequestException as exc:
+            log.error("alert webhook failed: %s", exc, extra=context)

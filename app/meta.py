@@ -1,0 +1,46 @@
+"""The names of the job-metadata fields the platform owns: one home, one spelling.
+
+RQ keeps a job's ``meta`` as a JSON object beside its data; these are the keys Tasklane
+writes there. The job API, the dashboard's job page and the workers read them by these
+names only.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Meta(StrEnum):
+    """A job-metadata key."""
+
+    #: The registry name of the job's task.
+    TASK = "task"
+    #: The retry budget the job was created with (RQ keeps only what is left).
+    MAX_RETRIES = "max_retries"
+    #: Set when the latest failure must not be retried (policy, bad arguments, revoke).
+    NO_RETRY = "no_retry"
+    #: Set when the job was revoked; a run that has not started yet is skipped.
+    REVOKED = "revoked"
+    #: Seconds before the next attempt, asked for by the task (``raise RetryTask(countdown)``).
+    RETRY_COUNTDOWN = "retry_countdown"
+    #: When the next attempt is due (ISO 8601, UTC).
+    NEXT_RETRY_AT = "next_retry_at"
+    #: The latest error: ``{"type", "message"}``.
+    ERROR = "error"
+    #: Every failed attempt: ``[{"attempt", "type", "message", "at"}, ...]``.
+    ATTEMPTS = "attempts"
+    #: When a job deferred by its task's rate limit may start (ISO 8601, UTC).
+    RATE_LIMITED_UNTIL = "rate_limited_until"
+    #: The uniqueness lock the job holds while it waits or runs.
+    UNIQUE_KEY = "unique_key"
+    #: What the task last reported: ``{"current", "total", "percent", "stage"?, "message"?}``.
+    PROGRESS = "progress"
+    #: The job's place in a workflow: ``{"id", "path", "input"?}``.
+    WORKFLOW = "workflow"
+    #: The periodic entry a job was enqueued for, and the tick it runs.
+    PERIODIC = "periodic"
+    TICK = "tick"
+    #: A periodic entry's definition (func, queue, schedule).
+    DEFINITION = "definition"
+    #: How often the job was put back because the worker holding it died.
+    ORPHANED = "orphaned"

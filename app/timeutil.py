@@ -1,0 +1,28 @@
+"""Time helpers shared by every layer: UTC, ISO 8601 with ``Z``, RQ's whole seconds."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware, in UTC."""
+    return datetime.now(UTC)
+
+
+def iso(value: datetime | None) -> str | None:
+    """``value`` as ISO 8601 with a ``Z`` (naive values are taken as UTC), or None."""
+    if value is None:
+        return None
+    value = value if value.tzinfo else value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def whole_second_after(when: datetime) -> datetime:
+    """``when`` rounded up to a whole second: RQ's scheduled registry truncates to seconds."""
+    return when if when.microsecond == 0 else (when + timedelta(seconds=1)).replace(microsecond=0)
+
+
+def seconds_from_now(seconds: float) -> datetime:
+    """The whole second at or after ``seconds`` from now (never early)."""
+    return whole_second_after(utcnow() + timedelta(seconds=seconds))

@@ -1,0 +1,27 @@
+"""The worker classes, one module per mode; RQ's classes own the work loop.
+
+- ``fork`` (:class:`JsonWorker`): one work horse per job, the most isolated;
+- ``inline`` (:class:`JsonInlineWorker`): jobs in the worker process, the fewest round trips;
+- ``threads`` (:class:`JsonThreadWorker`, :class:`ThreadPool`): inline workers on threads,
+  for jobs that wait on I/O.
+
+Every mode keeps RQ's data model (job hashes, registries, results, worker keys), so
+rq-dashboard and the ``rq`` CLI read their jobs and workers. Process management lives in
+app/supervisor.py.
+"""
+
+from __future__ import annotations
+
+from app.workers.base import TasklaneWorkerMixin
+from app.workers.fork import JsonWorker
+from app.workers.inline import DeadlineBoard, JsonInlineWorker
+from app.workers.threads import JsonThreadWorker, ThreadPool
+
+__all__ = [
+    "DeadlineBoard",
+    "JsonInlineWorker",
+    "JsonThreadWorker",
+    "JsonWorker",
+    "TasklaneWorkerMixin",
+    "ThreadPool",
+]

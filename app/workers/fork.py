@@ -1,0 +1,89 @@
+"""The ``fork`` mode: RQ's forking worker, one work horse per job.
+
+The most isolated mode: a crash or leak dies with the horse, and a horse stuck past its
+hard time limit, even in C code, is killed by the worker that forked it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import select
+import signal
+import time
+from typing import Any
+
+from rq import Worker
+from rq.job import Job
+from rq.queue import Queue
+
+from app import defaults
+from app.workers.base import TasklaneWorkerMixin
+
+
+class JsonWorker(TasklaneWorkerMixin, Worker):  # type: ignore[misc]
+    """RQ's forking worker: one work horse per job, killed if it outlives its hard limit."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **self._init_tasklane(kwargs))
+        self._deadline: float | None = None
+        self._hard_killed: str | None = None
+        self._horse_lost: str | None = None
+
+    def fork_work_horse(self, job: Job, queue: Queue) -> None:
+        """Fork, and remember when the horse must be gone."""
+        self._hard_killed = None
+        self._deadline = (
+            time.monotonic() + float(job.timeout or defaults.TIME_LIMIT) + defaults.HARD_KILL_GRACE
+        )
+        super().fork_work_horse(job, queue)
+
+    def setup_work_horse_signals(self) -> None:
+        """A work horse dies with its worker, so that a killed worker's job never runs twice at once."""
+        super().setup_work_horse_signals()
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+    def wait_for_horse(self) -> tuple[int | None, int | None, Any]:
+        """Wait for the horse; past its hard limit, kill it wherever it is stuck."""
+        pid = self.horse_pid
+        if pid and self._deadline is not None:
+            remaining = self._deadline - time.monotonic()
+            if (remaining > 0 and not _wait_exit(pid, remaining)) or (remaining <= 0 and not _exited(pid)):
+                self._kill_for_time_limit(pid)
+        return super().wait_for_horse()
+
+    def _kill_for_time_limit(self, pid: int) -> None:
+        self.log.warning("Worker %s: work horse %d is past its hard time limit; killing it", self.name, pid)
+        self._hard_killed = self.get_current_job_id()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+
+
+def _wait_exit(pid: int, timeout: float) -> bool:
+    """Wait up to ``timeout`` s for ``pid`` to exit without reaping it; True if it did."""
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if _exited(pid):
+                return True
+            time.sleep(0.05)
+        return _exited(pid)
+    try:
+        ready, _, _ = select.select([fd], [], [], timeout)
+        return bool(ready)
+    finally:
+        os.close(fd)
+
+
+def _exited(pid: int) -> bool:
+    """True when ``pid`` has exited (a zombie counts: it waits to be reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True

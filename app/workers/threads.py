@@ -1,0 +1,117 @@
+"""The ``threads`` mode: N inline workers on threads of one process, for I/O-bound jobs.
+
+Limits and revokes are raised in the job's thread; a job stuck past its hard limit takes
+its process down (the supervisor restarts it and the other jobs in it are run again, at
+least once).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+from types import FrameType
+from typing import Any
+
+from flask import Flask
+from rq.exceptions import StopRequested
+
+from app import compat
+from app.limits import JobStopped, ThreadTimeLimits
+from app.queues import JsonQueue
+from app.runtime import connect
+from app.workers.inline import DeadlineBoard, JsonInlineWorker
+
+log = logging.getLogger("tasklane.worker")
+
+
+class JsonThreadWorker(JsonInlineWorker):
+    """An inline worker on a thread of its own, one of several in a process."""
+
+    time_limits_class = ThreadTimeLimits
+
+    def _install_signal_handlers(self) -> None:
+        """Signals belong to the main thread, which stops every worker thread (ThreadedPool)."""
+
+    def request_stop_soon(self) -> None:
+        """Warm shutdown: finish the job in hand, then leave the work loop."""
+        compat.request_stop(self)
+
+    def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
+        """Wait for a job in short steps, so that a stop request is seen within a second."""
+        while True:
+            if compat.stop_requested(self):
+                raise StopRequested()
+            if timeout is None:
+                return super().dequeue_job_and_maintain_ttl(None, max_idle_time)
+            result = super().dequeue_job_and_maintain_ttl(1, 1)
+            if result is not None:
+                return result
+
+
+class ThreadPool:
+    """``--threads`` inline workers on threads of this process, each with its own connection."""
+
+    def __init__(
+        self,
+        app: Flask,
+        queue_names: list[str],
+        threads: int,
+        *,
+        burst: bool = False,
+        name: str | None = None,
+        board: DeadlineBoard | None = None,
+        first_slot: int = 0,
+        logging_level: str = "INFO",
+        **worker_options: Any,
+    ) -> None:
+        settings = app.extensions["tasklane"].settings
+        self.app = app
+        self.burst = burst
+        self.logging_level = logging_level
+        self.workers = []
+        for n in range(threads):
+            redis = connect(settings.redis_url, timeout=settings.redis_timeout)
+            self.workers.append(
+                JsonThreadWorker(
+                    [JsonQueue(q, connection=redis) for q in queue_names],
+                    connection=redis,
+                    name=f"{name}-t{n}" if name else None,
+                    board=board,
+                    slot=first_slot + n,
+                    **worker_options,
+                )
+            )
+        self.stopping = False
+
+    def _stop(self, signum: int, _frame: FrameType | None) -> None:
+        if self.stopping:
+            log.info("second %s: stopping the jobs in hand", signal.Signals(signum).name)
+            for worker in self.workers:
+                worker.kill_horse()
+            return
+        self.stopping = True
+        log.info(
+            "received %s: warm shutdown of %d worker threads", signal.Signals(signum).name, len(self.workers)
+        )
+        for worker in self.workers:
+            worker.request_stop_soon()
+
+    def _run(self, worker: JsonThreadWorker) -> None:
+        with self.app.app_context(), contextlib.suppress(JobStopped):
+            worker.work(burst=self.burst, with_scheduler=False, logging_level=self.logging_level)
+
+    def run(self) -> None:
+        """Run every worker thread; return when all have stopped."""
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        threads = [
+            threading.Thread(target=self._run, args=(w,), name=f"worker-{n}")
+            for n, w in enumerate(self.workers)
+        ]
+        for thread in threads:
+            thread.start()
+        while any(t.is_alive() for t in threads):
+            for thread in threads:
+                thread.join(0.2)

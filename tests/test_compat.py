@@ -1,0 +1,133 @@
+"""Pins what Tasklane relies on below the public API of RQ, rq-scheduler and rq-dashboard.
+
+An upgrade that changes any of it fails here, loudly, instead of misbehaving quietly.
+"""
+
+from __future__ import annotations
+
+import inspect
+from importlib.metadata import version
+
+import pytest
+import rq_dashboard.web
+from redis import Redis
+from rq import SimpleWorker, Worker
+from rq import scheduler as rq_scheduler_module
+from rq.job import Job
+from rq.queue import Queue
+from rq.scheduler import RQScheduler
+from rq.timeouts import BaseDeathPenalty
+
+from app import compat
+from app.queues import JsonJob, JsonQueue
+from app.workers import JsonInlineWorker, JsonThreadWorker, JsonWorker
+
+
+def test_the_pinned_versions_are_installed() -> None:
+    """It runs against the library versions whose internals compat.py was written for."""
+    for package, pinned in compat.PINNED.items():
+        assert version(package) == pinned, (
+            f"{package} {version(package)} is not {pinned}: review app/compat.py"
+        )
+
+
+# (class, method, the parameters Tasklane's override and calls rely on)
+OVERRIDES = [
+    (Worker, "execute_job", ["self", "job", "queue"]),
+    (Worker, "perform_job", ["self", "job", "queue", "execution"]),
+    (Worker, "prepare_job_execution", ["self", "job", "remove_from_intermediate_queue"]),
+    (Worker, "prepare_execution", ["self", "job"]),
+    (
+        Worker,
+        "handle_job_failure",
+        ["self", "job", "queue", "started_job_registry", "exc_string", "execution"],
+    ),
+    (Worker, "handle_job_success", ["self", "job", "queue", "started_job_registry", "execution"]),
+    (Worker, "handle_execution_ended", ["self", "job", "queue", "heartbeat_ttl"]),
+    (Worker, "handle_work_horse_killed", ["self", "job", "retpid", "ret_val", "rusage"]),
+    (Worker, "heartbeat", ["self", "timeout", "pipeline"]),
+    (Worker, "set_state", ["self", "state", "pipeline"]),
+    (Worker, "check_for_suspension", ["self", "burst"]),
+    (Worker, "dequeue_job_and_maintain_ttl", ["self", "timeout", "max_idle_time"]),
+    (Worker, "clean_registries", ["self"]),
+    (Worker, "get_heartbeat_ttl", ["self", "job"]),
+    (Worker, "cleanup_execution", ["self", "job", "pipeline", "execution"]),
+    (Worker, "maintain_heartbeats", ["self", "job", "execution"]),
+    (Worker, "fork_work_horse", ["self", "job", "queue"]),
+    (Worker, "wait_for_horse", ["self"]),
+    (Worker, "setup_work_horse_signals", ["self"]),
+    (Worker, "kill_horse", ["self", "sig"]),
+    (Worker, "teardown", ["self"]),
+    (Worker, "increment_successful_job_count", ["self", "pipeline"]),
+    (Worker, "increment_total_working_time", ["self", "job_execution_time", "pipeline"]),
+    (Queue, "push_job_id", ["self", "job_id", "pipeline", "at_front"]),
+    (
+        Queue,
+        "dequeue_any",
+        ["queues", "timeout", "connection", "job_class", "serializer", "death_penalty_class"],
+    ),
+    (Job, "retry", ["self", "queue", "pipeline"]),
+    (Job, "_execute", ["self"]),
+    (
+        Job,
+        "_handle_success",
+        [
+            "self",
+            "result_ttl",
+            "pipeline",
+            "worker_name",
+            "execution_id",
+            "execution_started_at",
+            "execution_ended_at",
+        ],
+    ),
+    (Job, "prepare_for_execution", ["self", "worker_name", "pipeline"]),
+    (Job, "cleanup", ["self", "ttl", "pipeline", "remove_from_queue"]),
+    (Job, "restore", ["self", "raw_data"]),
+]
+
+
+@pytest.mark.parametrize(
+    ("cls", "method", "params"), OVERRIDES, ids=[f"{c.__name__}.{m}" for c, m, _ in OVERRIDES]
+)
+def test_overridden_methods_keep_their_signatures(cls: type, method: str, params: list[str]) -> None:
+    """Each RQ method Tasklane overrides or calls past its public API still takes these parameters."""
+    found = list(inspect.signature(getattr(cls, method)).parameters)
+    if found and found[0] == "cls":
+        found = found[1:]
+    assert found[: len(params)] == [p for p in params if p != "cls"], f"{cls.__name__}.{method}: {found}"
+
+
+def test_private_attributes_read_through_compat_exist(fake_redis: Redis) -> None:
+    """The private attributes compat.py reads are still where it reads them."""
+    worker = JsonInlineWorker([JsonQueue("default", connection=fake_redis)], connection=fake_redis)
+    assert compat.stopped_job_id(worker) is None and hasattr(worker, "_stopped_job_id")
+    assert not compat.stop_requested(worker) and hasattr(worker, "_stop_requested")
+    compat.request_stop(worker)
+    assert compat.stop_requested(worker)
+    worker.set_state("busy")
+    assert compat.worker_state(worker) == "busy"
+    job = JsonJob.create("tests.jobs.noop", connection=fake_redis)
+    assert hasattr(job, "_status")
+    penalty = BaseDeathPenalty(7)
+    assert compat.death_penalty_timeout(penalty) == 7.0
+    pipe = fake_redis.pipeline()
+    pipe.set("a", 1)
+    assert compat.pipeline_commands(pipe) == [3, "SET", "a", 1]
+
+
+def test_module_globals_patched_by_compat_exist() -> None:
+    """rq's scheduler builds queues from a module global, RQScheduler keeps its client privately,
+    and rq-dashboard fetches through module-level names: all still there."""
+    assert hasattr(rq_scheduler_module, "Queue")
+    assert "_connection" in inspect.getsource(RQScheduler.__init__)
+    for name in ("Job", "Queue", "Worker", "requeue_job", "serialize_date", "format_job_description"):
+        assert hasattr(rq_dashboard.web, name), name
+    assert hasattr(rq_dashboard.web.config, "serializer")
+
+
+def test_worker_modes_are_rq_workers() -> None:
+    """Every mode subclasses the RQ worker whose loop it relies on."""
+    assert issubclass(JsonWorker, Worker)
+    assert issubclass(JsonInlineWorker, SimpleWorker)
+    assert issubclass(JsonThreadWorker, JsonInlineWorker)
