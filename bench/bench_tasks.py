@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from app.queues import QueueName
+from app.registry import QueueName
 from app.registry import task
 
 

@@ -128,7 +128,7 @@ class TasklaneProbe:
     def check_bulk_matches_enqueue(self, spec: Any) -> None:
         """The bulk path writes the same job hash fields as dispatch.enqueue, or we stop."""
         from app.dispatch import EnqueueOptions
-        from app.queues import QueueName
+        from app.registry import QueueName
 
         # On the "low" queue, which no benchmark worker listens on; removed again at once.
         one = self.enqueue_one(spec, self.args(spec.name, 1), EnqueueOptions(queue=QueueName.LOW)).id
