@@ -14,8 +14,10 @@ from __future__ import annotations
 from typing import Any
 
 from redis import Redis
+from rq import scheduler as rq_scheduler_module
 from rq.job import Job, JobStatus
 from rq.job_lifecycle import record_job_failure
+from rq.serializers import JSONSerializer
 from rq.timeouts import BaseDeathPenalty
 
 #: The library versions whose internals this module was written against.
@@ -89,8 +91,6 @@ def death_penalty_timeout(penalty: BaseDeathPenalty) -> float:
 
 def use_queue_class_in_rq_scheduler(queue_class: type) -> None:
     """Make RQ's scheduler move due jobs through ``queue_class`` (it builds queues from a module global)."""
-    from rq import scheduler as rq_scheduler_module
-
     rq_scheduler_module.Queue = queue_class  # type: ignore[misc,assignment]
 
 
@@ -104,7 +104,8 @@ def share_connection(scheduler: Any, connection: Redis) -> None:
 
 def make_dashboard_json_only(job_class: type, queue_class: type, worker_class: type, requeue: Any) -> None:
     """Point rq-dashboard's module-level names at JSON classes, so no view can unpickle."""
-    from rq.serializers import JSONSerializer
+    # rq-dashboard is imported here, not at the top: only the web process mounts it, and
+    # workers and the scheduler should not pay for importing it.
     from rq_dashboard import web
 
     web.config.serializer = JSONSerializer

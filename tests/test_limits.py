@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from typing import Any
 
@@ -66,7 +67,9 @@ def test_no_soft_limit_means_hard_only() -> None:
 
 
 def test_limits_are_cancelled_on_exit() -> None:
-    """It disarms the alarm when the job ends in time."""
+    """It disarms the alarm and restores the default SIGALRM handler when the job ends in time."""
     with TaskTimeLimits(0.2, soft_timeout=0.1):
-        pass
+        assert signal.getitimer(signal.ITIMER_REAL)[0] > 0
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    assert signal.getsignal(signal.SIGALRM) is signal.SIG_DFL
     time.sleep(0.4)  # an alarm left armed would kill the test process here

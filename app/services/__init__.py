@@ -43,7 +43,7 @@ class Services:
     @property
     def http(self) -> HttpClient:
         """Outbound HTTP (health checks of HTTP dependencies, alerts, webhooks)."""
-        return self._get("http", lambda: HttpClient.from_settings(self.settings))  # type: ignore[no-any-return]
+        return self._get("http", lambda: HttpClient.from_settings(self.settings))
 
     def close(self) -> None:
         """Close every client built so far (before a fork, or at exit)."""
@@ -62,4 +62,4 @@ def init_app(app: Flask, settings: Settings) -> Services:
 
 def services() -> Services:
     """The service clients of the current app (inside a request, a job or a CLI command)."""
-    return current_app.extensions[EXTENSION]  # type: ignore[no-any-return]
+    return current_app.extensions[EXTENSION]
