@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import time
 
-from app.registry import QueueName
-from app.registry import task
+from app.registry import QueueName, task
 
 
 @task(queue=QueueName.DEFAULT, time_limit=30)
