@@ -32,6 +32,11 @@ def set_job_status(job: Job, status: JobStatus) -> None:
     job._status = status
 
 
+def last_return_value(job: Job) -> Any:
+    """The value the task returned in this process (RQ keeps it on the job object after ``perform``)."""
+    return getattr(job, "_result", None)
+
+
 def record_failure(job: Job, exc_string: str, pipeline: Any) -> None:
     """RQ's worker-less failure: status FAILED, the failed registry and a failure result."""
     record_job_failure(job, exc_string, pipeline)

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
 from rq.job import Job
 
-from app import defaults
+from app import defaults, signals
 from app.meta import Meta
 from app.queues import JsonJob, UnknownTaskError, task_spec
 from app.registry import TaskSpec
@@ -113,9 +113,13 @@ def execute(job: Job) -> Any:
         values = _validated(spec, job)
         started = time.monotonic()
         log.info("task started", extra={"job_id": job.id, "task": spec.name})
-        result = spec.func(**values)
-        if inspect.isawaitable(result):
-            result = asyncio.run(_await(result))
+        signals.send(signals.task_prerun, spec.name, job_id=job.id, kwargs=values)
+        try:
+            result = spec.func(**values)
+            if inspect.isawaitable(result):
+                result = asyncio.run(_await(result))
+        finally:
+            signals.send(signals.task_postrun, spec.name, job_id=job.id, kwargs=values)
     except BaseException as exc:
         record_attempt(job, type(exc).__name__, str(exc))
         if isinstance(exc, RetryTask):

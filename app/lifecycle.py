@@ -31,7 +31,7 @@ from rq.queue import Queue
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
-from app import compat, defaults
+from app import compat, defaults, signals
 from app.execution import record_attempt, record_error
 from app.lua import LuaScript
 from app.meta import Meta
@@ -68,13 +68,25 @@ def _context(job: Job) -> dict[str, Any]:
 
 
 def succeeded(job: Job) -> None:
-    """The task returned: free its uniqueness lock."""
+    """The task returned: free its uniqueness lock; tell the task's and the users' handlers."""
     release_unique(job)
+    spec = task_spec(job)
+    name = spec.name if spec else str(job.meta.get(Meta.TASK))
+    if (spec is not None and spec.on_success) or signals.task_success.receivers:
+        result = compat.last_return_value(job)
+        signals.send(signals.task_success, name, job_id=job.id, kwargs=dict(job.kwargs), result=result)
+        if spec is not None and spec.on_success:
+            _call_hook(spec.on_success, job, result)
 
 
 def retrying(job: Job) -> None:
     """An attempt failed and another is scheduled (its time is in the job's meta)."""
-    log.info("attempt failed; retry at %s", job.meta.get(Meta.NEXT_RETRY_AT), extra=_context(job))
+    retry_at = job.meta.get(Meta.NEXT_RETRY_AT)
+    log.info("attempt failed; retry at %s", retry_at, extra=_context(job))
+    if signals.task_retry.receivers:
+        error = job.meta.get(Meta.ERROR) or {}
+        signals.send(signals.task_retry, _name(job), job_id=job.id, kwargs=dict(job.kwargs), error=error,
+                     retry_at=retry_at)  # fmt: skip
 
 
 def failed(job: Job, exc_string: str, *, stopped: bool = False) -> None:
@@ -82,14 +94,38 @@ def failed(job: Job, exc_string: str, *, stopped: bool = False) -> None:
     release_unique(job)
     revoke_dependents(job)
     spec = task_spec(job)
-    if spec is not None and spec.critical and not stopped:
+    if stopped:
+        signals.send(signals.task_revoked, _name(job), job_id=job.id, kwargs=dict(job.kwargs))
+        return
+    if spec is not None and spec.critical:
         alert(job, spec.name, exc_string)
+    last_line = (exc_string.strip().splitlines() or [""])[-1]
+    error = job.meta.get(Meta.ERROR) or {"type": "Error", "message": last_line}
+    signals.send(signals.task_failure, _name(job), job_id=job.id, kwargs=dict(job.kwargs), error=error,
+                 exc_string=exc_string)  # fmt: skip
+    if spec is not None and spec.on_failure:
+        _call_hook(spec.on_failure, job, error)
 
 
 def revoked(job: Job) -> None:
     """The job was revoked before it ran: free its lock and revoke what waited on it."""
     release_unique(job)
     revoke_dependents(job)
+    signals.send(signals.task_revoked, _name(job), job_id=job.id, kwargs=dict(job.kwargs))
+
+
+def _name(job: Job) -> str:
+    spec = task_spec(job)
+    return spec.name if spec else str(job.meta.get(Meta.TASK))
+
+
+def _call_hook(hook: Any, job: Job, value: Any) -> None:
+    try:
+        hook(value, job.id, dict(job.kwargs))
+    except Exception:
+        log.exception(
+            "the task's %s hook failed (the job is not affected)", hook.__name__, extra=_context(job)
+        )
 
 
 def deferred(job: Job, queue: Queue, wait: float) -> None:

@@ -151,6 +151,11 @@ class TaskSpec:
     result_ttl: int | None = None
     schedule: Schedule | None = None
     critical: bool = False
+    #: Called as ``on_success(result, job_id, kwargs)`` after the job succeeded (Celery's Task.on_success).
+    on_success: Callable[..., Any] | None = None
+    #: Called as ``on_failure(error, job_id, kwargs)`` after it failed for good; ``error`` is
+    #: ``{"type", "message"}`` (Celery's Task.on_failure).
+    on_failure: Callable[..., Any] | None = None
 
     @property
     def path(self) -> str:
@@ -255,6 +260,8 @@ def task(
     result_ttl: int | None = None,
     schedule: Schedule | None = None,
     critical: bool = False,
+    on_success: Callable[..., Any] | None = None,
+    on_failure: Callable[..., Any] | None = None,
     registry: TaskRegistry | None = None,
 ) -> Callable[[F], F]:
     """Declare a task: the function is returned unchanged and its spec is registered.
@@ -263,7 +270,8 @@ def task(
     run (or wait in a queue) at once, per task or, with ``concurrency_key="user_id"``, per
     value of that argument; ``unique=True`` makes a second enqueue with the same
     arguments, while the first waits or runs, return the first job; ``critical=True``
-    alerts on final failure.
+    alerts on final failure; ``on_success`` / ``on_failure`` are called after those outcomes,
+    in the process that saw them (a handler that raises is logged, never fails the job).
     """
 
     def decorate(func: F) -> F:
@@ -297,6 +305,8 @@ def task(
             result_ttl=result_ttl,
             schedule=schedule,
             critical=critical,
+            on_success=on_success,
+            on_failure=on_failure,
         )
         (registry if registry is not None else REGISTRY).register(spec)
         return func

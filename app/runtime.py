@@ -6,11 +6,12 @@ different Redis servers and databases side by side.
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import Flask, current_app
+from flask import Flask, current_app, has_app_context
 from redis import Redis
 from redis_sentinel_url import connect as _sentinel_connect
 from sqlalchemy.engine import Engine
@@ -57,6 +58,28 @@ def init_app(app: Flask, settings: Settings) -> Runtime:
 def runtime() -> Runtime:
     """The runtime of the current Flask app (inside a request, a worker or a CLI command)."""
     return current_app.extensions[EXTENSION]
+
+
+_standalone: dict[int, Runtime] = {}
+_standalone_lock = threading.Lock()
+
+
+def client_runtime() -> Runtime:
+    """The runtime for code that calls tasks: the current app's, or else one built from the
+    environment (REDIS_URL, ...) once per process, so that callers need no set-up call."""
+    if has_app_context() and EXTENSION in current_app.extensions:
+        return runtime()
+    pid = os.getpid()  # a forked child builds its own: connections must not cross a fork
+    found = _standalone.get(pid)
+    if found is None:
+        with _standalone_lock:
+            found = _standalone.get(pid)
+            if found is None:
+                settings = Settings.from_env()
+                found = _standalone[pid] = Runtime(
+                    settings=settings, redis=connect(settings.redis_url, timeout=settings.redis_timeout)
+                )
+    return found
 
 
 def connect(url: str, timeout: float | None = defaults.REDIS_SOCKET_TIMEOUT) -> Redis:
