@@ -10,6 +10,13 @@ REDIS_SOCKET_TIMEOUT = 3.0
 PORT = 5000
 #: Largest request body the API accepts (MAX_REQUEST_BYTES), in bytes.
 MAX_REQUEST_BYTES = 1024 * 1024
+#: Deepest nesting of arrays and objects a JSON request body may have (the body itself is
+#: level 1). Deeper bodies are refused before parsing: a parser and the validators after it
+#: recurse once per level, and ~1,000 levels (2 KB of brackets) exhaust Python's stack.
+MAX_JSON_DEPTH = 32
+#: Most items one array, or members one object, of a JSON request body may have. At least
+#: the longest list a task's input accepts (xsum takes 100,000 numbers).
+MAX_JSON_ITEMS = 100_000
 #: Sender address of outgoing mail when MAIL_FROM is unset.
 MAIL_FROM = "tasklane@localhost"
 #: Shortest bearer token API_TOKENS accepts: shorter ones are guessable.
