@@ -19,6 +19,7 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     """Build the web app from ``config`` (Settings, an environment mapping, or os.environ)."""
     from app import dashboard, runtime
     from app.api import api, probes
+    from app.api.bodies import LingeringClose
     from app.api.errors import register_error_handlers
     from app.registry import REGISTRY
 
@@ -33,4 +34,5 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     app.register_blueprint(probes)
     app.register_blueprint(api)
     dashboard.init_app(app, settings)
+    app.wsgi_app = LingeringClose(app.wsgi_app)  # type: ignore[method-assign]
     return app

@@ -1,4 +1,5 @@
-"""Request bodies: one parse for every view (type, size, depth, array length, shape)."""
+"""Request bodies: one parse for every view (type, size, depth, array length, shape), and the
+lingering close that lets a client still sending its body receive the answer."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from app import create_app, defaults
-from app.api.bodies import check_shape
+from app.api.bodies import LingeringClose, check_shape
 from app.api.errors import APIError
 from tests.conftest import make_env
 from tests.test_api import assert_error
@@ -226,3 +227,39 @@ def test_utf16_json_is_still_read(client: FlaskClient, auth: dict[str, str]) -> 
     """It reads a UTF-16 body as json.loads (and Flask before) did."""
     body = json.dumps({"args": {"x": 1, "y": 2}}).encode("utf-16")
     assert post(client, auth, "/api/v1/tasks/add", body).status_code == 202
+
+
+# --- the lingering close --------------------------------------------------------------------------
+
+
+def run_app(app: LingeringClose, environ: dict[str, Any]) -> None:
+    list(app(environ, lambda status, headers: None))
+
+
+def refusing_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    start_response("413 Request Entity Too Large", [("Content-Type", "application/json")])
+    return [b"{}"]
+
+
+def test_lingering_close_reads_what_the_app_left() -> None:
+    """It reads the unread rest of a terminated body before the answer goes out."""
+    stream = io.BytesIO(b"x" * 300_000)
+    run_app(LingeringClose(refusing_app), {"wsgi.input": stream, "wsgi.input_terminated": True})
+    assert stream.read() == b""
+
+
+def test_lingering_close_is_bounded() -> None:
+    """It stops after max_bytes, skips a declared length over it, and leaves unterminated streams alone."""
+    stream = io.BytesIO(b"x" * 1_000_000)
+    run_app(
+        LingeringClose(refusing_app, max_bytes=100_000),
+        {"wsgi.input": stream, "wsgi.input_terminated": True},
+    )
+    assert 100_000 <= stream.tell() < 1_000_000
+    declared = io.BytesIO(b"x" * 1000)
+    environ = {"wsgi.input": declared, "wsgi.input_terminated": True, "CONTENT_LENGTH": "200000"}
+    run_app(LingeringClose(refusing_app, max_bytes=100_000), environ)
+    assert declared.tell() == 0
+    raw = io.BytesIO(b"x" * 1000)
+    run_app(LingeringClose(refusing_app), {"wsgi.input": raw})
+    assert raw.tell() == 0

@@ -1,4 +1,4 @@
-"""Request bodies: the one way a view reads its JSON body.
+"""Request bodies: the one way a view reads its JSON body, and what happens to a body it leaves unread.
 
 :func:`parse_body` reads the body (at most MAX_REQUEST_BYTES, with or without a
 Content-Length), checks its content type, bounds its nesting depth and the length of its
@@ -13,12 +13,20 @@ validates that with the view's pydantic request model. Each failure has its answ
 415    ``unsupported_media_type``  a body whose Content-Type is not JSON
 4xx    the view's choice           the request model refuses it (field errors in details)
 =====  ==========================  =====================================================
+
+:class:`LingeringClose` wraps the WSGI app: whatever the app left of a request body is read
+and thrown away (within bounds) before the answer goes out, so that a client that sends
+its whole body before it reads (urllib, requests) receives, say, its 413 instead of a reset
+connection.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import time
+from collections.abc import Iterable
 from typing import IO, Any, TypeVar
 
 from flask import request
@@ -195,3 +203,63 @@ def _kind(value: Any) -> str:
     if isinstance(value, str):
         return "a string"
     return "a number"
+
+
+class LingeringClose:
+    """WSGI middleware: read and throw away what the app left of the request body, then answer.
+
+    A client that sends its whole body before reading the answer (Python's urllib and
+    requests do) is still sending when the app refuses the request without reading it
+    (413, 401, 404). If the server then closes the connection with the rest of the body
+    unread, the client gets a reset (a broken pipe) instead of the answer. Like nginx's
+    lingering close, the rest is read and dropped first, at most ``max_bytes`` and for at
+    most ``max_seconds``; a longer rest is left to the server, which closes the connection.
+
+    Only a stream that the server ends with the body (``wsgi.input_terminated``, as gunicorn
+    does) is read: any other could block past the body's end.
+    """
+
+    def __init__(
+        self,
+        app: Any,
+        max_bytes: int = defaults.DRAIN_MAX_BYTES,
+        max_seconds: float = defaults.DRAIN_SECONDS,
+    ) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.max_seconds = max_seconds
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        result = self.app(environ, start_response)
+        if environ.get("wsgi.input_terminated"):
+            self.discard_rest(environ)
+        return result
+
+    def discard_rest(self, environ: dict[str, Any]) -> bool:
+        """Read the rest of the body and drop it; True when it was all read within the bounds."""
+        declared = environ.get("CONTENT_LENGTH", "")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            return False  # too much to wait for: the server closes the connection
+        stream = environ["wsgi.input"]
+        sock = environ.get("gunicorn.socket")
+        previous_timeout = sock.gettimeout() if sock is not None else None
+        deadline = time.monotonic() + self.max_seconds
+        read = 0
+        try:
+            while read <= self.max_bytes:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                if sock is not None:
+                    sock.settimeout(remaining)  # a silent client must not hold the thread
+                chunk = stream.read(_READ_SIZE)
+                if not chunk:
+                    return True
+                read += len(chunk)
+            return False
+        except Exception:  # timed out, reset, a malformed chunk: the server closes the connection
+            return False
+        finally:
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.settimeout(previous_timeout)
