@@ -30,7 +30,7 @@ _TASK_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 class TaskInput(BaseModel):
     """Base of every task's input model: unknown fields are an error, not ignored."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(strict=True, extra="forbid")
 
 
 class NoInput(TaskInput):
