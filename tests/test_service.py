@@ -377,12 +377,20 @@ def assert_refuses(
         ("MAX_REQUEST_BYTES", "abc", tuple(PROCESSES)),
         ("WEB_THREADS", "many", ("web",)),  # read by gunicorn.conf.py only
         ("WEB_CONCURRENCY", "0", ("web",)),
+        ("WEB_CONCURRENCY", "abc", ("web",)),  # gunicorn's own int() at import: web.py checks first
+        ("WEB_CONCURRENCY", "2.5", ("web",)),
     ],
 )
 def test_bad_setting_stops_each_process_with_one_line(
     start: Starter, variable: str, value: str, names: tuple[str, ...]
 ) -> None:
     assert_refuses(start, variable, names, **{variable: value})
+
+
+@pytest.mark.timeout(60)
+def test_blank_web_concurrency_means_the_default(start: Starter) -> None:
+    base = start_web(start, WEB_CONCURRENCY=" ")
+    assert requests.get(f"{base}/healthz", timeout=10).status_code == 200
 
 
 @pytest.mark.timeout(60)
