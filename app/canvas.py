@@ -149,7 +149,7 @@ class group(_Canvas):
 
 
 class chord(_Canvas):
-    """A group whose results go, as a list, to a callback: ``chord(header, body)``, ``chord(header)(body)``."""
+    """A group whose results go, as a list, to a callback: ``chord(header, body)`` or ``(header)(body)``."""
 
     kind = "chord"
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from enum import StrEnum
 from pathlib import Path
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 from app import defaults
@@ -170,8 +170,32 @@ def load_or_exit(environ: Mapping[str, str] | None = None, process: str = "taskl
     try:
         return Settings.from_env(environ)
     except ConfigError as exc:
-        print(f"{process}: configuration error: {exc}", file=sys.stderr, flush=True)
-        raise SystemExit(2) from None
+        _stop(process, exc)
+
+
+def integer_or_exit(
+    name: str,
+    default: int,
+    *,
+    minimum: int | None = None,
+    maximum: int | None = None,
+    process: str = "tasklane",
+    environ: Mapping[str, str] | None = None,
+) -> int:
+    """The whole number in variable ``name`` (``default`` when unset or blank), read as every
+    integer setting is; or stop the process with one line naming the variable.
+
+    For settings read outside :class:`Settings`, such as gunicorn's WEB_CONCURRENCY.
+    """
+    try:
+        return _Reader(os.environ if environ is None else environ).integer(name, default, minimum, maximum)
+    except ConfigError as exc:
+        _stop(process, exc)
+
+
+def _stop(process: str, exc: ConfigError) -> NoReturn:
+    print(f"{process}: configuration error: {exc}", file=sys.stderr, flush=True)
+    raise SystemExit(2) from None
 
 
 def mask_url(url: str) -> str:

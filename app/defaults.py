@@ -10,6 +10,20 @@ REDIS_SOCKET_TIMEOUT = 3.0
 PORT = 5000
 #: Largest request body the API accepts (MAX_REQUEST_BYTES), in bytes.
 MAX_REQUEST_BYTES = 1024 * 1024
+#: Deepest nesting of arrays and objects a JSON request body may have (the body itself is
+#: level 1). Deeper bodies are refused before parsing: a parser and the validators after it
+#: recurse once per level, and ~1,000 levels (2 KB of brackets) exhaust Python's stack.
+MAX_JSON_DEPTH = 32
+#: Most items one array, or members one object, of a JSON request body may have. At least
+#: the longest list a task's input accepts (xsum takes 100,000 numbers).
+MAX_JSON_ITEMS = 100_000
+#: Most bytes of a request body the app did not read that are read and thrown away after
+#: answering, so that a client that sends its whole body before reading (urllib, requests)
+#: receives the answer (say a 413) instead of a reset connection, as nginx's lingering
+#: close does. A larger rest is not read: the connection is closed instead.
+DRAIN_MAX_BYTES = 64 * 1024 * 1024
+#: Longest time spent reading and throwing away such a rest, in seconds.
+DRAIN_SECONDS = 5.0
 #: Sender address of outgoing mail when MAIL_FROM is unset.
 MAIL_FROM = "tasklane@localhost"
 #: Shortest bearer token API_TOKENS accepts: shorter ones are guessable.

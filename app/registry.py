@@ -43,7 +43,7 @@ class CatalogueError(ValueError):
 class TaskInput(BaseModel):
     """Base of every task's input model: unknown fields are an error, not ignored."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(strict=True, extra="forbid")
 
 
 class NoInput(TaskInput):

@@ -253,7 +253,8 @@ def start_scheduler(start: Starter, rconn: redis.Redis, **extra_env: str | None)
     return proc
 
 
-GUNICORN = ("-m", "gunicorn", "app:create_app()", "--bind")
+#: The web process as the Procfile starts it (web.py checks WEB_CONCURRENCY, then runs gunicorn).
+GUNICORN = ("web.py", "--bind")
 
 
 def start_web(start: Starter, **extra_env: str | None) -> str:

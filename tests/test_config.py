@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from app.config import ConfigError, Environment, LogFormat, Settings, load_or_exit
+from app.config import ConfigError, Environment, LogFormat, Settings, integer_or_exit, load_or_exit
 
 
 def test_defaults_serve_development() -> None:
@@ -132,3 +132,16 @@ def test_load_or_exit_prints_one_line(capsys: pytest.CaptureFixture[str]) -> Non
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert err.startswith("worker: configuration error: PORT: ")
+
+
+def test_integer_or_exit_reads_as_every_setting_and_stops_with_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """It is the integer reader of Settings, for variables read elsewhere (gunicorn.conf.py, web.py)."""
+    assert integer_or_exit("WEB_THREADS", 4, minimum=1, environ={}) == 4
+    assert integer_or_exit("WEB_THREADS", 4, minimum=1, environ={"WEB_THREADS": " 8 "}) == 8
+    for raw, problem in (("abc", "must be a whole number, got 'abc'"), ("0", "must be at least 1, got 0")):
+        with pytest.raises(SystemExit) as info:
+            integer_or_exit("WEB_THREADS", 4, minimum=1, process="web", environ={"WEB_THREADS": raw})
+        assert info.value.code == 2
+        assert capsys.readouterr().err == f"web: configuration error: WEB_THREADS: {problem}\n"

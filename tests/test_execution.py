@@ -26,9 +26,7 @@ def test_registered_task_runs_with_validated_arguments(fake_app: Flask, fake_red
     """It runs add through the registry and stores a JSON result."""
     spec = REGISTRY.get("add")
     assert spec is not None
-    job = enqueue(
-        spec, spec.validate({"x": "2", "y": 3.0}), fake_redis, default_result_ttl=60, failure_ttl=60
-    )
+    job = enqueue(spec, spec.validate({"x": 2, "y": 3}), fake_redis, default_result_ttl=60, failure_ttl=60)
     drain(fake_app)
     job = fetch_job(job.id, fake_redis)
     assert job.get_status() == JobStatus.FINISHED
@@ -94,8 +92,8 @@ def test_arguments_are_validated_again_in_the_worker(fake_app: Flask, fake_redis
     assert view["state"] == "FAILURE"
     assert view["error"]["type"] == "InvalidJobArguments"
     assert (
-        view["error"]["message"] == "invalid arguments for task 'add': x: Input should be a valid number, "
-        "unable to parse string as a number; y: Field required"
+        view["error"]["message"] == "invalid arguments for task 'add': x: Input should be a number; "
+        "y: Field required"
     )
     assert "Traceback" in view["error"]["traceback"]
 

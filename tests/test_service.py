@@ -6,10 +6,13 @@ and drives them over HTTP or through Redis, the way an operator or a client woul
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import signal
 import time
+import urllib.error
+import urllib.request
 import zlib
 from collections.abc import Sequence
 from datetime import datetime
@@ -145,6 +148,31 @@ def test_error_statuses_over_http(start: Starter) -> None:
     elapsed = time.monotonic() - started
     assert assert_error_shape(unavailable, 503)["code"] == "redis_unavailable"
     assert elapsed < 5, f"503 took {elapsed:.1f} s"
+
+
+@pytest.mark.timeout(60)
+def test_a_client_that_sends_its_whole_body_first_receives_the_413(start: Starter) -> None:
+    """Over the limit, sized or chunked, is 413; a client still sending when it comes gets it, not a reset."""
+    base = start_web(start)
+    add = f"{base}/api/v1/tasks/add"
+
+    sized = requests.post(add, data=b"x" * 11_000_000, headers=JSON_AUTH, timeout=30)
+    assert assert_error_shape(sized, 413)["code"] == "payload_too_large"
+    chunked = requests.post(add, data=(b"x" * 65536 for _ in range(40)), headers=JSON_AUTH, timeout=30)
+    assert assert_error_shape(chunked, 413)["code"] == "payload_too_large"
+
+    # urllib writes the whole body before it reads a byte of the answer.
+    request = urllib.request.Request(add, data=b"x" * 11_000_000, headers=JSON_AUTH)
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)
+    assert refused.value.code == 413
+    assert json.loads(refused.value.read())["error"]["code"] == "payload_too_large"
+
+    # The connection stays usable: the rest of the body was read, not left on the socket.
+    with requests.Session() as session:
+        assert session.post(add, data=b"x" * 3_000_000, headers=JSON_AUTH, timeout=30).status_code == 413
+        after = session.post(add, json={"args": {"x": 1, "y": 2}}, headers=AUTH, timeout=30)
+        assert after.status_code == 202, after.text
 
 
 # --- 3. the dashboard's basic auth -----------------------------------------------------------------
@@ -349,12 +377,20 @@ def assert_refuses(
         ("MAX_REQUEST_BYTES", "abc", tuple(PROCESSES)),
         ("WEB_THREADS", "many", ("web",)),  # read by gunicorn.conf.py only
         ("WEB_CONCURRENCY", "0", ("web",)),
+        ("WEB_CONCURRENCY", "abc", ("web",)),  # gunicorn's own int() at import: web.py checks first
+        ("WEB_CONCURRENCY", "2.5", ("web",)),
     ],
 )
 def test_bad_setting_stops_each_process_with_one_line(
     start: Starter, variable: str, value: str, names: tuple[str, ...]
 ) -> None:
     assert_refuses(start, variable, names, **{variable: value})
+
+
+@pytest.mark.timeout(60)
+def test_blank_web_concurrency_means_the_default(start: Starter) -> None:
+    base = start_web(start, WEB_CONCURRENCY=" ")
+    assert requests.get(f"{base}/healthz", timeout=10).status_code == 200
 
 
 @pytest.mark.timeout(60)

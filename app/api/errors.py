@@ -37,10 +37,10 @@ def error_response(
 
 
 def field_errors(exc: ValidationError, prefix: str = "args") -> list[dict[str, Any]]:
-    """Pydantic errors as a list of ``{"field", "message", "type"}``."""
+    """Pydantic errors as a list of ``{"field", "message", "type"}``; fields are named from ``prefix``."""
     return [
         {
-            "field": ".".join(str(p) for p in (prefix, *err["loc"])),
+            "field": ".".join(str(p) for p in ((prefix, *err["loc"]) if prefix else err["loc"])),
             "message": err["msg"],
             "type": err["type"],
         }

@@ -1,13 +1,15 @@
-"""The catalogue and enqueueing: ``GET /api/v1/tasks``, ``POST /api/v1/tasks/<name>``."""
+"""The catalogue and enqueueing: ``GET /api/v1/tasks``, ``POST /api/v1/tasks/<name>`` and its batch form."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar
 
 from flask import Response, g, jsonify, request, url_for
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from app.api import api
+from app.api.bodies import parse_body
 from app.api.errors import APIError, field_errors
 from app.dispatch import (
     EnqueueOptions,
@@ -18,29 +20,58 @@ from app.dispatch import (
     enqueue,
     enqueue_many,
 )
-from app.registry import REGISTRY, QueueName
+from app.registry import REGISTRY, QueueName, TaskSpec
 from app.runtime import runtime
 from app.states import state_of
+
+M = TypeVar("M")
+
+#: Most jobs one batch request may enqueue.
+MAX_BATCH = 1000
+
+_QUEUE: TypeAdapter[QueueName] = TypeAdapter(QueueName)
+
+
+class TaskRequest(BaseModel):
+    """The body of ``POST /api/v1/tasks/<name>``; either key may be left out, no other is allowed.
+
+    Only the JSON types are checked here (a mismatch is a 400: not a request this route
+    takes); the values are the task's input model's and EnqueueOptions' to judge (422).
+    """
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+    SHAPE: ClassVar[str] = '{"args": {...}, "options": {...}}'
+
+    args: dict[str, Any] = Field(default_factory=dict, description="the task's arguments")
+    options: dict[str, Any] = Field(default_factory=dict, description="countdown, eta, queue, job_id, ...")
+
+
+class BatchRequest(BaseModel):
+    """The body of ``POST /api/v1/tasks/<name>/batch``.
+
+    As for TaskRequest, a mismatch of keys or JSON types is a 400; each item (a BatchItem)
+    and the queue are judged afterwards, so that the 422 names every bad one.
+    """
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+    SHAPE: ClassVar[str] = '{"items": [{"args": {...}}, ...], "queue": "..."}'
+
+    items: list[Any]
+    queue: str | None = None
+
+
+class BatchItem(BaseModel):
+    """One job of a batch."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    args: dict[str, Any] = Field(default_factory=dict)
 
 
 @api.get("/tasks")
 def list_tasks() -> Response:
     """The catalogue."""
     return jsonify({"tasks": [spec.describe() for spec in REGISTRY]})
-
-
-def _json_body() -> dict[str, Any]:
-    if not request.data:
-        return {}
-    body = request.get_json(silent=True)
-    if body is None:
-        raise APIError(400, "malformed_json", "the request body is not valid JSON")
-    if not isinstance(body, dict):
-        raise APIError(400, "malformed_json", 'the request body must be a JSON object: {"args": {...}}')
-    unknown = set(body) - {"args", "options"}
-    if unknown:
-        raise APIError(400, "bad_request", f"unknown top-level keys: {', '.join(sorted(unknown))}")
-    return body
 
 
 def _idempotency(task: str, args: dict[str, Any], options: dict[str, Any]) -> Idempotency | None:
@@ -52,28 +83,36 @@ def _idempotency(task: str, args: dict[str, Any], options: dict[str, Any]) -> Id
     return Idempotency(caller=g.caller, key=key, request_digest=digest([task, args, options]))
 
 
-@api.post("/tasks/<name>")
-def enqueue_task(name: str) -> tuple[Response, int, dict[str, str]]:
-    """Validate the arguments against the task's model and enqueue it."""
+def _task(name: str) -> TaskSpec:
     spec = REGISTRY.get(name)
     if spec is None:
         raise APIError(404, "unknown_task", f"no task named {name!r}; GET /api/v1/tasks lists them")
-    body = _json_body()
-    raw_args = body.get("args", {})
-    raw_options = body.get("options", {})
-    if not isinstance(raw_args, dict) or not isinstance(raw_options, dict):
-        raise APIError(400, "bad_request", "args and options must be JSON objects")
+    return spec
+
+
+def _invalid(spec: TaskSpec, errors: list[dict[str, Any]]) -> APIError:
+    return APIError(422, "invalid_arguments", f"invalid input for task {spec.name!r}", errors)
+
+
+def _check(validate: Callable[[Any], M], raw: Any, field: str, errors: list[dict[str, Any]]) -> M | None:
+    """``validate(raw)``, or None with its field errors, named from ``field``, added to ``errors``."""
+    try:
+        return validate(raw)
+    except ValidationError as exc:
+        errors += field_errors(exc, field)
+        return None
+
+
+@api.post("/tasks/<name>")
+def enqueue_task(name: str) -> tuple[Response, int, dict[str, str]]:
+    """Validate the arguments against the task's model and enqueue it."""
+    spec = _task(name)
+    body = parse_body(TaskRequest, shape=TaskRequest.SHAPE, optional=True)
     errors: list[dict[str, Any]] = []
-    try:
-        args = spec.validate(raw_args)
-    except ValidationError as exc:
-        errors += field_errors(exc, "args")
-    try:
-        options = EnqueueOptions.model_validate(raw_options)
-    except ValidationError as exc:
-        errors += field_errors(exc, "options")
-    if errors:
-        raise APIError(422, "invalid_arguments", f"invalid input for task {name!r}", errors)
+    args = _check(spec.validate, body.args, "args", errors)
+    options = _check(EnqueueOptions.model_validate, body.options, "options", errors)
+    if args is None or options is None:
+        raise _invalid(spec, errors)
     idempotency = _idempotency(name, args.model_dump(mode="json"), options.model_dump(mode="json"))
     rt = runtime()
     try:
@@ -91,59 +130,37 @@ def enqueue_task(name: str) -> tuple[Response, int, dict[str, str]]:
     except IdempotencyConflict as exc:
         raise APIError(409, "idempotency_conflict", str(exc)) from None
     location = url_for("api.get_job", job_id=job.id)
-    body_out = {
-        "job_id": job.id,
-        "task": spec.name,
-        "state": state_of(job).value,
-        "links": {"self": location},
-    }
-    return jsonify(body_out), 202, {"Location": location}
-
-
-#: Most jobs one batch request may enqueue.
-MAX_BATCH = 1000
+    out = {"job_id": job.id, "task": spec.name, "state": state_of(job).value, "links": {"self": location}}
+    return jsonify(out), 202, {"Location": location}
 
 
 @api.post("/tasks/<name>/batch")
 def enqueue_batch(name: str) -> tuple[Response, int]:
     """Validate every argument set, then enqueue them all in one round trip to Redis."""
-    spec = REGISTRY.get(name)
-    if spec is None:
-        raise APIError(404, "unknown_task", f"no task named {name!r}; GET /api/v1/tasks lists them")
-    body = request.get_json(silent=True)
-    if (
-        not isinstance(body, dict)
-        or not isinstance(body.get("items"), list)
-        or set(body) - {"items", "queue"}
-    ):
-        raise APIError(400, "malformed_json", 'the body must be {"items": [{"args": {...}}, ...]}')
-    items = body["items"]
-    if not 1 <= len(items) <= MAX_BATCH:
+    spec = _task(name)
+    body = parse_body(BatchRequest, shape=BatchRequest.SHAPE)
+    if not 1 <= len(body.items) <= MAX_BATCH:
         raise APIError(422, "invalid_arguments", f"a batch holds 1 to {MAX_BATCH} items", [])
     if spec.unique or spec.concurrency:
         raise APIError(
             422, "invalid_arguments", f"task {name!r} is unique or capped: enqueue it one job at a time"
         )
     errors: list[dict[str, Any]] = []
-    validated = []
-    for n, item in enumerate(items):
-        args = item.get("args", {}) if isinstance(item, dict) else None
-        if not isinstance(args, dict) or set(item) - {"args"}:
-            errors.append(
-                {"field": f"items[{n}]", "message": 'each item is {"args": {...}}', "type": "bad_item"}
-            )
-            continue
-        try:
-            validated.append(spec.validate(args))
-        except ValidationError as exc:
-            errors += field_errors(exc, f"items[{n}].args")
-    try:
-        queue = QueueName(body["queue"]) if body.get("queue") else None
-    except ValueError:
-        errors.append({"field": "queue", "message": "unknown queue", "type": "enum"})
+    many_args = [_batch_item(spec, n, item, errors) for n, item in enumerate(body.items)]
+    queue = _check(_QUEUE.validate_python, body.queue, "queue", errors) if body.queue else None
     if errors:
-        raise APIError(422, "invalid_arguments", f"invalid input for task {name!r}", errors)
+        raise _invalid(spec, errors)
     rt = runtime()
     ttls = {"default_result_ttl": rt.settings.result_ttl, "failure_ttl": rt.settings.failed_job_ttl}
-    jobs = enqueue_many(spec, validated, rt.redis, queue=queue, **ttls)
+    jobs = enqueue_many(spec, [a for a in many_args if a is not None], rt.redis, queue=queue, **ttls)
     return jsonify({"task": spec.name, "job_ids": [job.id for job in jobs], "state": "PENDING"}), 202
+
+
+def _batch_item(spec: TaskSpec, n: int, raw: Any, errors: list[dict[str, Any]]) -> BaseModel | None:
+    """The validated arguments of item ``n`` of a batch, or None with its errors added."""
+    try:
+        item = BatchItem.model_validate(raw)
+    except ValidationError:
+        errors.append({"field": f"items[{n}]", "message": 'each item is {"args": {...}}', "type": "bad_item"})
+        return None
+    return _check(spec.validate, item.args, f"items[{n}].args", errors)

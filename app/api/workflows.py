@@ -2,30 +2,32 @@
 
 from __future__ import annotations
 
-from flask import Response, jsonify, request, url_for
-from pydantic import ValidationError
+from flask import Response, jsonify, url_for
 
 from app import workflows
 from app.api import api
-from app.api.errors import APIError, field_errors
+from app.api.bodies import parse_body
+from app.api.errors import APIError
 from app.runtime import runtime
+
+#: The body of ``POST /api/v1/workflows``, as messages show it.
+SHAPE = '{"type": "chain"|"group"|"chord", "steps": [{"task", "args"}, ...], "callback": {"task", "args"}}'
 
 
 @api.post("/workflows")
 def create_workflow() -> tuple[Response, int, dict[str, str]]:
     """Check every step, then create the workflow's jobs."""
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise APIError(400, "malformed_json", "the request body must be a JSON object")
-    try:
-        parsed = workflows.WorkflowBody.model_validate(body)
-    except ValidationError as exc:
-        raise APIError(
-            422, "invalid_workflow", "the workflow is malformed", field_errors(exc, "workflow")
-        ) from None
+    body = parse_body(
+        workflows.WorkflowBody,
+        shape=SHAPE,
+        status=422,
+        code="invalid_workflow",
+        message="the workflow is malformed",
+        prefix="workflow",
+    )
     rt = runtime()
     try:
-        record = workflows.create(parsed, rt.redis, rt.settings)
+        record = workflows.create(body, rt.redis, rt.settings)
     except workflows.WorkflowError as exc:
         raise APIError(422, "invalid_workflow", str(exc), exc.details) from None
     location = url_for("api.get_workflow", workflow_id=record["workflow_id"])
