@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict
+from pydantic_core import to_json
 
 from app import defaults
 
@@ -41,7 +42,8 @@ class CatalogueError(ValueError):
 
 
 class TaskInput(BaseModel):
-    """Base of every task's input model: unknown fields are an error, not ignored."""
+    """Base of every task's input model: strict (no string-to-number or bool-to-number
+    coercion), and unknown fields are an error, not ignored."""
 
     model_config = ConfigDict(strict=True, extra="forbid")
 
@@ -163,8 +165,13 @@ class TaskSpec:
         return f"{self.func.__module__}.{self.func.__qualname__}"
 
     def validate(self, args: Mapping[str, Any]) -> BaseModel:
-        """Validate call arguments (raises pydantic.ValidationError)."""
-        return self.input_model.model_validate(dict(args))
+        """Validate call arguments as JSON (raises pydantic.ValidationError).
+
+        Arguments arrive as JSON (the API, a job in Redis) or become JSON (a Python call), so
+        they are judged by JSON's rules: with a strict model a string is never a number, but
+        an ISO 8601 string is a datetime and a UUID string a UUID, as the schema says.
+        """
+        return self.input_model.model_validate_json(to_json(dict(args)))
 
     def describe(self) -> dict[str, Any]:
         """The catalogue entry: what the API's /tasks lists."""

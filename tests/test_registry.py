@@ -114,3 +114,30 @@ def test_rate_limit_parses_periods(text: str, count: int, period: int) -> None:
     """It reads per-second, per-minute and per-hour limits."""
     limit = RateLimit.parse(text)
     assert (limit.count, limit.period) == (count, period)
+
+
+def test_validation_follows_json_rules_for_strict_models() -> None:
+    """A strict input model takes ISO 8601 strings for datetimes (as JSON carries them), and still
+    refuses a string where a number is declared."""
+    from datetime import datetime
+
+    from pydantic import ValidationError
+
+    from app.registry import TaskInput, TaskRegistry, task
+
+    class When(TaskInput):
+        at: datetime
+        count: int
+
+    registry = TaskRegistry(catalogue_module=None)
+
+    @task(input=When, registry=registry)
+    def when(at: datetime, count: int) -> None:
+        """A task with a datetime."""
+
+    spec = registry.get("when")
+    assert spec is not None
+    assert spec.validate({"at": "2026-01-02T03:04:05Z", "count": 2}).at.year == 2026  # type: ignore[attr-defined]
+    assert spec.validate({"at": datetime(2026, 1, 2), "count": 2}).count == 2  # type: ignore[attr-defined]
+    with pytest.raises(ValidationError):
+        spec.validate({"at": "2026-01-02T03:04:05Z", "count": "2"})
