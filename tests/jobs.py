@@ -213,3 +213,44 @@ def always_die(path: str) -> None:
     with Path(path).open("a") as f:
         f.write("run\n")
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+class NoteInput(TaskInput):
+    note: str = "x"
+
+
+#: What the hooks of ``hooked`` saw (in the process that ran the job).
+HOOK_CALLS: list[tuple[str, object, str]] = []
+
+
+def _on_success(result: object, job_id: str, kwargs: dict[str, object]) -> None:
+    HOOK_CALLS.append(("success", result, job_id))
+
+
+def _on_failure(error: object, job_id: str, kwargs: dict[str, object]) -> None:
+    HOOK_CALLS.append(("failure", error, job_id))
+    raise RuntimeError("a broken hook must not fail the job")
+
+
+@task(input=NoteInput, on_success=_on_success, on_failure=_on_failure)
+def hooked(note: str) -> str:
+    """Return the note, or fail when it is "fail"; its hooks record what they saw."""
+    if note == "fail":
+        raise ValueError("asked to fail")
+    return note.upper()
+
+
+@task(input=FlakyInput, retry=RetryPolicy(max_retries=2, backoff_base=0.5, backoff_cap=0.5, jitter=False))
+def context_aware(path: str, failures: int) -> dict[str, object]:
+    """Fail ``failures`` times unless on the last attempt (the seeds' ``self.request.retries``
+    fallback), then return the task context it saw."""
+    from app.context import current_task
+
+    ctx = current_task()
+    assert ctx is not None
+    with Path(path).open("a") as f:
+        f.write(f"{ctx.attempt}\n")
+    if ctx.attempt <= failures and not ctx.is_last_attempt:
+        raise RuntimeError(f"attempt {ctx.attempt} fails")
+    return {"job_id": ctx.job_id, "attempt": ctx.attempt, "retries": ctx.retries, "left": ctx.retries_left,
+            "last": ctx.is_last_attempt}  # fmt: skip
