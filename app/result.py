@@ -15,14 +15,15 @@ from typing import Any
 from redis import Redis
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
+from rq.results import Result
 
 from app import lifecycle
 from app.queues import JsonJob
 from app.runtime import client_runtime
 from app.states import State, describe
 
-#: Longest single blocking read on the results stream, in seconds (below the socket timeout).
-_BLOCK = 2
+#: Longest single blocking read on the results stream, in ms (kept below the socket timeout).
+_BLOCK_MS = 2000
 _READY = frozenset({State.SUCCESS.value, State.FAILURE.value, State.REVOKED.value})
 
 
@@ -140,37 +141,38 @@ class AsyncResult:
         """Wait for the job to finish and return its result.
 
         Raises the task's failure (a :class:`TaskError` named after the remote type) when
-        ``propagate``, ``TimeoutError`` after ``timeout`` seconds. Waits on the job's results
-        stream in blocking reads; ``interval`` only paces re-checks of a job that is retried.
+        ``propagate``, ``TimeoutError`` after ``timeout`` seconds. Waits in blocking reads
+        on the job's results stream (RQ writes a result there when a job ends), from the
+        newest entry seen before each status check, so no result is missed and none is
+        waited for twice; ``interval`` is unused (kept for Celery's signature).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        pause = interval
+        stream = Result.get_key(self.id)
+        block_ms = _block_ms(self.connection)
         while True:
+            newest = self.connection.xrevrange(stream, count=1)
+            since: Any = newest[0][0] if newest else "0-0"
             job = self._job()
             view = describe(job) if job is not None else None
             if view is not None and view["state"] in _READY:
-                if view["state"] == State.SUCCESS.value:
-                    return view["result"]
-                error = remote_error(view["error"])
-                if view["state"] == State.REVOKED.value:
-                    error = TaskRevokedError(
-                        error.type, error.message or f"job {self.id} was revoked", error.traceback
-                    )
-                if propagate:
-                    raise error
-                return error
+                return self._outcome(view, propagate)
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise TimeoutError(f"job {self.id} did not finish within {timeout} s")
-            block = _BLOCK if remaining is None else max(1, min(_BLOCK, int(remaining)))
-            started = time.monotonic()
-            if job is not None and job.latest_result(timeout=block) is None:
-                pause = interval  # the read blocked: nothing new, no pause needed
-                continue
-            if time.monotonic() - started < 0.01:
-                # An earlier attempt's result answered at once (a retried job): pace the re-check.
-                time.sleep(min(pause, remaining) if remaining is not None else pause)
-                pause = min(pause * 2, 0.5)
+            wait_ms = block_ms if remaining is None else max(1, min(block_ms, int(remaining * 1000)))
+            self.connection.xread({stream: since}, block=wait_ms)
+
+    def _outcome(self, view: dict[str, Any], propagate: bool) -> Any:
+        if view["state"] == State.SUCCESS.value:
+            return view["result"]
+        error = remote_error(view["error"])
+        if view["state"] == State.REVOKED.value:
+            error = TaskRevokedError(
+                error.type, error.message or f"job {self.id} was revoked", error.traceback
+            )
+        if propagate:
+            raise error
+        return error
 
     def wait(self, timeout: float | None = None, propagate: bool = True) -> Any:
         """Celery's older name for :meth:`get`."""
@@ -197,6 +199,14 @@ class AsyncResult:
 
     def __hash__(self) -> int:
         return hash(self.id)
+
+
+def _block_ms(connection: Redis) -> int:
+    """The longest blocking read the connection's socket timeout allows (status re-checked after each)."""
+    timeout = connection.connection_pool.connection_kwargs.get("socket_timeout")
+    if not timeout:
+        return _BLOCK_MS
+    return max(100, min(_BLOCK_MS, int((float(timeout) - 0.5) * 1000)))
 
 
 def _info(view: dict[str, Any]) -> Any:
