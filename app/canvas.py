@@ -21,11 +21,9 @@ from pydantic import BaseModel, ValidationError
 from app import workflows
 from app.eager import is_eager
 from app.registry import REGISTRY, TaskSpec
-from app.result import AsyncResult, EagerResult, TaskError, TaskRevokedError, remote_error
+from app.result import AsyncResult, EagerResult, StateQueries, TaskError, TaskRevokedError, remote_error
 from app.runtime import client_runtime
 from app.states import State
-
-_READY = frozenset({State.SUCCESS.value, State.FAILURE.value, State.REVOKED.value})
 
 
 class InvalidTaskArguments(ValueError):
@@ -173,7 +171,7 @@ class chord(_Canvas):
         }
 
 
-class WorkflowResult:
+class WorkflowResult(StateQueries):
     """The result of a workflow: ``id`` (the workflow id), ``get()`` the final result."""
 
     def __init__(self, id: str, job_ids: list[str], output: Any, connection: Any) -> None:
@@ -191,18 +189,6 @@ class WorkflowResult:
         return str(self._status()["state"])
 
     status = state
-
-    def ready(self) -> bool:
-        """True once the workflow succeeded, failed or was revoked."""
-        return self.state in _READY
-
-    def successful(self) -> bool:
-        """True when every step succeeded."""
-        return self.state == State.SUCCESS.value
-
-    def failed(self) -> bool:
-        """True when a step failed for good."""
-        return self.state == State.FAILURE.value
 
     @property
     def results(self) -> list[AsyncResult]:

@@ -24,7 +24,7 @@ from app.states import State, describe
 
 #: Longest single blocking read on the results stream, in ms (kept below the socket timeout).
 _BLOCK_MS = 2000
-_READY = frozenset({State.SUCCESS.value, State.FAILURE.value, State.REVOKED.value})
+READY = frozenset({State.SUCCESS.value, State.FAILURE.value, State.REVOKED.value})
 
 
 class TaskError(Exception):
@@ -61,7 +61,25 @@ def remote_error(error: dict[str, Any] | None) -> TaskError:
     return cls(name, str(error.get("message") or ""), error.get("traceback"))
 
 
-class AsyncResult:
+class StateQueries:
+    """``ready()``, ``successful()`` and ``failed()`` from a ``state`` (of a job or a workflow)."""
+
+    state: Any
+
+    def ready(self) -> bool:
+        """True once it has finished: succeeded, failed or was revoked."""
+        return self.state in READY
+
+    def successful(self) -> bool:
+        """True when it succeeded."""
+        return bool(self.state == State.SUCCESS.value)
+
+    def failed(self) -> bool:
+        """True when it failed for good."""
+        return bool(self.state == State.FAILURE.value)
+
+
+class AsyncResult(StateQueries):
     """The result of one job: ``id``, ``state``, ``ready()``, ``get()``, ``revoke()``, ..."""
 
     def __init__(self, id: str, connection: Redis | None = None) -> None:
@@ -111,18 +129,6 @@ class AsyncResult:
         """RQ's own status word (``queued``, ``started``, ``finished``, ...)."""
         return self._view()["status"]
 
-    def ready(self) -> bool:
-        """True once the job has finished: succeeded, failed or was revoked."""
-        return self.state in _READY
-
-    def successful(self) -> bool:
-        """True when the job succeeded."""
-        return self.state == State.SUCCESS.value
-
-    def failed(self) -> bool:
-        """True when the job failed for good."""
-        return self.state == State.FAILURE.value
-
     @property
     def info(self) -> Any:
         """The return value on success, the error (an exception) on failure, else the progress report."""
@@ -154,7 +160,7 @@ class AsyncResult:
             since: Any = newest[0][0] if newest else "0-0"
             job = self._job()
             view = describe(job) if job is not None else None
-            if view is not None and view["state"] in _READY:
+            if view is not None and view["state"] in READY:
                 return self._outcome(view, propagate)
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
