@@ -102,6 +102,8 @@ def describe(job: Job) -> dict[str, Any]:
         "result": result,
         "error": error,
         "retries": attempts_made(job),
+        # Every failed attempt, also of a job that then succeeded (a worker lost mid-run, say).
+        "attempts": job.meta.get(Meta.ATTEMPTS) or [],
         "next_retry_at": job.meta.get(Meta.NEXT_RETRY_AT) if state is State.RETRY else None,
         "enqueued_at": iso(job.enqueued_at),
         "started_at": iso(job.started_at),

@@ -67,6 +67,7 @@ def test_job_of_a_killed_worker_runs_again_and_succeeds(
     assert elapsed < 60, f"the job succeeded only {elapsed:.1f} s after its worker died"
     assert done["retries"] == 0
     assert [a["type"] for a in rconn_attempts(rconn, job_id)] == ["WorkerLostError"]
+    assert [a["type"] for a in done["attempts"]] == ["WorkerLostError"]  # shown by the job API too
     assert marker.read_text() == "ran"
 
 
