@@ -11,7 +11,8 @@ from rq.exceptions import DeserializationError, NoSuchJobError
 from app import defaults
 from app.api import api
 from app.api.errors import APIError
-from app.jobs import JobFinished, JobNotFailed, State, describe, list_jobs, retry_failed, revoke
+from app.jobs import JobFinished, JobNotFailed, State, describe, retry_failed, revoke
+from app.listing import list_jobs
 from app.queues import JsonJob, QueueName, fetch_job
 from app.runtime import runtime
 
