@@ -7,6 +7,13 @@ data view fails on jobs that have ``depends_on`` (it calls ``.decode`` on ids th
 now returns as text; the upstream fix is unreleased), so that one view is replaced.
 Jobs that are not stored as JSON (pickled ones written by something else) are neither
 read nor requeued: their job data answers 422 instead of an internal error.
+
+0.9 trusts its URL parts: a job id RQ cannot hold (a dot, non-ASCII letters) raises
+``ValueError``, an unknown registry name leaves a local unset, a page size of 0 divides
+by zero, a non-number or a 30-digit page overflows, an instance number past the
+configured Redis URLs raises ``LookupError``, and compacting a queue that has no key
+fails on ``RENAME``. The guard below answers those with 404 or 400 in the API's error
+shape before any dashboard view runs, and compacting an absent queue is a no-op.
 """
 
 from __future__ import annotations
@@ -18,7 +25,9 @@ from urllib.parse import urlsplit
 
 import rq_dashboard
 from flask import Flask, Response, current_app, jsonify, request
+from redis.exceptions import ResponseError
 from rq.exceptions import NoSuchJobError
+from rq.job import JOB_ID_PATTERN, parse_job_id
 from rq.serializers import JSONSerializer
 from rq_dashboard import web as rqd_web
 
@@ -32,6 +41,12 @@ URL_PREFIX = "/rq"
 BLUEPRINT = "rq_dashboard"
 #: rq-dashboard 0.9 routes that change state although they also answer GET; only POST is allowed.
 _STATE_CHANGING_GET = frozenset({f"{BLUEPRINT}.requeue_all"})
+#: The registry names of the dashboard's job lists (``queued`` is the queue itself).
+REGISTRY_NAMES = frozenset({"queued", "started", "finished", "failed", "deferred", "scheduled", "canceled"})
+#: The dashboard's own page-size field allows 1 to 200 jobs a page.
+MAX_PER_PAGE = 200
+#: Highest page number: far past any real registry, and (page x size) stays a Redis integer.
+MAX_PAGE = 10**9
 
 
 class NotJsonJobError(Exception):
@@ -95,6 +110,53 @@ def _job_info(instance_number: int, job_id: str) -> Response:
     return response
 
 
+def _whole_number(value: object, low: int, high: int) -> bool:
+    """True when ``value`` (an int, or the text of a URL part) is a whole number in low..high."""
+    if isinstance(value, str):
+        if not value.isascii() or not value.isdigit() or len(value) > 12:
+            return False
+        value = int(value)
+    return isinstance(value, int) and low <= value <= high
+
+
+def _bad_url_part() -> Response | None:
+    """The 404 or 400 answer for a dashboard URL part that 0.9 would turn into a 500; else None."""
+    args = request.view_args or {}
+    instance = args.get("instance_number")
+    if instance is not None and instance >= len(current_app.config.get("RQ_DASHBOARD_REDIS_URL") or ()):
+        return error_response(404, "not_found", f"no Redis instance number {instance} is configured")
+    job_id = args.get("job_id")
+    if job_id is not None and not JOB_ID_PATTERN.fullmatch(parse_job_id(job_id)):
+        return error_response(404, "job_not_found", f"no job with id {job_id!r}")
+    registry = args.get("registry_name")
+    if registry is not None and registry not in REGISTRY_NAMES:
+        known = ", ".join(sorted(REGISTRY_NAMES))
+        return error_response(404, "not_found", f"no job registry named {registry!r}; there are {known}")
+    if "per_page" in args and not _whole_number(args["per_page"], 1, MAX_PER_PAGE):
+        return error_response(
+            400, "bad_request", f"jobs per page must be a whole number from 1 to {MAX_PER_PAGE}"
+        )
+    if "page" in args and not _whole_number(args["page"], 1, MAX_PAGE):
+        return error_response(400, "bad_request", f"page must be a whole number from 1 to {MAX_PAGE}")
+    if "order" in args and args["order"] not in ("asc", "dsc"):
+        return error_response(400, "bad_request", "order must be asc or dsc")
+    return None
+
+
+def _compact_absent_queue_is_noop(view: Any) -> Any:
+    """Wrap 0.9's compact view: a queue with no key (empty) has nothing to compact."""
+
+    def compact_queue(queue_name: str) -> Any:
+        try:
+            return view(queue_name)
+        except ResponseError as exc:
+            if "no such key" not in str(exc).lower():
+                raise
+            return jsonify({"status": "OK"}), {"Cache-Control": "no-store"}
+
+    return compact_queue
+
+
 def _same_origin() -> bool:
     source = request.headers.get("Origin") or request.headers.get("Referer")
     if not source:
@@ -110,6 +172,8 @@ def init_app(app: Flask, settings: Settings) -> None:
     app.register_blueprint(rq_dashboard.blueprint, url_prefix=URL_PREFIX)
     rqd_web.setup_rq_connection(app)
     app.view_functions[f"{BLUEPRINT}.job_info"] = _job_info
+    compact = f"{BLUEPRINT}.compact_queue"
+    app.view_functions[compact] = _compact_absent_queue_is_noop(app.view_functions[compact])
     username = settings.dashboard_username.encode()
     password = settings.dashboard_password.encode()
 
@@ -137,7 +201,7 @@ def init_app(app: Flask, settings: Settings) -> None:
         # Browsers resend basic credentials on cross-site requests: refuse cross-site writes.
         if request.method not in ("GET", "HEAD", "OPTIONS") and not _same_origin():
             return error_response(403, "forbidden", "dashboard actions must come from the dashboard itself")
-        return None
+        return _bad_url_part()
 
     @app.errorhandler(NoSuchJobError)
     def _no_such_job(exc: NoSuchJobError) -> Response:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import json
 import pickle
+import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from flask import Flask
@@ -18,6 +20,7 @@ from rq.registry import FailedJobRegistry
 from rq.serializers import DefaultSerializer
 
 from app import create_app
+from app.dashboard import URL_PREFIX
 from app.queues import JsonJob, JsonQueue
 from app.workers import JsonWorker
 from tests.conftest import DASHBOARD, TOKEN, make_env
@@ -359,3 +362,176 @@ def test_empty_queue_cross_site_is_403(client: FlaskClient, queue: JsonQueue) ->
     response = client.post("/rq/queue/default/queued/empty", headers=operator(Origin="http://evil.example"))
     assert response.status_code == 403
     assert queue.count == 1
+
+
+# --- awkward URLs answer 4xx, never 500 -------------------------------------------------------
+
+
+def assert_error_shape(response: Any, status: int, code: str) -> None:
+    assert response.status_code == status, (response.status_code, response.get_data()[:300])
+    error = response.get_json()["error"]
+    assert error["code"] == code
+    assert error["message"]
+    assert "details" in error
+
+
+@pytest.mark.parametrize("job_id", ["a.b", "job.v2", "é", "zürich-1", "a b", "-.", "x" * 300 + "."])
+def test_job_id_rq_cannot_hold_is_404(client: FlaskClient, job_id: str) -> None:
+    """It answers 404 job_not_found for a job id with a dot or non-ASCII letters (RQ refuses such ids)."""
+    for path in (f"/rq/0/view/job/{job_id}", f"/rq/0/data/job/{job_id}.json"):
+        assert_error_shape(client.get(path, headers=operator()), 404, "job_not_found")
+    for action in ("delete", "requeue"):
+        response = client.post(f"/rq/job/{job_id}/{action}", headers=operator(Origin=SAME_ORIGIN))
+        assert_error_shape(response, 404, "job_not_found")
+
+
+def test_execution_composite_id_still_opens_the_job(client: FlaskClient, queue: JsonQueue) -> None:
+    """It still answers 200 for ``<job id>:<execution id>`` (RQ reads the job id before the colon)."""
+    job = queue.enqueue_call(func=ADD, kwargs={"x": 1, "y": 2})
+    response = client.get(f"/rq/0/data/job/{job.id}:some-execution.json", headers=operator())
+    assert response.status_code == 200
+    assert response.get_json()["id"] == job.id
+
+
+@pytest.mark.parametrize("registry", ["nope", "QUEUED", "failed ", "é"])
+def test_unknown_registry_is_404(client: FlaskClient, registry: str) -> None:
+    """It answers 404 for a job list of a registry RQ does not have, in the data and the page."""
+    for path in (
+        f"/rq/0/data/jobs/default/{registry}/8/asc/1.json",
+        f"/rq/0/view/jobs/default/{registry}/8/asc/1",
+    ):
+        assert_error_shape(client.get(path, headers=operator()), 404, "not_found")
+
+
+@pytest.mark.parametrize(
+    ("per_page", "order", "page"),
+    [
+        ("0", "asc", "1"),
+        ("-1", "asc", "1"),
+        ("201", "asc", "1"),
+        ("x", "asc", "1"),
+        ("1.5", "asc", "1"),
+        ("9" * 30, "asc", "1"),
+        ("8", "asc", "0"),
+        ("8", "asc", "-2"),
+        ("8", "asc", "9" * 30),
+        ("8", "asc", "x"),
+        ("8", "sideways", "1"),
+    ],
+)
+def test_bad_paging_is_400(client: FlaskClient, per_page: str, order: str, page: str) -> None:
+    """It answers 400 for a page size outside 1..200, a page below 1 or absurdly high, or an unknown order."""
+    for registry in ("queued", "failed"):
+        response = client.get(
+            f"/rq/0/data/jobs/default/{registry}/{per_page}/{order}/{page}.json", headers=operator()
+        )
+        assert_error_shape(response, 400, "bad_request")
+
+
+@pytest.mark.parametrize(
+    "registry", ["queued", "failed", "started", "finished", "deferred", "scheduled", "canceled"]
+)
+def test_every_registry_lists_with_both_orders(client: FlaskClient, registry: str) -> None:
+    """It still answers 200 for every real registry, ascending and descending, at the UI's page sizes."""
+    for per_page, order in (("1", "asc"), ("8", "dsc"), ("200", "asc")):
+        response = client.get(
+            f"/rq/0/data/jobs/default/{registry}/{per_page}/{order}/1.json", headers=operator()
+        )
+        assert response.status_code == 200, response.get_data()[:300]
+        assert response.get_json()["registry_name"] == registry
+
+
+def test_unknown_instance_number_is_404(client: FlaskClient) -> None:
+    """It answers 404 for a Redis instance number that is not configured (only instance 0 is)."""
+    for path in (
+        "/rq/1/data/queues.json",
+        "/rq/99/view/workers",
+        "/rq/99/data/jobs/default/queued/8/asc/1.json",
+    ):
+        assert_error_shape(client.get(path, headers=operator()), 404, "not_found")
+    assert client.get("/rq/0/data/queues.json", headers=operator()).status_code == 200
+
+
+def test_compact_of_an_empty_queue_is_ok(client: FlaskClient, queue: JsonQueue, redis: Redis) -> None:
+    """It answers 200 to compacting a queue that has no key (0.9's RENAME failed), and still compacts."""
+    response = client.post("/rq/queue/default/compact", headers=operator(Origin=SAME_ORIGIN))
+    assert response.status_code == 200, response.get_data()[:300]
+    assert response.get_json() == {"status": "OK"}
+    live = queue.enqueue_call(func=ADD, kwargs={"x": 1, "y": 2})
+    redis.rpush(queue.key, "gone-job")
+    response = client.post("/rq/queue/default/compact", headers=operator(Origin=SAME_ORIGIN))
+    assert response.status_code == 200
+    assert queue.get_job_ids() == [live.id]
+
+
+def test_url_checks_come_after_auth(client: FlaskClient) -> None:
+    """It answers 401, not 404 or 400, to an awkward URL without credentials."""
+    for path in (
+        "/rq/99/view/workers",
+        "/rq/0/data/job/a.b.json",
+        "/rq/0/data/jobs/default/nope/0/asc/1.json",
+    ):
+        assert_unauthorized(client.get(path))
+
+
+#: Awkward values for each dashboard URL part, the first of each being a sane one.
+AWKWARD: dict[str, list[str]] = {
+    "instance_number": ["0", "1", "99", "-1", "9" * 30],
+    "queue_name": ["default", "nosuch", "a.b", "é", "%", " ", "rq:queue:default", "x" * 300],
+    "registry_name": [
+        *("queued", "started", "finished", "failed", "deferred", "scheduled", "canceled"),
+        *("nope", "QUEUED", "é", "."),
+    ],
+    "per_page": ["8", "0", "-1", "1", "200", "201", "x", "1.5", "9" * 30],
+    "order": ["asc", "dsc", "desc", "é", "-1"],
+    "page": ["1", "0", "-1", "2", "1000", "9" * 30, "x", "1e3"],
+    "job_id": ["JOB", "no-such-job", "a.b", "é", "a:b", ":", "JOB:exec", "..", "x" * 2000, "a%2Fb", "%00"],
+    "filename": ["favicon.ico", "nope.js", "../../../etc/passwd", "js/../../web.py", "%00"],
+}
+_URL_PART = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
+
+
+def _dashboard_urls(app: Flask, job_id: str) -> list[tuple[str, str]]:
+    """(method, path) for every dashboard route with each URL part varied over AWKWARD in turn."""
+    out: set[tuple[str, str]] = set()
+    rules = [r for r in app.url_map.iter_rules() if r.rule.startswith(URL_PREFIX)]
+    assert len(rules) > 15, [r.rule for r in rules]  # the sweep must not silently miss the dashboard
+    for rule in rules:
+        names = _URL_PART.findall(rule.rule)
+        assert set(names) <= set(AWKWARD), f"no awkward values for {rule.rule}"
+        methods = sorted((rule.methods or set()) - {"HEAD", "OPTIONS"})
+        variants = [{n: AWKWARD[n][0] for n in names}]
+        variants += [{**variants[0], name: value} for name in names for value in AWKWARD[name][1:]]
+        for values in variants:
+            path = _URL_PART.sub(
+                lambda m, v=values: quote(v[m.group(1)].replace("JOB", job_id), safe="%/:"), rule.rule
+            )
+            out.update((method, path) for method in methods)
+    return sorted(out)
+
+
+def test_no_dashboard_url_answers_5xx(
+    client: FlaskClient, app: Flask, queue: JsonQueue, redis: Redis
+) -> None:
+    """It answers every dashboard route, with awkward values in each URL part, without a 5xx."""
+    parent = queue.enqueue_call(func=ADD, kwargs={"x": 1, "y": 2})
+    queue.enqueue_job(queue.create_job(ADD, kwargs={"x": 3, "y": 4}, depends_on=parent))
+    _failed_json_job(queue)
+    worker = JsonWorker(["default"], connection=redis, name="dashboard-sweep-worker")
+    worker.register_birth()
+    try:
+        urls = _dashboard_urls(app, parent.id)
+        failures = []
+        for method, path in urls:
+            response = client.open(path, method=method, headers=operator(Origin=SAME_ORIGIN))
+            if response.status_code >= 500:
+                failures.append((method, path, response.status_code))
+            elif response.status_code >= 400:
+                assert response.is_json and "error" in response.get_json(), (
+                    method,
+                    path,
+                    response.status_code,
+                )
+        assert failures == [], f"{len(failures)} of {len(urls)} answered 5xx: {failures}"
+    finally:
+        worker.register_death()

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-
 from flask import Response, jsonify, request, url_for
 from rq.exceptions import DeserializationError, NoSuchJobError
 
@@ -12,7 +9,7 @@ from app import defaults
 from app.api import api
 from app.api.errors import APIError
 from app.lifecycle import JobFinished, JobNotFailed, retry_failed, revoke
-from app.listing import list_jobs
+from app.listing import Cursor, decode_cursor, list_jobs
 from app.queues import JsonJob, fetch_job
 from app.registry import QueueName
 from app.runtime import runtime
@@ -65,16 +62,13 @@ def retry_job(job_id: str) -> tuple[Response, int, dict[str, str]]:
     )
 
 
-def _cursor(raw: str | None) -> int:
+def _cursor(raw: str | None) -> Cursor | None:
     if not raw:
-        return 0
+        return None
     try:
-        value = int(base64.urlsafe_b64decode(raw.encode() + b"==").decode())
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+        return decode_cursor(raw)
+    except ValueError:  # also binascii.Error, UnicodeDecodeError and JSONDecodeError
         raise APIError(400, "bad_cursor", "cursor is not one this API returned") from None
-    if value < 0:
-        raise APIError(400, "bad_cursor", "cursor is not one this API returned")
-    return value
 
 
 @api.get("/jobs")
@@ -97,9 +91,6 @@ def list_all_jobs() -> Response:
         raise APIError(400, "bad_limit", "limit must be a whole number") from None
     if limit < 1:
         raise APIError(400, "bad_limit", "limit must be at least 1")
-    offset = _cursor(args.get("cursor"))
-    jobs, next_offset = list_jobs(runtime().redis, state, args.get("task") or None, queue, offset, limit)
-    next_cursor = (
-        base64.urlsafe_b64encode(str(next_offset).encode()).decode().rstrip("=") if next_offset else None
-    )
+    cursor = _cursor(args.get("cursor"))
+    jobs, next_cursor = list_jobs(runtime().redis, state, args.get("task") or None, queue, cursor, limit)
     return jsonify({"jobs": jobs, "next_cursor": next_cursor})
