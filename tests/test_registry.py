@@ -6,6 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from app.registry import REGISTRY, QueueName, RateLimit, RetryPolicy, Schedule, TaskInput, TaskRegistry, task
+from tests.servers import Starter
 
 
 class XInput(TaskInput):
@@ -141,3 +142,15 @@ def test_validation_follows_json_rules_for_strict_models() -> None:
     assert spec.validate({"at": datetime(2026, 1, 2), "count": 2}).count == 2  # type: ignore[attr-defined]
     with pytest.raises(ValidationError):
         spec.validate({"at": "2026-01-02T03:04:05Z", "count": "2"})
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("process", [["worker.py", "--burst"], ["scheduler.py", "--burst"]])
+def test_two_tasks_with_one_name_stop_the_process_with_one_line(process: list[str], start: Starter) -> None:
+    """Two tasks called ``add`` stop worker and scheduler at start, with one line naming both."""
+    proc = start(*process, TASK_MODULES="tests.jobs,tests.duplicate_jobs")
+    assert start.wait(proc, 60) == 2
+    lines = [line for line in start.output(proc).splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert "task 'add' is declared twice" in lines[0]
+    assert "app.tasks.platform.add" in lines[0] and "tests.duplicate_jobs.another_add" in lines[0]
