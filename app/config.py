@@ -87,6 +87,7 @@ class Settings:
     redis_timeout: float = defaults.REDIS_SOCKET_TIMEOUT
     task_modules: tuple[str, ...] = ()
     worker_ttl: int = defaults.WORKER_TTL
+    metrics_token: str = ""
 
     @property
     def is_production(self) -> bool:
@@ -136,6 +137,7 @@ class Settings:
             ),
             task_modules=reader.modules("TASK_MODULES"),
             worker_ttl=reader.integer("WORKER_TTL", defaults.WORKER_TTL, minimum=20, maximum=86400),
+            metrics_token=reader.text("METRICS_TOKEN", ""),
         )
         if settings.is_production:
             if not settings.api_tokens:
@@ -152,7 +154,7 @@ class Settings:
 
     def public(self) -> dict[str, object]:
         """The settings with secrets masked, for logs and diagnostics."""
-        secret = {"api_tokens", "dashboard_password", "webhook_secret"}
+        secret = {"api_tokens", "dashboard_password", "webhook_secret", "metrics_token"}
         out: dict[str, object] = {}
         for f in fields(self):
             value = getattr(self, f.name)

@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 
 from app import dashboard, runtime, services
 from app.api import api, probes
+from app.api import metrics as metrics_api
 from app.api.bodies import LingeringClose
 from app.api.errors import register_error_handlers
 from app.config import Settings, load_or_exit
@@ -37,6 +38,7 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     register_error_handlers(app)
     app.register_blueprint(probes)
     app.register_blueprint(api)
+    metrics_api.init_app(app)
     dashboard.init_app(app, settings)
     app.wsgi_app = LingeringClose(app.wsgi_app)  # type: ignore[method-assign]
     return app

@@ -51,3 +51,23 @@ def doorbell(queue: str) -> str:
 def workflow(workflow_id: str) -> str:
     """A workflow's structure and job ids (a JSON string)."""
     return _key("workflow", workflow_id)
+
+
+def job_counts() -> str:
+    """Jobs by outcome, across every worker: a hash of ``<task>|<outcome>`` -> count."""
+    return _key("metrics", "jobs")
+
+
+def job_durations(task: str) -> str:
+    """One task's run times: a hash of histogram bucket index -> count, plus ``sum`` and ``count``."""
+    return _key("metrics", "duration", task)
+
+
+def http_counts() -> str:
+    """API requests: a hash of ``<method>|<route>|<status>`` -> count."""
+    return _key("metrics", "http")
+
+
+def http_durations(route: str) -> str:
+    """One route's latencies: a hash of histogram bucket index -> count, plus ``sum`` and ``count``."""
+    return _key("metrics", "http-duration", route)

@@ -1,0 +1,68 @@
+"""/metrics: job outcomes and durations counted in Redis, queues, workers and API requests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask import Flask
+from flask.testing import FlaskClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from app import create_app, metrics
+from app.api.metrics import EXTENSION
+from tests.conftest import make_env
+
+
+def _sample(text: str, name: str, **labels: str) -> float | None:
+    """The value of the sample ``name`` with exactly these labels, parsed as Prometheus parses it."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    return None
+
+
+def test_job_outcomes_and_durations_are_exposed(app: Flask, client: FlaskClient) -> None:
+    """Counts by task and outcome, and a cumulative duration histogram, as recorded by any host."""
+    redis = app.extensions["tasklane"].redis
+    with redis.pipeline() as pipe:
+        metrics.record_job(pipe, "add", "success", 0.003)
+        metrics.record_job(pipe, "add", "success", 0.2)
+        metrics.record_job(pipe, "add", "failure")
+        pipe.execute()
+    text = client.get("/metrics").get_data(as_text=True)
+    assert _sample(text, "tasklane_jobs_total", task="add", outcome="success") == 2
+    assert _sample(text, "tasklane_jobs_total", task="add", outcome="failure") == 1
+    assert _sample(text, "tasklane_job_duration_seconds_bucket", task="add", le="0.005") == 1
+    assert _sample(text, "tasklane_job_duration_seconds_bucket", task="add", le="0.25") == 2
+    assert _sample(text, "tasklane_job_duration_seconds_bucket", task="add", le="+Inf") == 2
+    assert _sample(text, "tasklane_job_duration_seconds_count", task="add") == 2
+    assert abs((_sample(text, "tasklane_job_duration_seconds_sum", task="add") or 0) - 0.203) < 1e-6
+
+
+def test_queues_workers_and_requests_are_exposed(
+    app: Flask, client: FlaskClient, auth: dict[str, str]
+) -> None:
+    """Queue depths with the oldest waiting job's age, workers by state, requests by route and status."""
+    for n in range(3):
+        assert (
+            client.post("/api/v1/tasks/add", json={"args": {"x": n, "y": 1}}, headers=auth).status_code == 202
+        )
+    assert client.post("/api/v1/tasks/add", json={"args": {"x": "no"}}, headers=auth).status_code == 422
+    app.extensions[EXTENSION].flush()
+    text = client.get("/metrics").get_data(as_text=True)
+    assert _sample(text, "tasklane_queue_jobs", queue="default", state="waiting") == 3
+    assert _sample(text, "tasklane_queue_jobs", queue="low", state="waiting") == 0
+    assert (_sample(text, "tasklane_queue_oldest_waiting_seconds", queue="default") or -1) >= 0
+    assert _sample(text, "tasklane_workers", state="idle") == 0
+    route = "/api/v1/tasks/<name>"
+    assert _sample(text, "tasklane_http_requests_total", method="POST", route=route, status="202") == 3
+    assert _sample(text, "tasklane_http_requests_total", method="POST", route=route, status="422") == 1
+    assert _sample(text, "tasklane_http_request_duration_seconds_count", route=route) == 4
+
+
+def test_a_metrics_token_guards_the_endpoint(tmp_path: Path, redis_url: str) -> None:
+    """With METRICS_TOKEN set, /metrics answers 401 without it and 200 with it."""
+    client = create_app(make_env(tmp_path, redis_url, METRICS_TOKEN="scrape-secret-0123")).test_client()
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/metrics", headers={"Authorization": "Bearer scrape-secret-0123"}).status_code == 200
