@@ -17,7 +17,8 @@ _CONTEXT_FIELDS = ("job_id", "task", "queue", "worker", "duration_ms", "attempt"
 
 
 class _JobContext(logging.Filter):
-    """Adds the current RQ job's id and task to records that do not carry them."""
+    """Adds the running job's id, task, queue and attempt to every line written while it runs
+    (by the task itself, a library it calls, or the platform), unless the line carries them."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(record, "job_id", None) is None:
@@ -26,9 +27,19 @@ class _JobContext(logging.Filter):
             except Exception:
                 job = None
             if job is not None:
+                meta = job.meta or {}
                 record.job_id = job.id
-                record.task = job.meta.get(Meta.TASK) if job.meta else None
+                record.task = meta.get(Meta.TASK)
+                record.queue = job.origin
+                record.attempt = _attempt(meta, job.retries_left)
         return True
+
+
+def _attempt(meta: dict[str, Any], retries_left: int | None) -> int:
+    """The running attempt's number, 1 for the first (retries used + 1)."""
+    max_retries = int(meta.get(Meta.MAX_RETRIES) or 0)
+    left = max_retries if retries_left is None else retries_left
+    return max(0, max_retries - left) + 1
 
 
 class JsonFormatter(logging.Formatter):

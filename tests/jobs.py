@@ -254,3 +254,11 @@ def context_aware(path: str, failures: int) -> dict[str, object]:
         raise RuntimeError(f"attempt {ctx.attempt} fails")
     return {"job_id": ctx.job_id, "attempt": ctx.attempt, "retries": ctx.retries, "left": ctx.retries_left,
             "last": ctx.is_last_attempt}  # fmt: skip
+
+
+@task()
+def logs_a_line() -> None:
+    """Write a log line from inside a task, through a library-style logger."""
+    import logging
+
+    logging.getLogger("some.library").info("hello from the task")

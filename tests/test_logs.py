@@ -31,3 +31,36 @@ def test_console_lines_append_the_job_context() -> None:
         ConsoleFormatter().format(_record(job_id="j1", task="add")).endswith("task ran [job_id=j1 task=add]")
     )
     assert ConsoleFormatter().format(_record()).endswith("task ran")
+
+
+def test_lines_written_while_a_job_runs_carry_its_context(app: object, tmp_path: object) -> None:
+    """A line logged by a task (not by the platform) carries job id, task, queue and attempt."""
+    import io
+
+    from flask import Flask
+
+    from app.config import Settings
+    from app.dispatch import enqueue
+    from app.logs import configure_logging
+    from app.registry import REGISTRY
+    from tests.servers import drain
+
+    assert isinstance(app, Flask)
+    stream = io.StringIO()
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    configure_logging(Settings.from_env({"LOG_FORMAT": "json", "LOG_LEVEL": "INFO"}))
+    root.handlers[0].setStream(stream)  # type: ignore[attr-defined]
+    spec = REGISTRY.get("logs_a_line")
+    assert spec is not None
+    job = enqueue(
+        spec, spec.validate({}), app.extensions["tasklane"].redis, default_result_ttl=60, failure_ttl=60
+    )
+    try:
+        drain(app)
+    finally:
+        root.handlers[:], root.level = saved[0], saved[1]
+    lines = [json.loads(x) for x in stream.getvalue().splitlines() if x.startswith("{")]
+    mine = [x for x in lines if x["message"] == "hello from the task"]
+    assert mine and mine[0]["job_id"] == job.id
+    assert (mine[0]["task"], mine[0]["queue"], mine[0]["attempt"]) == ("logs_a_line", "default", 1)
