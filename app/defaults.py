@@ -74,3 +74,5 @@ RESTART_DELAY = 0.5
 SUPERVISOR_POLL = 0.25
 #: Seconds an outbound HTTP call may take unless its caller says otherwise.
 HTTP_TIMEOUT = 30.0
+#: Longest Retry-After (s) a task honours; a peer asking for more is retried after this.
+RETRY_AFTER_LIMIT = 3600.0
