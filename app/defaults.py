@@ -74,5 +74,11 @@ RESTART_DELAY = 0.5
 SUPERVISOR_POLL = 0.25
 #: Seconds an outbound HTTP call may take unless its caller says otherwise.
 HTTP_TIMEOUT = 30.0
+#: Most redirects an outbound call that follows them (call_external_api) goes through.
+MAX_REDIRECTS = 5
+#: Largest response body an outbound HTTP call reads, in bytes; a larger one fails the call.
+MAX_RESPONSE_BYTES = 10 * 1024 * 1024
+#: Largest response call_external_api returns (it becomes the job's result in Redis), in bytes.
+EXTERNAL_API_MAX_BYTES = 1024 * 1024
 #: Longest Retry-After (s) a task honours; a peer asking for more is retried after this.
 RETRY_AFTER_LIMIT = 3600.0
