@@ -82,3 +82,5 @@ MAX_RESPONSE_BYTES = 10 * 1024 * 1024
 EXTERNAL_API_MAX_BYTES = 1024 * 1024
 #: Longest Retry-After (s) a task honours; a peer asking for more is retried after this.
 RETRY_AFTER_LIMIT = 3600.0
+#: Seconds an SMTP conversation may stall (connect, each command) before it fails.
+SMTP_TIMEOUT = 30.0

@@ -21,6 +21,7 @@ from flask import Flask, current_app
 from app import defaults
 from app.config import Settings
 from app.services.http import HttpClient
+from app.services.mail import Mailer
 from app.services.outbound import OutboundPolicy, policy_for
 
 EXTENSION = "tasklane.services"
@@ -61,6 +62,11 @@ class Services:
             "outbound",
             lambda: HttpClient(policy=self.outbound_policy, max_bytes=defaults.EXTERNAL_API_MAX_BYTES),
         )
+
+    @property
+    def mail(self) -> Mailer:
+        """SMTP mail (``SMTP_URL``), or .eml files under ``$VAR_DIR/mail`` in development."""
+        return self._get("mail", lambda: Mailer.from_settings(self.settings))
 
     def close(self) -> None:
         """Close every client built so far (before a fork, or at exit)."""
