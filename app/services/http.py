@@ -185,9 +185,9 @@ class HttpClient:
     """A pooled HTTP client: every call has a timeout and reads at most ``max_bytes`` of body.
 
     With a ``policy`` every connection (redirects included) goes through it, then through
-    ``backend`` (httpcore's sockets unless a test passes its own). Proxy
-    variables are ignored so that the connection goes where the policy checked;
-    ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` are honoured.
+    ``backend`` (httpcore's sockets unless a test passes its own), and the proxy variables
+    (``HTTPS_PROXY``, ...) are ignored so that the connection goes where the policy checked;
+    without one they are honoured. ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` are honoured.
     """
 
     def __init__(
@@ -211,7 +211,7 @@ class HttpClient:
             transport=transport,
             timeout=timeout,
             headers={"User-Agent": USER_AGENT},
-            trust_env=False,
+            trust_env=policy is None,
             follow_redirects=False,
             max_redirects=max_redirects,
         )
