@@ -51,3 +51,8 @@ def doorbell(queue: str) -> str:
 def workflow(workflow_id: str) -> str:
     """A workflow's structure and job ids (a JSON string)."""
     return _key("workflow", workflow_id)
+
+
+def model_cache(provider: str) -> str:
+    """A model provider's cached model list (a JSON string with a one-hour TTL)."""
+    return _key("models", provider)

@@ -20,9 +20,12 @@ from flask import Flask, current_app
 
 from app import defaults
 from app.config import Settings
+from app.services.gateway import PaymentGateway
 from app.services.http import HttpClient
 from app.services.mail import Mailer
 from app.services.outbound import OutboundPolicy, policy_for
+from app.services.providers import ModelProvider, providers_from_settings
+from app.services.webhooks import WebhookSender
 
 EXTENSION = "tasklane.services"
 
@@ -33,7 +36,7 @@ class Services:
 
     settings: Settings
     _clients: dict[str, Any] = field(default_factory=dict)
-    # Re-entrant: building one client may build another.
+    # Re-entrant: building one client may build another (webhooks use the outbound client).
     _lock: threading.RLock = field(default_factory=threading.RLock)
 
     def _get(self, name: str, build: Any) -> Any:
@@ -67,6 +70,21 @@ class Services:
     def mail(self) -> Mailer:
         """SMTP mail (``SMTP_URL``), or .eml files under ``$VAR_DIR/mail`` in development."""
         return self._get("mail", lambda: Mailer.from_settings(self.settings))
+
+    @property
+    def webhooks(self) -> WebhookSender:
+        """Signed webhook deliveries (``WEBHOOK_SECRET``) over the policy-checked client."""
+        return self._get("webhooks", lambda: WebhookSender.from_settings(self.settings, self.outbound))
+
+    @property
+    def gateway(self) -> PaymentGateway:
+        """The payment gateway (``PAYMENT_GATEWAY_URL``)."""
+        return self._get("gateway", lambda: PaymentGateway.from_settings(self.settings, self.http))
+
+    @property
+    def model_providers(self) -> tuple[ModelProvider, ...]:
+        """The model providers configured (``OLLAMA_URL``, ``LITELLM_URL``)."""
+        return providers_from_settings(self.settings)
 
     def close(self) -> None:
         """Close every client built so far (before a fork, or at exit)."""
