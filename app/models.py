@@ -45,6 +45,13 @@ class User(Base):
         except EmailNotValidError as exc:
             raise ValueError(f"invalid email address {value!r}: {exc}") from None
 
+    @validates("name")
+    def _one_line(self, _key: str, value: str) -> str:
+        """A name goes into mail headers: printable, on one line."""
+        if not value or any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise ValueError("a user's name must be non-empty, on one line, without control characters")
+        return value
+
     @validates("webhook_url")
     def _http_url(self, _key: str, value: str | None) -> str | None:
         if value is not None and not value.lower().startswith(("http://", "https://")):

@@ -47,7 +47,7 @@ def test_migrations_build_the_models_tables(database_url: str) -> None:
 
 
 def test_user_email_is_validated_and_normalised(database_url: str) -> None:
-    """It stores a valid address in its normalised form, refuses an invalid one and a second user with it."""
+    """It stores a valid address normalised; it refuses a bad one, a second user with it, a 2-line name."""
     engine = make_engine(database_url)
     with Session(engine) as session, session.begin():
         user = User(email="Bob@EXAMPLE.com", name="Bob", webhook_url="https://hooks.example/bob")
@@ -59,6 +59,8 @@ def test_user_email_is_validated_and_normalised(database_url: str) -> None:
     for bad in ("no-at-sign", "a@b", "two@@example.com"):
         with pytest.raises(ValueError, match="invalid email address"):
             User(email=bad, name="X")
+    with pytest.raises(ValueError, match="one line"):
+        User(email="c@example.com", name="C\r\nBcc: all@example.com")
     with pytest.raises(ValueError, match="http"):
         User(email="c@example.com", name="C", webhook_url="ftp://hooks.example/")
     with pytest.raises(IntegrityError), Session(engine) as session, session.begin():
