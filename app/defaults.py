@@ -88,3 +88,24 @@ RESTART_DELAY = 0.5
 SUPERVISOR_POLL = 0.25
 #: Seconds an outbound HTTP call may take unless its caller says otherwise.
 HTTP_TIMEOUT = 30.0
+#: Most redirects an outbound call that follows them (call_external_api) goes through.
+MAX_REDIRECTS = 5
+#: Largest response body an outbound HTTP call reads, in bytes; a larger one fails the call.
+MAX_RESPONSE_BYTES = 10 * 1024 * 1024
+#: Largest response call_external_api returns (it becomes the job's result in Redis), in bytes.
+EXTERNAL_API_MAX_BYTES = 1024 * 1024
+#: Seconds call_external_api's POST may take.
+EXTERNAL_API_TIMEOUT = 30.0
+#: Longest Retry-After (s) a task honours; a peer asking for more is retried after this.
+RETRY_AFTER_LIMIT = 3600.0
+#: Seconds a webhook receiver may take to answer.
+WEBHOOK_TIMEOUT = 10.0
+#: Seconds a payment gateway call may take; a timed-out charge is retried with the same
+#: Idempotency-Key, so the gateway charges it once.
+PAYMENT_GATEWAY_TIMEOUT = 10.0
+#: Seconds a model provider (Ollama, LiteLLM) may take to list its models.
+MODEL_PROVIDER_TIMEOUT = 10.0
+#: Seconds a provider's model list stays cached in Redis.
+MODEL_CACHE_TTL = 3600
+#: Seconds an SMTP conversation may stall (connect, each command) before it fails.
+SMTP_TIMEOUT = 30.0

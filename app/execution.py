@@ -23,7 +23,7 @@ from rq.job import Job
 from app import defaults, signals
 from app.meta import Meta
 from app.queues import JsonJob, UnknownTaskError, task_spec
-from app.registry import TaskSpec
+from app.registry import RetryTask, TaskSpec
 from app.steps import StepInputExpired, inputs_for
 from app.timeutil import iso, utcnow
 
@@ -38,17 +38,6 @@ class InvalidJobArguments(ValueError):
 
 class JobRevoked(RuntimeError):
     """The job was revoked before it started; it is not run."""
-
-
-class RetryTask(Exception):
-    """Raise from a task to ask for another attempt after ``countdown`` seconds.
-
-    The attempt counts against the task's ``max_retries``; with none left the job fails.
-    """
-
-    def __init__(self, countdown: float = 0.0, reason: str = "retry requested by the task") -> None:
-        super().__init__(reason)
-        self.countdown = max(0.0, float(countdown))
 
 
 class ExecutingJob(JsonJob):

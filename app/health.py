@@ -1,8 +1,15 @@
-"""Health of the service's dependencies: Redis, the database, workers, HTTP peers."""
+"""Health of the service's dependencies: Redis, the database, workers, HTTP peers.
+
+Each check reports its status and latency. The health_check task runs them side by
+side, each within ``HEALTH_CHECK_TIMEOUT``: a dependency that hangs is reported as timed
+out, and the report comes in time all the same.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -64,28 +71,64 @@ def workers_seen(redis: Redis) -> dict[str, Any]:
 def check_http(
     url: str, http: HttpClient | None = None, timeout: float = defaults.HEALTH_CHECK_TIMEOUT
 ) -> dict[str, Any]:
-    """GET ``url``; any 2xx or 3xx answer is healthy."""
+    """GET ``url`` (redirects not followed); any 2xx or 3xx answer is healthy."""
     client = http or HttpClient()
 
     def check() -> dict[str, Any]:
-        response = client.get(url, timeout=timeout)
-        if response.status_code >= 400:
-            raise RuntimeError(f"HTTP {response.status_code}")
-        return {"http_status": response.status_code}
+        reply = client.get(url, timeout=timeout)
+        if reply.status_code >= 400:
+            raise RuntimeError(f"HTTP {reply.status_code}")
+        return {"http_status": reply.status_code}
 
     return _timed(check)
 
 
-def run_checks(rt: Runtime, http: HttpClient | None = None) -> dict[str, Any]:
-    """Check every dependency; ``ok`` only when all are fine, else ``degraded``."""
-    checks: dict[str, Any] = {
-        "redis": check_redis(rt.redis),
-        "database": check_database(rt),
-        "workers": workers_seen(rt.redis),
+def within(checks: dict[str, Callable[[], dict[str, Any]]], timeout: float) -> dict[str, dict[str, Any]]:
+    """Run the checks side by side; one still running after ``timeout`` s is reported as timed out.
+
+    A check that hangs is left to finish on its own (a daemon thread): the report does
+    not wait for it.
+    """
+    outcomes: dict[str, dict[str, Any]] = {}
+
+    def run(name: str, check: Callable[[], dict[str, Any]]) -> None:
+        outcomes[name] = check()
+
+    started = time.perf_counter()
+    threads = [
+        threading.Thread(target=run, args=(name, check), name=f"health-{name}", daemon=True)
+        for name, check in checks.items()
+    ]
+    for thread in threads:
+        thread.start()
+    deadline = started + timeout
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.perf_counter()))
+    report: dict[str, dict[str, Any]] = {}
+    for name in checks:
+        outcome = outcomes.get(name)
+        if outcome is None:
+            elapsed = round((time.perf_counter() - started) * 1000, 2)
+            outcome = {"status": "error", "error": f"timed out after {timeout:g} s", "latency_ms": elapsed}
+        report[name] = outcome
+    return report
+
+
+def run_checks(
+    rt: Runtime, http: HttpClient | None = None, timeout: float = defaults.HEALTH_CHECK_TIMEOUT
+) -> dict[str, Any]:
+    """Check every dependency, each within ``timeout``; ``ok`` only when all are fine, else ``degraded``."""
+    planned: dict[str, Callable[[], dict[str, Any]]] = {
+        "redis": lambda: check_redis(rt.redis),
+        "database": lambda: check_database(rt),
+        "workers": lambda: workers_seen(rt.redis),
     }
     for url in rt.settings.health_check_urls:
         # Keyed by the URL without its credentials: the report is stored and shown.
-        checks[mask_url(url)] = check_http(url, http)
+        planned[mask_url(url)] = functools.partial(check_http, url, http, timeout)
+    # The HTTP checks time out by themselves; the deadline catches what has no timeout of
+    # its own (a database that accepts the connection and never answers).
+    checks = within(planned, timeout + 1.0)
     healthy = all(c["status"] == "ok" for c in checks.values())
     return {
         "status": "ok" if healthy else "degraded",

@@ -71,3 +71,8 @@ def http_counts() -> str:
 def http_durations(route: str) -> str:
     """One route's latencies: a hash of histogram bucket index -> count, plus ``sum`` and ``count``."""
     return _key("metrics", "http-duration", route)
+
+
+def model_cache(provider: str) -> str:
+    """A model provider's cached model list (a JSON string with a one-hour TTL)."""
+    return _key("models", provider)

@@ -96,6 +96,29 @@ class RetryPolicy:
         }
 
 
+class RetryTask(Exception):
+    """Raise from a task to ask for another attempt after ``countdown`` seconds.
+
+    The attempt counts against the task's ``max_retries``; with none left the job fails.
+    Declared here, beside the policy, so that task modules reach it without importing the
+    execution layer that acts on it.
+    """
+
+    def __init__(self, countdown: float = 0.0, reason: str = "retry requested by the task") -> None:
+        super().__init__(reason)
+        self.countdown = max(0.0, float(countdown))
+
+
+def honour_retry_after(seconds: float | None, reason: str) -> None:
+    """Raise RetryTask after a peer's ``Retry-After`` (at most RETRY_AFTER_LIMIT s); without one, return.
+
+    Call it where a transient failure is caught: when it returns, re-raise the failure and
+    the task's back-off decides when to try again.
+    """
+    if seconds is not None:
+        raise RetryTask(countdown=min(seconds, defaults.RETRY_AFTER_LIMIT), reason=reason)
+
+
 @dataclass(frozen=True)
 class Schedule:
     """When a periodic task runs: a cron expression (UTC) or a fixed interval in seconds."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ from flask.testing import FlaskClient
 
 from app import create_app
 from app.config import Settings
+from tests.peers import Certificates, HttpPeer, SmtpPeer
 from tests.servers import RedisServer, Starter
 
 TOKEN = "test-token-0123456789abcdef"
@@ -104,3 +105,37 @@ def fake_app(tmp_path: Path) -> Flask:
 @pytest.fixture
 def fake_redis(fake_app: Flask) -> Any:
     return fake_app.extensions["tasklane"].redis
+
+
+@pytest.fixture(scope="session")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    """A CA and a localhost server certificate, made for the session (workers trust it via SSL_CERT_FILE)."""
+    return Certificates.make(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture
+def http_peer() -> Iterator[Callable[..., HttpPeer]]:
+    """Starts scripted loopback HTTP peers (``http_peer()``, ``http_peer(port=p)``); all closed afterwards."""
+    started: list[HttpPeer] = []
+
+    def make(host: str = "127.0.0.1", port: int = 0) -> HttpPeer:
+        started.append(HttpPeer(host, port))
+        return started[-1]
+
+    yield make
+    for peer in started:
+        peer.close()
+
+
+@pytest.fixture
+def smtp_peer(certificates: Certificates) -> Iterator[Callable[..., SmtpPeer]]:
+    """Starts aiosmtpd servers on loopback (STARTTLS + AUTH unless told otherwise); all stopped afterwards."""
+    started: list[SmtpPeer] = []
+
+    def make(**options: Any) -> SmtpPeer:
+        started.append(SmtpPeer(certificates, **options))
+        return started[-1]
+
+    yield make
+    for peer in started:
+        peer.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from flask.testing import FlaskClient
 from redis import Redis
 from rq import SimpleWorker
 from rq.serializers import JSONSerializer
@@ -22,9 +24,12 @@ from app.dispatch import enqueue
 from app.execution import ExecutingJob
 from app.queues import JsonJob
 from app.registry import REGISTRY
+from app.services.http import HttpClient
 from app.workers import JsonWorker
 from tests.conftest import make_env
-from tests.servers import free_port
+from tests.peers import Answer, HttpPeer
+from tests.servers import FINAL, Starter, free_port, start_worker, wait_state
+from tests.servers import enqueue as enqueue_job
 
 SECRET = "s3cret-peer-token"
 
@@ -151,7 +156,7 @@ def test_report_degraded_when_port_closed(tmp_path: Path, redis_url: str) -> Non
     report = run_health_check(app)
     assert report["status"] == "degraded"
     assert report["checks"][closed]["status"] == "error"
-    assert "ConnectionError" in report["checks"][closed]["error"]
+    assert "ConnectError" in report["checks"][closed]["error"]
     assert health.latest_report(app.extensions["tasklane"].redis)["status"] == "degraded"
 
 
@@ -292,3 +297,66 @@ def test_readyz_survives_unreadable_report(tmp_path: Path, redis_url: str) -> No
     response = app.test_client().get("/readyz")
     assert response.status_code == 503  # no worker
     assert response.get_json()["last_health_report"]["status"] == "error"
+
+
+# --- timeouts, and the task through a real worker ---------------------------------------------------
+
+
+def test_checks_run_side_by_side_and_a_hanging_one_times_out() -> None:
+    """It reports a check still running at the deadline as timed out, without waiting for it."""
+
+    def hangs() -> dict[str, Any]:
+        time.sleep(5)
+        return {"status": "ok"}
+
+    started = time.monotonic()
+    report = health.within({"fast": lambda: {"status": "ok", "latency_ms": 1.0}, "stuck": hangs}, timeout=0.5)
+    assert time.monotonic() - started < 2
+    assert report["fast"] == {"status": "ok", "latency_ms": 1.0}
+    assert report["stuck"]["status"] == "error"
+    assert report["stuck"]["error"] == "timed out after 0.5 s"
+    assert report["stuck"]["latency_ms"] >= 500
+
+
+def test_a_peer_that_never_answers_times_out_with_its_latency(
+    tmp_path: Path, redis_url: str, http_peer: Callable[..., HttpPeer]
+) -> None:
+    """It reports a peer slower than the timeout as an error after about the timeout, the rest still ok."""
+    slow = http_peer().script("/health", Answer(200, delay=5))
+    app = build_app(tmp_path, redis_url, slow.url("/health"))
+    with app.app_context():
+        started = time.monotonic()
+        report = health.run_checks(app.extensions["tasklane"], HttpClient(), timeout=1.0)
+    assert time.monotonic() - started < 3
+    check = report["checks"][slow.url("/health")]
+    assert check["status"] == "error" and "ReadTimeout" in check["error"]
+    assert 900 <= check["latency_ms"] < 2500
+    assert report["status"] == "degraded"
+    assert report["checks"]["redis"]["status"] == report["checks"]["database"]["status"] == "ok"
+    assert all("latency_ms" in c for c in report["checks"].values())
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_health_check_through_a_worker_feeds_readyz(
+    start: Starter,
+    rconn: Redis,
+    http_peer: Callable[..., HttpPeer],
+    client: FlaskClient,
+    auth: dict[str, str],
+) -> None:
+    """It runs health_check in worker.py: every check ok with its latency, stored, shown by /readyz."""
+    dependency = http_peer().script("/api/tags", Answer(200, {"models": []}))
+    start_worker(start, rconn, HEALTH_CHECK_URLS=dependency.url("/api/tags"))
+    job_id = enqueue_job(client, auth, "health_check", {})
+    done = wait_state(client, auth, job_id, FINAL)
+    assert done["state"] == "SUCCESS", done
+    report = done["result"]
+    assert report["status"] == "ok", report
+    assert set(report["checks"]) == {"redis", "database", "workers", dependency.url("/api/tags")}
+    assert all(c["status"] == "ok" and c["latency_ms"] >= 0 for c in report["checks"].values())
+    assert report["checks"]["workers"]["workers"] == 1
+    assert [s.path for s in dependency.requests()] == ["/api/tags"]
+    assert health.latest_report(rconn) == report
+    ready = client.get("/readyz").get_json()
+    assert ready["last_health_report"] == {"status": "ok", "checked_at": report["checked_at"]}

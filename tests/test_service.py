@@ -30,6 +30,7 @@ from rq.registry import FailedJobRegistry
 from rq.serializers import DefaultSerializer, JSONSerializer
 from rq_scheduler import Scheduler
 
+from app.registry import REGISTRY
 from tests.conftest import DASHBOARD, TOKEN
 from tests.servers import (
     GUNICORN,
@@ -48,7 +49,8 @@ pytestmark = pytest.mark.integration
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 JSON_AUTH = {**AUTH, "Content-Type": "application/json"}
 SCHEDULED_JOBS_KEY = "rq:scheduler:scheduled_jobs"
-PERIODIC_HEALTH = "periodic-health_check"
+#: Every periodic entry of the catalogue (health_check, model_cache_refresh, ...).
+PERIODIC = sorted(f"periodic-{spec.name}" for spec in REGISTRY.periodic())
 
 
 def assert_error_shape(response: requests.Response, status: int) -> dict[str, Any]:
@@ -438,14 +440,15 @@ def test_scheduler_moves_due_jobs_and_keeps_one_periodic_entry(
     assert job["state"] == "SUCCESS", job
     assert mark.read_text() == "ran"
 
-    # The periodic entry is registered under its stable id; its first run is enqueued at once,
+    # Each periodic entry is registered under its stable id; its first run is enqueued at once,
     # after which the entry waits for the next interval.
-    def next_run() -> float | None:
-        score = rconn.zscore(SCHEDULED_JOBS_KEY, PERIODIC_HEALTH)
-        return score if score is not None and score > time.time() + 60 else None
+    def next_runs() -> dict[str, float] | None:
+        scores = {entry: rconn.zscore(SCHEDULED_JOBS_KEY, entry) for entry in PERIODIC}
+        due_later = all(s is not None and s > time.time() + 60 for s in scores.values())
+        return {k: float(v) for k, v in scores.items() if v is not None} if due_later else None
 
-    score = wait_for(next_run, timeout=15, message="the periodic entry's first run")
-    assert [m.decode() for m in rconn.zrange(SCHEDULED_JOBS_KEY, 0, -1)] == [PERIODIC_HEALTH]
+    scores = wait_for(next_runs, timeout=15, message="the periodic entries' first runs")
+    assert sorted(m.decode() for m in rconn.zrange(SCHEDULED_JOBS_KEY, 0, -1)) == PERIODIC
 
     scheduler.send_signal(signal.SIGTERM)
     assert start.wait(scheduler, 10) == 0, start.output(scheduler)[-3000:]
@@ -461,7 +464,7 @@ def test_scheduler_moves_due_jobs_and_keeps_one_periodic_entry(
     wait_for(live_scheduler, timeout=20, message="the restarted scheduler to register its entries")
     time.sleep(1.5)  # at least one pass of its loop
     members = [m.decode() for m in rconn.zrange(SCHEDULED_JOBS_KEY, 0, -1)]
-    assert [m for m in members if m.startswith("periodic-")] == [PERIODIC_HEALTH], members
-    assert rconn.zcard(SCHEDULED_JOBS_KEY) == 1
-    # The restart kept the entry's next run instead of scheduling another run now.
-    assert rconn.zscore(SCHEDULED_JOBS_KEY, PERIODIC_HEALTH) == score
+    assert sorted(m for m in members if m.startswith("periodic-")) == PERIODIC, members
+    assert rconn.zcard(SCHEDULED_JOBS_KEY) == len(PERIODIC)
+    # The restart kept each entry's next run instead of scheduling another run now.
+    assert {entry: rconn.zscore(SCHEDULED_JOBS_KEY, entry) for entry in PERIODIC} == scores

@@ -5,8 +5,9 @@ Each app keeps one :class:`Services` in ``app.extensions``; a task reaches it th
 module global, so two apps with different settings have different clients. Each client
 is created on first use, after any fork, and closed with :meth:`Services.close`.
 
-The catalogue's clients (SMTP mail, the payment gateway, storage, embeddings) join
-:class:`Services` the same way as the outbound HTTP client here.
+Two HTTP clients: ``http`` for the URLs the operator configured (health checks, the
+payment gateway, model providers) and ``outbound`` for URLs from callers and user
+records, which goes through the outbound-URL policy (:mod:`app.services.outbound`).
 """
 
 from __future__ import annotations
@@ -17,8 +18,14 @@ from typing import Any
 
 from flask import Flask, current_app
 
+from app import defaults
 from app.config import Settings
+from app.services.gateway import PaymentGateway
 from app.services.http import HttpClient
+from app.services.mail import Mailer
+from app.services.outbound import OutboundPolicy, policy_for
+from app.services.providers import ModelProvider, providers_from_settings
+from app.services.webhooks import WebhookSender
 
 EXTENSION = "tasklane.services"
 
@@ -29,7 +36,8 @@ class Services:
 
     settings: Settings
     _clients: dict[str, Any] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    # Re-entrant: building one client may build another (webhooks use the outbound client).
+    _lock: threading.RLock = field(default_factory=threading.RLock)
 
     def _get(self, name: str, build: Any) -> Any:
         client = self._clients.get(name)
@@ -42,8 +50,41 @@ class Services:
 
     @property
     def http(self) -> HttpClient:
-        """Outbound HTTP (health checks of HTTP dependencies, alerts, webhooks)."""
-        return self._get("http", lambda: HttpClient.from_settings(self.settings))
+        """HTTP to the operator's own URLs (health checks, the payment gateway, model providers)."""
+        return self._get("http", HttpClient)
+
+    @property
+    def outbound_policy(self) -> OutboundPolicy:
+        """The outbound-URL policy of ``OUTBOUND_URL_ALLOWLIST``."""
+        return policy_for(self.settings.outbound_url_allowlist)
+
+    @property
+    def outbound(self) -> HttpClient:
+        """HTTP to URLs from callers and user records: every connection checked by the policy."""
+        return self._get(
+            "outbound",
+            lambda: HttpClient(policy=self.outbound_policy, max_bytes=defaults.EXTERNAL_API_MAX_BYTES),
+        )
+
+    @property
+    def mail(self) -> Mailer:
+        """SMTP mail (``SMTP_URL``), or .eml files under ``$VAR_DIR/mail`` in development."""
+        return self._get("mail", lambda: Mailer.from_settings(self.settings))
+
+    @property
+    def webhooks(self) -> WebhookSender:
+        """Signed webhook deliveries (``WEBHOOK_SECRET``) over the policy-checked client."""
+        return self._get("webhooks", lambda: WebhookSender.from_settings(self.settings, self.outbound))
+
+    @property
+    def gateway(self) -> PaymentGateway:
+        """The payment gateway (``PAYMENT_GATEWAY_URL``)."""
+        return self._get("gateway", lambda: PaymentGateway.from_settings(self.settings, self.http))
+
+    @property
+    def model_providers(self) -> tuple[ModelProvider, ...]:
+        """The model providers configured (``OLLAMA_URL``, ``LITELLM_URL``)."""
+        return providers_from_settings(self.settings)
 
     def close(self) -> None:
         """Close every client built so far (before a fork, or at exit)."""

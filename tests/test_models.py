@@ -1,0 +1,81 @@
+"""The SQL schema: the migrations build exactly the models' tables; users' emails are checked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from sqlalchemy import inspect
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.db import make_engine
+from app.models import Base, Payment, User
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def database_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A SQLite file migrated to head (migrations/env.py reads DATABASE_URL)."""
+    url = f"sqlite:///{tmp_path / 'schema.db'}"
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.delenv("APP_ENV", raising=False)
+    command.upgrade(alembic_config(), "head")
+    return url
+
+
+def alembic_config() -> Config:
+    config = Config(str(ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(ROOT / "migrations"))
+    return config
+
+
+def test_migrations_build_the_models_tables(database_url: str) -> None:
+    """It leaves no difference between the migrated database and the models, and downgrades cleanly."""
+    engine = make_engine(database_url)
+    with engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+        assert {"users", "payments"} <= set(inspect(conn).get_table_names())
+    command.downgrade(alembic_config(), "0001")
+    assert set(inspect(engine).get_table_names()) == {"alembic_version"}
+    engine.dispose()
+
+
+def test_user_email_is_validated_and_normalised(database_url: str) -> None:
+    """It stores a valid address normalised; it refuses a bad one, a second user with it, a 2-line name."""
+    engine = make_engine(database_url)
+    with Session(engine) as session, session.begin():
+        user = User(email="Bob@EXAMPLE.com", name="Bob", webhook_url="https://hooks.example/bob")
+        session.add(user)
+        session.flush()
+        user_id = user.id
+    with Session(engine) as session:
+        assert session.get(User, user_id).email == "Bob@example.com"  # type: ignore[union-attr]
+    for bad in ("no-at-sign", "a@b", "two@@example.com"):
+        with pytest.raises(ValueError, match="invalid email address"):
+            User(email=bad, name="X")
+    with pytest.raises(ValueError, match="one line"):
+        User(email="c@example.com", name="C\r\nBcc: all@example.com")
+    with pytest.raises(ValueError, match="http"):
+        User(email="c@example.com", name="C", webhook_url="ftp://hooks.example/")
+    with pytest.raises(IntegrityError), Session(engine) as session, session.begin():
+        session.add(User(email="Bob@example.COM", name="Bob again"))  # the same, normalised
+    engine.dispose()
+
+
+def test_one_payment_row_per_payment_id(database_url: str) -> None:
+    """It refuses a second outcome for the same payment id, and a status other than approved/declined."""
+    engine = make_engine(database_url)
+    row = {"payment_id": "p-1", "amount_minor": 100, "currency": "USD"}
+    with Session(engine) as session, session.begin():
+        session.add(Payment(**row, status="approved"))
+    with pytest.raises(IntegrityError), Session(engine) as session, session.begin():
+        session.add(Payment(**row, status="declined"))
+    with pytest.raises(IntegrityError), Session(engine) as session, session.begin():
+        session.add(Payment(**{**row, "payment_id": "p-2"}, status="maybe"))
+    engine.dispose()
