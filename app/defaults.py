@@ -74,3 +74,13 @@ RESTART_DELAY = 0.5
 SUPERVISOR_POLL = 0.25
 #: Seconds an outbound HTTP call may take unless its caller says otherwise.
 HTTP_TIMEOUT = 30.0
+#: Seconds a process starting up waits for Redis to answer (REDIS_WAIT_SECONDS) before it
+#: gives up with one line naming REDIS_URL.
+REDIS_WAIT_SECONDS = 60
+#: First delay, in s, before a process asks Redis again after losing it; doubled each attempt...
+RECONNECT_FIRST_DELAY = 0.5
+#: ...up to this many seconds between attempts.
+RECONNECT_MAX_DELAY = 10.0
+#: Seconds the scheduler's heartbeat key outlives its last pass (SCHEDULER_HEARTBEAT_TTL):
+#: /readyz reports the scheduler missing once it has expired.
+SCHEDULER_HEARTBEAT_TTL = 30
