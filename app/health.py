@@ -61,6 +61,16 @@ def workers_seen(redis: Redis) -> dict[str, Any]:
     return _timed(check)
 
 
+def scheduler_seen(redis: Redis) -> dict[str, Any]:
+    """Whether a scheduler completed a pass recently: its heartbeat key lives only as long as it beats."""
+
+    def check() -> None:
+        if not redis.exists(keys.scheduler_heartbeat()):
+            raise RuntimeError("no scheduler has completed a pass recently")
+
+    return _timed(check)
+
+
 def check_http(
     url: str, http: HttpClient | None = None, timeout: float = defaults.HEALTH_CHECK_TIMEOUT
 ) -> dict[str, Any]:
