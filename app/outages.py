@@ -58,7 +58,11 @@ class Backoff:
 
 
 class Outage:
-    """Whether this process currently sees Redis as unreachable; logs each change, once."""
+    """Whether this process currently sees Redis as unreachable; logs each change, once.
+
+    Whoever reports a failure without waiting for Redis (see :func:`wait_until_reachable`,
+    which reports both) reports its next success too, so that the next outage is logged.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

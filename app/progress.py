@@ -33,4 +33,6 @@ def report_progress(
             job.save_meta()
         except outages.REDIS_DOWN as exc:
             outages.OUTAGE.failed(exc)
+            return report
+        outages.OUTAGE.recovered()
     return report

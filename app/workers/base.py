@@ -239,6 +239,8 @@ class TasklaneWorkerMixin:
             super().maintain_heartbeats(job, execution)  # type: ignore[misc]
         except outages.REDIS_DOWN as exc:
             outages.OUTAGE.failed(exc)
+            return
+        outages.OUTAGE.recovered()
 
     # --- the job in hand --------------------------------------------------------------------------
 
@@ -361,6 +363,8 @@ class TasklaneWorkerMixin:
         except outages.REDIS_DOWN as exc:
             job.ended_at = job.ended_at or now()
             outages.OUTAGE.failed(exc)
+            return
+        outages.OUTAGE.recovered()
 
     def handle_exception(self, job: Job, *exc_info: Any) -> None:
         """RQ's logging of a failed run, except for a run whose outcome Redis never got (not a failure)."""
