@@ -116,8 +116,9 @@ def wait_until_reachable(
     """PING ``redis`` with backoff until it answers (True), ``limit`` s pass or ``stop()`` (False).
 
     ``error`` is the failure that sent the caller here, if any: it is logged (once per
-    outage) before the first wait. ``stop`` is checked at least four times a second. An
-    error of a ``fail_fast`` type is raised at once instead of waited out.
+    outage) before the first wait; without one, the first PING is sent at once. ``stop``
+    is checked before and during each wait, at least four times a second. An error of a
+    ``fail_fast`` type is raised at once instead of waited out.
     """
     delays = backoff or Backoff()
     deadline = None if limit is None else time.monotonic() + limit
@@ -125,9 +126,9 @@ def wait_until_reachable(
         outage.failed(error)
     wait_first = error is not None  # after a failure, give Redis a moment before the first PING
     while True:
-        if stop is not None and stop():
-            return False
         if wait_first:
+            if stop is not None and stop():
+                return False
             delay = delays.next()
             if deadline is not None:
                 delay = min(delay, deadline - time.monotonic())

@@ -114,3 +114,14 @@ def test_wrong_credentials_fail_fast_when_asked() -> None:
     redis = FlakyRedis(failures=1, error=AuthenticationError("invalid password"))
     with pytest.raises(AuthenticationError):
         wait_until_reachable(redis, limit=30, outage=Outage(), fail_fast=outages.MISCONFIGURED)  # type: ignore[arg-type]
+
+
+def test_a_stop_request_does_not_skip_a_first_ping_without_a_failure() -> None:
+    """It still asks Redis once before giving up for a stop request, when no failure sent the
+    caller here (a worker asked to stop still settles its job if Redis answers)."""
+    redis = FlakyRedis(failures=0)
+    assert wait_until_reachable(redis, stop=lambda: True, outage=Outage())  # type: ignore[arg-type]
+    assert redis.pings == 1
+    down = FlakyRedis(failures=10**6)
+    assert not wait_until_reachable(down, stop=lambda: True, outage=Outage())  # type: ignore[arg-type]
+    assert down.pings == 1
