@@ -156,7 +156,7 @@ def orphaned(
     if not _commit(job.connection, pipe, lease):
         log.info("run already settled elsewhere; not requeued", extra=_context(job))
         return False
-    log.warning("%s; requeued (%d of %d)", cause[0], count + 1, defaults.MAX_ORPHAN_REQUEUES,
+    log.warning("%s (%d of %d)", cause[1], count + 1, defaults.MAX_ORPHAN_REQUEUES,
                 extra=_context(job))  # fmt: skip
     return True
 

@@ -392,9 +392,7 @@ class TasklaneWorkerMixin:
         """The run's outcome cannot be written now: settle the job later (a horse leaves it to its parent)."""
         self._outcome_lost = job.id
         if self.is_horse:
-            self.log.warning(
-                "Work horse: job %s: Redis unreachable; its outcome is left to the worker", job.id
-            )
+            self.log.warning("Work horse: job %s: Redis unreachable; its worker settles it", job.id)
             os._exit(EX_OUTCOME_LOST)
         raise OutcomeLost(job.id)
 
