@@ -37,6 +37,11 @@ def last_return_value(job: Job) -> Any:
     return getattr(job, "_result", None)
 
 
+def serialized_meta(job: Job) -> bytes:
+    """The job's meta as RQ stores it (the bytes ``save_meta`` writes), for a recorded write."""
+    return job._serialize_meta()
+
+
 def record_failure(job: Job, exc_string: str, pipeline: Any) -> None:
     """RQ's worker-less failure: status FAILED, the failed registry and a failure result."""
     record_job_failure(job, exc_string, pipeline)
@@ -84,6 +89,22 @@ def stop_requested(worker: Any) -> bool:
 def worker_state(worker: Any) -> str | None:
     """The state the worker last wrote (RQ caches it on the object)."""
     return getattr(worker, "_state", None)
+
+
+def forget_horse(worker: Any) -> None:
+    """Tell a forking worker its work horse is gone (reaped), as RQ does after monitoring it."""
+    worker._horse_pid = 0
+
+
+def subscribe(worker: Any, exception_handler: Any) -> None:
+    """RQ's ``subscribe`` (the worker's command channel and its reader thread) with our handler of
+    the reader's errors: RQ's own logs every reconnection attempt of an outage."""
+    worker.log.info("Worker %s: subscribing to channel %s", worker.name, worker.pubsub_channel_name)
+    worker.pubsub = worker.connection.pubsub()
+    worker.pubsub.subscribe(**{worker.pubsub_channel_name: worker.handle_payload})
+    worker.pubsub_thread = worker.pubsub.run_in_thread(
+        sleep_time=60, daemon=True, exception_handler=exception_handler
+    )
 
 
 def death_penalty_timeout(penalty: BaseDeathPenalty) -> float:

@@ -88,6 +88,8 @@ class Settings:
     task_modules: tuple[str, ...] = ()
     worker_ttl: int = defaults.WORKER_TTL
     metrics_token: str = ""
+    redis_wait_seconds: int = defaults.REDIS_WAIT_SECONDS
+    scheduler_heartbeat_ttl: int = defaults.SCHEDULER_HEARTBEAT_TTL
 
     @property
     def is_production(self) -> bool:
@@ -138,6 +140,12 @@ class Settings:
             task_modules=reader.modules("TASK_MODULES"),
             worker_ttl=reader.integer("WORKER_TTL", defaults.WORKER_TTL, minimum=20, maximum=86400),
             metrics_token=reader.text("METRICS_TOKEN", ""),
+            redis_wait_seconds=reader.integer(
+                "REDIS_WAIT_SECONDS", defaults.REDIS_WAIT_SECONDS, minimum=0, maximum=86400
+            ),
+            scheduler_heartbeat_ttl=reader.integer(
+                "SCHEDULER_HEARTBEAT_TTL", defaults.SCHEDULER_HEARTBEAT_TTL, minimum=3, maximum=3600
+            ),
         )
         if settings.is_production:
             if not settings.api_tokens:

@@ -44,8 +44,6 @@ RESCUE_AFTER = 15.0
 SCHEDULER_INTERVAL = 1.0
 #: Seconds an HTTP dependency of the health check may take.
 HEALTH_CHECK_TIMEOUT = 5.0
-#: Seconds a worker heartbeat may be old before the worker counts as gone.
-WORKER_STALE_AFTER = 120
 #: Longest an idle worker waits on its queues' doorbells before it scans them anyway, in s.
 DOORBELL_WAIT = 1.0
 #: Most rings a doorbell keeps (rings only wake workers; extra ones are dropped).
@@ -76,7 +74,7 @@ MONITOR_INTERVAL = 5
 HEARTBEAT_SLACK = 15
 #: Seconds a worker's registration outlives its last heartbeat while it waits for jobs
 #: (WORKER_TTL); an idle worker renews it every WORKER_TTL - 15 s at the latest.
-WORKER_TTL = 420
+WORKER_TTL = 60
 #: Seconds a work horse stuck past its hard limit (in C code, say) has before it is killed.
 HARD_KILL_GRACE = 1.0
 #: Times a job is put back on its queue because the worker holding it died, before it
@@ -109,3 +107,13 @@ MODEL_PROVIDER_TIMEOUT = 10.0
 MODEL_CACHE_TTL = 3600
 #: Seconds an SMTP conversation may stall (connect, each command) before it fails.
 SMTP_TIMEOUT = 30.0
+#: Seconds a process starting up waits for Redis to answer (REDIS_WAIT_SECONDS) before it
+#: gives up with one line naming REDIS_URL.
+REDIS_WAIT_SECONDS = 60
+#: First delay, in s, before a process asks Redis again after losing it; doubled each attempt...
+RECONNECT_FIRST_DELAY = 0.5
+#: ...up to this many seconds between attempts.
+RECONNECT_MAX_DELAY = 10.0
+#: Seconds the scheduler's heartbeat key outlives its last pass (SCHEDULER_HEARTBEAT_TTL):
+#: /readyz reports the scheduler missing once it has expired.
+SCHEDULER_HEARTBEAT_TTL = 30

@@ -11,11 +11,12 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Mapping
+from typing import NoReturn
 
 from flask import Flask
 from redis.exceptions import RedisError
 
-from app import dashboard, runtime, services
+from app import dashboard, outages, runtime, services
 from app.api import api, probes
 from app.api import metrics as metrics_api
 from app.api.bodies import LingeringClose
@@ -47,8 +48,9 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
 def start_process(process: str) -> Flask:
     """The app of a worker or scheduler process: settings checked, logging set, Redis reached.
 
-    Exits with one line naming the problem when a setting is bad, the catalogue is
-    inconsistent, or Redis does not answer.
+    Redis may still be starting (or restarting): the process waits for it with backoff, up
+    to REDIS_WAIT_SECONDS. It exits with one line naming the problem when a setting is bad,
+    the catalogue is inconsistent, or Redis did not answer in that time.
     """
     settings = load_or_exit(process=process)
     configure_logging(settings)
@@ -58,9 +60,18 @@ def start_process(process: str) -> Flask:
     except CatalogueError as exc:
         print(f"{process}: task catalogue error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    redis = app.extensions[runtime.EXTENSION].redis
+    wait = settings.redis_wait_seconds
     try:
-        app.extensions[runtime.EXTENSION].redis.ping()
+        reached = outages.wait_until_reachable(redis, limit=wait, fail_fast=outages.MISCONFIGURED)
     except RedisError as exc:
-        print(f"{process}: cannot reach Redis (REDIS_URL): {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        _exit_unreachable(process, str(exc))
+    if not reached:
+        last = outages.OUTAGE.last_error
+        _exit_unreachable(process, f"no answer within REDIS_WAIT_SECONDS={wait} s ({last})")
     return app
+
+
+def _exit_unreachable(process: str, why: str) -> NoReturn:
+    print(f"{process}: cannot reach Redis (REDIS_URL): {why}", file=sys.stderr, flush=True)
+    raise SystemExit(2)

@@ -48,8 +48,9 @@ def check_database(rt: Runtime) -> dict[str, Any]:
     return _timed(lambda: ping(rt.engine))
 
 
-def workers_seen(redis: Redis) -> dict[str, Any]:
-    """Count workers whose heartbeat is recent."""
+def workers_seen(redis: Redis, stale_after: float = defaults.WORKER_TTL + 60) -> dict[str, Any]:
+    """Count workers whose heartbeat is recent: within ``stale_after`` seconds, the life of an idle
+    worker's registration (WORKER_TTL + 60), so an idle worker that renews it on time counts."""
 
     def check() -> dict[str, Any]:
         now = datetime.now(UTC)
@@ -59,11 +60,21 @@ def workers_seen(redis: Redis) -> dict[str, Any]:
             beat = worker.last_heartbeat
             if beat is not None:
                 beat = beat if beat.tzinfo else beat.replace(tzinfo=UTC)
-                if (now - beat).total_seconds() <= defaults.WORKER_STALE_AFTER:
+                if (now - beat).total_seconds() <= stale_after:
                     fresh += 1
         if fresh == 0:
-            raise RuntimeError(f"no worker has sent a heartbeat in {defaults.WORKER_STALE_AFTER} s")
+            raise RuntimeError(f"no worker has sent a heartbeat in {stale_after:g} s")
         return {"workers": fresh, "registered": len(workers)}
+
+    return _timed(check)
+
+
+def scheduler_seen(redis: Redis) -> dict[str, Any]:
+    """Whether a scheduler completed a pass recently: its heartbeat key lives only as long as it beats."""
+
+    def check() -> None:
+        if not redis.exists(keys.scheduler_heartbeat()):
+            raise RuntimeError("no scheduler has completed a pass recently")
 
     return _timed(check)
 
@@ -121,7 +132,7 @@ def run_checks(
     planned: dict[str, Callable[[], dict[str, Any]]] = {
         "redis": lambda: check_redis(rt.redis),
         "database": lambda: check_database(rt),
-        "workers": lambda: workers_seen(rt.redis),
+        "workers": lambda: workers_seen(rt.redis, rt.settings.worker_ttl + 60),
     }
     for url in rt.settings.health_check_urls:
         # Keyed by the URL without its credentials: the report is stored and shown.

@@ -18,6 +18,11 @@ def health_report() -> str:
     return _key("health", "latest")
 
 
+def scheduler_heartbeat() -> str:
+    """The latest scheduler pass (a JSON string, with a TTL): absent when no scheduler runs."""
+    return _key("scheduler", "heartbeat")
+
+
 def idempotency(token_hash: str, key: str) -> str:
     """The job an API caller's Idempotency-Key maps to, per caller."""
     return _key("idempotency", token_hash, key)

@@ -4,14 +4,17 @@
 - :func:`retrying`: an attempt failed and another is scheduled;
 - :func:`failed`: the job failed for good (or was stopped while it ran);
 - :func:`revoked`: the job was revoked before it ran;
-- :func:`orphaned`: the worker holding the job died: it is put back on its queue without
-  spending a retry (as Sidekiq Pro's super_fetch and River's rescuer do), up to
-  ``MAX_ORPHAN_REQUEUES`` times, after which it fails as a poison job;
+- :func:`orphaned`: the worker holding the job died (or lost Redis before it could record
+  the run's outcome): it is put back on its queue without spending a retry (as Sidekiq
+  Pro's super_fetch and River's rescuer do), up to ``MAX_ORPHAN_REQUEUES`` times, after
+  which it fails as a poison job;
 - :func:`deferred`: the task's rate limit put the job back for later.
 
 The workers (fork, inline, threads), the supervisor and the scheduler's sweeps call
 these and nothing else, so metrics, alerts, logs and workflow bookkeeping have one hook
-each. A job's outcome is recorded once, by the one path that observed it.
+each. A job's outcome is recorded once, by the one path that observed it: where a worker
+and a sweep could both see a run as theirs (after a Redis outage, say), the run's lease
+decides (see app/leases.py).
 """
 
 from __future__ import annotations
@@ -31,8 +34,9 @@ from rq.queue import Queue
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
-from app import compat, defaults, signals
-from app.execution import record_attempt, record_error
+from app import compat, defaults, leases, signals
+from app.execution import record_attempt
+from app.leases import Lease
 from app.lua import LuaScript
 from app.meta import Meta
 from app.queues import JsonJob, JsonQueue, task_spec
@@ -139,17 +143,34 @@ def deferred(job: Job, queue: Queue, wait: float) -> None:
     log.info("rate limited: waits %.2f s", wait, extra=_context(job))
 
 
-def orphaned(job: Job, queue: JsonQueue, cleanup: Any = None) -> bool:
+#: Why an orphan was put back: its worker died under it...
+WORKER_LOST = ("WorkerLostError", "the worker running this job died; requeued without spending a retry")
+#: ...or its worker lost Redis before it could record how the run ended.
+OUTCOME_LOST = (
+    "RedisUnavailable",
+    "Redis became unreachable before this run's outcome was recorded; requeued without spending a retry",
+)
+
+
+def orphaned(
+    job: Job,
+    queue: JsonQueue,
+    cleanup: Any = None,
+    *,
+    lease: Lease | None = None,
+    cause: tuple[str, str] = WORKER_LOST,
+) -> bool:
     """The worker (or work horse) holding ``job`` died: requeue it, or fail it as a poison job.
 
-    ``cleanup(pipeline)`` removes the job's execution from the started registry in the same
-    transaction. Returns True when the job was put back on its queue.
+    ``cleanup(pipeline)`` records the removal of the job's execution, written with the rest.
+    With a ``lease``, nothing is written unless the run's lease is still held (it then
+    ends with these writes). Returns True when the job was put back on its queue.
     """
     job.meta = job.get_meta(refresh=True)
     recorded = job.meta.get(Meta.ERROR) or {}
     if job.meta.get(Meta.NO_RETRY) and recorded.get("type") == "TimeLimitExceeded":
         # The supervisor killed its process for the hard limit and recorded why: that is final.
-        fail_now(job, queue, None, cleanup=cleanup)
+        fail_now(job, queue, None, cleanup=cleanup, lease=lease)
         return False
     count = int(job.meta.get(Meta.ORPHANED) or 0)
     if count >= defaults.MAX_ORPHAN_REQUEUES:
@@ -157,45 +178,77 @@ def orphaned(job: Job, queue: JsonQueue, cleanup: Any = None) -> bool:
             f"the worker running this job died {count + 1} times; "
             "it is failed as a poison job (see the attempts for each death)"
         )
-        fail_now(job, queue, ("WorkerLostError", message), cleanup=cleanup)
+        fail_now(job, queue, ("WorkerLostError", message), cleanup=cleanup, lease=lease)
         return False
-    record_attempt(
-        job, "WorkerLostError", "the worker running this job died; requeued without spending a retry"
-    )
+    record_attempt(job, *cause)
     job.meta[Meta.ORPHANED] = count + 1
-    with job.connection.pipeline() as pipe:
-        if cleanup is not None:
-            cleanup(pipe)
-        job.save_meta()
-        job.set_status(JobStatus.QUEUED, pipeline=pipe)
-        pipe.lrem(queue.intermediate_queue_key, 0, job.id)
-        queue.push_job_id(job.id, pipeline=pipe, at_front=True)
-        pipe.execute()
-    log.warning("the worker holding the job died; requeued (%d of %d)", count + 1,
-                defaults.MAX_ORPHAN_REQUEUES, extra=_context(job))  # fmt: skip
+    pipe = _writes(job.connection, lease)
+    if cleanup is not None:
+        cleanup(pipe)
+    pipe.hset(job.key, "meta", compat.serialized_meta(job))
+    job.set_status(JobStatus.QUEUED, pipeline=pipe)
+    pipe.lrem(queue.intermediate_queue_key, 0, job.id)
+    queue.push_job_id(job.id, pipeline=pipe, at_front=True)
+    if not _commit(job.connection, pipe, lease):
+        log.info("run already settled elsewhere; not requeued", extra=_context(job))
+        return False
+    log.warning("%s (%d of %d)", cause[1], count + 1, defaults.MAX_ORPHAN_REQUEUES,
+                extra=_context(job))  # fmt: skip
     return True
 
 
-def fail_now(job: Job, queue: JsonQueue, error: tuple[str, str] | None, cleanup: Any = None) -> None:
-    """Fail a job whose process is gone, for good: recorded error, failed registry, then :func:`failed`."""
+def fail_now(
+    job: Job,
+    queue: JsonQueue,
+    error: tuple[str, str] | None,
+    cleanup: Any = None,
+    *,
+    lease: Lease | None = None,
+) -> bool:
+    """Fail a job whose process is gone, for good: recorded error, failed registry, then :func:`failed`.
+
+    With a ``lease``, only while the run's lease is held. Returns True when recorded.
+    """
     if error is not None:
-        record_error(job, *error)
+        job.meta = job.get_meta(refresh=True)  # the run may have saved progress and attempts since
+        record_attempt(job, *error)
     recorded = job.meta.get(Meta.ERROR) or {}
     exc_string = f"{recorded.get('type', 'Error')}: {recorded.get('message', '')}"
     job.ended_at = utcnow()
-    with job.connection.pipeline() as pipe:
-        if cleanup is not None:
-            cleanup(pipe)
-        pipe.lrem(queue.intermediate_queue_key, 0, job.id)
-        compat.record_failure(job, exc_string, pipe)
-        pipe.execute()
+    pipe = _writes(job.connection, lease)
+    if cleanup is not None:
+        cleanup(pipe)
+    if error is not None:
+        pipe.hset(job.key, "meta", compat.serialized_meta(job))
+    pipe.lrem(queue.intermediate_queue_key, 0, job.id)
+    compat.record_failure(job, exc_string, pipe)
+    if not _commit(job.connection, pipe, lease):
+        log.info("run already settled elsewhere; not failed", extra=_context(job))
+        return False
     queue.enqueue_dependents(job)
     log.error("failed for good: %s", exc_string, extra=_context(job))
     failed(job, exc_string)
+    return True
+
+
+def _writes(connection: Redis, lease: Lease | None) -> Any:
+    """Where an outcome's writes go: a transaction, or a recording for a lease-guarded apply."""
+    return connection.pipeline() if lease is None else leases.recorder(connection)
+
+
+def _commit(connection: Redis, pipe: Any, lease: Lease | None) -> bool:
+    if lease is None:
+        with pipe:
+            pipe.execute()
+        return True
+    return leases.apply(connection, lease, leases.recorded(pipe)) == leases.APPLIED
 
 
 def fail_stuck(connection: Redis, job_id: str) -> None:
-    """A job whose process was killed for its hard time limit: fail it now, with that cause."""
+    """A job whose process was killed for its hard time limit: fail it now, with that cause.
+
+    Only while its run's lease is held: a run already settled (or requeued by a sweep) is left alone.
+    """
     job = JsonJob.fetch_many([job_id], connection=connection)[0]
     if job is None or job.get_status() != JobStatus.STARTED:
         return
@@ -205,12 +258,8 @@ def fail_stuck(connection: Redis, job_id: str) -> None:
     message = f"hard time limit of {job.timeout} s exceeded; its worker process was killed"
     registry = StartedJobRegistry(job.origin, connection=connection, job_class=JsonJob)
     members = started_members(connection, registry.key, job.id)
-
-    def cleanup(pipe: Any) -> None:
-        if members:
-            pipe.zrem(registry.key, *members)
-
-    fail_now(job, queue, ("TimeLimitExceeded", message), cleanup=cleanup)
+    lease = Lease(registry.key, tuple(members)) if members else None
+    fail_now(job, queue, ("TimeLimitExceeded", message), lease=lease)
 
 
 def started_members(connection: Redis, key: str, job_id: str) -> list[bytes]:

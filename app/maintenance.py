@@ -4,7 +4,8 @@ Run by the scheduler process every few seconds (and by workers at RQ's maintenan
 interval), under each queue's maintenance lock:
 - a job whose worker died (its execution's heartbeat expired) is an orphan, not a
   failure: it goes back to the head of its queue without spending a retry, up to a
-  bound, then fails as a poison job (see app/lifecycle.py);
+  bound, then fails as a poison job (see app/lifecycle.py); only while the run's lease
+  is still expired, so a worker that renewed it (back after a Redis outage) keeps it;
 - a job a dying worker had dequeued but not yet started is put back at the head of its
   queue; a finished or failed job left in an intermediate list is only removed from it;
 - RQ's own cleanups run for the other registries and for dead workers' registrations.
@@ -29,6 +30,7 @@ from rq.utils import current_timestamp
 from rq.worker_registration import clean_worker_registry
 
 from app import defaults, keys, lifecycle
+from app.leases import Lease
 from app.lua import LuaScript
 from app.queues import JsonJob, JsonQueue, all_queues
 
@@ -51,11 +53,9 @@ def rescue_abandoned(queue: JsonQueue, timestamp: float | None = None) -> int:
     ):
         if job is None or job.get_status(refresh=False) != JobStatus.STARTED:
             continue  # a leftover entry of a finished job: RQ's cleanup drops it
-
-        def cleanup(pipe: Any, members: list[bytes] = members) -> None:
-            pipe.zrem(registry.key, *members)
-
-        requeued += lifecycle.orphaned(job, queue, cleanup=cleanup)
+        # Only while the entries are still expired: a worker may have renewed them since.
+        lease = Lease(registry.key, tuple(members), expired_by=score)
+        requeued += lifecycle.orphaned(job, queue, lease=lease)
     queue.connection.zremrangebyscore(registry.key, 0, score)
     return requeued
 
@@ -69,6 +69,19 @@ end
 return 0
 """
 )
+
+
+def requeue_dequeued(queue: JsonQueue, job_id: str) -> bool:
+    """Put a job its worker dequeued but did not start back at the head of its queue.
+
+    Atomic: only if the id is still in the queue's intermediate list (the sweep below may
+    have put it back already). Returns True when this call put it back.
+    """
+    return bool(
+        _REQUEUE_FROM_INTERMEDIATE(
+            queue.connection, keys=[queue.intermediate_queue_key, queue.key], args=[job_id]
+        )
+    )
 
 
 def rescue_intermediate(queue: JsonQueue, older_than: float = defaults.RESCUE_AFTER) -> int:

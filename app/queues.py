@@ -21,7 +21,7 @@ from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
-from app import compat, defaults, keys
+from app import compat, defaults, keys, outages
 from app.lua import LuaScript
 from app.meta import Meta
 from app.registry import REGISTRY, QueueName, TaskSpec
@@ -146,7 +146,21 @@ class JsonQueue(Queue):
 
         A job whose hash cannot be read (no data, a bad status) is moved aside to the
         failed registry with the cause, and the queue flows on.
+
+        Redis going away raises :class:`app.outages.RedisUnavailable`, which RQ's worker loop
+        lets through (it would retry a redis-py error itself, logging every attempt): the
+        worker rides the outage out (app/workers/base.py). A job moved before the answer was
+        lost stays in the intermediate list, where the sweep finds it.
         """
+        try:
+            return cls._dequeue_any(queues, timeout, connection, job_class)
+        except outages.REDIS_DOWN as exc:
+            raise outages.RedisUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+    @classmethod
+    def _dequeue_any(
+        cls, queues: Any, timeout: int | None, connection: Redis, job_class: type[Job] | None
+    ) -> tuple[Job, Queue] | None:
         queue_list = list(queues)
         queue_keys = [q.key for q in queue_list]
         bells = [keys.doorbell(q.name) for q in queue_list]

@@ -19,10 +19,15 @@ overlapping the next) enqueue each tick exactly once.
 The same loop runs the sweeps that make delivery at-least-once: a job whose worker died
 (its heartbeat expired) is retried or failed within seconds, and a job a dying worker
 had dequeued but not yet started is put back at the head of its queue.
+
+The loop rides out a Redis outage: a pass cut short by a connection error waits for Redis
+(backoff, logged once per outage) and starts again; after each completed pass the
+scheduler refreshes a heartbeat key with a TTL, which /readyz reads.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import time
@@ -38,13 +43,14 @@ from rq.serializers import JSONSerializer
 from rq_scheduler import Scheduler
 from rq_scheduler.utils import to_unix
 
-from app import compat, defaults, maintenance
+from app import compat, defaults, keys, maintenance, outages
 from app.config import Settings
 from app.dispatch import EnqueueOptions, JobExistsError, enqueue
+from app.lua import LuaScript
 from app.meta import Meta
 from app.queues import JsonJob, JsonQueue
 from app.registry import REGISTRY, QueueName, TaskRegistry, TaskSpec
-from app.timeutil import iso
+from app.timeutil import iso, utcnow
 
 log = logging.getLogger("tasklane.scheduler")
 
@@ -205,6 +211,16 @@ def schedules(redis: Redis, registry: TaskRegistry = REGISTRY) -> list[dict[str,
     return out
 
 
+# Delete the heartbeat key if this scheduler (ARGV[1]) wrote the latest beat.
+_DROP_OWN_BEAT = LuaScript(
+    """
+local raw = redis.call('GET', KEYS[1])
+if raw and cjson.decode(raw).scheduler == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+)
+
+
 class SchedulerProcess:
     """One loop: periodic entries via rq-scheduler, due delayed jobs via RQ's scheduler, sweeps."""
 
@@ -218,6 +234,7 @@ class SchedulerProcess:
         self.interval = interval
         self.periodic = make_scheduler(redis, interval)
         self.periodic.settings = settings
+        self.heartbeat_ttl = (settings or Settings()).scheduler_heartbeat_ttl
         self.last_sweep = 0.0
         self.delayed = RQScheduler([q.value for q in QueueName], connection=redis, serializer=JSONSerializer)
         compat.share_connection(self.delayed, redis)
@@ -228,7 +245,7 @@ class SchedulerProcess:
         self.stop_requested = True
 
     def tick(self) -> None:
-        """One pass: enqueue due periodic entries and due delayed jobs."""
+        """One pass: enqueue due periodic entries and due delayed jobs, sweep, then beat."""
         self.periodic.heartbeat()
         if self.periodic.acquire_lock():
             try:
@@ -242,31 +259,87 @@ class SchedulerProcess:
         if time.monotonic() - self.last_sweep >= defaults.SWEEP_INTERVAL:
             self.last_sweep = time.monotonic()
             maintenance.sweep(self.redis)
+        self.beat()
+
+    def beat(self) -> None:
+        """Record that a pass just completed; the key expires unless the next passes renew it."""
+        beat = {"scheduler": self.delayed.name, "at": iso(utcnow())}
+        self.redis.set(keys.scheduler_heartbeat(), json.dumps(beat), ex=self.heartbeat_ttl)
+
+    def _wait_for_redis(self, error: BaseException) -> bool:
+        """Wait until Redis answers again (True) or a stop is requested (False)."""
+        return outages.wait_until_reachable(self.redis, error=error, stop=lambda: self.stop_requested)
+
+    def _register(self) -> bool:
+        """Register both schedulers' births, riding out an outage; False if stopped meanwhile."""
+        retried = False
+        while not self.stop_requested:
+            try:
+                try:
+                    self.periodic.register_birth()
+                except ValueError:
+                    # rq-scheduler refuses a live name; the name is this process's own, so an
+                    # earlier attempt whose answer was lost with the connection did register it.
+                    if not retried:
+                        raise
+                self.delayed.register_birth()
+                return True
+            except outages.REDIS_DOWN as exc:
+                retried = True
+                self._wait_for_redis(exc)
+        return False
+
+    def _deregister(self) -> None:
+        """Release the locks and record the exit; with Redis unreachable, leave it to the keys' TTLs."""
+        steps = (
+            self.periodic.remove_lock,
+            self.periodic.register_death,
+            self.delayed.release_locks,
+            self.delayed.register_death,
+            lambda: _DROP_OWN_BEAT(self.redis, keys=[keys.scheduler_heartbeat()], args=[self.delayed.name]),
+        )
+        for step in steps:
+            try:
+                step()
+            except outages.REDIS_DOWN as exc:
+                log.warning(
+                    "Redis unreachable at exit (%s); the scheduler's locks and keys expire by themselves",
+                    type(exc).__name__,
+                )
+                return
 
     def run(self, burst: bool = False) -> int:
-        """Run until SIGTERM/SIGINT (or one pass with ``burst``)."""
+        """Run until SIGTERM/SIGINT (or one completed pass with ``burst``); rides out Redis outages."""
         signal.signal(signal.SIGTERM, self._request_stop)
         signal.signal(signal.SIGINT, self._request_stop)
-        self.periodic.register_birth()
-        self.delayed.register_birth()
+        if not self._register():
+            return 0
         try:
             while not self.stop_requested:
                 started = time.monotonic()
-                self.tick()
+                try:
+                    self.tick()
+                except outages.REDIS_DOWN as exc:
+                    # A pass cut short is run again from the start once Redis answers: each of
+                    # its steps is safe to repeat (locks, unique tick ids, atomic moves).
+                    self._wait_for_redis(exc)
+                    continue
                 if burst:
                     break
                 time.sleep(max(0.0, self.interval - (time.monotonic() - started)))
         finally:
-            self.periodic.remove_lock()
-            self.periodic.register_death()
-            self.delayed.release_locks()
-            self.delayed.register_death()
+            self._deregister()
         return 0
 
 
 def main_loop(redis: Redis, settings: Settings, burst: bool = False) -> int:
     """Register the periodic entries, then run the scheduler loop."""
     process = SchedulerProcess(redis, settings=settings)
-    ids = register_periodic(process.periodic)
+    while True:
+        try:
+            ids = register_periodic(process.periodic)
+            break
+        except outages.REDIS_DOWN as exc:  # Redis went away again since start-up: wait, then redo it
+            outages.wait_until_reachable(redis, error=exc)
     log.info("scheduler started with %d periodic entries: %s", len(ids), ", ".join(ids) or "none")
     return process.run(burst=burst)

@@ -6,6 +6,11 @@ restarts any that die, forwards SIGTERM/SIGINT (each worker then finishes the jo
 hand and exits: RQ's warm shutdown), and kills a process whose inline or threaded job is
 stuck past its hard time limit where no signal or exception can reach it. Workers never
 run RQ's scheduler loop: the scheduler process alone moves due jobs (see scheduler.py).
+
+Every worker, supervised or not, rides out a Redis outage (app/workers/base.py) and the
+supervisor's own Redis writes wait for Redis too; a worker that leaves its loop without
+being asked to (or burst mode running dry) exits non-zero, so that whatever runs it
+(this supervisor, or a process manager) restarts it.
 """
 
 from __future__ import annotations
@@ -16,20 +21,23 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from enum import StrEnum
 from types import FrameType
+from typing import TypeVar
 
 from flask import Flask
 from redis import Redis
 
-from app import defaults, lifecycle
+from app import defaults, lifecycle, outages
 from app.queues import JsonQueue
 from app.registry import QueueName
 from app.runtime import runtime
 from app.workers import DeadlineBoard, JsonInlineWorker, JsonWorker, ThreadPool
 
 log = logging.getLogger("tasklane.worker")
+
+_T = TypeVar("_T")
 
 
 class Mode(StrEnum):
@@ -102,18 +110,33 @@ def run_process(
     """Run this process's worker (or worker threads) until stopped; returns its exit status."""
     with app.app_context():
         redis = runtime().redis
+        worker: JsonWorker | JsonInlineWorker
         if args.mode is Mode.FORK:
-            build_worker(redis, args.queues, name).work(
-                burst=args.burst, with_scheduler=False, logging_level=_level()
-            )
+            worker = _when_reachable(redis, lambda: build_worker(redis, args.queues, name))
         elif args.mode is Mode.INLINE:
-            worker = JsonInlineWorker(_queues(redis, args.queues), connection=redis, name=name, board=board,
-                                      slot=first_slot, **_worker_options())  # fmt: skip
-            worker.work(burst=args.burst, with_scheduler=False, logging_level=_level())
+            worker = _when_reachable(redis, lambda: JsonInlineWorker(
+                _queues(redis, args.queues), connection=redis, name=name, board=board, slot=first_slot,
+                **_worker_options()))  # fmt: skip
         else:
-            ThreadPool(app, args.queues, args.threads, burst=args.burst, name=name, board=board,
-                       first_slot=first_slot, logging_level=_level(), **_worker_options()).run()  # fmt: skip
-    return 0
+            pool = _when_reachable(redis, lambda: ThreadPool(
+                app, args.queues, args.threads, burst=args.burst, name=name, board=board,
+                first_slot=first_slot, logging_level=_level(), **_worker_options()))  # fmt: skip
+            return pool.run()
+        worker.work(burst=args.burst, with_scheduler=False, logging_level=_level())
+    if args.burst or worker.asked_to_stop:
+        return 0
+    log.error("worker %s left its loop unasked (see the error above); exiting 1", worker.name)
+    return 1
+
+
+def _when_reachable(redis: Redis, build: Callable[[], _T]) -> _T:
+    """``build()``, waiting for Redis first if it is unreachable (RQ's workers name their
+    connection on Redis as they are built): a worker started in an outage waits instead of failing."""
+    while True:
+        try:
+            return build()
+        except outages.REDIS_DOWN as exc:
+            outages.wait_until_reachable(redis, error=exc)
 
 
 class Supervisor:
@@ -129,6 +152,9 @@ class Supervisor:
         self.children: dict[int, int] = {}  # pid -> slot
         self.stopping = False
         self.failures = 0
+        self.stuck_jobs: list[str] = []  # killed for their hard limit, to be failed in Redis
+        self.retry_at = 0.0
+        self.backoff = outages.Backoff()
 
     def _spawn(self, slot: int) -> None:
         pid = os.fork()
@@ -174,10 +200,26 @@ class Supervisor:
                 ", ".join(stuck),
             )
             _kill(pid, signal.SIGKILL)
-            for job_id in stuck:
-                lifecycle.fail_stuck(runtime().redis, job_id)
+            self.stuck_jobs.extend(stuck)
             for s in range(first, first + self.per_process):
                 self.board.clear(s)
+        self._fail_stuck_jobs()
+
+    def _fail_stuck_jobs(self) -> None:
+        """Fail the jobs of killed processes; through a Redis outage, again later (with backoff)."""
+        if not self.stuck_jobs or time.monotonic() < self.retry_at:
+            return
+        redis = runtime().redis
+        try:
+            while self.stuck_jobs:
+                lifecycle.fail_stuck(redis, self.stuck_jobs[0])
+                self.stuck_jobs.pop(0)
+        except outages.REDIS_DOWN as exc:
+            outages.OUTAGE.failed(exc)
+            self.retry_at = time.monotonic() + self.backoff.next()
+            return
+        outages.OUTAGE.recovered()
+        self.backoff.reset()
 
     def run(self) -> int:
         """Start the workers, restart those that die, return when all have stopped."""

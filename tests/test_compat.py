@@ -13,10 +13,14 @@ import rq_dashboard.web
 from redis import Redis
 from rq import SimpleWorker, Worker
 from rq import scheduler as rq_scheduler_module
+from rq.executions import Execution
 from rq.job import Job
 from rq.queue import Queue
+from rq.registry import StartedJobRegistry
 from rq.scheduler import RQScheduler
 from rq.timeouts import BaseDeathPenalty
+from rq.utils import current_timestamp
+from rq.worker import BaseWorker
 
 from app import compat
 from app.queues import JsonJob, JsonQueue
@@ -60,6 +64,16 @@ OVERRIDES = [
     (Worker, "teardown", ["self"]),
     (Worker, "increment_successful_job_count", ["self", "pipeline"]),
     (Worker, "increment_total_working_time", ["self", "job_execution_time", "pipeline"]),
+    (Worker, "register_birth", ["self"]),
+    (Worker, "register_death", ["self"]),
+    (Worker, "subscribe", ["self"]),
+    (Worker, "unsubscribe", ["self"]),
+    (Worker, "set_shutdown_requested_date", ["self"]),
+    (Worker, "request_stop", ["self", "signum", "frame"]),
+    (Worker, "run_maintenance_tasks", ["self"]),
+    (Worker, "handle_exception", ["self", "job"]),
+    (Execution, "create", ["cls", "job", "ttl", "pipeline", "worker_name"]),
+    (Job, "heartbeat", ["self", "timestamp", "ttl", "pipeline"]),
     (Queue, "push_job_id", ["self", "job_id", "pipeline", "at_front"]),
     (
         Queue,
@@ -114,6 +128,43 @@ def test_private_attributes_read_through_compat_exist(fake_redis: Redis) -> None
     pipe = fake_redis.pipeline()
     pipe.set("a", 1)
     assert compat.pipeline_commands(pipe) == [3, "SET", "a", 1]
+    job.meta["k"] = "v"
+    job.save_meta()
+    assert fake_redis.hget(job.key, "meta") == compat.serialized_meta(job)
+    forking = JsonWorker([JsonQueue("default", connection=fake_redis)], connection=fake_redis)
+    assert hasattr(forking, "_horse_pid")
+    compat.forget_horse(forking)
+    assert forking.horse_pid == 0
+
+
+def test_what_the_outage_handling_relies_on() -> None:
+    """RQ's loop retries only redis-py's own errors around a dequeue (so RedisUnavailable reaches
+    the worker); it hands the horse's raw wait status to handle_work_horse_killed; compat.subscribe
+    repeats RQ's subscribe with another error handler for the reader thread."""
+    dequeue = inspect.getsource(BaseWorker.dequeue_job_and_maintain_ttl)
+    assert "except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)" in dequeue
+    assert "except DequeueTimeout" in dequeue
+    assert "handle_work_horse_killed(job, retpid, ret_val, rusage)" in inspect.getsource(
+        Worker.monitor_work_horse
+    )
+    subscribe = inspect.getsource(BaseWorker.subscribe)
+    for piece in ("self.connection.pubsub()", "pubsub_channel_name", "handle_payload", "run_in_thread(",
+                  "sleep_time=60", "exception_handler="):  # fmt: skip
+        assert piece in subscribe, piece
+
+
+def test_a_run_is_a_started_registry_entry_scored_by_its_heartbeat_expiry(fake_redis: Redis) -> None:
+    """The lease (app/leases.py) is the execution's entry ``<job id>:<execution id>`` in the started
+    registry, scored with the time its heartbeat expires."""
+    job = JsonJob.create("tests.jobs.noop", connection=fake_redis)
+    pipe = fake_redis.pipeline()
+    execution = Execution.create(job, 20, pipeline=pipe, worker_name="w")
+    pipe.execute()
+    registry = StartedJobRegistry(job.origin, connection=fake_redis)
+    assert job.started_job_registry.key == registry.key
+    assert execution.composite_key == f"{job.id}:{execution.id}"
+    score = fake_redis.zscore(registry.key, execution.composite_key)
+    assert score is not None and abs(score - (current_timestamp() + 20)) <= 2
 
 
 def test_module_globals_patched_by_compat_exist() -> None:

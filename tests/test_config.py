@@ -17,6 +17,8 @@ def test_defaults_serve_development() -> None:
     assert s.max_request_bytes == 1024 * 1024
     assert s.input_dirs == (Path("var/files"),)
     assert s.log_format is LogFormat.CONSOLE
+    assert s.redis_wait_seconds == 60
+    assert s.scheduler_heartbeat_ttl == 30
 
 
 @pytest.mark.parametrize(
@@ -38,6 +40,10 @@ def test_defaults_serve_development() -> None:
         ({"OUTBOUND_URL_ALLOWLIST": "10.0.0.0/99"}, "OUTBOUND_URL_ALLOWLIST"),
         ({"DASHBOARD_USERNAME": "admin"}, "DASHBOARD_PASSWORD"),
         ({"TASK_MODULES": "my tasks"}, "TASK_MODULES"),
+        ({"REDIS_WAIT_SECONDS": "soon"}, "REDIS_WAIT_SECONDS"),
+        ({"REDIS_WAIT_SECONDS": "-1"}, "REDIS_WAIT_SECONDS"),
+        ({"SCHEDULER_HEARTBEAT_TTL": "1"}, "SCHEDULER_HEARTBEAT_TTL"),
+        ({"SCHEDULER_HEARTBEAT_TTL": "a while"}, "SCHEDULER_HEARTBEAT_TTL"),
     ],
 )
 def test_bad_values_name_their_variable(env: dict[str, str], variable: str) -> None:

@@ -19,7 +19,7 @@ from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 from rq.utils import utcformat
 
-from app import create_app, defaults, health
+from app import create_app, defaults, health, keys
 from app.dispatch import enqueue
 from app.execution import ExecutingJob
 from app.queues import JsonJob
@@ -100,6 +100,11 @@ def run_health_check(app: Flask) -> dict[str, Any]:
     result = done.return_value()
     assert isinstance(result, dict)
     return result
+
+
+def scheduler_beating(redis: Redis, ttl: int = 30) -> None:
+    """What a live scheduler leaves after each pass: its heartbeat key, with a TTL."""
+    redis.set(keys.scheduler_heartbeat(), json.dumps({"scheduler": "test", "at": "now"}), ex=ttl)
 
 
 def registered_worker(redis: Redis, name: str = "health-test-worker") -> JsonWorker:
@@ -211,13 +216,16 @@ def test_readyz_503_without_worker(tmp_path: Path, redis_url: str) -> None:
     assert body["checks"]["database"]["status"] == "ok"
     assert body["checks"]["workers"]["status"] == "error"
     assert "error" not in body["checks"]["workers"]
+    assert body["checks"]["scheduler"]["status"] == "error"
     assert body["last_health_report"] is None
     _assert_no_secrets(response.get_data(as_text=True))
 
 
 def test_readyz_200_with_registered_worker(tmp_path: Path, redis_url: str) -> None:
-    """It answers 200 with every check ok when a worker has registered and sent a heartbeat."""
+    """It answers 200 with every check ok when a worker has registered and sent a heartbeat,
+    and a scheduler has completed a pass."""
     app = build_app(tmp_path, redis_url)
+    scheduler_beating(app.extensions["tasklane"].redis)
     worker = registered_worker(app.extensions["tasklane"].redis)
     try:
         response = app.test_client().get("/readyz")
@@ -230,6 +238,7 @@ def test_readyz_200_with_registered_worker(tmp_path: Path, redis_url: str) -> No
         "redis": "ok",
         "database": "ok",
         "workers": "ok",
+        "scheduler": "ok",
     }
     assert body["checks"]["workers"]["workers"] == 1
     assert body["checks"]["workers"]["registered"] == 1
@@ -241,7 +250,7 @@ def test_readyz_503_when_only_worker_heartbeat_is_stale(tmp_path: Path, redis_ur
     redis: Redis = app.extensions["tasklane"].redis
     worker = registered_worker(redis)
     try:
-        old = datetime.now(UTC) - timedelta(seconds=defaults.WORKER_STALE_AFTER + 30)
+        old = datetime.now(UTC) - timedelta(seconds=defaults.WORKER_TTL + 60 + 30)
         redis.hset(worker.key, "last_heartbeat", utcformat(old))
         response = app.test_client().get("/readyz")
     finally:
@@ -251,6 +260,35 @@ def test_readyz_503_when_only_worker_heartbeat_is_stale(tmp_path: Path, redis_ur
         "status": "error",
         "latency_ms": response.get_json()["checks"]["workers"]["latency_ms"],
     }
+
+
+def test_readyz_503_when_no_scheduler_beats(tmp_path: Path, redis_url: str) -> None:
+    """It answers 503 with the scheduler check in error (and no error text) when no scheduler heartbeat
+    is fresh, though Redis, the database and a worker are fine; 200 once one beats, 503 when it expires."""
+    app = build_app(tmp_path, redis_url)
+    redis: Redis = app.extensions["tasklane"].redis
+    worker = registered_worker(redis)
+    try:
+        missing = app.test_client().get("/readyz")
+        scheduler_beating(redis, ttl=1)
+        beating = app.test_client().get("/readyz")
+        time.sleep(1.5)
+        expired = app.test_client().get("/readyz")
+    finally:
+        worker.register_death()
+    assert missing.status_code == 503
+    checks = missing.get_json()["checks"]
+    assert checks["scheduler"] == {"status": "error", "latency_ms": checks["scheduler"]["latency_ms"]}
+    assert {name: c["status"] for name, c in checks.items() if name != "scheduler"} == {
+        "redis": "ok",
+        "database": "ok",
+        "workers": "ok",
+    }
+    assert beating.status_code == 200, beating.get_json()
+    assert beating.get_json()["checks"]["scheduler"]["status"] == "ok"
+    assert expired.status_code == 503
+    assert expired.get_json()["checks"]["scheduler"]["status"] == "error"
+    _assert_no_secrets(missing.get_data(as_text=True))
 
 
 def test_readyz_shows_last_report_status_without_secrets(
@@ -264,6 +302,7 @@ def test_readyz_shows_last_report_status_without_secrets(
     assert report["status"] == "degraded"
     assert failing.requests == ["/private/path"]
 
+    scheduler_beating(app.extensions["tasklane"].redis)
     worker = registered_worker(app.extensions["tasklane"].redis)
     try:
         response = app.test_client().get("/readyz")

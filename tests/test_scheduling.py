@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from datetime import UTC, datetime
@@ -12,6 +13,8 @@ from flask import Flask
 from redis import Redis
 from rq.registry import ScheduledJobRegistry
 
+from app import keys
+from app.config import Settings
 from app.dispatch import EnqueueOptions, enqueue
 from app.queues import JsonJob, JsonQueue
 from app.registry import REGISTRY, QueueName, Schedule, TaskRegistry, task
@@ -372,3 +375,23 @@ def test_two_schedulers_move_a_delayed_job_once(redis: Redis, redis_url: str) ->
     first.tick()
     second.tick()
     assert JsonQueue("default", connection=redis).get_job_ids() == [job.id]
+
+
+# --- the heartbeat /readyz reads -------------------------------------------------------------------
+
+
+def test_each_completed_pass_renews_the_heartbeat_key_with_its_ttl(redis: Redis) -> None:
+    """It writes the scheduler heartbeat key after a pass, with SCHEDULER_HEARTBEAT_TTL as its TTL;
+    a clean stop deletes it, but only while it holds this scheduler's own beat."""
+    process = SchedulerProcess(redis, settings=Settings.from_env({"SCHEDULER_HEARTBEAT_TTL": "7"}))
+    assert not redis.exists(keys.scheduler_heartbeat())
+    process.tick()
+    assert 0 < redis.ttl(keys.scheduler_heartbeat()) <= 7
+    assert json.loads(redis.get(keys.scheduler_heartbeat()))["scheduler"] == process.delayed.name
+
+    other = SchedulerProcess(redis)
+    other.tick()  # another scheduler beat last: stopping this one keeps that beat
+    process._deregister()
+    assert json.loads(redis.get(keys.scheduler_heartbeat()))["scheduler"] == other.delayed.name
+    assert other.run(burst=True) == 0  # one pass, then a clean stop
+    assert not redis.exists(keys.scheduler_heartbeat())

@@ -20,20 +20,22 @@ def healthz() -> Response:
 
 @probes.get("/readyz")
 def readyz() -> tuple[Response, int]:
-    """Redis, the database and workers answer; shows the latest health report. No secrets."""
+    """Redis, the database, workers and the scheduler answer; shows the latest health report. No secrets."""
     rt = runtime()
     checks: dict[str, Any] = {
         "redis": health.check_redis(rt.redis),
         "database": health.check_database(rt),
     }
     if checks["redis"]["status"] == "ok":
-        checks["workers"] = health.workers_seen(rt.redis)
+        checks["workers"] = health.workers_seen(rt.redis, rt.settings.worker_ttl + 60)
+        checks["scheduler"] = health.scheduler_seen(rt.redis)
         try:
             report = health.latest_report(rt.redis)
         except Exception as exc:  # an unreadable report must not take readiness down with it
             report = {"status": "error", "error": type(exc).__name__}
     else:
         checks["workers"] = {"status": "unknown", "error": "Redis unreachable"}
+        checks["scheduler"] = {"status": "unknown", "error": "Redis unreachable"}
         report = None
     ready = all(c["status"] == "ok" for c in checks.values())
     # Only statuses and timings: never URLs with credentials or error texts with hosts.

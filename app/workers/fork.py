@@ -1,7 +1,9 @@
 """The ``fork`` mode: RQ's forking worker, one work horse per job.
 
 The most isolated mode: a crash or leak dies with the horse, and a horse stuck past its
-hard time limit, even in C code, is killed by the worker that forked it.
+hard time limit, even in C code, is killed by the worker that forked it. A horse never
+waits for Redis: when it cannot write its job's outcome it exits with EX_OUTCOME_LOST,
+and the worker puts the job back on its queue once Redis answers (app/workers/base.py).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from rq import Worker
 from rq.job import Job
 from rq.queue import Queue
 
-from app import defaults
+from app import compat, defaults
 from app.workers.base import TasklaneWorkerMixin
 
 
@@ -54,6 +56,14 @@ class JsonWorker(TasklaneWorkerMixin, Worker):  # type: ignore[misc]
             if (remaining > 0 and not _wait_exit(pid, remaining)) or (remaining <= 0 and not _exited(pid)):
                 self._kill_for_time_limit(pid)
         return super().wait_for_horse()
+
+    def _stop_horse(self) -> None:
+        """Kill and reap a horse still running (before its job is handed to another run)."""
+        pid = self.horse_pid
+        if pid and not _exited(pid):
+            self.kill_horse()
+            super().wait_for_horse()
+        compat.forget_horse(self)
 
     def _kill_for_time_limit(self, pid: int) -> None:
         self.log.warning("Worker %s: work horse %d is past its hard time limit; killing it", self.name, pid)

@@ -1,7 +1,7 @@
 """The ``inline`` mode: jobs run in the worker process itself, with far less per-job work.
 
-No fork, one round trip to start a job and one to finish it. Soft and hard limits are
-SIGALRM; a job stuck where no signal reaches it is killed with its process by the
+No fork, one round trip to start a job and one to finish it (see app/workers/base.py).
+Soft and hard limits are SIGALRM; a job stuck where no signal reaches it is killed with its process by the
 supervisor, which reads each worker's deadline from a :class:`DeadlineBoard`.
 """
 
@@ -15,18 +15,14 @@ import threading
 import time
 from typing import Any
 
-from redis import Redis
 from rq import SimpleWorker
-from rq.executions import Execution
-from rq.job import Job, JobStatus
+from rq.job import Job
 from rq.queue import Queue
 from rq.utils import now
 from rq.worker import WorkerStatus
 
-from app import compat, defaults, lifecycle
+from app import compat, defaults, outages
 from app.limits import JobStopped, raise_in_thread
-from app.lua import LuaScript
-from app.queues import JsonQueue
 from app.workers.base import TasklaneWorkerMixin
 
 
@@ -83,7 +79,6 @@ class JsonInlineWorker(TasklaneWorkerMixin, SimpleWorker):  # type: ignore[misc]
         self._keeper: threading.Thread | None = None
         self._done = threading.Event()
         self._idle_pending = False
-        self._start_pipe: Any = None
 
     # --- fewer round trips -------------------------------------------------------------------
 
@@ -130,68 +125,18 @@ class JsonInlineWorker(TasklaneWorkerMixin, SimpleWorker):  # type: ignore[misc]
             return None
         return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
 
-    def prepare_execution(self, job: Job) -> Execution:
-        """Register the execution, in the same transaction as the start of the job (below)."""
-        pipe = self.connection.pipeline()
-        execution = Execution.create(job, self.get_heartbeat_ttl(job), pipeline=pipe, worker_name=self.name)
-        self.executions[execution.id] = execution
-        super().set_state(WorkerStatus.BUSY, pipeline=pipe)
-        self._start_pipe = pipe
-        return execution
-
-    def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
-        """Mark the job started: one round trip together with its execution's registration.
-
-        The same writes as RQ's (heartbeats, status, started registry via the execution,
-        intermediate list), which RQ splits over two transactions because it forks between.
-        """
-        pipe, self._start_pipe = self._start_pipe, None
-        if pipe is None:
-            super().prepare_job_execution(job, remove_from_intermediate_queue)
-            return
-        with pipe:
-            ttl = self.get_heartbeat_ttl(job)
-            self.heartbeat(ttl, pipeline=pipe)
-            job.heartbeat(now(), ttl, pipeline=pipe)
-            job.prepare_for_execution(self.name, pipeline=pipe)
-            pipe.persist(job.key)
-            pipe.lrem(JsonQueue(job.origin, connection=self.connection).intermediate_queue_key, 1, job.id)
-            pipe.execute()
-
-    def handle_job_success(self, job: Job, queue: Queue, started_job_registry: Any, execution: Any) -> None:
-        """RQ's success bookkeeping in one atomic round trip instead of three.
-
-        The writes are RQ's own (its methods record them on an unsent pipeline); a Lua
-        script applies them only if no job depends on this one, in which case RQ's
-        WATCH-guarded path runs instead (it moves the dependents on atomically).
-        """
-        if job.repeats_left or job.has_rate_limit:
-            super().handle_job_success(job, queue, started_job_registry, execution)
-            return
-        recorder = self.connection.pipeline(transaction=False)
-        try:
-            self.increment_successful_job_count(pipeline=recorder)
-            assert job.started_at and job.ended_at
-            self.increment_total_working_time(job.ended_at - job.started_at, recorder)
-            result_ttl = job.get_result_ttl(self.default_result_ttl)
-            if result_ttl != 0:
-                compat.record_success(job, result_ttl, recorder, self.name, execution)
-            job.cleanup(result_ttl, pipeline=recorder, remove_from_queue=False)
-            self.cleanup_execution(job, pipeline=recorder, execution=execution)
-            commands = compat.pipeline_commands(recorder)
-        finally:
-            recorder.reset()
-        if not _apply_if_no_dependents(self.connection, job.dependents_key, commands):
-            super().handle_job_success(job, queue, started_job_registry, execution)
-            return
-        compat.set_job_status(job, JobStatus.FINISHED)
-        lifecycle.succeeded(job)
-
     def handle_execution_ended(self, job: Job, queue: Queue, heartbeat_ttl: int) -> None:
-        """Note the end time; RQ's extra heartbeat only matters before a callback, which jobs here lack."""
+        """Note the end time; RQ's extra heartbeat only matters before a callback, which jobs here lack.
+
+        The body has returned: the supervisor no longer watches the deadline (writing the
+        outcome may wait for Redis, which is no stuck job).
+        """
         job.ended_at = now()
+        if self.board is not None:
+            self.board.clear(self.slot)
         if job.success_callback or job.failure_callback:
-            job.heartbeat(now(), heartbeat_ttl)
+            with contextlib.suppress(*outages.REDIS_DOWN):  # the outcome's writes meet an outage next
+                job.heartbeat(now(), heartbeat_ttl)
 
     # --- the job in hand ---------------------------------------------------------------------
 
@@ -233,23 +178,3 @@ class JsonInlineWorker(TasklaneWorkerMixin, SimpleWorker):  # type: ignore[misc]
         """A revoke of the job in hand: raise JobStopped in the thread that runs it."""
         if self._running is not None:
             raise_in_thread(self._thread_id, JobStopped)
-
-
-# Apply recorded commands (ARGV: n, command, arg..., n, command, ...) unless KEYS[1], the
-# job's dependents set, has members. Returns 1 when applied.
-_APPLY_IF_NO_DEPENDENTS = LuaScript(
-    """
-if redis.call('SCARD', KEYS[1]) > 0 then return 0 end
-local i = 1
-while i <= #ARGV do
-  local n = tonumber(ARGV[i])
-  redis.call(unpack(ARGV, i + 1, i + n))
-  i = i + n + 1
-end
-return 1
-"""
-)
-
-
-def _apply_if_no_dependents(connection: Redis, dependents_key: str, commands: list[bytes]) -> bool:
-    return bool(_APPLY_IF_NO_DEPENDENTS(connection, keys=[dependents_key], args=commands))

@@ -36,6 +36,7 @@ class JsonThreadWorker(JsonInlineWorker):
 
     def request_stop_soon(self) -> None:
         """Warm shutdown: finish the job in hand, then leave the work loop."""
+        self.asked_to_stop = True
         compat.request_stop(self)
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
@@ -102,8 +103,13 @@ class ThreadPool:
         with self.app.app_context(), contextlib.suppress(JobStopped):
             worker.work(burst=self.burst, with_scheduler=False, logging_level=self.logging_level)
 
-    def run(self) -> None:
-        """Run every worker thread; return when all have stopped."""
+    def run(self) -> int:
+        """Run every worker thread; return when all have stopped: 0, or 1 when one ended unasked.
+
+        A thread whose worker ended without a stop request (an error it could not ride out)
+        takes the process down with it, warmly: the others finish their jobs, the process
+        exits 1 and its supervisor starts a fresh one.
+        """
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
         threads = [
@@ -112,6 +118,14 @@ class ThreadPool:
         ]
         for thread in threads:
             thread.start()
+        unexpected = False
         while any(t.is_alive() for t in threads):
             for thread in threads:
                 thread.join(0.2)
+            ended = [t.name for t in threads if not t.is_alive()]
+            if ended and not self.stopping and not self.burst:
+                log.error("worker thread(s) %s ended unexpectedly; stopping the others", ", ".join(ended))
+                unexpected = self.stopping = True
+                for worker in self.workers:
+                    worker.request_stop_soon()
+        return 1 if unexpected else 0
