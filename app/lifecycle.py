@@ -27,6 +27,7 @@ from typing import Any
 import requests
 from flask import current_app, has_app_context
 from redis import Redis
+from redis.exceptions import RedisError
 from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation
 from rq.job import Job, JobStatus
@@ -34,7 +35,7 @@ from rq.queue import Queue
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
-from app import compat, defaults, leases, signals
+from app import compat, defaults, leases, metrics, signals
 from app.execution import record_attempt
 from app.leases import Lease
 from app.lua import LuaScript
@@ -71,9 +72,12 @@ def _context(job: Job) -> dict[str, Any]:
 # --- outcomes -------------------------------------------------------------------------------
 
 
-def succeeded(job: Job) -> None:
-    """The task returned: free its uniqueness lock; tell the task's and the users' handlers."""
+def succeeded(job: Job, *, counted: bool = False) -> None:
+    """The task returned: free its uniqueness lock; count it (unless the worker wrote the count with
+    the success itself); tell the task's and the users' handlers."""
     release_unique(job)
+    if not counted:
+        _count(job, "success", _run_time(job))
     spec = task_spec(job)
     name = spec.name if spec else str(job.meta.get(Meta.TASK))
     if (spec is not None and spec.on_success) or signals.task_success.receivers:
@@ -87,6 +91,7 @@ def retrying(job: Job) -> None:
     """An attempt failed and another is scheduled (its time is in the job's meta)."""
     retry_at = job.meta.get(Meta.NEXT_RETRY_AT)
     log.info("attempt failed; retry at %s", retry_at, extra=_context(job))
+    _count(job, "retry")
     if signals.task_retry.receivers:
         error = job.meta.get(Meta.ERROR) or {}
         signals.send(signals.task_retry, _name(job), job_id=job.id, kwargs=dict(job.kwargs), error=error,
@@ -98,6 +103,7 @@ def failed(job: Job, exc_string: str, *, stopped: bool = False) -> None:
     release_unique(job)
     revoke_dependents(job)
     spec = task_spec(job)
+    _count(job, "revoked" if stopped else "failure")
     if stopped:
         signals.send(signals.task_revoked, _name(job), job_id=job.id, kwargs=dict(job.kwargs))
         return
@@ -115,7 +121,25 @@ def revoked(job: Job) -> None:
     """The job was revoked before it ran: free its lock and revoke what waited on it."""
     release_unique(job)
     revoke_dependents(job)
+    _count(job, "revoked")
     signals.send(signals.task_revoked, _name(job), job_id=job.id, kwargs=dict(job.kwargs))
+
+
+def _count(job: Job, outcome: str, seconds: float | None = None) -> None:
+    """Count an outcome in the shared metrics; a failure to count never changes the outcome."""
+    try:
+        with job.connection.pipeline(transaction=False) as pipe:
+            metrics.record_job(pipe, _name(job), outcome, seconds)
+            pipe.execute()
+    except RedisError as exc:
+        log.debug("could not count %s: %s", outcome, exc, extra=_context(job))
+
+
+def _run_time(job: Job) -> float | None:
+    """Seconds the run took, when both ends are known."""
+    if job.started_at is None or job.ended_at is None:
+        return None
+    return max(0.0, (job.ended_at - job.started_at).total_seconds())
 
 
 def _name(job: Job) -> str:
@@ -141,6 +165,7 @@ def deferred(job: Job, queue: Queue, wait: float) -> None:
         queue.schedule_job(job, when, pipeline=pipe)
         pipe.execute()
     log.info("rate limited: waits %.2f s", wait, extra=_context(job))
+    _count(job, "deferred")
 
 
 #: Why an orphan was put back: its worker died under it...
@@ -192,6 +217,7 @@ def orphaned(
     if not _commit(job.connection, pipe, lease):
         log.info("run already settled elsewhere; not requeued", extra=_context(job))
         return False
+    _count(job, "orphaned")
     log.warning("%s (%d of %d)", cause[1], count + 1, defaults.MAX_ORPHAN_REQUEUES,
                 extra=_context(job))  # fmt: skip
     return True

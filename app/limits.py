@@ -20,19 +20,21 @@ from types import FrameType
 from typing import Any
 
 from redis import Redis
-from rq.timeouts import BaseDeathPenalty, JobTimeoutException
+from rq.timeouts import BaseDeathPenalty
 
 from app import compat, keys
 from app.lua import LuaScript
-from app.registry import RateLimit
+from app.registry import RateLimit, SoftTimeLimitExceeded, TimeLimitExceeded
 
-
-class SoftTimeLimitExceeded(Exception):
-    """Raised inside a task when its soft time limit passes; catch it to stop cleanly."""
-
-
-class TimeLimitExceeded(JobTimeoutException):
-    """The task ran past its hard time limit and was stopped."""
+__all__ = [
+    "JobStopped",
+    "RateLimiter",
+    "SoftTimeLimitExceeded",
+    "TaskTimeLimits",
+    "ThreadTimeLimits",
+    "TimeLimitExceeded",
+    "raise_in_thread",
+]
 
 
 class TaskTimeLimits(BaseDeathPenalty):

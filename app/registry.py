@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict
 from pydantic_core import to_json
+from rq.timeouts import JobTimeoutException
 
 from app import defaults
 
@@ -94,6 +95,18 @@ class RetryPolicy:
             "retry_for": [e.__name__ for e in self.retry_for],
             "dont_retry_for": [e.__name__ for e in self.dont_retry_for],
         }
+
+
+class SoftTimeLimitExceeded(Exception):
+    """Raised inside a task when its soft time limit passes; catch it to stop cleanly.
+
+    Defined beside the policies so that tasks can catch it (``from app.limits import ...``
+    works too: the limits module enforces it).
+    """
+
+
+class TimeLimitExceeded(JobTimeoutException):
+    """The task ran past its hard time limit and was stopped."""
 
 
 class RetryTask(Exception):

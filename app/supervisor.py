@@ -29,7 +29,7 @@ from typing import TypeVar
 from flask import Flask
 from redis import Redis
 
-from app import defaults, lifecycle, outages
+from app import defaults, lifecycle, outages, proc
 from app.queues import JsonQueue
 from app.registry import QueueName
 from app.runtime import runtime
@@ -157,11 +157,15 @@ class Supervisor:
         self.backoff = outages.Backoff()
 
     def _spawn(self, slot: int) -> None:
+        supervisor = os.getpid()
         pid = os.fork()
         if pid == 0:
-            # Child: default signal handling until the worker installs its warm-shutdown handlers.
+            # Child: default signal handling until the worker installs its warm-shutdown handlers,
+            # and a warm shutdown when the supervisor dies (killed with SIGKILL, say): no worker
+            # process goes on unsupervised, out of its process manager's sight.
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
+            proc.die_with_parent(signal.SIGTERM, supervisor)
             name = f"{self.args.name}-{slot}" if self.args.name else None
             code = 1
             try:

@@ -66,3 +66,29 @@ def test_a_metrics_token_guards_the_endpoint(tmp_path: Path, redis_url: str) -> 
     client = create_app(make_env(tmp_path, redis_url, METRICS_TOKEN="scrape-secret-0123")).test_client()
     assert client.get("/metrics").status_code == 401
     assert client.get("/metrics", headers={"Authorization": "Bearer scrape-secret-0123"}).status_code == 200
+
+
+def test_a_worker_counts_every_outcome_where_the_lifecycle_sees_it(
+    app: Flask, client: FlaskClient, tmp_path: Path
+) -> None:
+    """Successes (with their run time, written with the success itself), failures and retries,
+    counted by an inline worker, agree with what ran."""
+    from app.dispatch import enqueue
+    from app.queues import JsonQueue
+    from app.registry import REGISTRY
+    from app.workers import JsonInlineWorker
+
+    redis = app.extensions["tasklane"].redis
+    calls = [("add", {"x": 1, "y": 2})] * 3 + [("always_fail", {"message": "no"})]
+    calls.append(("flaky", {"path": str(tmp_path / "n"), "failures": 1}))
+    for name, args in calls:
+        spec = REGISTRY.get(name)
+        assert spec is not None
+        enqueue(spec, spec.validate(args), redis, default_result_ttl=60, failure_ttl=60)
+    with app.app_context():
+        JsonInlineWorker([JsonQueue("default", connection=redis)], connection=redis).work(burst=True)
+    text = client.get("/metrics").get_data(as_text=True)
+    assert _sample(text, "tasklane_jobs_total", task="add", outcome="success") == 3
+    assert _sample(text, "tasklane_job_duration_seconds_count", task="add") == 3
+    assert _sample(text, "tasklane_jobs_total", task="always_fail", outcome="failure") == 1
+    assert _sample(text, "tasklane_jobs_total", task="flaky", outcome="retry") == 1

@@ -37,7 +37,7 @@ from rq.utils import now
 from rq.worker import WorkerStatus
 from rq.worker_registration import register
 
-from app import compat, defaults, leases, lifecycle, maintenance, outages
+from app import compat, defaults, leases, lifecycle, maintenance, metrics, outages
 from app.execution import ExecutingJob, record_error
 from app.leases import Lease
 from app.limits import RateLimiter, TaskTimeLimits, TimeLimitExceeded
@@ -302,7 +302,9 @@ class TasklaneWorkerMixin:
         if lifecycle.orphaned(job, queue, cleanup, lease=lease, cause=lifecycle.OUTCOME_LOST):  # type: ignore[arg-type]
             return
         if job.get_status(refresh=True) == JobStatus.FINISHED:
-            lifecycle.succeeded(job)  # its success was written before the answer was lost
+            lifecycle.succeeded(
+                job, counted=True
+            )  # its success (and its count) was written before the answer was lost
 
     def _stop_horse(self) -> None:
         """A work horse still running the job must be gone before the job is handed on (fork mode)."""
@@ -443,6 +445,9 @@ class TasklaneWorkerMixin:
             compat.record_success(job, result_ttl, recorder, self.name, execution)
         job.cleanup(result_ttl, pipeline=recorder, remove_from_queue=False)
         self.cleanup_execution(job, pipeline=recorder, execution=execution)  # type: ignore[attr-defined]
+        spec = task_spec(job)
+        run_time = (job.ended_at - job.started_at).total_seconds()
+        metrics.record_job(recorder, spec.name if spec else str(job.func_name), "success", run_time)
         writes = leases.recorded(recorder)
         lease = Lease.of(job, execution)
         outcome = self._bookkeeping(
@@ -456,7 +461,7 @@ class TasklaneWorkerMixin:
                         "is dropped", self.name, job.id)  # fmt: skip
             return
         compat.set_job_status(job, JobStatus.FINISHED)
-        self._after_outcome(lambda: lifecycle.succeeded(job))
+        self._after_outcome(lambda: lifecycle.succeeded(job, counted=True))
 
     def _success_through_rq(self, job: Job, queue: Queue, started_job_registry: Any, execution: Any) -> None:
         if not self._renewed(job, execution):

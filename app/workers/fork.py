@@ -9,7 +9,6 @@ and the worker puts the job back on its queue once Redis answers (app/workers/ba
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import select
 import signal
@@ -20,7 +19,7 @@ from rq import Worker
 from rq.job import Job
 from rq.queue import Queue
 
-from app import compat, defaults
+from app import compat, defaults, proc
 from app.workers.base import TasklaneWorkerMixin
 
 
@@ -43,10 +42,9 @@ class JsonWorker(TasklaneWorkerMixin, Worker):  # type: ignore[misc]
 
     def setup_work_horse_signals(self) -> None:
         """A work horse dies with its worker, so that a killed worker's job never runs twice at once."""
+        parent = os.getppid()
         super().setup_work_horse_signals()
-        with contextlib.suppress(OSError, AttributeError):
-            libc = ctypes.CDLL("libc.so.6", use_errno=True)
-            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        proc.die_with_parent(signal.SIGKILL, parent)
 
     def wait_for_horse(self) -> tuple[int | None, int | None, Any]:
         """Wait for the horse; past its hard limit, kill it wherever it is stuck."""
