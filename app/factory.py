@@ -9,6 +9,7 @@ by side in one process.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Mapping
 from typing import NoReturn
@@ -54,7 +55,12 @@ def start_process(process: str) -> Flask:
     """
     settings = load_or_exit(process=process)
     configure_logging(settings)
-    logging.getLogger(f"tasklane.{process}").debug("settings: %s", settings.public())
+    log = logging.getLogger(f"tasklane.{process}")
+    log.debug("settings: %s", settings.public())
+    if not os.environ.get("REDIS_URL"):
+        # Said out loud: a stray process would otherwise attach to whatever Redis runs on 6379.
+        log.warning("REDIS_URL is not set: using %s (scripts/run starts an embedded Redis instead)",
+                    settings.redis_url)  # fmt: skip
     try:
         app = create_app(settings)
     except CatalogueError as exc:
