@@ -276,7 +276,7 @@ class TasklaneWorkerMixin:
 
     def _settle(self, job: Job, queue: Queue, error: BaseException) -> None:
         """Redis cut the run short: once it answers, put the job back unless it was settled already."""
-        log.warning("Worker %s: job %s: Redis unreachable before its outcome was written; "
+        log.warning("Worker %s: job %s: no Redis to record its outcome; "
                     "it is settled once Redis answers", self.name, job.id)  # fmt: skip
         run = self._run if self._run is not None and self._run.job_id == job.id else None
         pending: BaseException | None = error if isinstance(error, _REDIS_GONE) else None
@@ -394,7 +394,9 @@ class TasklaneWorkerMixin:
         """The run's outcome cannot be written now: settle the job later (a horse leaves it to its parent)."""
         self._outcome_lost = job.id
         if self.is_horse:
-            self.log.warning("Work horse: job %s: Redis unreachable; its worker settles it", job.id)
+            self.log.warning(
+                "Work horse: job %s: no Redis to record its outcome; its worker settles it", job.id
+            )
             os._exit(EX_OUTCOME_LOST)
         raise OutcomeLost(job.id)
 
