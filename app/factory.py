@@ -32,6 +32,7 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     app.config["TASKLANE_SETTINGS"] = settings
     app.json.sort_keys = False  # type: ignore[attr-defined]
     REGISTRY.load_modules(settings.task_modules)
+    REGISTRY.check_overrides(settings.task_overrides)
     runtime.init_app(app, settings)
     services.init_app(app, settings)
     register_error_handlers(app)
@@ -40,6 +41,16 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     dashboard.init_app(app, settings)
     app.wsgi_app = LingeringClose(app.wsgi_app)  # type: ignore[method-assign]
     return app
+
+
+def check_catalogue(settings: Settings, process: str) -> None:
+    """Load the catalogue and check TASK_OVERRIDES against it, or stop with one line naming the problem."""
+    try:
+        REGISTRY.load_modules(settings.task_modules)
+        REGISTRY.check_overrides(settings.task_overrides)
+    except CatalogueError as exc:
+        print(f"{process}: task catalogue error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
 
 
 def start_process(process: str) -> Flask:
