@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 from app import dashboard, runtime, services
 from app.api import api, probes
 from app.api.bodies import LingeringClose
+from app.api.docs import docs
 from app.api.errors import register_error_handlers
 from app.config import Settings, load_or_exit
 from app.logs import configure_logging
@@ -38,6 +39,7 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     register_error_handlers(app)
     app.register_blueprint(probes)
     app.register_blueprint(api)
+    app.register_blueprint(docs)
     dashboard.init_app(app, settings)
     app.wsgi_app = LingeringClose(app.wsgi_app)  # type: ignore[method-assign]
     return app
