@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from flask import Flask
 from redis.exceptions import RedisError
 
-from app import dashboard, runtime, services
+from app import cli, dashboard, runtime, services
 from app.api import api, probes
 from app.api.bodies import LingeringClose
 from app.api.docs import docs
@@ -41,6 +41,7 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     app.register_blueprint(api)
     app.register_blueprint(docs)
     dashboard.init_app(app, settings)
+    cli.init_app(app)
     app.wsgi_app = LingeringClose(app.wsgi_app)  # type: ignore[method-assign]
     return app
 
