@@ -107,8 +107,11 @@ def share_connection(scheduler: Any, connection: Redis) -> None:
 # --- rq-dashboard ---------------------------------------------------------------------------
 
 
-def make_dashboard_json_only(job_class: type, queue_class: type, worker_class: type, requeue: Any) -> None:
-    """Point rq-dashboard's module-level names at JSON classes, so no view can unpickle."""
+def make_dashboard_json_only(
+    job_class: type, queue_class: type, worker_class: type, requeue: Any, describe_job: Any
+) -> None:
+    """Point rq-dashboard's module-level names at JSON classes, so no view can unpickle, and
+    its job descriptions at ``describe_job`` (every view that shows a job calls it)."""
     # rq-dashboard is imported here, not at the top: only the web process mounts it, and
     # workers and the scheduler should not pay for importing it.
     from rq_dashboard import web
@@ -118,6 +121,7 @@ def make_dashboard_json_only(job_class: type, queue_class: type, worker_class: t
     web.Queue = queue_class
     web.Worker = worker_class
     web.requeue_job = requeue
+    web.format_job_description = describe_job
 
 
 def dashboard_helpers() -> tuple[Any, Any]:
@@ -125,3 +129,10 @@ def dashboard_helpers() -> tuple[Any, Any]:
     from rq_dashboard import web
 
     return web.serialize_date, web.format_job_description
+
+
+def register_queues(connection: Redis, queues: list[Any]) -> None:
+    """Add ``queues`` to RQ's set of known queues (``rq:queues``), which rq-dashboard and
+    ``rq info`` list; RQ itself adds a queue there only when a job is first put on it."""
+    if queues:
+        connection.sadd(queues[0].redis_queues_keys, *[queue.key for queue in queues])
