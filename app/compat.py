@@ -108,10 +108,11 @@ def share_connection(scheduler: Any, connection: Redis) -> None:
 
 
 def make_dashboard_json_only(
-    job_class: type, queue_class: type, worker_class: type, requeue: Any, describe_job: Any
+    job_class: type, queue_class: type, worker_class: type, requeue: Any, describe_job: Any, current_job: Any
 ) -> None:
-    """Point rq-dashboard's module-level names at JSON classes, so no view can unpickle, and
-    its job descriptions at ``describe_job`` (every view that shows a job calls it)."""
+    """Point rq-dashboard's module-level names at JSON classes, so no view can unpickle; its job
+    descriptions at ``describe_job`` (every view that shows a job calls it) and the workers
+    list's current job at ``current_job``."""
     # rq-dashboard is imported here, not at the top: only the web process mounts it, and
     # workers and the scheduler should not pay for importing it.
     from rq_dashboard import web
@@ -122,6 +123,7 @@ def make_dashboard_json_only(
     web.Worker = worker_class
     web.requeue_job = requeue
     web.format_job_description = describe_job
+    web.serialize_current_job = current_job
 
 
 def dashboard_helpers() -> tuple[Any, Any]:

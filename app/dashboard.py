@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hmac
 import json
+from html import escape
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -101,7 +102,7 @@ def _step_input(job: JsonJob) -> tuple[str, str] | None:
         results = {u.id: u.return_value() for u in upstream if u is not None}
         return spec["field"], _argument(resolve(spec["from"], results))
     sources = ", ".join(ids[:3]) + (", …" if len(ids) > 3 else "")
-    return spec["field"], f"<the result of {sources}>"
+    return spec["field"], f"(the result of {sources})"
 
 
 def describe_job(job: JsonJob) -> str:
@@ -120,8 +121,39 @@ def describe_job(job: JsonJob) -> str:
     return f"{name}({', '.join(parts)})"
 
 
+def _text(value: Any) -> Any:
+    """``value`` with every string HTML-escaped (keys too), for a template that inserts it raw."""
+    if isinstance(value, str):
+        return escape(value, quote=False)
+    if isinstance(value, list | tuple):
+        return [_text(v) for v in value]
+    if isinstance(value, dict):
+        return {_text(k) if isinstance(k, str) else k: _text(v) for k, v in value.items()}
+    return value
+
+
+def _current_job(job: JsonJob | None) -> Any:
+    """A worker's current job for the workers list; 0.9's template inserts its call string raw."""
+    if job is None:
+        return "idle"
+    serialize_date, _ = compat.dashboard_helpers()
+    description = describe_job(job)
+    return {
+        "job_id": job.id,
+        "description": description,  # the template escapes this one itself
+        "created_at": serialize_date(job.created_at),
+        "call_string": escape(description, quote=False),
+    }
+
+
 def _job_info(instance_number: int, job_id: str) -> Response:
-    """The dashboard's job data (replacing 0.9's view, which fails on dependencies)."""
+    """The dashboard's job data (replacing 0.9's view, which fails on dependencies).
+
+    0.9's job page inserts the description, result, metadata and error of this answer into
+    the page as HTML without escaping them; they carry the job's arguments and output, which
+    API callers choose, so every text in them is escaped here (a stored cross-site script
+    would otherwise run in the operator's browser, with the dashboard's own origin).
+    """
     connection = current_app.redis_conn  # type: ignore[attr-defined]
     job = _fetch_json_job(job_id, connection)
     serialize_date, format_job_description = compat.dashboard_helpers()
@@ -135,10 +167,10 @@ def _job_info(instance_number: int, job_id: str) -> Response:
         "ended_at": serialize_date(job.ended_at),
         "origin": job.origin,
         "status": job.get_status(),
-        "result": job.return_value(),
-        "exc_info": latest.exc_string if latest else None,
-        "description": format_job_description(job),
-        "metadata": json.dumps(job.get_meta(), cls=encoder),
+        "result": _text(job.return_value()),
+        "exc_info": _text(latest.exc_string) if latest else None,
+        "description": _text(format_job_description(job)),
+        "metadata": _text(json.dumps(job.get_meta(), cls=encoder, ensure_ascii=False)),
     }
     dependency_ids = [d.decode() if isinstance(d, bytes) else d for d in job.dependency_ids]
     dependency_ids = [d.split(":")[-1].strip() for d in dependency_ids]
@@ -208,7 +240,9 @@ def _same_origin() -> bool:
 
 def init_app(app: Flask, settings: Settings) -> None:
     """Mount the dashboard at /rq/ with basic auth and JSON-only job access."""
-    compat.make_dashboard_json_only(JsonJob, JsonQueue, JsonWorker, _requeue_json_job, describe_job)
+    compat.make_dashboard_json_only(
+        JsonJob, JsonQueue, JsonWorker, _requeue_json_job, describe_job, _current_job
+    )
     app.config["RQ_DASHBOARD_REDIS_URL"] = settings.redis_url
     app.config.setdefault("RQ_DASHBOARD_POLL_INTERVAL", 2500)
     app.register_blueprint(rq_dashboard.blueprint, url_prefix=URL_PREFIX)

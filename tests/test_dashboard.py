@@ -583,7 +583,7 @@ def test_chained_step_shows_the_value_it_received(
     created = client.post("/api/v1/workflows", json=body, headers=api_auth)
     first, second = created.get_json()["job_ids"]
     data = client.get(f"/rq/0/data/job/{second}.json", headers=operator()).get_json()
-    assert data["description"] == f"add(x=<the result of {first}>, y=5)"
+    assert data["description"] == f"add(x=(the result of {first}), y=5)"
     drain(app, "default")
     data = client.get(f"/rq/0/data/job/{second}.json", headers=operator()).get_json()
     assert data["description"] == "add(x=2, y=5)"
@@ -637,3 +637,19 @@ def test_every_state_changing_route_refuses_cross_site_requests(app: Flask, clie
         if "GET" in (rule.methods or ()):
             assert client.get(url, headers=operator()).status_code == 405, url
             assert client.head(url, headers=operator()).status_code == 405, url
+
+
+def test_job_page_data_is_html_escaped(client: FlaskClient, queue: JsonQueue, redis: Redis) -> None:
+    """0.9's job page inserts description, result, metadata and error unescaped: every text of
+    them is escaped, so arguments an API caller chose cannot script the operator's browser."""
+    evil = "<img src=x onerror=alert(1)>"
+    job = queue.enqueue_call(func="tests.jobs.always_fail", kwargs={"message": evil}, meta={"note": evil})
+    data = client.get(f"/rq/0/data/job/{job.id}.json", headers=operator()).get_json()
+    assert "<img" not in json.dumps(data)
+    assert "&lt;img src=x onerror=alert(1)&gt;" in data["description"]
+    assert json.loads(data["metadata"])["note"] == "&lt;img src=x onerror=alert(1)&gt;"
+    job = _failed_json_job(queue)
+    redis.hset(job.key, "description", evil)
+    assert "<img" not in client.get(f"/rq/0/data/job/{job.id}.json", headers=operator()).get_data(
+        as_text=True
+    )
