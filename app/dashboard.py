@@ -34,7 +34,7 @@ from rq_dashboard import web as rqd_web
 
 from app import compat
 from app.api.errors import error_response
-from app.config import Settings
+from app.config import RedisTlsVerify, Settings
 from app.lifecycle import JobNotFailed, retry_failed
 from app.meta import Meta
 from app.queues import JsonJob, JsonQueue, all_queues
@@ -238,12 +238,24 @@ def _same_origin() -> bool:
     return urlsplit(source).netloc == request.host
 
 
+def dashboard_redis_url(settings: Settings) -> str:
+    """REDIS_URL as rq-dashboard connects with it (it builds its own clients from the URL, one
+    per request): with REDIS_TLS_VERIFY=none, a ``rediss://`` URL carries redis-py's options
+    for an unverified certificate."""
+    url = settings.redis_url
+    if settings.redis_tls_verify is RedisTlsVerify.NONE and url.startswith("rediss://"):
+        parts = urlsplit(url)
+        query = "&".join(q for q in (parts.query, "ssl_cert_reqs=none&ssl_check_hostname=false") if q)
+        url = parts._replace(query=query).geturl()
+    return url
+
+
 def init_app(app: Flask, settings: Settings) -> None:
     """Mount the dashboard at /rq/ with basic auth and JSON-only job access."""
     compat.make_dashboard_json_only(
         JsonJob, JsonQueue, JsonWorker, _requeue_json_job, describe_job, _current_job
     )
-    app.config["RQ_DASHBOARD_REDIS_URL"] = settings.redis_url
+    app.config["RQ_DASHBOARD_REDIS_URL"] = dashboard_redis_url(settings)
     app.config.setdefault("RQ_DASHBOARD_POLL_INTERVAL", 2500)
     app.register_blueprint(rq_dashboard.blueprint, url_prefix=URL_PREFIX)
     rqd_web.setup_rq_connection(app)
