@@ -289,6 +289,11 @@ class TaskRegistry:
         self._ensure_loaded()
         return self._by_name.get(name)
 
+    def all_declared(self) -> list[TaskSpec]:
+        """Every task as its declaration says (no overrides), by name."""
+        self._ensure_loaded()
+        return sorted(self._by_name.values(), key=lambda s: s.name)
+
     def __iter__(self) -> Iterator[TaskSpec]:
         self._ensure_loaded()
         specs = sorted(self._by_name.values(), key=lambda s: s.name)
