@@ -142,3 +142,19 @@ def test_api_and_worker_use_the_overridden_spec(overridden_app: Flask, rconn: re
     drain(overridden_app, "default")
     view = get_job(client, auth, job_id)
     assert view["state"] == "RETRY" and view["retries"] == 1
+
+
+def test_scheduler_registers_and_lists_the_overridden_policy(tmp_path: Path, redis_url: str) -> None:
+    """The scheduler process (in its app's context) registers a periodic task with the
+    overridden queue and time limit, and /api/v1/schedules shows that queue."""
+    from app.queues import JsonJob
+    from app.scheduling import make_scheduler, register_periodic, schedules
+
+    overrides = {"health_check": {"queue": "low", "time_limit": 90}}
+    app = create_app(make_env(tmp_path, redis_url, TASK_OVERRIDES=json.dumps(overrides)))
+    rconn = app.extensions["tasklane"].redis
+    with app.app_context():
+        register_periodic(make_scheduler(rconn))
+        entry = JsonJob.fetch("periodic-health_check", connection=rconn)
+        assert entry.origin == "low" and entry.timeout == 90
+        assert [s["queue"] for s in schedules(rconn) if s["task"] == "health_check"] == ["low"]
