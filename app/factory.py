@@ -27,7 +27,13 @@ from app.registry import REGISTRY, CatalogueError
 
 def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     """Build the web app from ``config`` (Settings, an environment mapping, or os.environ)."""
-    settings = config if isinstance(config, Settings) else Settings.from_env(config)
+    if config is None:
+        # The process's own environment (the flask command, gunicorn's app:create_app()): a bad
+        # setting or TASK_OVERRIDES stops it with one line naming it, as every process does.
+        settings = load_or_exit(process="tasklane")
+        check_catalogue(settings, process="tasklane")
+    else:
+        settings = config if isinstance(config, Settings) else Settings.from_env(config)
     app = Flask("app")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.config["TASKLANE_SETTINGS"] = settings

@@ -151,3 +151,21 @@ def test_the_flask_command_finds_the_app(env: dict[str, str]) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "add " in done.stdout
+
+
+@pytest.mark.integration
+def test_a_bad_setting_stops_the_flask_command_with_one_line(env: dict[str, str]) -> None:
+    """A malformed variable stops `flask ...` with one line naming it, not a traceback."""
+    flask = Path(sys.executable).with_name("flask")
+    for variable, value in (("REDIS_URL", "ftp://x"), ("TASK_OVERRIDES", '{"add": {"queue": "urgent"}}')):
+        done = subprocess.run(
+            [str(flask), "--app", "app.factory:create_app", "tasks", "list"],
+            cwd=ROOT,
+            env={**os.environ, **env, variable: value},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2
+        assert done.stderr.strip().startswith(f"tasklane: configuration error: {variable}: "), done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1
