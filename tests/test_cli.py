@@ -169,3 +169,24 @@ def test_a_bad_setting_stops_the_flask_command_with_one_line(env: dict[str, str]
         assert done.returncode == 2
         assert done.stderr.strip().startswith(f"tasklane: configuration error: {variable}: "), done.stderr
         assert len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.integration
+def test_rq_commands_work_on_the_same_redis(app: Flask, runner: FlaskCliRunner, redis_url: str) -> None:
+    """`rq info` reads the service's Redis, and `rq requeue --serializer ...JSONSerializer` puts a
+    failed JSON job back, as the README shows."""
+    rq = str(Path(sys.executable).with_name("rq"))
+    failed = _enqueue(runner, "always_fail", "message=boom")
+    drain(app, "default")
+    info = subprocess.run([rq, "info", "-u", redis_url], capture_output=True, text=True, timeout=60)
+    assert info.returncode == 0 and "default" in info.stdout and "1 failed" in info.stdout, info.stdout
+    requeue = [rq, "requeue", "--all", "--queue", "default", "-u", redis_url]
+    done = subprocess.run(
+        [*requeue, "--serializer", "rq.serializers.JSONSerializer"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    rconn = app.extensions["tasklane"].redis
+    assert fetch_job(failed, rconn).get_status().value == "queued"
