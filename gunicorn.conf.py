@@ -3,12 +3,15 @@
 import os
 
 from app.config import integer_or_exit, load_or_exit
+from app.factory import check_catalogue as _check_catalogue
 from app.logs import configure_logging
 
 # Validate the environment in the master before any worker boots: a bad setting stops
 # the web process with one line naming it, not a traceback per worker.
 _settings = load_or_exit(process="web")
 configure_logging(_settings)
+# The catalogue and TASK_OVERRIDES are checked here too, for the same one line.
+_check_catalogue(_settings, process="web")
 
 # Gunicorn itself reads WEB_CONCURRENCY when it is imported, before this file: one that is
 # not a whole number at all stops it there with a traceback. `python web.py` (the Procfile's

@@ -33,10 +33,15 @@ class Task:
     """A catalogue task as Celery code knows one: call it, ``delay`` it, sign it."""
 
     def __init__(self, spec: TaskSpec) -> None:
-        self.spec = spec
+        self._declared = spec
         self.name = spec.name
         self.__doc__ = spec.func.__doc__
         self.__wrapped__ = spec.func
+
+    @property
+    def spec(self) -> TaskSpec:
+        """The task's spec with the operator's overrides in force (TASK_OVERRIDES) where it is used."""
+        return REGISTRY.get(self.name) or self._declared
 
     def fields(self) -> list[str]:
         """The input model's fields, in the order positional arguments fill them."""

@@ -128,8 +128,12 @@ def share_connection(scheduler: Any, connection: Redis) -> None:
 # --- rq-dashboard ---------------------------------------------------------------------------
 
 
-def make_dashboard_json_only(job_class: type, queue_class: type, worker_class: type, requeue: Any) -> None:
-    """Point rq-dashboard's module-level names at JSON classes, so no view can unpickle."""
+def make_dashboard_json_only(
+    job_class: type, queue_class: type, worker_class: type, requeue: Any, describe_job: Any, current_job: Any
+) -> None:
+    """Point rq-dashboard's module-level names at JSON classes, so no view can unpickle; its job
+    descriptions at ``describe_job`` (every view that shows a job calls it) and the workers
+    list's current job at ``current_job``."""
     # rq-dashboard is imported here, not at the top: only the web process mounts it, and
     # workers and the scheduler should not pay for importing it.
     from rq_dashboard import web
@@ -139,6 +143,8 @@ def make_dashboard_json_only(job_class: type, queue_class: type, worker_class: t
     web.Queue = queue_class
     web.Worker = worker_class
     web.requeue_job = requeue
+    web.format_job_description = describe_job
+    web.serialize_current_job = current_job
 
 
 def dashboard_helpers() -> tuple[Any, Any]:
@@ -146,3 +152,10 @@ def dashboard_helpers() -> tuple[Any, Any]:
     from rq_dashboard import web
 
     return web.serialize_date, web.format_job_description
+
+
+def register_queues(connection: Redis, queues: list[Any]) -> None:
+    """Add ``queues`` to RQ's set of known queues (``rq:queues``), which rq-dashboard and
+    ``rq info`` list; RQ itself adds a queue there only when a job is first put on it."""
+    if queues:
+        connection.sadd(queues[0].redis_queues_keys, *[queue.key for queue in queues])

@@ -8,6 +8,8 @@ Defaults serve local development only; ``APP_ENV=production`` insists on the sec
 from __future__ import annotations
 
 import ipaddress
+import json
+import math
 import os
 import re
 import sys
@@ -15,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from enum import StrEnum
 from pathlib import Path
-from typing import NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 from app import defaults
@@ -30,6 +32,42 @@ class ConfigError(ValueError):
         super().__init__(f"{variable}: {problem}")
         self.variable = variable
         self.problem = problem
+
+
+class RedisTlsVerify(StrEnum):
+    """Whether a ``rediss://`` server's certificate is checked (Heroku Redis's is self-signed)."""
+
+    REQUIRED = "required"
+    NONE = "none"
+
+
+#: The task policy fields an operator may override (TASK_OVERRIDES), and what each takes.
+OVERRIDE_FIELDS = (
+    "queue",
+    "max_retries",
+    "backoff_base",
+    "backoff_cap",
+    "time_limit",
+    "soft_time_limit",
+    "rate_limit",
+    "result_ttl",
+)
+
+
+@dataclass(frozen=True)
+class TaskOverride:
+    """The operator's changes to one task's declared policy (from TASK_OVERRIDES).
+
+    ``changes`` holds ``(field, value)`` pairs in OVERRIDE_FIELDS order; a value of None
+    removes a policy (no rate limit, no soft limit, the default result TTL).
+    """
+
+    task: str
+    changes: tuple[tuple[str, Any], ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The changes as a mapping."""
+        return dict(self.changes)
 
 
 class Environment(StrEnum):
@@ -48,6 +86,8 @@ class LogFormat(StrEnum):
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+#: A rate limit: "<count>/<s|m|h>" (the registry parses it with the same pattern).
+RATE_PATTERN = re.compile(r"^\s*(\d+)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$")
 REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel")
 SQL_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb")
 
@@ -90,6 +130,8 @@ class Settings:
     metrics_token: str = ""
     redis_wait_seconds: int = defaults.REDIS_WAIT_SECONDS
     scheduler_heartbeat_ttl: int = defaults.SCHEDULER_HEARTBEAT_TTL
+    task_overrides: tuple[TaskOverride, ...] = ()
+    redis_tls_verify: RedisTlsVerify = RedisTlsVerify.REQUIRED
 
     @property
     def is_production(self) -> bool:
@@ -146,6 +188,8 @@ class Settings:
             scheduler_heartbeat_ttl=reader.integer(
                 "SCHEDULER_HEARTBEAT_TTL", defaults.SCHEDULER_HEARTBEAT_TTL, minimum=3, maximum=3600
             ),
+            task_overrides=reader.task_overrides("TASK_OVERRIDES"),
+            redis_tls_verify=reader.choice("REDIS_TLS_VERIFY", RedisTlsVerify, RedisTlsVerify.REQUIRED),
         )
         if settings.is_production:
             if not settings.api_tokens:
@@ -173,6 +217,11 @@ class Settings:
             else:
                 out[f.name] = value if not isinstance(value, Path) else str(value)
         return out
+
+
+def task_overrides_from_env(environ: Mapping[str, str] | None = None) -> tuple[TaskOverride, ...]:
+    """TASK_OVERRIDES alone, parsed as Settings parses it (raises ConfigError naming it)."""
+    return _Reader(os.environ if environ is None else environ).task_overrides("TASK_OVERRIDES")
 
 
 def load_or_exit(environ: Mapping[str, str] | None = None, process: str = "tasklane") -> Settings:
@@ -367,3 +416,73 @@ class _Reader:
             elif any(c in entry for c in " :@?#"):
                 raise ConfigError(name, f"{entry!r} is neither a host name nor a CIDR")
         return entries
+
+    def task_overrides(self, name: str) -> tuple[TaskOverride, ...]:
+        """``{"task": {"queue": "high", "max_retries": 8, ...}}`` as JSON text, or the path of a JSON file."""
+        raw = self.env.get(name, "").strip()
+        if not raw:
+            return ()
+        if not raw.startswith("{"):
+            try:
+                raw = Path(raw).read_text()
+            except OSError as exc:
+                problem = f"is neither a JSON object nor a readable file: {exc.strerror}"
+                raise ConfigError(name, problem) from None
+        try:
+            value = json.loads(raw)
+        except ValueError as exc:
+            raise ConfigError(name, f"is not valid JSON: {exc}") from None
+        if not isinstance(value, dict):
+            raise ConfigError(name, 'must be a JSON object: {"<task>": {"<field>": <value>, ...}, ...}')
+        out = []
+        for task_name, changes in value.items():
+            if not isinstance(changes, dict) or not changes:
+                raise ConfigError(name, f"task {task_name!r}: must map to a non-empty object of fields")
+            for field_name in changes:
+                if field_name not in OVERRIDE_FIELDS:
+                    allowed = ", ".join(OVERRIDE_FIELDS)
+                    problem = f"task {task_name!r}: unknown field {field_name!r} (one of {allowed})"
+                    raise ConfigError(name, problem)
+            checked = tuple(
+                (f, _override_value(name, task_name, f, changes[f])) for f in OVERRIDE_FIELDS if f in changes
+            )
+            out.append(TaskOverride(task=task_name, changes=checked))
+        return tuple(out)
+
+
+def _override_value(name: str, task_name: str, field_name: str, value: Any) -> Any:
+    """One overridden policy value, checked; ConfigError naming the variable, task and field."""
+
+    def bad(problem: str) -> ConfigError:
+        return ConfigError(name, f"task {task_name!r}: {field_name} {problem}, got {json.dumps(value)}")
+
+    def whole(minimum: int, maximum: int | None = None) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("must be a whole number")
+        if value < minimum or (maximum is not None and value > maximum):
+            raise bad(f"must be from {minimum} to {maximum}" if maximum else f"must be at least {minimum}")
+        return value
+
+    if field_name == "queue":
+        if value not in defaults.WORKER_QUEUES:
+            raise bad(f"must be one of {', '.join(defaults.WORKER_QUEUES)}")
+        return value
+    if field_name == "max_retries":
+        return whole(0, 100)
+    if field_name in ("backoff_base", "backoff_cap"):
+        number = not isinstance(value, bool) and isinstance(value, int | float)
+        if not number or not math.isfinite(value) or value <= 0:
+            raise bad("must be a number of seconds above 0")
+        return float(value)
+    if field_name == "time_limit":
+        return whole(1)
+    if field_name in ("soft_time_limit", "result_ttl"):
+        if value is None:
+            return None
+        return whole(1) if field_name == "soft_time_limit" else whole(-1)
+    # rate_limit
+    if value is None:
+        return None
+    if not isinstance(value, str) or not (m := RATE_PATTERN.match(value)) or int(m.group(1)) < 1:
+        raise bad("must look like '10/m' (per s, m or h) or null")
+    return value.strip()

@@ -20,21 +20,26 @@ from __future__ import annotations
 
 import hmac
 import json
+from html import escape
 from typing import Any
 from urllib.parse import urlsplit
 
 import rq_dashboard
 from flask import Flask, Response, current_app, jsonify, request
 from redis.exceptions import ResponseError
-from rq.exceptions import NoSuchJobError
+from rq.exceptions import DeserializationError, NoSuchJobError
 from rq.job import JOB_ID_PATTERN, parse_job_id
 from rq.serializers import JSONSerializer
 from rq_dashboard import web as rqd_web
 
 from app import compat
 from app.api.errors import error_response
-from app.config import Settings
-from app.queues import JsonJob, JsonQueue
+from app.config import RedisTlsVerify, Settings
+from app.lifecycle import JobNotFailed, retry_failed
+from app.meta import Meta
+from app.queues import JsonJob, JsonQueue, all_queues
+from app.states import task_name
+from app.steps import job_ids, resolve
 from app.workers import JsonWorker
 
 URL_PREFIX = "/rq"
@@ -47,6 +52,8 @@ REGISTRY_NAMES = frozenset({"queued", "started", "finished", "failed", "deferred
 MAX_PER_PAGE = 200
 #: Highest page number: far past any real registry, and (page x size) stays a Redis integer.
 MAX_PAGE = 10**9
+#: Longest text of one argument in a job's description; longer ones end in an ellipsis.
+MAX_ARGUMENT_CHARS = 200
 
 
 class NotJsonJobError(Exception):
@@ -73,13 +80,80 @@ def _fetch_json_job(job_id: str, connection: Any) -> JsonJob:
 
 
 def _requeue_json_job(job_id: str, connection: Any, serializer: Any = None) -> JsonJob:
+    """Requeue as ``POST /api/v1/jobs/<id>/retry`` does (the job's retry flags are cleared too)."""
     job = _fetch_json_job(job_id, connection)
-    job.requeue()
+    retry_failed(job)
     return job
 
 
+def _argument(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= MAX_ARGUMENT_CHARS else text[: MAX_ARGUMENT_CHARS - 1] + "…"
+
+
+def _step_input(job: JsonJob) -> tuple[str, str] | None:
+    """A workflow step's input from earlier steps: (field, the value it received, or where it comes from)."""
+    spec = (job.meta.get(Meta.WORKFLOW) or {}).get("input")
+    if not spec:
+        return None
+    ids = job_ids(spec["from"])
+    upstream = JsonJob.fetch_many(ids, connection=job.connection)
+    if all(u is not None and u.get_status(refresh=False) == "finished" for u in upstream):
+        results = {u.id: u.return_value() for u in upstream if u is not None}
+        return spec["field"], _argument(resolve(spec["from"], results))
+    sources = ", ".join(ids[:3]) + (", …" if len(ids) > 3 else "")
+    return spec["field"], f"(the result of {sources})"
+
+
+def describe_job(job: JsonJob) -> str:
+    """The job as the dashboard lists it: ``add(x=2, y=3)``, the task's name and its arguments as
+    JSON (an integer stays an integer, text is quoted); a workflow step also shows the value it
+    received from the steps before it, or where that value will come from while they run."""
+    try:
+        kwargs = dict(job.kwargs)
+        name = task_name(job) or "?"
+        received = _step_input(job)
+    except (DeserializationError, ValueError, TypeError):
+        return "(not stored as JSON; not shown)"
+    parts = [f"{key}={_argument(value)}" for key, value in kwargs.items()]
+    if received is not None:
+        parts.insert(0, f"{received[0]}={received[1]}")
+    return f"{name}({', '.join(parts)})"
+
+
+def _text(value: Any) -> Any:
+    """``value`` with every string HTML-escaped (keys too), for a template that inserts it raw."""
+    if isinstance(value, str):
+        return escape(value, quote=False)
+    if isinstance(value, list | tuple):
+        return [_text(v) for v in value]
+    if isinstance(value, dict):
+        return {_text(k) if isinstance(k, str) else k: _text(v) for k, v in value.items()}
+    return value
+
+
+def _current_job(job: JsonJob | None) -> Any:
+    """A worker's current job for the workers list; 0.9's template inserts its call string raw."""
+    if job is None:
+        return "idle"
+    serialize_date, _ = compat.dashboard_helpers()
+    description = describe_job(job)
+    return {
+        "job_id": job.id,
+        "description": description,  # the template escapes this one itself
+        "created_at": serialize_date(job.created_at),
+        "call_string": escape(description, quote=False),
+    }
+
+
 def _job_info(instance_number: int, job_id: str) -> Response:
-    """The dashboard's job data (replacing 0.9's view, which fails on dependencies)."""
+    """The dashboard's job data (replacing 0.9's view, which fails on dependencies).
+
+    0.9's job page inserts the description, result, metadata and error of this answer into
+    the page as HTML without escaping them; they carry the job's arguments and output, which
+    API callers choose, so every text in them is escaped here (a stored cross-site script
+    would otherwise run in the operator's browser, with the dashboard's own origin).
+    """
     connection = current_app.redis_conn  # type: ignore[attr-defined]
     job = _fetch_json_job(job_id, connection)
     serialize_date, format_job_description = compat.dashboard_helpers()
@@ -93,10 +167,10 @@ def _job_info(instance_number: int, job_id: str) -> Response:
         "ended_at": serialize_date(job.ended_at),
         "origin": job.origin,
         "status": job.get_status(),
-        "result": job.return_value(),
-        "exc_info": latest.exc_string if latest else None,
-        "description": format_job_description(job),
-        "metadata": json.dumps(job.get_meta(), cls=encoder),
+        "result": _text(job.return_value()),
+        "exc_info": _text(latest.exc_string) if latest else None,
+        "description": _text(format_job_description(job)),
+        "metadata": _text(json.dumps(job.get_meta(), cls=encoder, ensure_ascii=False)),
     }
     dependency_ids = [d.decode() if isinstance(d, bytes) else d for d in job.dependency_ids]
     dependency_ids = [d.split(":")[-1].strip() for d in dependency_ids]
@@ -164,10 +238,24 @@ def _same_origin() -> bool:
     return urlsplit(source).netloc == request.host
 
 
+def dashboard_redis_url(settings: Settings) -> str:
+    """REDIS_URL as rq-dashboard connects with it (it builds its own clients from the URL, one
+    per request): with REDIS_TLS_VERIFY=none, a ``rediss://`` URL carries redis-py's options
+    for an unverified certificate."""
+    url = settings.redis_url
+    if settings.redis_tls_verify is RedisTlsVerify.NONE and url.startswith("rediss://"):
+        parts = urlsplit(url)
+        query = "&".join(q for q in (parts.query, "ssl_cert_reqs=none&ssl_check_hostname=false") if q)
+        url = parts._replace(query=query).geturl()
+    return url
+
+
 def init_app(app: Flask, settings: Settings) -> None:
     """Mount the dashboard at /rq/ with basic auth and JSON-only job access."""
-    compat.make_dashboard_json_only(JsonJob, JsonQueue, JsonWorker, _requeue_json_job)
-    app.config["RQ_DASHBOARD_REDIS_URL"] = settings.redis_url
+    compat.make_dashboard_json_only(
+        JsonJob, JsonQueue, JsonWorker, _requeue_json_job, describe_job, _current_job
+    )
+    app.config["RQ_DASHBOARD_REDIS_URL"] = dashboard_redis_url(settings)
     app.config.setdefault("RQ_DASHBOARD_POLL_INTERVAL", 2500)
     app.register_blueprint(rq_dashboard.blueprint, url_prefix=URL_PREFIX)
     rqd_web.setup_rq_connection(app)
@@ -194,6 +282,9 @@ def init_app(app: Flask, settings: Settings) -> None:
                 "the dashboard needs DASHBOARD_USERNAME / DASHBOARD_PASSWORD (HTTP basic auth)",
                 headers={"WWW-Authenticate": 'Basic realm="tasklane dashboard", charset="UTF-8"'},
             )
+        # rq-dashboard lists the queues of RQ's set, where RQ adds one only at its first job:
+        # every declared queue is added, so that an unused one (low) shows from the start.
+        compat.register_queues(current_app.redis_conn, all_queues(current_app.redis_conn))  # type: ignore[attr-defined]
         if request.endpoint in _STATE_CHANGING_GET and request.method != "POST":
             return error_response(
                 405, "method_not_allowed", "this dashboard action needs POST", headers={"Allow": "POST"}
@@ -206,6 +297,10 @@ def init_app(app: Flask, settings: Settings) -> None:
     @app.errorhandler(NoSuchJobError)
     def _no_such_job(exc: NoSuchJobError) -> Response:
         return error_response(404, "job_not_found", str(exc) or "no such job")
+
+    @app.errorhandler(JobNotFailed)
+    def _not_failed(exc: JobNotFailed) -> Response:
+        return error_response(409, "job_not_failed", str(exc))
 
     @app.errorhandler(NotJsonJobError)
     def _not_json_job(exc: NotJsonJobError) -> Response:

@@ -8,7 +8,9 @@ module under ``app/tasks/``.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import os
 import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -17,15 +19,18 @@ from enum import StrEnum
 from typing import Any, TypeVar
 
 from croniter import croniter
+from flask import current_app, has_app_context
 from pydantic import BaseModel, ConfigDict
 from pydantic_core import to_json
 from rq.timeouts import JobTimeoutException
 
 from app import defaults
+from app.config import RATE_PATTERN, TaskOverride, task_overrides_from_env
+from app.runtime import EXTENSION
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_RATE = re.compile(r"^\s*(\d+)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$")
+_RATE = RATE_PATTERN
 _PERIODS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
 _TASK_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
@@ -194,6 +199,8 @@ class TaskSpec:
     #: Called as ``on_failure(error, job_id, kwargs)`` after it failed for good; ``error`` is
     #: ``{"type", "message"}`` (Celery's Task.on_failure).
     on_failure: Callable[..., Any] | None = None
+    #: The policy fields the operator changed (TASK_OVERRIDES), each with its declared value.
+    overridden: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def path(self) -> str:
@@ -226,7 +233,47 @@ class TaskSpec:
             "result_ttl": self.result_ttl,
             "schedule": self.schedule.describe() if self.schedule else None,
             "critical": self.critical,
+            "overridden": {
+                name: {"declared": declared, "in_force": self.policy_value(name)}
+                for name, declared in self.overridden.items()
+            },
         }
+
+    def policy_value(self, name: str) -> Any:
+        """The value in force of one overridable policy field (as TASK_OVERRIDES spells it), as JSON."""
+        if name in ("max_retries",):
+            return self.retry.max_retries
+        if name in ("backoff_base", "backoff_cap"):
+            return getattr(self.retry, name)
+        if name == "queue":
+            return self.queue.value
+        if name == "rate_limit":
+            return self.rate_limit.text if self.rate_limit else None
+        return getattr(self, name)
+
+    def with_override(self, override: TaskOverride) -> TaskSpec:
+        """This spec with the operator's changes applied (raises CatalogueError if they clash)."""
+        changes = override.as_dict()
+        retry_fields = ("max_retries", "backoff_base", "backoff_cap")
+        retry_changes = {k: v for k, v in changes.items() if k in retry_fields}
+        spec_changes: dict[str, Any] = {
+            k: v for k, v in changes.items() if k in ("time_limit", "soft_time_limit", "result_ttl")
+        }
+        if "queue" in changes:
+            spec_changes["queue"] = QueueName(changes["queue"])
+        if "rate_limit" in changes:
+            rate = changes["rate_limit"]
+            spec_changes["rate_limit"] = RateLimit.parse(rate) if rate else None
+        if retry_changes:
+            spec_changes["retry"] = dataclasses.replace(self.retry, **retry_changes)
+        declared = {name: self.policy_value(name) for name in changes}
+        out = dataclasses.replace(self, overridden=declared, **spec_changes)
+        if out.soft_time_limit is not None and out.soft_time_limit >= out.time_limit:
+            raise CatalogueError(
+                f"TASK_OVERRIDES: task {self.name!r}: soft_time_limit ({out.soft_time_limit}) "
+                f"must be below time_limit ({out.time_limit})"
+            )
+        return out
 
 
 class TaskRegistry:
@@ -238,6 +285,7 @@ class TaskRegistry:
         self._catalogue_module = catalogue_module
         self._loaded = catalogue_module is None
         self._lock = threading.Lock()
+        self._overridden: dict[tuple[str, TaskOverride], TaskSpec] = {}
 
     def _ensure_loaded(self) -> None:
         if self._loaded:
@@ -263,18 +311,52 @@ class TaskRegistry:
         return spec
 
     def get(self, name: str) -> TaskSpec | None:
-        """The task called ``name``, or None."""
+        """The task called ``name`` with the operator's overrides in force, or None."""
+        self._ensure_loaded()
+        return self._in_force(self._by_name.get(name))
+
+    def by_path(self, path: str) -> TaskSpec | None:
+        """The task whose function lives at ``path`` (overrides in force), or None."""
+        self._ensure_loaded()
+        return self._in_force(self._by_path.get(path))
+
+    def declared(self, name: str) -> TaskSpec | None:
+        """The task called ``name`` as its declaration says, without overrides."""
         self._ensure_loaded()
         return self._by_name.get(name)
 
-    def by_path(self, path: str) -> TaskSpec | None:
-        """The task whose function lives at ``path``, or None."""
+    def all_declared(self) -> list[TaskSpec]:
+        """Every task as its declaration says (no overrides), by name."""
         self._ensure_loaded()
-        return self._by_path.get(path)
+        return sorted(self._by_name.values(), key=lambda s: s.name)
 
     def __iter__(self) -> Iterator[TaskSpec]:
         self._ensure_loaded()
-        return iter(sorted(self._by_name.values(), key=lambda s: s.name))
+        specs = sorted(self._by_name.values(), key=lambda s: s.name)
+        return iter([self._in_force(s) or s for s in specs])
+
+    def _in_force(self, spec: TaskSpec | None) -> TaskSpec | None:
+        """``spec`` with the override of the settings in force (see :func:`overrides_in_force`)."""
+        if spec is None:
+            return None
+        for override in overrides_in_force():
+            if override.task == spec.name:
+                key = (spec.path, override)
+                found = self._overridden.get(key)
+                if found is None:
+                    found = self._overridden[key] = spec.with_override(override)
+                return found
+        return spec
+
+    def check_overrides(self, overrides: tuple[TaskOverride, ...]) -> None:
+        """Raise CatalogueError when an override names no task or clashes with its declaration."""
+        self._ensure_loaded()
+        for override in overrides:
+            spec = self._by_name.get(override.task)
+            if spec is None:
+                known = ", ".join(sorted(self._by_name))
+                raise CatalogueError(f"TASK_OVERRIDES: no task named {override.task!r} (tasks: {known})")
+            spec.with_override(override)
 
     def __len__(self) -> int:
         self._ensure_loaded()
@@ -286,6 +368,23 @@ class TaskRegistry:
 
 
 REGISTRY = TaskRegistry()
+
+_env_overrides: dict[str, tuple[TaskOverride, ...]] = {}
+
+
+def overrides_in_force() -> tuple[TaskOverride, ...]:
+    """The operator's task overrides: the current app's settings (a request, a worker, the
+    scheduler, a CLI command), else TASK_OVERRIDES of the environment (code calling tasks
+    without an app, which also takes REDIS_URL from there)."""
+    if has_app_context():
+        rt = current_app.extensions.get(EXTENSION)
+        if rt is not None:
+            return rt.settings.task_overrides
+    raw = os.environ.get("TASK_OVERRIDES", "")
+    found = _env_overrides.get(raw)
+    if found is None:
+        found = _env_overrides[raw] = task_overrides_from_env()
+    return found
 
 
 def task(

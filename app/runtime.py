@@ -17,7 +17,7 @@ from redis_sentinel_url import connect as _sentinel_connect
 from sqlalchemy.engine import Engine
 
 from app import defaults
-from app.config import Settings
+from app.config import RedisTlsVerify, Settings
 from app.db import make_engine
 
 EXTENSION = "tasklane"
@@ -50,7 +50,7 @@ class Runtime:
 
 def init_app(app: Flask, settings: Settings) -> Runtime:
     """Build the runtime for ``settings`` and keep it in ``app.extensions``."""
-    rt = Runtime(settings=settings, redis=connect(settings.redis_url, timeout=settings.redis_timeout))
+    rt = Runtime(settings=settings, redis=connect_settings(settings))
     app.extensions[EXTENSION] = rt
     return rt
 
@@ -76,17 +76,29 @@ def client_runtime() -> Runtime:
             found = _standalone.get(pid)
             if found is None:
                 settings = Settings.from_env()
-                found = _standalone[pid] = Runtime(
-                    settings=settings, redis=connect(settings.redis_url, timeout=settings.redis_timeout)
-                )
+                found = _standalone[pid] = Runtime(settings=settings, redis=connect_settings(settings))
     return found
 
 
-def connect(url: str, timeout: float | None = defaults.REDIS_SOCKET_TIMEOUT) -> Redis:
-    """A Redis client for ``redis://``, ``rediss://``, ``unix://`` or ``redis+sentinel://`` URLs."""
+def connect_settings(settings: Settings) -> Redis:
+    """The Redis client of ``settings`` (REDIS_URL, REDIS_TIMEOUT, REDIS_TLS_VERIFY)."""
+    verify = settings.redis_tls_verify is RedisTlsVerify.REQUIRED
+    return connect(settings.redis_url, timeout=settings.redis_timeout, tls_verify=verify)
+
+
+def connect(
+    url: str, timeout: float | None = defaults.REDIS_SOCKET_TIMEOUT, tls_verify: bool = True
+) -> Redis:
+    """A Redis client for ``redis://``, ``rediss://``, ``unix://`` or ``redis+sentinel://`` URLs.
+
+    ``tls_verify=False`` (REDIS_TLS_VERIFY=none) encrypts a ``rediss://`` connection without
+    checking the server's certificate: Heroku Redis's is self-signed.
+    """
     options: dict[str, Any] = {"health_check_interval": 30}
     if timeout is not None:
         options.update(socket_connect_timeout=timeout, socket_timeout=timeout)
+    if not tls_verify and url.startswith("rediss://"):
+        options.update(ssl_cert_reqs="none", ssl_check_hostname=False)
     _, client = _sentinel_connect(url, client_class=Redis, client_options=options)
     if client is None:
         raise ValueError("a redis+sentinel:// URL must name a service (redis+sentinel://host:port/service)")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 from importlib.metadata import version
+from typing import Any
 
 import pytest
 import rq_dashboard.web
@@ -172,7 +173,8 @@ def test_module_globals_patched_by_compat_exist() -> None:
     and rq-dashboard fetches through module-level names: all still there."""
     assert hasattr(rq_scheduler_module, "Queue")
     assert "_connection" in inspect.getsource(RQScheduler.__init__)
-    for name in ("Job", "Queue", "Worker", "requeue_job", "serialize_date", "format_job_description"):
+    names = ("Job", "Queue", "Worker", "requeue_job", "serialize_date", "format_job_description")
+    for name in (*names, "serialize_current_job"):
         assert hasattr(rq_dashboard.web, name), name
     assert hasattr(rq_dashboard.web.config, "serializer")
 
@@ -182,3 +184,13 @@ def test_worker_modes_are_rq_workers() -> None:
     assert issubclass(JsonWorker, Worker)
     assert issubclass(JsonInlineWorker, SimpleWorker)
     assert issubclass(JsonThreadWorker, JsonInlineWorker)
+
+
+def test_register_queues_adds_to_the_set_rq_lists(fake_redis: Any) -> None:
+    """RQ lists queues from the set named by Queue.redis_queues_keys; compat adds declared ones there."""
+    from app.queues import JsonQueue
+
+    queues = [JsonQueue(name, connection=fake_redis) for name in ("high", "low")]
+    compat.register_queues(fake_redis, queues)
+    assert JsonQueue.redis_queues_keys == "rq:queues"
+    assert sorted(q.name for q in JsonQueue.all(connection=fake_redis)) == ["high", "low"]

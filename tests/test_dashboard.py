@@ -15,7 +15,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from redis import Redis
 from rq import Queue
-from rq.job import Job
+from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry
 from rq.serializers import DefaultSerializer
 
@@ -132,7 +132,7 @@ def test_job_with_dependency_page_and_data(client: FlaskClient, queue: JsonQueue
     assert body["status"] == "deferred"
     assert body["depends_on"] == [parent.id]
     assert body["depends_on_status"] == ["active"]
-    assert body["description"] == f"{ADD}(x=3, y=4)"
+    assert body["description"] == "add(x=3, y=4)"
     assert "no-store" in data.headers["Cache-Control"]
 
 
@@ -315,6 +315,7 @@ def _failed_json_job(queue: JsonQueue) -> Job:
     FailedJobRegistry("default", connection=queue.connection, serializer=queue.serializer).add(
         job, ttl=600, exc_string="boom"
     )
+    job.set_status(JobStatus.FAILED)
     return job
 
 
@@ -535,3 +536,120 @@ def test_no_dashboard_url_answers_5xx(
         assert failures == [], f"{len(failures)} of {len(urls)} answered 5xx: {failures}"
     finally:
         worker.register_death()
+
+
+# --- every declared queue, readable jobs, every write covered ------------------------------
+
+
+def test_every_declared_queue_is_listed_from_the_start(app: Flask, client: FlaskClient, redis: Redis) -> None:
+    """rq-dashboard lists high, default and low before any job was put on them; building the app
+    wrote nothing to Redis (the queues are registered by the first dashboard request)."""
+    assert redis.exists("rq:queues") == 0
+    create_app(app.extensions["tasklane"].settings)
+    assert redis.exists("rq:queues") == 0
+    assert client.get("/rq/0/data/queues.json").status_code == 401
+    assert redis.exists("rq:queues") == 0
+    body = client.get("/rq/0/data/queues.json", headers=operator()).get_json()
+    assert sorted(q["name"] for q in body["queues"]) == ["default", "high", "low"]
+    page = client.get("/rq/", headers=operator()).get_data(as_text=True)
+    assert page and redis.smembers("rq:queues") == {b"rq:queue:high", b"rq:queue:default", b"rq:queue:low"}
+
+
+def test_job_descriptions_are_readable_json(client: FlaskClient, queue: JsonQueue) -> None:
+    """A job is listed as its task's name with its arguments as JSON: integers stay integers,
+    text is quoted, a long argument is cut short."""
+    queue.enqueue_call(func=ADD, kwargs={"x": 2, "y": 3})
+    queue.enqueue_call(func="tests.jobs.always_fail", kwargs={"message": "héllo"})
+    queue.enqueue_call(func="app.tasks.platform.xsum", kwargs={"numbers": list(range(1000))})
+    jobs = client.get("/rq/0/data/jobs/default/queued/10/asc/1.json", headers=operator()).get_json()["jobs"]
+    descriptions = [j["description"] for j in jobs]
+    assert descriptions[0] == "add(x=2, y=3)"
+    assert descriptions[1] == 'always_fail(message="héllo")'
+    assert descriptions[2].startswith("xsum(numbers=[0, 1, 2,") and descriptions[2].endswith("…)")
+    assert len(descriptions[2]) < 250
+
+
+def test_chained_step_shows_the_value_it_received(
+    app: Flask, client: FlaskClient, queue: JsonQueue, redis: Redis
+) -> None:
+    """A chain's second step shows where its input comes from while it waits, then the value it received."""
+    from tests.servers import drain
+
+    body = {
+        "type": "chain",
+        "steps": [{"task": "add", "args": {"x": 1, "y": 1}}, {"task": "add", "args": {"y": 5}}],
+    }
+    api_auth = {"Authorization": f"Bearer {TOKEN}"}
+    created = client.post("/api/v1/workflows", json=body, headers=api_auth)
+    first, second = created.get_json()["job_ids"]
+    data = client.get(f"/rq/0/data/job/{second}.json", headers=operator()).get_json()
+    assert data["description"] == f"add(x=(the result of {first}), y=5)"
+    drain(app, "default")
+    data = client.get(f"/rq/0/data/job/{second}.json", headers=operator()).get_json()
+    assert data["description"] == "add(x=2, y=5)"
+    assert data["result"] == 7
+    finished = client.get("/rq/0/data/jobs/default/finished/10/asc/1.json", headers=operator()).get_json()
+    assert "add(x=2, y=5)" in [j["description"] for j in finished["jobs"]]
+
+
+#: rq-dashboard 0.9's routes that only read (GET): anything else must be a same-origin POST.
+READ_ONLY = {
+    "rq_dashboard.favicon",
+    "rq_dashboard.queues_overview",
+    "rq_dashboard.workers_overview",
+    "rq_dashboard.jobs_overview",
+    "rq_dashboard.job_view",
+    "rq_dashboard.list_queues",
+    "rq_dashboard.list_jobs",
+    "rq_dashboard.job_info",
+    "rq_dashboard.list_workers",
+    "rq_dashboard.static",
+}
+
+
+def test_every_state_changing_route_refuses_cross_site_requests(app: Flask, client: FlaskClient) -> None:
+    """Every dashboard route is either one of the known read-only views, or changes state only
+    on a same-origin POST: a cross-site POST is 403 and a GET (or HEAD) is 405."""
+    from app.dashboard import _STATE_CHANGING_GET
+
+    writes = []
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint.split(".")[0] != "rq_dashboard" or rule.endpoint in READ_ONLY:
+            continue
+        methods = set(rule.methods or ()) - {"OPTIONS"}
+        assert "POST" in methods, rule
+        if "GET" in methods:
+            assert rule.endpoint in _STATE_CHANGING_GET, rule
+        writes.append(rule)
+    assert {r.endpoint.split(".")[1] for r in writes} >= {
+        "delete_job_view",
+        "requeue_job_view",
+        "requeue_all",
+        "empty_queue",
+        "compact_queue",
+    }
+    values = {"job_id": "some-job", "queue_name": "default", "registry_name": "failed"}
+    for rule in writes:
+        url = re.sub(r"<(?:[^:>]+:)?([^>]+)>", lambda m: values[m.group(1)], rule.rule)
+        for origin in ("http://evil.example", None):
+            headers = operator(Origin=origin) if origin else operator()
+            assert client.post(url, headers=headers).status_code == 403, (url, origin)
+        if "GET" in (rule.methods or ()):
+            assert client.get(url, headers=operator()).status_code == 405, url
+            assert client.head(url, headers=operator()).status_code == 405, url
+
+
+def test_job_page_data_is_html_escaped(client: FlaskClient, queue: JsonQueue, redis: Redis) -> None:
+    """0.9's job page inserts description, result, metadata and error unescaped: every text of
+    them is escaped, so arguments an API caller chose cannot script the operator's browser."""
+    evil = "<img src=x onerror=alert(1)>"
+    job = queue.enqueue_call(func="tests.jobs.always_fail", kwargs={"message": evil}, meta={"note": evil})
+    data = client.get(f"/rq/0/data/job/{job.id}.json", headers=operator()).get_json()
+    assert "<img" not in json.dumps(data)
+    assert "&lt;img src=x onerror=alert(1)&gt;" in data["description"]
+    assert json.loads(data["metadata"])["note"] == "&lt;img src=x onerror=alert(1)&gt;"
+    job = _failed_json_job(queue)
+    redis.hset(job.key, "description", evil)
+    assert "<img" not in client.get(f"/rq/0/data/job/{job.id}.json", headers=operator()).get_data(
+        as_text=True
+    )

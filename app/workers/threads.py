@@ -20,7 +20,7 @@ from rq.exceptions import StopRequested
 from app import compat
 from app.limits import JobStopped, ThreadTimeLimits
 from app.queues import JsonQueue
-from app.runtime import connect
+from app.runtime import connect_settings
 from app.workers.inline import DeadlineBoard, JsonInlineWorker
 
 log = logging.getLogger("tasklane.worker")
@@ -73,7 +73,7 @@ class ThreadPool:
         self.logging_level = logging_level
         self.workers = []
         for n in range(threads):
-            redis = connect(settings.redis_url, timeout=settings.redis_timeout)
+            redis = connect_settings(settings)
             self.workers.append(
                 JsonThreadWorker(
                     [JsonQueue(q, connection=redis) for q in queue_names],
