@@ -117,3 +117,5 @@ RECONNECT_MAX_DELAY = 10.0
 #: Seconds the scheduler's heartbeat key outlives its last pass (SCHEDULER_HEARTBEAT_TTL):
 #: /readyz reports the scheduler missing once it has expired.
 SCHEDULER_HEARTBEAT_TTL = 30
+#: Longest delay a job may be given (countdown, or eta from now), in seconds: 366 days.
+MAX_DELAY = 366 * 24 * 3600

@@ -64,8 +64,10 @@ class EnqueueOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    countdown: float | None = Field(default=None, ge=0, le=366 * 24 * 3600, description="seconds to wait")
-    eta: AwareDatetime | None = Field(default=None, description="ISO 8601 time with a zone")
+    countdown: float | None = Field(
+        default=None, ge=0, le=defaults.MAX_DELAY, description="seconds to wait (at most 366 days)"
+    )
+    eta: AwareDatetime | None = Field(default=None, description="ISO 8601 time with a zone, within 366 days")
     queue: QueueName | None = None
     job_id: str | None = Field(default=None, pattern=JOB_ID_PATTERN)
     result_ttl: int | None = Field(default=None, ge=-1, description="seconds; -1 keeps the result")
@@ -74,6 +76,8 @@ class EnqueueOptions(BaseModel):
     def _one_delay(self) -> EnqueueOptions:
         if self.countdown is not None and self.eta is not None:
             raise ValueError("give countdown or eta, not both")
+        if self.eta is not None and self.eta > datetime.now(UTC) + timedelta(seconds=defaults.MAX_DELAY):
+            raise ValueError("eta must be within 366 days, as countdown is")
         return self
 
     def run_at(self) -> datetime | None:

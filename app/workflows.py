@@ -21,8 +21,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis import Redis
+from rq.job import JobStatus
 
-from app import defaults, keys
+from app import defaults, keys, lifecycle
 from app.dispatch import enqueue
 from app.meta import Meta
 from app.queues import JsonJob
@@ -185,6 +186,7 @@ def create(body: WorkflowBody, connection: Redis, settings: Any) -> dict[str, An
     wf_id = str(uuid.uuid4())
     made: list[str] = []
     output = _build(tree, None, connection, settings, wf_id, made)
+    _revoke_behind_early_failures(made, connection)
     record = {
         "workflow_id": wf_id,
         "type": body.type,
@@ -195,6 +197,22 @@ def create(body: WorkflowBody, connection: Redis, settings: Any) -> dict[str, An
     }
     connection.set(keys.workflow(wf_id), json.dumps(record), ex=defaults.WORKFLOW_TTL)
     return record
+
+
+def _revoke_behind_early_failures(job_ids: list[str], connection: Redis) -> None:
+    """Revoke what waits on a step that ended badly before the steps behind it were created.
+
+    A step that fails for good revokes its dependents through the lifecycle, but only those
+    already registered behind it. One that failed while the workflow was still being built
+    (a fast worker, a large group) is found here, once every job exists: any failure after
+    this read sees all its dependents itself.
+    """
+    for job in JsonJob.fetch_many(job_ids, connection=connection):
+        if job is not None and job.get_status(refresh=False) in _ENDED_BADLY:
+            lifecycle.revoke_dependents(job)
+
+
+_ENDED_BADLY = (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)
 
 
 def status(workflow_id: str, connection: Redis) -> dict[str, Any] | None:

@@ -175,3 +175,11 @@ def test_unknown_route_and_method_use_the_error_shape(client: FlaskClient, auth:
     response = client.delete("/api/v1/tasks", headers=auth)
     assert response.status_code == 405
     assert_error(response.json, "method_not_allowed")
+
+
+def test_eta_is_bounded_like_countdown(client: FlaskClient, auth: dict[str, str]) -> None:
+    """An eta more than 366 days ahead is a 422, as a countdown that long is."""
+    far = {"args": {"x": 1, "y": 1}, "options": {"eta": "9999-12-31T23:59:59Z"}}
+    response = client.post("/api/v1/tasks/add", json=far, headers=auth)
+    assert response.status_code == 422, response.get_json()
+    assert "366 days" in str(response.get_json()["error"]["details"])

@@ -92,3 +92,10 @@ def test_a_worker_counts_every_outcome_where_the_lifecycle_sees_it(
     assert _sample(text, "tasklane_job_duration_seconds_count", task="add") == 3
     assert _sample(text, "tasklane_jobs_total", task="always_fail", outcome="failure") == 1
     assert _sample(text, "tasklane_jobs_total", task="flaky", outcome="retry") == 1
+
+
+def test_metrics_answer_with_prometheus_content_type(client: FlaskClient) -> None:
+    """One charset, as Prometheus's text format declares it."""
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    assert client.get("/metrics").headers["Content-Type"] == CONTENT_TYPE_LATEST

@@ -104,3 +104,35 @@ def test_later_step_missing_only_its_input_is_valid(real_redis: Any, app: Flask)
 def test_unknown_workflow_has_no_status(real_redis: Any) -> None:
     """It answers None for a workflow it does not know."""
     assert status("missing", real_redis) is None
+
+
+def test_a_step_that_failed_while_the_workflow_was_built_still_revokes_what_waits_on_it(
+    real_redis: Any, app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A header step that fails for good before the chord's callback exists (a fast worker, a large
+    group) leaves no step PENDING forever: once every job exists, its dependents are revoked."""
+    from app import workflows
+    from app.states import State, describe
+
+    made: list[Any] = []
+    real_enqueue = workflows.enqueue
+
+    def enqueue_and_fail_the_first(*args: Any, **kwargs: Any) -> Any:
+        job = real_enqueue(*args, **kwargs)
+        made.append(job)
+        if len(made) == 1:  # a worker took the first step at once, and it failed for good
+            with real_redis.pipeline() as pipe:
+                job.set_status(JobStatus.FAILED, pipeline=pipe)
+                pipe.execute()
+        return job
+
+    monkeypatch.setattr(workflows, "enqueue", enqueue_and_fail_the_first)
+    record = create(
+        body(type="chord", callback={"task": "xsum"},
+             steps=[{"task": "add", "args": {"x": 1, "y": 1}}, {"task": "add", "args": {"x": 2, "y": 2}}]),
+        real_redis,
+        Settings(),
+    )  # fmt: skip
+    callback = JsonJob.fetch(record["job_ids"][-1], connection=real_redis)
+    assert describe(callback)["state"] == State.REVOKED.value
+    assert status(record["workflow_id"], real_redis)["state"] == State.FAILURE.value  # type: ignore[index]

@@ -138,7 +138,8 @@ def exposition() -> Response:
                            headers={"WWW-Authenticate": 'Bearer realm="tasklane metrics"'})  # fmt: skip
     registry = CollectorRegistry(auto_describe=False)
     registry.register(RedisCollector(rt.redis))
-    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+    # content_type, not mimetype: Werkzeug would add a second charset to Prometheus's own.
+    return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
 
 
 def init_app(app: Flask) -> None:
