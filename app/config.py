@@ -18,7 +18,7 @@ from dataclasses import dataclass, fields
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from app import defaults
 
@@ -203,6 +203,22 @@ class Settings:
             missing = "DASHBOARD_PASSWORD" if settings.dashboard_username else "DASHBOARD_USERNAME"
             raise ConfigError(missing, "set both DASHBOARD_USERNAME and DASHBOARD_PASSWORD, or neither")
         return settings
+
+    def secret_values(self) -> list[str]:
+        """Every secret in the settings (tokens, passwords, credentials in URLs), for redaction."""
+        out = [*self.api_tokens, self.dashboard_password, self.webhook_secret, self.metrics_token]
+        for f in fields(self):
+            value = getattr(self, f.name)
+            urls = value if isinstance(value, tuple) else (value,)
+            for url in urls:
+                if isinstance(url, str) and "@" in url and f.name.endswith(("_url", "_urls", "_dsn")):
+                    try:
+                        password = urlsplit(url).password
+                    except ValueError:
+                        continue
+                    if password:
+                        out += [password, unquote(password)]
+        return [v for v in out if v]
 
     def public(self) -> dict[str, object]:
         """The settings with secrets masked, for logs and diagnostics."""

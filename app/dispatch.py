@@ -153,6 +153,7 @@ def enqueue(
         status=JobStatus.SCHEDULED if run_at else JobStatus.QUEUED,
         rate_limit=concurrency,
         depends_on=depends_on,
+        description=masked_description(spec, kwargs),
     )
     scheduled = run_at is not None and run_at > datetime.now(UTC)
     watched = [k for k in (idempotency.redis_key if idempotency else None, unique_key) if k]
@@ -223,20 +224,30 @@ def enqueue_many(
     jobs = [
         target.create_job(
             spec.path,
-            kwargs=args.model_dump(mode="json") if isinstance(args, BaseModel) else dict(args),
+            kwargs=kwargs,
             timeout=spec.time_limit,
             result_ttl=_first(spec.result_ttl, default_result_ttl),
             failure_ttl=failure_ttl,
             retry=retry,
             meta=dict(meta),
+            description=masked_description(spec, kwargs),
         )
-        for args in many_args
+        for kwargs in (a.model_dump(mode="json") if isinstance(a, BaseModel) else dict(a) for a in many_args)
     ]
     with connection.pipeline() as pipe:
         for job in jobs:
             target.enqueue_job(job, pipeline=pipe)
         pipe.execute()
     return jobs
+
+
+def masked_description(spec: TaskSpec, kwargs: Mapping[str, Any]) -> str | None:
+    """The job's description (what RQ logs and rq-dashboard shows) with sensitive arguments masked;
+    None (RQ's own ``func(kw=...)``) for a task without sensitive fields."""
+    if not spec.sensitive:
+        return None
+    shown = ", ".join(f"{key}={value!r}" for key, value in spec.masked(kwargs).items())
+    return f"{spec.path}({shown})"
 
 
 def _remember(pipe: Any, idempotency: Idempotency, job_id: str) -> None:

@@ -262,3 +262,21 @@ def logs_a_line() -> None:
     import logging
 
     logging.getLogger("some.library").info("hello from the task")
+
+
+class SensitiveInput(TaskInput):
+    path: str
+    api_key: str = Field(min_length=8, json_schema_extra={"sensitive": True})
+    fail: bool = False
+
+
+@task(input=SensitiveInput)
+def use_secret(path: str, api_key: str, fail: bool) -> str:
+    """Write the key it received to ``path`` (so a test sees the real value arrived), log it, maybe fail."""
+    import logging
+
+    Path(path).write_text(api_key)
+    logging.getLogger("tests.jobs").warning("calling the peer with key %s", api_key)
+    if fail:
+        raise RuntimeError(f"the peer refused key {api_key}")
+    return "used"
