@@ -20,7 +20,7 @@ from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus, Retry
 from rq.rate_limit import RateLimit as ConcurrencyLimit
 
-from app import defaults, keys
+from app import defaults, keys, observability
 from app.meta import Meta
 from app.queues import JsonJob, JsonQueue, get_queue
 from app.registry import QueueName, TaskSpec
@@ -133,6 +133,8 @@ def enqueue(
         Meta.MAX_RETRIES: spec.retry.max_retries,
         **(meta or {}),
     }
+    if observability.TRACER is not None and (carrier := observability.trace_carrier()):
+        job_meta[Meta.TRACE] = carrier
     unique_key = keys.unique_lock(spec.name, digest(kwargs)) if spec.unique else None
     if unique_key:
         job_meta[Meta.UNIQUE_KEY] = unique_key
@@ -220,7 +222,9 @@ def enqueue_many(
         raise ValueError(f"task {spec.name!r} is unique or concurrency-capped: enqueue its jobs one by one")
     target: JsonQueue = get_queue((queue or spec.queue).value, connection)
     retry = Retry(max=spec.retry.max_retries) if spec.retry.max_retries else None
-    meta = {Meta.TASK: spec.name, Meta.MAX_RETRIES: spec.retry.max_retries}
+    meta: dict[str, Any] = {Meta.TASK: spec.name, Meta.MAX_RETRIES: spec.retry.max_retries}
+    if observability.TRACER is not None and (carrier := observability.trace_carrier()):
+        meta[Meta.TRACE] = carrier
     jobs = [
         target.create_job(
             spec.path,

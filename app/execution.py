@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
 from rq.job import Job
 
-from app import defaults, signals
+from app import defaults, observability, signals
 from app.logs import MASK, MIN_SECRET_LENGTH, hold_secrets, redact, release_secrets
 from app.meta import Meta
 from app.queues import JsonJob, UnknownTaskError, task_spec
@@ -109,7 +109,15 @@ def _validated(spec: TaskSpec, job: Job) -> dict[str, Any]:
 
 
 def execute(job: Job) -> Any:
-    """Run ``job`` through its task's declaration and return a JSON-ready result."""
+    """Run ``job`` through its task's declaration and return a JSON-ready result (traced, when on)."""
+    if observability.TRACER is None:
+        return _execute(job)
+    task = str(job.meta.get(Meta.TASK) or job.func_name)
+    with observability.job_span(job.id, task, job.origin, job.meta.get(Meta.TRACE)):
+        return _execute(job)
+
+
+def _execute(job: Job) -> Any:
     for key in (Meta.NO_RETRY, Meta.RETRY_COUNTDOWN, Meta.NEXT_RETRY_AT):
         job.meta.pop(key, None)
     spec: TaskSpec | None = None
