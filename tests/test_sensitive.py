@@ -19,6 +19,7 @@ from app.queues import JsonJob, JsonQueue
 from app.registry import REGISTRY
 from app.workers import JsonInlineWorker
 from tests.conftest import DASHBOARD, TOKEN, make_env
+from tests.servers import Starter, start_web
 
 SECRET = "sk-live-5ecret-0f-the-caller"
 SHORT = "s3cr3t!"  # too short for the field: its 422 must not echo it
@@ -129,5 +130,56 @@ def test_secrets_reach_no_log_line_dashboard_job_view_or_error_body(
     assert "task succeeded" in logs and "exception raised while executing" in logs
     for secret in (SECRET, SHORT, WEBHOOK, SMTP_PASSWORD, GATEWAY_PASSWORD, DASHBOARD[1], TOKEN):
         assert secret not in logs, secret
+        for body in bodies:
+            assert secret not in body, (secret, body[:300])
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("mode", ["fork", "inline"])
+def test_a_real_run_of_web_and_worker_logs_no_secret(mode: str, start: Starter, tmp_path: Path) -> None:
+    """gunicorn and worker.py at DEBUG: every line they write, every page and body, without a secret."""
+    import requests
+
+    extra = {
+        "LOG_LEVEL": "DEBUG",
+        "WEBHOOK_SECRET": WEBHOOK,
+        "SMTP_URL": f"smtp://mailer:{SMTP_PASSWORD}@127.0.0.1:2525",
+        "PAYMENT_GATEWAY_URL": f"http://shop:{GATEWAY_PASSWORD}@127.0.0.1:9/",
+    }
+    base = start_web(start, **extra)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    bodies: list[str] = []
+    ids = []
+    for fail in (False, True):
+        args = {"path": str(tmp_path / f"{fail}.txt"), "api_key": SECRET, "fail": fail}
+        r = requests.post(f"{base}/api/v1/tasks/use_secret", json={"args": args}, headers=auth, timeout=10)
+        assert r.status_code == 202, r.text
+        ids.append(r.json()["job_id"])
+    r = requests.post(
+        f"{base}/api/v1/tasks/use_secret",
+        json={"args": {"path": 1, "api_key": SECRET}},
+        headers=auth,
+        timeout=10,
+    )
+    assert r.status_code == 422
+    bodies.append(r.text)
+    worker = start("worker.py", "--burst", "--mode", mode, **extra)
+    assert start.wait(worker, 30) == 0, start.output(worker)
+
+    assert (tmp_path / "False.txt").read_text() == SECRET == (tmp_path / "True.txt").read_text()
+    states = [requests.get(f"{base}/api/v1/jobs/{i}", headers=auth, timeout=10) for i in ids]
+    assert [s.json()["state"] for s in states] == ["SUCCESS", "FAILURE"]
+    bodies += [s.text for s in states]
+    bodies.append(requests.get(f"{base}/api/v1/jobs?task=use_secret", headers=auth, timeout=10).text)
+    for job_id in ids:
+        for page in (f"/rq/0/view/job/{job_id}", f"/rq/0/data/job/{job_id}.json"):
+            r = requests.get(f"{base}{page}", auth=DASHBOARD, timeout=10)
+            assert r.status_code == 200, page
+            bodies.append(r.text)
+
+    logs = "".join(start.output(p) for p in start.procs)
+    assert "calling the peer with key ***" in logs and "the peer refused key ***" in logs
+    for secret in (SECRET, WEBHOOK, SMTP_PASSWORD, GATEWAY_PASSWORD, DASHBOARD[1], TOKEN):
+        assert secret not in logs, (secret, [line for line in logs.splitlines() if secret in line][:3])
         for body in bodies:
             assert secret not in body, (secret, body[:300])
