@@ -180,3 +180,49 @@ def test_nothing_is_sent_without_sentry_dsn(
     time.sleep(1)
     assert ingest.requests() == []
     assert observability._sentry_ready is False  # and not in this process either
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("mode", ["fork", "inline"])
+def test_real_web_and_worker_processes_trace_one_call_and_its_job(mode: str, start: Starter) -> None:
+    """gunicorn (post_fork) and worker.py (start_process) set tracing up; the console exporter's
+    spans of the request and of the job's run share a trace, the run a child of the request."""
+    import re
+
+    import requests
+
+    from tests.conftest import TOKEN
+    from tests.servers import start_web
+
+    extra = {"OTEL_TRACES_EXPORTER": "console", "OTEL_BSP_SCHEDULE_DELAY": "50"}
+    base = start_web(start, **extra)
+    r = requests.post(
+        f"{base}/api/v1/tasks/add",
+        json={"args": {"x": 1, "y": 2}},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        timeout=10,
+    )
+    assert r.status_code == 202
+    job_id = r.json()["job_id"]
+    worker = start("worker.py", "--burst", "--mode", mode, **extra)
+    assert start.wait(worker, 30) == 0, start.output(worker)
+
+    def spans(text: str) -> list[dict[str, Any]]:
+        found = []
+        for block in re.findall(r"^\{\n.*?^\}$", text, flags=re.S | re.M):
+            try:
+                found.append(json.loads(block))
+            except ValueError:
+                continue
+        return found
+
+    web = start.procs[0]
+    wait_for(
+        lambda: any(s["name"].startswith("POST") for s in spans(start.output(web))), 10, message="web span"
+    )
+    (request,) = [s for s in spans(start.output(web)) if s["name"] == "POST /api/v1/tasks/<name>"]
+    (run,) = [s for s in spans(start.output(worker)) if s["name"] == "run add"]
+    assert run["context"]["trace_id"] == request["context"]["trace_id"]
+    assert run["parent_id"] == request["context"]["span_id"]
+    assert run["attributes"]["tasklane.job_id"] == job_id and run["attributes"]["tasklane.task"] == "add"
+    assert request["resource"]["attributes"]["tasklane.process"] == "web"
