@@ -102,7 +102,13 @@ def _validated(spec: TaskSpec, job: Job) -> dict[str, Any]:
         model = spec.validate(kwargs)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False)
+            f"{'.'.join(str(p) for p in e['loc'])}: "
+            + (
+                "invalid value (not shown: the field is sensitive)"
+                if e["loc"][:1] and e["loc"][0] in spec.sensitive
+                else e["msg"]
+            )
+            for e in exc.errors(include_url=False)
         )
         raise InvalidJobArguments(f"invalid arguments for task {spec.name!r}: {problems}") from None
     return {name: getattr(model, name) for name in type(model).model_fields}

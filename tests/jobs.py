@@ -8,7 +8,7 @@ import socket
 import time
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from app.execution import RetryTask
 from app.limits import SoftTimeLimitExceeded
@@ -268,6 +268,13 @@ class SensitiveInput(TaskInput):
     path: str
     api_key: str = Field(min_length=8, json_schema_extra={"sensitive": True})
     fail: bool = False
+
+    @field_validator("api_key")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value.startswith("bad-"):
+            raise ValueError(f"unknown key {value}")  # a validator that echoes the value
+        return value
 
 
 @task(input=SensitiveInput)

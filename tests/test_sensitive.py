@@ -89,10 +89,10 @@ def test_secrets_reach_no_log_line_dashboard_job_view_or_error_body(
     post({"path": "x", "api_key": SHORT}, 422)
     post({"path": 5, "api_key": SECRET}, 422)
     post({"path": "x", "api_key": SECRET, "unknown": SECRET}, 422)
-    batch = client.post(
-        "/api/v1/tasks/use_secret/batch", json={"items": [{"args": {"path": "y", "api_key": SHORT}}]},
-        headers=auth,
-    )  # fmt: skip
+    echoed = post({"path": "x", "api_key": f"bad-{SECRET}"}, 422)
+    assert echoed["error"]["details"][0]["message"] == "invalid value (not shown: the field is sensitive)"
+    items = [{"args": {"path": "y", "api_key": SHORT}}, {"args": {"path": "y", "api_key": f"bad-{SECRET}"}}]
+    batch = client.post("/api/v1/tasks/use_secret/batch", json={"items": items}, headers=auth)
     assert batch.status_code == 422
     bodies.append(batch.get_data(as_text=True))
 
