@@ -27,3 +27,10 @@ errorlog = "-"
 loglevel = _settings.log_level.lower()
 # The largest body the API takes is enforced by the app (MAX_REQUEST_BYTES, 413).
 limit_request_line = 8190
+
+
+def post_fork(server, worker):  # type: ignore[no-untyped-def]
+    """Sentry and tracing, when configured, in each web worker process (their senders are threads)."""
+    from app.observability import init_process
+
+    init_process(_settings, "web")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, fields
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from app import defaults
 
@@ -92,6 +92,14 @@ REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel")
 SQL_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb")
 
 
+class TracesExporter(StrEnum):
+    """Where spans go (OTEL_TRACES_EXPORTER); ``none``: no tracing at all."""
+
+    NONE = "none"
+    CONSOLE = "console"
+    OTLP = "otlp"
+
+
 @dataclass(frozen=True)
 class Settings:
     """The validated settings of one process."""
@@ -132,6 +140,9 @@ class Settings:
     scheduler_heartbeat_ttl: int = defaults.SCHEDULER_HEARTBEAT_TTL
     task_overrides: tuple[TaskOverride, ...] = ()
     redis_tls_verify: RedisTlsVerify = RedisTlsVerify.REQUIRED
+    sentry_dsn: str = ""
+    traces_exporter: TracesExporter = TracesExporter.NONE
+    service_name: str = "tasklane"
 
     @property
     def is_production(self) -> bool:
@@ -190,6 +201,9 @@ class Settings:
             ),
             task_overrides=reader.task_overrides("TASK_OVERRIDES"),
             redis_tls_verify=reader.choice("REDIS_TLS_VERIFY", RedisTlsVerify, RedisTlsVerify.REQUIRED),
+            sentry_dsn=reader.url("SENTRY_DSN", ("http", "https")),
+            traces_exporter=reader.traces_exporter(),
+            service_name=reader.text("OTEL_SERVICE_NAME", "tasklane") or "tasklane",
         )
         if settings.is_production:
             if not settings.api_tokens:
@@ -203,6 +217,22 @@ class Settings:
             missing = "DASHBOARD_PASSWORD" if settings.dashboard_username else "DASHBOARD_USERNAME"
             raise ConfigError(missing, "set both DASHBOARD_USERNAME and DASHBOARD_PASSWORD, or neither")
         return settings
+
+    def secret_values(self) -> list[str]:
+        """Every secret in the settings (tokens, passwords, credentials in URLs), for redaction."""
+        out = [*self.api_tokens, self.dashboard_password, self.webhook_secret, self.metrics_token]
+        for f in fields(self):
+            value = getattr(self, f.name)
+            urls = value if isinstance(value, tuple) else (value,)
+            for url in urls:
+                if isinstance(url, str) and "@" in url and f.name.endswith(("_url", "_urls", "_dsn")):
+                    try:
+                        password = urlsplit(url).password
+                    except ValueError:
+                        continue
+                    if password:
+                        out += [password, unquote(password)]
+        return [v for v in out if v]
 
     def public(self) -> dict[str, object]:
         """The settings with secrets masked, for logs and diagnostics."""
@@ -338,6 +368,18 @@ class _Reader:
         except ValueError:
             raise ConfigError(name, "has a malformed port") from None
         return raw
+
+    def traces_exporter(self) -> TracesExporter:
+        """OpenTelemetry's own variables: OTEL_TRACES_EXPORTER, else ``otlp`` when an OTLP endpoint is
+        set, else none; OTEL_SDK_DISABLED=true turns it off whatever the rest says."""
+        if self.env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+            return TracesExporter.NONE
+        for name in ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"):
+            self.url(name, ("http", "https"))
+        default = TracesExporter.NONE
+        if self.env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or self.env.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+            default = TracesExporter.OTLP
+        return self.choice("OTEL_TRACES_EXPORTER", TracesExporter, default)
 
     def url_list(self, name: str) -> tuple[str, ...]:
         raw = self.env.get(name, "")

@@ -37,7 +37,8 @@ from app.api.errors import error_response
 from app.config import RedisTlsVerify, Settings
 from app.lifecycle import JobNotFailed, retry_failed
 from app.meta import Meta
-from app.queues import JsonJob, JsonQueue, all_queues
+from app.queues import JsonJob, JsonQueue, all_queues, task_spec
+from app.registry import MASK
 from app.states import task_name
 from app.steps import job_ids, resolve
 from app.workers import JsonWorker
@@ -113,9 +114,13 @@ def describe_job(job: JsonJob) -> str:
         kwargs = dict(job.kwargs)
         name = task_name(job) or "?"
         received = _step_input(job)
+        spec = task_spec(job)
     except (DeserializationError, ValueError, TypeError):
         return "(not stored as JSON; not shown)"
-    parts = [f"{key}={_argument(value)}" for key, value in kwargs.items()]
+    sensitive = spec.sensitive if spec is not None else frozenset()
+    if received is not None and received[0] in sensitive:
+        received = (received[0], MASK)
+    parts = [f"{key}={MASK if key in sensitive else _argument(value)}" for key, value in kwargs.items()]
     if received is not None:
         parts.insert(0, f"{received[0]}={received[1]}")
     return f"{name}({', '.join(parts)})"
@@ -146,6 +151,11 @@ def _current_job(job: JsonJob | None) -> Any:
     }
 
 
+def _has_sensitive(job: JsonJob) -> bool:
+    spec = task_spec(job)
+    return spec is not None and bool(spec.sensitive)
+
+
 def _job_info(instance_number: int, job_id: str) -> Response:
     """The dashboard's job data (replacing 0.9's view, which fails on dependencies).
 
@@ -169,7 +179,7 @@ def _job_info(instance_number: int, job_id: str) -> Response:
         "status": job.get_status(),
         "result": _text(job.return_value()),
         "exc_info": _text(latest.exc_string) if latest else None,
-        "description": _text(format_job_description(job)),
+        "description": _text(describe_job(job) if _has_sensitive(job) else format_job_description(job)),
         "metadata": _text(json.dumps(job.get_meta(), cls=encoder, ensure_ascii=False)),
     }
     dependency_ids = [d.decode() if isinstance(d, bytes) else d for d in job.dependency_ids]

@@ -20,7 +20,7 @@ from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus, Retry
 from rq.rate_limit import RateLimit as ConcurrencyLimit
 
-from app import defaults, keys
+from app import defaults, keys, observability
 from app.meta import Meta
 from app.queues import JsonJob, JsonQueue, get_queue
 from app.registry import QueueName, TaskSpec
@@ -137,6 +137,8 @@ def enqueue(
         Meta.MAX_RETRIES: spec.retry.max_retries,
         **(meta or {}),
     }
+    if observability.TRACER is not None and (carrier := observability.trace_carrier()):
+        job_meta[Meta.TRACE] = carrier
     unique_key = keys.unique_lock(spec.name, digest(kwargs)) if spec.unique else None
     if unique_key:
         job_meta[Meta.UNIQUE_KEY] = unique_key
@@ -157,6 +159,7 @@ def enqueue(
         status=JobStatus.SCHEDULED if run_at else JobStatus.QUEUED,
         rate_limit=concurrency,
         depends_on=depends_on,
+        description=masked_description(spec, kwargs),
     )
     scheduled = run_at is not None and run_at > datetime.now(UTC)
     watched = [k for k in (idempotency.redis_key if idempotency else None, unique_key) if k]
@@ -223,24 +226,36 @@ def enqueue_many(
         raise ValueError(f"task {spec.name!r} is unique or concurrency-capped: enqueue its jobs one by one")
     target: JsonQueue = get_queue((queue or spec.queue).value, connection)
     retry = Retry(max=spec.retry.max_retries) if spec.retry.max_retries else None
-    meta = {Meta.TASK: spec.name, Meta.MAX_RETRIES: spec.retry.max_retries}
+    meta: dict[str, Any] = {Meta.TASK: spec.name, Meta.MAX_RETRIES: spec.retry.max_retries}
+    if observability.TRACER is not None and (carrier := observability.trace_carrier()):
+        meta[Meta.TRACE] = carrier
     jobs = [
         target.create_job(
             spec.path,
-            kwargs=args.model_dump(mode="json") if isinstance(args, BaseModel) else dict(args),
+            kwargs=kwargs,
             timeout=spec.time_limit,
             result_ttl=_first(spec.result_ttl, default_result_ttl),
             failure_ttl=failure_ttl,
             retry=retry,
             meta=dict(meta),
+            description=masked_description(spec, kwargs),
         )
-        for args in many_args
+        for kwargs in (a.model_dump(mode="json") if isinstance(a, BaseModel) else dict(a) for a in many_args)
     ]
     with connection.pipeline() as pipe:
         for job in jobs:
             target.enqueue_job(job, pipeline=pipe)
         pipe.execute()
     return jobs
+
+
+def masked_description(spec: TaskSpec, kwargs: Mapping[str, Any]) -> str | None:
+    """The job's description (what RQ logs and rq-dashboard shows) with sensitive arguments masked;
+    None (RQ's own ``func(kw=...)``) for a task without sensitive fields."""
+    if not spec.sensitive:
+        return None
+    shown = ", ".join(f"{key}={value!r}" for key, value in spec.masked(kwargs).items())
+    return f"{spec.path}({shown})"
 
 
 def _remember(pipe: Any, idempotency: Idempotency, job_id: str) -> None:

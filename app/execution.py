@@ -11,6 +11,7 @@ module's business.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import time
@@ -20,7 +21,8 @@ from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
 from rq.job import Job
 
-from app import defaults, signals
+from app import defaults, observability, signals
+from app.logs import MASK, MIN_SECRET_LENGTH, hold_secrets, redact, release_secrets
 from app.meta import Meta
 from app.queues import JsonJob, UnknownTaskError, task_spec
 from app.registry import RetryTask, TaskSpec
@@ -65,6 +67,22 @@ def record_attempt(job: Job, exc_type: str, message: str) -> None:
     job.meta[Meta.ERROR] = {"type": exc_type, "message": message}
 
 
+def redact_arguments(job: Job, text: str) -> str:
+    """``text`` with the job's sensitive argument values masked (for texts made after its run)."""
+    spec = task_spec(job)
+    if spec is None or not spec.sensitive or not text:
+        return text
+    try:
+        kwargs = dict(job.kwargs)
+    except Exception:
+        return text
+    for name in spec.sensitive:
+        value = kwargs.get(name)
+        if isinstance(value, str) and len(value) >= MIN_SECRET_LENGTH:
+            text = text.replace(value, MASK)
+    return text
+
+
 def record_error(job: Job, exc_type: str, message: str) -> None:
     """Record a failure seen from outside the task (a killed or abandoned run) as an attempt, now."""
     job.meta = job.get_meta(refresh=True)  # the run may have saved progress and attempts since
@@ -84,22 +102,41 @@ def _validated(spec: TaskSpec, job: Job) -> dict[str, Any]:
         model = spec.validate(kwargs)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False)
+            f"{'.'.join(str(p) for p in e['loc'])}: "
+            + (
+                "invalid value (not shown: the field is sensitive)"
+                if e["loc"][:1] and e["loc"][0] in spec.sensitive
+                else e["msg"]
+            )
+            for e in exc.errors(include_url=False)
         )
         raise InvalidJobArguments(f"invalid arguments for task {spec.name!r}: {problems}") from None
     return {name: getattr(model, name) for name in type(model).model_fields}
 
 
 def execute(job: Job) -> Any:
-    """Run ``job`` through its task's declaration and return a JSON-ready result."""
+    """Run ``job`` through its task's declaration and return a JSON-ready result (traced, when on)."""
+    if observability.TRACER is None:
+        return _execute(job)
+    task = str(job.meta.get(Meta.TASK) or job.func_name)
+    with observability.job_span(job.id, task, job.origin, job.meta.get(Meta.TRACE)):
+        return _execute(job)
+
+
+def _execute(job: Job) -> Any:
     for key in (Meta.NO_RETRY, Meta.RETRY_COUNTDOWN, Meta.NEXT_RETRY_AT):
         job.meta.pop(key, None)
     spec: TaskSpec | None = None
+    held: list[str] = []
     try:
         spec = spec_for(job)
         if job.meta.get(Meta.REVOKED):
             raise JobRevoked(f"job {job.id} was revoked")
         values = _validated(spec, job)
+        if spec.sensitive:
+            # Out of every log line while the job runs, its own error message included.
+            held = [str(values[name]) for name in spec.sensitive if values.get(name) is not None]
+            hold_secrets(held)
         started = time.monotonic()
         log.info("task started", extra={"job_id": job.id, "task": spec.name})
         signals.send(signals.task_prerun, spec.name, job_id=job.id, kwargs=values)
@@ -110,13 +147,22 @@ def execute(job: Job) -> Any:
         finally:
             signals.send(signals.task_postrun, spec.name, job_id=job.id, kwargs=values)
     except BaseException as exc:
-        record_attempt(job, type(exc).__name__, str(exc))
+        message = str(exc)
+        if held and redact(message) != message:
+            message = redact(message)
+            # RQ formats the traceback it stores, shows and logs from the exception itself.
+            with contextlib.suppress(Exception):
+                exc.args = (message,)
+        record_attempt(job, type(exc).__name__, message)
         if isinstance(exc, RetryTask):
             job.meta[Meta.RETRY_COUNTDOWN] = exc.countdown
         elif spec is None or _never_retry(exc) or not spec.retry.should_retry(exc):
             job.meta[Meta.NO_RETRY] = True
         job.save_meta()
         raise
+    finally:
+        if held:
+            release_secrets(held)
     log.info(
         "task succeeded",
         extra={

@@ -17,7 +17,7 @@ from typing import NoReturn
 from flask import Flask
 from redis.exceptions import RedisError
 
-from app import cli, dashboard, outages, runtime, services
+from app import cli, dashboard, observability, outages, runtime, services
 from app.api import api, probes
 from app.api import metrics as metrics_api
 from app.api.bodies import LingeringClose
@@ -46,6 +46,7 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     runtime.init_app(app, settings)
     services.init_app(app, settings)
     register_error_handlers(app)
+    observability.init_app(app)
     app.register_blueprint(probes)
     app.register_blueprint(api)
     metrics_api.init_app(app)
@@ -75,6 +76,7 @@ def start_process(process: str) -> Flask:
     """
     settings = load_or_exit(process=process)
     configure_logging(settings)
+    observability.init_process(settings, process)  # Sentry and tracing, when configured
     log = logging.getLogger(f"tasklane.{process}")
     log.debug("settings: %s", settings.public())
     if not os.environ.get("REDIS_URL"):

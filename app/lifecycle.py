@@ -35,8 +35,8 @@ from rq.queue import Queue
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
-from app import compat, defaults, leases, metrics, signals
-from app.execution import record_attempt
+from app import compat, defaults, leases, metrics, observability, signals
+from app.execution import record_attempt, redact_arguments
 from app.leases import Lease
 from app.lua import LuaScript
 from app.meta import Meta
@@ -111,6 +111,9 @@ def failed(job: Job, exc_string: str, *, stopped: bool = False) -> None:
         alert(job, spec.name, exc_string)
     last_line = (exc_string.strip().splitlines() or [""])[-1]
     error = job.meta.get(Meta.ERROR) or {"type": "Error", "message": last_line}
+    observability.capture_failure(
+        job.id, _name(job), str(error.get("type")), redact_arguments(job, str(error.get("message")))
+    )
     signals.send(signals.task_failure, _name(job), job_id=job.id, kwargs=dict(job.kwargs), error=error,
                  exc_string=exc_string)  # fmt: skip
     if spec is not None and spec.on_failure:

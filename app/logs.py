@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
+from collections import Counter
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,6 +15,45 @@ from rq import get_current_job
 
 from app.config import LogFormat, Settings
 from app.meta import Meta
+
+#: What a secret is replaced with in a log line.
+MASK = "***"
+#: Shorter values are not redacted (a 1-character "secret" would mask every such letter).
+MIN_SECRET_LENGTH = 4
+
+_held: Counter[str] = Counter()
+_held_lock = threading.Lock()
+_secrets: tuple[str, ...] = ()  # longest first; replaced whole, so readers need no lock
+
+
+def hold_secrets(values: Iterable[str]) -> None:
+    """Keep ``values`` out of every log line (the settings' secrets, a running job's sensitive
+    arguments) until :func:`release_secrets` releases them as often."""
+    global _secrets
+    with _held_lock:
+        _held.update(v for v in values if isinstance(v, str) and len(v) >= MIN_SECRET_LENGTH)
+        _secrets = tuple(sorted(_held, key=len, reverse=True))
+
+
+def release_secrets(values: Iterable[str]) -> None:
+    """Undo one :func:`hold_secrets` of ``values``."""
+    global _secrets
+    with _held_lock:
+        for value in values:
+            if _held.get(value):
+                _held[value] -= 1
+                if not _held[value]:
+                    del _held[value]
+        _secrets = tuple(sorted(_held, key=len, reverse=True))
+
+
+def redact(text: str) -> str:
+    """``text`` with every held secret replaced by ``MASK``."""
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return text
+
 
 _CONTEXT_FIELDS = ("job_id", "task", "queue", "worker", "duration_ms", "attempt")
 
@@ -50,14 +92,14 @@ class JsonFormatter(logging.Formatter):
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat().replace("+00:00", "Z"),
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": redact(record.getMessage()),
         }
         for name in _CONTEXT_FIELDS:
             value = getattr(record, name, None)
             if value is not None:
                 out[name] = value
         if record.exc_info:
-            out["exc_info"] = self.formatException(record.exc_info)
+            out["exc_info"] = redact(self.formatException(record.exc_info))
         return json.dumps(out, default=str)
 
 
@@ -72,11 +114,12 @@ class ConsoleFormatter(logging.Formatter):
         context = " ".join(
             f"{n}={getattr(record, n)}" for n in _CONTEXT_FIELDS if getattr(record, n, None) is not None
         )
-        return f"{line} [{context}]" if context else line
+        return redact(f"{line} [{context}]" if context else line)
 
 
 def configure_logging(settings: Settings) -> None:
     """Send every log record to stderr in the configured format and level."""
+    hold_secrets(settings.secret_values())
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if settings.log_format is LogFormat.JSON else ConsoleFormatter())
     handler.addFilter(_JobContext())

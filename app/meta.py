@@ -44,3 +44,6 @@ class Meta(StrEnum):
     DEFINITION = "definition"
     #: How often the job was put back because the worker holding it died.
     ORPHANED = "orphaned"
+    #: The W3C trace context (``traceparent``, ``tracestate``) of the span that enqueued the
+    #: job; only while tracing is on. The job's run is traced as its child.
+    TRACE = "trace"

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 from typing import Any, TypeVar
 
 from croniter import croniter
@@ -52,6 +53,19 @@ class TaskInput(BaseModel):
     coercion), and unknown fields are an error, not ignored."""
 
     model_config = ConfigDict(strict=True, extra="forbid")
+
+
+#: What a sensitive argument is shown as, wherever a job's arguments are shown.
+MASK = "***"
+
+
+def sensitive_fields(model: type[BaseModel]) -> frozenset[str]:
+    """The fields of an input model declared ``Field(json_schema_extra={"sensitive": True})``."""
+    return frozenset(
+        name
+        for name, info in model.model_fields.items()
+        if isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get("sensitive") is True
+    )
 
 
 class NoInput(TaskInput):
@@ -206,6 +220,15 @@ class TaskSpec:
     def path(self) -> str:
         """The dotted import path RQ stores as the job's function name."""
         return f"{self.func.__module__}.{self.func.__qualname__}"
+
+    @cached_property
+    def sensitive(self) -> frozenset[str]:
+        """The input fields never shown: in logs, the dashboard, job descriptions, error bodies."""
+        return sensitive_fields(self.input_model)
+
+    def masked(self, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """``kwargs`` with every sensitive field's value replaced by ``MASK``."""
+        return {k: (MASK if k in self.sensitive else v) for k, v in kwargs.items()}
 
     def validate(self, args: Mapping[str, Any]) -> BaseModel:
         """Validate call arguments as JSON (raises pydantic.ValidationError).

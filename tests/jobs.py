@@ -8,7 +8,7 @@ import socket
 import time
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from app.execution import RetryTask
 from app.limits import SoftTimeLimitExceeded
@@ -262,3 +262,28 @@ def logs_a_line() -> None:
     import logging
 
     logging.getLogger("some.library").info("hello from the task")
+
+
+class SensitiveInput(TaskInput):
+    path: str
+    api_key: str = Field(min_length=8, json_schema_extra={"sensitive": True})
+    fail: bool = False
+
+    @field_validator("api_key")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value.startswith("bad-"):
+            raise ValueError(f"unknown key {value}")  # a validator that echoes the value
+        return value
+
+
+@task(input=SensitiveInput)
+def use_secret(path: str, api_key: str, fail: bool) -> str:
+    """Write the key it received to ``path`` (so a test sees the real value arrived), log it, maybe fail."""
+    import logging
+
+    Path(path).write_text(api_key)
+    logging.getLogger("tests.jobs").warning("calling the peer with key %s", api_key)
+    if fail:
+        raise RuntimeError(f"the peer refused key {api_key}")
+    return "used"

@@ -10,6 +10,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from werkzeug.exceptions import HTTPException
 
+from app import observability
+
 
 class APIError(Exception):
     """An error the API answers with its status, code and message."""
@@ -98,4 +100,5 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
         app.logger.exception("unhandled error")
+        observability.capture_exception(exc)
         return error_response(500, "internal_error", "internal error; the server logged the details")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from itertools import pairwise
 from typing import Any, ClassVar, TypeVar
 
 from flask import Response, g, jsonify, request, url_for
@@ -90,7 +91,17 @@ def _task(name: str) -> TaskSpec:
     return spec
 
 
+#: Error types whose message the task's own validator wrote (and may have put the value in).
+_FREE_TEXT_ERRORS = frozenset({"value_error", "assertion_error"})
+
+
 def _invalid(spec: TaskSpec, errors: list[dict[str, Any]]) -> APIError:
+    if spec.sensitive:
+        for error in errors:
+            parts = error["field"].split(".")
+            on_sensitive = any(p == "args" and n in spec.sensitive for p, n in pairwise(parts))
+            if on_sensitive and error["type"] in _FREE_TEXT_ERRORS:
+                error["message"] = "invalid value (not shown: the field is sensitive)"
     return APIError(422, "invalid_arguments", f"invalid input for task {spec.name!r}", errors)
 
 

@@ -38,7 +38,7 @@ from rq.worker import WorkerStatus
 from rq.worker_registration import register
 
 from app import compat, defaults, leases, lifecycle, maintenance, metrics, outages
-from app.execution import ExecutingJob, record_error
+from app.execution import ExecutingJob, record_error, redact_arguments
 from app.leases import Lease
 from app.limits import RateLimiter, TaskTimeLimits, TimeLimitExceeded
 from app.queues import JsonQueue, task_spec
@@ -490,6 +490,7 @@ class TasklaneWorkerMixin:
         """
         if self._outcome_lost == job.id:
             self._give_up(job)
+        exc_string = redact_arguments(job, exc_string)
         stopped = compat.stopped_job_id(self) == job.id
         if job.worker_name is None:  # the parent of a forked horse never saw the start
             job.worker_name = self.name
