@@ -58,7 +58,9 @@ def test_rate_limit_spaces_starts_across_worker_processes(
     span = starts[-1] - starts[0]
     assert span >= (8 - 1) / 4 - 0.2, f"8 starts at 4/s spanned only {span:.2f} s"
     gaps = [b - a for a, b in itertools.pairwise(starts)]
-    assert min(gaps) >= 0.2, f"two starts only {min(gaps):.3f} s apart: {gaps}"
+    # Slots are granted 0.25 s apart; the stamps are written after a fork, which takes tens of
+    # ms on a loaded machine, so two stamps can land closer than their grants (never near 0).
+    assert min(gaps) >= 0.12, f"two starts only {min(gaps):.3f} s apart: {gaps}"
 
 
 @pytest.mark.integration
