@@ -19,7 +19,7 @@ import click
 from flask import Flask
 from flask.cli import AppGroup
 from pydantic import ValidationError
-from rq.exceptions import NoSuchJobError
+from rq.exceptions import DeserializationError, NoSuchJobError
 
 from app.dispatch import EnqueueOptions, JobExistsError, enqueue
 from app.lifecycle import JobNotFailed, retry_failed
@@ -77,11 +77,13 @@ def parse_arguments(words: tuple[str, ...]) -> dict[str, Any]:
 
 def _job(job_id: str) -> JsonJob:
     try:
-        job = fetch_job(job_id, runtime().redis)
-        job.func_name  # noqa: B018 - decodes the job data now, as JSON or not at all
-        return job
-    except (NoSuchJobError, ValueError):
+        return fetch_job(job_id, runtime().redis)
+    except NoSuchJobError:
         raise click.ClickException(f"no job with id {job_id!r}") from None
+    except DeserializationError:
+        raise click.ClickException(
+            f"job {job_id!r} is not stored as JSON; it was not written by this service"
+        ) from None
 
 
 @tasks_cli.command("list")

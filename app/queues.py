@@ -279,5 +279,14 @@ def all_queues(connection: Redis) -> list[JsonQueue]:
 
 
 def fetch_job(job_id: str, connection: Redis) -> JsonJob:
-    """Fetch a job as JSON (raises rq.exceptions.NoSuchJobError)."""
-    return JsonJob.fetch(job_id, connection=connection)  # type: ignore[return-value]
+    """Fetch a job and decode its data now, as JSON or not at all.
+
+    Raises NoSuchJobError (also for an id RQ refuses), DeserializationError for a job that is
+    not stored as JSON (written by something else: it is never unpickled).
+    """
+    try:
+        job: JsonJob = JsonJob.fetch(job_id, connection=connection)  # type: ignore[assignment]
+    except ValueError:
+        raise NoSuchJobError(f"no job with id {job_id!r}") from None
+    job.func_name  # noqa: B018 - decodes the job data now
+    return job

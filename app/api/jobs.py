@@ -18,10 +18,8 @@ from app.states import State, describe
 
 def _job(job_id: str) -> JsonJob:
     try:
-        job = fetch_job(job_id, runtime().redis)
-        job.func_name  # noqa: B018 - decodes the job data now, as JSON or not at all
-        return job
-    except (NoSuchJobError, ValueError):
+        return fetch_job(job_id, runtime().redis)
+    except NoSuchJobError:
         raise APIError(404, "job_not_found", f"no job with id {job_id!r}") from None
     except DeserializationError:
         raise APIError(
