@@ -288,6 +288,18 @@ def enqueue(
     return str(r.get_json()["job_id"])
 
 
+def catalogue(client: FlaskClient, auth: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """GET /api/v1/tasks, by task name."""
+    return {t["name"]: t for t in client.get("/api/v1/tasks", headers=auth).get_json()["tasks"]}
+
+
+def invalid_fields(client: FlaskClient, auth: dict[str, str], task: str, args: dict[str, Any]) -> list[str]:
+    """POST a task with ``args``, expect a 422, and return the fields it names, in order."""
+    response = client.post(f"/api/v1/tasks/{task}", json={"args": args}, headers=auth)
+    assert response.status_code == 422, response.get_json()
+    return [d["field"] for d in response.get_json()["error"]["details"]]
+
+
 def get_job(client: FlaskClient, auth: dict[str, str], job_id: str) -> dict[str, Any]:
     """GET a job's view."""
     r = client.get(f"/api/v1/jobs/{job_id}", headers=auth)

@@ -15,7 +15,16 @@ from werkzeug.test import TestResponse
 from app import create_app, keys
 from tests.conftest import make_env
 from tests.peers import Answer, HttpPeer, gaps
-from tests.servers import FINAL, Starter, enqueue, free_port, start_scheduler, start_worker, wait_state
+from tests.servers import (
+    FINAL,
+    Starter,
+    catalogue,
+    enqueue,
+    free_port,
+    start_scheduler,
+    start_worker,
+    wait_state,
+)
 
 OLLAMA_TAGS = {
     "models": [
@@ -221,7 +230,7 @@ def test_model_cache_refresh_with_both_providers_down(
 
 def test_model_cache_refresh_is_declared_hourly_on_low(client: FlaskClient, auth: dict[str, str]) -> None:
     """It is a periodic task of the low queue, run every hour."""
-    tasks = {t["name"]: t for t in client.get("/api/v1/tasks", headers=auth).get_json()["tasks"]}
+    tasks = catalogue(client, auth)
     assert tasks["model_cache_refresh"]["queue"] == "low"
     assert tasks["model_cache_refresh"]["schedule"]["interval"] == 3600
     assert tasks["call_external_api"]["retry"]["max_retries"] == 5

@@ -22,9 +22,11 @@ from tests.peers import Answer, Certificates, HttpPeer, Seen, SmtpPeer, add_user
 from tests.servers import (
     FINAL,
     Starter,
+    catalogue,
     enqueue,
     free_port,
     get_job,
+    invalid_fields,
     start_scheduler,
     start_worker,
     wait_state,
@@ -101,14 +103,12 @@ def test_send_notification_validation(
     client: FlaskClient, auth: dict[str, str], args: dict[str, Any], fields: list[str]
 ) -> None:
     """It answers 422 naming the field for user_id <= 0, a message outside 1..1000 and an unknown channel."""
-    response = client.post("/api/v1/tasks/send_notification", json={"args": args}, headers=auth)
-    assert response.status_code == 422, response.get_json()
-    assert [d["field"] for d in response.get_json()["error"]["details"]] == fields
+    assert invalid_fields(client, auth, "send_notification", args) == fields
 
 
 def test_send_notification_schema(client: FlaskClient, auth: dict[str, str]) -> None:
     """It publishes the rules in the input schema: positive id, 1..1000 characters, two channels."""
-    tasks = {t["name"]: t for t in client.get("/api/v1/tasks", headers=auth).get_json()["tasks"]}
+    tasks = catalogue(client, auth)
     props = tasks["send_notification"]["input_schema"]["properties"]
     assert props["user_id"]["type"] == "integer" and props["user_id"]["exclusiveMinimum"] == 0
     assert (props["message"]["minLength"], props["message"]["maxLength"]) == (1, 1000)

@@ -16,7 +16,16 @@ from app.models import Payment
 from app.tasks.payments import CURRENCY_EXPONENTS, minor_units
 from tests.conftest import make_env
 from tests.peers import Answer, HttpPeer, Seen, engine_for, gaps, migrate
-from tests.servers import FINAL, Starter, enqueue, start_scheduler, start_worker, wait_state
+from tests.servers import (
+    FINAL,
+    Starter,
+    catalogue,
+    enqueue,
+    invalid_fields,
+    start_scheduler,
+    start_worker,
+    wait_state,
+)
 
 
 def test_minor_units() -> None:
@@ -49,14 +58,12 @@ def test_process_payment_validation(
     client: FlaskClient, auth: dict[str, str], args: dict[str, Any], fields: list[str]
 ) -> None:
     """It answers 422 for a non-positive amount, a code outside ISO 4217, a bad id, too many decimals."""
-    response = client.post("/api/v1/tasks/process_payment", json={"args": args}, headers=auth)
-    assert response.status_code == 422, response.get_json()
-    assert [d["field"] for d in response.get_json()["error"]["details"]] == fields
+    assert invalid_fields(client, auth, "process_payment", args) == fields
 
 
 def test_process_payment_schema(client: FlaskClient, auth: dict[str, str]) -> None:
     """It lists the currencies in the schema and declares the high queue and three retries."""
-    tasks = {t["name"]: t for t in client.get("/api/v1/tasks", headers=auth).get_json()["tasks"]}
+    tasks = catalogue(client, auth)
     spec = tasks["process_payment"]
     assert spec["queue"] == "high" and spec["retry"]["max_retries"] == 3
     assert spec["retry"]["dont_retry_for"] == ["GatewayError", "PaymentConflict"]

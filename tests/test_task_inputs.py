@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from app.registry import REGISTRY, TaskInput
 from app.tasks.platform import NUMBER_LIMIT
-from tests.servers import drain
+from tests.servers import catalogue, drain
 from tests.test_api import assert_error
 
 
@@ -79,7 +79,7 @@ def test_the_published_schema_is_what_is_accepted(
     client: FlaskClient, auth: dict[str, str], value: Any
 ) -> None:
     """It accepts a value for add and xsum exactly when the catalogue's input_schema allows it."""
-    tasks = {t["name"]: t["input_schema"] for t in client.get("/api/v1/tasks", headers=auth).json["tasks"]}
+    tasks = {name: t["input_schema"] for name, t in catalogue(client, auth).items()}
     x_schema = tasks["add"]["properties"]["x"]
     item_schema = tasks["xsum"]["properties"]["numbers"]["items"]
     assert item_schema == {k: v for k, v in x_schema.items() if k not in ("description", "title")}
