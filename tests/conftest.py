@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,25 @@ from tests.servers import RedisServer, Starter
 
 TOKEN = "test-token-0123456789abcdef"
 DASHBOARD = ("operator", "dashboard-secret-123")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--long",
+        action="store_true",
+        default=bool(os.environ.get("TASKLANE_LONG")),
+        help="also run the tests marked long (full-size loads, soaks); also TASKLANE_LONG=1",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``long`` run only with --long (the README names them and how long they take)."""
+    if config.getoption("--long"):
+        return
+    skip = pytest.mark.skip(reason="long: run with `scripts/test --long` (or TASKLANE_LONG=1)")
+    for item in items:
+        if "long" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
