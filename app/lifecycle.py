@@ -180,6 +180,19 @@ OUTCOME_LOST = (
 )
 
 
+#: ...or a warm shutdown's grace (WORKER_SHUTDOWN_GRACE) ran out while it ran: not its fault,
+#: so it counts neither as a retry nor towards the poison-job bound.
+SHUTDOWN_STOPPED = (
+    "WorkerShutdown",
+    "the worker was shut down and its grace period ran out; requeued without spending a retry",
+)
+
+
+def horse_lost(death: str, who: str = "work horse") -> tuple[str, str]:
+    """The cause of an orphan whose work horse (or worker process) died: how it ended."""
+    return ("WorkerLostError", f"the {who} running this job {death}; requeued without spending a retry")
+
+
 def orphaned(
     job: Job,
     queue: JsonQueue,
@@ -202,14 +215,16 @@ def orphaned(
         return False
     count = int(job.meta.get(Meta.ORPHANED) or 0)
     if count >= defaults.MAX_ORPHAN_REQUEUES:
+        last = cause[1].split(";", 1)[0]
         message = (
-            f"the worker running this job died {count + 1} times; "
+            f"the worker running this job died {count + 1} times (last: {last}); "
             "it is failed as a poison job (see the attempts for each death)"
         )
         fail_now(job, queue, ("WorkerLostError", message), cleanup=cleanup, lease=lease)
         return False
     record_attempt(job, *cause)
-    job.meta[Meta.ORPHANED] = count + 1
+    if cause is not SHUTDOWN_STOPPED:
+        job.meta[Meta.ORPHANED] = count + 1
     pipe = _writes(job.connection, lease)
     if cleanup is not None:
         cleanup(pipe)
@@ -289,6 +304,25 @@ def fail_stuck(connection: Redis, job_id: str) -> None:
     members = started_members(connection, registry.key, job.id)
     lease = Lease(registry.key, tuple(members)) if members else None
     fail_now(job, queue, ("TimeLimitExceeded", message), lease=lease)
+
+
+def rescue_dead(connection: Redis, job_id: str, cause: tuple[str, str]) -> bool:
+    """A job whose worker process died under it (and was reaped): put it back now, not when its
+    heartbeat expires. Only while its run's lease is held. True when it was requeued."""
+    job = JsonJob.fetch_many([job_id], connection=connection)[0]
+    if job is None or job.get_status() != JobStatus.STARTED:
+        return False
+    queue = JsonQueue(job.origin, connection=connection)
+    registry = StartedJobRegistry(job.origin, connection=connection, job_class=JsonJob)
+    members = started_members(connection, registry.key, job.id)
+    if not members:
+        return False
+    lease = Lease(registry.key, tuple(members))
+
+    def cleanup(pipe: Any) -> None:
+        pipe.zrem(registry.key, *members)
+
+    return orphaned(job, queue, cleanup, lease=lease, cause=cause)
 
 
 def started_members(connection: Redis, key: str, job_id: str) -> list[bytes]:

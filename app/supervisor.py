@@ -225,6 +225,22 @@ class Supervisor:
         outages.OUTAGE.recovered()
         self.backoff.reset()
 
+    def _rescue_jobs_of(self, slot: int, status: int) -> None:
+        """A worker process died (reaped: it writes nothing more) with in-process jobs on the board:
+        put them back on their queues now, without waiting for their heartbeats to expire."""
+        if self.board is None:
+            return
+        first = (slot - 1) * self.per_process
+        slots = range(first, first + self.per_process)
+        cause = lifecycle.horse_lost(proc.describe_exit(status), who="worker process")
+        for job_id in self.board.running(slots):
+            try:
+                lifecycle.rescue_dead(runtime().redis, job_id, cause)
+            except outages.REDIS_DOWN as exc:  # the scheduler's sweep rescues it later
+                outages.OUTAGE.failed(exc)
+        for s in slots:
+            self.board.clear(s)
+
     def run(self) -> int:
         """Start the workers, restart those that die, return when all have stopped."""
         signal.signal(signal.SIGTERM, self._stop)
@@ -243,6 +259,7 @@ class Supervisor:
             if pid not in self.children:
                 continue
             slot = self.children.pop(pid)
+            self._rescue_jobs_of(slot, status)
             code = os.waitstatus_to_exitcode(status)
             if code != 0:
                 self.failures += 1

@@ -21,6 +21,7 @@ from app import compat
 from app.limits import JobStopped, ThreadTimeLimits
 from app.queues import JsonQueue
 from app.runtime import connect_settings
+from app.workers.base import ShutdownGraceOver
 from app.workers.inline import DeadlineBoard, JsonInlineWorker
 
 log = logging.getLogger("tasklane.worker")
@@ -37,6 +38,7 @@ class JsonThreadWorker(JsonInlineWorker):
     def request_stop_soon(self) -> None:
         """Warm shutdown: finish the job in hand, then leave the work loop."""
         self.asked_to_stop = True
+        self.start_shutdown_grace()
         compat.request_stop(self)
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
@@ -100,7 +102,7 @@ class ThreadPool:
             worker.request_stop_soon()
 
     def _run(self, worker: JsonThreadWorker) -> None:
-        with self.app.app_context(), contextlib.suppress(JobStopped):
+        with self.app.app_context(), contextlib.suppress(JobStopped, ShutdownGraceOver):
             worker.work(burst=self.burst, with_scheduler=False, logging_level=self.logging_level)
 
     def run(self) -> int:
