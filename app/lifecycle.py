@@ -236,6 +236,9 @@ def orphaned(
         log.info("run already settled elsewhere; not requeued", extra=_context(job))
         return False
     _count(job, "orphaned")
+    if cause is SHUTDOWN_STOPPED:
+        log.warning("%s", cause[1], extra=_context(job))
+        return True
     log.warning("%s (%d of %d)", cause[1], count + 1, defaults.MAX_ORPHAN_REQUEUES,
                 extra=_context(job))  # fmt: skip
     return True

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import signal
 import threading
+import time
 from types import FrameType
 from typing import Any
 
@@ -87,8 +88,11 @@ class ThreadPool:
                 )
             )
         self.stopping = False
+        self._first_signal: float | None = None
 
     def _stop(self, signum: int, _frame: FrameType | None) -> None:
+        if self._duplicate_signal():
+            return
         if self.stopping:
             log.info("second %s: stopping the jobs in hand", signal.Signals(signum).name)
             for worker in self.workers:
@@ -100,6 +104,15 @@ class ThreadPool:
         )
         for worker in self.workers:
             worker.request_stop_soon()
+
+    def _duplicate_signal(self) -> bool:
+        """A second stop signal within a second of the first is the same request sent twice (a
+        platform signals every process, and the supervisor forwards its own): not a cold shutdown."""
+        now = time.monotonic()
+        if self._first_signal is None:
+            self._first_signal = now
+            return False
+        return now - self._first_signal < 1.0
 
     def _run(self, worker: JsonThreadWorker) -> None:
         with self.app.app_context(), contextlib.suppress(JobStopped, ShutdownGraceOver):
