@@ -67,7 +67,7 @@ def memory_error_message(exc: BaseException) -> str | None:
 
 
 def describe_exit(wait_status: int | None) -> str:
-    """How a child ended, from its wait status: "killed by signal 11 (SIGSEGV)", "exited with status 3"."""
+    """How a process ended: "was killed by signal 11 (SIGSEGV)", "exited with status 3"."""
     if wait_status is None:
         return "ended (status unknown)"
     if os.WIFSIGNALED(wait_status):
@@ -76,5 +76,5 @@ def describe_exit(wait_status: int | None) -> str:
             name = signal.Signals(number).name
         except ValueError:
             name = "unknown"
-        return f"killed by signal {number} ({name})"
+        return f"was killed by signal {number} ({name})"
     return f"exited with status {os.waitstatus_to_exitcode(wait_status)}"
