@@ -291,8 +291,9 @@ def _commit(connection: Redis, pipe: Any, lease: Lease | None) -> bool:
     return leases.apply(connection, lease, leases.recorded(pipe)) == leases.APPLIED
 
 
-def fail_stuck(connection: Redis, job_id: str) -> None:
-    """A job whose process was killed for its hard time limit: fail it now, with that cause.
+def fail_stuck(connection: Redis, job_id: str, error: tuple[str, str] | None = None) -> None:
+    """A job whose process was killed for its hard time limit (or ``error``, the cause it was
+    killed for, such as its memory cap): fail it now, with that cause.
 
     Only while its run's lease is held: a run already settled (or requeued by a sweep) is left alone.
     """
@@ -303,10 +304,11 @@ def fail_stuck(connection: Redis, job_id: str) -> None:
     job.meta = job.get_meta(refresh=True)
     job.meta[Meta.NO_RETRY] = True
     message = f"hard time limit of {job.timeout} s exceeded; its worker process was killed"
+    error = error or ("TimeLimitExceeded", message)
     registry = StartedJobRegistry(job.origin, connection=connection, job_class=JsonJob)
     members = started_members(connection, registry.key, job.id)
     lease = Lease(registry.key, tuple(members)) if members else None
-    fail_now(job, queue, ("TimeLimitExceeded", message), lease=lease)
+    fail_now(job, queue, error, lease=lease)
 
 
 def rescue_dead(connection: Redis, job_id: str, cause: tuple[str, str]) -> bool:

@@ -337,12 +337,15 @@ def segfault(note: str) -> None:
 
 class MemoryInput(TaskInput):
     megabytes: int = Field(ge=1, le=65536)
+    hold: float = Field(default=0, ge=0, le=30)
 
 
 @task(input=MemoryInput, retry=RetryPolicy(max_retries=1, backoff_base=0.1, jitter=False))
-def hog_memory(megabytes: int) -> int:
-    """Allocate and touch ``megabytes`` MiB (a job that exhausts memory under JOB_MEMORY_LIMIT_MB)."""
+def hog_memory(megabytes: int, hold: float) -> int:
+    """Allocate and touch ``megabytes`` MiB, keep them ``hold`` s (a job that exhausts memory under
+    JOB_MEMORY_LIMIT_MB)."""
     block = bytearray(megabytes * 1024 * 1024)
     for offset in range(0, len(block), 4096):
         block[offset] = 1
+    time.sleep(hold)
     return len(block)

@@ -388,6 +388,22 @@ def test_a_job_over_the_memory_cap_fails_after_its_retries_and_the_queue_flows(
     assert wait_state(client, auth, after, FINAL, 20)["result"] == 5
 
 
+@pytest.mark.timeout(60)
+def test_an_in_process_worker_over_the_memory_cap_is_killed_and_its_job_failed(
+    start: Starter, rconn: redis.Redis, client: FlaskClient, auth: dict[str, str]
+) -> None:
+    """In inline mode the cap is the worker process's: grown past it, the supervisor kills the process
+    and fails the job in hand with "exceeded memory limit"; the restarted process runs the rest."""
+    start_pool(start, rconn, "inline", JOB_MEMORY_LIMIT_MB="64")
+    hog = enqueue(client, auth, "hog_memory", {"megabytes": 256, "hold": 10})
+    after = [enqueue(client, auth, "add", {"x": n, "y": 1}) for n in range(5)]
+    done = wait_state(client, auth, hog, FINAL, 30, interval=0.2)
+    assert done["state"] == "FAILURE", done
+    assert done["error"]["type"] == "MemoryLimitExceeded", done["error"]
+    assert "exceeded memory limit of 64 MB" in done["error"]["message"]
+    assert [wait_state(client, auth, job_id, FINAL, 20)["result"] for job_id in after] == [1, 2, 3, 4, 5]
+
+
 # --- Redis unreachable: the API answers 503 quickly ------------------------------------------------
 
 
