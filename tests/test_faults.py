@@ -56,6 +56,16 @@ MODES: dict[str, tuple[tuple[str, ...], int]] = {
 }
 
 
+def cases(names: list[str] | list[tuple[str, ...]], default: set[object]) -> list[object]:
+    """Parameters, those outside ``default`` marked long: the default run keeps CI short (one case
+    per mode at least, across the tests), ``--long`` runs every mode in every test."""
+    params = []
+    for name in names:
+        values = name if isinstance(name, tuple) else (name,)
+        params.append(pytest.param(*values, marks=() if name in default else pytest.mark.long))
+    return params
+
+
 # --- helpers ----------------------------------------------------------------------------------------
 
 
@@ -231,8 +241,10 @@ def run_kills(
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("victim", ["child", "main"])
-@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize(
+    ("mode", "victim"),
+    cases([(m, v) for m in MODES for v in ("child", "main")], {("fork", "child"), ("inline", "main")}),
+)
 def test_kill_9_under_load_every_job_succeeds_its_effect_once(
     start: Starter,
     rconn: redis.Redis,
@@ -282,7 +294,7 @@ def sigterm_everything(root: int) -> None:
 
 
 @pytest.mark.timeout(90)
-@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("mode", cases(list(MODES), {"threads"}))
 def test_sigterm_under_load_loses_nothing_and_runs_nothing_twice(
     start: Starter,
     rconn: redis.Redis,
@@ -339,8 +351,9 @@ POISONS = {
 
 
 @pytest.mark.timeout(90)
-@pytest.mark.parametrize("mode", ["fork", "inline"])
-@pytest.mark.parametrize("poison", list(POISONS))
+@pytest.mark.parametrize(
+    ("poison", "mode"), cases([(p, m) for p in POISONS for m in ("fork", "inline")], {("segfault", "fork")})
+)
 def test_a_poison_job_fails_with_its_cause_and_the_queue_flows(
     start: Starter,
     rconn: redis.Redis,
@@ -388,6 +401,7 @@ def test_a_job_over_the_memory_cap_fails_after_its_retries_and_the_queue_flows(
     assert wait_state(client, auth, after, FINAL, 20)["result"] == 5
 
 
+@pytest.mark.long
 @pytest.mark.timeout(60)
 def test_an_in_process_worker_over_the_memory_cap_is_killed_and_its_job_failed(
     start: Starter, rconn: redis.Redis, client: FlaskClient, auth: dict[str, str]
@@ -420,7 +434,7 @@ def blackhole() -> Iterator[int]:
 
 
 @pytest.mark.timeout(90)
-@pytest.mark.parametrize("redis_kind", ["refused", "silent"])
+@pytest.mark.parametrize("redis_kind", cases(["refused", "silent"], {"silent"}))
 def test_api_answers_503_within_5_s_when_redis_is_unreachable(
     start: Starter, auth: dict[str, str], blackhole: int, redis_kind: str
 ) -> None:
