@@ -215,8 +215,9 @@ def run_kills(
             else:
                 running = job_processes(pool.pid, mode)
                 if running:
-                    os.kill(rng.choice(running), signal.SIGKILL)
-                    kills += 1
+                    with contextlib.suppress(ProcessLookupError):  # it may have ended since
+                        os.kill(rng.choice(running), signal.SIGKILL)
+                        kills += 1
             next_kill = time.monotonic() + kill_every
         time.sleep(0.01 if len(job_ids) < jobs else 0.3)
     elapsed = time.monotonic() - began
