@@ -160,7 +160,10 @@ class Soak:
             return
         victims = _job_processes(proc.pid)
         if victims:
-            os.kill(self.rng.choice(victims), signal.SIGKILL)
+            try:
+                os.kill(self.rng.choice(victims), signal.SIGKILL)
+            except ProcessLookupError:  # it ended since it was listed
+                return
             self.kills.append(f"job process of {' '.join(WORKERS[slot][:2])}")
 
     def run(self) -> dict[str, Any]:
