@@ -143,6 +143,8 @@ class Settings:
     sentry_dsn: str = ""
     traces_exporter: TracesExporter = TracesExporter.NONE
     service_name: str = "tasklane"
+    worker_shutdown_grace: int = defaults.WORKER_SHUTDOWN_GRACE
+    job_memory_limit_mb: int = defaults.JOB_MEMORY_LIMIT_MB
 
     @property
     def is_production(self) -> bool:
@@ -204,6 +206,12 @@ class Settings:
             sentry_dsn=reader.url("SENTRY_DSN", ("http", "https")),
             traces_exporter=reader.traces_exporter(),
             service_name=reader.text("OTEL_SERVICE_NAME", "tasklane") or "tasklane",
+            worker_shutdown_grace=reader.integer(
+                "WORKER_SHUTDOWN_GRACE", defaults.WORKER_SHUTDOWN_GRACE, minimum=0, maximum=86400
+            ),
+            job_memory_limit_mb=reader.integer(
+                "JOB_MEMORY_LIMIT_MB", defaults.JOB_MEMORY_LIMIT_MB, minimum=0, maximum=1024 * 1024
+            ),
         )
         if settings.is_production:
             if not settings.api_tokens:

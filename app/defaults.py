@@ -119,3 +119,9 @@ RECONNECT_MAX_DELAY = 10.0
 SCHEDULER_HEARTBEAT_TTL = 30
 #: Longest delay a job may be given (countdown, or eta from now), in seconds: 366 days.
 MAX_DELAY = 366 * 24 * 3600
+#: Seconds a warm shutdown (SIGTERM, as a platform deploy sends it) waits for the job in hand
+#: (WORKER_SHUTDOWN_GRACE); past it the job is stopped and put back on its queue without
+#: spending a retry. Below Heroku's 30 s between SIGTERM and SIGKILL.
+WORKER_SHUTDOWN_GRACE = 25
+#: Per-job memory cap in MiB (JOB_MEMORY_LIMIT_MB); 0 is no cap.
+JOB_MEMORY_LIMIT_MB = 0

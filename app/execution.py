@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
 from rq.job import Job
 
-from app import defaults, observability, signals
+from app import defaults, observability, proc, signals
 from app.logs import MASK, MIN_SECRET_LENGTH, hold_secrets, redact, release_secrets
 from app.meta import Meta
 from app.queues import JsonJob, UnknownTaskError, task_spec
@@ -147,7 +147,7 @@ def _execute(job: Job) -> Any:
         finally:
             signals.send(signals.task_postrun, spec.name, job_id=job.id, kwargs=values)
     except BaseException as exc:
-        message = str(exc)
+        message = proc.memory_error_message(exc) or str(exc)
         if held and redact(message) != message:
             message = redact(message)
             # RQ formats the traceback it stores, shows and logs from the exception itself.

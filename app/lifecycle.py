@@ -180,6 +180,19 @@ OUTCOME_LOST = (
 )
 
 
+#: ...or a warm shutdown's grace (WORKER_SHUTDOWN_GRACE) ran out while it ran: not its fault,
+#: so it counts neither as a retry nor towards the poison-job bound.
+SHUTDOWN_STOPPED = (
+    "WorkerShutdown",
+    "the worker was shut down and its grace period ran out; requeued without spending a retry",
+)
+
+
+def horse_lost(death: str, who: str = "work horse") -> tuple[str, str]:
+    """The cause of an orphan whose work horse (or worker process) died: how it ended."""
+    return ("WorkerLostError", f"the {who} running this job {death}; requeued without spending a retry")
+
+
 def orphaned(
     job: Job,
     queue: JsonQueue,
@@ -202,14 +215,16 @@ def orphaned(
         return False
     count = int(job.meta.get(Meta.ORPHANED) or 0)
     if count >= defaults.MAX_ORPHAN_REQUEUES:
+        last = cause[1].split(";", 1)[0]
         message = (
-            f"the worker running this job died {count + 1} times; "
+            f"the worker running this job died {count + 1} times (last: {last}); "
             "it is failed as a poison job (see the attempts for each death)"
         )
         fail_now(job, queue, ("WorkerLostError", message), cleanup=cleanup, lease=lease)
         return False
     record_attempt(job, *cause)
-    job.meta[Meta.ORPHANED] = count + 1
+    if cause is not SHUTDOWN_STOPPED:
+        job.meta[Meta.ORPHANED] = count + 1
     pipe = _writes(job.connection, lease)
     if cleanup is not None:
         cleanup(pipe)
@@ -221,6 +236,9 @@ def orphaned(
         log.info("run already settled elsewhere; not requeued", extra=_context(job))
         return False
     _count(job, "orphaned")
+    if cause is SHUTDOWN_STOPPED:
+        log.warning("%s", cause[1], extra=_context(job))
+        return True
     log.warning("%s (%d of %d)", cause[1], count + 1, defaults.MAX_ORPHAN_REQUEUES,
                 extra=_context(job))  # fmt: skip
     return True
@@ -273,8 +291,9 @@ def _commit(connection: Redis, pipe: Any, lease: Lease | None) -> bool:
     return leases.apply(connection, lease, leases.recorded(pipe)) == leases.APPLIED
 
 
-def fail_stuck(connection: Redis, job_id: str) -> None:
-    """A job whose process was killed for its hard time limit: fail it now, with that cause.
+def fail_stuck(connection: Redis, job_id: str, error: tuple[str, str] | None = None) -> None:
+    """A job whose process was killed for its hard time limit (or ``error``, the cause it was
+    killed for, such as its memory cap): fail it now, with that cause.
 
     Only while its run's lease is held: a run already settled (or requeued by a sweep) is left alone.
     """
@@ -285,10 +304,30 @@ def fail_stuck(connection: Redis, job_id: str) -> None:
     job.meta = job.get_meta(refresh=True)
     job.meta[Meta.NO_RETRY] = True
     message = f"hard time limit of {job.timeout} s exceeded; its worker process was killed"
+    error = error or ("TimeLimitExceeded", message)
     registry = StartedJobRegistry(job.origin, connection=connection, job_class=JsonJob)
     members = started_members(connection, registry.key, job.id)
     lease = Lease(registry.key, tuple(members)) if members else None
-    fail_now(job, queue, ("TimeLimitExceeded", message), lease=lease)
+    fail_now(job, queue, error, lease=lease)
+
+
+def rescue_dead(connection: Redis, job_id: str, cause: tuple[str, str]) -> bool:
+    """A job whose worker process died under it (and was reaped): put it back now, not when its
+    heartbeat expires. Only while its run's lease is held. True when it was requeued."""
+    job = JsonJob.fetch_many([job_id], connection=connection)[0]
+    if job is None or job.get_status() != JobStatus.STARTED:
+        return False
+    queue = JsonQueue(job.origin, connection=connection)
+    registry = StartedJobRegistry(job.origin, connection=connection, job_class=JsonJob)
+    members = started_members(connection, registry.key, job.id)
+    if not members:
+        return False
+    lease = Lease(registry.key, tuple(members))
+
+    def cleanup(pipe: Any) -> None:
+        pipe.zrem(registry.key, *members)
+
+    return orphaned(job, queue, cleanup, lease=lease, cause=cause)
 
 
 def started_members(connection: Redis, key: str, job_id: str) -> list[bytes]:

@@ -153,6 +153,8 @@ class Supervisor:
         self.stopping = False
         self.failures = 0
         self.stuck_jobs: list[str] = []  # killed for their hard limit, to be failed in Redis
+        self.failed_causes: dict[str, tuple[str, str]] = {}  # killed for another cause (memory)
+        self.memory_at_start: dict[int, int] = {}  # pid -> resident bytes when first seen
         self.retry_at = 0.0
         self.backoff = outages.Backoff()
 
@@ -209,6 +211,36 @@ class Supervisor:
                 self.board.clear(s)
         self._fail_stuck_jobs()
 
+    def _kill_over_memory(self) -> None:
+        """JOB_MEMORY_LIMIT_MB in the in-process modes: a worker process whose resident memory grew
+        more than the cap past its size when first seen is killed, and the jobs it ran are failed
+        with "exceeded memory limit" (fork mode caps each work horse instead: app/proc.py)."""
+        cap = runtime().settings.job_memory_limit_mb
+        if self.board is None or not cap:
+            return
+        for pid, slot in list(self.children.items()):
+            try:
+                size = proc.resident(pid)
+            except (OSError, ValueError):
+                continue
+            start = self.memory_at_start.setdefault(pid, size)
+            if size - start <= cap * 1024 * 1024:
+                continue
+            first = (slot - 1) * self.per_process
+            slots = range(first, first + self.per_process)
+            jobs = self.board.running(slots)
+            log.error("worker process %d: %d MB over its start, past JOB_MEMORY_LIMIT_MB=%d; killing it "
+                      "(jobs %s)", pid, (size - start) >> 20, cap, ", ".join(jobs) or "none")  # fmt: skip
+            _kill(pid, signal.SIGKILL)
+            message = (
+                f"exceeded memory limit of {cap} MB (JOB_MEMORY_LIMIT_MB); its worker process was killed"
+            )
+            for job_id in jobs:
+                self.failed_causes[job_id] = ("MemoryLimitExceeded", message)
+            self.stuck_jobs.extend(jobs)
+            for s in slots:
+                self.board.clear(s)
+
     def _fail_stuck_jobs(self) -> None:
         """Fail the jobs of killed processes; through a Redis outage, again later (with backoff)."""
         if not self.stuck_jobs or time.monotonic() < self.retry_at:
@@ -216,14 +248,30 @@ class Supervisor:
         redis = runtime().redis
         try:
             while self.stuck_jobs:
-                lifecycle.fail_stuck(redis, self.stuck_jobs[0])
-                self.stuck_jobs.pop(0)
+                lifecycle.fail_stuck(redis, self.stuck_jobs[0], self.failed_causes.get(self.stuck_jobs[0]))
+                self.failed_causes.pop(self.stuck_jobs.pop(0), None)
         except outages.REDIS_DOWN as exc:
             outages.OUTAGE.failed(exc)
             self.retry_at = time.monotonic() + self.backoff.next()
             return
         outages.OUTAGE.recovered()
         self.backoff.reset()
+
+    def _rescue_jobs_of(self, slot: int, status: int) -> None:
+        """A worker process died (reaped: it writes nothing more) with in-process jobs on the board:
+        put them back on their queues now, without waiting for their heartbeats to expire."""
+        if self.board is None:
+            return
+        first = (slot - 1) * self.per_process
+        slots = range(first, first + self.per_process)
+        cause = lifecycle.horse_lost(proc.describe_exit(status), who="worker process")
+        for job_id in self.board.running(slots):
+            try:
+                lifecycle.rescue_dead(runtime().redis, job_id, cause)
+            except outages.REDIS_DOWN as exc:  # the scheduler's sweep rescues it later
+                outages.OUTAGE.failed(exc)
+        for s in slots:
+            self.board.clear(s)
 
     def run(self) -> int:
         """Start the workers, restart those that die, return when all have stopped."""
@@ -237,12 +285,15 @@ class Supervisor:
             except ChildProcessError:
                 break
             if pid == 0:
+                self._kill_over_memory()
                 self._kill_stuck()
                 time.sleep(defaults.SUPERVISOR_POLL)
                 continue
             if pid not in self.children:
                 continue
             slot = self.children.pop(pid)
+            self.memory_at_start.pop(pid, None)
+            self._rescue_jobs_of(slot, status)
             code = os.waitstatus_to_exitcode(status)
             if code != 0:
                 self.failures += 1

@@ -287,3 +287,65 @@ def use_secret(path: str, api_key: str, fail: bool) -> str:
     if fail:
         raise RuntimeError(f"the peer refused key {api_key}")
     return "used"
+
+
+# --- fault tests (tests/test_faults.py) -----------------------------------------------------------
+
+
+class EffectInput(TaskInput):
+    db: str
+    seconds: float = Field(default=0, ge=0, le=10)
+
+
+@task(input=EffectInput, time_limit=60)
+def record_once(db: str, seconds: float) -> bool:
+    """An idempotent side effect keyed by job id: a row in SQLite, inserted once however often the
+    job runs (INSERT OR IGNORE); every execution is counted in a second table. True if it inserted."""
+    import sqlite3
+
+    from app.context import current_task
+
+    ctx = current_task()
+    assert ctx is not None
+    if seconds:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:  # short steps: an async stop or a kill lands mid-job
+            time.sleep(min(0.02, seconds))
+    with sqlite3.connect(db, timeout=30, isolation_level=None) as conn:
+        conn.execute("INSERT INTO runs (job_id) VALUES (?)", (ctx.job_id,))
+        inserted = conn.execute("INSERT OR IGNORE INTO effects (job_id) VALUES (?)", (ctx.job_id,)).rowcount
+    return bool(inserted)
+
+
+class ExitInput(TaskInput):
+    code: int = Field(default=3, ge=0, le=255)
+
+
+@task(input=ExitInput, retry=RetryPolicy(max_retries=1, backoff_base=0.1, jitter=False))
+def exit_process(code: int) -> None:
+    """A poison job: end its process at once (os._exit), every time."""
+    os._exit(code)
+
+
+@task(input=NoteInput, retry=RetryPolicy(max_retries=1, backoff_base=0.1, jitter=False))
+def segfault(note: str) -> None:
+    """A poison job: crash its process in C code (SIGSEGV), every time."""
+    import ctypes
+
+    ctypes.string_at(0)
+
+
+class MemoryInput(TaskInput):
+    megabytes: int = Field(ge=1, le=65536)
+    hold: float = Field(default=0, ge=0, le=30)
+
+
+@task(input=MemoryInput, retry=RetryPolicy(max_retries=1, backoff_base=0.1, jitter=False))
+def hog_memory(megabytes: int, hold: float) -> int:
+    """Allocate and touch ``megabytes`` MiB, keep them ``hold`` s (a job that exhausts memory under
+    JOB_MEMORY_LIMIT_MB)."""
+    block = bytearray(megabytes * 1024 * 1024)
+    for offset in range(0, len(block), 4096):
+        block[offset] = 1
+    time.sleep(hold)
+    return len(block)

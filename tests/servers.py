@@ -37,9 +37,16 @@ def redis_binary() -> str:
 class RedisServer:
     """A redis-server process of the test's own, on a free loopback port."""
 
-    def __init__(self, directory: Path, appendonly: bool = False, binary: str | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        appendonly: bool = False,
+        binary: str | None = None,
+        appendfsync: str = "always",
+    ) -> None:
         self.directory = directory
         self.appendonly = appendonly
+        self.appendfsync = appendfsync
         self.binary = binary or redis_binary()
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
@@ -60,7 +67,7 @@ class RedisServer:
             "--dir", str(self.directory),
             "--save", "",
             "--appendonly", "yes" if self.appendonly else "no",
-            "--appendfsync", "always",
+            "--appendfsync", self.appendfsync,
             "--logfile", str(self.directory / "redis.log"),
         ]  # fmt: skip
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

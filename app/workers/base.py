@@ -22,6 +22,7 @@ import functools
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -37,11 +38,12 @@ from rq.utils import now
 from rq.worker import WorkerStatus
 from rq.worker_registration import register
 
-from app import compat, defaults, leases, lifecycle, maintenance, metrics, outages
+from app import compat, defaults, leases, lifecycle, maintenance, metrics, outages, proc
 from app.execution import ExecutingJob, record_error, redact_arguments
 from app.leases import Lease
-from app.limits import RateLimiter, TaskTimeLimits, TimeLimitExceeded
+from app.limits import RateLimiter, TaskTimeLimits, TimeLimitExceeded, raise_in_thread
 from app.queues import JsonQueue, task_spec
+from app.runtime import runtime
 
 log = logging.getLogger("tasklane.worker")
 
@@ -64,6 +66,10 @@ def _claim_landed(connection: Redis, job: Job, execution: Execution, intermediat
 
 class OutcomeLost(Exception):
     """Redis went away before a run's outcome was written; the worker settles the job when it is back."""
+
+
+class ShutdownGraceOver(BaseException):
+    """Raised in an in-process job still running when a warm shutdown's grace ran out."""
 
 
 class JobNotClaimed(Exception):
@@ -215,9 +221,66 @@ class TasklaneWorkerMixin:
             super().set_shutdown_requested_date()  # type: ignore[misc]
 
     def request_stop(self, signum: int, frame: Any) -> None:
-        """RQ's warm shutdown, remembered (an exit after it is a requested one)."""
+        """RQ's warm shutdown, remembered (an exit after it is a requested one); its grace starts."""
         self.asked_to_stop = True
+        self.start_shutdown_grace()
         super().request_stop(signum, frame)  # type: ignore[misc]
+
+    # --- warm shutdown's grace (WORKER_SHUTDOWN_GRACE) -----------------------------------------
+    #: When the grace of a warm shutdown ends (time.monotonic()), once one was asked for.
+    _grace_end: float | None = None
+    #: The job stopped because the grace ran out: put back on its queue, no retry spent.
+    _shutdown_stopped: str | None = None
+
+    def _settings(self) -> Any:
+        return runtime().settings
+
+    def start_shutdown_grace(self) -> None:
+        """A warm shutdown began: the job in hand has WORKER_SHUTDOWN_GRACE seconds to finish.
+
+        Fork mode's worker watches the end itself (fork.py); an in-process job is interrupted
+        by a timer that raises :class:`ShutdownGraceOver` in the thread running it.
+        """
+        if self._grace_end is not None:
+            return
+        grace = float(self._settings().worker_shutdown_grace)
+        self._grace_end = time.monotonic() + grace
+        if not getattr(self, "is_horse", False) and self.uses_grace_timer:
+            timer = threading.Timer(grace, self._grace_over)
+            timer.daemon = True
+            timer.start()
+
+    #: In-process modes stop the job in hand with a timer; fork mode kills its horse (fork.py).
+    uses_grace_timer = False
+
+    def shutdown_grace_end(self) -> float | None:
+        """When the warm shutdown's grace ends (time.monotonic()), or None before any stop request."""
+        return self._grace_end
+
+    def note_shutdown_stop(self, job_id: str | None) -> None:
+        """The job in hand is being stopped because the grace ran out (requeued, not failed)."""
+        self._shutdown_stopped = job_id
+
+    def _grace_over(self) -> None:
+        """In-process modes: the grace ran out with a job still running; stop it in its thread."""
+        running = getattr(self, "_running", None)
+        if running is None or getattr(self, "_body_done", False):
+            return  # no job, or its body returned: its outcome is being written, let it land
+        job = running[0]
+        log.warning("Worker %s: warm shutdown grace over; stopping job %s (it is put back on its queue)",
+                    self.name, job.id)  # fmt: skip
+        self.note_shutdown_stop(job.id)
+        raise_in_thread(self._thread_id, ShutdownGraceOver)  # type: ignore[attr-defined]
+
+    def _requeue_after_grace(self, job: Job, queue: Queue, execution: Any) -> None:
+        """Put a job stopped by the end of the grace back on its queue: no retry spent, no failure."""
+        self._shutdown_stopped = None
+
+        def cleanup(pipe: Any) -> None:
+            self.cleanup_execution(job, pipeline=pipe, execution=execution)  # type: ignore[attr-defined]
+
+        lease = Lease.of(job, execution) if execution is not None else None
+        lifecycle.orphaned(job, queue, cleanup=cleanup, lease=lease, cause=lifecycle.SHUTDOWN_STOPPED)  # type: ignore[arg-type]
 
     def check_for_suspension(self, burst: bool) -> None:
         """RQ's `rq suspend` check, through an outage."""
@@ -490,6 +553,9 @@ class TasklaneWorkerMixin:
         """
         if self._outcome_lost == job.id:
             self._give_up(job)
+        if self._shutdown_stopped == job.id:
+            self._bookkeeping(job, lambda: self._requeue_after_grace(job, queue, execution))
+            return
         exc_string = redact_arguments(job, exc_string)
         stopped = compat.stopped_job_id(self) == job.id
         if job.worker_name is None:  # the parent of a forked horse never saw the start
@@ -498,7 +564,7 @@ class TasklaneWorkerMixin:
             hard_killed = getattr(self, "_hard_killed", None) == job.id
             if getattr(self, "_horse_lost", None) == job.id and not stopped and not hard_killed:
                 self._horse_lost = None
-                cause = lifecycle.OUTCOME_LOST if self._horse_outcome_lost else lifecycle.WORKER_LOST
+                cause = lifecycle.OUTCOME_LOST if self._horse_outcome_lost else self._horse_death_cause()
                 self._horse_outcome_lost = False
 
                 def cleanup(pipe: Any) -> None:
@@ -534,10 +600,15 @@ class TasklaneWorkerMixin:
         """Note that the horse died under the job (or gave it up in an outage); handle_job_failure,
         called next, requeues it."""
         self._horse_lost = job.id
+        self._horse_death = proc.describe_exit(ret_val)
         self._horse_outcome_lost = (
             ret_val is not None and os.waitstatus_to_exitcode(ret_val) == EX_OUTCOME_LOST
         )
         super().handle_work_horse_killed(job, retpid, ret_val, rusage)  # type: ignore[misc]
+
+    def _horse_death_cause(self) -> tuple[str, str]:
+        death = getattr(self, "_horse_death", None)
+        return lifecycle.horse_lost(death) if death else lifecycle.WORKER_LOST
 
     def clean_registries(self) -> None:
         """RQ's maintenance, except that orphans are requeued, not failed (app/maintenance.py)."""

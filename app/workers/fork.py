@@ -41,19 +41,47 @@ class JsonWorker(TasklaneWorkerMixin, Worker):  # type: ignore[misc]
         super().fork_work_horse(job, queue)
 
     def setup_work_horse_signals(self) -> None:
-        """A work horse dies with its worker, so that a killed worker's job never runs twice at once."""
+        """A work horse dies with its worker, so that a killed worker's job never runs twice at once;
+        it ignores SIGTERM (a platform sends it to every process): its worker's grace decides."""
         parent = os.getppid()
         super().setup_work_horse_signals()
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         proc.die_with_parent(signal.SIGKILL, parent)
+        self._limit_horse_memory()
+
+    def _limit_horse_memory(self) -> None:
+        """JOB_MEMORY_LIMIT_MB: cap what this work horse's job may allocate (app/proc.py)."""
+        limit = self._settings().job_memory_limit_mb
+        if limit:
+            proc.limit_memory(limit)
 
     def wait_for_horse(self) -> tuple[int | None, int | None, Any]:
-        """Wait for the horse; past its hard limit, kill it wherever it is stuck."""
+        """Wait for the horse; past its hard limit, or a warm shutdown's grace, kill it wherever it is."""
         pid = self.horse_pid
         if pid and self._deadline is not None:
-            remaining = self._deadline - time.monotonic()
-            if (remaining > 0 and not _wait_exit(pid, remaining)) or (remaining <= 0 and not _exited(pid)):
-                self._kill_for_time_limit(pid)
+            self._wait_within_limits(pid, self._deadline)
         return super().wait_for_horse()
+
+    def _wait_within_limits(self, pid: int, deadline: float) -> None:
+        """Wait (in short steps, so a stop request is seen) until the horse exits or a limit passes."""
+        while not _exited(pid):
+            grace = self.shutdown_grace_end()
+            now = time.monotonic()
+            if grace is not None and now >= grace and grace < deadline:
+                self._stop_for_shutdown(pid)
+                return
+            if now >= deadline:
+                self._kill_for_time_limit(pid)
+                return
+            _wait_exit(pid, min(deadline if grace is None else min(grace, deadline), now + 0.5) - now)
+
+    def _stop_for_shutdown(self, pid: int) -> None:
+        job_id = self.get_current_job_id()
+        self.log.warning("Worker %s: warm shutdown grace over; stopping job %s (it is put back on its queue)",
+                         self.name, job_id)  # fmt: skip
+        self.note_shutdown_stop(job_id)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
 
     def _stop_horse(self) -> None:
         """Kill and reap a horse still running (before its job is handed to another run)."""

@@ -52,12 +52,16 @@ class DeadlineBoard:
         """``slot`` is idle."""
         self.deadlines[slot] = 0.0
 
-    def overdue(self, slots: range, now: float) -> list[str]:
-        """Job ids of the given slots that are past their deadline."""
+    def running(self, slots: range) -> list[str]:
+        """Job ids the given slots are running (their body has not returned)."""
+        return self.overdue(slots, None)
+
+    def overdue(self, slots: range, now: float | None) -> list[str]:
+        """Job ids of the given slots that are past their deadline (``now`` None: every busy slot)."""
         found = []
         for slot in slots:
             deadline = self.deadlines[slot]
-            if deadline and now > deadline:
+            if deadline and (now is None or now > deadline):
                 start = slot * self.ID_BYTES
                 raw: bytes = self.job_ids.raw[start : start + self.ID_BYTES]  # type: ignore[attr-defined]
                 found.append(raw.rstrip(b"\0").decode())
@@ -66,6 +70,8 @@ class DeadlineBoard:
 
 class JsonInlineWorker(TasklaneWorkerMixin, SimpleWorker):  # type: ignore[misc]
     """Jobs run in this process: no fork, and only the Redis round trips a job needs."""
+
+    uses_grace_timer = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.board: DeadlineBoard | None = kwargs.pop("board", None)
@@ -131,6 +137,7 @@ class JsonInlineWorker(TasklaneWorkerMixin, SimpleWorker):  # type: ignore[misc]
         The body has returned: the supervisor no longer watches the deadline (writing the
         outcome may wait for Redis, which is no stuck job).
         """
+        self._body_done = True  # a warm shutdown's grace no longer interrupts it (base.py)
         job.ended_at = now()
         if self.board is not None:
             self.board.clear(self.slot)
@@ -163,6 +170,7 @@ class JsonInlineWorker(TasklaneWorkerMixin, SimpleWorker):  # type: ignore[misc]
     def perform_job(self, job: Job, queue: Queue, execution: Any) -> bool:
         """Run the job, visible to the heartbeat thread and the supervisor while it runs."""
         self._thread_id = threading.get_ident()
+        self._body_done = False
         self._running = (job, execution)
         if self.board is not None:
             deadline = time.time() + float(job.timeout or defaults.TIME_LIMIT) + defaults.STUCK_JOB_GRACE

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import signal
 import threading
+import time
 from types import FrameType
 from typing import Any
 
@@ -21,6 +22,7 @@ from app import compat
 from app.limits import JobStopped, ThreadTimeLimits
 from app.queues import JsonQueue
 from app.runtime import connect_settings
+from app.workers.base import ShutdownGraceOver
 from app.workers.inline import DeadlineBoard, JsonInlineWorker
 
 log = logging.getLogger("tasklane.worker")
@@ -37,6 +39,7 @@ class JsonThreadWorker(JsonInlineWorker):
     def request_stop_soon(self) -> None:
         """Warm shutdown: finish the job in hand, then leave the work loop."""
         self.asked_to_stop = True
+        self.start_shutdown_grace()
         compat.request_stop(self)
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
@@ -85,8 +88,11 @@ class ThreadPool:
                 )
             )
         self.stopping = False
+        self._first_signal: float | None = None
 
     def _stop(self, signum: int, _frame: FrameType | None) -> None:
+        if self._duplicate_signal():
+            return
         if self.stopping:
             log.info("second %s: stopping the jobs in hand", signal.Signals(signum).name)
             for worker in self.workers:
@@ -99,8 +105,17 @@ class ThreadPool:
         for worker in self.workers:
             worker.request_stop_soon()
 
+    def _duplicate_signal(self) -> bool:
+        """A second stop signal within a second of the first is the same request sent twice (a
+        platform signals every process, and the supervisor forwards its own): not a cold shutdown."""
+        now = time.monotonic()
+        if self._first_signal is None:
+            self._first_signal = now
+            return False
+        return now - self._first_signal < 1.0
+
     def _run(self, worker: JsonThreadWorker) -> None:
-        with self.app.app_context(), contextlib.suppress(JobStopped):
+        with self.app.app_context(), contextlib.suppress(JobStopped, ShutdownGraceOver):
             worker.work(burst=self.burst, with_scheduler=False, logging_level=self.logging_level)
 
     def run(self) -> int:
