@@ -1,0 +1,264 @@
+"""Security: every route's credentials (enumerated from the URL map), constant-time comparisons,
+and pickled payloads written straight into Redis never unpickled by any process.
+
+The dashboard's cross-site refusals are in test_dashboard.py (every state-changing route,
+from the URL map), body limits in test_bodies.py, the outbound URL policy in
+test_outbound.py, secrets in test_sensitive.py, the schema fuzzing in test_schema_fuzz.py.
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import hmac
+import inspect
+import os
+import pickle
+import re
+import textwrap
+import zlib
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import rq
+from flask import Flask
+from flask.testing import FlaskClient
+from rq.registry import FailedJobRegistry, ScheduledJobRegistry
+from rq.serializers import DefaultSerializer
+from rq_scheduler import Scheduler
+
+from app import create_app
+from app.api import auth as api_auth
+from app.dashboard import BLUEPRINT
+from tests.conftest import DASHBOARD, TOKEN, make_env
+from tests.servers import Starter, enqueue, get_job, wait_for
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+SAME_ORIGIN = "http://localhost"  # the Flask test client's host
+#: Routes open without credentials, as API.md lists them (liveness, readiness, metrics, the docs).
+PUBLIC = {
+    "probes.healthz",
+    "probes.readyz",
+    "metrics.exposition",
+    "docs.openapi_json",
+    "docs.docs_page",
+    "docs.asset",
+    "static",
+}
+#: A value for each URL variable, so that every rule can be requested.
+URL_VALUES = {
+    "job_id": "some-job",
+    "name": "add",
+    "workflow_id": "some-workflow",
+    "instance_number": "0",
+    "queue_name": "default",
+    "registry_name": "failed",
+    "per_page": "10",
+    "order": "asc",
+    "page": "1",
+    "filename": "js/app.js",
+}
+
+
+def _basic(username: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+
+
+def _url(rule: Any) -> str:
+    return re.sub(r"<(?:[^:>]+:)?([^>]+)>", lambda m: URL_VALUES[m.group(1)], rule.rule)
+
+
+def _requests(app: Flask, kind: str) -> list[tuple[str, str, str]]:
+    """(endpoint, method, url) of every rule of ``kind`` (``api`` or the dashboard) and method."""
+    out = []
+    for rule in app.url_map.iter_rules():
+        owner = (
+            "api"
+            if rule.endpoint.startswith("api.")
+            else "dashboard"
+            if rule.endpoint.startswith(f"{BLUEPRINT}.")
+            else "other"
+        )
+        if owner != kind:
+            continue
+        for method in sorted((rule.methods or set()) - {"OPTIONS"}):
+            out.append((rule.endpoint, method, _url(rule)))
+    return out
+
+
+def test_every_route_is_public_api_or_dashboard(app: Flask) -> None:
+    """Each rule of the URL map is either a documented public route, or behind the API's bearer
+    token, or behind the dashboard's basic auth: a new route cannot escape the tests below."""
+    for rule in app.url_map.iter_rules():
+        guarded = rule.endpoint.startswith(("api.", f"{BLUEPRINT}."))
+        assert guarded or rule.endpoint in PUBLIC, f"{rule.rule} ({rule.endpoint}) has no known guard"
+        if rule.rule.startswith("/api/v1") and rule.endpoint != "docs.openapi_json":
+            assert rule.endpoint.startswith("api."), rule
+        if rule.rule.startswith("/rq"):
+            assert rule.endpoint.startswith(f"{BLUEPRINT}."), rule
+
+
+WRONG_API = [
+    None,
+    "Bearer wrong-token-000000000000",
+    f"Bearer {TOKEN}x",
+    f"Bearer {TOKEN[:-1]}",
+    f"Bearer {TOKEN.upper()}",
+    f"Basic {TOKEN}",
+    TOKEN,
+    "Bearer",
+    _basic(*DASHBOARD),
+]
+
+
+@pytest.mark.parametrize("header", WRONG_API, ids=lambda h: "none" if h is None else h.split()[0][:12])
+def test_every_api_route_and_method_refuses_missing_or_wrong_tokens(
+    app: Flask, client: FlaskClient, header: str | None
+) -> None:
+    """Every /api/v1 rule, every method, from the URL map: 401 with a Bearer challenge and the
+    error shape, before any view runs (nothing is written to Redis)."""
+    redis_conn = app.extensions["tasklane"].redis
+    before = sorted(redis_conn.keys("rq:*"))
+    headers = {"Authorization": header} if header else {}
+    sent = _requests(app, "api")
+    assert {endpoint for endpoint, _, _ in sent} >= {
+        "api.list_tasks",
+        "api.enqueue_task",
+        "api.enqueue_batch",
+        "api.get_job",
+        "api.revoke_job",
+        "api.retry_job",
+        "api.list_all_jobs",
+        "api.create_workflow",
+        "api.get_workflow",
+        "api.list_queues",
+        "api.list_workers",
+        "api.list_schedules",
+    }
+    for endpoint, method, url in sent:
+        response = client.open(url, method=method, headers=headers, json={"args": {"x": 1, "y": 2}})
+        assert response.status_code == 401, (endpoint, method, url, response.status_code)
+        assert response.headers["WWW-Authenticate"].startswith("Bearer"), endpoint
+        if method != "HEAD":
+            assert set(response.get_json()["error"]) == {"code", "message", "details"}
+            assert response.get_json()["error"]["code"] == "unauthorized"
+    assert sorted(redis_conn.keys("rq:*")) == before
+
+
+def test_the_right_token_opens_every_api_route(app: Flask, client: FlaskClient) -> None:
+    """The same requests with a valid token are not refused (so the 401s above are the guard's)."""
+    for endpoint, method, url in _requests(app, "api"):
+        response = client.open(url, method=method, headers=AUTH, json={"args": {"x": 1, "y": 2}})
+        assert response.status_code not in (401, 403), (endpoint, method, url)
+        assert response.status_code < 500, (endpoint, method, url, response.get_data(as_text=True))
+
+
+WRONG_DASHBOARD = [
+    None,
+    _basic(DASHBOARD[0], "wrong-password"),
+    _basic("someone", DASHBOARD[1]),
+    _basic(DASHBOARD[0], DASHBOARD[1] + "x"),
+    _basic(DASHBOARD[0].upper(), DASHBOARD[1]),
+    _basic(DASHBOARD[0], ""),
+    _basic(DASHBOARD[0], TOKEN),
+    f"Bearer {TOKEN}",
+    f"Bearer {DASHBOARD[1]}",
+]
+
+
+@pytest.mark.parametrize("header", WRONG_DASHBOARD, ids=lambda h: "none" if h is None else h[:14])
+def test_every_dashboard_route_and_method_refuses_missing_or_wrong_credentials(
+    app: Flask, client: FlaskClient, header: str | None
+) -> None:
+    """Every /rq rule, every method (static files too), from the URL map: 401 with a Basic
+    challenge; a write with its own Origin is refused for the credentials, not the origin."""
+    redis_conn = app.extensions["tasklane"].redis
+    failed = rq.Queue("default", connection=redis_conn).enqueue_call(func="os.getcwd")
+    before = sorted(redis_conn.keys("rq:*"))
+    headers = {"Origin": SAME_ORIGIN}
+    if header:
+        headers["Authorization"] = header
+    sent = _requests(app, "dashboard")
+    assert len({endpoint for endpoint, _, _ in sent}) >= 14
+    for endpoint, method, url in sent:
+        # A routing redirect (a rule that also answers with a slash) may come first; it shows nothing.
+        response = client.open(
+            url.replace("some-job", failed.id), method=method, headers=headers, follow_redirects=True
+        )
+        assert response.status_code == 401, (endpoint, method, url, response.status_code)
+        assert response.headers["WWW-Authenticate"].startswith("Basic "), endpoint
+    assert sorted(redis_conn.keys("rq:*")) == before
+
+
+def test_api_tokens_are_compared_in_constant_time(
+    tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each request compares the given token with every configured token through
+    hmac.compare_digest, never stopping at the first match or mismatch."""
+    tokens = [f"first-token-{'a' * 20}", f"second-token-{'b' * 20}", f"third-token-{'c' * 20}"]
+    client = create_app(make_env(tmp_path, redis_url, API_TOKENS=",".join(tokens))).test_client()
+    calls: list[tuple[bytes, bytes]] = []
+    original = hmac.compare_digest
+
+    def recording(a: Any, b: Any) -> bool:
+        calls.append((a, b))
+        return original(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", recording)
+    for given, status in [("nope", 401), (tokens[0], 200), (tokens[2], 200), (tokens[1][:-1], 401)]:
+        calls.clear()
+        response = client.get("/api/v1/queues", headers={"Authorization": f"Bearer {given}"})
+        assert response.status_code == status, given
+        assert calls == [(given.encode(), t.encode()) for t in tokens], given
+
+
+def test_dashboard_credentials_are_compared_in_constant_time(
+    client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Username and password are both compared through hmac.compare_digest, the password
+    also when the username is already wrong."""
+    calls: list[tuple[bytes, bytes]] = []
+    original = hmac.compare_digest
+
+    def recording(a: Any, b: Any) -> bool:
+        calls.append((a, b))
+        return original(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", recording)
+    user, password = (v.encode() for v in DASHBOARD)
+    for given_user, given_pass, status in [("x", "y", 401), (DASHBOARD[0], "y", 401), (*DASHBOARD, 200)]:
+        calls.clear()
+        response = client.get(
+            "/rq/0/data/queues.json", headers={"Authorization": _basic(given_user, given_pass)}
+        )
+        assert response.status_code == status
+        assert calls == [(given_user.encode(), user), (given_pass.encode(), password)]
+
+
+def _equality_on_secrets(function: Any) -> list[str]:
+    """Source of every ``==``/``!=``/``in`` comparison in ``function`` that touches a credential name."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare) and any(
+            isinstance(op, ast.Eq | ast.NotEq | ast.In | ast.NotIn) for op in node.ops
+        ):
+            text = ast.unparse(node)
+            if re.search(r"token|password|candidate|given|username", text, re.IGNORECASE):
+                found.append(text)
+    return found
+
+
+def test_no_credential_is_compared_with_plain_equality() -> None:
+    """The comparison path has no ``==`` or ``in`` on a token or password (those stop at the first
+    differing byte); only hmac.compare_digest compares them."""
+    from app import dashboard
+
+    assert "compare_digest" in inspect.getsource(api_auth._matches)
+    assert _equality_on_secrets(api_auth._matches) == []
+    assert _equality_on_secrets(api_auth.require_token) == []
+    assert "compare_digest" in inspect.getsource(dashboard.init_app)
+    assert _equality_on_secrets(dashboard.init_app) == []
