@@ -70,6 +70,32 @@ class Run:
         return "\n".join(lines)
 
 
+def _sender(
+    run: Run, operation: Any, checks: list[Any], examples: int, seed_value: int, auth: dict[str, str]
+) -> Any:
+    """A hypothesis test that sends ``examples`` generated requests to ``operation``."""
+    label = operation.label
+
+    @seed(seed_value)
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+        phases=[Phase.explicit, Phase.generate],
+    )
+    @given(case=operation.as_strategy())
+    def send(case: Any) -> None:
+        run.requests[label] += 1
+        try:
+            response = case.call_and_validate(headers=auth, checks=checks)
+            run.statuses[response.status_code] += 1
+        except AssertionError as exc:  # schemathesis' FailureGroup: collected, reported together
+            run.failures.setdefault(label, []).append(str(exc)[:1500])
+
+    return send
+
+
 def fuzz(app: Flask, examples: int, seed_value: int) -> Run:
     """Send ``examples`` generated requests to every operation of the app's OpenAPI document."""
     schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", app)
@@ -78,27 +104,8 @@ def fuzz(app: Flask, examples: int, seed_value: int) -> Run:
     started = time.monotonic()
     for result in schema.get_all_operations():
         operation = result.ok()
-        label = operation.label
-        checks = CONFORMANCE + ([] if label in EXPECTED_5XX else [not_a_server_error])
-
-        @seed(seed_value)
-        @settings(
-            max_examples=examples,
-            deadline=None,
-            database=None,
-            suppress_health_check=list(HealthCheck),
-            phases=[Phase.explicit, Phase.generate],
-        )
-        @given(case=operation.as_strategy())
-        def send(case: Any) -> None:
-            run.requests[label] += 1
-            try:
-                response = case.call_and_validate(headers=auth, checks=checks)
-                run.statuses[response.status_code] += 1
-            except AssertionError as exc:  # schemathesis' FailureGroup: collected, reported together
-                run.failures.setdefault(label, []).append(str(exc)[:1500])
-
-        send()
+        checks = CONFORMANCE + ([] if operation.label in EXPECTED_5XX else [not_a_server_error])
+        _sender(run, operation, checks, examples, seed_value, auth)()
     run.seconds = time.monotonic() - started
     return run
 

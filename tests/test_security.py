@@ -27,14 +27,18 @@ import rq
 from flask import Flask
 from flask.testing import FlaskClient
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry
+from rq.results import Result
 from rq.serializers import DefaultSerializer
 from rq_scheduler import Scheduler
 
 from app import create_app
 from app.api import auth as api_auth
 from app.dashboard import BLUEPRINT
+from app.queues import JsonJob, JsonQueue
+from app.scheduling import SchedulerProcess, register_periodic
+from app.workers import JsonInlineWorker
 from tests.conftest import DASHBOARD, TOKEN, make_env
-from tests.servers import Starter, enqueue, get_job, wait_for
+from tests.servers import Starter, enqueue
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 SAME_ORIGIN = "http://localhost"  # the Flask test client's host
@@ -262,3 +266,167 @@ def test_no_credential_is_compared_with_plain_equality() -> None:
     assert _equality_on_secrets(api_auth.require_token) == []
     assert "compare_digest" in inspect.getsource(dashboard.init_app)
     assert _equality_on_secrets(dashboard.init_app) == []
+
+
+# --- pickled payloads written straight into Redis ------------------------------------------------
+
+
+class _RunOnUnpickle:
+    """Unpickling this runs a shell command: what someone able to write to Redis would plant."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return (os.system, (self.command,))
+
+
+def _poison(conn: redis.Redis, job_id: str, marker: Path) -> None:
+    """Replace the job's payload and meta with pickles that create ``marker`` when unpickled."""
+    payload = pickle.dumps(_RunOnUnpickle(f"touch {marker}"))
+    conn.hset(rq.job.Job.key_for(job_id), mapping={"data": zlib.compress(payload), "meta": payload})
+
+
+def _cause(conn: redis.Redis, job_id: str) -> str:
+    """The failure recorded for a job: its latest result's traceback, or the job's error field."""
+    fields = conn.hgetall(rq.job.Job.key_for(job_id))
+    text = (fields.get(b"exc_info") or b"").decode() + (fields.get(b"error") or b"").decode()
+    for _, entry in conn.xrevrange(Result.get_key(job_id), count=1):
+        if entry.get(b"exc_string"):
+            text += zlib.decompress(base64.b64decode(entry[b"exc_string"])).decode()
+    return text
+
+
+def test_the_planted_pickle_would_run_if_unpickled(rconn: redis.Redis, tmp_path: Path) -> None:
+    """The control: unpickling the planted payload does create the marker, so its absence below
+    means nothing unpickled it."""
+    job = rq.Queue("default", connection=rconn, serializer=DefaultSerializer).enqueue("os.getcwd")
+    marker = tmp_path / "control"
+    _poison(rconn, job.id, marker)
+    pickle.loads(zlib.decompress(rconn.hget(job.key, "data")))
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("field", ["data", "meta"])
+def test_an_inline_worker_sets_a_pickled_job_aside_and_goes_on(
+    app: Flask, tmp_path: Path, field: str
+) -> None:
+    """A job whose payload or meta is a pickle is set aside at dequeue (failed, with the cause)
+    before any code reads it; the job behind it runs. With pickled meta the inline worker used
+    to stop in the failure bookkeeping and leave the rest of the queue waiting."""
+    conn = app.extensions["tasklane"].redis
+    job = rq.Queue("default", connection=conn, serializer=DefaultSerializer).enqueue("os.getcwd")
+    marker = tmp_path / "unpickled"
+    payload = pickle.dumps(_RunOnUnpickle(f"touch {marker}"))
+    conn.hset(job.key, field, zlib.compress(payload) if field == "data" else payload)
+    queue = JsonQueue("default", connection=conn)
+    behind = queue.enqueue_call(func="app.tasks.platform.add", kwargs={"x": 1, "y": 2})
+    with app.app_context():
+        JsonInlineWorker([queue], connection=conn).work(burst=True)
+    assert JsonJob.fetch(behind.id, connection=conn).return_value() == 3
+    assert job.id in FailedJobRegistry("default", connection=conn).get_job_ids()
+    assert "not stored as JSON" in _cause(conn, job.id)
+    assert not marker.exists()
+
+
+def test_scheduler_drops_a_pickled_periodic_entry_and_goes_on(app: Flask, tmp_path: Path) -> None:
+    """A pickled entry among the periodic ones (due now, and one under a catalogue entry's own id)
+    is removed unread; the pass goes on and the catalogue's entries still run (it used to stop
+    the scheduler with DeserializationError)."""
+    conn = app.extensions["tasklane"].redis
+    process = SchedulerProcess(conn)
+    register_periodic(process.periodic)
+    past = datetime.now(UTC) - timedelta(seconds=5)
+    planted = Scheduler(queue_name="default", connection=conn).enqueue_at(past, "os.getcwd")
+    _poison(conn, planted.id, tmp_path / "unpickled-tick")
+    _poison(conn, "periodic-health_check", tmp_path / "unpickled-registration")
+    assert register_periodic(process.periodic)  # the poisoned catalogue entry is replaced
+    process.tick()
+    assert planted.id.encode() not in conn.zrange(process.periodic.scheduled_jobs_key, 0, -1)
+    assert JsonQueue("high", connection=conn).count == 1  # health_check's run, from its new entry
+    assert not list(tmp_path.glob("unpickled-*"))
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(90)
+def test_no_process_ever_unpickles_a_job_planted_in_redis(
+    start: Starter, rconn: redis.Redis, client: FlaskClient, tmp_path: Path
+) -> None:
+    """Pickled jobs planted in every place a process reads (each queue, the delayed jobs, the
+    periodic entries, the failed jobs) are set aside by the scheduler, a worker of each mode,
+    the API and the dashboard; nothing creates the marker, every process keeps going."""
+    markers: dict[str, Path] = {}
+
+    def plant(place: str, job: rq.job.Job) -> str:
+        markers[place] = tmp_path / f"unpickled-{place}"
+        _poison(rconn, job.id, markers[place])
+        return str(job.id)
+
+    modes = {"fork": "high", "inline": "default", "threads": "low"}
+    planted: dict[str, str] = {}
+    legit: dict[str, Path] = {}
+    for mode, queue in modes.items():
+        pickled_queue = rq.Queue(queue, connection=rconn, serializer=DefaultSerializer)
+        planted[mode] = plant(mode, pickled_queue.enqueue("os.getcwd"))
+        legit[mode] = tmp_path / f"legit-{mode}"
+        enqueue(client, AUTH, "touch", {"path": str(legit[mode])}, queue=queue)
+    past = datetime.now(UTC) - timedelta(seconds=5)
+    default_pickled = rq.Queue("default", connection=rconn, serializer=DefaultSerializer)
+    planted["delayed"] = plant("delayed", default_pickled.enqueue_at(past, "os.getcwd"))
+    assert ScheduledJobRegistry("default", connection=rconn).get_job_ids() == [planted["delayed"]]
+    periodic = Scheduler(queue_name="default", connection=rconn).enqueue_at(past, "os.getcwd")
+    planted["periodic"] = plant("periodic", periodic)
+    failed = default_pickled.enqueue("os.getcwd")
+    default_pickled.remove(failed)
+    FailedJobRegistry("default", connection=rconn, serializer=DefaultSerializer).add(failed, ttl=600)
+    planted["failed"] = plant("failed", failed)
+
+    # The scheduler: one pass over the due delayed job and the periodic entry.
+    scheduler = start("scheduler.py", "--burst")
+    assert start.wait(scheduler, 30) == 0, start.output(scheduler)[-3000:]
+    # A worker of each mode, all at once, each on the queue with its planted job.
+    workers = {m: start("worker.py", q, "--burst", "--mode", m) for m, q in modes.items()}
+    for mode, worker in workers.items():
+        assert start.wait(worker, 40) == 0, (mode, start.output(worker)[-3000:])
+        assert legit[mode].read_text() == "ran", mode  # the queue flowed on past the planted job
+        failed_ids = FailedJobRegistry(modes[mode], connection=rconn).get_job_ids()
+        assert planted[mode] in failed_ids, (mode, start.output(worker)[-3000:])
+        assert rconn.hget(rq.job.Job.key_for(planted[mode]), "status") == b"failed"
+        assert "DeserializationError" in _cause(rconn, planted[mode]), mode
+    # The delayed pickle was moved to its queue, where the inline worker set it aside.
+    assert planted["delayed"] in FailedJobRegistry("default", connection=rconn).get_job_ids()
+
+    # The API: each planted job answers 409 job_unreadable; the lists skip them.
+    for place, job_id in planted.items():
+        response = client.get(f"/api/v1/jobs/{job_id}", headers=AUTH)
+        assert response.status_code in (404, 409), (place, response.status_code)
+        assert response.get_json()["error"]["code"] in ("job_unreadable", "job_not_found"), place
+    for query in ("", "?state=FAILURE", "?state=PENDING", "?queue=default", "?task=touch"):
+        response = client.get(f"/api/v1/jobs{query}", headers=AUTH)
+        assert response.status_code == 200, (query, response.get_data(as_text=True))
+        assert not set(planted.values()) & {j["job_id"] for j in response.get_json()["jobs"]}, query
+    for path in ("/api/v1/schedules", "/api/v1/queues", "/api/v1/workers"):
+        assert client.get(path, headers=AUTH).status_code == 200, path
+    for action in ("retry", "delete"):
+        for job_id in planted.values():
+            if action == "retry":
+                response = client.post(f"/api/v1/jobs/{job_id}/retry", headers=AUTH)
+            else:
+                response = client.delete(f"/api/v1/jobs/{job_id}", headers=AUTH)
+            assert response.status_code in (404, 409), (action, job_id, response.status_code)
+
+    # The dashboard: pages, data, lists and actions on the planted jobs.
+    operator = {"Authorization": _basic(*DASHBOARD), "Origin": SAME_ORIGIN}
+    pages = ["/rq/", "/rq/0/data/queues.json", "/rq/0/data/workers.json"]
+    for queue in modes.values():
+        for registry in ("queued", "failed", "scheduled", "finished"):
+            pages.append(f"/rq/0/data/jobs/{queue}/{registry}/20/asc/1.json")
+    for job_id in planted.values():
+        pages += [f"/rq/0/view/job/{job_id}", f"/rq/0/data/job/{job_id}.json"]
+    for page in pages:
+        assert client.get(page, headers=operator).status_code < 500, page
+    for job_id in planted.values():
+        assert client.post(f"/rq/job/{job_id}/requeue", headers=operator).status_code < 500
+    assert client.post("/rq/requeue/default", headers=operator).status_code < 500
+
+    assert [place for place, marker in markers.items() if marker.exists()] == []
