@@ -111,11 +111,11 @@ def fuzz(app: Flask, examples: int, seed_value: int) -> Run:
 
 
 def test_every_operation_is_fuzzed_without_5xx_or_schema_violation(app: Flask) -> None:
-    """A fixed seed, three examples per operation: no 5xx, every answer as documented."""
-    run = fuzz(app, examples=3, seed_value=SEED)
+    """A fixed seed, two examples per operation: no 5xx, every answer as documented."""
+    run = fuzz(app, examples=2, seed_value=SEED)
     operations = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", app).get_all_operations()
     assert set(run.requests) == {r.ok().label for r in operations}
-    assert run.total >= 150, run.report()
+    assert run.total >= 130, run.report()
     assert not run.failures, run.report()
     # The requests reached the views: enqueued jobs and refusals both, not only 404s.
     assert run.statuses[202] and run.statuses[422], run.report()
