@@ -273,8 +273,9 @@ MIB = 1024 * 1024
 def test_each_oversized_or_hostile_body_is_refused_within_a_second(
     client: FlaskClient, auth: dict[str, str]
 ) -> None:
-    """At the default 1 MiB limit: 16 MiB with a Content-Length and 16 MiB chunked are 413; 1 MiB of nesting is 400 json_too_deep; an array of 200,000 items within
-    the limit is 400 json_too_long; each within a second, in the error shape."""
+    """At the default 1 MiB limit: 16 MiB with a Content-Length and 16 MiB chunked are 413;
+    1 MiB of nesting is 400 json_too_deep; an array of 200,000 items within the limit is 400
+    json_too_long; each within a second, in the error shape."""
     request = b'{"args": {"x": 1, "y": 2, "pad": "'
     sized = request + b"a" * (16 * MIB) + b'"}}'
     stream = io.BytesIO(request + b"a" * (16 * MIB) + b'"}}')

@@ -256,11 +256,20 @@ def _equality_on_secrets(function: Any) -> list[str]:
     return found
 
 
+def _leaky(token: str, given: str) -> bool:
+    """What the check below must catch."""
+    return given == token
+
+
 def test_no_credential_is_compared_with_plain_equality() -> None:
     """The comparison path has no ``==`` or ``in`` on a token or password (those stop at the first
     differing byte); only hmac.compare_digest compares them."""
     from app import dashboard
+    from app.api import metrics
 
+    assert _equality_on_secrets(_leaky) == ["given == token"]  # the check sees a plain comparison
+    assert "compare_digest" in inspect.getsource(metrics.exposition)  # METRICS_TOKEN
+    assert _equality_on_secrets(metrics.exposition) == []
     assert "compare_digest" in inspect.getsource(api_auth._matches)
     assert _equality_on_secrets(api_auth._matches) == []
     assert _equality_on_secrets(api_auth.require_token) == []
