@@ -157,7 +157,8 @@ def test_the_right_token_opens_every_api_route(app: Flask, client: FlaskClient) 
     for endpoint, method, url in _requests(app, "api"):
         response = client.open(url, method=method, headers=AUTH, json={"args": {"x": 1, "y": 2}})
         assert response.status_code not in (401, 403), (endpoint, method, url)
-        assert response.status_code < 500, (endpoint, method, url, response.get_data(as_text=True))
+        # (A 503 for a service that is not configured is an answer; an internal error is not.)
+        assert response.status_code != 500, (endpoint, method, url, response.get_data(as_text=True))
 
 
 WRONG_DASHBOARD = [
