@@ -240,6 +240,9 @@ class Settings:
                         continue
                     if password:
                         out += [password, unquote(password)]
+                    if f.name.endswith("_dsn") and urlsplit(url).username:
+                        # A Sentry DSN's user part is its key: whoever has it can send events.
+                        out += [urlsplit(url).username or "", unquote(urlsplit(url).username or "")]
         return [v for v in out if v]
 
     def public(self) -> dict[str, object]:
@@ -252,6 +255,8 @@ class Settings:
                 out[f.name] = "***" if value else ""
             elif f.name.endswith("_url") and isinstance(value, str):
                 out[f.name] = mask_url(value)
+            elif f.name.endswith("_dsn") and isinstance(value, str):
+                out[f.name] = mask_url(value, user=True)
             else:
                 out[f.name] = value if not isinstance(value, Path) else str(value)
         return out
@@ -295,11 +300,13 @@ def _stop(process: str, exc: ConfigError) -> NoReturn:
     raise SystemExit(2) from None
 
 
-def mask_url(url: str) -> str:
-    """The URL with its password replaced by ***."""
+def mask_url(url: str, user: bool = False) -> str:
+    """The URL with its password (and with ``user``, its user name too) replaced by ***."""
     if not url:
         return url
     parts = urlsplit(url)
+    if user and "@" in parts.netloc:
+        return parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]).geturl()
     if parts.password:
         netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
         return parts._replace(netloc=netloc).geturl()

@@ -201,6 +201,12 @@ def enqueue(
                     _remember(pipe, idempotency, job.id)
                 if unique_key:
                     pipe.set(unique_key, job.id, ex=_unique_ttl(spec))
+                if concurrency is not None and not scheduled:
+                    # RQ enqueues a concurrency-capped job only outside a pipeline: record the
+                    # key first; should the enqueue not follow, the key names no live job and a
+                    # repeat of the request enqueues afresh.
+                    pipe.execute()
+                    return _put(queue, job, None, unique=False)
                 _put(queue, job, run_at if scheduled else None, unique=False, pipeline=pipe)
                 pipe.execute()
                 return job

@@ -177,6 +177,7 @@ class JsonQueue(Queue):
                 job = (job_class or JsonJob)(job_id, connection=connection)
                 try:
                     job.restore(fields)
+                    _require_json(job, fields)
                 except Exception as exc:
                     set_aside(queue, job_id, f"{type(exc).__name__}: {exc}")
                     continue
@@ -188,6 +189,17 @@ class JsonQueue(Queue):
             step = min(defaults.DOORBELL_WAIT, timeout - waited)
             if connection.blpop(bells, max(step, 0.01)) is None:
                 waited += step
+
+
+def _require_json(job: Job, fields: dict[bytes, Any]) -> None:
+    """Raise DeserializationError unless the job's payload and meta are JSON (read as JSON only:
+    a pickle written by something else is set aside before any code of the run touches it)."""
+    try:
+        job.func_name  # noqa: B018 - decodes the payload now
+        if fields.get(b"meta"):
+            JSONSerializer.loads(fields[b"meta"])
+    except (DeserializationError, ValueError) as exc:
+        raise DeserializationError("the job is not stored as JSON; it is never unpickled") from exc
 
 
 def set_aside(queue: JsonQueue, job_id: str, cause: str) -> None:

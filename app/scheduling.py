@@ -37,7 +37,7 @@ from typing import Any
 
 from croniter import croniter
 from redis import Redis
-from rq.exceptions import NoSuchJobError
+from rq.exceptions import DeserializationError, NoSuchJobError
 from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
 from rq_scheduler import Scheduler
@@ -78,7 +78,14 @@ class PeriodicScheduler(Scheduler):
         """Enqueue a fresh job for every due tick of every entry, then move each entry on."""
         enqueued = []
         for template, when in self.get_jobs_to_queue(with_times=True):
-            job = self.enqueue_tick(template, when)
+            try:
+                job = self.enqueue_tick(template, when)
+            except DeserializationError:
+                # Not written by register_periodic (a pickle, say): never unpickled, dropped from
+                # the schedule so that it cannot stop the loop; its hash stays for inspection.
+                log.warning("periodic entry %s is not stored as JSON; removing it unread", template.id)
+                self.cancel(template.id)
+                continue
             if job is not None:
                 enqueued.append(job)
         return enqueued
@@ -155,8 +162,8 @@ def register_periodic(scheduler: Scheduler, registry: TaskRegistry = REGISTRY) -
                 existing = JsonJob.fetch(job_id, connection=redis)
                 if existing.meta.get(Meta.DEFINITION) == definition:
                     continue
-            except NoSuchJobError:
-                pass
+            except (NoSuchJobError, DeserializationError):
+                pass  # gone, or not stored as JSON: replaced below, unread
             scheduler.cancel(job_id)
         schedule = spec.schedule
         assert schedule is not None

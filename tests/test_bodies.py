@@ -263,3 +263,53 @@ def test_lingering_close_is_bounded() -> None:
     raw = io.BytesIO(b"x" * 1000)
     run_app(LingeringClose(refusing_app), {"wsgi.input": raw})
     assert raw.tell() == 0
+
+
+# --- 5. every refusal comes quickly, in the error shape -------------------------------------------
+
+MIB = 1024 * 1024
+
+
+def test_each_oversized_or_hostile_body_is_refused_within_a_second(
+    client: FlaskClient, auth: dict[str, str]
+) -> None:
+    """At the default 1 MiB limit: 16 MiB with a Content-Length and 16 MiB chunked are 413;
+    1 MiB of nesting is 400 json_too_deep; an array of 200,000 items within the limit is 400
+    json_too_long; each within a second, in the error shape."""
+    request = b'{"args": {"x": 1, "y": 2, "pad": "'
+    sized = request + b"a" * (16 * MIB) + b'"}}'
+    stream = io.BytesIO(request + b"a" * (16 * MIB) + b'"}}')
+    cases = {
+        "sized": (lambda: post(client, auth, "/api/v1/tasks/add", sized), 413, "payload_too_large"),
+        "chunked": (lambda: _chunked_stream(client, auth, stream), 413, "payload_too_large"),
+        "deep": (
+            lambda: post(client, auth, "/api/v1/tasks/add", nested(MIB // 2 - 16)),
+            400,
+            "json_too_deep",
+        ),
+        "long": (
+            lambda: post(
+                client, auth, "/api/v1/tasks/xsum", '{"args": {"numbers": [' + "1," * 199_999 + "1]}}"
+            ),
+            400,
+            "json_too_long",
+        ),
+    }
+    for name, (send, status, code) in cases.items():
+        started = time.perf_counter()
+        response = send()
+        elapsed = time.perf_counter() - started
+        assert response.status_code == status, (name, response.status_code)
+        assert_error(response.json, code)
+        assert elapsed < 1.0, (name, elapsed)
+    # (What the app left unread of the chunked body is then drained, at most DRAIN_MAX_BYTES for
+    # DRAIN_SECONDS, so that the client receives the 413: see the lingering-close tests above.)
+
+
+def _chunked_stream(client: FlaskClient, auth: dict[str, str], stream: io.BytesIO) -> Any:
+    return client.post(
+        "/api/v1/tasks/add",
+        input_stream=stream,
+        headers={**auth, "Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )

@@ -88,3 +88,18 @@ def test_explicit_job_id_is_never_overwritten(real_redis: Any) -> None:
             idempotency=Idempotency("c", "k", "d"),
             **TTL,
         )
+
+
+@pytest.mark.parametrize("countdown", [None, 30])
+def test_a_concurrency_capped_task_takes_an_idempotency_key(real_redis: Any, countdown: int | None) -> None:
+    """A task with a concurrency cap enqueues under an Idempotency-Key (RQ refuses a rate-limited
+    job inside a pipeline: this was a 500, found by schemathesis), and the key still gives one job."""
+    spec = REGISTRY.get("one_at_a_time")
+    assert spec is not None and spec.concurrency
+    args = spec.validate({"path": "/tmp/x", "seconds": 0.1})
+    options = EnqueueOptions(countdown=countdown)
+    idem = Idempotency("caller", "capped-1", digest(["one_at_a_time", 1]))
+    first = enqueue(spec, args, real_redis, idempotency=idem, options=options, **TTL)
+    again = enqueue(spec, args, real_redis, idempotency=idem, options=options, **TTL)
+    assert again.id == first.id
+    assert first.get_status() in ("queued", "scheduled")

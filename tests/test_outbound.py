@@ -226,3 +226,29 @@ def test_every_redirect_is_checked(http_peer: Callable[..., HttpPeer]) -> None:
             client.get(peer.url(path), follow_redirects=True)
     assert inside.requests() == []
     assert {host for host, _ in backend.connects} == {"127.0.0.1"}
+
+
+@pytest.mark.parametrize(
+    ("answer", "words"),
+    [
+        ("::1", "loopback"),
+        ("fc00::1", "private"),
+        ("fdff:ffff::1", "private"),
+        ("fe80::1", "link-local"),
+        ("::ffff:127.0.0.1", "loopback (IPv4 127.0.0.1 inside IPv6)"),
+        ("::ffff:169.254.169.254", "cloud metadata"),
+        ("169.254.169.254", "cloud metadata"),
+        ("172.31.255.255", "private"),
+    ],
+)
+def test_a_name_resolving_to_any_refused_class_is_refused(answer: str, words: str) -> None:
+    """A DNS name whose answer is loopback, unique-local (fc00::/7), link-local, IPv4-mapped or
+    metadata is refused as its address would be, in the API's check and in the literal form."""
+    policy = OutboundPolicy.from_allowlist([], resolver({"inside.example.com": [[answer]]}))
+    for url in (
+        "http://inside.example.com/hook",
+        f"http://[{answer}]/" if ":" in answer else f"http://{answer}/",
+    ):
+        with pytest.raises(OutboundURLRefused, match="outbound URL refused") as refused:
+            policy.check_url(url)
+        assert words in str(refused.value), (url, str(refused.value))

@@ -6,10 +6,13 @@ from __future__ import annotations
 import base64
 import io
 import logging
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis
 from flask import Flask
 
 from app import create_app
@@ -19,7 +22,8 @@ from app.queues import JsonJob, JsonQueue
 from app.registry import REGISTRY
 from app.workers import JsonInlineWorker
 from tests.conftest import DASHBOARD, TOKEN, make_env
-from tests.servers import Starter, start_web
+from tests.peers import Answer, Certificates, HttpPeer, SmtpPeer
+from tests.servers import RedisServer, Starter, start_web, wait_for
 
 SECRET = "sk-live-5ecret-0f-the-caller"
 SHORT = "s3cr3t!"  # too short for the field: its 422 must not echo it
@@ -135,7 +139,8 @@ def test_secrets_reach_no_log_line_dashboard_job_view_or_error_body(
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("mode", ["fork", "inline"])
+# The fork mode runs in test_every_configured_secret_stays_out_of_logs_listings_pages_and_errors.
+@pytest.mark.parametrize("mode", ["inline"])
 def test_a_real_run_of_web_and_worker_logs_no_secret(mode: str, start: Starter, tmp_path: Path) -> None:
     """gunicorn and worker.py at DEBUG: every line they write, every page and body, without a secret."""
     import requests
@@ -183,3 +188,220 @@ def test_a_real_run_of_web_and_worker_logs_no_secret(mode: str, start: Starter, 
         assert secret not in logs, (secret, [line for line in logs.splitlines() if secret in line][:3])
         for body in bodies:
             assert secret not in body, (secret, body[:300])
+
+
+def test_the_sentry_dsn_key_is_a_secret_too() -> None:
+    """A Sentry DSN's user part is its key (anyone holding it can send events): it is redacted from
+    logs and masked in the settings shown, as the passwords of the other URLs are."""
+    dsn = "https://dsnkey123:dsnsecret456@o1.ingest.example/7"
+    settings = Settings.from_env({"SENTRY_DSN": dsn, "API_TOKENS": TOKEN})
+    assert {"dsnkey123", "dsnsecret456"} <= set(settings.secret_values())
+    assert settings.public()["sentry_dsn"] == "https://***@o1.ingest.example/7"
+
+
+# --- every secret of app/config.py at once, through real processes -------------------------------
+
+#: One distinct value per secret the settings hold (Settings.secret_values and the DSN's key).
+EVERY = {
+    "API_TOKENS": ("api-token-one-7f3a9c", "api-token-two-1b8e4d"),
+    "DASHBOARD_PASSWORD": "dash-pass-8c1f",
+    "WEBHOOK_SECRET": "whsec-4d2a77",
+    "METRICS_TOKEN": "metrics-token-5e91",
+    "REDIS_PASSWORD": "redis-pass-2b6c",
+    "DATABASE_PASSWORD": "db-pass-9a0d",
+    "SMTP_PASSWORD": "smtp-pass-3e7f",
+    "GATEWAY_KEY": "gw-key-6c2b",
+    "OLLAMA_PASSWORD": "ollama-pass-1d4e",
+    "LITELLM_KEY": "sk-litellm-8f2a",
+    "EMBEDDINGS_PASSWORD": "embed-pass-7b3c",
+    "ALERT_PASSWORD": "alert-pass-0e5d",
+    "HEALTH_PASSWORD": "health-pass-4a9f",
+    "SENTRY_KEY": "sentrykey0c7e",
+    "SENTRY_SECRET": "sentrysecret5d1b",
+}
+
+
+def _secret_values() -> list[str]:
+    out: list[str] = []
+    for value in EVERY.values():
+        out += list(value) if isinstance(value, tuple) else [value]
+    return out
+
+
+def _postgres_database(name: str) -> str | None:
+    """A fresh PostgreSQL database on this machine (trust auth) as a URL with a password, or None."""
+    try:
+        import psycopg
+
+        with psycopg.connect(
+            "postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True, connect_timeout=3
+        ) as c:
+            c.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            c.execute(f'CREATE DATABASE "{name}"')
+    except Exception:
+        return None
+    return f"postgresql+psycopg://postgres:{EVERY['DATABASE_PASSWORD']}@127.0.0.1:5432/{name}"
+
+
+def _drop_postgres_database(name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(
+        "postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True, connect_timeout=3
+    ) as c:
+        c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(150)
+def test_every_configured_secret_stays_out_of_logs_listings_pages_and_errors(
+    start: Starter,
+    tmp_path: Path,
+    http_peer: Callable[..., HttpPeer],
+    smtp_peer: Callable[..., SmtpPeer],
+    certificates: Certificates,
+) -> None:
+    """gunicorn, worker.py and scheduler.py at DEBUG with every secret of app/config.py set
+    (API tokens, dashboard password, metrics token, webhook secret, the passwords in REDIS_URL,
+    DATABASE_URL, SMTP_URL, the gateway, Ollama, LiteLLM, embeddings, alert and health-check
+    URLs, the Sentry DSN's key and secret), running jobs that use them and failing some: no
+    secret's value appears in any line the processes wrote, any API or dashboard answer, any
+    error body, or any value stored in Redis."""
+    import requests
+
+    redis_server = RedisServer(tmp_path / "redis-auth").start()
+    redis_server.client().config_set("requirepass", EVERY["REDIS_PASSWORD"])
+    database = f"tasklane_secrets_{os.getpid()}"
+    database_url = _postgres_database(database)
+    try:
+        gateway = http_peer().script("/v1/charges", Answer(201, {"id": "ch_1", "status": "succeeded"}))
+        health = http_peer().script("/health", Answer(503, {"status": "down"}))
+        ollama = http_peer().script("/api/tags", Answer(200, {"models": [{"name": "llama3"}]}))
+        litellm = http_peer().script("/v1/models", Answer(500, {"error": "boom"}))
+        alerts = http_peer().script("/alert", Answer(200, {}))
+        ingest = http_peer().script("/api/1/envelope/", Answer(200, {"id": "0" * 32}))
+        smtp = smtp_peer(credentials=("mailer", EVERY["SMTP_PASSWORD"]))
+
+        def with_password(url: str, user: str, password: str) -> str:
+            return url.replace("http://", f"http://{user}:{password}@", 1)
+
+        extra = {
+            "LOG_LEVEL": "DEBUG",
+            "SSL_CERT_FILE": str(certificates.ca),
+            "REDIS_URL": f"redis://:{EVERY['REDIS_PASSWORD']}@127.0.0.1:{redis_server.port}/0",
+            "API_TOKENS": ",".join(EVERY["API_TOKENS"]),
+            "DASHBOARD_PASSWORD": str(EVERY["DASHBOARD_PASSWORD"]),
+            "WEBHOOK_SECRET": str(EVERY["WEBHOOK_SECRET"]),
+            "METRICS_TOKEN": str(EVERY["METRICS_TOKEN"]),
+            "SMTP_URL": smtp.url,
+            "PAYMENT_GATEWAY_URL": with_password(gateway.url("/v1/"), "shop", str(EVERY["GATEWAY_KEY"])),
+            "OLLAMA_URL": with_password(ollama.url(""), "o", str(EVERY["OLLAMA_PASSWORD"])),
+            "LITELLM_URL": with_password(litellm.url(""), "", str(EVERY["LITELLM_KEY"])),
+            "EMBEDDINGS_URL": with_password(
+                http_peer().url("/embed"), "e", str(EVERY["EMBEDDINGS_PASSWORD"])
+            ),
+            "ALERT_WEBHOOK_URL": with_password(alerts.url("/alert"), "a", str(EVERY["ALERT_PASSWORD"])),
+            "HEALTH_CHECK_URLS": with_password(health.url("/health"), "h", str(EVERY["HEALTH_PASSWORD"])),
+            "SENTRY_DSN": f"http://{EVERY['SENTRY_KEY']}:{EVERY['SENTRY_SECRET']}@127.0.0.1:{ingest.port}/1",
+            "OUTBOUND_URL_ALLOWLIST": "127.0.0.1",
+        }
+        if database_url:
+            extra["DATABASE_URL"] = database_url
+        migrate_proc = start("-m", "alembic", "upgrade", "head", **extra)
+        assert start.wait(migrate_proc, 90) == 0, start.output(migrate_proc)
+        base = start_web(start, **extra)
+        auth = {"Authorization": f"Bearer {EVERY['API_TOKENS'][1]}"}
+        bodies: list[str] = []
+
+        def call(method: str, path: str, **kwargs: Any) -> requests.Response:
+            kwargs.setdefault("headers", auth)
+            response = requests.request(method, f"{base}{path}", timeout=15, **kwargs)
+            bodies.append(f"{method} {path} -> {response.status_code}\n{response.headers}\n{response.text}")
+            return response
+
+        jobs = {}
+        for task, args in {
+            "add": {"x": 1, "y": 2},
+            "always_fail": {"message": "boom"},
+            "critical_fail": {"message": "critical boom"},
+            "use_secret": {"path": str(tmp_path / "used"), "api_key": SECRET, "fail": True},
+            "process_payment": {"payment_id": "order-1", "amount": 9.5, "currency": "EUR"},
+            "health_check": {},
+            "model_cache_refresh": {},
+            "send_welcome_email": {"email": "new@example.com", "name": "New"},
+        }.items():
+            response = call("POST", f"/api/v1/tasks/{task}", json={"args": args})
+            assert response.status_code == 202, (task, response.text)
+            jobs[task] = response.json()["job_id"]
+        # Errors: wrong credentials, bad input, unknown things, a body too large, a bad method.
+        for header in (
+            {},
+            {"Authorization": "Bearer nope"},
+            {"Authorization": f"Bearer {EVERY['METRICS_TOKEN']}"},
+        ):
+            assert call("GET", "/api/v1/jobs", headers=header).status_code == 401
+        call("POST", "/api/v1/tasks/add", json={"args": {"x": "two"}})
+        call("POST", "/api/v1/tasks/nope", json={})
+        call("POST", "/api/v1/tasks/add", data="{", headers={**auth, "Content-Type": "application/json"})
+        call("POST", "/api/v1/tasks/add", json={"args": {"pad": "a" * (2 * 1024 * 1024)}})
+        call("DELETE", "/api/v1/tasks")
+        call("GET", "/api/v1/jobs/does-not-exist")
+
+        worker = start("worker.py", "--burst", "--mode", "fork", **extra)
+        assert start.wait(worker, 60) == 0, start.output(worker)[-3000:]
+        scheduler = start("scheduler.py", "--burst", **extra)
+        assert start.wait(scheduler, 30) == 0, start.output(scheduler)[-3000:]
+        wait_for(lambda: ingest.requests("/api/1/envelope/"), 10, message="a Sentry envelope")
+
+        views = {task: call("GET", f"/api/v1/jobs/{job_id}").json() for task, job_id in jobs.items()}
+        states = {task: view["state"] for task, view in views.items()}
+        assert states["add"] == "SUCCESS" and states["always_fail"] == "FAILURE", states
+        assert states["process_payment"] == "SUCCESS", views["process_payment"]["error"]
+        assert states["send_welcome_email"] == "SUCCESS", views["send_welcome_email"]["error"]
+        assert smtp.received and gateway.requests("/v1/charges") and alerts.requests("/alert")
+        for query in ("", "?state=FAILURE", "?state=SUCCESS", "?task=use_secret"):
+            call("GET", f"/api/v1/jobs{query}")
+        for path in ("/api/v1/tasks", "/api/v1/queues", "/api/v1/workers", "/api/v1/schedules", "/readyz",
+                     "/healthz", "/api/v1/openapi.json", "/docs"):  # fmt: skip
+            call("GET", path)
+        assert call("GET", "/metrics", headers={"Authorization": f"Bearer {EVERY['METRICS_TOKEN']}"}).ok
+        assert call("GET", "/metrics", headers={}).status_code == 401
+        dashboard = {"auth": (DASHBOARD[0], str(EVERY["DASHBOARD_PASSWORD"]))}
+        pages = ["/rq/", "/rq/0/data/queues.json", "/rq/0/data/workers.json", "/rq/0/view/workers"]
+        for queue in ("high", "default", "low"):
+            for registry in ("queued", "failed", "finished"):
+                pages.append(f"/rq/0/data/jobs/{queue}/{registry}/50/asc/1.json")
+        for job_id in jobs.values():
+            pages += [f"/rq/0/view/job/{job_id}", f"/rq/0/data/job/{job_id}.json"]
+        for page in pages:
+            assert call("GET", page, headers={}, **dashboard).status_code == 200, page
+        call("GET", "/rq/", headers={}, auth=(DASHBOARD[0], "wrong"))
+
+        logs = {f"{p.args[1]} {p.args[2:4]}": start.output(p) for p in start.procs}
+        stored = []
+        conn = redis.Redis(port=redis_server.port, password=str(EVERY["REDIS_PASSWORD"]), socket_timeout=5)
+        for key in conn.scan_iter(count=1000):
+            kind = conn.type(key)
+            if kind == b"string":
+                stored.append(repr(conn.get(key)))
+            elif kind == b"hash":
+                stored.append(repr(conn.hgetall(key)))
+            elif kind == b"list":
+                stored.append(repr(conn.lrange(key, 0, -1)))
+            elif kind == b"stream":
+                stored.append(repr(conn.xrange(key)))
+        leaks = []
+        for secret in _secret_values():
+            leaks += [(secret, name) for name, text in logs.items() if secret in text]
+            leaks += [(secret, body[:200]) for body in bodies if secret in body]
+            leaks += [(secret, "redis") for value in stored if secret in value]
+        assert leaks == [], leaks[:5]
+        assert len(bodies) > 40
+        assert all(logs[name] for name in logs if not name.startswith("-m")), list(
+            logs
+        )  # web, worker, scheduler
+        assert database_url or "DATABASE_URL" not in extra  # SQLite when PostgreSQL is absent
+    finally:
+        redis_server.stop()
+        if database_url:
+            _drop_postgres_database(database)
