@@ -41,7 +41,8 @@ def make_csv(path: Path, lines: int) -> None:
                 f.write(f"{i},Name {i},not-an-email,{i * 0.01:.2f},2026-02-30\n")
             else:
                 f.write(
-                    f"{i},Name {i},user{i}@example.com,{i * 0.01:.2f},2026-{i % 12 + 1:02d}-{i % 28 + 1:02d}\n"
+                    f"{i},Name {i},user{i}@example.com,{i * 0.01:.2f},"
+                    f"2026-{i % 12 + 1:02d}-{i % 28 + 1:02d}\n"
                 )
 
 
@@ -107,7 +108,8 @@ def main() -> None:
             elapsed, counts = run(path, directory, report)
             results[label] = lines / elapsed
             print(
-                f"{label:28} {elapsed:6.2f} s  {lines / elapsed:9,.0f} lines/s  loaded {counts.loaded} rejected {counts.rejected}  meta writes {writes[0]}"
+                f"{label:28} {elapsed:6.2f} s  {lines / elapsed:9,.0f} lines/s  "
+                f"loaded {counts.loaded} rejected {counts.rejected}  meta writes {writes[0]}"
             )
         base = (results["no progress"] + results["no progress (again)"]) / 2
         print(f"progress cost (throttled): {100 * (1 - results['progress (0.5 s throttle)'] / base):.1f} %")

@@ -3,6 +3,7 @@ progress seen through the API, ingestion and search, embeddings over HTTP, the t
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Callable
@@ -41,10 +42,15 @@ def test_validate_record() -> None:
     good = {"id": "7", "name": " Ann ", "email": "a@b.io", "amount": "1.5", "date": "2024-02-29"}
     assert validate_record(good) == (7, "Ann", "a@b.io", 1.5, "2024-02-29")
     for change, reason in [
-        ({"id": "x"}, "id"), ({"id": "0"}, "id"), ({"name": ""}, "name"), ({"email": "ab.io"}, "email"),
-        ({"amount": "nan"}, "amount"), ({"amount": "1e13"}, "amount"), ({"date": "2023-02-29"}, "no such day"),
+        ({"id": "x"}, "id"),
+        ({"id": "0"}, "id"),
+        ({"name": ""}, "name"),
+        ({"email": "ab.io"}, "email"),
+        ({"amount": "nan"}, "amount"),
+        ({"amount": "1e13"}, "amount"),
+        ({"date": "2023-02-29"}, "no such day"),
         ({"date": "29/02/2024"}, "date"),
-    ]:  # fmt: skip
+    ]:
         with pytest.raises(BadRecord, match=reason):
             validate_record(good | change)
 
@@ -66,7 +72,7 @@ def test_chunks_overlap_and_cover_the_text() -> None:
     text = " ".join(f"word{i}" for i in range(2000))
     pieces = chunk(text, 500, 100)
     assert all(len(p) <= 500 for _, p in pieces) and len(pieces) > 20
-    for (s1, p1), (s2, _) in zip(pieces, pieces[1:], strict=False):
+    for (s1, p1), (s2, _) in itertools.pairwise(pieces):
         assert s1 < s2 < s1 + len(p1)  # overlaps
     assert set(text.split()) == {w for _, p in pieces for w in p.split()}
 
@@ -94,8 +100,15 @@ def test_http_embedder_backs_off_on_429(http_peer: Callable[..., HttpPeer]) -> N
     """A 429 is retried after Retry-After / back-off; the vectors come back normalised, in order."""
     peer = http_peer()
     body = {"data": [{"index": 1, "embedding": [0, 2]}, {"index": 0, "embedding": [3, 4]}]}
-    peer.script("/v1/embeddings", Answer(429, {"error": "slow down"}, {"Retry-After": "1"}), Answer(429), Answer(200, body))
-    embedder = HttpEmbedder(peer.url("/v1").replace("http://", "http://:sk-abc@"), "m1", HttpClient(), backoff=0.2)
+    peer.script(
+        "/v1/embeddings",
+        Answer(429, {"error": "slow down"}, {"Retry-After": "1"}),
+        Answer(429),
+        Answer(200, body),
+    )
+    embedder = HttpEmbedder(
+        peer.url("/v1").replace("http://", "http://:sk-abc@"), "m1", HttpClient(), backoff=0.2
+    )
     assert embedder.embed(["a", "b"]) == [[0.6, 0.8], [0.0, 1.0]]
     seen = peer.requests("/v1/embeddings")
     assert len(seen) == 3 and seen[0].json() == {"model": "m1", "input": ["a", "b"]}
@@ -156,16 +169,25 @@ def load_and_watch(
 
 
 def check_large_load(
-    client: FlaskClient, auth: dict[str, str], rconn: redis.Redis, start: Starter, engine: Engine, inputs: Path,
+    client: FlaskClient,
+    auth: dict[str, str],
+    rconn: redis.Redis,
+    start: Starter,
+    engine: Engine,
+    inputs: Path,
     lines: int,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     bad = write_csv(inputs / "big.csv", lines)
     proc = start_worker(start, rconn, "low")
     view, seen, rss = load_and_watch(client, auth, psutil.Process(proc.pid), "big.csv", timeout=lines / 2000)
     assert view["state"] == "SUCCESS", view
     assert view["result"] | {"import_id": 0} == {
-        "import_id": 0, "format": "csv", "lines": lines + 1, "loaded": lines - bad, "rejected": bad,
-    }  # fmt: skip
+        "import_id": 0,
+        "format": "csv",
+        "lines": lines + 1,
+        "loaded": lines - bad,
+        "rejected": bad,
+    }
     # Progress rose through the API, reported in lines, and ended at 100%.
     percents = [p["percent"] for p in seen]
     assert len(percents) >= 3 and percents == sorted(percents) and percents[-1] == 100.0, seen
@@ -183,7 +205,12 @@ def check_large_load(
 @pytest.mark.integration
 @pytest.mark.timeout(120)
 def test_large_file_100k_lines(
-    client: FlaskClient, auth: dict[str, str], rconn: redis.Redis, start: Starter, engine: Engine, inputs: Path
+    client: FlaskClient,
+    auth: dict[str, str],
+    rconn: redis.Redis,
+    start: Starter,
+    engine: Engine,
+    inputs: Path,
 ) -> None:
     """100,000 lines load through a worker; rejects keep line and reason; progress rises; memory flat."""
     check_large_load(client, auth, rconn, start, engine, inputs, 100_000)
@@ -193,7 +220,12 @@ def test_large_file_100k_lines(
 @pytest.mark.integration
 @pytest.mark.timeout(900)
 def test_large_file_1m_lines(
-    client: FlaskClient, auth: dict[str, str], rconn: redis.Redis, start: Starter, engine: Engine, inputs: Path
+    client: FlaskClient,
+    auth: dict[str, str],
+    rconn: redis.Redis,
+    start: Starter,
+    engine: Engine,
+    inputs: Path,
 ) -> None:
     """The full 1,000,000-line file, as the 100k test checks it."""
     started = time.monotonic()
@@ -201,10 +233,16 @@ def test_large_file_1m_lines(
     print(f"\n1M lines through the worker: {time.monotonic() - started:.1f} s, horse RSS MiB {figures}")
 
 
+@pytest.mark.long
 @pytest.mark.integration
 @pytest.mark.timeout(90)
 def test_large_file_revoked_stops_and_leaves_no_child(
-    client: FlaskClient, auth: dict[str, str], rconn: redis.Redis, start: Starter, engine: Engine, inputs: Path
+    client: FlaskClient,
+    auth: dict[str, str],
+    rconn: redis.Redis,
+    start: Starter,
+    engine: Engine,
+    inputs: Path,
 ) -> None:
     """DELETE of a running load stops it: REVOKED, the horse gone, the loading stops."""
     write_csv(inputs / "big.csv", 600_000)
@@ -225,13 +263,20 @@ def test_large_file_revoked_stops_and_leaves_no_child(
 @pytest.mark.integration
 @pytest.mark.timeout(120)
 def test_ingestion_search_and_no_op_reingest(
-    app: Flask, client: FlaskClient, auth: dict[str, str], rconn: redis.Redis, start: Starter, engine: Engine,
+    app: Flask,
+    client: FlaskClient,
+    auth: dict[str, str],
+    rconn: redis.Redis,
+    start: Starter,
+    engine: Engine,
     inputs: Path,
-) -> None:  # fmt: skip
+) -> None:
     """Text, Markdown, HTML and PDF become completed documents with chunks; search finds the right one;
     an unchanged file is a no-op; generate_embeddings re-embeds one document."""
     (inputs / "a.txt").write_text("Glaciers carve valleys slowly over thousands of years. " * 60)
-    (inputs / "b.md").write_text("# Bread\n\nKnead the **dough**, let it rise, then bake the loaf at 220 degrees.\n")
+    (inputs / "b.md").write_text(
+        "# Bread\n\nKnead the **dough**, let it rise, then bake the loaf at 220 degrees.\n"
+    )
     (inputs / "c.html").write_text(HTML)
     write_pdf(inputs / "d.pdf", "Volcanoes", ["Lava flows downhill from the erupting volcano crater."])
     start_worker(start, rconn, "low")
@@ -244,10 +289,17 @@ def test_ingestion_search_and_no_op_reingest(
     with Session(engine) as session:
         docs = session.scalars(select(Document).order_by(Document.id)).all()
         assert [(d.kind, d.status) for d in docs] == [
-            ("text", "completed"), ("markdown", "completed"), ("html", "completed"), ("pdf", "completed")
-        ]  # fmt: skip
+            ("text", "completed"),
+            ("markdown", "completed"),
+            ("html", "completed"),
+            ("pdf", "completed"),
+        ]
         assert all(d.embedder == "hashing-512" for d in docs)
-    for query, path in [("lava volcano crater", "d.pdf"), ("knead dough bake loaf", "b.md"), ("mackerel herring boats", "c.html")]:  # fmt: skip
+    for query, path in [
+        ("lava volcano crater", "d.pdf"),
+        ("knead dough bake loaf", "b.md"),
+        ("mackerel herring boats", "c.html"),
+    ]:
         r = client.get("/api/v1/search", query_string={"q": query, "limit": 2}, headers=auth)
         assert r.status_code == 200, r.get_json()
         hits = r.get_json()["results"]
@@ -260,23 +312,34 @@ def test_ingestion_search_and_no_op_reingest(
     with Session(engine) as session:
         before = session.scalars(select(Chunk.id).order_by(Chunk.id)).all()
     (inputs / "b.md").write_text("# Bread\n\nNow about sourdough starters and rye.\n")
-    again = wait_state(client, auth, enqueue(client, auth, "file_ingestion", {"file_paths": paths}), FINAL, timeout=60)
+    again = wait_state(
+        client, auth, enqueue(client, auth, "file_ingestion", {"file_paths": paths}), FINAL, timeout=60
+    )
     assert [d["unchanged"] for d in again["result"]["documents"]] == [True, False, True, True], again
     with Session(engine) as session:
         after = session.scalars(select(Chunk.id).order_by(Chunk.id)).all()
         doc_a = session.scalars(select(Document).where(Document.path.endswith("a.txt"))).one()
     assert set(before) - set(after) and len(after) == len(before)
-    regen = wait_state(client, auth, enqueue(client, auth, "generate_embeddings", {"document_id": doc_a.id}), FINAL)
+    regen = wait_state(
+        client, auth, enqueue(client, auth, "generate_embeddings", {"document_id": doc_a.id}), FINAL
+    )
     assert regen["state"] == "SUCCESS" and regen["result"]["chunks"] == doc_a.chunk_count, regen
-    missing = wait_state(client, auth, enqueue(client, auth, "generate_embeddings", {"document_id": 999}), FINAL)
+    missing = wait_state(
+        client, auth, enqueue(client, auth, "generate_embeddings", {"document_id": 999}), FINAL
+    )
     assert missing["state"] == "FAILURE" and missing["error"]["type"] == "LookupError"
 
 
+@pytest.mark.long
 @pytest.mark.integration
 @pytest.mark.timeout(90)
 def test_ingestion_through_an_embeddings_endpoint(
-    http_peer: Callable[..., HttpPeer], tmp_path: Path, redis_url: str, inputs: Path, rconn: redis.Redis,
-) -> None:  # fmt: skip
+    http_peer: Callable[..., HttpPeer],
+    tmp_path: Path,
+    redis_url: str,
+    inputs: Path,
+    rconn: redis.Redis,
+) -> None:
     """With EMBEDDINGS_URL the worker embeds through it, riding out a 429; the document records the model."""
     peer = http_peer()
 
@@ -284,7 +347,9 @@ def test_ingestion_through_an_embeddings_endpoint(
         return {"data": [{"index": i, "embedding": [1.0, float(i)]} for i in range(n)]}
 
     peer.script("/v1/embeddings", Answer(429, headers={"Retry-After": "1"}), Answer(200, vectors(1)))
-    env = make_env(tmp_path, redis_url, INPUT_DIRS=str(inputs), EMBEDDINGS_URL=peer.url("/v1"), EMBEDDINGS_MODEL="tiny")
+    env = make_env(
+        tmp_path, redis_url, INPUT_DIRS=str(inputs), EMBEDDINGS_URL=peer.url("/v1"), EMBEDDINGS_MODEL="tiny"
+    )
     starter = Starter(env, tmp_path)
     try:
         migrate(starter)
@@ -294,7 +359,13 @@ def test_ingestion_through_an_embeddings_endpoint(
 
         client = create_app(env).test_client()
         auth = {"Authorization": f"Bearer {env['API_TOKENS']}"}
-        done = wait_state(client, auth, enqueue(client, auth, "file_ingestion", {"file_paths": ["n.txt"]}), FINAL, timeout=30)
+        done = wait_state(
+            client,
+            auth,
+            enqueue(client, auth, "file_ingestion", {"file_paths": ["n.txt"]}),
+            FINAL,
+            timeout=30,
+        )
         assert done["state"] == "SUCCESS" and done["result"]["embedder"] == "openai:tiny", done
         seen = peer.requests("/v1/embeddings")
         assert len(seen) == 2 and seen[1].json() == {"model": "tiny", "input": ["A short note."]}
@@ -306,22 +377,33 @@ def test_ingestion_through_an_embeddings_endpoint(
 @pytest.mark.integration
 @pytest.mark.timeout(90)
 def test_text_analysis_chord_in_one_call(
-    client: FlaskClient, auth: dict[str, str], rconn: redis.Redis, start: Starter, engine: Engine, inputs: Path
+    client: FlaskClient,
+    auth: dict[str, str],
+    rconn: redis.Redis,
+    start: Starter,
+    engine: Engine,
+    inputs: Path,
 ) -> None:
-    """One POST runs extract_text -> (analyze_sentiment, generate_summary) -> save_analysis on real workers."""
-    write_pdf(inputs / "review.pdf", "Review", [
-        "The new harbour ferry is wonderful and the crew were helpful.",
-        "Boarding was slow on Monday. The ferry crossing itself was great.",
-        "Tickets are easy to buy. The cafe on the ferry serves excellent coffee.",
-        "Parking near the harbour is a problem.",
-    ])  # fmt: skip
-    start_worker(start, rconn)
+    """One POST runs extract_text -> (analyze_sentiment, generate_summary) -> save_analysis on a worker."""
+    write_pdf(
+        inputs / "review.pdf",
+        "Review",
+        [
+            "The new harbour ferry is wonderful and the crew were helpful.",
+            "Boarding was slow on Monday. The ferry crossing itself was great.",
+            "Tickets are easy to buy. The cafe on the ferry serves excellent coffee.",
+            "Parking near the harbour is a problem.",
+        ],
+    )
     start_worker(start, rconn)
     r = client.post("/api/v1/workflows", json=text_analysis_workflow("review.pdf"), headers=auth)
     assert r.status_code == 202, r.get_json()
     workflow = r.get_json()["workflow_id"]
     status = wait_for(
-        lambda: (v := client.get(f"/api/v1/workflows/{workflow}", headers=auth).get_json())["state"] in FINAL and v,
+        lambda: (
+            (v := client.get(f"/api/v1/workflows/{workflow}", headers=auth).get_json())["state"] in FINAL
+            and v
+        ),
         45,
     )
     assert status["state"] == "SUCCESS", json.dumps(status, indent=1)
@@ -331,3 +413,13 @@ def test_text_analysis_chord_in_one_call(
         doc = session.scalars(select(Document)).one()
         assert doc.kind == "pdf" and doc.sentiment_label == "positive" and doc.summary == result["summary"]
         assert doc.analysed_at is not None
+
+
+def test_jobs_wait_label_shows_stage_and_message() -> None:
+    """`flask jobs wait` labels its bar with the stage and message while the job runs, not after."""
+    from app.cli import _label
+
+    running = {"task": "process_video", "state": "PROGRESS"}
+    progress = {"percent": 40.0, "stage": "processing", "message": "transcoding 40%"}
+    assert _label(running, "j1", progress) == "process_video j1 PROGRESS processing transcoding 40%"
+    assert _label({"task": "process_video", "state": "SUCCESS"}, "j1", progress) == "process_video j1 SUCCESS"

@@ -26,7 +26,9 @@ def inputs(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def settings(tmp_path: Path, inputs: Path) -> Settings:
-    return Settings.from_env(make_env(tmp_path, "redis://x:1/0", INPUT_DIRS=str(inputs), INPUT_MAX_BYTES="100"))
+    return Settings.from_env(
+        make_env(tmp_path, "redis://x:1/0", INPUT_DIRS=str(inputs), INPUT_MAX_BYTES="100")
+    )
 
 
 def test_accepts_a_file_below_an_input_dir(inputs: Path, settings: Settings) -> None:

@@ -11,6 +11,7 @@ and pulls in huggingface_hub, tokenizers and numpy; a hashing vectorizer needs n
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import struct
@@ -73,7 +74,7 @@ class HashingEmbedder:
     def _features(self, text: str) -> Counter[str]:
         words = _TOKEN.findall(text.lower())
         feats = Counter(words)
-        feats.update(f"{a} {b}" for a, b in zip(words, words[1:], strict=False))
+        feats.update(f"{a} {b}" for a, b in itertools.pairwise(words))
         return feats
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:

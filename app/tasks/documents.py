@@ -132,7 +132,7 @@ def throttled_reporter(size: int, min_interval: float = defaults.PROGRESS_MIN_IN
                 lines,
                 max(total, lines),
                 stage="loading",
-                message=f"{counts.loaded} loaded, {counts.rejected} rejected; {counts.bytes_read} of {size} bytes",
+                message=f"{counts.loaded} loaded, {counts.rejected} rejected, {counts.bytes_read}/{size} B",
             )
 
     return report
@@ -225,9 +225,16 @@ def load_file(
                 )
             else:
                 good.append(
-                    {"import_id": import_id, "line": number, "record_id": rid, "name": name,
-                     "email": email, "amount": amount, "day": day}
-                )  # fmt: skip
+                    {
+                        "import_id": import_id,
+                        "line": number,
+                        "record_id": rid,
+                        "name": name,
+                        "email": email,
+                        "amount": amount,
+                        "day": day,
+                    }
+                )
         if len(good) + len(bad) >= batch:
             counts.loaded += len(good)
             counts.rejected += len(bad)
@@ -262,7 +269,7 @@ class LargeFileInput(TaskInput):
     retry=RetryPolicy(max_retries=1, backoff_base=30, dont_retry_for=(PathRefused, BadRecord)),
 )
 def process_large_file(path: str, format: str | None = None) -> dict[str, Any]:
-    """Stream a CSV or JSON-lines file into loaded_records in batches; keep rejected lines with line and reason."""
+    """Stream a CSV or JSON-lines file into loaded_records in batches; keep rejected lines and why."""
     fmt = format or ("jsonl" if PurePath(path).suffix.lower() in (".jsonl", ".ndjson") else "csv")
     engine = runtime().engine
     job_id = _job_id()
@@ -296,12 +303,22 @@ def process_large_file(path: str, format: str | None = None) -> dict[str, Any]:
             conn.execute(
                 update(FileImport)
                 .where(FileImport.id == import_id)
-                .values(status=ImportStatus.COMPLETED, lines=counts.lines, loaded=counts.loaded,
-                        rejected=counts.rejected, finished_at=utcnow())
-            )  # fmt: skip
+                .values(
+                    status=ImportStatus.COMPLETED,
+                    lines=counts.lines,
+                    loaded=counts.loaded,
+                    rejected=counts.rejected,
+                    finished_at=utcnow(),
+                )
+            )
             conn.commit()
-    return {"import_id": import_id, "format": fmt, "lines": counts.lines, "loaded": counts.loaded,
-            "rejected": counts.rejected}  # fmt: skip
+    return {
+        "import_id": import_id,
+        "format": fmt,
+        "lines": counts.lines,
+        "loaded": counts.loaded,
+        "rejected": counts.rejected,
+    }
 
 
 def _size(fh: BinaryIO) -> int:
@@ -344,7 +361,7 @@ def _upsert_document(session: Session, resolved: str, data: bytes, source_name: 
 def embed_document(
     engine: Engine, document_id: int, embedder: Embedder, report: Callable[[int, int], object] | None = None
 ) -> int:
-    """(Re)chunk and embed one document: processing -> completed, or failed with the error; the chunk count."""
+    """(Re)chunk and embed one document: processing -> completed, or failed with the error; its chunks."""
     with Session(engine) as session, session.begin():
         doc = session.get(Document, document_id)
         if doc is None:
@@ -359,10 +376,16 @@ def embed_document(
             part = pieces[i : i + step]
             vectors = embedder.embed([p for _, p in part])
             rows += [
-                {"document_id": document_id, "position": i + j, "start": start, "text": piece,
-                 "dimensions": len(vec), "vector": pack(vec)}
+                {
+                    "document_id": document_id,
+                    "position": i + j,
+                    "start": start,
+                    "text": piece,
+                    "dimensions": len(vec),
+                    "vector": pack(vec),
+                }
                 for j, ((start, piece), vec) in enumerate(zip(part, vectors, strict=True))
-            ]  # fmt: skip
+            ]
             if report is not None:
                 report(min(i + step, len(pieces)), len(pieces))
         with Session(engine) as session, session.begin():
@@ -404,7 +427,7 @@ _NEVER = (PathRefused, UnsupportedFile, EmbeddingsError, LookupError)
     ),
 )
 def file_ingestion(file_paths: list[str], source_name: str = "") -> dict[str, Any]:
-    """Extract, chunk (with overlap) and embed files into documents and chunks; an unchanged file is a no-op."""
+    """Extract, chunk (with overlap) and embed files into documents and chunks; unchanged files: no-op."""
     engine, embedder = runtime().engine, services().embedder
     out: list[dict[str, Any]] = []
     total = len(file_paths)
@@ -415,9 +438,13 @@ def file_ingestion(file_paths: list[str], source_name: str = "") -> dict[str, An
             document_id, chunks = doc.id, doc.chunk_count
         if changed:
 
-            def report(done: int, of: int, n: int = n) -> None:
-                report_progress(n * 1000 + done * 1000 // max(of, 1), total * 1000, stage="embedding",
-                                message=f"{path}: {done}/{of} chunks")  # fmt: skip
+            def report(done: int, of: int, n: int = n, path: str = path) -> None:
+                report_progress(
+                    n * 1000 + done * 1000 // max(of, 1),
+                    total * 1000,
+                    stage="embedding",
+                    message=f"{path}: {done}/{of} chunks",
+                )
 
             chunks = embed_document(engine, document_id, embedder, report)
         out.append({"path": path, "document_id": document_id, "chunks": chunks, "unchanged": not changed})
@@ -475,11 +502,17 @@ def search_chunks(engine: Engine, embedder: Embedder, query: str, limit: int = 5
             )
         }
     return [
-        {"score": round(score, 4), "chunk_id": cid, "document_id": found[cid].document_id,
-         "path": found[cid].path, "title": found[cid].title, "position": found[cid].position,
-         "text": found[cid].text}
+        {
+            "score": round(score, 4),
+            "chunk_id": cid,
+            "document_id": found[cid].document_id,
+            "path": found[cid].path,
+            "title": found[cid].title,
+            "position": found[cid].position,
+            "text": found[cid].text,
+        }
         for score, cid in best
-    ]  # fmt: skip
+    ]
 
 
 # --- the text-analysis workflow ---------------------------------------------------------------

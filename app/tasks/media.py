@@ -60,13 +60,35 @@ def process_video(path: str, frame_interval: float = 5.0, max_frames: int = 20) 
 
     report_progress(0, 100, stage="extracting", message="thumbnail and frames")
     thumbnail = out / "thumbnail.jpg"
-    ffmpeg.run(["-y", "-ss", f"{min(1.0, duration / 2):.3f}", "-i", source, "-frames:v", "1",
-                "-vf", "scale=320:-2", str(thumbnail)])  # fmt: skip
+    ffmpeg.run(
+        [
+            "-y",
+            "-ss",
+            f"{min(1.0, duration / 2):.3f}",
+            "-i",
+            source,
+            "-frames:v",
+            "1",
+            "-vf",
+            "scale=320:-2",
+            str(thumbnail),
+        ]
+    )
     frames: list[str] = []
     count = min(max_frames, math.floor(duration / frame_interval) + 1) if duration > 0 else 0
     if count:
-        ffmpeg.run(["-y", "-i", source, "-vf", f"fps=1/{frame_interval},scale=640:-2", "-frames:v", str(count),
-                    str(out / "frame-%03d.jpg")])  # fmt: skip
+        ffmpeg.run(
+            [
+                "-y",
+                "-i",
+                source,
+                "-vf",
+                f"fps=1/{frame_interval},scale=640:-2",
+                "-frames:v",
+                str(count),
+                str(out / "frame-%03d.jpg"),
+            ]
+        )
         frames = sorted(str(p) for p in out.glob("frame-*.jpg"))
     report_progress(5, 100, stage="extracting", message=f"{len(frames)} frames")
 
@@ -80,15 +102,42 @@ def process_video(path: str, frame_interval: float = 5.0, max_frames: int = 20) 
             report_progress(5 + whole * 95 // 100, 100, stage="processing", message=f"transcoding {whole}%")
 
     ffmpeg.run_with_progress(
-        ["-y", "-i", source, "-map", "0:v:0", "-map", "0:a?", "-c:v", "libx264", "-preset", "veryfast",
-         "-pix_fmt", "yuv420p", "-vf", "scale=trunc(iw/2)*2:trunc(ih/2)*2", "-c:a", "aac", "-b:a", "128k",
-         "-movflags", "+faststart", str(mp4)],
+        [
+            "-y",
+            "-i",
+            source,
+            "-map",
+            "0:v:0",
+            "-map",
+            "0:a?",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-pix_fmt",
+            "yuv420p",
+            "-vf",
+            "scale=trunc(iw/2)*2:trunc(ih/2)*2",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "128k",
+            "-movflags",
+            "+faststart",
+            str(mp4),
+        ],
         duration,
         progress,
-    )  # fmt: skip
+    )
     report_progress(100, 100, stage="done")
-    return {"duration": duration, "source": info, "thumbnail": str(thumbnail), "frames": frames, "mp4": str(mp4),
-            "mp4_bytes": mp4.stat().st_size}  # fmt: skip
+    return {
+        "duration": duration,
+        "source": info,
+        "thumbnail": str(thumbnail),
+        "frames": frames,
+        "mp4": str(mp4),
+        "mp4_bytes": mp4.stat().st_size,
+    }
 
 
 class ResizeInput(TaskInput):
