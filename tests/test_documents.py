@@ -40,7 +40,7 @@ HTML = """<!doctype html><html><head><title>Harbour report</title><style>body{co
 def test_validate_record() -> None:
     """It types a good record and names the field of a bad one."""
     good = {"id": "7", "name": " Ann ", "email": "a@b.io", "amount": "1.5", "date": "2024-02-29"}
-    assert validate_record(good) == (7, "Ann", "a@b.io", 1.5, "2024-02-29")
+    assert validate_record(tuple(good.values())) == (7, "Ann", "a@b.io", 1.5, "2024-02-29")
     for change, reason in [
         ({"id": "x"}, "id"),
         ({"id": "0"}, "id"),
@@ -52,7 +52,7 @@ def test_validate_record() -> None:
         ({"date": "29/02/2024"}, "date"),
     ]:
         with pytest.raises(BadRecord, match=reason):
-            validate_record(good | change)
+            validate_record(tuple((good | change).values()))
 
 
 def test_extract_html_markdown_and_pdf(tmp_path: Path) -> None:
