@@ -16,7 +16,7 @@ from flask.testing import FlaskClient
 from PIL import Image
 
 from app.services import ffmpeg
-from tests.conftest import make_env
+from tests.conftest import DASHBOARD, make_env
 from tests.media_files import write_image, write_png_bomb, write_video
 from tests.servers import FINAL, Starter, enqueue, get_job, start_worker, wait_for, wait_state
 
@@ -78,6 +78,9 @@ def test_process_video(
     out = ffmpeg.probe(result["mp4"])
     assert out["codec"] == "h264" and abs(float(out["duration"]) - 4) < 0.2  # type: ignore[arg-type]
     assert view["progress"] == {"current": 100, "total": 100, "percent": 100.0, "stage": "done"}
+    # The dashboard's job page shows the same progress in the job's metadata.
+    page = client.get(f"/rq/0/data/job/{job_id}.json", auth=DASHBOARD).get_json()
+    assert '"stage": "done"' in page["metadata"] and "percent" in page["metadata"], page
     percents = [p for _, p in stages]
     assert percents == sorted(percents) and stages[0][0] == "probing", stages
 
