@@ -360,6 +360,8 @@ def _upsert_document(session: Session, resolved: str, data: bytes, source_name: 
     if doc is None:
         doc = Document(path_hash=_sha256(resolved.encode()), path=resolved)
         session.add(doc)
+    else:  # the chunks of the old content must not be found any more
+        session.execute(delete(Chunk).where(Chunk.document_id == doc.id))
     doc.kind, doc.title, doc.text = found.kind, found.title[:500], found.text
     doc.content_hash, doc.source_name = content_hash, source_name[:200]
     doc.status, doc.error, doc.chunk_count, doc.embedder = DocumentStatus.PROCESSING, None, 0, None
