@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -423,3 +424,74 @@ def test_jobs_wait_label_shows_stage_and_message() -> None:
     progress = {"percent": 40.0, "stage": "processing", "message": "transcoding 40%"}
     assert _label(running, "j1", progress) == "process_video j1 PROGRESS processing transcoding 40%"
     assert _label({"task": "process_video", "state": "SUCCESS"}, "j1", progress) == "process_video j1 SUCCESS"
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("admin", "scheme"),
+    [
+        ("postgresql+psycopg://postgres@127.0.0.1:5432/test", "postgresql+psycopg"),
+        ("mysql+pymysql://root@127.0.0.1:3306/test", "mysql+pymysql"),
+    ],
+)
+def test_schema_on_postgresql_and_mariadb(admin: str, scheme: str, tmp_path: Path, start: Starter) -> None:
+    """The 0004 migration builds the models' tables there (and drops them); records load in batches,
+    a 200,000-character text and a float32 vector round-trip."""
+    import io
+    import os
+    import subprocess
+    import uuid
+
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from sqlalchemy import create_engine, insert, text
+
+    from app.models import Base
+    from app.services.embeddings import pack, unpack
+    from app.tasks.documents import load_file
+
+    try:
+        server = create_engine(admin, isolation_level="AUTOCOMMIT").connect()
+    except Exception as exc:
+        pytest.skip(f"{admin.split('@')[1]} not reachable: {type(exc).__name__}")
+    name = f"tasklane_docs_{uuid.uuid4().hex[:10]}"
+    server.execute(text(f"CREATE DATABASE {name}"))
+    url = admin.rsplit("/", 1)[0] + f"/{name}"
+    env = {**os.environ, **make_env(tmp_path, "redis://127.0.0.1:1/0"), "DATABASE_URL": url}
+
+    def alembic(*args: str) -> None:
+        r = subprocess.run([sys.executable, "-m", "alembic", *args], env=env, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr[-1000:]
+
+    try:
+        alembic("upgrade", "head")
+        engine = create_engine(url)
+        with engine.connect() as conn:
+            assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+            iid = conn.execute(
+                insert(FileImport).values(job_id="j", path="p", format="csv")
+            ).inserted_primary_key[0]
+            conn.commit()
+            data = b"id,name,email,amount,date\n1,A,a@b.io,1.5,2026-01-02\n2,B,bad,1,2026-01-02\n"
+            counts = load_file(io.BytesIO(data), "csv", len(data), conn, iid)
+            assert (counts.loaded, counts.rejected) == (1, 1)
+            values = {
+                "path_hash": "h",
+                "path": "p",
+                "kind": "text",
+                "content_hash": "c",
+                "text": "x" * 200_000,
+            }
+            did = conn.execute(insert(Document).values(**values)).inserted_primary_key[0]
+            conn.execute(
+                insert(Chunk).values(document_id=did, position=0, start=0, text="t", vector=pack([0.5] * 512))
+            )
+            conn.commit()
+            assert unpack(conn.scalar(select(Chunk.vector)))[0] == 0.5
+            assert conn.scalar(select(func.length(Document.text))) == 200_000
+        engine.dispose()
+        alembic("downgrade", "0002")
+    finally:
+        server.execute(text(f"DROP DATABASE {name}"))
+        server.close()

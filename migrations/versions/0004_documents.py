@@ -124,11 +124,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.drop_index(op.f("ix_rejected_lines_import_id"), table_name="rejected_lines")
     op.drop_table("rejected_lines")
-    op.drop_index(op.f("ix_loaded_records_import_id"), table_name="loaded_records")
     op.drop_table("loaded_records")
-    op.drop_index(op.f("ix_chunks_document_id"), table_name="chunks")
     op.drop_table("chunks")
     op.drop_table("file_imports")
     op.drop_table("documents")
