@@ -27,7 +27,9 @@ from app.listing import decode_cursor, list_jobs
 from app.queues import JsonJob, all_queues, fetch_job, get_queue
 from app.registry import REGISTRY, QueueName
 from app.runtime import runtime
+from app.services import services
 from app.states import State, describe
+from app.tasks.documents import search_chunks
 from app.timeutil import iso
 from app.workers import JsonWorker
 
@@ -35,6 +37,7 @@ tasks_cli = AppGroup("tasks", help="The task catalogue: list tasks, enqueue one.
 jobs_cli = AppGroup("jobs", help="Jobs: show, wait for, list failed ones, requeue.")
 queues_cli = AppGroup("queues", help="Queues: counts, purge.")
 workers_cli = AppGroup("workers", help="Workers: who runs, on which queues.")
+documents_cli = AppGroup("documents", help="Ingested documents: search their chunks.")
 
 #: States after which a job changes no more.
 FINAL = frozenset({State.SUCCESS.value, State.FAILURE.value, State.REVOKED.value})
@@ -43,7 +46,7 @@ _QUEUES = click.Choice([q.value for q in QueueName])
 
 def init_app(app: Flask) -> None:
     """Attach the command groups to ``app.cli``."""
-    for group in (tasks_cli, jobs_cli, queues_cli, workers_cli):
+    for group in (tasks_cli, jobs_cli, queues_cli, workers_cli, documents_cli):
         app.cli.add_command(group)
 
 
@@ -181,7 +184,7 @@ def _wait(job_id: str, timeout: float | None, interval: float) -> None:
             if view["state"] == State.SUCCESS.value or percent > done:
                 bar.update(max(0, min(100, percent) - done))
                 done = max(done, min(100, percent))
-            bar.label = f"{view['task']} {job_id} {view['state']}"
+            bar.label = _label(view, job_id, progress)
             if view["state"] in FINAL:
                 break
             if deadline is not None and time.monotonic() > deadline:
@@ -198,6 +201,16 @@ def _wait(job_id: str, timeout: float | None, interval: float) -> None:
     raise SystemExit(1)
 
 
+def _label(view: dict[str, Any], job_id: str, progress: dict[str, Any]) -> str:
+    """The bar's label: task, job, state, and the stage and message the task last reported."""
+    parts = [str(view["task"]), job_id, str(view["state"])]
+    if progress.get("stage") and view["state"] not in FINAL:
+        parts.append(str(progress["stage"]))
+    if progress.get("message") and view["state"] not in FINAL:
+        parts.append(str(progress["message"])[:60])
+    return " ".join(parts)
+
+
 def _failed_jobs(task: str | None, queue: str | None) -> list[dict[str, Any]]:
     redis = runtime().redis
     out: list[dict[str, Any]] = []
@@ -208,6 +221,21 @@ def _failed_jobs(task: str | None, queue: str | None) -> list[dict[str, Any]]:
         if next_cursor is None:
             return out
         cursor = decode_cursor(next_cursor)
+
+
+@documents_cli.command("search")
+@click.argument("query")
+@click.option("--limit", type=click.IntRange(1, 50), default=5, show_default=True, help="How many chunks.")
+def search_documents(query: str, limit: int) -> None:
+    """The ingested chunks nearest to QUERY, with their scores (as GET /api/v1/search)."""
+    embedder = services().embedder
+    results = search_chunks(runtime().engine, embedder, query, limit)
+    if not results:
+        click.echo(f"no chunks embedded by {embedder.name} yet", err=True)
+        raise SystemExit(1)
+    for hit in results:
+        text = " ".join(hit["text"].split())
+        click.echo(f"{hit['score']:.4f}  {hit['path']} #{hit['position']}  {text[:100]}")
 
 
 @jobs_cli.command("failed")

@@ -123,6 +123,9 @@ class Settings:
     health_check_urls: tuple[str, ...] = ()
     outbound_url_allowlist: tuple[str, ...] = ()
     input_dirs: tuple[Path, ...] = ()
+    input_max_bytes: int = defaults.INPUT_MAX_BYTES
+    embeddings_model: str = defaults.EMBEDDINGS_MODEL
+    media_dir: Path = Path("var/media")
     backup_dir: Path = Path("var/backups")
     exports_dir: Path = Path("var/exports")
     reports_dir: Path = Path("var/reports")
@@ -180,6 +183,9 @@ class Settings:
             input_dirs=tuple(
                 Path(p) for p in reader.text("INPUT_DIRS", str(var_dir / "files")).split(":") if p
             ),
+            input_max_bytes=reader.integer("INPUT_MAX_BYTES", defaults.INPUT_MAX_BYTES, minimum=1),
+            embeddings_model=reader.text("EMBEDDINGS_MODEL", defaults.EMBEDDINGS_MODEL),
+            media_dir=Path(reader.text("MEDIA_DIR", str(var_dir / "media"))),
             backup_dir=Path(reader.text("BACKUP_DIR", str(var_dir / "backups"))),
             exports_dir=Path(reader.text("EXPORTS_DIR", str(var_dir / "exports"))),
             reports_dir=Path(reader.text("REPORTS_DIR", str(var_dir / "reports"))),

@@ -125,3 +125,32 @@ MAX_DELAY = 366 * 24 * 3600
 WORKER_SHUTDOWN_GRACE = 25
 #: Per-job memory cap in MiB (JOB_MEMORY_LIMIT_MB); 0 is no cap.
 JOB_MEMORY_LIMIT_MB = 0
+
+# --- documents and media (app/tasks/documents.py, app/tasks/media.py) -----------------------
+#: Largest file a file-taking task reads (INPUT_MAX_BYTES), in bytes: 4 GiB.
+INPUT_MAX_BYTES = 4 * 1024**3
+#: Model name sent to an OpenAI-compatible EMBEDDINGS_URL (EMBEDDINGS_MODEL).
+EMBEDDINGS_MODEL = "nomic-embed-text"
+#: Dimensions of the local hashing embedder's vectors.
+HASHING_DIMENSIONS = 512
+#: Attempts an embeddings request gets when the endpoint answers 429 or 5xx, and the first
+#: back-off delay in s (doubled each time, or the peer's Retry-After, at most 30 s).
+EMBEDDINGS_ATTEMPTS = 5
+EMBEDDINGS_BACKOFF = 0.5
+#: Texts sent per embeddings request.
+EMBEDDINGS_BATCH = 32
+#: Chunking of ingested documents: characters per chunk and characters shared with the next.
+CHUNK_SIZE = 1000
+CHUNK_OVERLAP = 200
+#: Rows per INSERT batch of process_large_file.
+LOAD_BATCH = 5000
+#: process_large_file computes its progress every this many lines...
+PROGRESS_EVERY_LINES = 100
+#: ...and writes it into the job's meta at most once per this many seconds (and at the end).
+PROGRESS_MIN_INTERVAL = 0.5
+#: Longest text (characters) extract_text keeps for the analysis steps.
+ANALYSIS_MAX_CHARS = 2_000_000
+#: Largest image resize_image opens, in pixels (Pillow's decompression-bomb limit).
+IMAGE_MAX_PIXELS = 50_000_000
+#: Largest thumbnail edge resize_image makes, in pixels.
+IMAGE_MAX_EDGE = 4096

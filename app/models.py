@@ -6,7 +6,20 @@ from datetime import datetime
 from enum import StrEnum
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import BigInteger, CheckConstraint, DateTime, Integer, MetaData, String, func
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    func,
+)
+from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, validates
 
 #: Constraint names spelled the same on every database, so migrations can name them.
@@ -83,3 +96,116 @@ class Payment(Base):
     decline_code: Mapped[str | None] = mapped_column(String(64), default=None)
     decline_message: Mapped[str | None] = mapped_column(String(1000), default=None)
     recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+# --- documents and media (issue 10: app/tasks/documents.py) --------------------------------
+# Portable across SQLite, PostgreSQL and MariaDB: long text is LONGTEXT on MySQL/MariaDB,
+# vectors are float32 bytes (LargeBinary), and long paths are looked up by their SHA-256.
+
+#: Text without a practical length limit on every backend (MySQL's TEXT stops at 64 KiB).
+LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+
+
+class ImportStatus(StrEnum):
+    """Where one run of process_large_file is."""
+
+    LOADING = "loading"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class FileImport(Base):
+    """One run of process_large_file: one row per job id, so a re-run replaces its rows."""
+
+    __tablename__ = "file_imports"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(64), unique=True)
+    path: Mapped[str] = mapped_column(String(4096))
+    format: Mapped[str] = mapped_column(String(8))
+    status: Mapped[str] = mapped_column(String(16), default=ImportStatus.LOADING.value)
+    lines: Mapped[int] = mapped_column(Integer, default=0)
+    loaded: Mapped[int] = mapped_column(Integer, default=0)
+    rejected: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+class LoadedRecord(Base):
+    """A valid record of a loaded file: id, name, email, amount, date."""
+
+    __tablename__ = "loaded_records"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    import_id: Mapped[int] = mapped_column(ForeignKey("file_imports.id", ondelete="CASCADE"), index=True)
+    line: Mapped[int] = mapped_column(Integer)
+    record_id: Mapped[int] = mapped_column(BigInteger)
+    name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str] = mapped_column(String(320))
+    amount: Mapped[float] = mapped_column(Float)
+    #: The record's date, ISO 8601 (YYYY-MM-DD): sorts and compares as a date on every backend.
+    day: Mapped[str] = mapped_column(String(10))
+
+
+class RejectedLine(Base):
+    """A line of a loaded file that was not a valid record: where, why, and (the start of) what."""
+
+    __tablename__ = "rejected_lines"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    import_id: Mapped[int] = mapped_column(ForeignKey("file_imports.id", ondelete="CASCADE"), index=True)
+    line: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(String(500))
+    raw: Mapped[str] = mapped_column(String(1000))
+
+
+class DocumentStatus(StrEnum):
+    """A document's progress through ingestion: processing -> completed / failed."""
+
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class Document(Base):
+    """An ingested (or analysed) file: its text, its chunks' embedder, and the analysis results."""
+
+    __tablename__ = "documents"
+    __table_args__ = (CheckConstraint("status IN ('processing', 'completed', 'failed')", name="status"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: SHA-256 of the resolved path: the document's identity (a 4 KiB path cannot be a unique key on MariaDB).
+    path_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    path: Mapped[str] = mapped_column(String(4096))
+    source_name: Mapped[str] = mapped_column(String(200), default="")
+    kind: Mapped[str] = mapped_column(String(16))
+    #: SHA-256 of the file's bytes: an unchanged file is not ingested again.
+    content_hash: Mapped[str] = mapped_column(String(64))
+    title: Mapped[str] = mapped_column(String(500), default="")
+    text: Mapped[str] = mapped_column(LongText, default="")
+    status: Mapped[str] = mapped_column(String(16), default=DocumentStatus.PROCESSING.value)
+    error: Mapped[str | None] = mapped_column(String(2000), default=None)
+    embedder: Mapped[str | None] = mapped_column(String(200), default=None)
+    chunk_count: Mapped[int] = mapped_column(Integer, default=0)
+    sentiment: Mapped[float | None] = mapped_column(Float, default=None)
+    sentiment_label: Mapped[str | None] = mapped_column(String(16), default=None)
+    summary: Mapped[str | None] = mapped_column(LongText, default=None)
+    analysed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+
+class Chunk(Base):
+    """A piece of a document's text, with its embedding (float32, little-endian, as bytes)."""
+
+    __tablename__ = "chunks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    start: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+    dimensions: Mapped[int | None] = mapped_column(Integer, default=None)
+    vector: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)

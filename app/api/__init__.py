@@ -10,7 +10,7 @@ api = Blueprint("api", __name__, url_prefix="/api/v1")
 api.before_request(require_token)
 
 # The view modules attach their routes to ``api``; import them for that effect.
-from app.api import jobs, operations, tasks, workflows  # noqa: E402,F401
+from app.api import jobs, operations, search, tasks, workflows  # noqa: E402,F401
 from app.api.probes import probes  # noqa: E402
 
 __all__ = ["api", "probes"]

@@ -483,6 +483,58 @@ def _other_paths() -> dict[str, Any]:
                 },
             }
         },
+        "/api/v1/search": {
+            "get": {
+                "operationId": "search_chunks",
+                "tags": ["documents"],
+                "summary": "The ingested chunks nearest to a query, with their cosine scores, best first",
+                "parameters": [
+                    {
+                        "name": "q",
+                        "in": "query",
+                        "required": True,
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 2000},
+                    },
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 50, "default": 5},
+                    },
+                ],
+                "responses": {
+                    "200": _ok(
+                        "Nearest chunks",
+                        {
+                            "type": "object",
+                            "required": ["query", "embedder", "results"],
+                            "properties": {
+                                "query": {"type": "string"},
+                                "embedder": {"type": "string"},
+                                "results": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "object",
+                                        "required": ["score", "chunk_id", "document_id", "path", "text"],
+                                        "properties": {
+                                            "score": {"type": "number"},
+                                            "chunk_id": {"type": "integer"},
+                                            "document_id": {"type": "integer"},
+                                            "path": {"type": "string"},
+                                            "title": {"type": "string"},
+                                            "position": {"type": "integer"},
+                                            "text": {"type": "string"},
+                                        },
+                                    },
+                                },
+                            },
+                        },
+                    ),
+                    "400": _error(400, "No q, or a bad limit"),
+                    "401": _error(401),
+                },
+            }
+        },
         "/api/v1/schedules": {
             "get": {
                 "operationId": "list_schedules",

@@ -20,6 +20,7 @@ from flask import Flask, current_app
 
 from app import defaults
 from app.config import Settings
+from app.services.embeddings import Embedder, embedder_for
 from app.services.gateway import PaymentGateway
 from app.services.http import HttpClient
 from app.services.mail import Mailer
@@ -85,6 +86,11 @@ class Services:
     def model_providers(self) -> tuple[ModelProvider, ...]:
         """The model providers configured (``OLLAMA_URL``, ``LITELLM_URL``)."""
         return providers_from_settings(self.settings)
+
+    @property
+    def embedder(self) -> Embedder:
+        """The embedder: ``EMBEDDINGS_URL``'s endpoint, else the local hashing vectorizer."""
+        return embedder_for(self.settings, self.http)
 
     def close(self) -> None:
         """Close every client built so far (before a fork, or at exit)."""

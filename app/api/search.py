@@ -1,0 +1,30 @@
+"""Search: ``GET /api/v1/search?q=&limit=``, the chunks nearest to a query, with their scores."""
+
+from __future__ import annotations
+
+from flask import Response, jsonify, request
+
+from app.api import api
+from app.api.errors import APIError
+from app.runtime import runtime
+from app.services import services
+from app.tasks.documents import search_chunks
+
+#: Most chunks one search answers.
+MAX_LIMIT = 50
+
+
+@api.get("/search")
+def search() -> Response:
+    """The ingested chunks nearest to ``q`` (cosine similarity of their embeddings), best first."""
+    query = (request.args.get("q") or "").strip()
+    if not query:
+        raise APIError(400, "invalid_query", "give the text to search for as ?q=")
+    if len(query) > 2000:
+        raise APIError(400, "invalid_query", "q must be at most 2000 characters")
+    raw = request.args.get("limit", "5")
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        raise APIError(400, "invalid_query", f"limit must be a whole number from 1 to {MAX_LIMIT}")
+    embedder = services().embedder
+    results = search_chunks(runtime().engine, embedder, query, int(raw))
+    return jsonify({"query": query, "embedder": embedder.name, "results": results})
