@@ -94,8 +94,10 @@ def insert_ignore(session: Session, table: Table, row: Mapping[str, Any], keys: 
         stmt = sqlite_insert(table).values(**row).on_conflict_do_nothing(index_elements=list(keys))
     else:
         stmt = insert(table).values(**row).prefix_with("IGNORE")
-    result: Any = session.execute(stmt)
-    return bool(result.rowcount == 1)
+        return bool(session.execute(stmt).rowcount == 1)  # type: ignore[attr-defined]
+    # RETURNING says whether a row went in (psycopg's rowcount is not reliable here).
+    key = next(iter(table.primary_key.columns))
+    return session.execute(stmt.returning(key)).first() is not None
 
 
 def upsert(

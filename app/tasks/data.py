@@ -120,6 +120,7 @@ def create_user_profile(user_id: int, bio: str = "") -> dict[str, Any]:
         created = insert_ignore(
             session, table, {"user_id": user_id, "display_name": user.name, "bio": bio}, keys=("user_id",)
         )
+    with Session(runtime().engine) as session:  # a fresh snapshot (see _invoice_one)
         profile_id = session.scalars(select(UserProfile.id).where(UserProfile.user_id == user_id)).one()
     return {
         "status": "created" if created else "already_exists",
@@ -432,12 +433,16 @@ def _invoice_one(subscription_id: int, month: str) -> dict[str, Any]:
             },
             keys=("subscription_id", "month"),
         )
+        plan, user_id = sub.plan, sub.user_id
+    # A new transaction: under REPEATABLE READ (MariaDB) the first one's snapshot predates a
+    # concurrent run's invoice, which our INSERT waited for and skipped.
+    with Session(engine) as session, session.begin():
         invoice = session.scalars(
-            select(Invoice).where(Invoice.subscription_id == sub.id, Invoice.month == month)
+            select(Invoice).where(Invoice.subscription_id == subscription_id, Invoice.month == month)
         ).one()
-        user = session.get(User, sub.user_id)
+        user = session.get(User, user_id)
         assert user is not None
-        invoice_id, plan, email, name = invoice.id, sub.plan, user.email, user.name
+        invoice_id, email, name = invoice.id, user.email, user.name
         amount, currency = invoice.amount_minor, invoice.currency
     # Claim the mail: the run whose UPDATE sets emailed_at sends it, so two runs never both do.
     with Session(engine) as session, session.begin():

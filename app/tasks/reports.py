@@ -240,24 +240,26 @@ def generate_report(report_type: str, period: str = "day") -> dict[str, Any]:
     stage = "csv"
     started = time.monotonic()
     out: AtomicFile | None = None
+    session = Session(runtime().engine)
     try:
-        with Session(runtime().engine) as session:
-            since = _naive(session, since_aware)
-            header, query = _detail_query(kind, since)
-            out = AtomicFile(directory / f"{name}.csv")
-            writer = csv.writer(out.handle)
-            writer.writerow(header)
-            for partition in session.execute(query.execution_options(yield_per=1000)).partitions():
-                for row in partition:  # one at a time: a soft limit between two rows counts exactly
-                    writer.writerow(_csv_row(row))
-                    rows_written += 1
-            files.append(str(out.commit()))
-            out = None
-            stage = "pdf"
-            summary_header, summary = _summary(session, kind, since)
+        since = _naive(session, since_aware)
+        header, query = _detail_query(kind, since)
+        out = AtomicFile(directory / f"{name}.csv")
+        writer = csv.writer(out.handle)
+        writer.writerow(header)
+        for partition in session.execute(query.execution_options(yield_per=1000)).partitions():
+            for row in partition:  # one at a time: a soft limit between two rows counts exactly
+                writer.writerow(_csv_row(row))
+                rows_written += 1
+        files.append(str(out.commit()))
+        out = None
+        stage = "pdf"
+        summary_header, summary = _summary(session, kind, since)
         title = f"Tasklane {kind.value} report, last {span.value} (since {iso(since_aware)})"
         files.append(str(_pdf(directory / f"{name}.pdf", title, summary_header, summary)))
     except SoftTimeLimitExceeded:
+        # The connection may be cut mid-result (a server-side cursor half read): never reuse it.
+        session.invalidate()
         if out is not None:  # keep what was written: a CSV cut at a row boundary, named as partial
             out.handle.flush()
             out.final = out.final.with_name(f"{name}.partial.csv")
@@ -274,9 +276,12 @@ def generate_report(report_type: str, period: str = "day") -> dict[str, Any]:
             "seconds": round(time.monotonic() - started, 3),
         }
     except BaseException:
+        session.invalidate()
         if out is not None:
             out.discard()
         raise
+    finally:
+        session.close()
     return {
         "status": "complete",
         "report_type": kind.value,
