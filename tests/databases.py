@@ -62,7 +62,7 @@ def server_url(engine: str, database: str) -> str | None:
                 conn.execute(text("SELECT 1"))
             probe.dispose()
             return url
-        except Exception:  # noqa: BLE001 - try the next user
+        except Exception:
             continue
     return None
 

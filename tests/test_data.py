@@ -163,7 +163,7 @@ def test_user_stats_and_profile(data_app: Flask) -> None:
 
 
 def test_cleanups_delete_in_batches_and_count(data_app: Flask) -> None:
-    """It deletes only sessions older than N days and expired tokens, past one batch of 1000, and counts them."""
+    """It deletes only sessions older than N days and expired tokens, past one batch of 1000; counts them."""
     engine = engine_of(data_app)
     (user,) = add_users(engine, 1)
     now = datetime.now(UTC)
@@ -233,7 +233,7 @@ def test_cleanup_expired_data(data_app: Flask, rconn: redis.Redis, tmp_path: Pat
 
 
 def test_analytics_aggregation_is_idempotent(data_app: Flask, rconn: redis.Redis) -> None:
-    """It rolls this hour's request and job metrics into rows; twice gives the same rows; more data updates them."""
+    """It rolls this hour's request and job metrics into rows; twice: same rows; new data updates them."""
     engine = engine_of(data_app)
     stats = RequestStats(rconn)
     for n in range(40):
@@ -403,7 +403,7 @@ def test_invoices_twice_concurrently_once_each(data_app: Flask, smtp: SmtpPeer) 
 
 
 def test_invoices_one_failing_subscription_is_reported(data_app: Flask, smtp: SmtpPeer) -> None:
-    """A subscription whose mail is refused is reported; the others are invoiced and mailed; a rerun mails it."""
+    """A subscription whose mail is refused is reported, the others invoiced and mailed; a rerun mails it."""
     engine = engine_of(data_app)
     add_subscriptions(engine, 5)
     smtp.refuse("u2@example.com", "550 5.1.1 no such mailbox")
@@ -443,7 +443,7 @@ def restore(url: str, dump: Path, directory: Path) -> str:
 
 
 def test_backup_restores_row_by_row(data_app: Flask, db_url: str, tmp_path: Path) -> None:
-    """A backup restored into a fresh database has every table's rows, equal row by row; old ones are pruned."""
+    """A backup restored into a fresh database equals it row by row in every table; old ones are pruned."""
     engine_name = "mariadb" if db_url.startswith("mysql") else db_url.split(":", 1)[0].split("+")[0]
     if engine_name != "sqlite" and client_tool(engine_name) is None:
         pytest.skip(f"no dump tool for {engine_name} (not root, or apt-get failed)")
