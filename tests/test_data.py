@@ -315,7 +315,7 @@ def test_generate_report_writes_csv_and_pdf(
 def test_generate_report_past_soft_limit_is_partial(data_app: Flask) -> None:
     """Past its soft time limit it stops, keeps the rows written so far, and returns status partial."""
     engine = engine_of(data_app)
-    seed(engine, users=10, hours=24 * 30)  # 14,400 usage rows over the month
+    seed(engine, users=10, hours=24 * 12)  # 5,760 usage rows in the month
     with TaskTimeLimits(30, soft_timeout=0.02):
         result = generate_report("usage", "month")
     assert result["status"] == "partial" and result["stopped_in"] in ("csv", "pdf"), result
@@ -325,7 +325,7 @@ def test_generate_report_past_soft_limit_is_partial(data_app: Flask) -> None:
         (partial,) = result["files"]
         assert partial.endswith(".partial.csv")
         with open(partial) as handle:
-            assert len(list(csv.reader(handle))) - 1 == result["rows"] < 14_400
+            assert len(list(csv.reader(handle))) - 1 == result["rows"] < 5_760
     reports_dir = data_app.extensions["tasklane"].settings.reports_dir
     assert not list(reports_dir.glob(".*.part"))
 
@@ -336,23 +336,23 @@ def test_generate_report_past_soft_limit_is_partial(data_app: Flask) -> None:
 def test_process_batch_export_streams_and_mails(data_app: Flask, smtp: SmtpPeer) -> None:
     """It writes every matching row in batches to a CSV under EXPORTS_DIR and mails its location."""
     engine = engine_of(data_app)
-    seed(engine, users=2500, hours=0)
+    seed(engine, users=1500, hours=0)
     result = process_batch_export("users", "ops@example.com")
     path = Path(result["file"])
     assert path.parent == data_app.extensions["tasklane"].settings.exports_dir
     with path.open() as handle:
         rows = list(csv.reader(handle))
-    assert rows[0] == [c.name for c in User.__table__.c] and len(rows) - 1 == result["rows"] == 2500
-    assert len({r[0] for r in rows[1:]}) == 2500
+    assert rows[0] == [c.name for c in User.__table__.c] and len(rows) - 1 == result["rows"] == 1500
+    assert len({r[0] for r in rows[1:]}) == 1500
     assert not list(path.parent.glob(".*.part"))
     (mail,) = smtp.received
     message = email.message_from_bytes(mail.content, policy=email.policy.default)
     text_part = message.get_body(("plain",))
     assert text_part is not None and str(path.resolve()) in text_part.get_content()
-    assert mail.rcpt_tos == ["ops@example.com"] and "2500 rows" in text_part.get_content()
+    assert mail.rcpt_tos == ["ops@example.com"] and "1500 rows" in text_part.get_content()
 
     active = process_batch_export("subscriptions", "ops@example.com", {"status": "cancelled"})
-    assert active["rows"] == 500  # every fifth seeded subscription is cancelled
+    assert active["rows"] == 300  # every fifth seeded subscription is cancelled
 
 
 # --- invoices --------------------------------------------------------------------------------------
