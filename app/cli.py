@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 from flask import Flask
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 from pydantic import ValidationError
 from rq.exceptions import DeserializationError, NoSuchJobError
 
@@ -297,6 +297,7 @@ def show_workers() -> None:
 
 
 @click.command("seed")
+@with_appcontext
 @click.option("--users", default=1000, show_default=True, type=click.IntRange(1, 10_000_000))
 @click.option("--hours", default=48, show_default=True, type=click.IntRange(0, 24 * 366))
 def seed_command(users: int, hours: int) -> None:

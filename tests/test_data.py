@@ -336,7 +336,24 @@ def test_generate_report_past_soft_limit_is_partial(data_app: Flask) -> None:
 def test_process_batch_export_streams_and_mails(data_app: Flask, smtp: SmtpPeer) -> None:
     """It writes every matching row in batches to a CSV under EXPORTS_DIR and mails its location."""
     engine = engine_of(data_app)
-    seed(engine, users=1500, hours=0)
+    with Session(engine) as session, session.begin():
+        session.execute(insert(User), [{"email": f"x{n}@example.com", "name": f"X {n}"} for n in range(1500)])
+        ids = list(session.scalars(select(User.id).order_by(User.id)))
+        session.execute(
+            insert(Subscription),
+            [
+                {"user_id": i, "plan": "team", "amount_minor": 4900, "currency": "USD", "status": "active"}
+                if n % 5
+                else {
+                    "user_id": i,
+                    "plan": "team",
+                    "amount_minor": 4900,
+                    "currency": "USD",
+                    "status": "cancelled",
+                }
+                for n, i in enumerate(ids)
+            ],
+        )
     result = process_batch_export("users", "ops@example.com")
     path = Path(result["file"])
     assert path.parent == data_app.extensions["tasklane"].settings.exports_dir
@@ -352,7 +369,7 @@ def test_process_batch_export_streams_and_mails(data_app: Flask, smtp: SmtpPeer)
     assert mail.rcpt_tos == ["ops@example.com"] and "1500 rows" in text_part.get_content()
 
     active = process_batch_export("subscriptions", "ops@example.com", {"status": "cancelled"})
-    assert active["rows"] == 300  # every fifth seeded subscription is cancelled
+    assert active["rows"] == 300
 
 
 # --- invoices --------------------------------------------------------------------------------------

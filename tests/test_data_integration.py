@@ -24,6 +24,7 @@ from app.factory import create_app
 from app.models import Invoice, JobRollup, Subscription, UserProfile
 from tests.conftest import make_env
 from tests.databases import client_tool, database
+from tests.databases import migrate as migrate_in_process
 from tests.peers import SmtpPeer, engine_for, migrate
 from tests.servers import FINAL, Starter, enqueue, start_worker, wait_state
 
@@ -87,16 +88,18 @@ def test_all_ten_data_tasks_through_a_worker(
     client: FlaskClient,
     auth: dict[str, str],
     smtp: SmtpPeer,
-    tmp_path: Path,
+    app: Flask,
 ) -> None:
-    """Migrated by the release step and seeded by `flask seed`, every data task succeeds through worker.py;
+    """Migrated and seeded by `flask seed`, every data task succeeds through worker.py (fork mode);
     an unknown user fails at once, without retries, and is listed in the dead-letter view."""
     engine_name = "mariadb" if db_url.startswith("mysql") else db_url.split(":", 1)[0].split("+")[0]
     if engine_name != "sqlite" and client_tool(engine_name) is None:
         pytest.skip(f"no dump tool for {engine_name}")
-    migrate(start)
-    seeded = json.loads(run_flask(start, "seed", "--users", "60", "--hours", "30"))
-    assert seeded["added"]["users"] == 60 and seeded["added"]["analytics_rows"] == 30 * (20 + 5 + 5)
+    migrate_in_process(db_url)
+    out = app.test_cli_runner().invoke(args=["seed", "--users", "20", "--hours", "30"])
+    assert out.exit_code == 0, out.output
+    seeded = json.loads(out.stdout)
+    assert seeded["added"]["users"] == 20 and seeded["added"]["analytics_rows"] == 30 * (20 + 5 + 5)
     start_worker(start, rconn)
     engine = engine_for(env)
     with Session(engine) as session:
@@ -132,14 +135,14 @@ def test_all_ten_data_tasks_through_a_worker(
     result = {name: view["result"] for name, view in done.items()}
     assert result["update_user_stats"]["login_count"] == 1
     assert result["create_user_profile"]["status"] == "already_exists"  # seeded: the first user has one
-    assert result["cleanup_old_sessions"]["deleted"] == 60  # one seeded session per user is 31+ days old
+    assert result["cleanup_old_sessions"]["deleted"] == 20  # one seeded session per user is 31+ days old
     assert result["cleanup_expired_tokens"]["deleted"] > 0
     assert result["generate_report"]["status"] == "complete" and result["generate_report"]["rows"] == 23 * 20
     assert all(Path(f).exists() for f in result["generate_report"]["files"])
     export = result["process_batch_export"]
-    assert export["rows"] == 60 and done["process_batch_export"]["progress"]["current"] == 60
+    assert export["rows"] == 20 and done["process_batch_export"]["progress"]["current"] == 20
     with open(export["file"]) as handle:
-        assert len(list(csv.reader(handle))) == 61
+        assert len(list(csv.reader(handle))) == 21
     invoices = result["generate_monthly_invoices"]
     assert invoices["created"] == invoices["emailed"] == active and invoices["failed"] == []
     backup = result["backup_database"]
@@ -150,7 +153,7 @@ def test_all_ten_data_tasks_through_a_worker(
             session.scalar(select(func.count()).select_from(Invoice).where(Invoice.month == "2030-01"))
             == active
         )
-        assert session.scalar(select(func.count()).select_from(UserProfile)) == 30
+        assert session.scalar(select(func.count()).select_from(UserProfile)) == 10
     mailed = sorted(m.rcpt_tos[0] for m in smtp.received)
     assert mailed.count("ops@example.com") == 1 and len(mailed) == active + 1
 
@@ -190,7 +193,7 @@ def insert_users(engine: Any, count: int) -> None:
 @pytest.mark.parametrize(
     ("db_url", "rows"),
     [
-        pytest.param("sqlite", 10_000, id="sqlite-10k"),
+        pytest.param("sqlite", 10_000, id="sqlite-10k", marks=pytest.mark.long),
         pytest.param("sqlite", 100_000, id="sqlite-100k", marks=pytest.mark.long),
         pytest.param("postgresql", 100_000, id="postgresql-100k", marks=pytest.mark.long),
         pytest.param("mariadb", 100_000, id="mariadb-100k", marks=pytest.mark.long),
