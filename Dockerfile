@@ -13,6 +13,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     VAR_DIR=/app/var
 
 WORKDIR /app
+# backup_database dumps with the database's own client tools.
+RUN apt-get update && apt-get install -y --no-install-recommends postgresql-client mariadb-client \
+    && rm -rf /var/lib/apt/lists/*
 COPY requirements.txt ./
 RUN pip install -r requirements.txt
 

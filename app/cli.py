@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 from flask import Flask
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 from pydantic import ValidationError
 from rq.exceptions import DeserializationError, NoSuchJobError
 
@@ -48,6 +48,7 @@ def init_app(app: Flask) -> None:
     """Attach the command groups to ``app.cli``."""
     for group in (tasks_cli, jobs_cli, queues_cli, workers_cli, documents_cli):
         app.cli.add_command(group)
+    app.cli.add_command(seed_command)
 
 
 def _echo_json(value: Any) -> None:
@@ -318,3 +319,19 @@ def show_workers() -> None:
             f"heartbeat {iso(worker.last_heartbeat)}"
         )
     click.echo(f"{len(workers)} worker(s)", err=True)
+
+
+# --- development data (issue 9) --------------------------------------------------------------------
+
+
+@click.command("seed")
+@with_appcontext
+@click.option("--users", default=1000, show_default=True, type=click.IntRange(1, 10_000_000))
+@click.option("--hours", default=48, show_default=True, type=click.IntRange(0, 24 * 366))
+def seed_command(users: int, hours: int) -> None:
+    """Fill the database (DATABASE_URL, migrated) with realistic development data for the data tasks."""
+    from app.seed import seed
+
+    started = time.monotonic()
+    counts = seed(runtime().engine, users=users, hours=hours)
+    _echo_json({"added": counts.as_dict(), "seconds": round(time.monotonic() - started, 2)})

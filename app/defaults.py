@@ -154,3 +154,20 @@ ANALYSIS_MAX_CHARS = 2_000_000
 IMAGE_MAX_PIXELS = 50_000_000
 #: Largest thumbnail edge resize_image makes, in pixels.
 IMAGE_MAX_EDGE = 4096
+
+#: Connections an engine keeps open per process (PostgreSQL, MySQL/MariaDB), and how many more
+#: it may open under load: a threads-mode worker's threads each hold one while a job runs.
+DB_POOL_SIZE = 5
+DB_MAX_OVERFLOW = 10
+#: Seconds a job waits for a pooled connection before failing.
+DB_POOL_TIMEOUT = 30
+#: Seconds a SQLite statement waits for another process's write lock.
+SQLITE_BUSY_TIMEOUT = 15
+#: Rows deleted per statement (and transaction) by the cleanup tasks: short locks on big tables.
+CLEANUP_BATCH = 1000
+#: The cleanup tasks stop after this many batches in one run (the next run goes on).
+CLEANUP_MAX_BATCHES = 10_000
+#: Rows fetched and written per batch by process_batch_export (one progress report each).
+EXPORT_BATCH = 1000
+#: Seconds an hour's request and job counters stay in Redis for analytics_aggregation.
+HOURLY_METRICS_TTL = 8 * 24 * 3600

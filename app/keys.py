@@ -81,3 +81,24 @@ def http_durations(route: str) -> str:
 def model_cache(provider: str) -> str:
     """A model provider's cached model list (a JSON string with a one-hour TTL)."""
     return _key("models", provider)
+
+
+def hourly_http(hour: str) -> str:
+    """API requests of one hour (``YYYYMMDDHH`` UTC): ``<method>|<route>|<status>`` -> count,
+    ``<route>|d<bucket>`` -> latency histogram counts, ``<route>|dsum`` -> seconds (with a TTL)."""
+    return _key("metrics", "hourly", "http", hour)
+
+
+def hourly_jobs(hour: str) -> str:
+    """Job outcomes of one hour (``YYYYMMDDHH`` UTC): ``<task>|<outcome>`` -> count,
+    ``<task>|d<bucket>`` -> run time histogram counts, ``<task>|dsum`` -> seconds (with a TTL)."""
+    return _key("metrics", "hourly", "jobs", hour)
+
+
+def cache(name: str) -> str:
+    """An application cache entry."""
+    return _key("cache", name)
+
+
+#: SCAN patterns of the application's cache keys (cleanup_expired_data looks only at these).
+CACHE_PATTERNS = (cache("*"), model_cache("*"))

@@ -10,6 +10,7 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     DateTime,
+    Double,
     Float,
     ForeignKey,
     Integer,
@@ -17,6 +18,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    UniqueConstraint,
     func,
 )
 from sqlalchemy.dialects import mysql
@@ -209,3 +211,169 @@ class Chunk(Base):
     text: Mapped[str] = mapped_column(Text)
     dimensions: Mapped[int | None] = mapped_column(Integer, default=None)
     vector: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+
+
+# --- data tasks (issue 9): activity, profiles, sessions, tokens, billing, analytics, exports ---------
+
+
+class UserStats(Base):
+    """A user's activity counters (update_user_stats): one row per user, created on first use."""
+
+    __tablename__ = "user_stats"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    login_count: Mapped[int] = mapped_column(Integer, default=0)
+    last_activity: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+class UserProfile(Base):
+    """A user's profile: at most one per user (create_user_profile)."""
+
+    __tablename__ = "user_profiles"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), unique=True)
+    display_name: Mapped[str] = mapped_column(String(200))
+    bio: Mapped[str] = mapped_column(String(2000), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class UserSession(Base):
+    """A signed-in session; cleanup_old_sessions deletes those not seen for N days."""
+
+    __tablename__ = "user_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    #: SHA-256 of the session cookie: the cookie itself is never stored.
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class TokenKind(StrEnum):
+    """What a stored token is for."""
+
+    API = "api"
+    REFRESH = "refresh"
+
+
+class AuthToken(Base):
+    """An API or refresh token (its hash); cleanup_expired_tokens deletes the expired ones."""
+
+    __tablename__ = "auth_tokens"
+    __table_args__ = (CheckConstraint("kind IN ('api', 'refresh')", name="kind"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class SubscriptionStatus(StrEnum):
+    """Only active subscriptions are invoiced."""
+
+    ACTIVE = "active"
+    CANCELLED = "cancelled"
+
+
+class Subscription(Base):
+    """A user's plan, billed monthly by generate_monthly_invoices while active."""
+
+    __tablename__ = "subscriptions"
+    __table_args__ = (CheckConstraint("status IN ('active', 'cancelled')", name="status"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    plan: Mapped[str] = mapped_column(String(64))
+    #: The monthly price in the currency's minor unit.
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Invoice(Base):
+    """One subscription's invoice for one month: the unique constraint makes it exactly one."""
+
+    __tablename__ = "invoices"
+    __table_args__ = (UniqueConstraint("subscription_id", "month", name="uq_invoices_subscription_month"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subscription_id: Mapped[int] = mapped_column(ForeignKey("subscriptions.id", ondelete="CASCADE"))
+    #: ``YYYY-MM``.
+    month: Mapped[str] = mapped_column(String(7), index=True)
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    #: When its mail was handed to SMTP; NULL until then (a sender claims it by setting it).
+    emailed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+class RequestRollup(Base):
+    """API requests of one window (an hour) per method, route and status."""
+
+    __tablename__ = "analytics_requests"
+    __table_args__ = (
+        UniqueConstraint("window_start", "method", "route", "status", name="uq_analytics_requests_key"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    method: Mapped[str] = mapped_column(String(10))
+    route: Mapped[str] = mapped_column(String(255))
+    status: Mapped[int] = mapped_column(Integer)
+    requests: Mapped[int] = mapped_column(BigInteger)
+
+
+class LatencyRollup(Base):
+    """API latency of one window per route: count, mean and percentiles in milliseconds."""
+
+    __tablename__ = "analytics_latency"
+    __table_args__ = (UniqueConstraint("window_start", "route", name="uq_analytics_latency_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    route: Mapped[str] = mapped_column(String(255))
+    requests: Mapped[int] = mapped_column(BigInteger)
+    mean_ms: Mapped[float] = mapped_column(Double)
+    p50_ms: Mapped[float] = mapped_column(Double)
+    p95_ms: Mapped[float] = mapped_column(Double)
+    p99_ms: Mapped[float] = mapped_column(Double)
+
+
+class JobRollup(Base):
+    """Job outcomes of one window per task: counts, mean and percentile run times in seconds."""
+
+    __tablename__ = "analytics_jobs"
+    __table_args__ = (UniqueConstraint("window_start", "task", name="uq_analytics_jobs_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    task: Mapped[str] = mapped_column(String(200))
+    succeeded: Mapped[int] = mapped_column(BigInteger)
+    failed: Mapped[int] = mapped_column(BigInteger)
+    retried: Mapped[int] = mapped_column(BigInteger)
+    other: Mapped[int] = mapped_column(BigInteger)
+    mean_s: Mapped[float] = mapped_column(Double)
+    p50_s: Mapped[float] = mapped_column(Double)
+    p95_s: Mapped[float] = mapped_column(Double)
+    p99_s: Mapped[float] = mapped_column(Double)
+
+
+class Export(Base):
+    """One process_batch_export run: what was asked, where the file went, how many rows."""
+
+    __tablename__ = "exports"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    entity: Mapped[str] = mapped_column(String(32))
+    filters: Mapped[str] = mapped_column(Text)
+    requested_by: Mapped[str] = mapped_column(String(320))
+    path: Mapped[str | None] = mapped_column(String(1024), default=None)
+    rows: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)

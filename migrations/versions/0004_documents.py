@@ -2,7 +2,7 @@
 documents with their chunks and vectors, and the text analysis saved on a document.
 
 Revision ID: 0004_documents
-Revises: 0002 (the integrator rechains it after 0003_data)
+Revises: 0003_data
 Create Date: 2026-11-27
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
 revision = "0004_documents"
-down_revision = "0002"
+down_revision = "0003_data"
 branch_labels = None
 depends_on = None
 
