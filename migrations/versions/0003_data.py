@@ -165,18 +165,13 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.drop_index(op.f("ix_invoices_month"), table_name="invoices")
+    # A table takes its indexes with it; dropping an index first fails on MariaDB when a
+    # foreign key needs it (error 1553).
     op.drop_table("invoices")
     op.drop_table("user_stats")
-    op.drop_index(op.f("ix_user_sessions_user_id"), table_name="user_sessions")
-    op.drop_index(op.f("ix_user_sessions_last_seen_at"), table_name="user_sessions")
     op.drop_table("user_sessions")
     op.drop_table("user_profiles")
-    op.drop_index(op.f("ix_subscriptions_user_id"), table_name="subscriptions")
-    op.drop_index(op.f("ix_subscriptions_status"), table_name="subscriptions")
     op.drop_table("subscriptions")
-    op.drop_index(op.f("ix_auth_tokens_user_id"), table_name="auth_tokens")
-    op.drop_index(op.f("ix_auth_tokens_expires_at"), table_name="auth_tokens")
     op.drop_table("auth_tokens")
     op.drop_table("exports")
     op.drop_table("analytics_requests")
