@@ -15,6 +15,7 @@ is a :class:`PermanentMailError`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import smtplib
 import socket
@@ -190,8 +191,13 @@ class Mailer:
         )
         return Delivery("file", str(message["Message-ID"]), recipients, str(path))
 
+    @functools.cached_property
+    def tls_context(self) -> ssl.SSLContext:
+        """The TLS settings of every conversation: built once (loading the CA bundle takes ~0.1 s)."""
+        return ssl.create_default_context()
+
     def _smtp(self, server: SmtpServer, message: EmailMessage) -> Delivery:
-        context = ssl.create_default_context()
+        context = self.tls_context
         recipients = tuple(a.addr_spec for a in message["To"].addresses)
         local_name = socket.gethostname()
         try:
