@@ -30,7 +30,10 @@ def _append(path: str, line: str) -> None:
 
 @task(input=AppendInput, time_limit=120)
 def append_line(path: str, line: str, seconds: float) -> str:
-    """Sleep ``seconds`` (touching no Redis meanwhile), then append ``line`` to ``path``."""
-    time.sleep(seconds)
-    _append(path, line)
-    return line
+    """Append ``line`` and the worker's HA_SIDE to ``path``; in a worker with HA_SIDE=cut (the one a
+    test cuts off), sleep ``seconds`` first, touching no Redis meanwhile."""
+    side = os.environ.get("HA_SIDE", "host")
+    if side == "cut":
+        time.sleep(seconds)
+    _append(path, f"{line} {side}" if side != "host" else line)
+    return f"{line}:{side}"

@@ -237,10 +237,21 @@ class TasklaneWorkerMixin:
         """RQ's heartbeats of the job in hand; one missed in an outage is made up by the next."""
         try:
             super().maintain_heartbeats(job, execution)  # type: ignore[misc]
+            lease_held = leases.held(self.connection, Lease.of(job, execution))
         except outages.REDIS_DOWN as exc:
             outages.OUTAGE.failed(exc)
             return
         outages.OUTAGE.recovered()
+        if not lease_held:
+            self._drop_lost_run(job)
+
+    def _drop_lost_run(self, job: Job) -> None:
+        """The run's lease is gone: this worker was cut off from Redis past its heartbeat and a
+        sweep handed the job to another run (or settled it). Stop this run; its outcome would be
+        dropped anyway (every outcome write is fenced by the lease), and the worker carries on."""
+        log.warning("Worker %s: job %s lost its lease while this worker was cut off; stopping this run "
+                    "(the job is re-run or settled elsewhere)", self.name, job.id)  # fmt: skip
+        self.kill_horse()
 
     # --- the job in hand --------------------------------------------------------------------------
 
