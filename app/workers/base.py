@@ -251,7 +251,7 @@ class TasklaneWorkerMixin:
         dropped anyway (every outcome write is fenced by the lease), and the worker carries on."""
         log.warning("Worker %s: job %s lost its lease while this worker was cut off; stopping this run "
                     "(the job is re-run or settled elsewhere)", self.name, job.id)  # fmt: skip
-        self.kill_horse()
+        self.kill_horse()  # type: ignore[attr-defined]
 
     # --- the job in hand --------------------------------------------------------------------------
 
