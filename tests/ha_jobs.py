@@ -34,6 +34,8 @@ def append_line(path: str, line: str, seconds: float) -> str:
     test cuts off), sleep ``seconds`` first, touching no Redis meanwhile."""
     side = os.environ.get("HA_SIDE", "host")
     if side == "cut":
-        time.sleep(seconds)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:  # short sleeps: a stop raised in this thread lands at once
+            time.sleep(0.05)
     _append(path, f"{line} {side}" if side != "host" else line)
     return f"{line}:{side}"
