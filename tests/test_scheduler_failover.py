@@ -57,11 +57,22 @@ def owner_process(conn: redis.Redis, procs: list[subprocess.Popen[bytes]]) -> su
 
 @pytest.mark.integration
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    "lock_ttl",
+    [pytest.param(4, id="ttl4"), pytest.param(10, id="default-ttl10", marks=pytest.mark.long)],
+)
 def test_killed_scheduler_standby_takes_over_and_restart_catches_up(
-    start: Starter, rconn: redis.Redis, client: FlaskClient, auth: dict[str, str], tmp_path: Path
+    start: Starter,
+    rconn: redis.Redis,
+    client: FlaskClient,
+    auth: dict[str, str],
+    tmp_path: Path,
+    lock_ttl: int,
 ) -> None:
-    """SIGKILL the active scheduler: delayed jobs move again within 15 s; no tick missed or doubled."""
-    pair = [start("scheduler.py", **PERIODIC) for _ in range(2)]
+    """SIGKILL the active scheduler: delayed jobs move again within SCHEDULER_LOCK_TTL + a pass (the
+    issue's bound, 15 s, with the default 10 s); no tick missed or doubled. CI runs a 4 s lock."""
+    env = {**PERIODIC, "SCHEDULER_LOCK_TTL": str(lock_ttl)}
+    pair = [start("scheduler.py", **env) for _ in range(2)]
     wait_for(lambda: len(queued_ticks(rconn)) >= 1, 30, message="the first tick")
     records = re.compile(rb"^rq:scheduler:[0-9a-f]{32}$")  # RQ's scheduler records, one per process
     wait_for(
@@ -72,7 +83,7 @@ def test_killed_scheduler_standby_takes_over_and_restart_catches_up(
     active = owner_process(rconn, pair)
     standby = next(p for p in pair if p is not active)
     dead_owner = lock_owner(rconn)
-    time.sleep(2)
+    time.sleep(1)
 
     active.send_signal(signal.SIGKILL)
     killed = time.monotonic()
@@ -82,22 +93,32 @@ def test_killed_scheduler_standby_takes_over_and_restart_catches_up(
     took_lock = time.monotonic() - killed
     wait_for(lambda: job_id.encode() in rconn.lrange("rq:queue:default", 0, -1), 20, 0.05, "the delayed job")
     moved = time.monotonic() - killed
-    print(f"FAILOVER lock taken {took_lock:.1f} s and delayed job moved {moved:.1f} s after the kill")
-    assert moved <= TAKEOVER_BOUND, f"the delayed job moved {moved:.1f} s after the active scheduler died"
+    print(
+        f"FAILOVER (SCHEDULER_LOCK_TTL={lock_ttl}) after the kill: lock taken {took_lock:.1f} s, "
+        f"delayed job moved {moved:.1f} s"
+    )
+    assert moved <= min(TAKEOVER_BOUND, lock_ttl + 3), f"the delayed job moved {moved:.1f} s after the death"
     start.assert_running(standby)
-    time.sleep(2)
+    time.sleep(1)
 
-    # No scheduler at all for a few seconds, then one is started again: it catches the ticks up.
+    # No scheduler at all while a new one starts (seconds): it catches the ticks of the gap up.
     standby.send_signal(signal.SIGKILL)
     standby.wait(5)
     before_gap = max(queued_ticks(rconn))
-    time.sleep(3)
-    restarted = start("scheduler.py", **PERIODIC)
-    wait_for(lambda: max(queued_ticks(rconn)) > int(time.time()) - 1, 30, message="the restarted scheduler")
+    restarted = start("scheduler.py", **env)
+
+    def registered() -> bool:
+        keys = [k for k in rconn.keys("rq:scheduler:*") if records.match(k)]
+        return any(int(rconn.hget(k, "pid") or 0) == restarted.pid for k in keys)
+
+    wait_for(registered, 30, message="the restarted scheduler")
+    now = int(time.time())
+    wait_for(lambda: max(queued_ticks(rconn)) >= now, 10, message="the restarted scheduler's ticks")
+    print(f"FAILOVER no scheduler from tick {before_gap} to {int(time.time())}")
     time.sleep(1.5)
     start.assert_running(restarted)
     ticks = queued_ticks(rconn)
     caught_up = [t for t in ticks if t > before_gap]
-    assert len(caught_up) >= 4, f"ticks after the gap: {caught_up}"
+    assert len(caught_up) >= 3, f"ticks after the gap: {caught_up}"
     print(f"FAILOVER {len(ticks)} ticks from {min(ticks)} to {max(ticks)}, each once")
     assert_every_tick_once(ticks)

