@@ -234,16 +234,32 @@ class TasklaneWorkerMixin:
         return self._ride_out(lambda: dequeue(timeout, max_idle_time))
 
     def maintain_heartbeats(self, job: Job, execution: Execution) -> None:
-        """RQ's heartbeats of the job in hand; one missed in an outage is made up by the next."""
+        """RQ's heartbeats of the job in hand; one missed in an outage is made up by the next.
+
+        After a missed or late beat (the worker was cut off from Redis, or stalled), the
+        sweep may have handed the job to another run: the first beat that lands checks the
+        run's lease, and a run that lost it is stopped (:meth:`_drop_lost_run`).
+        """
+        doubtful = self._beat_missed(job)
         try:
             super().maintain_heartbeats(job, execution)  # type: ignore[misc]
-            lease_held = leases.held(self.connection, Lease.of(job, execution))
+            lease_held = not doubtful or leases.held(self.connection, Lease.of(job, execution))
         except outages.REDIS_DOWN as exc:
+            self._missed_beat = job.id
             outages.OUTAGE.failed(exc)
             return
         outages.OUTAGE.recovered()
-        if not lease_held:
+        self._missed_beat = None
+        self._beat_at = (job.id, time.monotonic())
+        if not lease_held and job.ended_at is None:  # the body still runs (inline: it has not returned)
             self._drop_lost_run(job)
+
+    def _beat_missed(self, job: Job) -> bool:
+        """True when a beat of this run failed, or the last one landed longer ago than its TTL."""
+        if getattr(self, "_missed_beat", None) == job.id:
+            return True
+        last = getattr(self, "_beat_at", None)
+        return bool(last and last[0] == job.id and time.monotonic() - last[1] > self.get_heartbeat_ttl(job))
 
     def _drop_lost_run(self, job: Job) -> None:
         """The run's lease is gone: this worker was cut off from Redis past its heartbeat and a
