@@ -76,6 +76,10 @@ _SETTLE_AFTER: tuple[type[Exception], ...] = (OutcomeLost, *_REDIS_GONE)
 class TasklaneWorkerMixin:
     """What every Tasklane worker adds to RQ's: JSON only, the registry's limits and hooks."""
 
+    #: The job whose last heartbeat failed, and (job id, when) of the last one that landed.
+    _missed_beat: str | None = None
+    _beat_at: tuple[str, float] | None = None
+
     connection: Redis
     queues: list[Queue]
     name: str
@@ -240,9 +244,11 @@ class TasklaneWorkerMixin:
         sweep may have handed the job to another run: the first beat that lands checks the
         run's lease, and a run that lost it is stopped (:meth:`_drop_lost_run`).
         """
-        doubtful = self._beat_missed(job)
         try:
             super().maintain_heartbeats(job, execution)  # type: ignore[misc]
+            # Judged once the beat landed: a beat that hung through a cut (a connection without a
+            # read timeout, delivered when the link came back) is a late one.
+            doubtful = self._beat_missed(job)
             lease_held = not doubtful or leases.held(self.connection, Lease.of(job, execution))
         except outages.REDIS_DOWN as exc:
             self._missed_beat = job.id
@@ -255,11 +261,14 @@ class TasklaneWorkerMixin:
             self._drop_lost_run(job)
 
     def _beat_missed(self, job: Job) -> bool:
-        """True when a beat of this run failed, or the last one landed longer ago than its TTL."""
-        if getattr(self, "_missed_beat", None) == job.id:
+        """True when a beat of this run failed, or the last one (or the run's start) is older than its TTL."""
+        if self._missed_beat == job.id:
             return True
-        last = getattr(self, "_beat_at", None)
-        return bool(last and last[0] == job.id and time.monotonic() - last[1] > self.get_heartbeat_ttl(job))
+        if self._beat_at is not None and self._beat_at[0] == job.id:
+            since = time.monotonic() - self._beat_at[1]
+        else:
+            since = (now() - job.started_at).total_seconds() if job.started_at else 0.0
+        return since > self.get_heartbeat_ttl(job)
 
     def _drop_lost_run(self, job: Job) -> None:
         """The run's lease is gone: this worker was cut off from Redis past its heartbeat and a
