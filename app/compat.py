@@ -11,6 +11,7 @@ Pinned versions: rq 3.0.0, rq-scheduler 0.14.0, rq-dashboard 0.9.0.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from redis import Redis
@@ -118,6 +119,19 @@ def death_penalty_timeout(penalty: BaseDeathPenalty) -> float:
 def use_queue_class_in_rq_scheduler(queue_class: type) -> None:
     """Make RQ's scheduler move due jobs through ``queue_class`` (it builds queues from a module global)."""
     rq_scheduler_module.Queue = queue_class  # type: ignore[misc,assignment]
+
+
+def scheduler_queue_names(scheduler: Any) -> set[str]:
+    """The queues whose delayed jobs RQ's scheduler ``scheduler`` would move (if it held their locks)."""
+    return set(scheduler._queue_names)
+
+
+def set_scheduler_locks(scheduler: Any, names: set[str]) -> None:
+    """Tell RQ's scheduler which queues' locks it holds (what its own ``acquire_locks`` records),
+    and make it rebuild its registries from them on its next pass."""
+    scheduler._acquired_locks = set(names)
+    scheduler._scheduled_job_registries = []
+    scheduler.lock_acquisition_time = datetime.now()
 
 
 def share_connection(scheduler: Any, connection: Redis) -> None:

@@ -141,6 +141,9 @@ class Settings:
     metrics_token: str = ""
     redis_wait_seconds: int = defaults.REDIS_WAIT_SECONDS
     scheduler_heartbeat_ttl: int = defaults.SCHEDULER_HEARTBEAT_TTL
+    scheduler_lock_ttl: int = int(defaults.SCHEDULER_LOCK_TTL)
+    enqueue_min_replicas: int = defaults.ENQUEUE_MIN_REPLICAS
+    enqueue_replica_timeout_ms: int = defaults.ENQUEUE_REPLICA_TIMEOUT_MS
     task_overrides: tuple[TaskOverride, ...] = ()
     redis_tls_verify: RedisTlsVerify = RedisTlsVerify.REQUIRED
     sentry_dsn: str = ""
@@ -206,6 +209,15 @@ class Settings:
             ),
             scheduler_heartbeat_ttl=reader.integer(
                 "SCHEDULER_HEARTBEAT_TTL", defaults.SCHEDULER_HEARTBEAT_TTL, minimum=3, maximum=3600
+            ),
+            scheduler_lock_ttl=reader.integer(
+                "SCHEDULER_LOCK_TTL", int(defaults.SCHEDULER_LOCK_TTL), minimum=3, maximum=600
+            ),
+            enqueue_min_replicas=reader.integer(
+                "ENQUEUE_MIN_REPLICAS", defaults.ENQUEUE_MIN_REPLICAS, minimum=0, maximum=16
+            ),
+            enqueue_replica_timeout_ms=reader.integer(
+                "ENQUEUE_REPLICA_TIMEOUT_MS", defaults.ENQUEUE_REPLICA_TIMEOUT_MS, minimum=1, maximum=60000
             ),
             task_overrides=reader.task_overrides("TASK_OVERRIDES"),
             redis_tls_verify=reader.choice("REDIS_TLS_VERIFY", RedisTlsVerify, RedisTlsVerify.REQUIRED),

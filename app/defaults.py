@@ -42,6 +42,18 @@ SWEEP_INTERVAL = 5.0
 RESCUE_AFTER = 15.0
 #: Seconds between two passes of the scheduler process.
 SCHEDULER_INTERVAL = 1.0
+#: Seconds a scheduler's lock on moving delayed jobs lives unless renewed; the active
+#: scheduler renews it every pass, a standby tries to take it every pass, so a standby
+#: takes over at most this long (plus one pass) after the active scheduler died.
+SCHEDULER_LOCK_TTL = 10.0
+#: Seconds back a scheduler catches up an interval entry's ticks that came due while no
+#: scheduler ran (a takeover, a restart): each is enqueued, once; older ones are skipped.
+CATCHUP_WINDOW = 60
+#: Replicas that must acknowledge an enqueue (Redis WAIT) before the API answers 202
+#: (ENQUEUE_MIN_REPLICAS); 0 answers as soon as the primary has the job.
+ENQUEUE_MIN_REPLICAS = 0
+#: Longest an enqueue waits for those acknowledgements, in ms (ENQUEUE_REPLICA_TIMEOUT_MS).
+ENQUEUE_REPLICA_TIMEOUT_MS = 1000
 #: Seconds an HTTP dependency of the health check may take.
 HEALTH_CHECK_TIMEOUT = 5.0
 #: Longest an idle worker waits on its queues' doorbells before it scans them anyway, in s.

@@ -18,6 +18,11 @@ def health_report() -> str:
     return _key("health", "latest")
 
 
+def replication_probe() -> str:
+    """A key the API writes after an enqueue when ENQUEUE_MIN_REPLICAS is set, then WAITs on."""
+    return _key("replication", "probe")
+
+
 def scheduler_heartbeat() -> str:
     """The latest scheduler pass (a JSON string, with a TTL): absent when no scheduler runs."""
     return _key("scheduler", "heartbeat")

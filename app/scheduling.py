@@ -20,6 +20,14 @@ The same loop runs the sweeps that make delivery at-least-once: a job whose work
 (its heartbeat expired) is retried or failed within seconds, and a job a dying worker
 had dequeued but not yet started is put back at the head of its queue.
 
+Delayed jobs are moved by one scheduler at a time, the holder of RQ's per-queue
+scheduler locks. RQ gives those locks a TTL of a minute and lets a standby try to take
+them every two minutes; here (:class:`LeasedRQScheduler`) they live
+``SCHEDULER_LOCK_TTL`` seconds (10), the holder renews them every pass and a standby
+tries every pass, so when the active scheduler dies another takes over within
+``SCHEDULER_LOCK_TTL`` plus a pass. A holder that finds a lock taken (it stalled past
+the TTL) stops moving that queue's jobs before its next move.
+
 The loop rides out a Redis outage: a pass cut short by a connection error waits for Redis
 (backoff, logged once per outage) and starts again; after each completed pass the
 scheduler refreshes a heartbeat key with a TTL, which /readyz reads.
@@ -40,6 +48,7 @@ from redis import Redis
 from rq.exceptions import DeserializationError, NoSuchJobError
 from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
+from rq.utils import now, utcformat
 from rq_scheduler import Scheduler
 from rq_scheduler.utils import to_unix
 
@@ -79,16 +88,36 @@ class PeriodicScheduler(Scheduler):
         enqueued = []
         for template, when in self.get_jobs_to_queue(with_times=True):
             try:
-                job = self.enqueue_tick(template, when)
+                for tick in self._due_ticks(template, int(to_unix(when))):
+                    job = self.enqueue_tick(template, datetime.fromtimestamp(tick, UTC))
+                    if job is not None:
+                        enqueued.append(job)
             except DeserializationError:
                 # Not written by register_periodic (a pickle, say): never unpickled, dropped from
                 # the schedule so that it cannot stop the loop; its hash stays for inspection.
                 log.warning("periodic entry %s is not stored as JSON; removing it unread", template.id)
                 self.cancel(template.id)
-                continue
-            if job is not None:
-                enqueued.append(job)
         return enqueued
+
+    def _due_ticks(self, template: JsonJob, first: int) -> list[int]:
+        """The ticks of ``template`` due now, from ``first``: an interval entry whose ticks came due
+        while no scheduler ran (a takeover, a restart) catches up those of the last
+        ``CATCHUP_WINDOW`` seconds; older ones are skipped (logged)."""
+        definition = template.meta.get(Meta.DEFINITION) or {}
+        schedule = definition.get("schedule") or {}
+        if schedule.get("cron"):
+            return [first]
+        interval = int(schedule.get("interval") or template.meta.get("interval") or 60)
+        now = int(time.time())
+        due = list(range(first, now + 1, interval))
+        recent = [t for t in due if t >= now - defaults.CATCHUP_WINDOW]
+        if len(recent) < len(due):
+            log.warning(
+                "%s: skipping %d tick(s) missed before the catch-up window",
+                template.id,
+                len(due) - len(recent),
+            )
+        return recent or [first]
 
     def enqueue_tick(self, template: JsonJob, when: datetime) -> JsonJob | None:
         """Enqueue the run of ``template`` due at ``when`` unless another scheduler did."""
@@ -228,6 +257,63 @@ return 0
 )
 
 
+# Take or renew each lock (KEYS) for the owner ARGV[1], for ARGV[2] ms; 1 per lock held, 0 when
+# another owner holds it. The same lock as RQ's own (a key holding the owner's name).
+_HOLD_LOCKS = LuaScript(
+    """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local owner = redis.call('GET', key)
+  if not owner then
+    redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
+    out[i] = 1
+  elseif owner == ARGV[1] then
+    redis.call('PEXPIRE', key, ARGV[2])
+    out[i] = 1
+  else
+    out[i] = 0
+  end
+end
+return out
+"""
+)
+
+
+class LeasedRQScheduler(RQScheduler):
+    """RQ's scheduler of delayed jobs with short locks, renewed (or taken) on every pass."""
+
+    lock_ttl: float = defaults.SCHEDULER_LOCK_TTL
+
+    def hold_locks(self) -> set[str]:
+        """Renew the locks held, take the free ones; the queues whose delayed jobs this one moves."""
+        names = sorted(compat.scheduler_queue_names(self))
+        outcomes = _HOLD_LOCKS(
+            self.connection,
+            keys=[self.get_locking_key(name) for name in names],
+            args=[self.name, int(self.lock_ttl * 1000)],
+        )
+        held = {name for name, outcome in zip(names, outcomes, strict=True) if int(outcome) == 1}
+        if held != self.acquired_locks:
+            if held - self.acquired_locks:
+                log.info("took the scheduler lock of %s", ", ".join(sorted(held - self.acquired_locks)))
+            if self.acquired_locks - held:
+                log.warning("lost the scheduler lock of %s", ", ".join(sorted(self.acquired_locks - held)))
+            compat.set_scheduler_locks(self, held)
+        return held
+
+    def heartbeat(self) -> None:
+        """Refresh this scheduler's record (RQ's heartbeat would renew the locks with its own TTL)."""
+        self.last_heartbeat = now()
+        with self.connection.pipeline() as pipeline:
+            pipeline.hset(self.key, "last_heartbeat", utcformat(self.last_heartbeat))
+            pipeline.expire(self.key, int(self.interval) + 60)
+            pipeline.execute()
+
+    def acquire_locks(self, auto_start: bool = False) -> set[str]:
+        """RQ's entry point, with this class's TTL (``auto_start`` is not supported: no fork)."""
+        return self.hold_locks()
+
+
 class SchedulerProcess:
     """One loop: periodic entries via rq-scheduler, due delayed jobs via RQ's scheduler, sweeps."""
 
@@ -243,7 +329,10 @@ class SchedulerProcess:
         self.periodic.settings = settings
         self.heartbeat_ttl = (settings or Settings()).scheduler_heartbeat_ttl
         self.last_sweep = 0.0
-        self.delayed = RQScheduler([q.value for q in QueueName], connection=redis, serializer=JSONSerializer)
+        self.delayed = LeasedRQScheduler(
+            [q.value for q in QueueName], connection=redis, serializer=JSONSerializer
+        )
+        self.delayed.lock_ttl = float((settings or Settings()).scheduler_lock_ttl)
         compat.share_connection(self.delayed, redis)
         self.stop_requested = False
 
@@ -259,10 +348,9 @@ class SchedulerProcess:
                 self.periodic.enqueue_jobs()
             finally:
                 self.periodic.remove_lock()
-        if self.delayed.should_reacquire_locks:
-            self.delayed.acquire_locks()
+        if self.delayed.hold_locks():
+            self.delayed.enqueue_scheduled_jobs()
         self.delayed.heartbeat()
-        self.delayed.enqueue_scheduled_jobs()
         if time.monotonic() - self.last_sweep >= defaults.SWEEP_INTERVAL:
             self.last_sweep = time.monotonic()
             maintenance.sweep(self.redis)

@@ -33,6 +33,12 @@ _ERROR_DESCRIPTIONS = {
     429: "Rate limited",
     503: "The job store (Redis) is unreachable; retry after Retry-After seconds",
 }
+#: An enqueue's 503: Redis unreachable, or ENQUEUE_MIN_REPLICAS not met in time.
+_ENQUEUE_503 = (
+    "The job store (Redis) is unreachable (`redis_unavailable`), or with ENQUEUE_MIN_REPLICAS set fewer "
+    "replicas acknowledged the job in time (`not_replicated`: the primary has it, a failover now could "
+    "lose it); retry after Retry-After seconds with the same Idempotency-Key"
+)
 #: The errors of enqueueing a task, as API.md lists them.
 ENQUEUE_ERRORS = (400, 401, 404, 409, 413, 415, 422, 429, 503)
 
@@ -103,6 +109,7 @@ def _task_paths(spec: TaskSpec, components: dict[str, Any], options: dict[str, A
     if spec.input_model.model_json_schema().get("required"):
         body["required"] = ["args"]
     errors = {str(status): _error(status) for status in ENQUEUE_ERRORS}
+    errors["503"] = _error(503, _ENQUEUE_503)
     errors["404"] = _error(404, "No such task")
     errors["409"] = _error(409, "job_id taken, or Idempotency-Key reused with other arguments")
     location = {"Location": {"description": "The job's URL", "schema": {"type": "string"}}}

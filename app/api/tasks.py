@@ -8,10 +8,13 @@ from typing import Any, ClassVar, TypeVar
 
 from flask import Response, g, jsonify, request, url_for
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from redis import Redis
 
+from app import keys
 from app.api import api
 from app.api.bodies import parse_body
 from app.api.errors import APIError, field_errors
+from app.config import Settings
 from app.dispatch import (
     EnqueueOptions,
     Idempotency,
@@ -140,9 +143,36 @@ def enqueue_task(name: str) -> tuple[Response, int, dict[str, str]]:
         raise APIError(409, "job_exists", str(exc)) from None
     except IdempotencyConflict as exc:
         raise APIError(409, "idempotency_conflict", str(exc)) from None
+    await_replicas(rt.redis, rt.settings)
     location = url_for("api.get_job", job_id=job.id)
     out = {"job_id": job.id, "task": spec.name, "state": state_of(job).value, "links": {"self": location}}
     return jsonify(out), 202, {"Location": location}
+
+
+def await_replicas(redis: Redis, settings: Settings) -> None:
+    """With ENQUEUE_MIN_REPLICAS=n, wait (up to ENQUEUE_REPLICA_TIMEOUT_MS) until n replicas have
+    this request's writes; answer 503 ``not_replicated`` when fewer acknowledge them in time.
+
+    WAIT counts the writes of its own connection: a probe write on that connection, after
+    the enqueue's writes completed, makes its acknowledgement cover them whichever pooled
+    connection they went through.
+    """
+    wanted = settings.enqueue_min_replicas
+    if not wanted:
+        return
+    with redis.pipeline(transaction=False) as pipe:
+        pipe.set(keys.replication_probe(), "1", ex=60)
+        pipe.execute_command("WAIT", wanted, settings.enqueue_replica_timeout_ms)
+        acked = int(pipe.execute()[1])
+    if acked < wanted:
+        raise APIError(
+            503,
+            "not_replicated",
+            f"the job is stored on the primary, but {acked} of {wanted} replica(s) acknowledged it within "
+            f"{settings.enqueue_replica_timeout_ms} ms; it may be lost if the primary fails now. Retry "
+            "with the same Idempotency-Key to be sure it is stored once",
+            headers={"Retry-After": "1"},
+        )
 
 
 @api.post("/tasks/<name>/batch")
@@ -164,6 +194,7 @@ def enqueue_batch(name: str) -> tuple[Response, int]:
     rt = runtime()
     ttls = {"default_result_ttl": rt.settings.result_ttl, "failure_ttl": rt.settings.failed_job_ttl}
     jobs = enqueue_many(spec, [a for a in many_args if a is not None], rt.redis, queue=queue, **ttls)
+    await_replicas(rt.redis, rt.settings)
     return jsonify({"task": spec.name, "job_ids": [job.id for job in jobs], "state": "PENDING"}), 202
 
 

@@ -82,6 +82,10 @@ _SETTLE_AFTER: tuple[type[Exception], ...] = (OutcomeLost, *_REDIS_GONE)
 class TasklaneWorkerMixin:
     """What every Tasklane worker adds to RQ's: JSON only, the registry's limits and hooks."""
 
+    #: The job whose last heartbeat failed, and (job id, when) of the last one that landed.
+    _missed_beat: str | None = None
+    _beat_at: tuple[str, float] | None = None
+
     connection: Redis
     queues: list[Queue]
     name: str
@@ -297,13 +301,45 @@ class TasklaneWorkerMixin:
         return self._ride_out(lambda: dequeue(timeout, max_idle_time))
 
     def maintain_heartbeats(self, job: Job, execution: Execution) -> None:
-        """RQ's heartbeats of the job in hand; one missed in an outage is made up by the next."""
+        """RQ's heartbeats of the job in hand; one missed in an outage is made up by the next.
+
+        After a missed or late beat (the worker was cut off from Redis, or stalled), the
+        sweep may have handed the job to another run: the first beat that lands checks the
+        run's lease, and a run that lost it is stopped (:meth:`_drop_lost_run`).
+        """
         try:
             super().maintain_heartbeats(job, execution)  # type: ignore[misc]
+            # Judged once the beat landed: a beat that hung through a cut (a connection without a
+            # read timeout, delivered when the link came back) is a late one.
+            doubtful = self._beat_missed(job)
+            lease_held = not doubtful or leases.held(self.connection, Lease.of(job, execution))
         except outages.REDIS_DOWN as exc:
+            self._missed_beat = job.id
             outages.OUTAGE.failed(exc)
             return
         outages.OUTAGE.recovered()
+        self._missed_beat = None
+        self._beat_at = (job.id, time.monotonic())
+        if not lease_held and job.ended_at is None:  # the body still runs (inline: it has not returned)
+            self._drop_lost_run(job)
+
+    def _beat_missed(self, job: Job) -> bool:
+        """True when a beat of this run failed, or the last one (or the run's start) is older than its TTL."""
+        if self._missed_beat == job.id:
+            return True
+        if self._beat_at is not None and self._beat_at[0] == job.id:
+            since = time.monotonic() - self._beat_at[1]
+        else:
+            since = (now() - job.started_at).total_seconds() if job.started_at else 0.0
+        return since > self.get_heartbeat_ttl(job)
+
+    def _drop_lost_run(self, job: Job) -> None:
+        """The run's lease is gone: this worker was cut off from Redis past its heartbeat and a
+        sweep handed the job to another run (or settled it). Stop this run; its outcome would be
+        dropped anyway (every outcome write is fenced by the lease), and the worker carries on."""
+        log.warning("Worker %s: job %s lost its lease while this worker was cut off; stopping this run "
+                    "(the job is re-run or settled elsewhere)", self.name, job.id)  # fmt: skip
+        self.kill_horse()  # type: ignore[attr-defined]
 
     # --- the job in hand --------------------------------------------------------------------------
 
