@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import signal
 import threading
+import time
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
@@ -24,7 +25,7 @@ from rq.timeouts import BaseDeathPenalty
 
 from app import compat, keys
 from app.lua import LuaScript
-from app.registry import RateLimit, SoftTimeLimitExceeded, TimeLimitExceeded
+from app.registry import RateLimit, SoftTimeLimitExceeded, TimeLimitExceeded, set_soft_deadline
 
 __all__ = [
     "JobStopped",
@@ -55,6 +56,7 @@ class TaskTimeLimits(BaseDeathPenalty):
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self._phase == "soft":
             self._phase = "hard"
+            set_soft_deadline(None)
             assert self._soft is not None
             signal.setitimer(signal.ITIMER_REAL, compat.death_penalty_timeout(self) - self._soft)
             raise SoftTimeLimitExceeded(f"soft time limit of {self._soft:g} s exceeded")
@@ -63,10 +65,12 @@ class TaskTimeLimits(BaseDeathPenalty):
     def setup_death_penalty(self) -> None:
         signal.signal(signal.SIGALRM, self._handle)
         signal.setitimer(signal.ITIMER_REAL, self._soft or compat.death_penalty_timeout(self))
+        set_soft_deadline(None if self._soft is None else time.monotonic() + self._soft)
 
     def cancel_death_penalty(self) -> None:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        set_soft_deadline(None)
 
 
 # GCRA: KEYS[1] holds the theoretical arrival time in ms. ARGV: emission interval (ms),
@@ -151,6 +155,7 @@ class ThreadTimeLimits(TaskTimeLimits):
     def setup_death_penalty(self) -> None:
         self._active = True
         hard = compat.death_penalty_timeout(self)
+        set_soft_deadline(None if self._soft is None else time.monotonic() + self._soft)
         if self._soft is not None:
             soft = self._soft
             self._arm(soft, SoftTimeLimitExceeded, lambda: self._arm(hard - soft, TimeLimitExceeded, None))
@@ -158,6 +163,7 @@ class ThreadTimeLimits(TaskTimeLimits):
             self._arm(hard, TimeLimitExceeded, None)
 
     def cancel_death_penalty(self) -> None:
+        set_soft_deadline(None)
         with self._lock:
             self._active = False
             if self._timer is not None:

@@ -13,6 +13,7 @@ import importlib
 import os
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -122,6 +123,28 @@ class SoftTimeLimitExceeded(Exception):
     Defined beside the policies so that tasks can catch it (``from app.limits import ...``
     works too: the limits module enforces it).
     """
+
+
+#: The soft deadline (time.monotonic()) of the task running in this thread, while it has one.
+_soft_limit = threading.local()
+
+
+def set_soft_deadline(deadline: float | None) -> None:
+    """Record (or clear, with None) when the soft limit of the task running in this thread passes."""
+    _soft_limit.deadline = deadline
+
+
+def check_soft_limit() -> None:
+    """Raise :class:`SoftTimeLimitExceeded` once the running task's soft limit has passed.
+
+    For long loops in tasks: the limit's own exception is raised asynchronously, and when it
+    lands inside a finalizer (a weakref callback, a ``__del__``) Python prints and drops it;
+    a loop that calls this between units of work stops all the same.
+    """
+    deadline = getattr(_soft_limit, "deadline", None)
+    if deadline is not None and time.monotonic() >= deadline:
+        _soft_limit.deadline = None
+        raise SoftTimeLimitExceeded("soft time limit exceeded")
 
 
 class TimeLimitExceeded(JobTimeoutException):

@@ -495,3 +495,11 @@ def test_schema_on_postgresql_and_mariadb(admin: str, scheme: str, tmp_path: Pat
     finally:
         server.execute(text(f"DROP DATABASE {name}"))
         server.close()
+
+
+def test_search_on_a_database_not_migrated_answers_503(client: FlaskClient, auth: dict[str, str]) -> None:
+    """Before the release step made the tables, a search is a 503 naming the cause, never a 500."""
+    response = client.get("/api/v1/search?q=anything", headers=auth)
+    assert response.status_code == 503
+    error = response.get_json()["error"]
+    assert error["code"] == "database_unavailable" and "alembic upgrade head" in error["message"]

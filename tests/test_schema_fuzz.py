@@ -32,6 +32,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from tests.conftest import TOKEN
+from tests.peers import migrate
+from tests.servers import Starter
 
 SEED = int(os.environ.get("TASKLANE_FUZZ_SEED", "20261127"))
 #: The full run: examples per operation; with the test catalogue's ~70 operations, > 2,000 requests.
@@ -108,6 +110,13 @@ def fuzz(app: Flask, examples: int, seed_value: int) -> Run:
         _sender(run, operation, checks, examples, seed_value, auth)()
     run.seconds = time.monotonic() - started
     return run
+
+
+@pytest.fixture
+def app(app: Flask, start: Starter) -> Flask:
+    """The app on a migrated database (the release step run), so every route really answers."""
+    migrate(start)
+    return app
 
 
 def test_every_operation_is_fuzzed_without_5xx_or_schema_violation(app: Flask) -> None:

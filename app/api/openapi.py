@@ -539,6 +539,11 @@ def _other_paths() -> dict[str, Any]:
                     ),
                     "400": _error(400, "No q, or a bad limit"),
                     "401": _error(401),
+                    "503": _error(
+                        503,
+                        "The database or the EMBEDDINGS_URL endpoint cannot answer "
+                        "(database_unavailable, embeddings_unavailable)",
+                    ),
                 },
             }
         },

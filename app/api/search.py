@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+
 from flask import Response, jsonify, request
+from sqlalchemy.exc import DBAPIError
 
 from app.api import api
 from app.api.errors import APIError
 from app.runtime import runtime
 from app.services import services
+from app.services.embeddings import EmbeddingsError, EmbeddingsUnavailable
 from app.tasks.documents import search_chunks
+
+log = logging.getLogger(__name__)
 
 #: Most chunks one search answers.
 MAX_LIMIT = 50
@@ -26,5 +32,16 @@ def search() -> Response:
     if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
         raise APIError(400, "invalid_query", f"limit must be a whole number from 1 to {MAX_LIMIT}")
     embedder = services().embedder
-    results = search_chunks(runtime().engine, embedder, query, int(raw))
+    try:
+        results = search_chunks(runtime().engine, embedder, query, int(raw))
+    except DBAPIError as exc:
+        log.warning("search: the database cannot answer: %s", exc.orig)
+        raise APIError(
+            503,
+            "database_unavailable",
+            "the database cannot answer: it is unreachable, or not migrated "
+            "(run `alembic upgrade head`, the Procfile's release step)",
+        ) from exc
+    except (EmbeddingsError, EmbeddingsUnavailable) as exc:
+        raise APIError(503, "embeddings_unavailable", f"the embeddings endpoint failed: {exc}") from exc
     return jsonify({"query": query, "embedder": embedder.name, "results": results})

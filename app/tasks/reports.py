@@ -28,7 +28,7 @@ from app import defaults
 from app.db import dialect_of
 from app.models import Export, Invoice, JobRollup, LatencyRollup, Payment, RequestRollup, Subscription, User
 from app.progress import report_progress
-from app.registry import QueueName, RetryPolicy, SoftTimeLimitExceeded, TaskInput, task
+from app.registry import QueueName, RetryPolicy, SoftTimeLimitExceeded, TaskInput, check_soft_limit, task
 from app.runtime import runtime
 from app.services import services
 from app.services.mail import TransientMailError
@@ -248,12 +248,14 @@ def generate_report(report_type: str, period: str = "day") -> dict[str, Any]:
         writer = csv.writer(out.handle)
         writer.writerow(header)
         for partition in session.execute(query.execution_options(yield_per=1000)).partitions():
+            check_soft_limit()  # in case the limit's own exception landed in a finalizer and was lost
             for row in partition:  # one at a time: a soft limit between two rows counts exactly
                 writer.writerow(_csv_row(row))
                 rows_written += 1
         files.append(str(out.commit()))
         out = None
         stage = "pdf"
+        check_soft_limit()
         summary_header, summary = _summary(session, kind, since)
         title = f"Tasklane {kind.value} report, last {span.value} (since {iso(since_aware)})"
         files.append(str(_pdf(directory / f"{name}.pdf", title, summary_header, summary)))

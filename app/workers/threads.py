@@ -125,6 +125,10 @@ class ThreadPool:
         takes the process down with it, warmly: the others finish their jobs, the process
         exits 1 and its supervisor starts a fresh one.
         """
+        with self.app.app_context():  # a stop request reads the settings (WORKER_SHUTDOWN_GRACE)
+            return self._run_all()
+
+    def _run_all(self) -> int:
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
         threads = [
