@@ -19,19 +19,26 @@ from __future__ import annotations
 import logging
 import os
 import resource
+import time
+from collections import defaultdict
 from typing import Any
 
 from redis import Redis
 from rq.job import Job, JobStatus
 from rq.queue import Queue
 from rq.registry import StartedJobRegistry
+from rq.worker import WorkerStatus
 
-from app import compat, lifecycle, maintenance
+from app import compat, lifecycle, maintenance, metrics, outages
 from app.leases import Lease
-from app.queues import JsonJob, JsonQueue
+from app.queues import JsonJob, JsonQueue, task_spec
 from app.workers.inline import JsonInlineWorker
 
 log = logging.getLogger("tasklane.worker")
+
+#: Most seconds (and successes) a pooled worker's counters wait before they are written.
+COUNTS_EVERY = 1.0
+COUNTS_MAX = 500
 
 #: Exit status of a pooled child that left to be replaced (job count or memory cap).
 EX_RECYCLED = 98
@@ -57,6 +64,67 @@ class JsonPooledWorker(JsonInlineWorker):
         super().__init__(*args, **kwargs)
         self.jobs_run = 0
         self.recycled: str | None = None
+        self._durations: dict[str, list[float]] = defaultdict(list)
+        self._pending = 0
+        self._counted_at = time.monotonic()
+
+    # --- fewer Redis commands per job --------------------------------------------------------------
+
+    def _record_start(self, job: Job, ttl: int, pipe: Any) -> None:
+        """The start as RQ writes it, less what changes nothing while jobs follow each other:
+
+        the worker's state is written only when it changes (it stays "busy" through a run of
+        jobs), and the worker's key keeps its idle TTL (its heartbeats go on at least once a
+        second, and a dead child's record is removed by the supervisor at once), so neither a
+        short TTL here nor a long one after the job is written. The job's own heartbeat is the
+        one RQ's start writes (``last_heartbeat`` with ``started_at``); the run's lease (the
+        started registry's entry, 20 s) is written by the claim as in every mode.
+        """
+        if compat.worker_state(self) != WorkerStatus.BUSY:
+            self.set_state(WorkerStatus.BUSY, pipeline=pipe)
+        job.prepare_for_execution(self.name, pipeline=pipe)
+
+    def _record_counts(self, job: Job, run_time: float, pipe: Any) -> None:
+        """Counters are batched: written at most every COUNTS_EVERY s, before an idle wait, and at exit."""
+        spec = task_spec(job)
+        self._durations[spec.name if spec else str(job.func_name)].append(run_time)
+        self._pending += 1
+
+    def flush_counts(self) -> None:
+        """Write the batched success counters: the worker's (as RQ's) and the tasks' metrics."""
+        if not self._pending:
+            return
+        with self.connection.pipeline(transaction=False) as pipe:
+            pipe.hincrby(self.key, "successful_job_count", self._pending)
+            pipe.hincrbyfloat(self.key, "total_working_time", sum(sum(d) for d in self._durations.values()))
+            for task, seconds in self._durations.items():
+                metrics.record_jobs(pipe, task, "success", seconds)
+            self._ride_out(pipe.execute)
+        self._durations.clear()
+        self._pending = 0
+        self._counted_at = time.monotonic()
+
+    def _counts_due(self) -> bool:
+        return self._pending >= COUNTS_MAX or time.monotonic() - self._counted_at >= COUNTS_EVERY
+
+    def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
+        """Before waiting for a job (or leaving), write the counters: an idle worker's are exact."""
+        result = super().dequeue_job_and_maintain_ttl(None, max_idle_time)
+        if result is not None or timeout is None:
+            if result is None:
+                self.flush_counts()
+            return result
+        self.flush_counts()
+        return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+
+    def register_death(self) -> None:
+        """Write the last counters, then RQ's deregistration."""
+        try:
+            self.flush_counts()
+        except outages.REDIS_DOWN:
+            log.warning("Worker %s: Redis unreachable at exit; its last %d successes are not counted",
+                        self.name, self._pending)  # fmt: skip
+        super().register_death()
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         """Run the job with it marked as held on the board; then leave if this child is spent."""
@@ -67,6 +135,8 @@ class JsonPooledWorker(JsonInlineWorker):
         finally:
             if self.board is not None:
                 self.board.release(self.slot)
+        if self._counts_due():
+            self.flush_counts()
         self.jobs_run += 1
         if self.max_jobs and self.jobs_run >= self.max_jobs:
             self._recycle(f"ran {self.jobs_run} jobs (WORKER_MAX_JOBS_PER_CHILD={self.max_jobs})")
