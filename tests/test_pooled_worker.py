@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from flask import Flask
 from flask.testing import FlaskClient
 
 from app.supervisor import Mode, parse_args
@@ -41,20 +42,20 @@ def _worker_names(rconn: redis.Redis, job_ids: list[str]) -> set[str]:
 def test_children_run_many_jobs_are_recycled_after_n_and_stay_registered(
     start: Starter, rconn: redis.Redis, client: FlaskClient, auth: dict[str, str], redis_url: str
 ) -> None:
-    """Two children with WORKER_MAX_JOBS_PER_CHILD=3: 12 jobs succeed, run by more than two
-    successive children (each at most 3 jobs); the supervisor lives on, and rq info, the
+    """Two children with WORKER_MAX_JOBS_PER_CHILD=2: 8 jobs succeed, run by more than two
+    successive children (each at most 2 jobs); the supervisor lives on, and rq info, the
     workers API and /readyz list exactly two whole workers throughout."""
     supervisor = start_worker(start, rconn, "default", "--mode", "pooled", "--concurrency", "2",
-                              WORKER_MAX_JOBS_PER_CHILD="3")  # fmt: skip
+                              WORKER_MAX_JOBS_PER_CHILD="2")  # fmt: skip
     wait_for(lambda: _registered(rconn, 2), 10, message="two pooled children")
     _check_visible(rconn, client, auth, 2, redis_url)
-    ids = [enqueue(client, auth, "add", {"x": n, "y": 1}) for n in range(12)]
+    ids = [enqueue(client, auth, "add", {"x": n, "y": 1}) for n in range(8)]
     for n, job_id in enumerate(ids):
         assert wait_state(client, auth, job_id, FINAL, 20)["result"] == n + 1
     names = _worker_names(rconn, ids)
     assert len(names) >= 4, names
     for name in names:
-        assert sum(rconn.hget(f"rq:job:{i}", "worker_name").decode() == name for i in ids) <= 3
+        assert sum(rconn.hget(f"rq:job:{i}", "worker_name").decode() == name for i in ids) <= 2
     assert supervisor.poll() is None
     wait_for(lambda: _registered(rconn, 2), 10, message="the replacements to register")
     _check_visible(rconn, client, auth, 2, redis_url)
@@ -93,3 +94,28 @@ def test_a_child_killed_mid_job_is_replaced_and_its_job_put_back_at_once(
     assert [a["type"] for a in view["attempts"]] == ["WorkerLostError"], view
     assert view["retries"] == 0
     assert marker.read_text() == "ran"
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(30)
+def test_a_job_taken_ahead_with_a_success_is_put_back_when_the_worker_leaves(
+    app: Flask, rconn: redis.Redis
+) -> None:
+    """The pooled worker dequeues the next job in the round trip of a success; leaving after one
+    job (RQ's max_jobs), it puts that job back at the head of its queue, untouched."""
+    from app import dispatch
+    from app.queues import JsonJob, JsonQueue
+    from app.registry import REGISTRY
+    from app.workers.pooled import JsonPooledWorker
+
+    spec = REGISTRY.get("add")
+    assert spec is not None
+    with app.app_context():
+        ids = [dispatch.enqueue(spec, spec.validate({"x": n, "y": 0}), rconn, default_result_ttl=500,
+                                failure_ttl=3600).id for n in range(3)]  # fmt: skip
+        worker = JsonPooledWorker([JsonQueue("default", connection=rconn)], connection=rconn)
+        worker.work(burst=True, with_scheduler=False, max_jobs=1)
+    assert JsonJob.fetch(ids[0], connection=rconn).get_status() == "finished"
+    assert rconn.lrange("rq:queue:default", 0, -1) == [ids[1].encode(), ids[2].encode()]
+    assert rconn.llen("rq:queue:default:intermediate") == 0
+    assert JsonJob.fetch(ids[1], connection=rconn).get_status() == "queued"

@@ -503,9 +503,7 @@ class TasklaneWorkerMixin:
         self.cleanup_execution(job, pipeline=recorder, execution=execution)  # type: ignore[attr-defined]
         lease = Lease.of(job, execution)
         writes = _trimmed(leases.recorded(recorder), job, lease)
-        outcome = self._bookkeeping(
-            job, lambda: leases.apply(self.connection, lease, writes, unless_members_in=job.dependents_key)
-        )
+        outcome = self._bookkeeping(job, lambda: self._apply_success(job, lease, writes))
         if outcome == leases.BLOCKED:
             self._success_through_rq(job, queue, started_job_registry, execution)
             return
@@ -515,6 +513,10 @@ class TasklaneWorkerMixin:
             return
         compat.set_job_status(job, JobStatus.FINISHED)
         self._after_outcome(lambda: lifecycle.succeeded(job, counted=True))
+
+    def _apply_success(self, job: Job, lease: Lease, writes: list[Any]) -> int:
+        """One round trip: the success's writes with the end of its lease (see leases.apply)."""
+        return leases.apply(self.connection, lease, writes, unless_members_in=job.dependents_key)
 
     def _success_through_rq(self, job: Job, queue: Queue, started_job_registry: Any, execution: Any) -> None:
         if not self._renewed(job, execution):

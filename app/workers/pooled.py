@@ -24,14 +24,15 @@ from collections import defaultdict
 from typing import Any
 
 from redis import Redis
+from redis.exceptions import NoScriptError
 from rq.job import Job, JobStatus
 from rq.queue import Queue
 from rq.registry import StartedJobRegistry
 from rq.worker import WorkerStatus
 
-from app import compat, lifecycle, maintenance, metrics, outages
+from app import compat, leases, lifecycle, maintenance, metrics, outages
 from app.leases import Lease
-from app.queues import JsonJob, JsonQueue, task_spec
+from app.queues import JsonJob, JsonQueue, load_move_first, move_first_on, moved, take_moved, task_spec
 from app.workers.inline import JsonInlineWorker
 
 log = logging.getLogger("tasklane.worker")
@@ -64,6 +65,8 @@ class JsonPooledWorker(JsonInlineWorker):
         super().__init__(*args, **kwargs)
         self.jobs_run = 0
         self.recycled: str | None = None
+        #: The next job, dequeued (into its queue's intermediate list) with the last one's success.
+        self._prefetched: tuple[str, str, dict[bytes, Any]] | None = None
         self._durations: dict[str, list[float]] = defaultdict(list)
         self._pending = 0
         self._counted_at = time.monotonic()
@@ -107,8 +110,57 @@ class JsonPooledWorker(JsonInlineWorker):
     def _counts_due(self) -> bool:
         return self._pending >= COUNTS_MAX or time.monotonic() - self._counted_at >= COUNTS_EVERY
 
+    def _apply_success(self, job: Job, lease: Lease, writes: list[Any]) -> int:
+        """The success's writes and the dequeue of the next job in one round trip (two scripts, pipelined).
+
+        The next job is moved to its queue's intermediate list as any dequeue does (a worker
+        that dies holding it leaves it there for the supervisor or the sweep to put back). No
+        job is taken when this worker is about to leave (stop request, recycling).
+        """
+        leaving = self._stop_asked() or (self.max_jobs and self.jobs_run + 1 >= self.max_jobs)
+        if leaving or self._prefetched is not None:
+            return super()._apply_success(job, lease, writes)
+        with self.connection.pipeline(transaction=False) as pipe:
+            leases.apply_on(pipe, lease, writes, unless_members_in=job.dependents_key)
+            move_first_on(pipe, [q.key for q in self._ordered_queues])
+            outcome, found = pipe.execute(raise_on_error=False)
+        if not isinstance(found, Exception):
+            self._prefetched = moved(found)  # taken whatever the success's answer: it is held now
+        if isinstance(outcome, NoScriptError) or isinstance(found, NoScriptError):
+            leases.load_apply(self.connection)  # a restarted or flushed server: load them for next time
+            load_move_first(self.connection)
+        if isinstance(outcome, NoScriptError):
+            return super()._apply_success(job, lease, writes)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return int(outcome)
+
+    def _take_prefetched(self) -> tuple[Job, Queue] | None:
+        found, self._prefetched = self._prefetched, None
+        if found is None:
+            return None
+        by_key = {q.key: q for q in self.queues}
+        return take_moved(found, by_key, self.connection, self.job_class)
+
+    def _hand_back_prefetched(self) -> None:
+        """Leaving with a job taken ahead: put it back at the head of its queue."""
+        found, self._prefetched = self._prefetched, None
+        if found is None:
+            return
+        queue = next(q for q in self.queues if q.key == found[0])
+        if maintenance.requeue_dequeued(queue, found[1]):  # type: ignore[arg-type]
+            log.info("Worker %s: job %s taken ahead put back on its queue", self.name, found[1])
+
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
-        """Before waiting for a job (or leaving), write the counters: an idle worker's are exact."""
+        """The job taken with the last success if there is one; before waiting for a job (or
+        leaving), write the counters: an idle worker's are exact."""
+        taken = self._take_prefetched()
+        if taken is not None:
+            self.heartbeat()  # at most once a second (JsonInlineWorker.heartbeat)
+            if self.should_run_maintenance_tasks:
+                self.run_maintenance_tasks()
+            taken[0].redis_server_version = self.get_redis_server_version()
+            return taken
         result = super().dequeue_job_and_maintain_ttl(None, max_idle_time)
         if result is not None or timeout is None:
             if result is None:
@@ -118,8 +170,9 @@ class JsonPooledWorker(JsonInlineWorker):
         return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
 
     def register_death(self) -> None:
-        """Write the last counters, then RQ's deregistration."""
+        """Put back a job taken ahead, write the last counters, then RQ's deregistration."""
         try:
+            self._hand_back_prefetched()
             self.flush_counts()
         except outages.REDIS_DOWN:
             log.warning("Worker %s: Redis unreachable at exit; its last %d successes are not counted",
@@ -135,6 +188,10 @@ class JsonPooledWorker(JsonInlineWorker):
         finally:
             if self.board is not None:
                 self.board.release(self.slot)
+                if self._prefetched is not None:  # held too: the supervisor puts it back if this dies
+                    self.board.hold(self.slot, self._prefetched[1])
+        if self._stop_asked():
+            self._hand_back_prefetched()
         if self._counts_due():
             self.flush_counts()
         self.jobs_run += 1
@@ -145,6 +202,7 @@ class JsonPooledWorker(JsonInlineWorker):
 
     def _recycle(self, why: str) -> None:
         log.info("Worker %s %s; leaving to be replaced", self.name, why)
+        self._hand_back_prefetched()
         self.recycled = why
         self.asked_to_stop = True
         compat.request_stop(self)
