@@ -1,7 +1,7 @@
 # One image for every process of the Procfile: the command picks the process.
 #   docker build -t tasklane .
 #   docker run --env-file .env tasklane                      # web (gunicorn on $PORT, default 5000)
-#   docker run --env-file .env tasklane python worker.py high default --mode inline --concurrency 2
+#   docker run --env-file .env tasklane python worker.py high default
 # Not built on the machine it was written on (no Docker daemon there); see README "Deploying".
 FROM python:3.11-slim
 

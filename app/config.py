@@ -138,6 +138,8 @@ class Settings:
     redis_timeout: float = defaults.REDIS_SOCKET_TIMEOUT
     task_modules: tuple[str, ...] = ()
     worker_ttl: int = defaults.WORKER_TTL
+    worker_max_jobs_per_child: int = defaults.WORKER_MAX_JOBS_PER_CHILD
+    worker_max_memory_per_child_mb: int = defaults.WORKER_MAX_MEMORY_PER_CHILD_MB
     metrics_token: str = ""
     redis_wait_seconds: int = defaults.REDIS_WAIT_SECONDS
     scheduler_heartbeat_ttl: int = defaults.SCHEDULER_HEARTBEAT_TTL
@@ -203,6 +205,12 @@ class Settings:
             ),
             task_modules=reader.modules("TASK_MODULES"),
             worker_ttl=reader.integer("WORKER_TTL", defaults.WORKER_TTL, minimum=20, maximum=86400),
+            worker_max_jobs_per_child=reader.integer(
+                "WORKER_MAX_JOBS_PER_CHILD", defaults.WORKER_MAX_JOBS_PER_CHILD, minimum=0
+            ),
+            worker_max_memory_per_child_mb=reader.integer(
+                "WORKER_MAX_MEMORY_PER_CHILD_MB", defaults.WORKER_MAX_MEMORY_PER_CHILD_MB, minimum=0
+            ),
             metrics_token=reader.text("METRICS_TOKEN", ""),
             redis_wait_seconds=reader.integer(
                 "REDIS_WAIT_SECONDS", defaults.REDIS_WAIT_SECONDS, minimum=0, maximum=86400

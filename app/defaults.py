@@ -87,6 +87,12 @@ HEARTBEAT_SLACK = 15
 #: Seconds a worker's registration outlives its last heartbeat while it waits for jobs
 #: (WORKER_TTL); an idle worker renews it every WORKER_TTL - 15 s at the latest.
 WORKER_TTL = 60
+#: Jobs a pooled worker process runs before it is replaced by a fresh one
+#: (WORKER_MAX_JOBS_PER_CHILD; 0: never), as Celery's worker_max_tasks_per_child.
+WORKER_MAX_JOBS_PER_CHILD = 10_000
+#: Resident memory (MiB) past which a pooled worker process is replaced after its job
+#: (WORKER_MAX_MEMORY_PER_CHILD_MB; 0: no cap), as Celery's worker_max_memory_per_child.
+WORKER_MAX_MEMORY_PER_CHILD_MB = 512
 #: Seconds a work horse stuck past its hard limit (in C code, say) has before it is killed.
 HARD_KILL_GRACE = 1.0
 #: Times a job is put back on its queue because the worker holding it died, before it

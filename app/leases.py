@@ -126,6 +126,19 @@ def apply(connection: Redis, lease: Lease, writes: list[Any], unless_members_in:
     return int(_APPLY(connection, keys=keys, args=[limit, len(lease.members), *lease.members, *writes]))
 
 
+def apply_on(pipeline: Any, lease: Lease, writes: list[Any], unless_members_in: str | None = None) -> None:
+    """:func:`apply`, queued on ``pipeline`` (sent with other commands in one round trip); its
+    answer, in the pipeline's results, is what :func:`apply` returns."""
+    limit = "" if lease.expired_by is None else repr(float(lease.expired_by))
+    keys = [lease.key] if unless_members_in is None else [lease.key, unless_members_in]
+    _APPLY.queue(pipeline, keys=keys, args=[limit, len(lease.members), *lease.members, *writes])
+
+
+def load_apply(connection: Redis) -> None:
+    """Load :func:`apply_on`'s script (after a NoScriptError: a restarted or flushed server)."""
+    _APPLY.load(connection)
+
+
 def claim(connection: Redis, intermediate_key: str, job_id: str, writes: list[Any]) -> bool:
     """Start a run: apply ``writes`` only if the job is still in the intermediate list its worker
     dequeued it into (removing it), so that a job the sweep already put back is not started too."""

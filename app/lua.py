@@ -23,3 +23,13 @@ class LuaScript:
     def __call__(self, connection: Any, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> Any:
         """Run the script with ``keys`` and ``args`` on ``connection``."""
         return self._script(keys=list(keys), args=list(args), client=connection)
+
+    def queue(self, pipeline: Any, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> None:
+        """Queue a bare EVALSHA on ``pipeline`` (redis-py's script-in-pipeline path adds a SCRIPT
+        EXISTS to every round trip). A server that lacks the script answers NoScriptError in the
+        pipeline's results: :meth:`load` it, then repeat."""
+        pipeline.evalsha(self._script.sha, len(keys), *keys, *args)
+
+    def load(self, connection: Any) -> None:
+        """Load the script on ``connection``'s server (SCRIPT LOAD)."""
+        connection.script_load(self._script.script)

@@ -108,6 +108,23 @@ def read_hourly(redis: Redis, key: str) -> dict[str, dict[str, Any]]:
     return out
 
 
+def record_jobs(pipe: Any, task: str, outcome: str, seconds: list[float]) -> None:
+    """Queue the writes that count ``len(seconds)`` outcomes of one task at once (a worker's batch):
+    the same counters as :func:`record_job` for each (the hourly hash too), one increment per counter."""
+    if not seconds:
+        return
+    pipe.hincrby(keys.job_counts(), f"{task}|{outcome}", len(seconds))
+    hourly = keys.hourly_jobs(hour_of(time.time()))
+    pipe.hincrby(hourly, f"{task}|{outcome}", len(seconds))
+    durations = keys.job_durations(task)
+    for bucket, count in Counter(bucket_of(s) for s in seconds).items():
+        pipe.hincrby(durations, str(bucket), count)
+        pipe.hincrby(hourly, f"{task}|d{bucket}", count)
+    pipe.hincrbyfloat(durations, "sum", round(sum(seconds), 6))
+    pipe.hincrbyfloat(hourly, f"{task}|dsum", round(sum(seconds), 6))
+    pipe.expire(hourly, defaults.HOURLY_METRICS_TTL)
+
+
 def job_counts(redis: Redis) -> dict[tuple[str, str], int]:
     """Jobs by (task, outcome)."""
     out = {}

@@ -169,19 +169,10 @@ class JsonQueue(Queue):
         while True:
             found = _move_first_with_data(connection, queue_keys)
             if found is not None:
-                queue_key, job_id, fields = found
-                queue = by_key[queue_key]
-                if not fields:  # the job's hash expired or was deleted: drop the stale id
-                    connection.lrem(queue.intermediate_queue_key, 1, job_id)
+                taken = take_moved(found, by_key, connection, job_class)
+                if taken is None:
                     continue
-                job = (job_class or JsonJob)(job_id, connection=connection)
-                try:
-                    job.restore(fields)
-                    _require_json(job, fields)
-                except Exception as exc:
-                    set_aside(queue, job_id, f"{type(exc).__name__}: {exc}")
-                    continue
-                return job, queue
+                return taken
             if timeout is None:
                 return None
             if waited >= timeout:
@@ -200,6 +191,46 @@ def _require_json(job: Job, fields: dict[bytes, Any]) -> None:
             JSONSerializer.loads(fields[b"meta"])
     except (DeserializationError, ValueError) as exc:
         raise DeserializationError("the job is not stored as JSON; it is never unpickled") from exc
+
+
+def take_moved(
+    found: tuple[str, str, dict[bytes, Any]], by_key: dict[str, Any], connection: Redis, job_class: Any = None
+) -> tuple[Job, Any] | None:
+    """The job a move (:func:`move_first_on`) took, read from its hash; None when it cannot be run
+    (its hash is gone: the stale id is dropped; it cannot be read: it is set aside as failed)."""
+    queue_key, job_id, fields = found
+    queue = by_key[queue_key]
+    if not fields:  # the job's hash expired or was deleted: drop the stale id
+        connection.lrem(queue.intermediate_queue_key, 1, job_id)
+        return None
+    job = (job_class or JsonJob)(job_id, connection=connection)
+    try:
+        job.restore(fields)
+        _require_json(job, fields)
+    except Exception as exc:
+        set_aside(queue, job_id, f"{type(exc).__name__}: {exc}")
+        return None
+    return job, queue
+
+
+def move_first_on(pipeline: Any, queue_keys: list[str]) -> None:
+    """Queue the move of the first waiting job of ``queue_keys`` (in order) to its intermediate list
+    on ``pipeline``; read its answer with :func:`moved`."""
+    _MOVE_FIRST.queue(pipeline, keys=queue_keys, args=[JsonJob.redis_job_namespace_prefix])
+
+
+def load_move_first(connection: Redis) -> None:
+    """Load :func:`move_first_on`'s script (after a NoScriptError: a restarted or flushed server)."""
+    _MOVE_FIRST.load(connection)
+
+
+def moved(result: Any) -> tuple[str, str, dict[bytes, Any]] | None:
+    """The queue key, job id and job hash of a move's answer (None: every queue was empty)."""
+    if not result:
+        return None
+    key, job_id, *flat = result
+    fields = {_text(flat[n]).encode(): flat[n + 1] for n in range(0, len(flat), 2)}
+    return _text(key), _text(job_id), fields
 
 
 def set_aside(queue: JsonQueue, job_id: str, cause: str) -> None:
@@ -253,12 +284,7 @@ def _text(value: bytes | str) -> str:
 def _move_first_with_data(
     connection: Redis, queue_keys: list[str]
 ) -> tuple[str, str, dict[bytes, Any]] | None:
-    result = _MOVE_FIRST(connection, keys=queue_keys, args=[JsonJob.redis_job_namespace_prefix])
-    if not result:
-        return None
-    key, job_id, *flat = result
-    fields = {_text(flat[n]).encode(): flat[n + 1] for n in range(0, len(flat), 2)}
-    return _text(key), _text(job_id), fields
+    return moved(_MOVE_FIRST(connection, keys=queue_keys, args=[JsonJob.redis_job_namespace_prefix]))
 
 
 def task_spec(job: Job) -> TaskSpec | None:

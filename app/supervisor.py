@@ -1,7 +1,10 @@
 """The worker process: ``python worker.py [QUEUE ...] [--burst] [--concurrency N] [--mode M]``.
 
-One process runs one worker (``fork`` or ``inline`` mode) or a pool of worker threads
-(``threads`` mode). ``--concurrency N`` forks N such processes under a supervisor that
+One process runs one worker (``pooled``, ``fork`` or ``inline`` mode) or a pool of worker
+threads (``threads`` mode). The default, ``pooled``, runs one long-lived worker process per
+CPU that each run many jobs, and replaces a process after WORKER_MAX_JOBS_PER_CHILD jobs,
+past WORKER_MAX_MEMORY_PER_CHILD_MB, or when it dies (putting back the job it held at once;
+see app/workers/pooled.py). ``--concurrency N`` forks N such processes under a supervisor that
 restarts any that die, forwards SIGTERM/SIGINT (each worker then finishes the job in
 hand and exits: RQ's warm shutdown), and kills a process whose inline or threaded job is
 stuck past its hard time limit where no signal or exception can reach it. Workers never
@@ -20,6 +23,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import time
 from collections.abc import Callable, Sequence
 from enum import StrEnum
@@ -34,6 +38,7 @@ from app.queues import JsonQueue
 from app.registry import QueueName
 from app.runtime import runtime
 from app.workers import DeadlineBoard, JsonInlineWorker, JsonWorker, ThreadPool
+from app.workers.pooled import EX_RECYCLED, JsonPooledWorker, forget_worker, settle_held
 
 log = logging.getLogger("tasklane.worker")
 
@@ -43,6 +48,7 @@ _T = TypeVar("_T")
 class Mode(StrEnum):
     """How a worker process runs jobs."""
 
+    POOLED = "pooled"
     FORK = "fork"
     INLINE = "inline"
     THREADS = "threads"
@@ -54,20 +60,29 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("queues", nargs="*", help="queues in priority order (default: high default low)")
     parser.add_argument("--burst", action="store_true", help="drain the queues, then exit")
     parser.add_argument(
-        "--concurrency", type=int, default=1, metavar="N", help="worker processes (default 1)"
+        "--concurrency",
+        type=int,
+        default=None,
+        metavar="N",
+        help="worker processes (default: one per CPU in pooled mode, else 1)",
     )
     parser.add_argument(
         "--mode",
         choices=[m.value for m in Mode],
-        default=Mode.FORK.value,
-        help="fork: a process per job (isolation); inline: jobs in the worker process (fast); "
-        "threads: --threads jobs at once per process (I/O-bound jobs). Default: fork",
+        default=Mode.POOLED.value,
+        help="pooled: long-lived worker processes, each running many jobs, recycled (fast, "
+        "isolated from the supervisor); fork: a process per job (a fresh process for every job); "
+        "inline: jobs in the worker process; threads: --threads jobs at once per process "
+        "(I/O-bound jobs). Default: pooled",
     )
     parser.add_argument(
         "--threads", type=int, default=8, metavar="T", help="threads per process (threads mode)"
     )
     parser.add_argument("--name", default=None, help="worker name prefix (default: RQ's random name)")
     args = parser.parse_args(argv)
+    args.mode = Mode(args.mode)
+    if args.concurrency is None:
+        args.concurrency = min(os.cpu_count() or 1, 64) if args.mode is Mode.POOLED else 1
     known = {q.value for q in QueueName}
     unknown = [q for q in args.queues if q not in known]
     if unknown:
@@ -78,7 +93,6 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         parser.exit(2, "worker.py: --concurrency must be between 1 and 64\n")
     if not 1 <= args.threads <= 256:
         parser.exit(2, "worker.py: --threads must be between 1 and 256\n")
-    args.mode = Mode(args.mode)
     args.queues = args.queues or list(defaults.WORKER_QUEUES)
     return args
 
@@ -111,7 +125,13 @@ def run_process(
     with app.app_context():
         redis = runtime().redis
         worker: JsonWorker | JsonInlineWorker
-        if args.mode is Mode.FORK:
+        if args.mode is Mode.POOLED:
+            settings = runtime().settings
+            worker = _when_reachable(redis, lambda: JsonPooledWorker(
+                _queues(redis, args.queues), connection=redis, name=name, board=board, slot=first_slot,
+                max_jobs=settings.worker_max_jobs_per_child,
+                max_memory_mb=settings.worker_max_memory_per_child_mb, **_worker_options()))  # fmt: skip
+        elif args.mode is Mode.FORK:
             worker = _when_reachable(redis, lambda: build_worker(redis, args.queues, name))
         elif args.mode is Mode.INLINE:
             worker = _when_reachable(redis, lambda: JsonInlineWorker(
@@ -123,6 +143,8 @@ def run_process(
                 first_slot=first_slot, logging_level=_level(), **_worker_options()))  # fmt: skip
             return pool.run()
         worker.work(burst=args.burst, with_scheduler=False, logging_level=_level())
+    if isinstance(worker, JsonPooledWorker) and worker.recycled:
+        return EX_RECYCLED
     if args.burst or worker.asked_to_stop:
         return 0
     log.error("worker %s left its loop unasked (see the error above); exiting 1", worker.name)
@@ -155,6 +177,10 @@ class Supervisor:
         self.stuck_jobs: list[str] = []  # killed for their hard limit, to be failed in Redis
         self.failed_causes: dict[str, tuple[str, str]] = {}  # killed for another cause (memory)
         self.memory_at_start: dict[int, int] = {}  # pid -> resident bytes when first seen
+
+        #: Held by a pooled child that died, to be put back, with the cause of its death.
+        self.orphans: list[tuple[str, tuple[str, str]]] = []
+        self.dead: list[int] = []  # pooled children that died, whose registrations are to be removed
         self.retry_at = 0.0
         self.backoff = outages.Backoff()
 
@@ -209,6 +235,7 @@ class Supervisor:
             self.stuck_jobs.extend(stuck)
             for s in range(first, first + self.per_process):
                 self.board.clear(s)
+            self.board.holding(range(first, first + self.per_process))  # failed below, not requeued
         self._fail_stuck_jobs()
 
     def _kill_over_memory(self) -> None:
@@ -241,15 +268,38 @@ class Supervisor:
             for s in slots:
                 self.board.clear(s)
 
+    def _child_died(self, pid: int, slot: int, status: int) -> None:
+        """A pooled child died (not recycled, not asked to stop): settle the job it held, drop its record."""
+        if self.board is None or self.args.mode is not Mode.POOLED:
+            return
+        first = (slot - 1) * self.per_process
+        held = self.board.holding(range(first, first + self.per_process))
+        for s in range(first, first + self.per_process):
+            self.board.clear(s)
+        if held:
+            log.error("worker process %d died holding job(s) %s; putting them back", pid, ", ".join(held))
+        cause = lifecycle.horse_lost(proc.describe_exit(status), who="worker process")
+        self.orphans.extend((job_id, cause) for job_id in held)
+        self.dead.append(pid)
+
     def _fail_stuck_jobs(self) -> None:
-        """Fail the jobs of killed processes; through a Redis outage, again later (with backoff)."""
-        if not self.stuck_jobs or time.monotonic() < self.retry_at:
+        """Fail the jobs of killed processes and put back those of dead pooled children; through a
+        Redis outage, again later (with backoff)."""
+        if not (self.stuck_jobs or self.orphans or self.dead) or time.monotonic() < self.retry_at:
             return
         redis = runtime().redis
         try:
             while self.stuck_jobs:
                 lifecycle.fail_stuck(redis, self.stuck_jobs[0], self.failed_causes.get(self.stuck_jobs[0]))
                 self.failed_causes.pop(self.stuck_jobs.pop(0), None)
+            while self.orphans:
+                job_id, cause = self.orphans[0]
+                done = settle_held(redis, job_id, cause)
+                log.info("job %s of a dead worker process: %s", job_id, done)
+                self.orphans.pop(0)
+            while self.dead:
+                forget_worker(redis, self.dead[0], socket.gethostname())
+                self.dead.pop(0)
         except outages.REDIS_DOWN as exc:
             outages.OUTAGE.failed(exc)
             self.retry_at = time.monotonic() + self.backoff.next()
@@ -293,10 +343,17 @@ class Supervisor:
                 continue
             slot = self.children.pop(pid)
             self.memory_at_start.pop(pid, None)
-            self._rescue_jobs_of(slot, status)
+            if self.args.mode is not Mode.POOLED:  # a pooled child's jobs: _child_died, below
+                self._rescue_jobs_of(slot, status)
             code = os.waitstatus_to_exitcode(status)
+            if code == EX_RECYCLED:
+                if not self.stopping:
+                    self._spawn(slot)  # replaced at once, burst or not: its queue may not be drained
+                continue
             if code != 0:
                 self.failures += 1
+                self._child_died(pid, slot, status)
+                self._fail_stuck_jobs()
             if not self.stopping and not self.args.burst:
                 log.warning("worker process %d exited with %d; restarting slot %d", pid, code, slot)
                 time.sleep(defaults.RESTART_DELAY)

@@ -192,7 +192,14 @@ class Starter:
         self.logs: list[Path] = []
 
     def __call__(self, *args: str, **extra_env: str | None) -> subprocess.Popen[bytes]:
-        """Start ``python <args>`` with the env plus ``extra_env`` (a variable set to None is dropped)."""
+        """Start ``python <args>`` with the env plus ``extra_env`` (a variable set to None is dropped).
+
+        ``worker.py`` without ``--mode`` runs ``--mode fork``: the tests that name no mode were
+        written for one fork-mode process (the default before the pooled mode); the pooled
+        default itself is tested in tests/test_pooled_worker.py.
+        """
+        if args and args[0] == "worker.py" and "--mode" not in args:
+            args = (*args, "--mode", "fork")
         log = self.directory / f"{len(self.procs)}-{_process_name(args)}.log"
         env = {k: v for k, v in {**self.env, **extra_env}.items() if v is not None}
         proc = python_process(list(args), env, log, cwd=ROOT)

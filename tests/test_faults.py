@@ -53,6 +53,7 @@ MODES: dict[str, tuple[tuple[str, ...], int]] = {
     "fork": (("--mode", "fork", "--concurrency", "2"), 2),
     "inline": (("--mode", "inline", "--concurrency", "2"), 1),
     "threads": (("--mode", "threads", "--concurrency", "2", "--threads", "3"), 1),
+    "pooled": (("--mode", "pooled", "--concurrency", "2"), 1),
 }
 
 
@@ -244,7 +245,10 @@ def run_kills(
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize(
     ("mode", "victim"),
-    cases([(m, v) for m in MODES for v in ("child", "main")], {("fork", "child"), ("inline", "main")}),
+    cases(
+        [(m, v) for m in MODES for v in ("child", "main")],
+        {("fork", "child"), ("inline", "main"), ("pooled", "child")},
+    ),
 )
 def test_kill_9_under_load_every_job_succeeds_its_effect_once(
     start: Starter,
@@ -294,7 +298,7 @@ def sigterm_everything(root: int) -> None:
 
 
 @pytest.mark.timeout(90)
-@pytest.mark.parametrize("mode", cases(list(MODES), {"threads"}))
+@pytest.mark.parametrize("mode", cases(list(MODES), {"threads", "pooled"}))
 def test_sigterm_under_load_loses_nothing_and_runs_nothing_twice(
     start: Starter,
     rconn: redis.Redis,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import fakeredis
 from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
@@ -99,3 +100,25 @@ def test_metrics_answer_with_prometheus_content_type(client: FlaskClient) -> Non
     from prometheus_client import CONTENT_TYPE_LATEST
 
     assert client.get("/metrics").headers["Content-Type"] == CONTENT_TYPE_LATEST
+
+
+def test_a_batch_of_outcomes_counts_as_the_same_outcomes_one_by_one() -> None:
+    """A pooled worker's batched counters (record_jobs) write what record_job writes per job,
+    the hourly hash that analytics_aggregation rolls up included."""
+
+    one_by_one, batched = fakeredis.FakeRedis(), fakeredis.FakeRedis()
+    seconds = [0.003, 0.2, 0.21, 7.5]
+    with one_by_one.pipeline() as pipe:
+        for s in seconds:
+            metrics.record_job(pipe, "add", "success", s)
+        pipe.execute()
+    with batched.pipeline() as pipe:
+        metrics.record_jobs(pipe, "add", "success", seconds)
+        pipe.execute()
+
+    def contents(conn: fakeredis.FakeRedis) -> dict[bytes, dict[bytes, float]]:
+        return {k: {f: round(float(v), 6) for f, v in conn.hgetall(k).items()} for k in conn.scan_iter()}
+
+    assert contents(batched) == contents(one_by_one)
+    hourly = [k for k in batched.scan_iter() if b"hour" in k]
+    assert hourly and all(batched.ttl(k) > 0 for k in hourly)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from app.supervisor import Mode, parse_args
@@ -11,7 +13,7 @@ def test_default_queues_in_priority_order() -> None:
     """It listens on high, default, low when no queue is named."""
     args = parse_args([])
     assert args.queues == ["high", "default", "low"]
-    assert (args.burst, args.concurrency) == (False, 1)
+    assert (args.burst, args.concurrency) == (False, min(os.cpu_count() or 1, 64))
 
 
 def test_named_queues_keep_their_order() -> None:
@@ -30,9 +32,9 @@ def test_bad_arguments_exit_2_with_one_line(argv: list[str], capsys: pytest.Capt
     assert err.count("\n") == 1
 
 
-def test_mode_defaults_to_fork_and_threads_are_bounded(capsys: pytest.CaptureFixture[str]) -> None:
-    """It runs the forking worker unless told otherwise, and refuses a silly thread count."""
-    assert parse_args([]).mode is Mode.FORK
+def test_mode_defaults_to_pooled_and_threads_are_bounded(capsys: pytest.CaptureFixture[str]) -> None:
+    """It runs the pooled worker unless told otherwise, and refuses a silly thread count."""
+    assert parse_args([]).mode is Mode.POOLED
     assert parse_args(["--mode", "threads", "--threads", "16"]).threads == 16
     with pytest.raises(SystemExit):
         parse_args(["--mode", "threads", "--threads", "0"])

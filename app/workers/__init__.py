@@ -1,5 +1,7 @@
 """The worker classes, one module per mode; RQ's classes own the work loop.
 
+- ``pooled`` (:class:`~app.workers.pooled.JsonPooledWorker`, the default): long-lived children
+  of the supervisor, each running many jobs, recycled after N jobs or past a memory cap;
 - ``fork`` (:class:`JsonWorker`): one work horse per job, the most isolated;
 - ``inline`` (:class:`JsonInlineWorker`): jobs in the worker process, the fewest round trips;
 - ``threads`` (:class:`JsonThreadWorker`, :class:`ThreadPool`): inline workers on threads,

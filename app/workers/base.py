@@ -64,6 +64,48 @@ def _claim_landed(connection: Redis, job: Job, execution: Execution, intermediat
     return None if connection.lpos(intermediate, job.id) is not None else False
 
 
+def _trimmed(writes: list[Any], job: Job, lease: Lease) -> list[Any]:
+    """RQ's success writes (see :func:`leases.recorded`) less those that change nothing when they
+    apply with the lease's end (:func:`leases.apply`):
+
+    - the EXPIREs of the job's dependents and dependencies keys, for a job without dependencies:
+      the latter does not exist, and the former is empty whenever the writes apply (the apply
+      script holds them back while it has members);
+    - the execution's removal from the started registry: the lease's end removes that entry;
+    - ``HSET <job> status finished`` when the job's whole hash (status included) is written after it.
+    """
+    commands: list[list[Any]] = []
+    i = 0
+    while i < len(writes):
+        n = writes[i]
+        commands.append(writes[i + 1 : i + 1 + n])
+        i += n + 1
+    noop_expire = set() if job._dependency_ids else {job.dependents_key, job.dependencies_key}
+    ended = {(lease.key, m) for m in lease.members}
+    saves_status = [
+        n
+        for n, c in enumerate(commands)
+        if str(c[0]).upper() == "HSET" and c[1] == job.key and "status" in c[2::2]
+    ]
+    out: list[Any] = []
+    for n, command in enumerate(commands):
+        name = str(command[0]).upper()
+        if name == "EXPIRE" and len(command) == 3 and command[1] in noop_expire:
+            continue
+        if name == "ZREM" and len(command) == 3 and (command[1], command[2]) in ended:
+            continue
+        if (
+            name == "HSET"
+            and len(command) == 4
+            and command[1:3] == [job.key, "status"]
+            and any(later > n for later in saves_status if len(commands[later]) > 4)
+        ):
+            continue
+        out.append(len(command))
+        out.extend(command)
+    return out
+
+
 class OutcomeLost(Exception):
     """Redis went away before a run's outcome was written; the worker settles the job when it is back."""
 
@@ -419,10 +461,7 @@ class TasklaneWorkerMixin:
         while True:
             pipe = leases.recorder(self.connection)
             execution = Execution.create(job, ttl, pipeline=pipe, worker_name=self.name)
-            self.set_state(WorkerStatus.BUSY, pipeline=pipe)
-            self.heartbeat(ttl, pipeline=pipe)
-            job.heartbeat(now(), ttl, pipeline=pipe)
-            job.prepare_for_execution(self.name, pipeline=pipe)
+            self._record_start(job, ttl, pipe)
             pipe.persist(job.key)
             writes = leases.recorded(pipe)
             try:
@@ -440,6 +479,21 @@ class TasklaneWorkerMixin:
         self._run = execution
         self._claimed = job.id
         return execution
+
+    def _record_start(self, job: Job, ttl: int, pipe: Any) -> None:
+        """The worker's and the job's start writes, recorded on ``pipe`` for the claim (RQ's)."""
+        self.set_state(WorkerStatus.BUSY, pipeline=pipe)
+        self.heartbeat(ttl, pipeline=pipe)
+        job.heartbeat(now(), ttl, pipeline=pipe)
+        job.prepare_for_execution(self.name, pipeline=pipe)
+
+    def _record_counts(self, job: Job, run_time: float, pipe: Any) -> None:
+        """A success's counters (the worker's, the task's metrics), recorded on ``pipe`` with its writes."""
+        self.increment_successful_job_count(pipeline=pipe)  # type: ignore[attr-defined]
+        assert job.started_at and job.ended_at
+        self.increment_total_working_time(job.ended_at - job.started_at, pipe)  # type: ignore[attr-defined]
+        spec = task_spec(job)
+        metrics.record_job(pipe, spec.name if spec else str(job.func_name), "success", run_time)
 
     def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
         """Written with the claim (prepare_execution); RQ's own start only for a run not claimed here."""
@@ -538,22 +592,17 @@ class TasklaneWorkerMixin:
             self._success_through_rq(job, queue, started_job_registry, execution)
             return
         recorder = leases.recorder(self.connection)
-        self.increment_successful_job_count(pipeline=recorder)  # type: ignore[attr-defined]
         assert job.started_at and job.ended_at
-        self.increment_total_working_time(job.ended_at - job.started_at, recorder)  # type: ignore[attr-defined]
+        run_time = (job.ended_at - job.started_at).total_seconds()
+        self._record_counts(job, run_time, recorder)
         result_ttl = job.get_result_ttl(self.default_result_ttl)  # type: ignore[attr-defined]
         if result_ttl != 0:
             compat.record_success(job, result_ttl, recorder, self.name, execution)
         job.cleanup(result_ttl, pipeline=recorder, remove_from_queue=False)
         self.cleanup_execution(job, pipeline=recorder, execution=execution)  # type: ignore[attr-defined]
-        spec = task_spec(job)
-        run_time = (job.ended_at - job.started_at).total_seconds()
-        metrics.record_job(recorder, spec.name if spec else str(job.func_name), "success", run_time)
-        writes = leases.recorded(recorder)
         lease = Lease.of(job, execution)
-        outcome = self._bookkeeping(
-            job, lambda: leases.apply(self.connection, lease, writes, unless_members_in=job.dependents_key)
-        )
+        writes = _trimmed(leases.recorded(recorder), job, lease)
+        outcome = self._bookkeeping(job, lambda: self._apply_success(job, lease, writes))
         if outcome == leases.BLOCKED:
             self._success_through_rq(job, queue, started_job_registry, execution)
             return
@@ -563,6 +612,10 @@ class TasklaneWorkerMixin:
             return
         compat.set_job_status(job, JobStatus.FINISHED)
         self._after_outcome(lambda: lifecycle.succeeded(job, counted=True))
+
+    def _apply_success(self, job: Job, lease: Lease, writes: list[Any]) -> int:
+        """One round trip: the success's writes with the end of its lease (see leases.apply)."""
+        return leases.apply(self.connection, lease, writes, unless_members_in=job.dependents_key)
 
     def _success_through_rq(self, job: Job, queue: Queue, started_job_registry: Any, execution: Any) -> None:
         if not self._renewed(job, execution):

@@ -40,6 +40,9 @@ class DeadlineBoard:
         self.slots = slots
         self.deadlines = multiprocessing.Array(ctypes.c_double, slots, lock=False)
         self.job_ids = multiprocessing.Array(ctypes.c_char, slots * self.ID_BYTES, lock=False)
+        #: Per slot, the job a pooled worker holds from its dequeue until its outcome is written
+        #: (the supervisor settles it if the process dies meanwhile); empty when none.
+        self.held = multiprocessing.Array(ctypes.c_char, slots * self.ID_BYTES, lock=False)
 
     def set(self, slot: int, job_id: str, deadline: float) -> None:
         """Record that ``slot`` runs ``job_id`` until ``deadline`` (time.time())."""
@@ -47,6 +50,27 @@ class DeadlineBoard:
         start = slot * self.ID_BYTES
         self.job_ids[start : start + self.ID_BYTES] = raw  # type: ignore[assignment]
         self.deadlines[slot] = deadline
+
+    def hold(self, slot: int, job_id: str) -> None:
+        """``slot`` holds ``job_id`` (dequeued, maybe started) until :meth:`release`."""
+        start = slot * self.ID_BYTES
+        raw = job_id.encode()[: self.ID_BYTES].ljust(self.ID_BYTES, b"\0")
+        self.held[start : start + self.ID_BYTES] = raw  # type: ignore[assignment]
+
+    def release(self, slot: int) -> None:
+        """``slot``'s job has its outcome written (or was handed back): nothing to settle."""
+        self.held[slot * self.ID_BYTES] = b"\0"
+
+    def holding(self, slots: range) -> list[str]:
+        """The job ids the given slots hold, and release them (the caller settles them)."""
+        found = []
+        for slot in slots:
+            start = slot * self.ID_BYTES
+            raw: bytes = self.held.raw[start : start + self.ID_BYTES]  # type: ignore[attr-defined]
+            if raw[:1] != b"\0":
+                found.append(raw.rstrip(b"\0").decode())
+                self.release(slot)
+        return found
 
     def clear(self, slot: int) -> None:
         """``slot`` is idle."""

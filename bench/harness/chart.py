@@ -19,6 +19,12 @@ def chart(summary: dict[str, Any], path: Path, env: dict[str, Any]) -> None:
     import matplotlib.pyplot as plt
 
     labels = {s.key: s.label for s in SYSTEMS.values()}
+    labels.update(
+        {
+            "tl_procfile_direct": "Tasklane Procfile line, direct",
+            "tl_procfile_api": "Tasklane Procfile line, API",
+        }
+    )
     bars = [
         (f"a. drain: {labels[f['system']]}", f)
         for f in summary["figures"]

@@ -39,7 +39,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "fork_cmd_n": 1_000,
         "queue_lengths": [1_000, 100_000],
         "queue_measure": 5_000,
-        "procs": [1, 2, 4],
+        "procs": [1, 2, 4, 8],
         "procs_n": 5_000,
         "scaling_repeats": None,  # None: --repeats
     },
@@ -57,7 +57,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "fork_cmd_n": 300,
         "queue_lengths": [1_000, 100_000],
         "queue_measure": 2_000,
-        "procs": [1, 2, 4],
+        "procs": [1, 2, 4, 8],
         "procs_n": 2_000,
         "scaling_repeats": 1,
     },
@@ -124,8 +124,8 @@ def read_ids(path: str) -> list[str]:
 class System:
     key: str
     label: str
-    kind: str  # "tasklane" or "celery"
-    mode: str = ""  # Tasklane: fork | inline | threads; Celery: prefork | threads
+    kind: str  # "tasklane", "celery" or "dramatiq"
+    mode: str = ""  # Tasklane: pooled | fork | inline | threads; Celery: prefork | threads
     threads: int = 16
 
     @property
@@ -133,9 +133,18 @@ class System:
         return self.kind == "tasklane"
 
 
+TL_POOLED = System("tl_pooled", "Tasklane pooled (default)", "tasklane", "pooled")
 TL_FORK = System("tl_fork", "Tasklane fork", "tasklane", "fork")
 TL_INLINE = System("tl_inline", "Tasklane inline", "tasklane", "inline")
 TL_THREADS = System("tl_threads", "Tasklane threads (16/process)", "tasklane", "threads")
 CEL_PREFORK = System("cel_prefork", "Celery prefork", "celery", "prefork")
 CEL_THREADS = System("cel_threads", "Celery threads (16, 1 process)", "celery", "threads")
-SYSTEMS = {s.key: s for s in (TL_FORK, TL_INLINE, TL_THREADS, CEL_PREFORK, CEL_THREADS)}
+DRAMATIQ = System("dramatiq", "Dramatiq (2 processes \u00d7 8 threads)", "dramatiq", "threads", 8)
+SYSTEMS = {s.key: s for s in (TL_POOLED, TL_FORK, TL_INLINE, TL_THREADS, CEL_PREFORK, CEL_THREADS, DRAMATIQ)}
+
+
+def dramatiq_result_key(message_id: str, actor: str = "add", queue: str = "default") -> str:
+    """The key Dramatiq's Redis result backend stores a message's result under (its default namespace)."""
+    import hashlib
+
+    return hashlib.md5(f"dramatiq-results:{queue}:{actor}:{message_id}".encode()).hexdigest()

@@ -30,6 +30,7 @@ from bench.harness.common import (
     NotAvailable,
     System,
     chunks,
+    dramatiq_result_key,
     epoch,
     log,
 )
@@ -57,6 +58,7 @@ class Context:
         self.tl_python = os.environ.get("BENCH_TASKLANE_PYTHON") or str(ROOT / ".venv" / "bin" / "python")
         self.cel_python = sys.executable
         self.celery_bin = str(Path(sys.executable).parent / "celery")
+        self.dramatiq_bin = str(Path(sys.executable).parent / "dramatiq")
         self.tmp = Path(tempfile.mkdtemp(prefix="tasklane-bench-"))
         self.var = self.tmp / "var"
         self.var.mkdir()
@@ -112,7 +114,7 @@ class Context:
 
     def probe(self, side: str, op: str, *args: Any, timeout: float = 900) -> dict[str, Any]:
         assert self.redis is not None
-        python = self.tl_python if side == "tl" else self.cel_python
+        python = self.tl_python if side == "tl" else self.cel_python  # "cel" and "dq" share a venv
         env = self.tl_env() if side == "tl" else self.cel_env()
         cmd = [python, "-m", "bench.harness.probes", side, op, "--redis", self.redis.url, *map(str, args)]
         try:
@@ -175,6 +177,57 @@ class Context:
         else:
             args += ["--concurrency", str(procs)]
         return self.spawn(f"celery-{system.mode}", args, self.cel_env(BENCH_READY_FILE=str(ready_file)))
+
+    def dramatiq_worker(self, system: System, procs: int, ready_file: Path) -> Proc:
+        """``dramatiq bench.dramatiq_app --processes P --threads T``, as users start it."""
+        if not Path(self.dramatiq_bin).exists():
+            raise NotAvailable(f"{self.dramatiq_bin} is missing (see bench/requirements-celery.txt)")
+        args = [self.dramatiq_bin, "bench.dramatiq_app", "--processes", str(procs), "--threads",
+                str(system.threads)]  # fmt: skip
+        return self.spawn("dramatiq", args, self.cel_env(BENCH_READY_FILE=str(ready_file)))
+
+    def wait_dramatiq_ready(self, proc: Proc, ready_file: Path, procs: int, timeout: float = 60) -> float:
+        """The time the last of ``procs`` Dramatiq worker processes booted."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise BenchError(f"{proc.name} exited {proc.poll()}: {proc.tail()}")
+            found = list(ready_file.parent.glob(ready_file.name + ".*"))
+            if len(found) >= procs:
+                with contextlib.suppress(OSError, ValueError):
+                    return max(float(f.read_text()) for f in found)
+            time.sleep(0.05)
+        raise BenchError(f"{proc.name} not ready after {timeout:.0f} s: {proc.tail()}")
+
+    def wait_dramatiq_results(
+        self, proc: Proc, ids: list[str], timeout: float, used: Counter[str]
+    ) -> dict[str, Any]:
+        """Until every message's result is stored (EXISTS over the result keys, batched, every 20 ms).
+
+        Dramatiq keeps no completion time with a result, so the last job's end is the poll that
+        first saw every result (at most 20 ms late). Every command sent is counted in ``used``.
+        """
+        keys = [dramatiq_result_key(i) for i in ids]
+        deadline = time.monotonic() + timeout
+        while True:
+            if time.monotonic() > deadline:
+                raise BenchError(f"{proc.name}: results not all stored after {timeout:.0f} s: {proc.tail()}")
+            if proc.poll() is not None:
+                raise BenchError(f"{proc.name} exited {proc.poll()}: {proc.tail()}")
+            ready = 0
+            for part in chunks(keys, 10_000):
+                used["exists"] += 1
+                ready += int(self.client.exists(*part))
+            if ready == len(keys):
+                break
+            time.sleep(0.02)
+        done = time.time()
+        return {"all_ready": done, "last_done": done, "statuses": {"SUCCESS": len(keys)}}
+
+    def redis_cpu(self) -> float:
+        """Redis's CPU seconds so far (user + system, INFO cpu)."""
+        info = self.client.info("cpu")
+        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
     def wait_tasklane_ready(self, proc: Proc, workers: int, timeout: float = 30) -> None:
         """Until ``workers`` RQ workers have registered (or the process died)."""
@@ -258,7 +311,7 @@ class Context:
 
     def check_modes(self) -> None:
         """Each worker mode once, on an empty queue in burst mode: argparse exit 2 = not available."""
-        for mode in ("fork", "inline", "threads"):
+        for mode in ("pooled", "fork", "inline", "threads"):
             self.flush()
             args = [self.tl_python, "worker.py", "default", "--burst", "--concurrency", "1", "--mode", mode]
             if mode == "threads":
@@ -357,6 +410,8 @@ class Context:
             env["tasklane"] = self.probe("tl", "info")
         with contextlib.suppress(Exception):
             env["celery"] = self.probe("cel", "info")
+        with contextlib.suppress(Exception):
+            env["dramatiq"] = self.probe("dq", "info")
         with contextlib.suppress(Exception):
             env["redis_server"] = self.client.info("server")["redis_version"]
         with contextlib.suppress(Exception):

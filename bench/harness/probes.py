@@ -297,9 +297,37 @@ class CeleryProbe:
         }
 
 
+class DramatiqProbe:
+    """Dramatiq's client side: bench/dramatiq_app.py's actors, ``send`` in a loop."""
+
+    def __init__(self, redis_url: str) -> None:
+        os.environ["BENCH_REDIS_URL"] = redis_url
+        from bench import dramatiq_app
+
+        self.mod = dramatiq_app
+
+    def op_enqueue(self, ns: argparse.Namespace) -> dict[str, Any]:
+        actor = getattr(self.mod, ns.task)
+        args = CeleryProbe.args
+        for i in range(ns.warmup):
+            actor.send(*args(ns.task, i))
+        ids: list[str] = []
+        start = time.perf_counter()
+        for i in range(ns.n):
+            ids.append(actor.send(*args(ns.task, i)).message_id)
+        seconds = time.perf_counter() - start
+        write_ids(ns.ids_file, ids)
+        return {"available": True, "method": "send", "n": ns.n, "seconds": seconds, "rate": ns.n / seconds}
+
+    def op_info(self, ns: argparse.Namespace) -> dict[str, Any]:
+        import importlib.metadata as md
+
+        return {"python": platform.python_version(), "dramatiq": md.version("dramatiq")}
+
+
 def probe_main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.harness.probes")
-    parser.add_argument("side", choices=["tl", "cel"])
+    parser.add_argument("side", choices=["tl", "cel", "dq"])
     parser.add_argument("op", choices=["enqueue", "stats", "latency", "info"])
     parser.add_argument("--redis", required=True)
     parser.add_argument("--task", default="add")
@@ -309,7 +337,7 @@ def probe_main(argv: Sequence[str]) -> int:
     parser.add_argument("--method", default="loop")
     parser.add_argument("--ids-file", default=None)
     ns = parser.parse_args(argv)
-    probe: Any = TasklaneProbe(ns.redis) if ns.side == "tl" else CeleryProbe(ns.redis)
+    probe: Any = {"tl": TasklaneProbe, "cel": CeleryProbe, "dq": DramatiqProbe}[ns.side](ns.redis)
     result = getattr(probe, f"op_{ns.op}")(ns)
     print(json.dumps(result))
     return 0

@@ -8,13 +8,16 @@ from typing import Any
 from bench.harness.common import (
     CEL_PREFORK,
     DASH,
+    DRAMATIQ,
     SYSTEMS,
     TIMES,
     TL_FORK,
     TL_INLINE,
+    TL_POOLED,
     TL_THREADS,
     WORKLOADS,
 )
+from bench.harness.workloads.procfile import TL_PROCFILE_API, TL_PROCFILE_DIRECT
 
 #: (workload, run key, system key, metric, figure text, unit, decimals)
 _START_END = "jobs/s, first start \u2192 last end (job timestamps)"
@@ -23,16 +26,33 @@ _CMDS = "Redis commands per job, worker side"
 _ENQ_CMDS = "Redis commands per job, enqueue side (loop)"
 _DRAIN_CMDS = "drain_cmds_per_job"
 # fmt: off
+_RCPU = "Redis CPU s per 1,000 jobs (INFO cpu, while draining)"
+_CEIL = "projected ceiling of one Redis core (1,000 \u00f7 Redis CPU s per 1,000 jobs)"
 FIGURES: list[tuple[str, str, str, str, str, str, int]] = [
+    ("a", "drain", "tl_pooled", "rate_exec", _START_END, "jobs/s", 0),
     ("a", "drain", "tl_fork", "rate_exec", _START_END, "jobs/s", 0),
     ("a", "drain", "tl_inline", "rate_exec", _START_END, "jobs/s", 0),
     ("a", "drain", "tl_threads", "rate_exec", _START_END, "jobs/s", 0),
     ("a", "drain", "cel_prefork", "rate_exec", "jobs/s, worker ready \u2192 last result stored", "jobs/s", 0),
+    ("a", "drain", "dramatiq", "rate_exec", "jobs/s, last process booted \u2192 all results stored",
+     "jobs/s", 0),
+    ("a", "drain", "tl_procfile_direct", "rate_exec", _START_END, "jobs/s", 0),
+    ("a", "drain", "tl_procfile_api", "rate_exec", _START_END, "jobs/s", 0),
+    ("a", "drain", "tl_procfile_api", "api_rps", "POST /api/v1/tasks/add req/s (16 connections)", "req/s", 0),
+    ("a", "drain", "tl_procfile_api", "api_p50_ms", "POST p50 latency while loading", "ms", 2),
+    ("a", "drain", "tl_procfile_api", "api_p99_ms", "POST p99 latency while loading", "ms", 2),
+    ("a", "drain", "tl_pooled", "rate_wall", _WALL, "jobs/s", 0),
     ("a", "drain", "tl_fork", "rate_wall", _WALL, "jobs/s", 0),
     ("a", "drain", "tl_inline", "rate_wall", _WALL, "jobs/s", 0),
     ("a", "drain", "tl_threads", "rate_wall", _WALL, "jobs/s", 0),
     ("a", "drain", "cel_prefork", "rate_wall", "jobs/s incl. startup: worker start \u2192 all results ready",
      "jobs/s", 0),
+    ("a", "drain", "dramatiq", "rate_wall", "jobs/s incl. startup: worker start \u2192 all results stored",
+     "jobs/s", 0),
+    *[("a", "drain", k, "redis_cpu_s_per_1000", _RCPU, "s", 3)
+      for k in ("tl_pooled", "tl_inline", "tl_fork", "cel_prefork", "dramatiq")],
+    *[("a", "drain", k, "redis_core_ceiling", _CEIL, "jobs/s", 0)
+      for k in ("tl_pooled", "tl_inline", "cel_prefork", "dramatiq")],
     ("b", "enqueue", "tl_loop", "rate", "jobs/s, enqueue loop", "jobs/s", 0),
     ("b", "enqueue", "tl_many", "rate", "jobs/s, batch enqueue", "jobs/s", 0),
     ("b", "enqueue", "cel_apply", "rate", "jobs/s, apply_async loop", "jobs/s", 0),
@@ -62,17 +82,35 @@ FIGURES: list[tuple[str, str, str, str, str, str, int]] = [
     ("f", "memory", "cel_prefork", "rss_after_mib", "RSS after the drain (main + 2 children)", "MiB", 1),
     ("f", "memory", "cel_prefork", "pss_after_mib", "PSS after the drain (main + 2 children)", "MiB", 1),
     ("f", "memory", "cel_prefork", "largest_process_after_mib", "RSS of the largest process after", "MiB", 1),
+    ("g", "commands", "tl_pooled", "drain_cmds_per_job", _CMDS, "", 1),
     ("g", "commands", "tl_fork", "drain_cmds_per_job", _CMDS, "", 1),
     ("g", "commands", "tl_inline", "drain_cmds_per_job", _CMDS, "", 1),
     ("g", "commands", "tl_threads", "drain_cmds_per_job", _CMDS, "", 1),
     ("g", "commands", "cel_prefork", "drain_cmds_per_job", _CMDS, "", 1),
+    ("g", "commands", "dramatiq", "drain_cmds_per_job", _CMDS, "", 1),
     ("g", "commands", "tl_inline", "enqueue_cmds_per_job", _ENQ_CMDS, "", 1),
     ("g", "commands", "cel_prefork", "enqueue_cmds_per_job", _ENQ_CMDS, "", 1),
+    ("g", "commands", "dramatiq", "enqueue_cmds_per_job", _ENQ_CMDS, "", 1),
 ]
 
 _LOWER = " (lower is better)"
 #: (label, workload, run key, numerator system, denominator system, metric): Tasklane / Celery.
 RATIOS: list[tuple[str, str, str, str, str, str]] = [
+    ("drain: pooled / Celery prefork", "a", "drain", "tl_pooled", "cel_prefork", "rate_exec"),
+    ("drain: pooled / Dramatiq", "a", "drain", "tl_pooled", "dramatiq", "rate_exec"),
+    ("drain: inline / Dramatiq", "a", "drain", "tl_inline", "dramatiq", "rate_exec"),
+    ("drain incl. startup: pooled / Celery prefork", "a", "drain", "tl_pooled", "cel_prefork", "rate_wall"),
+    ("drain incl. startup: pooled / Dramatiq", "a", "drain", "tl_pooled", "dramatiq", "rate_wall"),
+    ("Redis CPU per job: pooled / Celery" + _LOWER, "a", "drain", "tl_pooled", "cel_prefork",
+     "redis_cpu_s_per_1000"),
+    ("Redis CPU per job: pooled / Dramatiq" + _LOWER, "a", "drain", "tl_pooled", "dramatiq",
+     "redis_cpu_s_per_1000"),
+    ("drain: Procfile line, direct / Celery prefork", "a", "drain", "tl_procfile_direct", "cel_prefork",
+     "rate_exec"),
+    ("drain: Procfile line, via API / Celery prefork", "a", "drain", "tl_procfile_api", "cel_prefork",
+     "rate_exec"),
+    ("drain: Procfile line, direct / Dramatiq", "a", "drain", "tl_procfile_direct", "dramatiq", "rate_exec"),
+    ("drain: Procfile line, via API / Dramatiq", "a", "drain", "tl_procfile_api", "dramatiq", "rate_exec"),
     ("drain: fork / Celery prefork", "a", "drain", "tl_fork", "cel_prefork", "rate_exec"),
     ("drain: inline / Celery prefork", "a", "drain", "tl_inline", "cel_prefork", "rate_exec"),
     ("drain: threads / Celery prefork", "a", "drain", "tl_threads", "cel_prefork", "rate_exec"),
@@ -91,6 +129,8 @@ RATIOS: list[tuple[str, str, str, str, str, str]] = [
      "rss_after_mib"),
     ("PSS after drain: inline / Celery prefork" + _LOWER, "f", "memory", "tl_inline", "cel_prefork",
      "pss_after_mib"),
+    ("commands/job: pooled / Celery" + _LOWER, "g", "commands", "tl_pooled", "cel_prefork", _DRAIN_CMDS),
+    ("commands/job: pooled / Dramatiq" + _LOWER, "g", "commands", "tl_pooled", "dramatiq", _DRAIN_CMDS),
     ("commands/job: fork / Celery" + _LOWER, "g", "commands", "tl_fork", "cel_prefork", _DRAIN_CMDS),
     ("commands/job: inline / Celery" + _LOWER, "g", "commands", "tl_inline", "cel_prefork", _DRAIN_CMDS),
     ("commands/job: threads / Celery" + _LOWER, "g", "commands", "tl_threads", "cel_prefork", _DRAIN_CMDS),
@@ -118,6 +158,10 @@ def _state(runs: list[dict[str, Any]]) -> tuple[str, str]:
         return "ok", ""
     last = runs[-1]
     return str(last.get("status")), str(last.get("reason", ""))
+
+
+def _values(runs: list[dict[str, Any]], metric: str) -> list[float]:
+    return [float(r[metric]) for r in runs if r.get("status") == "ok" and r.get(metric) is not None]
 
 
 def summarize(results: dict[str, Any]) -> dict[str, Any]:
@@ -168,6 +212,7 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
         scaling[key] = {
             system: {
                 **spread([float(r[field]) for r in runs if r.get("status") == "ok"]),
+                "redis_cpu_s_per_1000": spread(_values(runs, "redis_cpu_s_per_1000")),
                 "state": _state(runs)[0],
                 "reason": _state(runs)[1],
             }
@@ -193,6 +238,7 @@ def fmt_ratio(r: dict[str, Any]) -> str:
 def render_markdown(results: dict[str, Any], summary: dict[str, Any]) -> str:
     env = results["environment"]
     labels = {s.key: s.label for s in SYSTEMS.values()}
+    labels.update({s.key: s.label for s in (TL_PROCFILE_DIRECT, TL_PROCFILE_API)})
     labels.update(
         {"tl_loop": "Tasklane", "tl_many": "Tasklane", "cel_apply": "Celery", "api": "Tasklane API"}
     )
@@ -200,24 +246,27 @@ def render_markdown(results: dict[str, Any], summary: dict[str, Any]) -> str:
     for r in summary["ratios"]:
         ratio_for.setdefault((r["workload"], r["numerator"], r["metric"]), []).append(r)
     lines = [
-        "# Tasklane vs Celery: results",
+        "# Tasklane vs Celery and Dramatiq: results",
         "",
         f"Run of {env.get('date')}, profile `{env.get('profile')}`{' (--full)' if env.get('full') else ''}, "
         f"{env.get('repeats')} rounds per workload ({env.get('memory_repeats')} for memory, "
         f"{env.get('scaling_repeats')} for g's scaling runs); "
         f"{env['machine'].get('cpus')} CPUs ({env['machine'].get('cpu')}), "
         f"redis-server {env.get('redis_server')} started by the bench on loopback (no persistence), "
-        f"Celery {env.get('celery', {}).get('celery')}, RQ {env.get('tasklane', {}).get('rq')}, "
+        f"Celery {env.get('celery', {}).get('celery')}, "
+        f"Dramatiq {env.get('dramatiq', {}).get('dramatiq')}, RQ {env.get('tasklane', {}).get('rq')}, "
         f"Python {env.get('tasklane', {}).get('python')}. Total time {env.get('total_seconds', 0):.0f} s.",
         "",
         "Every figure is the median of the rounds, with the min"
         + DASH
         + "max spread in brackets. A ratio is "
-        "Tasklane \u00f7 Celery computed within each round (same Redis, same minute), then the median and "
-        "spread of those per-round ratios. Above 1 means Tasklane is higher: better for jobs/s, worse for "
-        "latency, memory and commands.",
+        "Tasklane \u00f7 anchor (Celery or Dramatiq) computed within each round (same Redis, same minute), "
+        "then the median and spread of those per-round ratios. Above 1 means Tasklane is higher: better for "
+        "jobs/s, worse for latency, memory, Redis CPU and commands. The machine is shared with other "
+        "engineers' test runs, so absolute figures move between rounds; the ratios within a round are the "
+        "figures to read.",
         "",
-        "| Workload | System | Figure | Median | Spread (min" + DASH + "max) | Tasklane \u00f7 Celery |",
+        "| Workload | System | Figure | Median | Spread (min" + DASH + "max) | Tasklane \u00f7 anchor |",
         "|---|---|---|---:|---:|---|",
     ]
     for f in summary["figures"]:
@@ -240,8 +289,8 @@ def render_markdown(results: dict[str, Any], summary: dict[str, Any]) -> str:
         )
         lines.append(f"| {title} | {system} | {f['figure']} | {median} | {spr} | {ratio_text} |")
     for key, text in (
-        ("queue_length", "inline, 2 processes: jobs/s of the first jobs vs queue length"),
-        ("processes", "inline: jobs/s vs worker processes (burst drain)"),
+        ("queue_length", "pooled, 2 processes: jobs/s of the first jobs vs queue length"),
+        ("processes", "pooled: jobs/s vs worker processes (burst drain)"),
     ):
         for system, s in summary["scaling"].get(key, {}).items():
             runs = results["workloads"]["g"]["runs"][key][system]
@@ -255,6 +304,10 @@ def render_markdown(results: dict[str, Any], summary: dict[str, Any]) -> str:
             if s["state"] == "ok":
                 median = f"{fmt(s['median'], 0)} jobs/s"
                 spr = f"{fmt(s['min'], 0)}{DASH}{fmt(s['max'], 0)}"
+                cpu = s.get("redis_cpu_s_per_1000", {})
+                if cpu.get("median") is not None:
+                    median += f"; Redis {cpu['median']:.3f} s/1,000 jobs"
+                    spr += f"; Redis {cpu['min']:.3f}{DASH}{cpu['max']:.3f}"
             else:
                 median, spr = s["state"], s["reason"].replace("|", "/")[:160]
             lines.append(f"| g. scaling | Tasklane {name} | {text} | {median} | {spr} | |")
@@ -268,7 +321,8 @@ def commands_breakdown(results: dict[str, Any]) -> list[str]:
     """g: the commands behind the per-job figure, from each system's first good round."""
     runs = results["workloads"].get("g", {}).get("runs", {}).get("commands", {})
     lines = []
-    for system, label in ((s.key, s.label) for s in (TL_FORK, TL_INLINE, TL_THREADS, CEL_PREFORK)):
+    for system, label in ((s.key, s.label) for s in (TL_POOLED, TL_FORK, TL_INLINE, TL_THREADS, CEL_PREFORK,
+                                                     DRAMATIQ)):  # fmt: skip
         ok = next((r for r in runs.get(system, []) if r.get("status") == "ok"), None)
         if ok is None:
             continue
@@ -340,7 +394,12 @@ def notes(results: dict[str, Any], summary: dict[str, Any]) -> list[str]:
         "- Workers: `python worker.py default [--burst] --concurrency P --mode M [--threads 16]` "
         "(cwd = project root, `TASK_MODULES=bench.bench_tasks`, `LOG_LEVEL=WARNING`); "
         "`celery -A bench.celery_app worker --concurrency 2 --loglevel WARNING` (prefork) or "
-        "`--pool threads --concurrency 16`.",
+        "`--pool threads --concurrency 16`; `dramatiq bench.dramatiq_app --processes 2 --threads 8` "
+        "(Redis broker, Results middleware with the Redis backend, every actor storing its result).",
+        "- a. Dramatiq: N messages preloaded with `actor.send`, then the worker is started; it stores no "
+        "completion time with a result, so its last job's end is the 20 ms poll that first finds every "
+        "result key (slightly in Celery's and Tasklane's favour). Redis CPU per 1,000 jobs is INFO cpu "
+        "(user + sys) over the drain, the harness's own polling included, for every system alike.",
         "- a. Tasklane: N jobs preloaded, then 2 burst worker processes; jobs/s = N \u00f7 "
         "(last `ended_at` \u2212 first `started_at`) from the RQ job hashes (JsonJob.fetch_many). "
         "Fork mode drains "

@@ -1,0 +1,87 @@
+"""The pooled worker's trimmed writes leave in Redis what RQ's own worker leaves.
+
+The same job is run by RQ's plain SimpleWorker and by the pooled worker (in this process,
+against the session's real Redis); the job hash (fields and the values that are not times,
+ids or names), the registries, the queue lists and the result stream must match, and so
+must what ``rq`` and the job API read from them. Each run is also counted: the pooled
+worker's start and finish take fewer commands.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import redis
+from flask import Flask
+from rq import SimpleWorker
+from rq.serializers import JSONSerializer
+
+from app import dispatch
+from app.execution import ExecutingJob
+from app.queues import JsonJob, JsonQueue
+from app.registry import REGISTRY
+from app.workers.pooled import JsonPooledWorker
+
+pytestmark = pytest.mark.integration
+
+#: Fields whose values differ between any two runs (times, ids, names), compared by presence only.
+VARYING = {b"created_at", b"enqueued_at", b"started_at", b"ended_at", b"last_heartbeat", b"worker_name",
+           b"data", b"description"}  # fmt: skip
+
+
+def _run(app: Flask, rconn: redis.Redis, worker_class: type[Any]) -> tuple[str, int]:
+    """Enqueue add(2, 3), run it with ``worker_class`` (burst); the job id and the commands it took
+    (the worker's counters, batched by the pooled worker, are checked here)."""
+    spec = REGISTRY.get("add")
+    assert spec is not None
+    with app.app_context():
+        job = dispatch.enqueue(spec, spec.validate({"x": 2, "y": 3}), rconn, default_result_ttl=500,
+                               failure_ttl=3600)  # fmt: skip
+        queue = JsonQueue("default", connection=rconn)
+        options: dict[str, Any] = {"serializer": JSONSerializer, "job_class": ExecutingJob}
+        if worker_class is JsonPooledWorker:
+            options = {}
+        worker = worker_class([queue], connection=rconn, **options)
+        rconn.config_resetstat()
+        worker.work(burst=True, with_scheduler=False)
+    counters = rconn.hmget(worker.key, ["successful_job_count", "failed_job_count"])
+    assert counters == [b"1", None], counters
+    assert float(rconn.hget(worker.key, "total_working_time")) > 0
+    stats = rconn.info("commandstats")
+    return job.id, sum(v["calls"] for k, v in stats.items() if k not in ("cmdstat_info", "cmdstat_config"))
+
+
+def _state(rconn: redis.Redis, job_id: str) -> dict[str, Any]:
+    job_key = f"rq:job:{job_id}"
+    fields = rconn.hgetall(job_key)
+    results = rconn.xrange(f"rq:results:{job_id}")
+    assert len(results) == 1
+    entry = results[0][1]
+    return {
+        "job fields": sorted(fields),
+        "job values": {k: v for k, v in fields.items() if k not in VARYING},
+        "job ttl": rconn.ttl(job_key) > 0,
+        "result fields": sorted(entry),
+        "result value": (entry[b"type"], entry[b"return_value"]),
+        "result ttl": rconn.ttl(f"rq:results:{job_id}") > 0,
+        "finished": rconn.zscore("rq:finished:default", job_id) is not None,
+        "started": rconn.zcard("rq:wip:default"),
+        "queue": rconn.llen("rq:queue:default"),
+        "intermediate": rconn.llen("rq:queue:default:intermediate"),
+        "failed": rconn.zcard("rq:failed:default"),
+        "status (RQ)": JsonJob.fetch(job_id, connection=rconn).get_status(),
+        "result (RQ)": JsonJob.fetch(job_id, connection=rconn).latest_result().return_value,
+    }
+
+
+@pytest.mark.timeout(30)
+def test_the_pooled_fast_path_writes_what_rqs_own_path_writes(app: Flask, rconn: redis.Redis) -> None:
+    rq_id, rq_commands = _run(app, rconn, SimpleWorker)
+    ours_id, our_commands = _run(app, rconn, JsonPooledWorker)
+    theirs, ours = _state(rconn, rq_id), _state(rconn, ours_id)
+    assert ours == theirs
+    assert theirs["finished"] and theirs["result (RQ)"] == 5
+    assert (theirs["started"], theirs["queue"], theirs["intermediate"]) == (0, 0, 0)
+    # Each run includes the worker's birth and death; the pooled one still sends fewer commands.
+    assert our_commands < rq_commands, (our_commands, rq_commands)
