@@ -119,3 +119,34 @@ def test_a_job_taken_ahead_with_a_success_is_put_back_when_the_worker_leaves(
     assert rconn.lrange("rq:queue:default", 0, -1) == [ids[1].encode(), ids[2].encode()]
     assert rconn.llen("rq:queue:default:intermediate") == 0
     assert JsonJob.fetch(ids[1], connection=rconn).get_status() == "queued"
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_each_step_of_a_chain_counts_once(
+    start: Starter, rconn: redis.Redis, client: FlaskClient, auth: dict[str, str]
+) -> None:
+    """A step that others wait on succeeds through RQ's own path, which counts it: the batched
+    counters take their count back, so a 3-step chain adds 3 successes to the task's metrics and
+    the workers' counts (it added 5: each step with dependents counted twice)."""
+    start_worker(start, rconn, "default", "--mode", "pooled", "--concurrency", "1")
+    steps = [{"task": "add", "args": {"x": 1, "y": 1}}] + [{"task": "add", "args": {"y": 1}}] * 2
+    body = {"type": "chain", "steps": steps}
+    response = client.post("/api/v1/workflows", json=body, headers=auth)
+    assert response.status_code == 202, response.get_json()
+    workflow = response.get_json()["workflow_id"]
+
+    def done() -> bool:
+        state = client.get(f"/api/v1/workflows/{workflow}", headers=auth).get_json()["state"]
+        return state == "SUCCESS"
+
+    wait_for(done, 20, message="the chain to succeed")
+
+    def counted() -> tuple[int, int]:
+        task = int(rconn.hget("tasklane:metrics:jobs", "add|success") or 0)
+        workers = sum(int(rconn.hget(k, "successful_job_count") or 0) for k in rconn.smembers("rq:workers"))
+        return task, workers
+
+    wait_for(lambda: counted() == (3, 3), 10, message=f"3 successes counted (counted {counted()})")
+    time.sleep(1.5)  # past the next batch of counters: nothing more arrives
+    assert counted() == (3, 3)

@@ -495,6 +495,10 @@ class TasklaneWorkerMixin:
         spec = task_spec(job)
         metrics.record_job(pipe, spec.name if spec else str(job.func_name), "success", run_time)
 
+    def _discard_counts(self, job: Job, run_time: float) -> None:
+        """The success's writes were not applied (RQ's path counts it, or it was settled elsewhere):
+        forget counters :meth:`_record_counts` kept outside them (here: none, they were on the pipe)."""
+
     def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
         """Written with the claim (prepare_execution); RQ's own start only for a run not claimed here."""
         if self._claimed == job.id:
@@ -603,6 +607,8 @@ class TasklaneWorkerMixin:
         lease = Lease.of(job, execution)
         writes = _trimmed(leases.recorded(recorder), job, lease)
         outcome = self._bookkeeping(job, lambda: self._apply_success(job, lease, writes))
+        if outcome != leases.APPLIED:  # the recorded counters were not written with the success
+            self._discard_counts(job, run_time)
         if outcome == leases.BLOCKED:
             self._success_through_rq(job, queue, started_job_registry, execution)
             return

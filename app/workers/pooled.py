@@ -93,6 +93,15 @@ class JsonPooledWorker(JsonInlineWorker):
         self._durations[spec.name if spec else str(job.func_name)].append(run_time)
         self._pending += 1
 
+    def _discard_counts(self, job: Job, run_time: float) -> None:
+        """Take back the count :meth:`_record_counts` kept for a success whose writes were not applied
+        (a job with dependents goes through RQ's path, which counts it itself)."""
+        spec = task_spec(job)
+        durations = self._durations.get(spec.name if spec else str(job.func_name))
+        if durations and run_time in durations:
+            durations.remove(run_time)
+            self._pending -= 1
+
     def flush_counts(self) -> None:
         """Write the batched success counters: the worker's (as RQ's) and the tasks' metrics."""
         if not self._pending:
