@@ -414,6 +414,16 @@ def test_text_analysis_chord_in_one_call(
         doc = session.scalars(select(Document)).one()
         assert doc.kind == "pdf" and doc.sentiment_label == "positive" and doc.summary == result["summary"]
         assert doc.analysed_at is not None
+    # The analysed file can still be ingested for search (it once stayed "unchanged" with no chunks),
+    # and its analysis stays.
+    job_id = enqueue(client, auth, "file_ingestion", {"file_paths": ["review.pdf"]})
+    done = wait_state(client, auth, job_id, FINAL, timeout=45)
+    assert done["state"] == "SUCCESS" and done["result"]["documents"][0]["chunks"] > 0, done
+    found = client.get("/api/v1/search", query_string={"q": "ferry crossing"}, headers=auth)
+    hits = found.get_json()["results"]
+    assert hits and hits[0]["path"].endswith("review.pdf")
+    with Session(engine) as session:
+        assert session.scalars(select(Document)).one().sentiment_label == "positive"
 
 
 def test_jobs_wait_label_shows_stage_and_message() -> None:

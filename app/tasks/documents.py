@@ -354,8 +354,9 @@ def _upsert_document(session: Session, resolved: str, data: bytes, source_name: 
     doc = session.scalars(
         select(Document).where(Document.path_hash == _sha256(resolved.encode()))
     ).one_or_none()
-    if doc is not None and doc.content_hash == content_hash and doc.status != DocumentStatus.FAILED:
-        return doc, False
+    unchanged = doc is not None and doc.content_hash == content_hash
+    if unchanged and doc is not None and doc.status != DocumentStatus.FAILED and doc.embedder is not None:
+        return doc, False  # ingested (chunked and embedded) already
     found = extract(resolved, data)
     if doc is None:
         doc = Document(path_hash=_sha256(resolved.encode()), path=resolved)
@@ -365,7 +366,8 @@ def _upsert_document(session: Session, resolved: str, data: bytes, source_name: 
     doc.kind, doc.title, doc.text = found.kind, found.title[:500], found.text
     doc.content_hash, doc.source_name = content_hash, source_name[:200]
     doc.status, doc.error, doc.chunk_count, doc.embedder = DocumentStatus.PROCESSING, None, 0, None
-    doc.sentiment = doc.sentiment_label = doc.summary = doc.analysed_at = None
+    if not unchanged:  # an analysis (the text-analysis workflow's) of the same content stays
+        doc.sentiment = doc.sentiment_label = doc.summary = doc.analysed_at = None
     session.flush()
     return doc, True
 
