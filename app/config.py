@@ -169,7 +169,9 @@ class Settings:
         settings = cls(
             app_env=app_env,
             var_dir=var_dir,
-            redis_url=reader.redis_url("REDIS_URL", required=app_env is Environment.PRODUCTION),
+            redis_url=reader.redis_url(
+                "REDIS_URL", required=app_env is Environment.PRODUCTION, var_dir=var_dir
+            ),
             database_url=reader.database_url("DATABASE_URL", var_dir),
             port=reader.integer("PORT", defaults.PORT, minimum=1, maximum=65535),
             api_tokens=reader.tokens("API_TOKENS"),
@@ -431,11 +433,20 @@ class _Reader:
                 raise ConfigError(name, f"every entry must be an http(s) URL, got {url!r}")
         return urls
 
-    def redis_url(self, name: str, required: bool) -> str:
+    def redis_url(self, name: str, required: bool, var_dir: Path | None = None) -> str:
         raw = self.env.get(name, "").strip()
         if not raw:
             if required:
                 raise ConfigError(name, "is required when APP_ENV=production")
+            # Beside a local `scripts/run`, a `flask ...` command in the same folder reaches that
+            # run's embedded Redis, not whatever listens on 6379.
+            socket = (
+                None
+                if var_dir is None
+                else var_dir / defaults.EMBEDDED_REDIS_DIR / defaults.EMBEDDED_REDIS_SOCKET
+            )
+            if socket is not None and socket.is_socket():
+                return f"unix://{socket.resolve()}?db=0"
             return defaults.REDIS_URL
         parts = urlsplit(raw)
         if parts.scheme not in REDIS_SCHEMES:

