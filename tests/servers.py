@@ -155,6 +155,22 @@ def pid_alive(pid: int) -> bool:
     return fields[0] != "Z"
 
 
+def children(pid: int) -> list[int]:
+    """The live (non-zombie) child processes of ``pid``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(entry))
+    return found
+
+
 # --- processes of the project (worker.py, scheduler.py, gunicorn) --------------------------------
 
 

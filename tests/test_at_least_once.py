@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -10,25 +9,19 @@ import pytest
 import redis
 from flask.testing import FlaskClient
 
-from tests.servers import FINAL, Starter, enqueue, get_job, pid_alive, start_worker, wait_for, wait_state
+from tests.servers import (
+    FINAL,
+    Starter,
+    children,
+    enqueue,
+    get_job,
+    pid_alive,
+    start_worker,
+    wait_for,
+    wait_state,
+)
 
 QUEUE_KEYS = ["rq:queue:high", "rq:queue:default", "rq:queue:low"]
-
-
-def children(pid: int) -> list[int]:
-    """The live (non-zombie) child processes of ``pid``."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        if int(fields[1]) == pid and fields[0] != "Z":
-            found.append(int(entry))
-    return found
 
 
 @pytest.mark.integration

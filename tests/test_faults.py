@@ -36,6 +36,7 @@ from tests.servers import (
     FINAL,
     RedisServer,
     Starter,
+    children,
     enqueue,
     free_port,
     get_job,
@@ -68,22 +69,6 @@ def cases(names: list[str] | list[tuple[str, ...]], default: set[object]) -> lis
 
 
 # --- helpers ----------------------------------------------------------------------------------------
-
-
-def children(pid: int) -> list[int]:
-    """The live (non-zombie) child processes of ``pid``."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        if int(fields[1]) == pid and fields[0] != "Z":
-            found.append(int(entry))
-    return found
 
 
 def job_processes(pid: int, mode: str) -> list[int]:
