@@ -43,6 +43,11 @@ def serialized_meta(job: Job) -> bytes:
     return job._serialize_meta()
 
 
+def meta_unreadable(job: Job) -> bool:
+    """True when the meta ``restore`` read could not be decoded (RQ then keeps it aside, unread)."""
+    return getattr(job, "_unreadable_meta", None) is not None
+
+
 def record_failure(job: Job, exc_string: str, pipeline: Any) -> None:
     """RQ's worker-less failure: status FAILED, the failed registry and a failure result."""
     record_job_failure(job, exc_string, pipeline)

@@ -182,15 +182,15 @@ class JsonQueue(Queue):
                 waited += step
 
 
-def _require_json(job: Job, fields: dict[bytes, Any]) -> None:
+def _require_json(job: Job) -> None:
     """Raise DeserializationError unless the job's payload and meta are JSON (read as JSON only:
     a pickle written by something else is set aside before any code of the run touches it)."""
     try:
         job.func_name  # noqa: B018 - decodes the payload now
-        if fields.get(b"meta"):
-            JSONSerializer.loads(fields[b"meta"])
     except (DeserializationError, ValueError) as exc:
         raise DeserializationError("the job is not stored as JSON; it is never unpickled") from exc
+    if compat.meta_unreadable(job):  # restore tried its meta as JSON already and kept it aside
+        raise DeserializationError("the job is not stored as JSON; it is never unpickled")
 
 
 def take_moved(
@@ -206,7 +206,7 @@ def take_moved(
     job = (job_class or JsonJob)(job_id, connection=connection)
     try:
         job.restore(fields)
-        _require_json(job, fields)
+        _require_json(job)
     except Exception as exc:
         set_aside(queue, job_id, f"{type(exc).__name__}: {exc}")
         return None

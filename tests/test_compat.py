@@ -132,6 +132,10 @@ def test_private_attributes_read_through_compat_exist(fake_redis: Redis) -> None
     job.meta["k"] = "v"
     job.save_meta()
     assert fake_redis.hget(job.key, "meta") == compat.serialized_meta(job)
+    job.save()
+    assert not compat.meta_unreadable(JsonJob.fetch(job.id, connection=fake_redis))
+    fake_redis.hset(job.key, "meta", b"\x80\x04not json")
+    assert compat.meta_unreadable(JsonJob.fetch(job.id, connection=fake_redis))
     forking = JsonWorker([JsonQueue("default", connection=fake_redis)], connection=fake_redis)
     assert hasattr(forking, "_horse_pid")
     compat.forget_horse(forking)
