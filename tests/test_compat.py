@@ -6,10 +6,14 @@ An upgrade that changes any of it fails here, loudly, instead of misbehaving qui
 from __future__ import annotations
 
 import inspect
+import sys
+from datetime import timedelta
 from importlib.metadata import version
 from typing import Any
 
 import pytest
+import rq.serializers
+import rq.utils
 import rq_dashboard.web
 from redis import Redis
 from rq import SimpleWorker, Worker
@@ -19,6 +23,7 @@ from rq.job import Job
 from rq.queue import Queue
 from rq.registry import StartedJobRegistry
 from rq.scheduler import RQScheduler
+from rq.serializers import JSONSerializer
 from rq.timeouts import BaseDeathPenalty
 from rq.utils import current_timestamp
 from rq.worker import BaseWorker
@@ -198,3 +203,66 @@ def test_register_queues_adds_to_the_set_rq_lists(fake_redis: Any) -> None:
     compat.register_queues(fake_redis, queues)
     assert JsonQueue.redis_queues_keys == "rq:queues"
     assert sorted(q.name for q in JsonQueue.all(connection=fake_redis)) == ["high", "low"]
+
+
+def test_fast_paths_are_installed_in_every_module_that_resolves_a_serializer() -> None:
+    """compat replaces RQ's ``resolve_serializer`` in each module that imported it by name, and its
+    ``utcparse``; a module RQ adds or renames fails here instead of keeping the slow path silently."""
+    import importlib
+
+    for name in compat.SERIALIZER_USERS:
+        module = importlib.import_module(name)
+        assert module.resolve_serializer is compat.resolve_serializer, name
+    assert rq.utils.utcparse is compat.utcparse
+    assert rq_scheduler_module.utcparse is compat.utcparse
+    users = {
+        m.__name__
+        for m in list(sys.modules.values())
+        if getattr(m, "__name__", "").startswith("rq.") and hasattr(m, "resolve_serializer")
+    }
+    assert users - {"rq.serializers"} <= set(compat.SERIALIZER_USERS)
+
+
+@pytest.mark.parametrize(
+    "given",
+    [JSONSerializer, None, "json", "rq.serializers.JSONSerializer", rq.serializers.DefaultSerializer],
+)
+def test_resolve_serializer_answers_as_rq_does(given: Any) -> None:
+    assert compat.resolve_serializer(given) is compat._resolve_serializer(given)
+
+
+def test_resolve_serializer_still_refuses_what_rq_refuses() -> None:
+    with pytest.raises(NotImplementedError):
+        compat.resolve_serializer(object())
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-11-27T21:00:03.112141Z",  # RQ's own format
+        "2026-01-02T03:04:05.000001Z",
+        "2026-11-27T21:00:03Z",  # the older format RQ still reads
+        "2026-11-27T21:00:03.1Z",  # fewer digits: strptime's %f accepts them
+    ],
+)
+def test_utcparse_answers_as_rq_does(text: str) -> None:
+    parsed = compat.utcparse(text)
+    assert parsed == compat._utcparse(text)
+    assert parsed.tzinfo is not None and parsed.utcoffset() == timedelta(0)
+
+
+@pytest.mark.parametrize("text", ["not a date", "2026-13-27T21:00:03.112141Z", "2026-11-27 21:00:03.112141Z"])
+def test_utcparse_refuses_what_rq_refuses(text: str) -> None:
+    with pytest.raises(ValueError):
+        compat._utcparse(text)
+    with pytest.raises(ValueError):
+        compat.utcparse(text)
+
+
+def test_a_job_read_back_keeps_its_timestamps(fake_redis: Redis) -> None:
+    """A job's dates go through the fast parse on every fetch: they read back to the microsecond."""
+    job = JsonJob.create("app.tasks.platform.add", args=(1, 2), connection=fake_redis)
+    job.save()
+    again = JsonJob.fetch(job.id, connection=fake_redis)
+    assert again.created_at == job.created_at.replace(tzinfo=again.created_at.tzinfo)
+    assert again.created_at.tzinfo is not None
