@@ -66,9 +66,9 @@ def install_fast_paths() -> None:
         module = importlib.import_module(name)
         if getattr(module, "resolve_serializer", None) is _resolve_serializer:
             module.resolve_serializer = resolve_serializer  # type: ignore[attr-defined]
-    rq_utils.utcparse = utcparse  # type: ignore[assignment]
+    rq_utils.utcparse = utcparse
     if getattr(rq_scheduler_module, "utcparse", None) is _utcparse:
-        rq_scheduler_module.utcparse = utcparse  # type: ignore[attr-defined]
+        rq_scheduler_module.utcparse = utcparse
 
 
 install_fast_paths()
