@@ -93,6 +93,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=0,
         help="rounds of g's queue-length and process-count runs (default: --repeats; 1 with --quick)",
     )
+    parser.add_argument(
+        "--queue-lengths",
+        default="",
+        help="g's waiting-queue lengths, e.g. 1000,100000,1000000 (default 1000,100000; --full adds 10^6)",
+    )
     parser.add_argument("--only", default="abcdefg", help="workloads to run, e.g. a,c (default all)")
     parser.add_argument("--keep-scratch", action="store_true", help="keep the logs in the scratch directory")
     parser.add_argument(
@@ -101,6 +106,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     opts = parser.parse_args(argv)
     if opts.repeats < 1:
         parser.error("--repeats must be at least 1")
+    if opts.queue_lengths:
+        try:
+            opts.queue_lengths = [int(v) for v in opts.queue_lengths.split(",")]
+        except ValueError:
+            parser.error(f"--queue-lengths: comma-separated integers, not {opts.queue_lengths!r}")
+        if any(v < 1 for v in opts.queue_lengths):
+            parser.error("--queue-lengths: every length must be at least 1")
     if opts.chart_only:
         return redraw()
 

@@ -47,7 +47,9 @@ class Context:
         self.opts = opts
         self.profile_name = "quick" if opts.quick else "default"
         self.p = dict(PROFILES[self.profile_name])
-        if opts.full:
+        if getattr(opts, "queue_lengths", None):
+            self.p["queue_lengths"] = list(opts.queue_lengths)
+        elif opts.full:
             self.p["queue_lengths"] = [*self.p["queue_lengths"], 1_000_000]
         self.repeats = opts.repeats
         # One round of memory by default: draining 100,000 jobs takes minutes per system.

@@ -155,6 +155,7 @@ class TasklaneProbe:
             self.enqueue_one(spec, self.args(ns.task, i))
         ids: list[str] = []
         start = time.perf_counter()
+        cpu_start = time.process_time()
         if method == "loop":
             for i in range(ns.n):
                 ids.append(self.enqueue_one(spec, self.args(ns.task, i)).id)
@@ -164,6 +165,7 @@ class TasklaneProbe:
                 argsets = [self.args(ns.task, i) for i in range(first, min(ns.n, first + ns.batch))]
                 ids.extend(fn(spec, argsets))
         seconds = time.perf_counter() - start
+        cpu_seconds = time.process_time() - cpu_start
         write_ids(ns.ids_file, ids)
         return {
             "available": True,
@@ -171,6 +173,7 @@ class TasklaneProbe:
             "n": len(ids),
             "seconds": seconds,
             "rate": len(ids) / seconds,
+            "cpu_us_per_job": cpu_seconds / max(1, len(ids)) * 1e6,
         }
 
     def op_stats(self, ns: argparse.Namespace) -> dict[str, Any]:

@@ -83,6 +83,14 @@ def run(ctx: Context) -> None:
         res["api_cost_ratio"] = direct["rate"] / res["rps"]
         res["wrk_command"] = " ".join(cmd)
         res["gunicorn_worker_cpu_s"] = cpu
+        # Cost as CPU: what gunicorn's workers spent per answered request (HTTP parsing, Flask,
+        # the checks, the enqueue) against what the direct loop spent per enqueue; unlike the
+        # rates, it leaves out wrk's and Redis's share of the same two CPUs.
+        answered = res["requests"] - res["non2xx"]
+        if direct.get("cpu_us_per_job") and answered > 0:
+            res["api_cpu_us_per_request"] = sum(cpu) / answered * 1e6
+            res["direct_cpu_us_per_enqueue"] = direct["cpu_us_per_job"]
+            res["api_cpu_cost_ratio"] = res["api_cpu_us_per_request"] / direct["cpu_us_per_job"]
         res["busiest_worker_cpu_share"] = max(cpu) / sum(cpu) if sum(cpu) > 0 else None
         return res
 
