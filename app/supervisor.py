@@ -185,27 +185,48 @@ class Supervisor:
         self.backoff = outages.Backoff()
 
     def _spawn(self, slot: int) -> None:
+        """Fork the worker process of ``slot``.
+
+        SIGTERM and SIGINT are held back from fork until the child is recorded: one that arrives
+        meanwhile is handled once the child is in ``children``, so the warm shutdown reaches it
+        (it would otherwise run on, unsignalled, and the supervisor wait for it for ever), and
+        the child never runs the supervisor's handler. A child forked after a stop began (a
+        recycled child's replacement, say) is told to stop at once.
+        """
         supervisor = os.getpid()
-        pid = os.fork()
-        if pid == 0:
-            # Child: default signal handling until the worker installs its warm-shutdown handlers,
-            # and a warm shutdown when the supervisor dies (killed with SIGKILL, say): no worker
-            # process goes on unsupervised, out of its process manager's sight.
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            proc.die_with_parent(signal.SIGTERM, supervisor)
-            name = f"{self.args.name}-{slot}" if self.args.name else None
-            code = 1
-            try:
-                code = run_process(self.app, self.args, name, self.board, (slot - 1) * self.per_process)
-            finally:
-                os._exit(code)
-        self.children[pid] = slot
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            pid = os.fork()
+            if pid == 0:
+                # Child: default signal handling until the worker installs its warm-shutdown
+                # handlers, and a warm shutdown when the supervisor dies (killed with SIGKILL,
+                # say): no worker process goes on unsupervised, out of its process manager's sight.
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                signal.pthread_sigmask(signal.SIG_SETMASK, held)
+                proc.die_with_parent(signal.SIGTERM, supervisor)
+                name = f"{self.args.name}-{slot}" if self.args.name else None
+                code = 1
+                try:
+                    code = run_process(self.app, self.args, name, self.board, (slot - 1) * self.per_process)
+                finally:
+                    os._exit(code)
+            self.children[pid] = slot
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
         log.info("worker process %d started (slot %d, %s mode)", pid, slot, self.args.mode.value)
+        if self.stopping:
+            _kill(pid, signal.SIGTERM)
+
+    def _restart(self, slot: int) -> None:
+        """Replace the dead process of ``slot`` after a pause, unless a stop began meanwhile."""
+        time.sleep(defaults.RESTART_DELAY)
+        if not self.stopping:
+            self._spawn(slot)
 
     def _stop(self, signum: int, _frame: FrameType | None) -> None:
         if self.stopping:
-            for pid in self.children:  # a second signal: the workers' cold shutdown
+            for pid in list(self.children):  # a second signal: the workers' cold shutdown
                 _kill(pid, signum)
             return
         self.stopping = True
@@ -214,7 +235,7 @@ class Supervisor:
             signal.Signals(signum).name,
             len(self.children),
         )
-        for pid in self.children:
+        for pid in list(self.children):
             _kill(pid, signal.SIGTERM)
 
     def _kill_stuck(self) -> None:
@@ -356,9 +377,11 @@ class Supervisor:
                 self._fail_stuck_jobs()
             if not self.stopping and not self.args.burst:
                 log.warning("worker process %d exited with %d; restarting slot %d", pid, code, slot)
-                time.sleep(defaults.RESTART_DELAY)
-                self._spawn(slot)
+                self._restart(slot)
         return 1 if self.failures and not self.stopping else 0
+
+
+_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
 def _kill(pid: int, signum: int) -> None:
