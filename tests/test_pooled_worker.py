@@ -121,6 +121,40 @@ def test_a_job_taken_ahead_with_a_success_is_put_back_when_the_worker_leaves(
     assert JsonJob.fetch(ids[1], connection=rconn).get_status() == "queued"
 
 
+def test_the_job_taken_ahead_is_held_on_the_board_as_soon_as_the_success_is_written(
+    app: Flask, rconn: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between the success's round trip and the next start, the supervisor's board names the job
+    taken ahead (a child killed then has it put back at once, not after a heartbeat's expiry)."""
+    from app import dispatch
+    from app.queues import JsonQueue
+    from app.registry import REGISTRY
+    from app.workers import base
+    from app.workers.inline import DeadlineBoard
+    from app.workers.pooled import JsonPooledWorker
+
+    spec = REGISTRY.get("add")
+    assert spec is not None
+    board = DeadlineBoard(1)
+    seen: list[tuple[str, str]] = []  # (the job whose success hooks run, the job slot 0 holds then)
+    succeeded = base.lifecycle.succeeded
+
+    def noting(job, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append((job.id, board.held.raw[: board.ID_BYTES].rstrip(b"\0").decode()))  # type: ignore[attr-defined]
+        return succeeded(job, **kwargs)
+
+    monkeypatch.setattr(base.lifecycle, "succeeded", noting)
+    with app.app_context():
+        ids = [dispatch.enqueue(spec, spec.validate({"x": n, "y": 0}), rconn, default_result_ttl=500,
+                                failure_ttl=3600).id for n in range(3)]  # fmt: skip
+        worker = JsonPooledWorker(
+            [JsonQueue("default", connection=rconn)], connection=rconn, board=board, slot=0
+        )
+        worker.work(burst=True, with_scheduler=False)
+    # While the first job's success hooks ran, the slot already held the second (taken ahead), and so on.
+    assert seen == [(ids[0], ids[1]), (ids[1], ids[2]), (ids[2], ids[2])]
+
+
 @pytest.mark.integration
 @pytest.mark.timeout(60)
 def test_each_step_of_a_chain_counts_once(

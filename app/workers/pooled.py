@@ -135,6 +135,10 @@ class JsonPooledWorker(JsonInlineWorker):
             outcome, found = pipe.execute(raise_on_error=False)
         if not isinstance(found, Exception):
             self._prefetched = moved(found)  # taken whatever the success's answer: it is held now
+            if self._prefetched is not None and self.board is not None and outcome == leases.APPLIED:
+                # The job in hand is settled (its success is written): from now on the slot holds the
+                # next one, so a child that dies before its next start has it put back at once.
+                self.board.hold(self.slot, self._prefetched[1])
         if isinstance(outcome, NoScriptError) or isinstance(found, NoScriptError):
             leases.load_apply(self.connection)  # a restarted or flushed server: load them for next time
             load_move_first(self.connection)
