@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -53,16 +54,27 @@ class TaskTimeLimits(BaseDeathPenalty):
         self._soft = float(soft) if soft and 0 < float(soft) < float(timeout) else None
         self._phase = "soft" if self._soft else "hard"
 
+    #: Times the soft limit is raised again after Python swallowed it (see :func:`_soft_limit_lost`).
+    redeliveries = 0
+
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self._phase == "soft":
             self._phase = "hard"
             set_soft_deadline(None)
             assert self._soft is not None
-            signal.setitimer(signal.ITIMER_REAL, compat.death_penalty_timeout(self) - self._soft)
+            signal.setitimer(signal.ITIMER_REAL, max(0.001, self._hard_end - time.monotonic()))
+            _SOFT_RAISED[threading.get_ident()] = self
             raise SoftTimeLimitExceeded(f"soft time limit of {self._soft:g} s exceeded")
         raise TimeLimitExceeded(f"hard time limit of {compat.death_penalty_timeout(self):g} s exceeded")
 
+    def _raise_soft_again(self) -> None:
+        """The soft limit was raised where Python ignores exceptions: raise it again in a moment."""
+        self._phase = "soft"
+        signal.setitimer(signal.ITIMER_REAL, _REDELIVER_AFTER)
+
     def setup_death_penalty(self) -> None:
+        _watch_for_lost_soft_limits()
+        self._hard_end = time.monotonic() + compat.death_penalty_timeout(self)
         signal.signal(signal.SIGALRM, self._handle)
         signal.setitimer(signal.ITIMER_REAL, self._soft or compat.death_penalty_timeout(self))
         set_soft_deadline(None if self._soft is None else time.monotonic() + self._soft)
@@ -71,6 +83,44 @@ class TaskTimeLimits(BaseDeathPenalty):
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, signal.SIG_DFL)
         set_soft_deadline(None)
+        _SOFT_RAISED.pop(threading.get_ident(), None)
+
+
+#: The time limits whose soft limit was raised, by the thread it was raised in, until they end.
+_SOFT_RAISED: dict[int, TaskTimeLimits] = {}
+_REDELIVER_AFTER = 0.001
+_MAX_REDELIVERIES = 20
+_hook_installed = False
+
+
+def _soft_limit_lost(unraisable: Any) -> None:
+    """``sys.unraisablehook``: an exception raised where Python can only print it (a ``__del__``,
+    a weakref callback run by the garbage collector) is lost to the code that should see it.
+    The soft limit's is raised again a moment later, so the task still gets it (once): without
+    this, a task that happened to be collecting garbage at its soft limit ran on to the hard one."""
+    limits = _SOFT_RAISED.get(threading.get_ident())
+    lost = (
+        limits is not None
+        and isinstance(unraisable.exc_value, SoftTimeLimitExceeded)
+        and limits.redeliveries < _MAX_REDELIVERIES
+    )
+    try:
+        _previous_hook(unraisable)  # printed (or recorded) as before; then raised again, outside it
+    finally:
+        if lost and limits is not None:
+            limits.redeliveries += 1
+            limits._raise_soft_again()
+
+
+_previous_hook = sys.unraisablehook
+
+
+def _watch_for_lost_soft_limits() -> None:
+    global _hook_installed, _previous_hook
+    if not _hook_installed:
+        _previous_hook = sys.unraisablehook
+        sys.unraisablehook = _soft_limit_lost
+        _hook_installed = True
 
 
 # GCRA: KEYS[1] holds the theoretical arrival time in ms. ARGV: emission interval (ms),
@@ -146,13 +196,19 @@ class ThreadTimeLimits(TaskTimeLimits):
                     return
                 if then is not None:
                     then()
+                if exc_type is SoftTimeLimitExceeded:
+                    _SOFT_RAISED[self._thread_id] = self
                 raise_in_thread(self._thread_id, exc_type)
 
         self._timer = threading.Timer(delay, fire)
         self._timer.daemon = True
         self._timer.start()
 
+    def _raise_soft_again(self) -> None:
+        self._arm(_REDELIVER_AFTER, SoftTimeLimitExceeded, None)
+
     def setup_death_penalty(self) -> None:
+        _watch_for_lost_soft_limits()
         self._active = True
         hard = compat.death_penalty_timeout(self)
         set_soft_deadline(None if self._soft is None else time.monotonic() + self._soft)
@@ -168,3 +224,4 @@ class ThreadTimeLimits(TaskTimeLimits):
             self._active = False
             if self._timer is not None:
                 self._timer.cancel()
+        _SOFT_RAISED.pop(self._thread_id, None)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import redis
 
-from app.limits import RateLimiter, SoftTimeLimitExceeded, TaskTimeLimits, TimeLimitExceeded
+from app.limits import RateLimiter, SoftTimeLimitExceeded, TaskTimeLimits, ThreadTimeLimits, TimeLimitExceeded
 from app.registry import RateLimit
 
 
@@ -73,3 +73,36 @@ def test_limits_are_cancelled_on_exit() -> None:
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
     assert signal.getsignal(signal.SIGALRM) is signal.SIG_DFL
     time.sleep(0.4)  # an alarm left armed would kill the test process here
+
+
+class _SlowFinalizer:
+    """An object whose ``__del__`` runs long enough for a soft limit to fire inside it."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def __del__(self) -> None:
+        end = time.monotonic() + self.seconds
+        while time.monotonic() < end:
+            pass
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.parametrize("limits", [TaskTimeLimits, ThreadTimeLimits])
+def test_a_soft_limit_that_fires_inside_a_finalizer_still_reaches_the_task(limits: Any) -> None:
+    """Python only prints an exception raised in a ``__del__`` or a garbage collector's callback:
+    a soft limit that fired there was lost, and the task ran on to its hard limit (a report that
+    should have returned "partial" returned "complete"). It is raised again in the task's code."""
+    seen: list[float] = []
+    started = time.monotonic()
+    with limits(5, soft_timeout=0.1):
+        try:
+            finalizer = _SlowFinalizer(0.3)
+            del finalizer  # the soft limit fires while __del__ runs
+            end = time.monotonic() + 2
+            while time.monotonic() < end:
+                time.sleep(0.01)
+        except SoftTimeLimitExceeded:
+            seen.append(time.monotonic() - started)
+    assert seen, "the soft limit never reached the task"
+    assert 0.09 <= seen[0] < 1.0  # the exception ended __del__; raised again 1 ms later
