@@ -90,7 +90,6 @@ class TaskTimeLimits(BaseDeathPenalty):
 _SOFT_RAISED: dict[int, TaskTimeLimits] = {}
 _REDELIVER_AFTER = 0.001
 _MAX_REDELIVERIES = 20
-_hook_installed = False
 
 
 def _soft_limit_lost(unraisable: Any) -> None:
@@ -112,11 +111,15 @@ def _soft_limit_lost(unraisable: Any) -> None:
             limits._raise_soft_again()
 
 
-_previous_hook = sys.unraisablehook
+_previous_hook: Callable[[Any], Any] = sys.unraisablehook
+
+
+_hook_installed = False
 
 
 def _watch_for_lost_soft_limits() -> None:
-    global _hook_installed, _previous_hook
+    """Chain :func:`_soft_limit_lost` in front of the hook in place, once per process."""
+    global _previous_hook, _hook_installed
     if not _hook_installed:
         _previous_hook = sys.unraisablehook
         sys.unraisablehook = _soft_limit_lost

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from app.localrun import _simple, read_procfile
+from tests.servers import pid_alive
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -76,15 +77,6 @@ class Run:
         return self.proc.wait(10)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().split(") ", 1)[1][0] != "Z"
-
-
 def test_a_killed_process_is_started_again_and_the_others_run_on(tmp_path: Path) -> None:
     run = Run(tmp_path, f"web: {_SLEEPER}\nworker: {_SLEEPER}\nrelease: true\n", "web", "worker")
     try:
@@ -92,12 +84,12 @@ def test_a_killed_process_is_started_again_and_the_others_run_on(tmp_path: Path)
         os.kill(worker, signal.SIGKILL)
         run.wait_for(r"system\s+\| worker\.1 exited unasked \(killed by SIGKILL\)")
         again = run.pid_of("worker.1", nth=2)
-        assert again != worker and _alive(again)
-        assert _alive(web), "the other process was stopped"
+        assert again != worker and pid_alive(again)
+        assert pid_alive(web), "the other process was stopped"
         assert not any("release" in line for line in run.lines), "a process not asked for was started"
         os.killpg(run.proc.pid, signal.SIGTERM)
         assert run.proc.wait(15) == 0
-        assert not _alive(web) and not _alive(again)
+        assert not pid_alive(web) and not pid_alive(again)
         run.wait_for(r"web\.1 stopped \(killed by SIGTERM\)")
     finally:
         run.stop()
@@ -125,7 +117,7 @@ def test_a_process_deaf_to_sigterm_is_killed_after_the_grace(tmp_path: Path) -> 
         assert run.proc.wait(15) == 0
         assert 0.9 <= time.monotonic() - started < 10
         run.wait_for(r"stubborn\.1 still running 1 s after SIGTERM; sending SIGKILL")
-        assert not _alive(pid)
+        assert not pid_alive(pid)
     finally:
         run.stop()
 
