@@ -2,9 +2,9 @@
 
 import os
 
-from app.config import integer_or_exit, load_or_exit
 from app.factory import check_catalogue as _check_catalogue
-from app.logs import configure_logging
+from app.foundation.config import integer_or_exit, load_or_exit
+from app.ops.logs import configure_logging
 
 # Validate the environment in the master before any worker boots: a bad setting stops
 # the web process with one line naming it, not a traceback per worker.
@@ -31,6 +31,6 @@ limit_request_line = 8190
 
 def post_fork(server, worker):  # type: ignore[no-untyped-def]
     """Sentry and tracing, when configured, in each web worker process (their senders are threads)."""
-    from app.observability import init_process
+    from app.ops.observability import init_process
 
     init_process(_settings, "web")

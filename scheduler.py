@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from app.factory import start_process
-from app.scheduling import main_loop
+from app.processes.scheduling import main_loop
 
 
 def main() -> int:

@@ -6,7 +6,7 @@ import sys
 from collections.abc import Sequence
 
 from app.factory import start_process
-from app.supervisor import parse_args, serve
+from app.processes.supervisor import parse_args, serve
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,15 +17,18 @@ from typing import NoReturn
 from flask import Flask
 from redis.exceptions import RedisError
 
-from app import cli, dashboard, observability, outages, runtime, services
-from app.api import api, probes
-from app.api import metrics as metrics_api
-from app.api.bodies import LingeringClose
-from app.api.docs import docs
-from app.api.errors import register_error_handlers
-from app.config import Settings, load_or_exit
-from app.logs import configure_logging
-from app.registry import REGISTRY, CatalogueError
+from app import services
+from app.catalogue.registry import REGISTRY, CatalogueError
+from app.foundation import outages, runtime
+from app.foundation.config import Settings, load_or_exit
+from app.ops import observability
+from app.ops.logs import configure_logging
+from app.surfaces import cli, dashboard
+from app.surfaces.api import api, probes
+from app.surfaces.api import metrics as metrics_api
+from app.surfaces.api.bodies import LingeringClose
+from app.surfaces.api.docs import docs
+from app.surfaces.api.errors import register_error_handlers
 
 
 def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:

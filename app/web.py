@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from app.config import integer_or_exit
+from app.foundation.config import integer_or_exit
 
 #: What gunicorn serves.
 APP = "app:create_app()"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from app.registry import QueueName, task
+from app.catalogue.registry import QueueName, task
 
 
 @task(queue=QueueName.DEFAULT, time_limit=30)

@@ -23,7 +23,7 @@ from typing import Any
 from aiosmtpd.controller import Controller
 
 from app.factory import create_app
-from app.seed import seed
+from app.surfaces.seed import seed
 from tests.databases import client_tool, database
 from tests.servers import RedisServer, free_port
 

@@ -56,9 +56,9 @@ def main() -> int:
         worker = subprocess.Popen(
             [sys.executable, "worker.py", "default", "--mode", "inline"], cwd=ROOT, env=env
         )
-        from app.queues import JsonJob
-        from app.result import AsyncResult
-        from app.runtime import client_runtime
+        from app.calling.result import AsyncResult
+        from app.core.queues import JsonJob
+        from app.foundation.runtime import client_runtime
         from app.tasks import add
 
         redis = client_runtime().redis

@@ -19,8 +19,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app import create_app
-from app.models import Base
-from app.runtime import runtime
+from app.foundation.models import Base
+from app.foundation.runtime import runtime
 from app.tasks.documents import file_ingestion
 
 WORDS = [

@@ -28,10 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from redis import Redis
 from sqlalchemy import insert
 
-from app.db import make_engine
-from app.meta import Meta
-from app.models import Base, FileImport
-from app.queues import JsonJob
+from app.core.queues import JsonJob
+from app.foundation.db import make_engine
+from app.foundation.meta import Meta
+from app.foundation.models import Base, FileImport
 from app.tasks.documents import LoadCounts, load_file
 
 

@@ -86,7 +86,7 @@ def fill(conn: Any, count: int, spread: float, with_results: int, batch: int = 1
     from rq.results import Result
     from rq.utils import utcformat
 
-    from app.queues import JsonJob, JsonQueue
+    from app.core.queues import JsonJob, JsonQueue
 
     queue = JsonQueue("default", connection=conn)
     template = queue.create_job("app.tasks.platform.add", kwargs={"x": 1, "y": 1}, failure_ttl=FAILED_JOB_TTL)

@@ -35,7 +35,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from app import create_app, metrics
+from app import create_app
+from app.ops import metrics
 from tests.servers import RedisServer, python_process
 
 TOKEN = "soak-token-0123456789abcdef"

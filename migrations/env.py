@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from alembic import context
 
-from app.config import load_or_exit
-from app.db import make_engine
-from app.models import Base
+from app.foundation.config import load_or_exit
+from app.foundation.db import make_engine
+from app.foundation.models import Base
 
 settings = load_or_exit(process="release")
 target_metadata = Base.metadata

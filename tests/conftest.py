@@ -14,7 +14,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from app import create_app
-from app.config import Settings
+from app.foundation.config import Settings
 from tests.peers import Certificates, HttpPeer, SmtpPeer
 from tests.servers import RedisServer, Starter
 

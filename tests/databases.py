@@ -20,8 +20,8 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session
 
-from app.db import make_engine
-from app.models import Base
+from app.foundation.db import make_engine
+from app.foundation.models import Base
 
 ROOT = Path(__file__).resolve().parent.parent
 ENGINES = ("sqlite", "postgresql", "mariadb")

@@ -5,7 +5,7 @@ Only tests/test_registry.py's subprocess loads it (TASK_MODULES=tests.duplicate_
 
 from __future__ import annotations
 
-from app.registry import task
+from app.catalogue.registry import task
 from app.tasks.platform import AddInput
 
 

@@ -11,7 +11,7 @@ import time
 
 from pydantic import Field
 
-from app.registry import TaskInput, task
+from app.catalogue.registry import TaskInput, task
 
 
 class AppendInput(TaskInput):

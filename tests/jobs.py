@@ -10,10 +10,10 @@ from pathlib import Path
 
 from pydantic import Field, field_validator
 
-from app.execution import RetryTask
-from app.limits import SoftTimeLimitExceeded
-from app.progress import report_progress
-from app.registry import RetryPolicy, TaskInput, task
+from app.catalogue.progress import report_progress
+from app.catalogue.registry import RetryPolicy, TaskInput, task
+from app.core.execution import RetryTask
+from app.core.limits import SoftTimeLimitExceeded
 
 
 class TouchInput(TaskInput):
@@ -244,7 +244,7 @@ def hooked(note: str) -> str:
 def context_aware(path: str, failures: int) -> dict[str, object]:
     """Fail ``failures`` times unless on the last attempt (the seeds' ``self.request.retries``
     fallback), then return the task context it saw."""
-    from app.context import current_task
+    from app.foundation.context import current_task
 
     ctx = current_task()
     assert ctx is not None
@@ -303,7 +303,7 @@ def record_once(db: str, seconds: float) -> bool:
     job runs (INSERT OR IGNORE); every execution is counted in a second table. True if it inserted."""
     import sqlite3
 
-    from app.context import current_task
+    from app.foundation.context import current_task
 
     ctx = current_task()
     assert ctx is not None

@@ -20,9 +20,9 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from app.config import Settings
-from app.db import make_engine
-from app.models import User
+from app.foundation.config import Settings
+from app.foundation.db import make_engine
+from app.foundation.models import User
 from tests.servers import Starter, free_port
 
 # --- HTTP ----------------------------------------------------------------------------------------

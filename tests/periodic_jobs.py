@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 
-from app.registry import Schedule, task
+from app.catalogue.registry import Schedule, task
 
 
 @task(schedule=Schedule(interval=1))

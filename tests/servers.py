@@ -121,8 +121,8 @@ def drain(app: Any, queue: str = "default") -> None:
     from rq import SimpleWorker
     from rq.serializers import JSONSerializer
 
-    from app.execution import ExecutingJob
-    from app.queues import JsonQueue
+    from app.core.execution import ExecutingJob
+    from app.core.queues import JsonQueue
 
     redis_client = app.extensions["tasklane"].redis
     with app.app_context():

@@ -70,8 +70,8 @@ def test_job_dequeued_by_a_dead_worker_is_put_back_and_run(
     start: Starter, rconn: redis.Redis, client: FlaskClient, auth: dict[str, str]
 ) -> None:
     """A job left in a queue's intermediate list is requeued by the rescue sweep, then runs."""
-    from app.maintenance import rescue_intermediate
-    from app.queues import _move_first_with_data, get_queue
+    from app.core.queues import _move_first_with_data, get_queue
+    from app.processes.maintenance import rescue_intermediate
 
     job_id = enqueue(client, auth, "add", {"x": 40, "y": 2})
     # A worker takes it and dies before starting it.
@@ -116,7 +116,7 @@ def test_burst_worker_on_several_queues_drains_them_all(
 
 def rconn_attempts(rconn: redis.Redis, job_id: str) -> list[dict[str, object]]:
     """The attempts recorded in a job's meta."""
-    from app.queues import JsonJob
+    from app.core.queues import JsonJob
 
     return list(JsonJob.fetch(job_id, connection=rconn).meta.get("attempts") or [])
 
@@ -155,7 +155,7 @@ def test_a_job_that_kills_every_horse_fails_as_a_poison_job(
 ) -> None:
     """A job that kills its process every time is requeued MAX_ORPHAN_REQUEUES times, then fails
     with WorkerLostError; the queue behind it keeps flowing."""
-    from app import defaults
+    from app.foundation import defaults
 
     start_worker(start, rconn, "default")
     runs = tmp_path / "runs"

@@ -9,10 +9,10 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from app.dispatch import enqueue_many
-from app.queues import JsonQueue
-from app.registry import REGISTRY
-from app.workers import JsonInlineWorker
+from app.catalogue.registry import REGISTRY
+from app.core.dispatch import enqueue_many
+from app.core.queues import JsonQueue
+from app.processes.workers import JsonInlineWorker
 
 
 def test_enqueue_many_takes_one_round_trip(app: Flask, redis_url: str) -> None:

@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from app import create_app, defaults
-from app.api.bodies import LingeringClose, check_shape
-from app.api.errors import APIError
+from app import create_app
+from app.foundation import defaults
+from app.surfaces.api.bodies import LingeringClose, check_shape
+from app.surfaces.api.errors import APIError
 from tests.conftest import make_env
 from tests.test_api import assert_error
 

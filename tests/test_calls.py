@@ -14,9 +14,9 @@ from flask import Flask
 
 import tests.jobs  # noqa: F401 - registers the test tasks, as TASK_MODULES does in the processes
 from app import tasks
-from app.calls import InvalidTaskArguments
-from app.canvas import chain, chord, group
-from app.result import AsyncResult, TaskError, TaskRevokedError
+from app.calling.calls import InvalidTaskArguments
+from app.calling.canvas import chain, chord, group
+from app.calling.result import AsyncResult, TaskError, TaskRevokedError
 from app.tasks import add, xsum
 from tests.servers import Starter, start_scheduler, start_worker
 

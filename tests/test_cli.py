@@ -13,8 +13,8 @@ import redis
 from flask import Flask
 from flask.testing import FlaskCliRunner
 
-from app.cli import parse_arguments
-from app.queues import fetch_job
+from app.core.queues import fetch_job
+from app.surfaces.cli import parse_arguments
 from tests.servers import ROOT, Starter, drain, start_worker
 
 

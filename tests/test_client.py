@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import redis
 
-from app.client import Client, TasklaneError, TasklaneTimeout
+from app.calling.client import Client, TasklaneError, TasklaneTimeout
 from tests.conftest import TOKEN
 from tests.servers import Starter, free_port, start_web, start_worker
 

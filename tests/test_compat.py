@@ -28,16 +28,16 @@ from rq.timeouts import BaseDeathPenalty
 from rq.utils import current_timestamp
 from rq.worker import BaseWorker
 
-from app import compat
-from app.queues import JsonJob, JsonQueue
-from app.workers import JsonInlineWorker, JsonThreadWorker, JsonWorker
+from app.core import compat
+from app.core.queues import JsonJob, JsonQueue
+from app.processes.workers import JsonInlineWorker, JsonThreadWorker, JsonWorker
 
 
 def test_the_pinned_versions_are_installed() -> None:
     """It runs against the library versions whose internals compat.py was written for."""
     for package, pinned in compat.PINNED.items():
         assert version(package) == pinned, (
-            f"{package} {version(package)} is not {pinned}: review app/compat.py"
+            f"{package} {version(package)} is not {pinned}: review app/core/compat.py"
         )
 
 
@@ -164,7 +164,7 @@ def test_what_the_outage_handling_relies_on() -> None:
 
 
 def test_a_run_is_a_started_registry_entry_scored_by_its_heartbeat_expiry(fake_redis: Redis) -> None:
-    """The lease (app/leases.py) is the execution's entry ``<job id>:<execution id>`` in the started
+    """The lease (app/core/leases.py) is the execution's entry ``<job id>:<execution id>`` in the started
     registry, scored with the time its heartbeat expires."""
     job = JsonJob.create("tests.jobs.noop", connection=fake_redis)
     pipe = fake_redis.pipeline()
@@ -197,7 +197,7 @@ def test_worker_modes_are_rq_workers() -> None:
 
 def test_register_queues_adds_to_the_set_rq_lists(fake_redis: Any) -> None:
     """RQ lists queues from the set named by Queue.redis_queues_keys; compat adds declared ones there."""
-    from app.queues import JsonQueue
+    from app.core.queues import JsonQueue
 
     queues = [JsonQueue(name, connection=fake_redis) for name in ("high", "low")]
     compat.register_queues(fake_redis, queues)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from app.config import ConfigError, Environment, LogFormat, Settings, integer_or_exit, load_or_exit
+from app.foundation.config import ConfigError, Environment, LogFormat, Settings, integer_or_exit, load_or_exit
 
 
 def test_defaults_serve_development() -> None:

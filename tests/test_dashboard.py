@@ -20,9 +20,9 @@ from rq.registry import FailedJobRegistry
 from rq.serializers import DefaultSerializer
 
 from app import create_app
-from app.dashboard import URL_PREFIX
-from app.queues import JsonJob, JsonQueue
-from app.workers import JsonWorker
+from app.core.queues import JsonJob, JsonQueue
+from app.processes.workers import JsonWorker
+from app.surfaces.dashboard import URL_PREFIX
 from tests.conftest import DASHBOARD, TOKEN, make_env
 
 ADD = "app.tasks.platform.add"
@@ -610,7 +610,7 @@ READ_ONLY = {
 def test_every_state_changing_route_refuses_cross_site_requests(app: Flask, client: FlaskClient) -> None:
     """Every dashboard route is either one of the known read-only views, or changes state only
     on a same-origin POST: a cross-site POST is 403 and a GET (or HEAD) is 405."""
-    from app.dashboard import _STATE_CHANGING_GET
+    from app.surfaces.dashboard import _STATE_CHANGING_GET
 
     writes = []
     for rule in app.url_map.iter_rules():

@@ -27,11 +27,10 @@ from flask import Flask
 from sqlalchemy import Engine, func, insert, select, text
 from sqlalchemy.orm import Session
 
-from app import keys, metrics
+from app.core.limits import TaskTimeLimits
 from app.factory import create_app
-from app.limits import TaskTimeLimits
-from app.metrics import RequestStats
-from app.models import (
+from app.foundation import keys
+from app.foundation.models import (
     AuthToken,
     Base,
     Invoice,
@@ -43,7 +42,9 @@ from app.models import (
     UserSession,
     UserStats,
 )
-from app.seed import seed
+from app.ops import metrics
+from app.ops.metrics import RequestStats
+from app.surfaces.seed import seed
 from app.tasks.backup import BackupFailed, BackupToolMissing, backup_database
 from app.tasks.data import (
     UnknownUser,

@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.factory import create_app
-from app.models import Invoice, JobRollup, Subscription, UserProfile
+from app.foundation.models import Invoice, JobRollup, Subscription, UserProfile
 from tests.conftest import make_env
 from tests.databases import client_tool, database
 from tests.databases import migrate as migrate_in_process
@@ -175,7 +175,7 @@ def insert_users(engine: Any, count: int) -> None:
     """``count`` users through Core bulk inserts (no per-row validation: the addresses are well-formed)."""
     from sqlalchemy import insert
 
-    from app.models import User
+    from app.foundation.models import User
 
     with Session(engine) as session, session.begin():
         for first in range(0, count, 5000):

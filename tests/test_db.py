@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import Table, select, text
 from sqlalchemy.orm import Session
 
-from app.db import insert_ignore, make_engine, upsert
-from app.models import User, UserStats
+from app.foundation.db import insert_ignore, make_engine, upsert
+from app.foundation.models import User, UserStats
 from tests.databases import ENGINES, database
 
 

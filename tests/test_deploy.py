@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from app import catalogue_table
+from app.surfaces import catalogue_table
 from tests.servers import ROOT
 
 
@@ -50,9 +50,9 @@ def test_local_runs_start_every_process_but_release() -> None:
         lines = [
             line
             for line in text.splitlines()
-            if re.search(r"(honcho start|app\.localrun)\b[^#]* web\b", line)
+            if re.search(r"(honcho start|app\.processes\.localrun)\b[^#]* web\b", line)
         ]
-        assert lines, "no honcho start or app.localrun line"
+        assert lines, "no honcho start or app.processes.localrun line"
         for line in lines:
             named = re.findall(r"\b(web|worker_isolated|worker|scheduler|release)\b", line.split("#")[0])
             assert sorted(named) == RUNNING, line
@@ -69,7 +69,7 @@ def test_app_json_is_a_heroku_manifest_for_the_procfile() -> None:
     assert env["API_TOKENS"]["generator"] == "secret" and env["DASHBOARD_PASSWORD"]["generator"] == "secret"
     assert env["REDIS_TLS_VERIFY"]["value"] == "none"
     assert sorted(manifest["formation"]) == RUNNING
-    config = (ROOT / "app" / "config.py").read_text() + (ROOT / "gunicorn.conf.py").read_text()
+    config = (ROOT / "app" / "foundation" / "config.py").read_text() + (ROOT / "gunicorn.conf.py").read_text()
     for name in env:
         assert f'"{name}"' in config, f"app.json sets {name}, which no process reads"
 
@@ -109,8 +109,8 @@ def test_systemd_units_run_the_procfile_commands() -> None:
 
 
 def test_readme_catalogue_table_is_current(tmp_path: Path) -> None:
-    """The README's catalogue table is what `python -m app.catalogue_table` writes; a stale one fails."""
-    assert catalogue_table.main(["--check"]) == 0, "run: python -m app.catalogue_table"
+    """The README's catalogue table is what `python -m app.surfaces.catalogue_table` writes; stale fails."""
+    assert catalogue_table.main(["--check"]) == 0, "run: python -m app.surfaces.catalogue_table"
     readme = (ROOT / "README.md").read_text()
     assert "| `add` | x, y | default |" in readme
     stale = tmp_path / "README.md"

@@ -9,8 +9,15 @@ import pytest
 import redis
 
 import tests.jobs  # noqa: F401  (registers the test-only tasks)
-from app.dispatch import EnqueueOptions, Idempotency, IdempotencyConflict, JobExistsError, digest, enqueue
-from app.registry import REGISTRY
+from app.catalogue.registry import REGISTRY
+from app.core.dispatch import (
+    EnqueueOptions,
+    Idempotency,
+    IdempotencyConflict,
+    JobExistsError,
+    digest,
+    enqueue,
+)
 
 TTL = {"default_result_ttl": 60, "failure_ttl": 60}
 

@@ -19,7 +19,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from app.models import Chunk, Document, FileImport, LoadedRecord, RejectedLine
+from app.foundation.models import Chunk, Document, FileImport, LoadedRecord, RejectedLine
 from app.services.embeddings import EmbeddingsUnavailable, HashingEmbedder, HttpEmbedder
 from app.services.extraction import chunk, extract, sentiment, summary
 from app.services.http import HttpClient
@@ -428,7 +428,7 @@ def test_text_analysis_chord_in_one_call(
 
 def test_jobs_wait_label_shows_stage_and_message() -> None:
     """`flask jobs wait` labels its bar with the stage and message while the job runs, not after."""
-    from app.cli import _label
+    from app.surfaces.cli import _label
 
     running = {"task": "process_video", "state": "PROGRESS"}
     progress = {"percent": 40.0, "stage": "processing", "message": "transcoding 40%"}
@@ -457,7 +457,7 @@ def test_schema_on_postgresql_and_mariadb(admin: str, scheme: str, tmp_path: Pat
     from alembic.migration import MigrationContext
     from sqlalchemy import create_engine, insert, text
 
-    from app.models import Base
+    from app.foundation.models import Base
     from app.services.embeddings import pack, unpack
     from app.tasks.documents import load_file
 

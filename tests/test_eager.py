@@ -6,9 +6,9 @@ import pytest
 
 import tests.jobs  # noqa: F401 - registers the test tasks
 from app import tasks
-from app.canvas import chain, chord, group
-from app.eager import eager
-from app.result import TaskError
+from app.calling.canvas import chain, chord, group
+from app.calling.eager import eager
+from app.calling.result import TaskError
 from app.tasks import add, xsum
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from app import embedded_redis
-from app.queues import JsonJob, JsonQueue
-from app.runtime import connect
+from app.core.queues import JsonJob, JsonQueue
+from app.foundation import embedded_redis
+from app.foundation.runtime import connect
 from tests.servers import pid_alive, wait_for
 
 #: Unix socket paths are limited to about 104 bytes (108 on Linux); leave room.
@@ -200,8 +200,8 @@ def test_cli_status_and_url(embedded: Embedded, capsys: pytest.CaptureFixture[st
 def test_commands_beside_a_local_run_reach_its_embedded_redis(embedded: Embedded) -> None:
     """With REDIS_URL unset, a process in the folder of a running embedded Redis (a `flask` command
     beside `scripts/run`) uses it, not 127.0.0.1:6379; once it stops, the default is back."""
-    from app import defaults
-    from app.config import Settings
+    from app.foundation import defaults
+    from app.foundation.config import Settings
 
     env = {"VAR_DIR": str(embedded.var_dir)}
     assert Settings.from_env(env).redis_url == defaults.REDIS_URL

@@ -14,11 +14,11 @@ from rq.job import JobStatus
 from rq.registry import FailedJobRegistry
 from rq.serializers import DefaultSerializer
 
-from app.dispatch import enqueue
-from app.progress import report_progress
-from app.queues import JsonJob, JsonQueue, UnknownTaskError, fetch_job
-from app.registry import REGISTRY
-from app.states import State, describe, state_of
+from app.catalogue.progress import report_progress
+from app.catalogue.registry import REGISTRY
+from app.core.dispatch import enqueue
+from app.core.queues import JsonJob, JsonQueue, UnknownTaskError, fetch_job
+from app.core.states import State, describe, state_of
 from tests.servers import drain
 
 

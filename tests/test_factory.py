@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from app import create_app
-from app.config import ConfigError, Settings
+from app.foundation.config import ConfigError, Settings
 from tests.servers import free_port
 
 

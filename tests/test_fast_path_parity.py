@@ -17,11 +17,11 @@ from flask import Flask
 from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 
-from app import dispatch
-from app.execution import ExecutingJob
-from app.queues import JsonJob, JsonQueue
-from app.registry import REGISTRY
-from app.workers.pooled import JsonPooledWorker
+from app.catalogue.registry import REGISTRY
+from app.core import dispatch
+from app.core.execution import ExecutingJob
+from app.core.queues import JsonJob, JsonQueue
+from app.processes.workers.pooled import JsonPooledWorker
 
 pytestmark = pytest.mark.integration
 

@@ -30,7 +30,8 @@ import redis
 import requests
 from flask.testing import FlaskClient
 
-from app import create_app, defaults
+from app import create_app
+from app.foundation import defaults
 from tests.conftest import make_env
 from tests.servers import (
     FINAL,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from flask.testing import FlaskClient
 
-from app.config import Settings
+from app.foundation.config import Settings
 from app.services.files import PathRefused, check_input, open_input
 from tests.conftest import make_env
 from tests.servers import invalid_fields

@@ -19,13 +19,15 @@ from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 from rq.utils import utcformat
 
-from app import create_app, defaults, health, keys
-from app.dispatch import enqueue
-from app.execution import ExecutingJob
-from app.queues import JsonJob
-from app.registry import REGISTRY
+from app import create_app
+from app.catalogue.registry import REGISTRY
+from app.core.dispatch import enqueue
+from app.core.execution import ExecutingJob
+from app.core.queues import JsonJob
+from app.foundation import defaults, keys
+from app.ops import health
+from app.processes.workers import JsonWorker
 from app.services.http import HttpClient
-from app.workers import JsonWorker
 from tests.conftest import make_env
 from tests.peers import Answer, HttpPeer
 from tests.servers import FINAL, Starter, free_port, start_worker, wait_state
@@ -183,7 +185,7 @@ def test_report_is_stored_with_a_ttl(tmp_path: Path, redis_url: str, peer: Calla
     app = build_app(tmp_path, redis_url, peer(200).url())
     report = run_health_check(app)
     redis: Redis = app.extensions["tasklane"].redis
-    from app import keys
+    from app.foundation import keys
 
     assert json.loads(redis.get(keys.health_report())) == report
     assert 0 < redis.ttl(keys.health_report()) <= 3600
@@ -330,7 +332,7 @@ def test_readyz_survives_unreadable_report(tmp_path: Path, redis_url: str) -> No
     """It still answers, with an error status for the report, when the stored report is not JSON."""
     app = build_app(tmp_path, redis_url)
     redis: Redis = app.extensions["tasklane"].redis
-    from app import keys
+    from app.foundation import keys
 
     redis.set(keys.health_report(), b"\x80not json")
     response = app.test_client().get("/readyz")

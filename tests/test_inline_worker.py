@@ -10,11 +10,11 @@ from rq import SimpleWorker
 from rq.job import JobStatus
 from rq.serializers import JSONSerializer
 
-from app.dispatch import enqueue
-from app.execution import ExecutingJob
-from app.queues import JsonJob, JsonQueue
-from app.registry import REGISTRY
-from app.workers import JsonInlineWorker
+from app.catalogue.registry import REGISTRY
+from app.core.dispatch import enqueue
+from app.core.execution import ExecutingJob
+from app.core.queues import JsonJob, JsonQueue
+from app.processes.workers import JsonInlineWorker
 
 TTL = {"default_result_ttl": 600, "failure_ttl": 600}
 

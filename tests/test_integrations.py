@@ -12,7 +12,8 @@ import redis
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from app import create_app, keys
+from app import create_app
+from app.foundation import keys
 from tests.conftest import make_env
 from tests.peers import Answer, HttpPeer, gaps
 from tests.servers import (

@@ -20,14 +20,15 @@ from rq.job import JobStatus
 from rq.serializers import JSONSerializer
 from rq.utils import current_timestamp, now
 
-from app import leases, lifecycle, maintenance
-from app.dispatch import enqueue
-from app.execution import ExecutingJob
-from app.leases import Lease
-from app.meta import Meta
-from app.queues import JsonJob, JsonQueue, _move_first_with_data
-from app.registry import REGISTRY
-from app.workers import JsonInlineWorker, JsonWorker
+from app.catalogue.registry import REGISTRY
+from app.core import leases, lifecycle
+from app.core.dispatch import enqueue
+from app.core.execution import ExecutingJob
+from app.core.leases import Lease
+from app.core.queues import JsonJob, JsonQueue, _move_first_with_data
+from app.foundation.meta import Meta
+from app.processes import maintenance
+from app.processes.workers import JsonInlineWorker, JsonWorker
 
 TTL = {"default_result_ttl": 600, "failure_ttl": 600}
 

@@ -9,9 +9,9 @@ import pytest
 from flask import Flask
 from rq.job import JobStatus
 
-from app import lifecycle
-from app.queues import JsonJob, JsonQueue
-from app.states import State, describe
+from app.core import lifecycle
+from app.core.queues import JsonJob, JsonQueue
+from app.core.states import State, describe
 
 
 @pytest.mark.timeout(120)

@@ -9,8 +9,14 @@ from typing import Any
 import pytest
 import redis
 
-from app.limits import RateLimiter, SoftTimeLimitExceeded, TaskTimeLimits, ThreadTimeLimits, TimeLimitExceeded
-from app.registry import RateLimit
+from app.catalogue.registry import RateLimit
+from app.core.limits import (
+    RateLimiter,
+    SoftTimeLimitExceeded,
+    TaskTimeLimits,
+    ThreadTimeLimits,
+    TimeLimitExceeded,
+)
 
 
 @pytest.fixture

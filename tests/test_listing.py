@@ -20,9 +20,9 @@ from rq.job import JobStatus, Retry
 from rq.registry import FailedJobRegistry, FinishedJobRegistry
 from rq.serializers import DefaultSerializer
 
-from app import listing
-from app.meta import Meta
-from app.queues import JsonJob, JsonQueue
+from app.core import listing
+from app.core.queues import JsonJob, JsonQueue
+from app.foundation.meta import Meta
 
 ADD = "app.tasks.platform.add"
 FAIL = "tests.jobs.always_fail"

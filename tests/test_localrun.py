@@ -1,4 +1,4 @@
-"""scripts/run's process runner (app/localrun.py): honcho's way of running a Procfile, except that a
+"""scripts/run's process runner (app/processes/localrun.py): honcho's way of running a Procfile, except that a
 process that dies is started again instead of stopping all the others."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from app.localrun import _simple, read_procfile
+from app.processes.localrun import _simple, read_procfile
 from tests.servers import pid_alive
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,7 +27,7 @@ _STUBBORN = (
 
 
 class Run:
-    """``python -m app.localrun`` on a Procfile of its own, its output collected line by line."""
+    """``python -m app.processes.localrun`` on a Procfile of its own, its output collected line by line."""
 
     def __init__(self, tmp_path: Path, procfile: str, *names: str, grace: float = 30.0) -> None:
         (tmp_path / "Procfile").write_text(procfile)
@@ -35,7 +35,7 @@ class Run:
             [
                 sys.executable,
                 "-m",
-                "app.localrun",
+                "app.processes.localrun",
                 "-f",
                 str(tmp_path / "Procfile"),
                 "--grace",
@@ -125,7 +125,7 @@ def test_a_process_deaf_to_sigterm_is_killed_after_the_grace(tmp_path: Path) -> 
 def test_an_unknown_process_name_exits_2_with_one_line(tmp_path: Path) -> None:
     (tmp_path / "Procfile").write_text("web: true\n")
     done = subprocess.run(
-        [sys.executable, "-m", "app.localrun", "-f", str(tmp_path / "Procfile"), "web", "wrker"],
+        [sys.executable, "-m", "app.processes.localrun", "-f", str(tmp_path / "Procfile"), "web", "wrker"],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-from app.logs import ConsoleFormatter, JsonFormatter
+from app.ops.logs import ConsoleFormatter, JsonFormatter
 
 
 def _record(**extra: object) -> logging.LogRecord:
@@ -39,10 +39,10 @@ def test_lines_written_while_a_job_runs_carry_its_context(app: object, tmp_path:
 
     from flask import Flask
 
-    from app.config import Settings
-    from app.dispatch import enqueue
-    from app.logs import configure_logging
-    from app.registry import REGISTRY
+    from app.catalogue.registry import REGISTRY
+    from app.core.dispatch import enqueue
+    from app.foundation.config import Settings
+    from app.ops.logs import configure_logging
     from tests.servers import drain
 
     assert isinstance(app, Flask)

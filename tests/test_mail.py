@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from app.config import Settings
+from app.foundation.config import Settings
 from app.services.mail import Mailer, PermanentMailError, SmtpServer, TransientMailError
 from tests.conftest import make_env
 from tests.peers import Certificates, SmtpPeer

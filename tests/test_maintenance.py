@@ -9,12 +9,12 @@ from rq.executions import Execution
 from rq.job import JobStatus
 from rq.registry import StartedJobRegistry
 
-from app import defaults, keys
-from app.dispatch import enqueue
-from app.maintenance import rescue_abandoned, rescue_intermediate
-from app.meta import Meta
-from app.queues import JsonJob, JsonQueue
-from app.registry import REGISTRY
+from app.catalogue.registry import REGISTRY
+from app.core.dispatch import enqueue
+from app.core.queues import JsonJob, JsonQueue
+from app.foundation import defaults, keys
+from app.foundation.meta import Meta
+from app.processes.maintenance import rescue_abandoned, rescue_intermediate
 
 
 def _job(app: Flask, task: str = "add", **args: object) -> JsonJob:

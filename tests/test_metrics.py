@@ -9,8 +9,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from app import create_app, metrics
-from app.api.metrics import EXTENSION
+from app import create_app
+from app.ops import metrics
+from app.surfaces.api.metrics import EXTENSION
 from tests.conftest import make_env
 
 
@@ -74,10 +75,10 @@ def test_a_worker_counts_every_outcome_where_the_lifecycle_sees_it(
 ) -> None:
     """Successes (with their run time, written with the success itself), failures and retries,
     counted by an inline worker, agree with what ran."""
-    from app.dispatch import enqueue
-    from app.queues import JsonQueue
-    from app.registry import REGISTRY
-    from app.workers import JsonInlineWorker
+    from app.catalogue.registry import REGISTRY
+    from app.core.dispatch import enqueue
+    from app.core.queues import JsonQueue
+    from app.processes.workers import JsonInlineWorker
 
     redis = app.extensions["tasklane"].redis
     calls = [("add", {"x": 1, "y": 2})] * 3 + [("always_fail", {"message": "no"})]

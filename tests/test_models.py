@@ -13,8 +13,8 @@ from sqlalchemy import inspect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.db import make_engine
-from app.models import Base, Payment, User
+from app.foundation.db import make_engine
+from app.foundation.models import Base, Payment, User
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -107,9 +107,9 @@ def test_cut_off_workers_are_fenced_and_their_jobs_rerun_elsewhere(
         wait_for(lambda: conn.scard("rq:workers") >= 2, 30, message="the cut-off workers to register")
         start("scheduler.py")
         import tests.ha_jobs  # noqa: F401  (registers append_line)
-        from app.dispatch import enqueue
-        from app.queues import JsonJob
-        from app.registry import REGISTRY
+        from app.catalogue.registry import REGISTRY
+        from app.core.dispatch import enqueue
+        from app.core.queues import JsonJob
 
         spec = REGISTRY.get("append_line")
         assert spec is not None

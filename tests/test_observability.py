@@ -16,11 +16,11 @@ from flask.testing import FlaskClient
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from app import observability
-from app.config import Settings, TracesExporter
-from app.meta import Meta
-from app.queues import JsonJob, JsonQueue
-from app.workers import JsonInlineWorker
+from app.core.queues import JsonJob, JsonQueue
+from app.foundation.config import Settings, TracesExporter
+from app.foundation.meta import Meta
+from app.ops import observability
+from app.processes.workers import JsonInlineWorker
 from tests.peers import Answer, HttpPeer, Seen
 from tests.servers import Starter, enqueue, wait_for
 

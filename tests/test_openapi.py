@@ -14,8 +14,8 @@ from flask.testing import FlaskClient
 from openapi_spec_validator import validate
 
 from app import create_app
-from app.api.openapi import ENQUEUE_ERRORS
-from app.registry import REGISTRY
+from app.catalogue.registry import REGISTRY
+from app.surfaces.api.openapi import ENQUEUE_ERRORS
 from tests.conftest import make_env
 
 

@@ -10,8 +10,8 @@ from redis.exceptions import AuthenticationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from app import outages
-from app.outages import Backoff, Outage, wait_until_reachable
+from app.foundation import outages
+from app.foundation.outages import Backoff, Outage, wait_until_reachable
 
 
 class FlakyRedis:

@@ -10,9 +10,9 @@ import redis
 from flask import Flask
 
 from app import create_app
-from app.config import ConfigError, Settings, load_or_exit
-from app.queues import fetch_job
-from app.registry import REGISTRY, CatalogueError, QueueName
+from app.catalogue.registry import REGISTRY, CatalogueError, QueueName
+from app.core.queues import fetch_job
+from app.foundation.config import ConfigError, Settings, load_or_exit
 from tests.conftest import make_env
 from tests.servers import drain, enqueue, get_job
 
@@ -147,8 +147,8 @@ def test_api_and_worker_use_the_overridden_spec(overridden_app: Flask, rconn: re
 def test_scheduler_registers_and_lists_the_overridden_policy(tmp_path: Path, redis_url: str) -> None:
     """The scheduler process (in its app's context) registers a periodic task with the
     overridden queue and time limit, and /api/v1/schedules shows that queue."""
-    from app.queues import JsonJob
-    from app.scheduling import make_scheduler, register_periodic, schedules
+    from app.core.queues import JsonJob
+    from app.processes.scheduling import make_scheduler, register_periodic, schedules
 
     overrides = {"health_check": {"queue": "low", "time_limit": 90}}
     app = create_app(make_env(tmp_path, redis_url, TASK_OVERRIDES=json.dumps(overrides)))

@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from app.models import Payment
+from app.foundation.models import Payment
 from app.tasks.payments import CURRENCY_EXPONENTS, minor_units
 from tests.conftest import make_env
 from tests.peers import Answer, HttpPeer, Seen, engine_for, gaps, migrate

@@ -12,7 +12,7 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from app.supervisor import Mode, parse_args
+from app.processes.supervisor import Mode, parse_args
 from tests.servers import FINAL, Starter, enqueue, pid_alive, start_worker, wait_for, wait_state
 from tests.test_deploy import procfile
 from tests.test_worker_registration import _check_visible
@@ -103,10 +103,10 @@ def test_a_job_taken_ahead_with_a_success_is_put_back_when_the_worker_leaves(
 ) -> None:
     """The pooled worker dequeues the next job in the round trip of a success; leaving after one
     job (RQ's max_jobs), it puts that job back at the head of its queue, untouched."""
-    from app import dispatch
-    from app.queues import JsonJob, JsonQueue
-    from app.registry import REGISTRY
-    from app.workers.pooled import JsonPooledWorker
+    from app.catalogue.registry import REGISTRY
+    from app.core import dispatch
+    from app.core.queues import JsonJob, JsonQueue
+    from app.processes.workers.pooled import JsonPooledWorker
 
     spec = REGISTRY.get("add")
     assert spec is not None
@@ -126,12 +126,12 @@ def test_the_job_taken_ahead_is_held_on_the_board_as_soon_as_the_success_is_writ
 ) -> None:
     """Between the success's round trip and the next start, the supervisor's board names the job
     taken ahead (a child killed then has it put back at once, not after a heartbeat's expiry)."""
-    from app import dispatch
-    from app.queues import JsonQueue
-    from app.registry import REGISTRY
-    from app.workers import base
-    from app.workers.inline import DeadlineBoard
-    from app.workers.pooled import JsonPooledWorker
+    from app.catalogue.registry import REGISTRY
+    from app.core import dispatch
+    from app.core.queues import JsonQueue
+    from app.processes.workers import base
+    from app.processes.workers.inline import DeadlineBoard
+    from app.processes.workers.pooled import JsonPooledWorker
 
     spec = REGISTRY.get("add")
     assert spec is not None

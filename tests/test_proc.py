@@ -1,4 +1,4 @@
-"""Process helpers (app/proc.py) and the settings that drive them."""
+"""Process helpers (app/foundation/proc.py) and the settings that drive them."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import signal
 
 import pytest
 
-from app import proc
-from app.config import ConfigError, Settings
+from app.foundation import proc
+from app.foundation.config import ConfigError, Settings
 
 
 def test_describe_exit_names_the_signal_or_the_status() -> None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from flask import Flask
 
-from app.dispatch import enqueue
-from app.meta import Meta
-from app.progress import report_progress
-from app.queues import JsonJob
-from app.registry import REGISTRY
+from app.catalogue.progress import report_progress
+from app.catalogue.registry import REGISTRY
+from app.core.dispatch import enqueue
+from app.core.queues import JsonJob
+from app.foundation.meta import Meta
 from tests.servers import drain
 
 

@@ -6,10 +6,10 @@ from flask import Flask
 from rq.job import JobStatus
 from rq.registry import FailedJobRegistry
 
-from app.dispatch import enqueue
-from app.queues import JsonJob, JsonQueue
-from app.registry import REGISTRY
-from app.workers import JsonInlineWorker
+from app.catalogue.registry import REGISTRY
+from app.core.dispatch import enqueue
+from app.core.queues import JsonJob, JsonQueue
+from app.processes.workers import JsonInlineWorker
 
 
 def _enqueue_add(app: Flask, x: int) -> str:

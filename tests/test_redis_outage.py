@@ -21,8 +21,8 @@ from flask.testing import FlaskClient
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
 from app import create_app
-from app.meta import Meta
-from app.queues import JsonJob
+from app.core.queues import JsonJob
+from app.foundation.meta import Meta
 from tests.conftest import TOKEN, make_env
 from tests.servers import (
     FINAL,

@@ -14,7 +14,7 @@ import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from app import create_app
-from app.config import ConfigError, RedisTlsVerify, Settings
+from app.foundation.config import ConfigError, RedisTlsVerify, Settings
 from tests.conftest import DASHBOARD, TOKEN, make_env
 from tests.servers import Starter, free_port, redis_binary
 

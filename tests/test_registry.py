@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from app.registry import REGISTRY, QueueName, RateLimit, RetryPolicy, Schedule, TaskInput, TaskRegistry, task
+from app.catalogue.registry import (
+    REGISTRY,
+    QueueName,
+    RateLimit,
+    RetryPolicy,
+    Schedule,
+    TaskInput,
+    TaskRegistry,
+    task,
+)
 from tests.servers import Starter
 
 
@@ -124,7 +133,7 @@ def test_validation_follows_json_rules_for_strict_models() -> None:
 
     from pydantic import ValidationError
 
-    from app.registry import TaskInput, TaskRegistry, task
+    from app.catalogue.registry import TaskInput, TaskRegistry, task
 
     class When(TaskInput):
         at: datetime

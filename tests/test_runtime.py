@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app.config import Settings
-from app.runtime import Runtime, connect
+from app.foundation.config import Settings
+from app.foundation.runtime import Runtime, connect
 
 
 def test_connect_understands_every_url_form_without_connecting() -> None:

@@ -105,6 +105,8 @@ def test_killed_scheduler_standby_takes_over_and_restart_catches_up(
     standby.send_signal(signal.SIGKILL)
     standby.wait(5)
     before_gap = max(queued_ticks(rconn))
+    # A gap of at least three ticks, however fast a process starts on this machine.
+    wait_for(lambda: time.time() >= before_gap + 4, 10, 0.05, "three ticks without a scheduler")
     restarted = start("scheduler.py", **env)
 
     def registered() -> bool:

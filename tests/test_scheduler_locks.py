@@ -11,12 +11,12 @@ from flask import Flask
 from redis import Redis
 from rq.registry import ScheduledJobRegistry
 
-from app.config import ConfigError, Settings
-from app.dispatch import EnqueueOptions, enqueue
-from app.queues import JsonQueue
-from app.registry import REGISTRY, QueueName, Schedule, TaskRegistry, task
-from app.runtime import connect
-from app.scheduling import SchedulerProcess, register_periodic
+from app.catalogue.registry import REGISTRY, QueueName, Schedule, TaskRegistry, task
+from app.core.dispatch import EnqueueOptions, enqueue
+from app.core.queues import JsonQueue
+from app.foundation.config import ConfigError, Settings
+from app.foundation.runtime import connect
+from app.processes.scheduling import SchedulerProcess, register_periodic
 
 LOCK = "rq:scheduler-lock:default"
 SHORT = Settings.from_env({"SCHEDULER_LOCK_TTL": "3"})

@@ -13,13 +13,13 @@ from flask import Flask
 from redis import Redis
 from rq.registry import ScheduledJobRegistry
 
-from app import keys
-from app.config import Settings
-from app.dispatch import EnqueueOptions, enqueue
-from app.queues import JsonJob, JsonQueue
-from app.registry import REGISTRY, QueueName, Schedule, TaskRegistry, task
-from app.runtime import connect
-from app.scheduling import (
+from app.catalogue.registry import REGISTRY, QueueName, Schedule, TaskRegistry, task
+from app.core.dispatch import EnqueueOptions, enqueue
+from app.core.queues import JsonJob, JsonQueue
+from app.foundation import keys
+from app.foundation.config import Settings
+from app.foundation.runtime import connect
+from app.processes.scheduling import (
     PeriodicScheduler,
     SchedulerProcess,
     make_scheduler,

@@ -32,11 +32,11 @@ from rq.serializers import DefaultSerializer
 from rq_scheduler import Scheduler
 
 from app import create_app
-from app.api import auth as api_auth
-from app.dashboard import BLUEPRINT
-from app.queues import JsonJob, JsonQueue
-from app.scheduling import SchedulerProcess, register_periodic
-from app.workers import JsonInlineWorker
+from app.core.queues import JsonJob, JsonQueue
+from app.processes.scheduling import SchedulerProcess, register_periodic
+from app.processes.workers import JsonInlineWorker
+from app.surfaces.api import auth as api_auth
+from app.surfaces.dashboard import BLUEPRINT
 from tests.conftest import DASHBOARD, TOKEN, make_env
 from tests.servers import Starter, enqueue
 
@@ -260,8 +260,8 @@ def _leaky(token: str, given: str) -> bool:
 def test_no_credential_is_compared_with_plain_equality() -> None:
     """The comparison path has no ``==`` or ``in`` on a token or password (those stop at the first
     differing byte); only hmac.compare_digest compares them."""
-    from app import dashboard
-    from app.api import metrics
+    from app.surfaces import dashboard
+    from app.surfaces.api import metrics
 
     assert _equality_on_secrets(_leaky) == ["given == token"]  # the check sees a plain comparison
     assert "compare_digest" in inspect.getsource(metrics.exposition)  # METRICS_TOKEN

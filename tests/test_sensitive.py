@@ -16,11 +16,11 @@ import redis
 from flask import Flask
 
 from app import create_app
-from app.config import Settings
-from app.logs import configure_logging, release_secrets
-from app.queues import JsonJob, JsonQueue
-from app.registry import REGISTRY
-from app.workers import JsonInlineWorker
+from app.catalogue.registry import REGISTRY
+from app.core.queues import JsonJob, JsonQueue
+from app.foundation.config import Settings
+from app.ops.logs import configure_logging, release_secrets
+from app.processes.workers import JsonInlineWorker
 from tests.conftest import DASHBOARD, TOKEN, make_env
 from tests.peers import Answer, Certificates, HttpPeer, SmtpPeer
 from tests.servers import RedisServer, Starter, start_web, wait_for
@@ -199,7 +199,7 @@ def test_the_sentry_dsn_key_is_a_secret_too() -> None:
     assert settings.public()["sentry_dsn"] == "https://***@o1.ingest.example/7"
 
 
-# --- every secret of app/config.py at once, through real processes -------------------------------
+# --- every secret of app/foundation/config.py at once, through real processes -------------------------------
 
 #: One distinct value per secret the settings hold (Settings.secret_values and the DSN's key).
 EVERY = {
@@ -261,7 +261,7 @@ def test_every_configured_secret_stays_out_of_logs_listings_pages_and_errors(
     smtp_peer: Callable[..., SmtpPeer],
     certificates: Certificates,
 ) -> None:
-    """gunicorn, worker.py and scheduler.py at DEBUG with every secret of app/config.py set
+    """gunicorn, worker.py and scheduler.py at DEBUG with every secret of app/foundation/config.py set
     (API tokens, dashboard password, metrics token, webhook secret, the passwords in REDIS_URL,
     DATABASE_URL, SMTP_URL, the gateway, Ollama, LiteLLM, embeddings, alert and health-check
     URLs, the Sentry DSN's key and secret), running jobs that use them and failing some: no

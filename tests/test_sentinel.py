@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from app import create_app
-from app.runtime import connect
+from app.foundation.runtime import connect
 from tests.conftest import TOKEN, make_env
 from tests.sentinels import SentinelGroup
 from tests.servers import Starter, redis_binary, start_web, wait_for, wait_workers

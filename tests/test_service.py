@@ -30,7 +30,7 @@ from rq.registry import FailedJobRegistry
 from rq.serializers import DefaultSerializer, JSONSerializer
 from rq_scheduler import Scheduler
 
-from app.registry import REGISTRY
+from app.catalogue.registry import REGISTRY
 from tests.conftest import DASHBOARD, TOKEN
 from tests.servers import (
     GUNICORN,

@@ -9,11 +9,11 @@ import pytest
 from flask import Flask
 
 import tests.jobs
-from app import signals
-from app.dispatch import enqueue
-from app.queues import JsonJob, JsonQueue
-from app.registry import REGISTRY
-from app.workers import JsonInlineWorker
+from app.catalogue.registry import REGISTRY
+from app.core.dispatch import enqueue
+from app.core.queues import JsonJob, JsonQueue
+from app.foundation import signals
+from app.processes.workers import JsonInlineWorker
 
 
 @pytest.fixture

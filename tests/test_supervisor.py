@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from app import supervisor
-from app.supervisor import Mode, parse_args
+from app.processes import supervisor
+from app.processes.supervisor import Mode, parse_args
 
 
 def test_default_queues_in_priority_order() -> None:

@@ -10,7 +10,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from pydantic import ValidationError
 
-from app.registry import REGISTRY, TaskInput
+from app.catalogue.registry import REGISTRY, TaskInput
 from app.tasks.platform import NUMBER_LIMIT
 from tests.servers import catalogue, drain
 from tests.test_api import assert_error

@@ -132,8 +132,8 @@ def test_in_process_worker_applies_the_soft_limit(
     app: Flask, client: FlaskClient, auth: dict[str, str], redis_url: str
 ) -> None:
     """JsonInlineWorker (no fork) raises the soft limit inside partial_work too."""
-    from app.queues import JsonQueue
-    from app.workers import JsonInlineWorker
+    from app.core.queues import JsonQueue
+    from app.processes.workers import JsonInlineWorker
 
     job_id = enqueue(client, auth, "partial_work", {"items": 100, "per_item": 0.1})
     conn = redis.Redis.from_url(redis_url)

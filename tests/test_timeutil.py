@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
-from app.timeutil import iso, whole_second_after
+from app.foundation.timeutil import iso, whole_second_after
 
 
 def test_iso_is_utc_with_a_z() -> None:

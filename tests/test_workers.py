@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from app.limits import SoftTimeLimitExceeded, ThreadTimeLimits, TimeLimitExceeded
-from app.supervisor import parse_args, run_process
-from app.workers import DeadlineBoard, JsonInlineWorker, JsonThreadWorker, JsonWorker, ThreadPool
+from app.core.limits import SoftTimeLimitExceeded, ThreadTimeLimits, TimeLimitExceeded
+from app.processes.supervisor import parse_args, run_process
+from app.processes.workers import DeadlineBoard, JsonInlineWorker, JsonThreadWorker, JsonWorker, ThreadPool
 
 
 def test_thread_time_limits_raise_in_the_job_thread() -> None:

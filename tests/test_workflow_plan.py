@@ -9,9 +9,9 @@ import redis
 from flask import Flask
 from rq.job import JobStatus
 
-from app.config import Settings
-from app.queues import JsonJob
-from app.workflows import WorkflowBody, WorkflowError, create, status
+from app.core.queues import JsonJob
+from app.core.workflows import WorkflowBody, WorkflowError, create, status
+from app.foundation.config import Settings
 
 
 @pytest.fixture
@@ -111,8 +111,8 @@ def test_a_step_that_failed_while_the_workflow_was_built_still_revokes_what_wait
 ) -> None:
     """A header step that fails for good before the chord's callback exists (a fast worker, a large
     group) leaves no step PENDING forever: once every job exists, its dependents are revoked."""
-    from app import workflows
-    from app.states import State, describe
+    from app.core import workflows
+    from app.core.states import State, describe
 
     made: list[Any] = []
     real_enqueue = workflows.enqueue

@@ -18,8 +18,8 @@ from typing import Any
 
 from flask import Flask, current_app
 
-from app import defaults
-from app.config import Settings
+from app.foundation import defaults
+from app.foundation.config import Settings
 from app.services.embeddings import Embedder, embedder_for
 from app.services.gateway import PaymentGateway
 from app.services.http import HttpClient

@@ -24,8 +24,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from app import defaults
-from app.config import Settings
+from app.foundation import defaults
+from app.foundation.config import Settings
 from app.services.http import HttpClient, retry_after
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)

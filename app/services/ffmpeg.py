@@ -17,7 +17,7 @@ import subprocess
 from collections.abc import Callable, Iterator, Sequence
 from functools import cache
 
-from app import proc
+from app.foundation import proc
 
 _DURATION = re.compile(r"Duration:\s*(\d+):(\d+):(\d+(?:\.\d+)?)")
 _VIDEO = re.compile(r"Stream #\S+.*Video: (\w+).*?, (\d{2,5})x(\d{2,5})")

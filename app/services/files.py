@@ -20,8 +20,8 @@ from flask import current_app, has_app_context
 from pydantic import AfterValidator, Field
 from pydantic_core import PydanticCustomError
 
-from app.config import Settings
-from app.runtime import EXTENSION
+from app.foundation.config import Settings
+from app.foundation.runtime import EXTENSION
 
 
 class PathRefused(ValueError):

@@ -22,9 +22,9 @@ from typing import Any
 
 import httpx
 
-from app import defaults
-from app.config import Settings, mask_url
-from app.models import PaymentStatus
+from app.foundation import defaults
+from app.foundation.config import Settings, mask_url
+from app.foundation.models import PaymentStatus
 from app.services.http import HttpClient, PermanentHTTPError, Reply, TransientHTTPError, raise_for_status
 
 

@@ -25,8 +25,8 @@ from typing import Any
 import httpcore
 import httpx
 
-from app import defaults
-from app.config import mask_url
+from app.foundation import defaults
+from app.foundation.config import mask_url
 from app.services.outbound import OutboundPolicy, OutboundURLRefused
 
 #: The User-Agent of every outbound request.

@@ -31,9 +31,9 @@ from urllib.parse import unquote, urlsplit
 
 import jinja2
 
-from app import defaults
-from app.config import Settings
-from app.timeutil import utcnow
+from app.foundation import defaults
+from app.foundation.config import Settings
+from app.foundation.timeutil import utcnow
 
 log = logging.getLogger("tasklane.mail")
 

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 from flask import current_app, has_app_context
 from pydantic import AfterValidator, HttpUrl
 
-from app.config import Settings
+from app.foundation.config import Settings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network

@@ -18,8 +18,8 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
-from app import defaults
-from app.config import Settings, mask_url
+from app.foundation import defaults
+from app.foundation.config import Settings, mask_url
 from app.services.http import HttpClient, HTTPStatusError, ResponseTooLarge, raise_for_status
 
 

@@ -16,8 +16,8 @@ import json
 import time
 from typing import Any
 
-from app import defaults
-from app.config import Settings
+from app.foundation import defaults
+from app.foundation.config import Settings
 from app.services.http import HttpClient, PermanentHTTPError, Reply, raise_for_status
 
 SIGNATURE_HEADER = "X-Signature"

@@ -5,7 +5,7 @@ a task declared in a new module is registered without touching any other file. T
 with one name stop the process at start with one line naming both.
 
 Every catalogue task is also importable from here by its name, as a Celery-style handle
-(``from app.tasks import add; add.delay(2, 3)``): see app/calls.py.
+(``from app.tasks import add; add.delay(2, 3)``): see app/calling/calls.py.
 """
 
 from __future__ import annotations
@@ -24,6 +24,6 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(name)
     # The calling interface sits above the catalogue; this package only re-exports it (the
     # one import the layers contract allows upward: app.tasks -> app.calls).
-    from app.calls import task_handle
+    from app.calling.calls import task_handle
 
     return task_handle(name)

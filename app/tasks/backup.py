@@ -24,10 +24,10 @@ from typing import Any
 from pydantic import Field
 from sqlalchemy.engine import URL, make_url
 
-from app.registry import QueueName, RetryPolicy, Schedule, TaskInput, task
-from app.runtime import runtime
+from app.catalogue.registry import QueueName, RetryPolicy, Schedule, TaskInput, task
+from app.foundation.runtime import runtime
+from app.foundation.timeutil import utcnow
 from app.tasks.reports import stamp
-from app.timeutil import utcnow
 
 #: Bytes copied from the dump tool to gzip at a time.
 CHUNK = 1024 * 1024

@@ -21,9 +21,10 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from app import defaults, keys, metrics
-from app.db import dialect_of, insert_ignore, upsert
-from app.models import (
+from app.catalogue.registry import QueueName, RetryPolicy, Schedule, TaskInput, task
+from app.foundation import defaults, keys
+from app.foundation.db import dialect_of, insert_ignore, upsert
+from app.foundation.models import (
     AuthToken,
     Invoice,
     JobRollup,
@@ -36,11 +37,11 @@ from app.models import (
     UserSession,
     UserStats,
 )
-from app.registry import QueueName, RetryPolicy, Schedule, TaskInput, task
-from app.runtime import runtime
+from app.foundation.runtime import runtime
+from app.foundation.timeutil import iso, utcnow
+from app.ops import metrics
 from app.services import services
 from app.services.mail import MailError
-from app.timeutil import iso, utcnow
 
 #: Database errors worth another attempt: a lost connection, a lock timeout, a deadlock.
 TRANSIENT_DB = (OperationalError,)

@@ -33,8 +33,10 @@ from sqlalchemy import Table, delete, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
-from app import defaults
-from app.models import (
+from app.catalogue.progress import report_progress
+from app.catalogue.registry import QueueName, RetryPolicy, TaskInput, task
+from app.foundation import defaults
+from app.foundation.models import (
     Chunk,
     Document,
     DocumentStatus,
@@ -43,14 +45,12 @@ from app.models import (
     LoadedRecord,
     RejectedLine,
 )
-from app.progress import report_progress
-from app.registry import QueueName, RetryPolicy, TaskInput, task
-from app.runtime import runtime
+from app.foundation.runtime import runtime
+from app.foundation.timeutil import utcnow
 from app.services import services
 from app.services.embeddings import Embedder, EmbeddingsError, EmbeddingsUnavailable, pack, unpack
 from app.services.extraction import UnsupportedFile, chunk, extract, sentiment, summary
 from app.services.files import InputPath, PathRefused, check_input, open_input
-from app.timeutil import utcnow
 
 #: The fields of a record of process_large_file, in the CSV header's usual order.
 RECORD_FIELDS = ("id", "name", "email", "amount", "date")

@@ -9,14 +9,14 @@ from typing import Any
 import httpx
 from pydantic import Field, HttpUrl, JsonValue
 
-from app import defaults, keys
-from app.registry import QueueName, RetryPolicy, Schedule, TaskInput, honour_retry_after, task
-from app.runtime import runtime
+from app.catalogue.registry import QueueName, RetryPolicy, Schedule, TaskInput, honour_retry_after, task
+from app.foundation import defaults, keys
+from app.foundation.runtime import runtime
+from app.foundation.timeutil import iso, utcnow
 from app.services import services
 from app.services.http import PermanentHTTPError, ResponseTooLarge, TransientHTTPError, raise_for_status
 from app.services.outbound import OutboundUrl, OutboundURLRefused
 from app.services.providers import ProviderError
-from app.timeutil import iso, utcnow
 
 
 class ExternalCallInput(TaskInput):

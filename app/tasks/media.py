@@ -14,10 +14,10 @@ from PIL import Image, ImageOps
 from pydantic import Field, field_validator
 from rq import get_current_job
 
-from app import defaults
-from app.progress import report_progress
-from app.registry import QueueName, RetryPolicy, TaskInput, task
-from app.runtime import runtime
+from app.catalogue.progress import report_progress
+from app.catalogue.registry import QueueName, RetryPolicy, TaskInput, task
+from app.foundation import defaults
+from app.foundation.runtime import runtime
 from app.services import ffmpeg
 from app.services.files import InputPath, PathRefused, check_input, open_input
 

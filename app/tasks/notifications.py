@@ -12,15 +12,15 @@ from rq import get_current_job
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from app.models import User
-from app.registry import QueueName, RetryPolicy, TaskInput, honour_retry_after, task
-from app.runtime import runtime
+from app.catalogue.registry import QueueName, RetryPolicy, TaskInput, honour_retry_after, task
+from app.foundation.models import User
+from app.foundation.runtime import runtime
+from app.foundation.timeutil import iso, utcnow
 from app.services import services
 from app.services.http import PermanentHTTPError, TransientHTTPError
 from app.services.mail import PermanentMailError, TransientMailError
 from app.services.outbound import OutboundURLRefused
 from app.services.webhooks import WebhookNotConfigured
-from app.timeutil import iso, utcnow
 
 #: A display name: printable, one line (it goes into mail headers).
 DISPLAY_NAME = r"^[^\x00-\x1f\x7f]+$"

@@ -10,12 +10,12 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.models import Payment
-from app.registry import QueueName, RetryPolicy, TaskInput, honour_retry_after, task
-from app.runtime import runtime
+from app.catalogue.registry import QueueName, RetryPolicy, TaskInput, honour_retry_after, task
+from app.foundation.models import Payment
+from app.foundation.runtime import runtime
+from app.foundation.timeutil import iso
 from app.services import services
 from app.services.gateway import ChargeOutcome, GatewayError, GatewayUnavailable
-from app.timeutil import iso
 
 #: The active ISO 4217 currency codes, by the exponent of their minor unit.
 _CODES_BY_EXPONENT = {

@@ -8,9 +8,9 @@ from typing import Annotated, Any
 from pydantic import Field, PlainValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
-from app import health
-from app.registry import QueueName, RetryPolicy, Schedule, TaskInput, task
-from app.runtime import runtime
+from app.catalogue.registry import QueueName, RetryPolicy, Schedule, TaskInput, task
+from app.foundation.runtime import runtime
+from app.ops import health
 from app.services import services
 
 #: Largest magnitude of a number add and xsum take. Sums of up to 100,000 of them (xsum's

@@ -24,15 +24,31 @@ from rq import get_current_job
 from sqlalchemy import Select, Table, func, select
 from sqlalchemy.orm import Session
 
-from app import defaults
-from app.db import dialect_of
-from app.models import Export, Invoice, JobRollup, LatencyRollup, Payment, RequestRollup, Subscription, User
-from app.progress import report_progress
-from app.registry import QueueName, RetryPolicy, SoftTimeLimitExceeded, TaskInput, check_soft_limit, task
-from app.runtime import runtime
+from app.catalogue.progress import report_progress
+from app.catalogue.registry import (
+    QueueName,
+    RetryPolicy,
+    SoftTimeLimitExceeded,
+    TaskInput,
+    check_soft_limit,
+    task,
+)
+from app.foundation import defaults
+from app.foundation.db import dialect_of
+from app.foundation.models import (
+    Export,
+    Invoice,
+    JobRollup,
+    LatencyRollup,
+    Payment,
+    RequestRollup,
+    Subscription,
+    User,
+)
+from app.foundation.runtime import runtime
+from app.foundation.timeutil import iso, utcnow
 from app.services import services
 from app.services.mail import TransientMailError
-from app.timeutil import iso, utcnow
 
 
 def stamp(moment: datetime) -> str:

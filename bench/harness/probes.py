@@ -46,8 +46,8 @@ class TasklaneProbe:
     def __init__(self, redis_url: str) -> None:
         from redis import Redis
 
-        from app import defaults
-        from app.registry import REGISTRY
+        from app.catalogue.registry import REGISTRY
+        from app.foundation import defaults
 
         REGISTRY.load_modules(("bench.bench_tasks",))
         self.registry = REGISTRY
@@ -66,7 +66,7 @@ class TasklaneProbe:
         return {"x": i, "y": 2} if task == "add" else {}
 
     def enqueue_one(self, spec: Any, args: dict[str, Any], options: Any = None) -> Any:
-        from app.dispatch import enqueue
+        from app.core.dispatch import enqueue
 
         return enqueue(
             spec,
@@ -78,15 +78,15 @@ class TasklaneProbe:
         )
 
     def has_enqueue_many(self) -> bool:
-        from app import dispatch
+        from app.core import dispatch
 
         return callable(getattr(dispatch, "enqueue_many", None))
 
     def enqueue_many(self, spec: Any, argsets: list[dict[str, Any]]) -> list[str]:
-        """app.dispatch.enqueue_many, called the way its signature asks (it is new)."""
+        """app.core.dispatch.enqueue_many, called the way its signature asks (it is new)."""
         import inspect
 
-        from app import dispatch
+        from app.core import dispatch
 
         fn = dispatch.enqueue_many
         ttl = {"default_result_ttl": self.defaults.RESULT_TTL, "failure_ttl": self.defaults.FAILED_JOB_TTL}
@@ -104,7 +104,7 @@ class TasklaneProbe:
         """A pipelined bulk enqueue making the same jobs as app.dispatch.enqueue (checked once)."""
         from rq.job import JobStatus
 
-        from app.queues import get_queue
+        from app.core.queues import get_queue
 
         queue = get_queue(queue_name or spec.queue.value, self.redis)
         ids: list[str] = []
@@ -127,8 +127,8 @@ class TasklaneProbe:
 
     def check_bulk_matches_enqueue(self, spec: Any) -> None:
         """The bulk path writes the same job hash fields as dispatch.enqueue, or we stop."""
-        from app.dispatch import EnqueueOptions
-        from app.registry import QueueName
+        from app.catalogue.registry import QueueName
+        from app.core.dispatch import EnqueueOptions
 
         # On the "low" queue, which no benchmark worker listens on; removed again at once.
         one = self.enqueue_one(spec, self.args(spec.name, 1), EnqueueOptions(queue=QueueName.LOW)).id
@@ -150,7 +150,7 @@ class TasklaneProbe:
         if method == "bulk":
             self.check_bulk_matches_enqueue(spec)
         if method == "many" and not self.has_enqueue_many():
-            return {"available": False, "reason": "app.dispatch has no enqueue_many"}
+            return {"available": False, "reason": "app.core.dispatch has no enqueue_many"}
         for i in range(ns.warmup):
             self.enqueue_one(spec, self.args(ns.task, i))
         ids: list[str] = []
@@ -177,7 +177,7 @@ class TasklaneProbe:
         }
 
     def op_stats(self, ns: argparse.Namespace) -> dict[str, Any]:
-        from app.queues import JsonJob
+        from app.core.queues import JsonJob
 
         ids = read_ids(ns.ids_file)
         statuses: Counter[str] = Counter()
@@ -224,7 +224,7 @@ class TasklaneProbe:
         import importlib.metadata as md
         import inspect
 
-        from app import dispatch
+        from app.core import dispatch
 
         many = getattr(dispatch, "enqueue_many", None)
         info: dict[str, Any] = {

@@ -1,0 +1,179 @@
+"""How a worker runs one attempt of a job: through its registry entry, never around it.
+
+The job's stored arguments are validated again against the task's input model (the job
+may have been written to Redis by something other than the API), the task function is
+called with the validated values, and its result is made JSON before RQ stores it.
+A failure is recorded as an attempt and classified here: retried (RQ's worker then
+schedules it through JsonJob.retry) or final. What follows an outcome is the lifecycle
+module's business.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import time
+from typing import Any
+
+from pydantic import ValidationError
+from pydantic_core import to_jsonable_python
+from rq.job import Job
+
+from app.catalogue.registry import RetryTask, TaskSpec
+from app.core.queues import JsonJob, UnknownTaskError, task_spec
+from app.core.steps import StepInputExpired, inputs_for
+from app.foundation import defaults, proc, signals
+from app.foundation.meta import Meta
+from app.foundation.timeutil import iso, utcnow
+from app.ops import observability
+from app.ops.logs import MASK, MIN_SECRET_LENGTH, hold_secrets, redact, release_secrets
+
+__all__ = ["ExecutingJob", "InvalidJobArguments", "JobRevoked", "RetryTask", "execute", "spec_for"]
+
+log = logging.getLogger("tasklane.execution")
+
+
+class InvalidJobArguments(ValueError):
+    """The arguments stored with a job do not satisfy its task's input model."""
+
+
+class JobRevoked(RuntimeError):
+    """The job was revoked before it started; it is not run."""
+
+
+class ExecutingJob(JsonJob):
+    """The job class of workers: RQ's ``perform`` runs the task through :func:`execute`."""
+
+    def _execute(self) -> Any:
+        return execute(self)
+
+
+def spec_for(job: Job) -> TaskSpec:
+    """The registry entry of the job's task (raises UnknownTaskError)."""
+    spec = task_spec(job)
+    if spec is None:
+        raise UnknownTaskError(f"{job.func_name!r} is not a registered task; refusing to run it")
+    return spec
+
+
+def record_attempt(job: Job, exc_type: str, message: str) -> None:
+    """Append this attempt's error to the job's history (saved with the next meta write)."""
+    attempts = list(job.meta.get(Meta.ATTEMPTS) or [])
+    attempts.append(
+        {"attempt": len(attempts) + 1, "type": exc_type, "message": message[:2000], "at": iso(utcnow())}
+    )
+    job.meta[Meta.ATTEMPTS] = attempts[-defaults.MAX_ATTEMPT_RECORDS :]
+    job.meta[Meta.ERROR] = {"type": exc_type, "message": message}
+
+
+def redact_arguments(job: Job, text: str) -> str:
+    """``text`` with the job's sensitive argument values masked (for texts made after its run)."""
+    spec = task_spec(job)
+    if spec is None or not spec.sensitive or not text:
+        return text
+    try:
+        kwargs = dict(job.kwargs)
+    except Exception:
+        return text
+    for name in spec.sensitive:
+        value = kwargs.get(name)
+        if isinstance(value, str) and len(value) >= MIN_SECRET_LENGTH:
+            text = text.replace(value, MASK)
+    return text
+
+
+def record_error(job: Job, exc_type: str, message: str) -> None:
+    """Record a failure seen from outside the task (a killed or abandoned run) as an attempt, now."""
+    job.meta = job.get_meta(refresh=True)  # the run may have saved progress and attempts since
+    record_attempt(job, exc_type, message)
+    job.save_meta()
+
+
+def _never_retry(exc: BaseException) -> bool:
+    return isinstance(exc, InvalidJobArguments | JobRevoked | UnknownTaskError | StepInputExpired)
+
+
+def _validated(spec: TaskSpec, job: Job) -> dict[str, Any]:
+    if job.args:
+        raise InvalidJobArguments(f"task {spec.name!r} takes keyword arguments only")
+    kwargs = inputs_for(job, dict(job.kwargs))
+    try:
+        model = spec.validate(kwargs)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: "
+            + (
+                "invalid value (not shown: the field is sensitive)"
+                if e["loc"][:1] and e["loc"][0] in spec.sensitive
+                else e["msg"]
+            )
+            for e in exc.errors(include_url=False)
+        )
+        raise InvalidJobArguments(f"invalid arguments for task {spec.name!r}: {problems}") from None
+    return {name: getattr(model, name) for name in type(model).model_fields}
+
+
+def execute(job: Job) -> Any:
+    """Run ``job`` through its task's declaration and return a JSON-ready result (traced, when on)."""
+    if observability.TRACER is None:
+        return _execute(job)
+    task = str(job.meta.get(Meta.TASK) or job.func_name)
+    with observability.job_span(job.id, task, job.origin, job.meta.get(Meta.TRACE)):
+        return _execute(job)
+
+
+def _execute(job: Job) -> Any:
+    for key in (Meta.NO_RETRY, Meta.RETRY_COUNTDOWN, Meta.NEXT_RETRY_AT):
+        job.meta.pop(key, None)
+    spec: TaskSpec | None = None
+    held: list[str] = []
+    try:
+        spec = spec_for(job)
+        if job.meta.get(Meta.REVOKED):
+            raise JobRevoked(f"job {job.id} was revoked")
+        values = _validated(spec, job)
+        if spec.sensitive:
+            # Out of every log line while the job runs, its own error message included.
+            held = [str(values[name]) for name in spec.sensitive if values.get(name) is not None]
+            hold_secrets(held)
+        started = time.monotonic()
+        log.info("task started", extra={"job_id": job.id, "task": spec.name})
+        signals.send(signals.task_prerun, spec.name, job_id=job.id, kwargs=values)
+        try:
+            result = spec.func(**values)
+            if inspect.isawaitable(result):
+                result = asyncio.run(_await(result))
+        finally:
+            signals.send(signals.task_postrun, spec.name, job_id=job.id, kwargs=values)
+    except BaseException as exc:
+        message = proc.memory_error_message(exc) or str(exc)
+        if held and redact(message) != message:
+            message = redact(message)
+            # RQ formats the traceback it stores, shows and logs from the exception itself.
+            with contextlib.suppress(Exception):
+                exc.args = (message,)
+        record_attempt(job, type(exc).__name__, message)
+        if isinstance(exc, RetryTask):
+            job.meta[Meta.RETRY_COUNTDOWN] = exc.countdown
+        elif spec is None or _never_retry(exc) or not spec.retry.should_retry(exc):
+            job.meta[Meta.NO_RETRY] = True
+        job.save_meta()
+        raise
+    finally:
+        if held:
+            release_secrets(held)
+    log.info(
+        "task succeeded",
+        extra={
+            "job_id": job.id,
+            "task": spec.name,
+            "duration_ms": round((time.monotonic() - started) * 1000, 2),
+        },
+    )
+    return to_jsonable_python(result)
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable

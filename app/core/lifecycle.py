@@ -1,0 +1,431 @@
+"""Every outcome of a job, in one place, whichever worker mode or sweep observed it.
+
+- :func:`succeeded`: the task returned;
+- :func:`retrying`: an attempt failed and another is scheduled;
+- :func:`failed`: the job failed for good (or was stopped while it ran);
+- :func:`revoked`: the job was revoked before it ran;
+- :func:`orphaned`: the worker holding the job died (or lost Redis before it could record
+  the run's outcome): it is put back on its queue without spending a retry (as Sidekiq
+  Pro's super_fetch and River's rescuer do), up to ``MAX_ORPHAN_REQUEUES`` times, after
+  which it fails as a poison job;
+- :func:`deferred`: the task's rate limit put the job back for later.
+
+The workers (fork, inline, threads), the supervisor and the scheduler's sweeps call
+these and nothing else, so metrics, alerts, logs and workflow bookkeeping have one hook
+each. A job's outcome is recorded once, by the one path that observed it: where a worker
+and a sweep could both see a run as theirs (after a Redis outage, say), the run's lease
+decides (see app/core/leases.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections import deque
+from typing import Any
+
+import requests
+from flask import current_app, has_app_context
+from redis import Redis
+from redis.exceptions import RedisError
+from rq.command import send_stop_job_command
+from rq.exceptions import InvalidJobOperation
+from rq.job import Job, JobStatus
+from rq.queue import Queue
+from rq.registry import StartedJobRegistry
+from rq.serializers import JSONSerializer
+
+from app.core import compat, leases
+from app.core.execution import record_attempt, redact_arguments
+from app.core.leases import Lease
+from app.core.queues import JsonJob, JsonQueue, task_spec
+from app.core.states import State
+from app.foundation import defaults, signals
+from app.foundation.lua import LuaScript
+from app.foundation.meta import Meta
+from app.foundation.timeutil import iso, seconds_from_now, utcnow
+from app.ops import metrics, observability
+
+log = logging.getLogger("tasklane.lifecycle")
+
+_RELEASE_IF_OWNER = LuaScript(
+    """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+)
+
+#: Statuses of a job that has not started and can still be revoked by cancelling it.
+_WAITING = (JobStatus.DEFERRED, JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.CREATED)
+
+
+class JobFinished(Exception):
+    """The job has already finished, successfully or not."""
+
+
+class JobNotFailed(Exception):
+    """Only a failed job can be retried."""
+
+
+def _context(job: Job) -> dict[str, Any]:
+    return {"job_id": job.id, "task": job.meta.get(Meta.TASK), "queue": job.origin}
+
+
+# --- outcomes -------------------------------------------------------------------------------
+
+
+def succeeded(job: Job, *, counted: bool = False) -> None:
+    """The task returned: free its uniqueness lock; count it (unless the worker wrote the count with
+    the success itself); tell the task's and the users' handlers."""
+    release_unique(job)
+    if not counted:
+        _count(job, "success", _run_time(job))
+    spec = task_spec(job)
+    name = spec.name if spec else str(job.meta.get(Meta.TASK))
+    if (spec is not None and spec.on_success) or signals.task_success.receivers:
+        result = compat.last_return_value(job)
+        signals.send(signals.task_success, name, job_id=job.id, kwargs=dict(job.kwargs), result=result)
+        if spec is not None and spec.on_success:
+            _call_hook(spec.on_success, job, result)
+
+
+def retrying(job: Job) -> None:
+    """An attempt failed and another is scheduled (its time is in the job's meta)."""
+    retry_at = job.meta.get(Meta.NEXT_RETRY_AT)
+    log.info("attempt failed; retry at %s", retry_at, extra=_context(job))
+    _count(job, "retry")
+    if signals.task_retry.receivers:
+        error = job.meta.get(Meta.ERROR) or {}
+        signals.send(signals.task_retry, _name(job), job_id=job.id, kwargs=dict(job.kwargs), error=error,
+                     retry_at=retry_at)  # fmt: skip
+
+
+def failed(job: Job, exc_string: str, *, stopped: bool = False) -> None:
+    """The job failed for good (or was stopped): revoke what waited on it, free its lock, alert."""
+    release_unique(job)
+    revoke_dependents(job)
+    spec = task_spec(job)
+    _count(job, "revoked" if stopped else "failure")
+    if stopped:
+        signals.send(signals.task_revoked, _name(job), job_id=job.id, kwargs=dict(job.kwargs))
+        return
+    if spec is not None and spec.critical:
+        alert(job, spec.name, exc_string)
+    last_line = (exc_string.strip().splitlines() or [""])[-1]
+    error = job.meta.get(Meta.ERROR) or {"type": "Error", "message": last_line}
+    observability.capture_failure(
+        job.id, _name(job), str(error.get("type")), redact_arguments(job, str(error.get("message")))
+    )
+    signals.send(signals.task_failure, _name(job), job_id=job.id, kwargs=dict(job.kwargs), error=error,
+                 exc_string=exc_string)  # fmt: skip
+    if spec is not None and spec.on_failure:
+        _call_hook(spec.on_failure, job, error)
+
+
+def revoked(job: Job) -> None:
+    """The job was revoked before it ran: free its lock and revoke what waited on it."""
+    release_unique(job)
+    revoke_dependents(job)
+    _count(job, "revoked")
+    signals.send(signals.task_revoked, _name(job), job_id=job.id, kwargs=dict(job.kwargs))
+
+
+def _count(job: Job, outcome: str, seconds: float | None = None) -> None:
+    """Count an outcome in the shared metrics; a failure to count never changes the outcome."""
+    try:
+        with job.connection.pipeline(transaction=False) as pipe:
+            metrics.record_job(pipe, _name(job), outcome, seconds)
+            pipe.execute()
+    except RedisError as exc:
+        log.debug("could not count %s: %s", outcome, exc, extra=_context(job))
+
+
+def _run_time(job: Job) -> float | None:
+    """Seconds the run took, when both ends are known."""
+    if job.started_at is None or job.ended_at is None:
+        return None
+    return max(0.0, (job.ended_at - job.started_at).total_seconds())
+
+
+def _name(job: Job) -> str:
+    spec = task_spec(job)
+    return spec.name if spec else str(job.meta.get(Meta.TASK))
+
+
+def _call_hook(hook: Any, job: Job, value: Any) -> None:
+    try:
+        hook(value, job.id, dict(job.kwargs))
+    except Exception:
+        log.exception(
+            "the task's %s hook failed (the job is not affected)", hook.__name__, extra=_context(job)
+        )
+
+
+def deferred(job: Job, queue: Queue, wait: float) -> None:
+    """Put a dequeued job back, to start when its task's rate limit allows; never a failure."""
+    when = seconds_from_now(wait)
+    job.meta[Meta.RATE_LIMITED_UNTIL] = iso(when)
+    with job.connection.pipeline() as pipe:
+        pipe.lrem(queue.intermediate_queue_key, 1, job.id)
+        queue.schedule_job(job, when, pipeline=pipe)
+        pipe.execute()
+    log.info("rate limited: waits %.2f s", wait, extra=_context(job))
+    _count(job, "deferred")
+
+
+#: Why an orphan was put back: its worker died under it...
+WORKER_LOST = ("WorkerLostError", "the worker running this job died; requeued without spending a retry")
+#: ...or its worker lost Redis before it could record how the run ended.
+OUTCOME_LOST = (
+    "RedisUnavailable",
+    "Redis became unreachable before this run's outcome was recorded; requeued without spending a retry",
+)
+
+
+#: ...or a warm shutdown's grace (WORKER_SHUTDOWN_GRACE) ran out while it ran: not its fault,
+#: so it counts neither as a retry nor towards the poison-job bound.
+SHUTDOWN_STOPPED = (
+    "WorkerShutdown",
+    "the worker was shut down and its grace period ran out; requeued without spending a retry",
+)
+
+
+def horse_lost(death: str, who: str = "work horse") -> tuple[str, str]:
+    """The cause of an orphan whose work horse (or worker process) died: how it ended."""
+    return ("WorkerLostError", f"the {who} running this job {death}; requeued without spending a retry")
+
+
+def orphaned(
+    job: Job,
+    queue: JsonQueue,
+    cleanup: Any = None,
+    *,
+    lease: Lease | None = None,
+    cause: tuple[str, str] = WORKER_LOST,
+) -> bool:
+    """The worker (or work horse) holding ``job`` died: requeue it, or fail it as a poison job.
+
+    ``cleanup(pipeline)`` records the removal of the job's execution, written with the rest.
+    With a ``lease``, nothing is written unless the run's lease is still held (it then
+    ends with these writes). Returns True when the job was put back on its queue.
+    """
+    job.meta = job.get_meta(refresh=True)
+    recorded = job.meta.get(Meta.ERROR) or {}
+    if job.meta.get(Meta.NO_RETRY) and recorded.get("type") == "TimeLimitExceeded":
+        # The supervisor killed its process for the hard limit and recorded why: that is final.
+        fail_now(job, queue, None, cleanup=cleanup, lease=lease)
+        return False
+    count = int(job.meta.get(Meta.ORPHANED) or 0)
+    if count >= defaults.MAX_ORPHAN_REQUEUES:
+        last = cause[1].split(";", 1)[0]
+        message = (
+            f"the worker running this job died {count + 1} times (last: {last}); "
+            "it is failed as a poison job (see the attempts for each death)"
+        )
+        fail_now(job, queue, ("WorkerLostError", message), cleanup=cleanup, lease=lease)
+        return False
+    record_attempt(job, *cause)
+    if cause is not SHUTDOWN_STOPPED:
+        job.meta[Meta.ORPHANED] = count + 1
+    pipe = _writes(job.connection, lease)
+    if cleanup is not None:
+        cleanup(pipe)
+    pipe.hset(job.key, "meta", compat.serialized_meta(job))
+    job.set_status(JobStatus.QUEUED, pipeline=pipe)
+    pipe.lrem(queue.intermediate_queue_key, 0, job.id)
+    queue.push_job_id(job.id, pipeline=pipe, at_front=True)
+    if not _commit(job.connection, pipe, lease):
+        log.info("run already settled elsewhere; not requeued", extra=_context(job))
+        return False
+    _count(job, "orphaned")
+    if cause is SHUTDOWN_STOPPED:
+        log.warning("%s", cause[1], extra=_context(job))
+        return True
+    log.warning("%s (%d of %d)", cause[1], count + 1, defaults.MAX_ORPHAN_REQUEUES,
+                extra=_context(job))  # fmt: skip
+    return True
+
+
+def fail_now(
+    job: Job,
+    queue: JsonQueue,
+    error: tuple[str, str] | None,
+    cleanup: Any = None,
+    *,
+    lease: Lease | None = None,
+) -> bool:
+    """Fail a job whose process is gone, for good: recorded error, failed registry, then :func:`failed`.
+
+    With a ``lease``, only while the run's lease is held. Returns True when recorded.
+    """
+    if error is not None:
+        job.meta = job.get_meta(refresh=True)  # the run may have saved progress and attempts since
+        record_attempt(job, *error)
+    recorded = job.meta.get(Meta.ERROR) or {}
+    exc_string = f"{recorded.get('type', 'Error')}: {recorded.get('message', '')}"
+    job.ended_at = utcnow()
+    pipe = _writes(job.connection, lease)
+    if cleanup is not None:
+        cleanup(pipe)
+    if error is not None:
+        pipe.hset(job.key, "meta", compat.serialized_meta(job))
+    pipe.lrem(queue.intermediate_queue_key, 0, job.id)
+    compat.record_failure(job, exc_string, pipe)
+    if not _commit(job.connection, pipe, lease):
+        log.info("run already settled elsewhere; not failed", extra=_context(job))
+        return False
+    queue.enqueue_dependents(job)
+    log.error("failed for good: %s", exc_string, extra=_context(job))
+    failed(job, exc_string)
+    return True
+
+
+def _writes(connection: Redis, lease: Lease | None) -> Any:
+    """Where an outcome's writes go: a transaction, or a recording for a lease-guarded apply."""
+    return connection.pipeline() if lease is None else leases.recorder(connection)
+
+
+def _commit(connection: Redis, pipe: Any, lease: Lease | None) -> bool:
+    if lease is None:
+        with pipe:
+            pipe.execute()
+        return True
+    return leases.apply(connection, lease, leases.recorded(pipe)) == leases.APPLIED
+
+
+def fail_stuck(connection: Redis, job_id: str, error: tuple[str, str] | None = None) -> None:
+    """A job whose process was killed for its hard time limit (or ``error``, the cause it was
+    killed for, such as its memory cap): fail it now, with that cause.
+
+    Only while its run's lease is held: a run already settled (or requeued by a sweep) is left alone.
+    """
+    job = JsonJob.fetch_many([job_id], connection=connection)[0]
+    if job is None or job.get_status() != JobStatus.STARTED:
+        return
+    queue = JsonQueue(job.origin, connection=connection)
+    job.meta = job.get_meta(refresh=True)
+    job.meta[Meta.NO_RETRY] = True
+    message = f"hard time limit of {job.timeout} s exceeded; its worker process was killed"
+    error = error or ("TimeLimitExceeded", message)
+    registry = StartedJobRegistry(job.origin, connection=connection, job_class=JsonJob)
+    members = started_members(connection, registry.key, job.id)
+    lease = Lease(registry.key, tuple(members)) if members else None
+    fail_now(job, queue, error, lease=lease)
+
+
+def rescue_dead(connection: Redis, job_id: str, cause: tuple[str, str]) -> bool:
+    """A job whose worker process died under it (and was reaped): put it back now, not when its
+    heartbeat expires. Only while its run's lease is held. True when it was requeued."""
+    job = JsonJob.fetch_many([job_id], connection=connection)[0]
+    if job is None or job.get_status() != JobStatus.STARTED:
+        return False
+    queue = JsonQueue(job.origin, connection=connection)
+    registry = StartedJobRegistry(job.origin, connection=connection, job_class=JsonJob)
+    members = started_members(connection, registry.key, job.id)
+    if not members:
+        return False
+    lease = Lease(registry.key, tuple(members))
+
+    def cleanup(pipe: Any) -> None:
+        pipe.zrem(registry.key, *members)
+
+    return orphaned(job, queue, cleanup, lease=lease, cause=cause)
+
+
+def started_members(connection: Redis, key: str, job_id: str) -> list[bytes]:
+    """The started registry's ``<job_id>:<execution_id>`` members of one job."""
+    prefix = f"{job_id}:".encode()
+    members: list[bytes] = connection.zrange(key, 0, -1)  # type: ignore[assignment]
+    return [m for m in members if m == job_id.encode() or m.startswith(prefix)]
+
+
+# --- operations on a job --------------------------------------------------------------------
+
+
+def revoke(job: Job) -> State:
+    """Cancel a waiting job or stop a running one (on whichever host runs it)."""
+    status = job.get_status()
+    if status in (JobStatus.CANCELED, JobStatus.STOPPED):
+        return State.REVOKED
+    if status in (JobStatus.FINISHED, JobStatus.FAILED):
+        raise JobFinished(f"job {job.id} has already finished ({status.value})")
+    job.meta[Meta.REVOKED] = True
+    job.save_meta()
+    if status == JobStatus.STARTED:
+        # Between dequeue and start there is no worker to tell: the revoke flag stops the run.
+        # The worker that stops it records the outcome (failed, stopped).
+        with contextlib.suppress(InvalidJobOperation):
+            send_stop_job_command(job.connection, job.id, serializer=JSONSerializer)
+        return State.REVOKED
+    job.cancel()
+    revoked(job)
+    return State.REVOKED
+
+
+def retry_failed(job: Job) -> None:
+    """Put a failed job back on its queue for a fresh run."""
+    if job.get_status() != JobStatus.FAILED:
+        raise JobNotFailed(f"job {job.id} is {job.get_status().value}, not failed")
+    for key in (Meta.NO_RETRY, Meta.REVOKED, Meta.ORPHANED):
+        job.meta.pop(key, None)
+    job.save_meta()
+    job.requeue()
+
+
+def revoke_dependents(job: Job) -> list[str]:
+    """Revoke every job that waited, directly or not, on ``job``; iteratively, in bounded time.
+
+    A 10,000-step chain is walked level by level (one SMEMBERS and one bulk fetch per
+    level), never by recursion.
+    """
+    connection = job.connection
+    revoked_ids: list[str] = []
+    seen = {job.id}
+    frontier: deque[str] = deque([job.id])
+    while frontier:
+        current = frontier.popleft()
+        members = connection.smembers(JsonJob.dependents_key_for(current))
+        ids = [m.decode() if isinstance(m, bytes) else m for m in members]
+        ids = [i for i in ids if i not in seen]
+        seen.update(ids)
+        for dep in JsonJob.fetch_many(ids, connection=connection):
+            if dep is None:
+                continue
+            frontier.append(dep.id)
+            if dep.get_status(refresh=False) in _WAITING:
+                dep.meta[Meta.REVOKED] = True
+                dep.save_meta()
+                dep.cancel()
+                release_unique(dep)
+                revoked_ids.append(dep.id)
+    return revoked_ids
+
+
+def release_unique(job: Job) -> None:
+    """Free the task's uniqueness lock if this job holds it."""
+    key = job.meta.get(Meta.UNIQUE_KEY)
+    if key:
+        _RELEASE_IF_OWNER(job.connection, keys=[key], args=[job.id])
+
+
+def alert(job: Job, task: str, exc_string: str) -> None:
+    """Raise the alarm for a critical task's final failure: an ERROR log line and ALERT_WEBHOOK_URL."""
+    error = job.meta.get(Meta.ERROR) or {}
+    payload: dict[str, Any] = {
+        "event": "job.failed",
+        "job_id": job.id,
+        "task": task,
+        "queue": job.origin,
+        "error": error,
+        "attempts": len(job.meta.get(Meta.ATTEMPTS) or []),
+        "failed_at": iso(utcnow()),
+    }
+    summary = error.get("message") or (exc_string.strip().splitlines() or [""])[-1]
+    context = {"job_id": job.id, "task": task, "queue": job.origin}
+    log.error("critical task %s failed for good: %s", task, summary, extra=context)
+    url = current_app.extensions["tasklane"].settings.alert_webhook_url if has_app_context() else ""
+    if url:
+        try:
+            requests.post(url, json=payload, timeout=defaults.ALERT_TIMEOUT).raise_for_status()
+        except requests.RequestException as exc:
+            log.error("alert webhook failed: %s", exc, extra=context)

@@ -1,0 +1,331 @@
+"""The job and queue layer: the JSON job class, the JSON queue, and the lossless dequeue.
+
+RQ pickles by default, so anyone able to write to Redis could run code in a worker.
+Everything here fixes RQ's JSONSerializer, and the job class only ever resolves
+functions declared in the task registry: a forged job naming ``os.system`` fails
+instead of running.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from redis import Redis
+from rq import Queue
+from rq.exceptions import DequeueTimeout, DeserializationError, NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.registry import FailedJobRegistry
+from rq.serializers import JSONSerializer
+
+from app.catalogue.registry import REGISTRY, QueueName, TaskSpec
+from app.core import compat
+from app.foundation import defaults, keys, outages
+from app.foundation.lua import LuaScript
+from app.foundation.meta import Meta
+from app.foundation.timeutil import iso, seconds_from_now, utcnow
+
+if TYPE_CHECKING:
+    from redis.client import Pipeline
+
+log = logging.getLogger("tasklane.queues")
+
+
+class UnknownTaskError(LookupError):
+    """A job names a function that is not in the task registry."""
+
+
+class JsonJob(Job):
+    """An RQ job that is always JSON and only runs registered tasks."""
+
+    def __init__(
+        self, id: str | None = None, connection: Redis | None = None, serializer: Any = None
+    ) -> None:
+        super().__init__(id, connection=connection, serializer=JSONSerializer)
+
+    @property
+    def func(self) -> Any:
+        """The registered task function; never an arbitrary import."""
+        name = self.func_name
+        if name is None:
+            return None
+        task = REGISTRY.by_path(name)
+        if task is None:
+            raise UnknownTaskError(f"{name!r} is not a registered task; refusing to run it")
+        return task.func
+
+    @classmethod
+    def fetch_many(
+        cls, job_ids: Iterable[str], connection: Redis, serializer: Any = None
+    ) -> list[Job | None]:
+        """RQ's bulk fetch, except that a job whose hash cannot be read is None, not an exception."""
+        ids = list(job_ids)
+        with connection.pipeline() as pipe:
+            for job_id in ids:
+                pipe.hgetall(cls.key_for(job_id))
+            raw = pipe.execute()
+        jobs: list[Job | None] = []
+        for job_id, fields in zip(ids, raw, strict=True):
+            jobs.append(restore_or_none(cls, job_id, fields, connection))
+        return jobs
+
+    @property
+    def should_retry(self) -> bool:
+        """RQ's retry budget, unless the task's policy or a revoke says this failure is final."""
+        if self.meta.get(Meta.NO_RETRY) or self.meta.get(Meta.REVOKED):
+            return False
+        return super().should_retry
+
+    def retry(self, queue: Queue, pipeline: Pipeline) -> None:
+        """Schedule the next attempt after the task's back-off (with full jitter) or its own countdown.
+
+        RQ's Retry knows only a fixed list of intervals; the delay is decided here instead,
+        for failures in the task and for killed work horses alike.
+        """
+        assert self.retries_left
+        countdown = self.meta.pop(Meta.RETRY_COUNTDOWN, None)
+        if countdown is None:
+            spec = task_spec(self)
+            attempt = int(self.meta.get(Meta.MAX_RETRIES, 0)) - self.retries_left + 1
+            countdown = spec.retry.delay(attempt, random.random()) if spec else 1.0
+        self.retries_left -= 1
+        when = seconds_from_now(float(countdown))
+        self.meta[Meta.NEXT_RETRY_AT] = iso(when)
+        compat.set_job_status(self, JobStatus.SCHEDULED)
+        queue.schedule_job(self, when, pipeline=pipeline)
+
+
+def restore_or_none(
+    job_class: type[Job], job_id: str, fields: dict[bytes, Any], connection: Redis
+) -> Job | None:
+    """A job built from its stored hash, or None when the hash is missing or unreadable."""
+    if not fields:
+        return None
+    job = job_class(job_id, connection=connection)
+    try:
+        job.restore(fields)
+    except (NoSuchJobError, ValueError, KeyError, TypeError, DeserializationError):
+        return None
+    return job
+
+
+class JsonQueue(Queue):
+    """A queue of JSON jobs, with a dequeue that loses nothing on any number of queues."""
+
+    job_class = JsonJob
+
+    def __init__(self, name: str = "default", connection: Redis | None = None, **kwargs: Any) -> None:
+        kwargs["serializer"] = JSONSerializer
+        kwargs["job_class"] = kwargs.get("job_class") or JsonJob
+        super().__init__(name, connection=connection, **kwargs)
+
+    def push_job_id(self, job_id: str, pipeline: Pipeline | None = None, at_front: bool = False) -> None:
+        """Push the job id, and ring the queue's doorbell in the same round trip."""
+        pipe = pipeline if pipeline is not None else self.connection.pipeline()
+        super().push_job_id(job_id, pipeline=pipe, at_front=at_front)
+        ring_doorbell(pipe, self.name)
+        if pipeline is None:
+            pipe.execute()
+
+    @classmethod
+    def dequeue_any(
+        cls,
+        queues: Any,
+        timeout: int | None,
+        connection: Redis,
+        job_class: type[Job] | None = None,
+        serializer: Any = None,
+        death_penalty_class: Any = None,
+    ) -> tuple[Job, Queue] | None:
+        """Take the first job of the first non-empty queue, moving it atomically to that
+        queue's intermediate list, so that a worker dying between dequeue and start
+        loses nothing (RQ itself uses BLPOP, which is lossy, when it listens on several
+        queues). When all are empty, wait on the queues' doorbells (or poll each second).
+
+        A job whose hash cannot be read (no data, a bad status) is moved aside to the
+        failed registry with the cause, and the queue flows on.
+
+        Redis going away raises :class:`app.outages.RedisUnavailable`, which RQ's worker loop
+        lets through (it would retry a redis-py error itself, logging every attempt): the
+        worker rides the outage out (app/processes/workers/base.py). A job moved before the answer was
+        lost stays in the intermediate list, where the sweep finds it.
+        """
+        try:
+            return cls._dequeue_any(queues, timeout, connection, job_class)
+        except outages.REDIS_DOWN as exc:
+            raise outages.RedisUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+    @classmethod
+    def _dequeue_any(
+        cls, queues: Any, timeout: int | None, connection: Redis, job_class: type[Job] | None
+    ) -> tuple[Job, Queue] | None:
+        queue_list = list(queues)
+        queue_keys = [q.key for q in queue_list]
+        bells = [keys.doorbell(q.name) for q in queue_list]
+        waited = 0.0
+        by_key = {q.key: q for q in queue_list}
+        while True:
+            found = _move_first_with_data(connection, queue_keys)
+            if found is not None:
+                taken = take_moved(found, by_key, connection, job_class)
+                if taken is None:
+                    continue
+                return taken
+            if timeout is None:
+                return None
+            if waited >= timeout:
+                raise DequeueTimeout(timeout, queue_keys)
+            step = min(defaults.DOORBELL_WAIT, timeout - waited)
+            if connection.blpop(bells, max(step, 0.01)) is None:
+                waited += step
+
+
+def _require_json(job: Job) -> None:
+    """Raise DeserializationError unless the job's payload and meta are JSON (read as JSON only:
+    a pickle written by something else is set aside before any code of the run touches it)."""
+    try:
+        job.func_name  # noqa: B018 - decodes the payload now
+    except (DeserializationError, ValueError) as exc:
+        raise DeserializationError("the job is not stored as JSON; it is never unpickled") from exc
+    if compat.meta_unreadable(job):  # restore tried its meta as JSON already and kept it aside
+        raise DeserializationError("the job is not stored as JSON; it is never unpickled")
+
+
+def take_moved(
+    found: tuple[str, str, dict[bytes, Any]], by_key: dict[str, Any], connection: Redis, job_class: Any = None
+) -> tuple[Job, Any] | None:
+    """The job a move (:func:`move_first_on`) took, read from its hash; None when it cannot be run
+    (its hash is gone: the stale id is dropped; it cannot be read: it is set aside as failed)."""
+    queue_key, job_id, fields = found
+    queue = by_key[queue_key]
+    if not fields:  # the job's hash expired or was deleted: drop the stale id
+        connection.lrem(queue.intermediate_queue_key, 1, job_id)
+        return None
+    job = (job_class or JsonJob)(job_id, connection=connection)
+    try:
+        job.restore(fields)
+        _require_json(job)
+    except Exception as exc:
+        set_aside(queue, job_id, f"{type(exc).__name__}: {exc}")
+        return None
+    return job, queue
+
+
+def move_first_on(pipeline: Any, queue_keys: list[str]) -> None:
+    """Queue the move of the first waiting job of ``queue_keys`` (in order) to its intermediate list
+    on ``pipeline``; read its answer with :func:`moved`."""
+    _MOVE_FIRST.queue(pipeline, keys=queue_keys, args=[JsonJob.redis_job_namespace_prefix])
+
+
+def load_move_first(connection: Redis) -> None:
+    """Load :func:`move_first_on`'s script (after a NoScriptError: a restarted or flushed server)."""
+    _MOVE_FIRST.load(connection)
+
+
+def moved(result: Any) -> tuple[str, str, dict[bytes, Any]] | None:
+    """The queue key, job id and job hash of a move's answer (None: every queue was empty)."""
+    if not result:
+        return None
+    key, job_id, *flat = result
+    fields = {_text(flat[n]).encode(): flat[n + 1] for n in range(0, len(flat), 2)}
+    return _text(key), _text(job_id), fields
+
+
+def set_aside(queue: JsonQueue, job_id: str, cause: str) -> None:
+    """Move a job that cannot be read out of the way: failed, with the cause, off every list."""
+    log.error("job %s in queue %s cannot be read (%s); moved to the failed jobs", job_id, queue.name, cause)
+    failed = FailedJobRegistry(queue.name, connection=queue.connection, job_class=JsonJob)
+    expires = (utcnow() + timedelta(seconds=defaults.FAILED_JOB_TTL)).timestamp()
+    with queue.connection.pipeline() as pipe:
+        pipe.lrem(queue.intermediate_queue_key, 1, job_id)
+        pipe.zadd(failed.key, {job_id: expires})
+        pipe.hset(
+            JsonJob.key_for(job_id),
+            mapping={
+                "status": JobStatus.FAILED.value,
+                "ended_at": iso(utcnow()) or "",
+                "error": cause,
+            },
+        )
+        pipe.execute()
+
+
+def ring_doorbell(pipe: Any, queue_name: str) -> None:
+    """Wake one idle worker of ``queue_name`` (the list is capped; a lost ring costs latency only)."""
+    bell = keys.doorbell(queue_name)
+    pipe.rpush(bell, 1)
+    pipe.ltrim(bell, -defaults.DOORBELL_CAP, -1)
+
+
+# Move the head of the first non-empty list to its ":intermediate" list and read the job's
+# hash in the same call; returns {key, id, field, value, ...} (no fields: the job is gone).
+# ARGV[1] is the job key prefix.
+_MOVE_FIRST = LuaScript(
+    """
+for _, key in ipairs(KEYS) do
+  local id = redis.call('LMOVE', key, key .. ':intermediate', 'LEFT', 'RIGHT')
+  if id then
+    local out = {key, id}
+    for _, v in ipairs(redis.call('HGETALL', ARGV[1] .. id)) do table.insert(out, v) end
+    return out
+  end
+end
+return false
+"""
+)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _move_first_with_data(
+    connection: Redis, queue_keys: list[str]
+) -> tuple[str, str, dict[bytes, Any]] | None:
+    return moved(_MOVE_FIRST(connection, keys=queue_keys, args=[JsonJob.redis_job_namespace_prefix]))
+
+
+def task_spec(job: Job) -> TaskSpec | None:
+    """The job's registered task, or None when it names none or is not JSON (it fails when run).
+
+    Looked up once per job object: every later step of the run reads it from the job.
+    """
+    cached: Any = job.__dict__.get("_tasklane_spec", _UNSET)
+    if cached is not _UNSET:
+        return cached
+    try:
+        spec = REGISTRY.by_path(job.func_name or "")
+    except DeserializationError:
+        spec = None
+    job.__dict__["_tasklane_spec"] = spec
+    return spec
+
+
+_UNSET = object()
+
+
+def get_queue(name: str, connection: Redis) -> JsonQueue:
+    """The JSON queue called ``name``."""
+    return JsonQueue(name, connection=connection)
+
+
+def all_queues(connection: Redis) -> list[JsonQueue]:
+    """The service's queues in priority order."""
+    return [get_queue(q.value, connection) for q in QueueName]
+
+
+def fetch_job(job_id: str, connection: Redis) -> JsonJob:
+    """Fetch a job and decode its data now, as JSON or not at all.
+
+    Raises NoSuchJobError (also for an id RQ refuses), DeserializationError for a job that is
+    not stored as JSON (written by something else: it is never unpickled).
+    """
+    try:
+        job: JsonJob = JsonJob.fetch(job_id, connection=connection)  # type: ignore[assignment]
+    except ValueError:
+        raise NoSuchJobError(f"no job with id {job_id!r}") from None
+    job.func_name  # noqa: B018 - decodes the job data now
+    return job

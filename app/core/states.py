@@ -1,0 +1,112 @@
+"""Jobs as the API shows them: Celery's state vocabulary beside RQ's own status."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from rq.job import Job, JobStatus
+
+from app.catalogue.registry import REGISTRY
+from app.foundation.meta import Meta
+from app.foundation.timeutil import iso
+
+
+class State(StrEnum):
+    """The states Celery clients already poll for."""
+
+    PENDING = "PENDING"
+    STARTED = "STARTED"
+    PROGRESS = "PROGRESS"
+    RETRY = "RETRY"
+    SUCCESS = "SUCCESS"
+    FAILURE = "FAILURE"
+    REVOKED = "REVOKED"
+
+
+_WAITING = {
+    JobStatus.CREATED,
+    JobStatus.QUEUED,
+    JobStatus.DEFERRED,
+    JobStatus.SCHEDULED,
+    JobStatus.RATE_LIMITED,
+    JobStatus.READY_TO_ENQUEUE,
+}
+
+
+def attempts_made(job: Job) -> int:
+    """How many retries the job has used so far."""
+    if job.retries_left is None:
+        return 0
+    total = int(job.meta.get(Meta.MAX_RETRIES, job.retries_left))
+    return max(0, total - job.retries_left)
+
+
+def state_of(job: Job, status: JobStatus | None = None) -> State:
+    """Map RQ's status (and the job's meta) onto the Celery vocabulary."""
+    status = status or job.get_status(refresh=False)
+    if status == JobStatus.FINISHED:
+        return State.SUCCESS
+    if status == JobStatus.FAILED:
+        return State.FAILURE
+    if status in (JobStatus.CANCELED, JobStatus.STOPPED):
+        return State.REVOKED
+    if status == JobStatus.STARTED:
+        return State.PROGRESS if job.meta.get(Meta.PROGRESS) else State.STARTED
+    if status in (JobStatus.SCHEDULED, JobStatus.QUEUED) and attempts_made(job) > 0:
+        return State.RETRY
+    return State.PENDING
+
+
+def task_name(job: Job) -> str | None:
+    """The registry name of the job's task, or its raw function name if unregistered."""
+    spec = REGISTRY.by_path(job.func_name or "") if job.func_name else None
+    return spec.name if spec else job.func_name
+
+
+def parse_error(exc_string: str | None) -> dict[str, Any] | None:
+    """Split a formatted traceback into type, message and the traceback itself."""
+    if not exc_string:
+        return None
+    last = exc_string.strip().splitlines()[-1] if exc_string.strip() else ""
+    exc_type, _, message = last.partition(": ")
+    if " " in exc_type or not exc_type:
+        exc_type, message = "Error", last
+    return {"type": exc_type.rsplit(".", 1)[-1], "message": message, "traceback": exc_string}
+
+
+def describe(job: Job) -> dict[str, Any]:
+    """The job as ``GET /api/v1/jobs/<id>`` returns it."""
+    status = job.get_status(refresh=False)
+    state = state_of(job, status)
+    result = None
+    error = None
+    if state is State.SUCCESS:
+        result = job.return_value()
+    elif state in (State.FAILURE, State.RETRY, State.REVOKED):
+        latest = job.latest_result()
+        error = parse_error(latest.exc_string if latest else None)
+        recorded = job.meta.get(Meta.ERROR)
+        if isinstance(recorded, dict):
+            error = {**(error or {"traceback": None}), "type": str(recorded.get("type")),
+                     "message": str(recorded.get("message"))}  # fmt: skip
+        if error is not None:
+            error = {**error, "attempts": job.meta.get(Meta.ATTEMPTS) or []}
+    return {
+        "job_id": job.id,
+        "task": task_name(job),
+        "queue": job.origin,
+        "state": state.value,
+        "status": status.value if isinstance(status, JobStatus) else status,
+        "progress": job.meta.get(Meta.PROGRESS),
+        "result": result,
+        "error": error,
+        "retries": attempts_made(job),
+        # Every failed attempt, also of a job that then succeeded (a worker lost mid-run, say).
+        "attempts": job.meta.get(Meta.ATTEMPTS) or [],
+        "next_retry_at": job.meta.get(Meta.NEXT_RETRY_AT) if state is State.RETRY else None,
+        "enqueued_at": iso(job.enqueued_at),
+        "started_at": iso(job.started_at),
+        "ended_at": iso(job.ended_at),
+        "worker": job.worker_name,
+    }

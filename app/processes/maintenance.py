@@ -1,0 +1,159 @@
+"""Registry maintenance that makes delivery at-least-once.
+
+Run by the scheduler process every few seconds (and by workers at RQ's maintenance
+interval), under each queue's maintenance lock:
+- a job whose worker died (its execution's heartbeat expired) is an orphan, not a
+  failure: it goes back to the head of its queue without spending a retry, up to a
+  bound, then fails as a poison job (see app/core/lifecycle.py); only while the run's lease
+  is still expired, so a worker that renewed it (back after a Redis outage) keeps it;
+- a job a dying worker had dequeued but not yet started is put back at the head of its
+  queue; a finished or failed job left in an intermediate list is only removed from it;
+- RQ's own cleanups run for the other registries and for dead workers' registrations.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from redis import Redis
+from rq.job import JobStatus
+from rq.rate_limit import RateLimitRegistry
+from rq.registry import (
+    DeferredJobRegistry,
+    FailedJobRegistry,
+    FinishedJobRegistry,
+    ReadyJobRegistry,
+    StartedJobRegistry,
+)
+from rq.utils import current_timestamp
+from rq.worker_registration import clean_worker_registry
+
+from app.core import lifecycle
+from app.core.leases import Lease
+from app.core.queues import JsonJob, JsonQueue, all_queues
+from app.foundation import defaults, keys
+from app.foundation.lua import LuaScript
+
+log = logging.getLogger("tasklane.maintenance")
+
+
+def rescue_abandoned(queue: JsonQueue, timestamp: float | None = None) -> int:
+    """Requeue (or fail as poison) every started job whose execution's heartbeat expired."""
+    registry = StartedJobRegistry(queue.name, connection=queue.connection, job_class=JsonJob)
+    score = current_timestamp() if timestamp is None else timestamp
+    expired: list[bytes] = queue.connection.zrangebyscore(registry.key, 0, score)  # type: ignore[assignment]
+    if not expired:
+        return 0
+    by_job: dict[str, list[bytes]] = {}
+    for member in expired:
+        by_job.setdefault(member.decode().split(":", 1)[0], []).append(member)
+    requeued = 0
+    for job, members in zip(
+        JsonJob.fetch_many(list(by_job), connection=queue.connection), by_job.values(), strict=True
+    ):
+        if job is None or job.get_status(refresh=False) != JobStatus.STARTED:
+            continue  # a leftover entry of a finished job: RQ's cleanup drops it
+        # Only while the entries are still expired: a worker may have renewed them since.
+        lease = Lease(registry.key, tuple(members), expired_by=score)
+        requeued += lifecycle.orphaned(job, queue, lease=lease)
+    queue.connection.zremrangebyscore(registry.key, 0, score)
+    return requeued
+
+
+_REQUEUE_FROM_INTERMEDIATE = LuaScript(
+    """
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then
+  redis.call('LPUSH', KEYS[2], ARGV[1])
+  return 1
+end
+return 0
+"""
+)
+
+
+def requeue_dequeued(queue: JsonQueue, job_id: str) -> bool:
+    """Put a job its worker dequeued but did not start back at the head of its queue.
+
+    Atomic: only if the id is still in the queue's intermediate list (the sweep below may
+    have put it back already). Returns True when this call put it back.
+    """
+    return bool(
+        _REQUEUE_FROM_INTERMEDIATE(
+            queue.connection, keys=[queue.intermediate_queue_key, queue.key], args=[job_id]
+        )
+    )
+
+
+def rescue_intermediate(queue: JsonQueue, older_than: float = defaults.RESCUE_AFTER) -> int:
+    """Put back at the head of the queue every job a dead worker dequeued but never started.
+
+    When the sweep first sees an id in the intermediate list it notes the time (in one
+    hash per queue, pruned of ids that left the list); a live worker clears the entry
+    within milliseconds of taking the job, so one still there ``older_than`` seconds
+    later belongs to a dead worker.
+    """
+    connection = queue.connection
+    seen_key = keys.intermediate_seen(queue.name)
+    ids = [_text(i) for i in connection.lrange(queue.intermediate_queue_key, 0, -1)]
+    seen = {_text(k): float(v) for k, v in connection.hgetall(seen_key).items()}
+    gone = [job_id for job_id in seen if job_id not in ids]
+    if gone:
+        connection.hdel(seen_key, *gone)
+    now = current_timestamp()
+    rescued = 0
+    for job_id, job in zip(ids, JsonJob.fetch_many(ids, connection=connection), strict=True):
+        status = job.get_status(refresh=False) if job is not None else None
+        if status == JobStatus.STARTED:
+            continue
+        if status != JobStatus.QUEUED:
+            # Gone, finished, failed or moved on: it has no business in the list.
+            connection.lrem(queue.intermediate_queue_key, 0, job_id)
+            connection.hdel(seen_key, job_id)
+            continue
+        first_seen = seen.get(job_id)
+        if first_seen is None:
+            connection.hsetnx(seen_key, job_id, now)
+            continue
+        if now - first_seen < older_than:
+            continue
+        # Atomic: only the process that removes it from the intermediate list requeues it.
+        if _REQUEUE_FROM_INTERMEDIATE(
+            connection, keys=[queue.intermediate_queue_key, queue.key], args=[job_id]
+        ):
+            rescued += 1
+            log.warning("requeued job %s: its worker dequeued it and died before starting it", job_id)
+        connection.hdel(seen_key, job_id)
+    return rescued
+
+
+def _rq_cleanups(queue: JsonQueue) -> None:
+    """RQ's own cleanups of the registries other than the started one (handled above)."""
+    options: dict[str, Any] = {"connection": queue.connection, "job_class": JsonJob}
+    for registry_class in (FinishedJobRegistry, FailedJobRegistry, DeferredJobRegistry, ReadyJobRegistry):
+        registry_class(queue.name, **options).cleanup()
+    for rate_limit_registry in RateLimitRegistry.all(queue.connection):
+        rate_limit_registry.cleanup()
+
+
+def sweep_queue(queue: JsonQueue) -> None:
+    """Registry maintenance of one queue, unless another process holds its maintenance lock."""
+    if not queue.acquire_maintenance_lock():
+        return
+    try:
+        rescue_abandoned(queue)
+        _rq_cleanups(queue)
+        clean_worker_registry(queue)
+        rescue_intermediate(queue)
+    finally:
+        queue.release_maintenance_lock()
+
+
+def sweep(redis: Redis) -> None:
+    """Registry maintenance for every queue: abandoned jobs, expired entries, stuck dequeues."""
+    for queue in all_queues(redis):
+        sweep_queue(queue)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

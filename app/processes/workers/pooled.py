@@ -1,0 +1,273 @@
+"""The ``pooled`` mode (the default): long-lived worker processes that each run many jobs.
+
+Like Celery's prefork pool: the supervisor (app/processes/supervisor.py) forks N children, each an
+inline worker (no fork per job, one round trip to start a job and one to finish it), and
+replaces a child
+
+- after it has run ``WORKER_MAX_JOBS_PER_CHILD`` jobs, or once its resident memory is past
+  ``WORKER_MAX_MEMORY_PER_CHILD_MB`` after a job (it leaves warmly, between jobs, and exits
+  with :data:`EX_RECYCLED`; its replacement is forked at once);
+- when it dies. The supervisor never runs a job, so a crash (a segfault in C code, the OOM
+  killer, ``os._exit`` in a task) only takes the child: the job it held, read from the
+  shared :class:`~app.workers.inline.DeadlineBoard`, is put back on its queue (or failed as
+  a poison job after ``MAX_ORPHAN_REQUEUES`` deaths) at once, through the run's lease, as
+  the fork mode's parent does for a dead work horse; the dead child's registration is removed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import time
+from collections import defaultdict
+from typing import Any
+
+from redis import Redis
+from redis.exceptions import NoScriptError
+from rq.job import Job, JobStatus
+from rq.queue import Queue
+from rq.registry import StartedJobRegistry
+from rq.worker import WorkerStatus
+
+from app.core import compat, leases, lifecycle
+from app.core.leases import Lease
+from app.core.queues import JsonJob, JsonQueue, load_move_first, move_first_on, moved, take_moved, task_spec
+from app.foundation import outages
+from app.ops import metrics
+from app.processes import maintenance
+from app.processes.workers.inline import JsonInlineWorker
+
+log = logging.getLogger("tasklane.worker")
+
+#: Most seconds (and successes) a pooled worker's counters wait before they are written.
+COUNTS_EVERY = 1.0
+COUNTS_MAX = 500
+
+#: Exit status of a pooled child that left to be replaced (job count or memory cap).
+EX_RECYCLED = 98
+
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def rss_mb() -> float:
+    """This process's resident set size, in MiB (from /proc; the peak RSS where there is none)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * _PAGE / 2**20
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class JsonPooledWorker(JsonInlineWorker):
+    """An inline worker in a pooled child: marks the job it holds, and leaves to be recycled."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.max_jobs: int = kwargs.pop("max_jobs", 0)
+        self.max_memory_mb: int = kwargs.pop("max_memory_mb", 0)
+        super().__init__(*args, **kwargs)
+        self.jobs_run = 0
+        self.recycled: str | None = None
+        #: The next job, dequeued (into its queue's intermediate list) with the last one's success.
+        self._prefetched: tuple[str, str, dict[bytes, Any]] | None = None
+        self._durations: dict[str, list[float]] = defaultdict(list)
+        self._pending = 0
+        self._counted_at = time.monotonic()
+
+    # --- fewer Redis commands per job --------------------------------------------------------------
+
+    def _record_start(self, job: Job, ttl: int, pipe: Any) -> None:
+        """The start as RQ writes it, less what changes nothing while jobs follow each other:
+
+        the worker's state is written only when it changes (it stays "busy" through a run of
+        jobs), and the worker's key keeps its idle TTL (its heartbeats go on at least once a
+        second, and a dead child's record is removed by the supervisor at once), so neither a
+        short TTL here nor a long one after the job is written. The job's own heartbeat is the
+        one RQ's start writes (``last_heartbeat`` with ``started_at``); the run's lease (the
+        started registry's entry, 20 s) is written by the claim as in every mode.
+        """
+        if compat.worker_state(self) != WorkerStatus.BUSY:
+            self.set_state(WorkerStatus.BUSY, pipeline=pipe)
+        job.prepare_for_execution(self.name, pipeline=pipe)
+
+    def _record_counts(self, job: Job, run_time: float, pipe: Any) -> None:
+        """Counters are batched: written at most every COUNTS_EVERY s, before an idle wait, and at exit."""
+        spec = task_spec(job)
+        self._durations[spec.name if spec else str(job.func_name)].append(run_time)
+        self._pending += 1
+
+    def _discard_counts(self, job: Job, run_time: float) -> None:
+        """Take back the count :meth:`_record_counts` kept for a success whose writes were not applied
+        (a job with dependents goes through RQ's path, which counts it itself)."""
+        spec = task_spec(job)
+        durations = self._durations.get(spec.name if spec else str(job.func_name))
+        if durations and run_time in durations:
+            durations.remove(run_time)
+            self._pending -= 1
+
+    def flush_counts(self) -> None:
+        """Write the batched success counters: the worker's (as RQ's) and the tasks' metrics."""
+        if not self._pending:
+            return
+        with self.connection.pipeline(transaction=False) as pipe:
+            pipe.hincrby(self.key, "successful_job_count", self._pending)
+            pipe.hincrbyfloat(self.key, "total_working_time", sum(sum(d) for d in self._durations.values()))
+            for task, seconds in self._durations.items():
+                metrics.record_jobs(pipe, task, "success", seconds)
+            self._ride_out(pipe.execute)
+        self._durations.clear()
+        self._pending = 0
+        self._counted_at = time.monotonic()
+
+    def _counts_due(self) -> bool:
+        return self._pending >= COUNTS_MAX or time.monotonic() - self._counted_at >= COUNTS_EVERY
+
+    def _apply_success(self, job: Job, lease: Lease, writes: list[Any]) -> int:
+        """The success's writes and the dequeue of the next job in one round trip (two scripts, pipelined).
+
+        The next job is moved to its queue's intermediate list as any dequeue does (a worker
+        that dies holding it leaves it there for the supervisor or the sweep to put back). No
+        job is taken when this worker is about to leave (stop request, recycling).
+        """
+        leaving = self._stop_asked() or (self.max_jobs and self.jobs_run + 1 >= self.max_jobs)
+        if leaving or self._prefetched is not None:
+            return super()._apply_success(job, lease, writes)
+        with self.connection.pipeline(transaction=False) as pipe:
+            leases.apply_on(pipe, lease, writes, unless_members_in=job.dependents_key)
+            move_first_on(pipe, [q.key for q in self._ordered_queues])
+            outcome, found = pipe.execute(raise_on_error=False)
+        if not isinstance(found, Exception):
+            self._prefetched = moved(found)  # taken whatever the success's answer: it is held now
+            if self._prefetched is not None and self.board is not None and outcome == leases.APPLIED:
+                # The job in hand is settled (its success is written): from now on the slot holds the
+                # next one, so a child that dies before its next start has it put back at once.
+                self.board.hold(self.slot, self._prefetched[1])
+        if isinstance(outcome, NoScriptError) or isinstance(found, NoScriptError):
+            leases.load_apply(self.connection)  # a restarted or flushed server: load them for next time
+            load_move_first(self.connection)
+        if isinstance(outcome, NoScriptError):
+            return super()._apply_success(job, lease, writes)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return int(outcome)
+
+    def _take_prefetched(self) -> tuple[Job, Queue] | None:
+        found, self._prefetched = self._prefetched, None
+        if found is None:
+            return None
+        by_key = {q.key: q for q in self.queues}
+        return take_moved(found, by_key, self.connection, self.job_class)
+
+    def _hand_back_prefetched(self) -> None:
+        """Leaving with a job taken ahead: put it back at the head of its queue."""
+        found, self._prefetched = self._prefetched, None
+        if found is None:
+            return
+        queue = next(q for q in self.queues if q.key == found[0])
+        if maintenance.requeue_dequeued(queue, found[1]):  # type: ignore[arg-type]
+            log.info("Worker %s: job %s taken ahead put back on its queue", self.name, found[1])
+
+    def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
+        """The job taken with the last success if there is one; before waiting for a job (or
+        leaving), write the counters: an idle worker's are exact."""
+        taken = self._take_prefetched()
+        if taken is not None:
+            self.heartbeat()  # at most once a second (JsonInlineWorker.heartbeat)
+            if self.should_run_maintenance_tasks:
+                self.run_maintenance_tasks()
+            taken[0].redis_server_version = self.get_redis_server_version()
+            return taken
+        result = super().dequeue_job_and_maintain_ttl(None, max_idle_time)
+        if result is not None or timeout is None:
+            if result is None:
+                self.flush_counts()
+            return result
+        self.flush_counts()
+        return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+
+    def register_death(self) -> None:
+        """Put back a job taken ahead, write the last counters, then RQ's deregistration."""
+        try:
+            self._hand_back_prefetched()
+            self.flush_counts()
+        except outages.REDIS_DOWN:
+            log.warning("Worker %s: Redis unreachable at exit; its last %d successes are not counted",
+                        self.name, self._pending)  # fmt: skip
+        super().register_death()
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        """Run the job with it marked as held on the board; then leave if this child is spent."""
+        if self.board is not None:
+            self.board.hold(self.slot, job.id)
+        try:
+            super().execute_job(job, queue)
+        finally:
+            if self.board is not None:
+                self.board.release(self.slot)
+                if self._prefetched is not None:  # held too: the supervisor puts it back if this dies
+                    self.board.hold(self.slot, self._prefetched[1])
+        if self._stop_asked():
+            self._hand_back_prefetched()
+        if self._counts_due():
+            self.flush_counts()
+        self.jobs_run += 1
+        if self.max_jobs and self.jobs_run >= self.max_jobs:
+            self._recycle(f"ran {self.jobs_run} jobs (WORKER_MAX_JOBS_PER_CHILD={self.max_jobs})")
+        elif self.max_memory_mb and (used := rss_mb()) > self.max_memory_mb:
+            self._recycle(f"uses {used:.0f} MiB (WORKER_MAX_MEMORY_PER_CHILD_MB={self.max_memory_mb})")
+
+    def _recycle(self, why: str) -> None:
+        log.info("Worker %s %s; leaving to be replaced", self.name, why)
+        self._hand_back_prefetched()
+        self.recycled = why
+        self.asked_to_stop = True
+        compat.request_stop(self)
+
+
+def settle_held(connection: Redis, job_id: str, cause: tuple[str, str] | None = None) -> str:
+    """A pooled child died holding ``job_id``: put it back (or fail it as a poison job) now.
+
+    Dequeued but not started: back to the head of its queue. Started: an orphan, through
+    its run's lease (nothing is written if a sweep settled it already). Finished or failed
+    (it died after writing the outcome): left alone. Returns what was done.
+    """
+    job = JsonJob.fetch_many([job_id], connection=connection)[0]
+    if job is None:
+        return "gone"
+    queue = JsonQueue(job.origin, connection=connection)
+    status = job.get_status(refresh=False)
+    if status == JobStatus.QUEUED:
+        return "requeued" if maintenance.requeue_dequeued(queue, job_id) else "left"
+    if status != JobStatus.STARTED:
+        return "left"
+    registry = StartedJobRegistry(job.origin, connection=connection, job_class=JsonJob)
+    members = lifecycle.started_members(connection, registry.key, job.id)
+    if not members:
+        return "left"
+    lease = Lease(registry.key, tuple(members))
+    requeued = lifecycle.orphaned(job, queue, lease=lease, cause=cause or lifecycle.WORKER_LOST)
+    return "requeued" if requeued else "failed"
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value or "")
+
+
+def forget_worker(connection: Redis, pid: int, hostname: str) -> list[str]:
+    """Remove the registrations of a dead child (by pid and host), so no ghost is listed."""
+    gone = []
+    for key in connection.smembers("rq:workers"):
+        name = key.decode() if isinstance(key, bytes) else str(key)
+        fields = connection.hmget(name, ["pid", "hostname", "queues"])
+        found_pid, found_host, queues = (_text(v) for v in fields)
+        if not found_pid or int(found_pid) != pid or found_host != hostname:
+            continue
+        with connection.pipeline() as pipe:
+            pipe.delete(name)
+            pipe.srem("rq:workers", name)
+            for queue in queues.split(","):
+                if queue:
+                    pipe.srem(f"rq:workers:{queue}", name)
+            pipe.execute()
+        gone.append(name)
+    return gone

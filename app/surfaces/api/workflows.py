@@ -1,0 +1,44 @@
+"""Workflows: ``POST /api/v1/workflows`` and ``GET /api/v1/workflows/<id>``."""
+
+from __future__ import annotations
+
+from flask import Response, jsonify, url_for
+
+from app.core import workflows
+from app.foundation.runtime import runtime
+from app.surfaces.api.blueprint import api
+from app.surfaces.api.bodies import parse_body
+from app.surfaces.api.errors import APIError
+
+#: The body of ``POST /api/v1/workflows``, as messages show it.
+SHAPE = '{"type": "chain"|"group"|"chord", "steps": [{"task", "args"}, ...], "callback": {"task", "args"}}'
+
+
+@api.post("/workflows")
+def create_workflow() -> tuple[Response, int, dict[str, str]]:
+    """Check every step, then create the workflow's jobs."""
+    body = parse_body(
+        workflows.WorkflowBody,
+        shape=SHAPE,
+        status=422,
+        code="invalid_workflow",
+        message="the workflow is malformed",
+        prefix="workflow",
+    )
+    rt = runtime()
+    try:
+        record = workflows.create(body, rt.redis, rt.settings)
+    except workflows.WorkflowError as exc:
+        raise APIError(422, "invalid_workflow", str(exc), exc.details) from None
+    location = url_for("api.get_workflow", workflow_id=record["workflow_id"])
+    out = {"workflow_id": record["workflow_id"], "job_ids": record["job_ids"], "links": {"self": location}}
+    return jsonify(out), 202, {"Location": location}
+
+
+@api.get("/workflows/<workflow_id>")
+def get_workflow(workflow_id: str) -> Response:
+    """The workflow's state, each step's state, and its result."""
+    found = workflows.status(workflow_id, runtime().redis)
+    if found is None:
+        raise APIError(404, "workflow_not_found", f"no workflow with id {workflow_id!r}")
+    return jsonify(found)

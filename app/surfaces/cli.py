@@ -1,0 +1,337 @@
+"""``flask`` commands for operators: enqueue, show, wait for, list, requeue and purge.
+
+Run them with the service's environment (at least ``REDIS_URL``)::
+
+    flask --app app.factory:create_app tasks enqueue add x=2 y=3
+    flask --app app.factory:create_app jobs wait <job_id>
+
+They go through the same modules as the HTTP API (dispatch, states, listing, lifecycle),
+so a job enqueued here is validated, routed and recorded exactly as one sent over HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import click
+from flask import Flask
+from flask.cli import AppGroup, with_appcontext
+from pydantic import ValidationError
+from rq.exceptions import DeserializationError, NoSuchJobError
+
+from app.catalogue.registry import REGISTRY, QueueName
+from app.core.dispatch import EnqueueOptions, JobExistsError, enqueue
+from app.core.lifecycle import JobNotFailed, retry_failed
+from app.core.listing import decode_cursor, list_jobs
+from app.core.queues import JsonJob, all_queues, fetch_job, get_queue
+from app.core.states import State, describe
+from app.foundation.runtime import runtime
+from app.foundation.timeutil import iso
+from app.processes.workers import JsonWorker
+from app.services import services
+from app.tasks.documents import search_chunks
+
+tasks_cli = AppGroup("tasks", help="The task catalogue: list tasks, enqueue one.")
+jobs_cli = AppGroup("jobs", help="Jobs: show, wait for, list failed ones, requeue.")
+queues_cli = AppGroup("queues", help="Queues: counts, purge.")
+workers_cli = AppGroup("workers", help="Workers: who runs, on which queues.")
+documents_cli = AppGroup("documents", help="Ingested documents: search their chunks.")
+
+#: States after which a job changes no more.
+FINAL = frozenset({State.SUCCESS.value, State.FAILURE.value, State.REVOKED.value})
+_QUEUES = click.Choice([q.value for q in QueueName])
+
+
+def init_app(app: Flask) -> None:
+    """Attach the command groups to ``app.cli``."""
+    for group in (tasks_cli, jobs_cli, queues_cli, workers_cli, documents_cli):
+        app.cli.add_command(group)
+    app.cli.add_command(seed_command)
+
+
+def _echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, default=str))
+
+
+def parse_arguments(words: tuple[str, ...]) -> dict[str, Any]:
+    """``x=2 name=Ada`` (each value read as JSON when it is JSON, else as text) or one JSON object."""
+    if len(words) == 1 and words[0].lstrip().startswith("{"):
+        try:
+            value = json.loads(words[0])
+        except ValueError as exc:
+            raise click.BadParameter(f"not valid JSON: {exc}", param_hint="ARGS") from None
+        if not isinstance(value, dict):
+            raise click.BadParameter("a JSON argument must be an object", param_hint="ARGS")
+        return value
+    out: dict[str, Any] = {}
+    for word in words:
+        name, sep, raw = word.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(
+                f"{word!r} is not name=value (or give one JSON object)", param_hint="ARGS"
+            )
+        try:
+            out[name] = json.loads(raw)
+        except ValueError:
+            out[name] = raw
+    return out
+
+
+def _job(job_id: str) -> JsonJob:
+    try:
+        return fetch_job(job_id, runtime().redis)
+    except NoSuchJobError:
+        raise click.ClickException(f"no job with id {job_id!r}") from None
+    except DeserializationError:
+        raise click.ClickException(
+            f"job {job_id!r} is not stored as JSON; it was not written by this service"
+        ) from None
+
+
+@tasks_cli.command("list")
+def list_tasks() -> None:
+    """The catalogue: each task's queue, limits and retries (in force, after TASK_OVERRIDES)."""
+    for spec in REGISTRY:
+        flags = f" overridden: {', '.join(spec.overridden)}" if spec.overridden else ""
+        rate = f" rate {spec.rate_limit.text}" if spec.rate_limit else ""
+        click.echo(
+            f"{spec.name:<28} queue {spec.queue.value:<8} time limit {spec.time_limit:>5} s"
+            f"  retries {spec.retry.max_retries}{rate}{flags}"
+        )
+
+
+@tasks_cli.command("enqueue")
+@click.argument("task")
+@click.argument("args", nargs=-1)
+@click.option("--queue", type=_QUEUES, help="Another queue than the task's.")
+@click.option("--countdown", type=float, help="Seconds to wait before it runs.")
+@click.option("--job-id", help="Choose the job's id.")
+@click.option("--wait", "wait_", is_flag=True, help="Wait for the job to end, with a progress bar.")
+@click.option("--timeout", type=float, default=None, help="With --wait: give up after this many seconds.")
+def enqueue_task(
+    task: str,
+    args: tuple[str, ...],
+    queue: str | None,
+    countdown: float | None,
+    job_id: str | None,
+    wait_: bool,
+    timeout: float | None,
+) -> None:
+    """Validate ARGS (x=2 y=3, or '{"x": 2, "y": 3}') as the API does and enqueue TASK; print the job id."""
+    spec = REGISTRY.get(task)
+    if spec is None:
+        raise click.ClickException(f"no task named {task!r}; `flask tasks list` lists them")
+    try:
+        model = spec.validate(parse_arguments(args))
+        options = EnqueueOptions.model_validate(
+            {
+                k: v
+                for k, v in {"queue": queue, "countdown": countdown, "job_id": job_id}.items()
+                if v is not None
+            }
+        )
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'args'}: {err['msg']}"
+            for err in exc.errors(include_url=False)
+        )
+        raise click.ClickException(f"invalid input for task {task!r}: {problems}") from None
+    rt = runtime()
+    try:
+        job = enqueue(
+            spec,
+            model,
+            rt.redis,
+            options,
+            default_result_ttl=rt.settings.result_ttl,
+            failure_ttl=rt.settings.failed_job_ttl,
+        )
+    except JobExistsError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(job.id)
+    if wait_:
+        _wait(job.id, timeout, interval=0.2)
+
+
+@jobs_cli.command("show")
+@click.argument("job_id")
+def show_job(job_id: str) -> None:
+    """A job as GET /api/v1/jobs/<id> shows it (JSON)."""
+    _echo_json(describe(_job(job_id)))
+
+
+@jobs_cli.command("wait")
+@click.argument("job_id")
+@click.option("--timeout", type=float, default=None, help="Give up after this many seconds (exit status 2).")
+@click.option("--interval", type=float, default=0.2, show_default=True, help="Seconds between looks.")
+def wait_job(job_id: str, timeout: float | None, interval: float) -> None:
+    """Show a live progress bar until the job ends; exit 0 on SUCCESS, 1 on FAILURE or REVOKED."""
+    _wait(job_id, timeout, interval)
+
+
+def _wait(job_id: str, timeout: float | None, interval: float) -> None:
+    deadline = None if timeout is None else time.monotonic() + timeout
+    job = _job(job_id)
+    view = describe(job)
+    with click.progressbar(length=100, label=f"{view['task']} {job_id}", show_percent=True) as bar:
+        done = 0
+        while True:
+            job.refresh()
+            view = describe(job)
+            progress = view.get("progress") or {}
+            percent = int(progress.get("percent") or 0) if view["state"] not in FINAL else 100
+            if view["state"] == State.SUCCESS.value or percent > done:
+                bar.update(max(0, min(100, percent) - done))
+                done = max(done, min(100, percent))
+            bar.label = _label(view, job_id, progress)
+            if view["state"] in FINAL:
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                click.echo(f"\ntimed out after {timeout} s; the job is {view['state']}", err=True)
+                raise SystemExit(2)
+            time.sleep(interval)
+    click.echo(f"{view['state']}")
+    if view["state"] == State.SUCCESS.value:
+        _echo_json(view["result"])
+        return
+    error = view.get("error") or {}
+    if error:
+        click.echo(f"{error.get('type')}: {error.get('message')}", err=True)
+    raise SystemExit(1)
+
+
+def _label(view: dict[str, Any], job_id: str, progress: dict[str, Any]) -> str:
+    """The bar's label: task, job, state, and the stage and message the task last reported."""
+    parts = [str(view["task"]), job_id, str(view["state"])]
+    if progress.get("stage") and view["state"] not in FINAL:
+        parts.append(str(progress["stage"]))
+    if progress.get("message") and view["state"] not in FINAL:
+        parts.append(str(progress["message"])[:60])
+    return " ".join(parts)
+
+
+def _failed_jobs(task: str | None, queue: str | None) -> list[dict[str, Any]]:
+    redis = runtime().redis
+    out: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        page, next_cursor = list_jobs(redis, State.FAILURE, task, queue, cursor, 500)
+        out.extend(page)
+        if next_cursor is None:
+            return out
+        cursor = decode_cursor(next_cursor)
+
+
+@documents_cli.command("search")
+@click.argument("query")
+@click.option("--limit", type=click.IntRange(1, 50), default=5, show_default=True, help="How many chunks.")
+def search_documents(query: str, limit: int) -> None:
+    """The ingested chunks nearest to QUERY, with their scores (as GET /api/v1/search)."""
+    embedder = services().embedder
+    results = search_chunks(runtime().engine, embedder, query, limit)
+    if not results:
+        click.echo(f"no chunks embedded by {embedder.name} yet", err=True)
+        raise SystemExit(1)
+    for hit in results:
+        text = " ".join(hit["text"].split())
+        click.echo(f"{hit['score']:.4f}  {hit['path']} #{hit['position']}  {text[:100]}")
+
+
+@jobs_cli.command("failed")
+@click.option("--task", help="Only jobs of this task.")
+@click.option("--queue", type=_QUEUES, help="Only jobs of this queue.")
+def failed_jobs(task: str | None, queue: str | None) -> None:
+    """Failed jobs (the dead-letter view), newest first: id, task, queue, when, error."""
+    jobs = _failed_jobs(task, queue)
+    for view in jobs:
+        error = view.get("error") or {}
+        click.echo(
+            f"{view['job_id']}  {view['task']}  {view['queue']}  {view['ended_at']}  "
+            f"{error.get('type', '')}: {error.get('message', '')}"
+        )
+    click.echo(f"{len(jobs)} failed job(s)", err=True)
+
+
+@jobs_cli.command("requeue")
+@click.argument("job_ids", nargs=-1)
+@click.option("--all", "all_", is_flag=True, help="Every failed job (of --task / --queue, if given).")
+@click.option("--task", help="With --all: only jobs of this task.")
+@click.option("--queue", type=_QUEUES, help="With --all: only jobs of this queue.")
+def requeue(job_ids: tuple[str, ...], all_: bool, task: str | None, queue: str | None) -> None:
+    """Put failed jobs back on their queues for a fresh run: JOB_IDS, or --all [--task T] [--queue Q]."""
+    if bool(job_ids) == all_:
+        raise click.UsageError("give job ids, or --all (with --task / --queue to narrow it)")
+    if not all_ and (task or queue):
+        raise click.UsageError("--task and --queue go with --all")
+    ids = list(job_ids) if job_ids else [view["job_id"] for view in _failed_jobs(task, queue)]
+    requeued = 0
+    for job_id in ids:
+        try:
+            retry_failed(_job(job_id))
+        except JobNotFailed as exc:
+            if not all_:
+                raise click.ClickException(str(exc)) from None
+            continue  # retried meanwhile by someone else
+        click.echo(f"requeued {job_id}")
+        requeued += 1
+    click.echo(f"{requeued} job(s) requeued", err=True)
+
+
+@queues_cli.command("show")
+def show_queues() -> None:
+    """Per queue: waiting, started, scheduled, deferred, failed, finished counts."""
+    click.echo(
+        f"{'queue':<10}{'waiting':>9}{'started':>9}{'scheduled':>11}{'deferred':>10}{'failed':>8}{'finished':>10}"
+    )
+    for queue in all_queues(runtime().redis):
+        click.echo(
+            f"{queue.name:<10}{queue.count:>9}{queue.started_job_registry.count:>9}"
+            f"{queue.scheduled_job_registry.count:>11}{queue.deferred_job_registry.count:>10}"
+            f"{queue.failed_job_registry.count:>8}{queue.finished_job_registry.count:>10}"
+        )
+
+
+@queues_cli.command("purge")
+@click.argument("queue", type=_QUEUES)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def purge_queue(queue: str, yes: bool) -> None:
+    """Delete every job waiting in QUEUE (running, failed and finished jobs are left alone)."""
+    target = get_queue(queue, runtime().redis)
+    count = target.count
+    if not yes:
+        click.confirm(f"delete the {count} job(s) waiting in {queue!r}?", abort=True)
+    removed = target.empty()
+    click.echo(f"purged {removed} job(s) from {queue}")
+
+
+@workers_cli.command("show")
+def show_workers() -> None:
+    """Every registered worker: name, host, pid, state, queues, current job, counts, last heartbeat."""
+    workers = sorted(JsonWorker.all(connection=runtime().redis), key=lambda w: w.name)
+    for worker in workers:
+        state = worker.get_state()
+        click.echo(
+            f"{worker.name}  {worker.hostname}:{worker.pid}  {getattr(state, 'value', state)}  "
+            f"queues {','.join(worker.queue_names())}  job {worker.get_current_job_id() or '-'}  "
+            f"ok {worker.successful_job_count} failed {worker.failed_job_count}  "
+            f"heartbeat {iso(worker.last_heartbeat)}"
+        )
+    click.echo(f"{len(workers)} worker(s)", err=True)
+
+
+# --- development data (issue 9) --------------------------------------------------------------------
+
+
+@click.command("seed")
+@with_appcontext
+@click.option("--users", default=1000, show_default=True, type=click.IntRange(1, 10_000_000))
+@click.option("--hours", default=48, show_default=True, type=click.IntRange(0, 24 * 366))
+def seed_command(users: int, hours: int) -> None:
+    """Fill the database (DATABASE_URL, migrated) with realistic development data for the data tasks."""
+    from app.surfaces.seed import seed
+
+    started = time.monotonic()
+    counts = seed(runtime().engine, users=users, hours=hours)
+    _echo_json({"added": counts.as_dict(), "seconds": round(time.monotonic() - started, 2)})
