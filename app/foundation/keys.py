@@ -112,6 +112,11 @@ def series_hour(hour: str) -> str:
     return _key("series", "hour", hour)
 
 
+def bulk(bulk_id: str) -> str:
+    """A bulk action's progress: action, filter, matched, done, skipped, failed, by whom (a hash, a day)."""
+    return _key("bulk", bulk_id)
+
+
 def console_audit() -> str:
     """The console's latest actions, newest first (a capped list of JSON strings)."""
     return _key("console", "audit")
