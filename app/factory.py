@@ -23,7 +23,7 @@ from app.foundation import outages, runtime
 from app.foundation.config import Settings, load_or_exit
 from app.ops import observability, series
 from app.ops.logs import configure_logging
-from app.surfaces import cli, dashboard
+from app.surfaces import cli, console, dashboard
 from app.surfaces.api import api, probes
 from app.surfaces.api import metrics as metrics_api
 from app.surfaces.api.bodies import LingeringClose
@@ -56,6 +56,7 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     metrics_api.init_app(app)
     app.register_blueprint(docs)
     dashboard.init_app(app, settings)
+    console.init_app(app)
     cli.init_app(app)
     app.wsgi_app = LingeringClose(app.wsgi_app)  # type: ignore[method-assign]
     return app
