@@ -79,8 +79,9 @@ def line_chart(
         )
     if xs:
         for i in sorted({0, (n - 1) // 2, n - 1}):
+            anchor = "start" if i == 0 and n > 1 else "end" if i == n - 1 and n > 1 else "middle"
             parts.append(
-                f'<text class="tick" x="{x_at(i):.1f}" y="{HEIGHT - _BOTTOM + 16}" text-anchor="middle">'
+                f'<text class="tick" x="{x_at(i):.1f}" y="{HEIGHT - _BOTTOM + 16}" text-anchor="{anchor}">'
                 f"{escape(_clock(xs[i], span))}</text>"
             )
     for label, css, values in lines:

@@ -52,18 +52,24 @@ def _overview_context() -> dict[str, Any]:
     points = data.chart_points(redis, span, name)
     label = "all jobs" if name == series.ALL else name.replace("t:", "task ").replace("q:", "queue ")
     charts = [
-        line_chart(
-            f"Jobs ended per point, {label}, last {span}",
-            points["xs"],
-            [("succeeded", "ok", points["success"]), ("failed", "bad", points["failure"])],
-            chart_id="chart-throughput",
+        (
+            f"Jobs ended, {label}",
+            line_chart(
+                f"Jobs ended per point, {label}, last {span}",
+                points["xs"],
+                [("succeeded", "ok", points["success"]), ("failed", "bad", points["failure"])],
+                chart_id="chart-throughput",
+            ),
         ),
-        line_chart(
-            f"Run time, {label}, last {span}",
-            points["xs"],
-            [("p50", "p50", points["p50"]), ("p95", "p95", points["p95"])],
-            unit="ms",
-            chart_id="chart-runtime",
+        (
+            f"Run time, {label}",
+            line_chart(
+                f"Run time, {label}, last {span}",
+                points["xs"],
+                [("p50", "p50", points["p50"]), ("p95", "p95", points["p95"])],
+                unit="ms",
+                chart_id="chart-runtime",
+            ),
         ),
     ]
     return {
@@ -147,7 +153,15 @@ def job(job_id: str) -> str:
 
 @console.get("/queues")
 def queues() -> str:
-    return render_template("console/queues.html", page="queues", queues=data.queues(runtime().redis))
+    redis = runtime().redis
+    found = data.queues(redis)
+    charts = []
+    for queue in found:
+        points = data.chart_points(redis, "1h", f"q:{queue['name']}")
+        lines = [("succeeded", "ok", points["success"]), ("failed", "bad", points["failure"])]
+        charts.append((queue["name"], line_chart(f"queue {queue['name']}", points["xs"], lines,
+                                                 chart_id=f"chart-queue-{queue['name']}")))  # fmt: skip
+    return render_template("console/queues.html", page="queues", queues=found, charts=charts)
 
 
 def _workflow(workflow_id: str) -> dict[str, Any]:
