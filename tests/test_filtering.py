@@ -34,6 +34,7 @@ def test_text_is_parsed_into_terms_and_back() -> None:
         ("state:nope", "state"),
         ("queue:nope", "queue"),
         ("since:yesterday", "since"),
+        ("since:8224141w", "since"),
         ("colour:red", "colour"),
         ("add", "add"),
         ("task:a task:b", "task"),

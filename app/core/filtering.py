@@ -13,7 +13,7 @@ JSON ``filter`` object of a bulk action (``{"state", "task", "queue", "since", "
   equal argument; a string argument also matches the value's plain text, so ``args.user_id:42``
   finds ``42`` and ``"42"``. A task's sensitive arguments never match (a filter cannot probe them).
 * ``since``: jobs whose latest time (ended, else started, else enqueued, else created) is at
-  most that long ago: a number and a unit, ``90s``, ``15m``, ``1h``, ``7d``, ``2w``.
+  most that long ago: a number and a unit, ``90s``, ``15m``, ``1h``, ``7d``, ``2w`` (at most 366 days).
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ SYNTAX = "state:failure task:call_external_api args.user_id:42 queue:low since:1
 KEYS = ("state", "task", "queue", "since")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _SINCE = re.compile(r"^\s*(\d{1,7})\s*([smhdw])\s*$")
+#: Longest ``since`` accepted: a year (jobs are not kept that long).
+MAX_SINCE = 366 * 86400
 #: Longest filter text, and most argument terms, accepted.
 MAX_CHARS = 2000
 MAX_ARGS = 10
@@ -173,7 +175,10 @@ def parse_since(raw: str, field: str = "since") -> int:
     found = _SINCE.match(raw)
     if not found:
         raise FilterError(field, f"{raw!r} is not a duration such as 90s, 15m, 1h, 7d or 2w")
-    return int(found.group(1)) * _UNITS[found.group(2)]
+    seconds = int(found.group(1)) * _UNITS[found.group(2)]
+    if seconds > MAX_SINCE:
+        raise FilterError(field, f"at most {MAX_SINCE // 86400} days")
+    return seconds
 
 
 def _path(raw: str, field: str) -> str:

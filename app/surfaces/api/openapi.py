@@ -440,7 +440,7 @@ def _other_paths() -> dict[str, Any]:
                         "name": "since",
                         "in": "query",
                         "description": "Only jobs whose latest time (ended, started, enqueued, created) "
-                        "is at most this long ago: 90s, 15m, 1h, 7d, 2w",
+                        "is at most this long ago: 90s, 15m, 1h, 7d, 2w (at most 366 days)",
                         "schema": {"type": "string", "pattern": "^[0-9]{1,7}[smhdw]$"},
                     },
                     {"name": "cursor", "in": "query", "schema": {"type": "string"}},
