@@ -11,9 +11,12 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from rq.job import JobStatus
 
 from app import create_app
+from app.core.queues import JsonJob
 from app.foundation.config import ConfigError, Settings
+from app.foundation.meta import Meta
 from app.ops import metrics
 from app.surfaces.console import graph
 from tests.conftest import DASHBOARD, make_env
@@ -211,3 +214,14 @@ def test_a_graph_of_ten_thousand_steps_stays_small() -> None:
     chord = {"type": "chord", "steps": [{"task": "add"}, {"task": "add"}], "callback": {"task": "tsum"}}
     drawn = graph.svg(graph.tree(chord, ["a", "b", "c"]), {"a": "SUCCESS", "b": "STARTED"}, "/j/{id}")
     assert drawn.count('class="edge"') == 2 and 'data-state="EXPIRED"' in drawn
+
+
+def test_a_running_job_shows_its_progress(console_app: Flask, web: FlaskClient, auth: dict[str, str]) -> None:
+    job_id = _enqueue(web, auth, "add", {"x": 1, "y": 2})
+    job = JsonJob.fetch(job_id, connection=console_app.extensions["tasklane"].redis)
+    job.meta[Meta.PROGRESS] = {"current": 3, "total": 4, "percent": 75.0, "stage": "copying"}
+    job.save_meta()
+    job.set_status(JobStatus.STARTED)
+    html = web.get(f"/console/jobs/{job_id}", headers=OPERATOR).get_data(as_text=True)
+    assert '<progress id="progress" max="100" value="75.0">' in html and "copying" in html
+    assert 'class="state st-PROGRESS"' in html

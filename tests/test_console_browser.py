@@ -150,6 +150,7 @@ def test_console_in_a_real_browser(browser: Any, start: Starter, rconn: redis.Re
     page.goto(f"{base}/console/jobs/{failing[0]}")
     page.wait_for_selector("#job-state:text-is('SUCCESS')")
     page.wait_for_selector("#timeline li.ev-success")
+    assert "FileNotFoundError" in page.locator("#timeline li.ev-attempt").inner_text()  # the failed run
     page.wait_for_selector(f"#result:has-text('here now: {files[0].name}')")
     _shot(page, "04-job")
 
