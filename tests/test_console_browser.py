@@ -168,6 +168,24 @@ def test_console_in_a_real_browser(browser: Any, start: Starter, rconn: redis.Re
     assert page.locator("svg.workflow rect.node.st-SUCCESS").count() == 5
     _shot(page, "06-workflow")
 
+    # A running workflow's graph updates by itself: the slow first step shows running, then every
+    # node turns to success without a reload.
+    chain = {
+        "type": "chain",
+        "steps": [
+            {"task": "slow_touch", "args": {"path": str(tmp_path / "slow"), "seconds": 3, "steps": 3}},
+            {"task": "add", "args": {"x": 1, "y": 1}},
+        ],
+    }
+    running = _post(base, "/api/v1/workflows", chain)
+    _until(base, running["job_ids"][0], "STARTED", "PROGRESS")
+    page.goto(f"{base}/console/workflows/{running['workflow_id']}")
+    page.wait_for_selector("svg.workflow rect.node.st-PROGRESS, svg.workflow rect.node.st-STARTED")
+    assert page.locator("svg.workflow rect.node.st-PENDING").count() == 1
+    _shot(page, "08-workflow-running")
+    page.wait_for_selector("svg.workflow rect.node.st-SUCCESS >> nth=1", timeout=20_000)
+    assert page.locator(".live").count() == 0  # finished: the refreshing stopped
+
     assert operator.errors == [] and operator.external == []
     operator.close()
 
