@@ -188,6 +188,7 @@ def main() -> None:
             "/console/jobs?q=since:1h",
             f"/console/jobs/{some_job}",
             "/console/queues",
+            "/console/schedules",
             f"/console/workflows/{workflow_id}",
         ]
         print(f"\n{'page':<58} {'p50 ms':>8} {'p90 ms':>8}")

@@ -225,3 +225,20 @@ def test_a_running_job_shows_its_progress(console_app: Flask, web: FlaskClient, 
     html = web.get(f"/console/jobs/{job_id}", headers=OPERATOR).get_data(as_text=True)
     assert '<progress id="progress" max="100" value="75.0">' in html and "copying" in html
     assert 'class="state st-PROGRESS"' in html
+
+
+def test_the_schedules_page_lists_periodic_jobs_with_their_week(console_app: Flask, web: FlaskClient) -> None:
+    redis = console_app.extensions["tasklane"].redis
+    with redis.pipeline() as pipe:
+        for _ in range(3):
+            metrics.record_job(pipe, "health_check", "success", 0.2)
+        metrics.record_job(pipe, "health_check", "failure")
+        pipe.execute()
+    html = web.get("/console/schedules", headers=OPERATOR).get_data(as_text=True)
+    row = re.search(r'<tr data-schedule="[^"]*health_check[^"]*">(.*?)</tr>', html, re.S)
+    assert row and "every 300 s" in row.group(1)
+    assert re.findall(r'polyline class="(ok|bad)"[^>]*data-total="(\d+)"', row.group(1)) == [
+        ("ok", "3"),
+        ("bad", "1"),
+    ]
+    assert '<tr data-schedule="' in html and "analytics_aggregation" in html and "5 * * * *" in html

@@ -160,6 +160,11 @@ def test_console_in_a_real_browser(browser: Any, start: Starter, rconn: redis.Re
     page.wait_for_selector("#chart-queue-default g.ok circle")
     _shot(page, "05-queues")
 
+    # Schedules: the catalogue's periodic jobs with their week.
+    page.goto(f"{base}/console/schedules")
+    page.wait_for_selector("#schedules tr[data-schedule] >> text=health_check")
+    _shot(page, "05b-schedules")
+
     # Workflow: a node per step, coloured by state; a step's page links to it.
     page.goto(f"{base}/console/jobs/{workflow['job_ids'][-1]}")
     page.click("#workflow-link")

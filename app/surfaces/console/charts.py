@@ -117,3 +117,23 @@ def sparkbar(parts: Sequence[tuple[str, int]], width: int = 160, height: int = 1
         x += w
     out.append("</svg>")
     return Markup("".join(out))
+
+
+def sparkline(
+    lines: Sequence[tuple[str, str, Sequence[float]]], width: int = 180, height: int = 28
+) -> Markup:
+    """A small chart without axes: one polyline per (label, css class, values), sharing one scale."""
+    top = max((v for _, _, values in lines for v in values), default=0.0) or 1.0
+    out = [f'<svg class="sparkline" viewBox="0 0 {width} {height}" width="{width}" height="{height}">']
+    for label, css, values in lines:
+        n = max(len(values) - 1, 1)
+        coords = " ".join(
+            f"{width * i / n:.1f},{height - 2 - (height - 4) * v / top:.1f}" for i, v in enumerate(values)
+        )
+        total = sum(values)
+        out.append(
+            f'<polyline class="{escape(css)}" points="{coords}" data-total="{total:g}">'
+            f"<title>{escape(label)}: {total:,.0f}</title></polyline>"
+        )
+    out.append("</svg>")
+    return Markup("".join(out))

@@ -15,13 +15,14 @@ from app.core.queues import JsonJob, fetch_job
 from app.foundation import defaults
 from app.foundation.runtime import runtime
 from app.ops import series
+from app.processes.scheduling import schedules as periodic_entries
 from app.surfaces.api.bodies import json_object
 from app.surfaces.api.errors import APIError, error_response
 from app.surfaces.api.jobs import run_bulk
 from app.surfaces.console import data
 from app.surfaces.console.access import audit, current_user, recent_actions
 from app.surfaces.console.blueprint import console
-from app.surfaces.console.charts import line_chart
+from app.surfaces.console.charts import line_chart, sparkline
 from app.surfaces.console.graph import svg, tree
 
 #: Seconds between the overview's refreshes.
@@ -162,6 +163,24 @@ def queues() -> str:
         charts.append((queue["name"], line_chart(f"queue {queue['name']}", points["xs"], lines,
                                                  chart_id=f"chart-queue-{queue['name']}")))  # fmt: skip
     return render_template("console/queues.html", page="queues", queues=found, charts=charts)
+
+
+@console.get("/schedules")
+def schedules() -> str:
+    """The catalogue's periodic jobs: their next run and a week of their outcomes."""
+    redis = runtime().redis
+    rows = []
+    for entry in periodic_entries(redis):
+        points = data.chart_points(redis, "7d", f"t:{entry['task']}")
+        lines = [("succeeded", "ok", points["success"]), ("failed", "bad", points["failure"])]
+        rows.append(
+            {
+                **entry,
+                "history": sparkline(lines),
+                "ran": int(sum(points["success"]) + sum(points["failure"])),
+            }
+        )
+    return render_template("console/schedules.html", page="schedules", schedules=rows)
 
 
 def _workflow(workflow_id: str) -> dict[str, Any]:
