@@ -120,6 +120,16 @@ def test_console_in_a_real_browser(browser: Any, start: Starter, rconn: redis.Re
 
     # Jobs: the filter box finds a job by its argument.
     page.goto(f"{base}/console/jobs")
+    # The box suggests terms and their values: "ta" -> task:, "task:needs" -> task:needs_file.
+    page.click("#filter")
+    page.keyboard.type("ta")
+    page.wait_for_selector("#filter-suggestions li:text-is('task:')")
+    page.keyboard.press("Tab")
+    page.keyboard.type("needs")
+    page.wait_for_selector("#filter-suggestions li:text-is('task:needs_file')")
+    _shot(page, "02a-jobs-filter-suggestions")
+    page.keyboard.press("Tab")
+    assert page.input_value("#filter") == "task:needs_file "
     page.fill("#filter", f'state:failure args.path:"{files[1]}"')
     page.press("#filter", "Enter")
     page.wait_for_selector(f"#jobs tr[data-job-id='{failing[1]}']")

@@ -7,11 +7,12 @@ from typing import Any
 from flask import Response, abort, jsonify, render_template, request, url_for
 from rq.exceptions import DeserializationError, NoSuchJobError
 
-from app.catalogue.registry import REGISTRY
+from app.catalogue.registry import REGISTRY, QueueName
 from app.core import bulk, filtering
 from app.core.lifecycle import JobFinished, JobNotFailed, retry_failed, revoke
 from app.core.listing import decode_cursor, list_jobs
 from app.core.queues import JsonJob, fetch_job
+from app.core.states import State
 from app.foundation import defaults
 from app.foundation.runtime import runtime
 from app.ops import series
@@ -136,6 +137,12 @@ def jobs() -> str:
         if next_cursor
         else None,
         first_page=raw_cursor is None,
+        suggestions={
+            "state": [st.value.lower() for st in State],
+            "task": [spec.name for spec in REGISTRY.all_declared()],
+            "queue": [q.value for q in QueueName],
+            "since": ["15m", "1h", "24h", "7d"],
+        },
     )
 
 

@@ -97,7 +97,69 @@
       });
   }
 
+  // The filter box suggests terms: the keys, then the values a key takes (states, tasks, queues).
+  function suggest(form) {
+    var input = form.querySelector("#filter");
+    var list = form.querySelector("#filter-suggestions");
+    var values = JSON.parse(form.getAttribute("data-suggest") || "{}");
+    var keys = ["state:", "task:", "queue:", "since:", "args."];
+    function currentWord() {
+      var upto = input.value.slice(0, input.selectionStart === null ? input.value.length : input.selectionStart);
+      var start = upto.lastIndexOf(" ") + 1;
+      return { start: start, word: upto.slice(start) };
+    }
+    function options(word) {
+      var colon = word.indexOf(":");
+      if (colon < 0) {
+        return keys.filter(function (k) { return k.indexOf(word.toLowerCase()) === 0 && word.length < k.length; });
+      }
+      var key = word.slice(0, colon).toLowerCase();
+      var typed = word.slice(colon + 1).toLowerCase();
+      return (values[key] || [])
+        .filter(function (v) { return v.toLowerCase().indexOf(typed) === 0 && v.toLowerCase() !== typed; })
+        .slice(0, 12)
+        .map(function (v) { return key + ":" + v; });
+    }
+    function choose(choice) {
+      var at = currentWord();
+      var rest = input.value.slice(at.start + at.word.length).replace(/^\S*\s*/, "");
+      var spacer = /[:.]$/.test(choice) ? "" : " ";
+      input.value = input.value.slice(0, at.start) + choice + spacer + rest;
+      var caret = at.start + choice.length + spacer.length;
+      input.setSelectionRange(caret, caret);
+      input.focus();
+      render();
+    }
+    function render() {
+      var found = options(currentWord().word);
+      list.innerHTML = "";
+      found.forEach(function (text) {
+        var item = document.createElement("li");
+        item.setAttribute("role", "option");
+        item.textContent = text;
+        item.addEventListener("mousedown", function (event) {
+          event.preventDefault();
+          choose(text);
+        });
+        list.appendChild(item);
+      });
+      list.hidden = found.length === 0;
+    }
+    input.addEventListener("input", render);
+    input.addEventListener("focus", render);
+    input.addEventListener("blur", function () { list.hidden = true; });
+    input.addEventListener("keydown", function (event) {
+      if (event.key === "Tab" && !list.hidden && list.firstChild) {
+        event.preventDefault();
+        choose(list.firstChild.textContent);
+      } else if (event.key === "Escape") {
+        list.hidden = true;
+      }
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
+    Array.prototype.forEach.call(document.querySelectorAll("form[data-suggest]"), suggest);
     Array.prototype.forEach.call(document.querySelectorAll("[data-refresh-url]"), refresh);
     Array.prototype.forEach.call(document.querySelectorAll("[data-bulk-action]"), function (button) {
       button.addEventListener("click", function () { bulkAction(button); });
