@@ -5,7 +5,8 @@ A standalone script: it starts its own redis-server on a free loopback port, fil
 fifth waiting, over the three queues), a week of per-minute and per-hour outcome series for
 a dozen tasks (as the workers write them), and a workflow as large as allowed; then it times every
 console page through Flask's test client (the whole view: auth, Redis reads, rendering;
-not gunicorn or the network) and prints p50/p90 per page after a few untimed requests.
+not gunicorn or the network) and prints p50/p90 per page after a few untimed requests; then how
+long a bulk action takes to find its jobs (a dry run) for three filters.
 """
 
 from __future__ import annotations
@@ -196,6 +197,20 @@ def main() -> None:
             times = time_page(client, url, headers, options.samples)
             p50, p90 = quantile(times, 0.5) * 1000, quantile(times, 0.9) * 1000
             print(f"{url[:58]:<58} {p50:>8.1f} {p90:>8.1f}", flush=True)
+        print(f"\n{'bulk dry run (matching only), body filter':<58} {'matched':>8} {'seconds':>8}")
+        bearer = {"Authorization": f"Bearer {TOKEN}"}
+        for body_filter in ({"state": "FAILURE"}, {"args": {"x": 77}}, {}):
+            t0 = time.perf_counter()
+            answer = client.post(
+                "/api/v1/jobs/bulk",
+                json={"action": "retry", "filter": body_filter, "dry_run": True},
+                headers=bearer,
+            ).get_json()
+            took = time.perf_counter() - t0
+            print(
+                f"{body_filter!s:<58} {answer.get('matched') or answer['error']['code']!s:>8} {took:>8.1f}",
+                flush=True,
+            )
     finally:
         proc.terminate()
         proc.wait(10)

@@ -10,7 +10,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from rq.serializers import JSONSerializer
 
-from app.core import filtering
+from app.core import bulk, filtering
 from app.core.execution import ExecutingJob
 from app.core.queues import JsonQueue
 from app.core.states import State
@@ -185,3 +185,24 @@ def test_the_openapi_document_describes_bulk_and_the_new_filters(fake_app: Flask
     assert "/api/v1/jobs/bulk/{bulk_id}" in doc["paths"]
     listing = doc["paths"]["/api/v1/jobs"]["get"]
     assert "since" in {p["name"] for p in listing["parameters"]} and "args.<path>" in listing["description"]
+
+
+def test_matching_past_the_cap_or_the_time_budget_is_refused(
+    app: Flask, client: FlaskClient, auth: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bulk action matches at most MAX_MATCHED jobs, within MATCH_SECONDS (it runs in the request):
+    past either, it is refused (422 too_many_jobs) rather than cut short or timed out."""
+    redis = app.extensions["tasklane"].redis
+    monkeypatch.setattr(bulk, "PAGE", 2)  # several listing pages for 5 jobs
+    for n in range(5):
+        _enqueue(client, auth, "add", {"x": n, "y": 0})
+    assert len(bulk.matching_ids(redis, filtering.JobFilter())) == 5
+    with pytest.raises(bulk.TooMany, match="more than 3 jobs"):
+        bulk.matching_ids(redis, filtering.JobFilter(), cap=3)
+    with pytest.raises(bulk.TooMany, match="took more than 0 s"):
+        bulk.matching_ids(redis, filtering.JobFilter(), budget=0)
+    monkeypatch.setattr(bulk, "MAX_MATCHED", 3)
+    monkeypatch.setattr(bulk.matching_ids, "__defaults__", (3, None, bulk.MATCH_SECONDS))
+    response = client.post("/api/v1/jobs/bulk", json={"action": "delete", "filter": {}}, headers=auth)
+    assert response.status_code == 422 and response.get_json()["error"]["code"] == "too_many_jobs"
+    assert redis.llen("rq:queue:default") == 5

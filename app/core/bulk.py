@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from enum import StrEnum
@@ -36,6 +37,8 @@ log = logging.getLogger("tasklane.bulk")
 MAX_MATCHED = 100_000
 #: Jobs listed per listing page while matching.
 PAGE = 500
+#: Longest the matching may take (it runs in the request, under gunicorn's 30 s timeout).
+MATCH_SECONDS = 20.0
 #: How long a bulk action's progress is kept.
 PROGRESS_TTL = 86400
 
@@ -47,7 +50,7 @@ class Action(StrEnum):
 
 
 class TooMany(Exception):
-    """The filter matches more jobs than one bulk action may act on."""
+    """The filter matches more jobs than one bulk action may act on, or takes too long to match."""
 
 
 def progress_key(bulk_id: str) -> str:
@@ -59,9 +62,14 @@ def _job_id(job: Job) -> str:
 
 
 def matching_ids(
-    redis: Redis, job_filter: JobFilter, cap: int = MAX_MATCHED, now: float | None = None
+    redis: Redis,
+    job_filter: JobFilter,
+    cap: int = MAX_MATCHED,
+    now: float | None = None,
+    budget: float = MATCH_SECONDS,
 ) -> list[str]:
-    """Every matching job's id, newest first; TooMany past ``cap``."""
+    """Every matching job's id, newest first; TooMany past ``cap`` jobs or ``budget`` seconds."""
+    deadline = time.monotonic() + budget
     found: list[str] = []
     seen: set[str] = set()
     cursor = None
@@ -78,6 +86,11 @@ def matching_ids(
             raise TooMany(f"the filter matches more than {cap} jobs; narrow it")
         if next_cursor is None:
             return found
+        if time.monotonic() > deadline:
+            raise TooMany(
+                f"matching took more than {budget:g} s ({len(found)} jobs so far); "
+                "narrow the filter with task:, queue: or state:"
+            )
         cursor = decode_cursor(next_cursor)
 
 
