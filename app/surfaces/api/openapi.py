@@ -471,7 +471,7 @@ def _other_paths() -> dict[str, Any]:
                     "202": _ok("Matched and started", _ref("BulkStarted")),
                     "400": _error(400),
                     "401": _error(401),
-                    "422": _error(422, "Bad action or filter, or more than 100,000 jobs match"),
+                    "422": _error(422, "Bad action or filter; over 100,000 jobs match or matching took 20 s"),
                 },
             }
         },
