@@ -242,6 +242,10 @@ def _common_schemas() -> dict[str, Any]:
                 "retries": {"type": "integer"},
                 "attempts": {"type": "array", "items": {"type": "object"}},
                 "next_retry_at": nullable_time,
+                "scheduled_for": {
+                    **nullable_time,
+                    "description": "when a delayed job is due (countdown, eta, retry)",
+                },
                 "enqueued_at": nullable_time,
                 "started_at": nullable_time,
                 "ended_at": nullable_time,
