@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import socket
+import time
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 from conftest import Clock, Peer, error
@@ -126,3 +128,26 @@ def test_eta_now_in_utc_is_sent_as_is(peer: Peer) -> None:
     Client(peer.url, "t").enqueue("add", {}, eta="2030-01-01T00:00:00Z")
     assert peer.seen[0].body["options"]["eta"] == "2030-01-01T00:00:00Z"
     assert datetime.now(UTC).year < 2030
+
+
+def test_a_post_whose_answer_is_lost_is_not_sent_again(peer: Peer, clock: Clock) -> None:
+    """A read timeout after the request went out: a GET is asked again; a POST without an idempotency
+    key is not (it may have enqueued its job), with one carrying a key it is."""
+
+    def slow(seen: Any) -> Any:
+        time.sleep(0.3)
+        return 202, JOB
+
+    peer.script[("POST", "/api/v1/tasks/add")] = slow
+    peer.script[("GET", "/api/v1/jobs/j1")] = slow
+    client = Client(peer.url, "t", timeout=0.1, retries=2, sleep=clock.sleep, clock=clock)
+    with pytest.raises(TasklaneError) as lost:
+        client.enqueue("add", {"x": 1, "y": 2})
+    assert (lost.value.status, lost.value.code) == (504, "no_answer")
+    assert len(peer.seen) == 1
+    with pytest.raises(TasklaneError):
+        client.enqueue("add", {"x": 1, "y": 2}, idempotency_key="k")
+    with pytest.raises(TasklaneError) as unanswered:
+        client.job("j1")
+    assert unanswered.value.code == "unreachable"
+    assert [s.method for s in peer.seen] == ["POST"] + ["POST"] * 3 + ["GET"] * 3

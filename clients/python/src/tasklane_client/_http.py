@@ -71,6 +71,22 @@ def error_of(response: httpx.Response) -> TasklaneError:
         return TasklaneError(response.status_code, "http_error", text)
 
 
+def may_repeat(call: Call, exc: Exception) -> bool:
+    """Whether a call that failed with ``exc`` can be sent again without doing its work twice: it never
+    reached the service (no connection), or it is a read or a revoke, or an Idempotency-Key makes a
+    repeat return the same job. A POST whose answer was lost may have enqueued its job."""
+    never_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+    return never_sent or call.method in ("GET", "DELETE") or "Idempotency-Key" in call.headers
+
+
+def answer_lost(call: Call, exc: Exception) -> TasklaneError:
+    """The error of a POST sent whose answer never came (not repeated: it may have been done)."""
+    message = (
+        f"{call.method} {call.path}: sent, but no answer ({exc!r}); it may have been done (not repeated: "
+    )
+    return TasklaneError(504, "no_answer", message + "give an idempotency_key to make repeats safe)")
+
+
 def unreachable(call: Call, exc: Exception) -> TasklaneError:
     """The error raised once a service that cannot be reached has used up its retries."""
     return TasklaneError(503, "unreachable", f"{call.method} {call.path}: {exc}")

@@ -14,9 +14,11 @@ from tasklane_client._http import (
     FINAL,
     Call,
     answer,
+    answer_lost,
     enqueue_call,
     fields_of,
     headers,
+    may_repeat,
     retry_delay,
     unknown_task,
     unreachable,
@@ -137,7 +139,9 @@ class AsyncClient:
                 response = await self.http.request(
                     call.method, call.path, json=call.json, params=call.params, headers=call.headers
                 )
-            except (httpx.TransportError, httpx.TimeoutException) as exc:
+            except httpx.TransportError as exc:
+                if not may_repeat(call, exc):
+                    raise answer_lost(call, exc) from exc
                 if attempt >= self.retries:
                     raise unreachable(call, exc) from exc
                 await self.sleep(retry_delay(attempt, self.backoff, None))

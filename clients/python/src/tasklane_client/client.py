@@ -20,8 +20,10 @@ from tasklane_client._http import (
     FINAL,
     Call,
     answer,
+    answer_lost,
     enqueue_call,
     headers,
+    may_repeat,
     retry_delay,
     unreachable,
 )
@@ -149,7 +151,9 @@ class Client:
                 response = self.http.request(
                     call.method, call.path, json=call.json, params=call.params, headers=call.headers
                 )
-            except (httpx.TransportError, httpx.TimeoutException) as exc:
+            except httpx.TransportError as exc:
+                if not may_repeat(call, exc):
+                    raise answer_lost(call, exc) from exc
                 if attempt >= self.retries:
                     raise unreachable(call, exc) from exc
                 self.sleep(retry_delay(attempt, self.backoff, None))
