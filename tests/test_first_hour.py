@@ -183,6 +183,40 @@ def test_readyz_waits_for_beats_written_after_a_redis_restart(tmp_path: Path) ->
         server.stop()
 
 
+@pytest.mark.integration
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("mode", ["pooled", "fork"])
+def test_an_idle_worker_counts_again_soon_after_a_redis_restart(
+    start: Starter, tmp_path: Path, mode: str
+) -> None:
+    """/readyz ignores beats from before a Redis restart, and does not keep an idle worker out long for
+    it: a worker that reconnects beats again as its loop resumes (not 45 s later, its idle beat), so
+    the worker check is ok again within seconds, with no job run."""
+    server = RedisServer(tmp_path / "redis", appendonly=True).start()
+    try:
+        app = create_app(make_env(tmp_path, server.url))
+        web = app.test_client()
+
+        def workers_ok() -> bool:
+            start.assert_running(worker)
+            return bool(web.get("/readyz").get_json()["checks"]["workers"]["status"] == "ok")
+
+        worker = start("worker.py", "high", "--mode", mode, REDIS_URL=server.url)
+        wait_for(
+            lambda: (start.assert_running(worker), workers_ok())[1], 30, message="the worker's first beat"
+        )
+        time.sleep(1.2)  # Redis's start is known to the second: the beat must be older than the restart
+        server.stop()
+        server.start()
+        restarted = time.monotonic()
+        wait_for(
+            lambda: (start.assert_running(worker), workers_ok())[1], 15, message="a beat after the restart"
+        )
+        assert time.monotonic() - restarted < 15
+    finally:
+        server.stop()
+
+
 # --- 6. scheduled_for -------------------------------------------------------------------------------
 
 
