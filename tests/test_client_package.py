@@ -100,6 +100,9 @@ def test_celery_shaped_calls_against_the_real_api(start: Starter, rconn: redis.R
             tl.task("no_such_task").delay(x=1)
         assert (unknown.value.status, unknown.value.code) == (404, "unknown_task")
 
+        # positional arguments follow the input model's field order, as the catalogue lists it
+        assert tl.fields("send_notification") == ["user_id", "message", "channel"]
+
         later = add.apply_async((1, 1), countdown=60)
         later.revoke()
         assert later.state == "REVOKED"
