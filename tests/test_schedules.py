@@ -6,6 +6,7 @@ Time is explicit: the pure functions take ``after``; the store reads the clock o
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -371,3 +372,48 @@ def test_catalogue_schedules_are_listed_before_any_scheduler_ran(
     listed = {s["name"]: s for s in client.get("/api/v1/schedules", headers=auth).get_json()["schedules"]}
     assert {spec.name for spec in REGISTRY.periodic()} <= listed.keys()
     assert listed["health_check"]["next_run"] is None and listed["health_check"]["origin"] == "catalogue"
+
+
+# --- the CLI -------------------------------------------------------------------------------------------
+
+
+def test_cli_add_list_edit_pause_resume_run_history_rm(app: Flask, redis: Redis) -> None:
+    """`flask schedules ...` goes through the same store as the API, with its errors as one line."""
+    runner = app.test_cli_runner()
+
+    def cli(*words: str, code: int = 0) -> str:
+        result = runner.invoke(args=["schedules", *words])
+        assert result.exit_code == code, result.output
+        return result.output
+
+    added = json.loads(
+        cli("add", "ny", "add", "x=1", "y=2", "--cron", "0 9 * * 1-5", "--timezone", "America/New_York")
+    )
+    assert (
+        added["cron"] == "0 9 * * 1-5"
+        and added["timezone"] == "America/New_York"
+        and added["origin"] == "api"
+    )
+    refused = cli("add", "z", "add", "x=1", "y=2", "--interval", "5", "--timezone", "Mars/Olympus", code=1)
+    assert "invalid schedule: timezone: unknown time zone 'Mars/Olympus'" in refused
+    assert "args.x" in cli("add", "z", "add", "x=one", "y=2", "--interval", "5", code=1)
+    assert "exists already" in cli("add", "ny", "add", "x=1", "y=2", "--interval", "5", code=1)
+    line = next(x for x in cli("list").splitlines() if x.startswith("ny "))
+    assert "0 9 * * 1-5" in line and "America/New_York" in line and "next 20" in line
+    assert json.loads(cli("edit", "ny", "x=5", "y=6", "--interval", "30"))["args"] == {"x": 5, "y": 6}
+    cli("edit", "health_check", "--timezone", "Europe/Paris")
+    line = next(x for x in cli("list").splitlines() if x.startswith("health_check "))
+    assert "Europe/Paris*" in line  # the operator's field is marked
+    assert cli("pause", "ny").strip() == "ny paused"
+    assert next(v for v in json.loads(cli("list", "--json")) if v["name"] == "ny")["paused"] is True
+    assert cli("resume", "ny").strip() == "ny resumed"
+    job_id = cli("run", "ny").strip()
+    assert job_id.startswith("periodic-ny-run-")
+    drain(app)
+    (entry,) = json.loads(cli("history", "ny", "--json"))
+    assert entry["job_id"] == job_id and entry["kind"] == "manual" and entry["state"] == "SUCCESS"
+    assert "manual" in cli("history", "ny")
+    assert "no schedule named 'nope'" in cli("run", "nope", code=1)
+    assert cli("rm", "health_check").strip().startswith("health_check paused")
+    assert cli("rm", "ny").strip() == "ny removed"
+    assert "no schedule named 'ny'" in cli("history", "ny", code=1)
