@@ -253,6 +253,15 @@ def test_deleting_a_catalogue_schedule_pauses_it(
     assert client.delete("/api/v1/schedules/health_check", headers=auth).status_code == 204
     view = client.get("/api/v1/schedules/health_check", headers=auth).get_json()
     assert view["paused"] is True and view["next_run"] is None and view["operator_fields"] == ["paused"]
+    declared = {
+        "args": {},
+        "cron": None,
+        "interval": 300,
+        "timezone": "UTC",
+        "overlap": "skip",
+        "catchup_window": 60,
+    }
+    assert view["declared"] == declared
     store.seed(redis)  # a restart
     assert client.get("/api/v1/schedules/health_check", headers=auth).get_json()["paused"] is True
 

@@ -420,6 +420,7 @@ def seed(redis: Redis, registry: TaskRegistry = REGISTRY) -> list[str]:
                     created_at=now,
                     updated_at=now,
                     operator_fields=[],
+                    declared=fields,
                     **fields,
                 )
                 pipe.hsetnx(state_key(name), "through", now - 1)
