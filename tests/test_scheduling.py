@@ -26,7 +26,7 @@ from app.processes.scheduling import (
     make_scheduler,
     next_cron_run,
     register_periodic,
-    schedules_view,
+    schedules,
 )
 
 HEALTH_ID = "periodic-health_check"
@@ -203,14 +203,14 @@ def test_next_cron_run_is_aware_utc() -> None:
 
 def test_schedules_lists_each_periodic_task_with_next_run(scheduler: PeriodicScheduler, redis: Redis) -> None:
     """It lists every periodic task with its schedule, and next_run None until registered, then its time."""
-    before = schedules_view(redis)
+    before = schedules(redis)
     assert sorted(s["id"] for s in before) == CATALOGUE_IDS
     assert all(s["next_run"] is None for s in before)
 
     register_periodic(scheduler)
     anchor = store.load(redis, "health_check").anchor
     redis.hset(store.state_key("health_check"), "through", anchor + 1)
-    (entry,) = [s for s in schedules_view(redis) if s["id"] == HEALTH_ID]
+    (entry,) = [s for s in schedules(redis) if s["id"] == HEALTH_ID]
     assert entry | {"next_run": None} == entry | {
         "name": "health_check",
         "id": HEALTH_ID,
@@ -234,7 +234,7 @@ def test_schedules_of_a_cron_registry(scheduler: PeriodicScheduler, redis: Redis
     """It lists a cron task with its expression and the next run, the same as its entry's."""
     registry = cron_registry()
     register_periodic(scheduler, registry)
-    (entry,) = schedules_view(redis, registry)
+    (entry,) = schedules(redis, registry)
     assert entry["cron"] == CRON
     assert entry["interval"] is None
     next_run = datetime.fromisoformat(entry["next_run"].replace("Z", "+00:00"))

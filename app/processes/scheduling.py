@@ -56,7 +56,8 @@ from rq.utils import now, utcformat
 from rq_scheduler import Scheduler
 
 from app.catalogue.registry import REGISTRY, QueueName, TaskRegistry, TaskSpec
-from app.core import compat, schedules
+from app.core import compat
+from app.core import schedules as store
 from app.core.queues import JsonJob, JsonQueue
 from app.foundation import defaults, keys, outages, ticks
 from app.foundation.config import Settings
@@ -67,17 +68,17 @@ from app.processes import maintenance
 
 log = logging.getLogger("tasklane.scheduler")
 
-PERIODIC_PREFIX = schedules.PERIODIC_PREFIX
+PERIODIC_PREFIX = store.PERIODIC_PREFIX
 
 
 def periodic_job_id(spec: TaskSpec) -> str:
     """The stable job id of a catalogue task's periodic entry."""
-    return schedules.entry_id(spec.name)
+    return store.entry_id(spec.name)
 
 
 def next_cron_run(cron: str, after: datetime | None = None) -> datetime:
     """When ``cron`` (UTC) next fires after ``after`` (default: now), as an aware UTC datetime."""
-    base = after.astimezone(UTC) if after else datetime.fromtimestamp(schedules._now(), UTC)
+    base = after.astimezone(UTC) if after else datetime.fromtimestamp(store._now(), UTC)
     found = ticks.next_fire(ticks.check_cron(cron), UTC_ZONE, base)
     if found is None:
         raise ValueError(f"cron expression {cron!r} never fires again")
@@ -98,16 +99,16 @@ class PeriodicScheduler(Scheduler):
 
     def enqueue_jobs(self) -> list[JsonJob]:
         """Follow the store's changes, then deal with the ticks of every due entry."""
-        version = self.connection.get(schedules.version_key())
+        version = self.connection.get(store.version_key())
         if version is None:  # a Redis that lost its data (or never seeded): seed it again
-            schedules.seed(self.connection, self.registry)
-            version = self.connection.get(schedules.version_key())
+            store.seed(self.connection, self.registry)
+            version = self.connection.get(store.version_key())
         if version != self.synced:
             sync_entries(self)
             self.synced = version
         enqueued: list[str] = []
         settings = self.settings or Settings()
-        ttls = schedules.Ttls(result_ttl=settings.result_ttl, failed_job_ttl=settings.failed_job_ttl)
+        ttls = store.Ttls(result_ttl=settings.result_ttl, failed_job_ttl=settings.failed_job_ttl)
         for template in self.get_jobs_to_queue():
             try:
                 name = template.meta.get(Meta.DEFINITION, {}).get("name")
@@ -121,7 +122,7 @@ class PeriodicScheduler(Scheduler):
                 log.warning("periodic entry %s names no schedule; removing it", template.id)
                 self.cancel(template.id)
                 continue
-            ids, due = schedules.fire_due(self.connection, name, registry=self.registry, ttls=ttls)
+            ids, due = store.fire_due(self.connection, name, registry=self.registry, ttls=ttls)
             enqueued += ids
             if due is None:
                 self.cancel(template.id)
@@ -142,13 +143,13 @@ def sync_entries(scheduler: Scheduler, registry: TaskRegistry | None = None) -> 
     redis = scheduler.connection
     registry = registry if registry is not None else getattr(scheduler, "registry", REGISTRY)
     assert registry is not None
-    wanted: dict[str, tuple[schedules.Record, TaskSpec]] = {}
-    for name, record in schedules.load_all(redis).items():
+    wanted: dict[str, tuple[store.Record, TaskSpec]] = {}
+    for name, record in store.load_all(redis).items():
         spec = registry.get(record.task)
         if spec is None:
             log.warning("schedule %s names no registered task %r; not run", name, record.task)
         elif not record.paused:
-            wanted[schedules.entry_id(name)] = (record, spec)
+            wanted[store.entry_id(name)] = (record, spec)
     for job_id in list(_scheduled_ids(scheduler)):
         if job_id.startswith(PERIODIC_PREFIX) and job_id not in wanted:
             log.info("removing periodic entry %s", job_id)
@@ -160,8 +161,8 @@ def sync_entries(scheduler: Scheduler, registry: TaskRegistry | None = None) -> 
             "queue": spec.queue.value,
             **record.definition(),
         }
-        through = int(redis.hget(schedules.state_key(record.name), "through") or schedules._now() - 1)
-        due = schedules.next_due(record, through)
+        through = int(redis.hget(store.state_key(record.name), "through") or store._now() - 1)
+        due = store.next_due(record, through)
         if due is None:
             continue
         if job_id in scheduler:
@@ -203,11 +204,11 @@ def register_periodic(scheduler: Scheduler, registry: TaskRegistry = REGISTRY) -
     make rq-scheduler hold an entry per running schedule; returns the catalogue's entry ids."""
     if isinstance(scheduler, PeriodicScheduler):
         scheduler.registry = registry
-    names = schedules.seed(scheduler.connection, registry)
+    names = store.seed(scheduler.connection, registry)
     sync_entries(scheduler, registry)
     if isinstance(scheduler, PeriodicScheduler):
-        scheduler.synced = scheduler.connection.get(schedules.version_key())
-    return [schedules.entry_id(name) for name in names]
+        scheduler.synced = scheduler.connection.get(store.version_key())
+    return [store.entry_id(name) for name in names]
 
 
 def _scheduled_ids(scheduler: Scheduler) -> list[str]:
@@ -215,9 +216,9 @@ def _scheduled_ids(scheduler: Scheduler) -> list[str]:
     return [r.decode() if isinstance(r, bytes) else r for r in raw]
 
 
-def schedules_view(redis: Redis, registry: TaskRegistry = REGISTRY) -> list[dict[str, Any]]:
+def schedules(redis: Redis, registry: TaskRegistry = REGISTRY) -> list[dict[str, Any]]:
     """Every schedule with its next run (``GET /api/v1/schedules``)."""
-    return schedules.list_views(redis, registry)
+    return store.list_views(redis, registry)
 
 
 # Delete the heartbeat key if this scheduler (ARGV[1]) wrote the latest beat.
