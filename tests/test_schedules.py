@@ -19,6 +19,7 @@ from app.catalogue.registry import REGISTRY, QueueName, Schedule, TaskRegistry, 
 from app.core import schedules as store
 from app.core.queues import JsonQueue
 from app.foundation.ticks import Cadence, check_cron, fires, next_fire, zone
+from app.processes.scheduling import make_scheduler, register_periodic
 from tests.servers import drain
 
 NY = zone("America/New_York")
@@ -426,3 +427,37 @@ def test_cli_add_list_edit_pause_resume_run_history_rm(app: Flask, redis: Redis)
     assert cli("rm", "health_check").strip().startswith("health_check paused")
     assert cli("rm", "ny").strip() == "ny removed"
     assert "no schedule named 'ny'" in cli("history", "ny", code=1)
+
+
+# --- the scheduler follows the store ---------------------------------------------------------------
+
+
+def test_the_scheduler_follows_created_paused_and_deleted_schedules(redis: Redis) -> None:
+    """A pass after a change (the store's version moved) creates, removes or replaces the entry;
+    a created schedule's first tick is enqueued by that same pass; a Redis that lost its data is
+    seeded again."""
+    scheduler = make_scheduler(redis)
+    register_periodic(scheduler)
+    every(redis, "fresh", 60)
+    scheduler.enqueue_jobs()
+    assert JsonQueue("default", connection=redis).get_job_ids() == [
+        f"periodic-fresh-{store.load(redis, 'fresh').anchor}"
+    ]
+    assert (
+        redis.zscore(scheduler.scheduled_jobs_key, "periodic-fresh") == store.load(redis, "fresh").anchor + 60
+    )
+    store.update(redis, "fresh", {"paused": True})
+    scheduler.enqueue_jobs()
+    assert redis.zscore(scheduler.scheduled_jobs_key, "periodic-fresh") is None
+    store.update(redis, "fresh", {"paused": False, "cron": "0 9 * * *", "timezone": "Asia/Tokyo"})
+    scheduler.enqueue_jobs()
+    due = redis.zscore(scheduler.scheduled_jobs_key, "periodic-fresh")
+    assert datetime.fromtimestamp(due, zone("Asia/Tokyo")).hour == 9
+    store.delete(redis, "fresh")
+    scheduler.enqueue_jobs()
+    assert redis.zscore(scheduler.scheduled_jobs_key, "periodic-fresh") is None
+
+    redis.flushall()
+    scheduler.enqueue_jobs()
+    assert sorted(store.load_all(redis)) == sorted(spec.name for spec in REGISTRY.periodic())
+    assert redis.zscore(scheduler.scheduled_jobs_key, "periodic-health_check") is not None
