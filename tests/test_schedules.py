@@ -10,6 +10,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+import jsonschema
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -461,3 +462,28 @@ def test_the_scheduler_follows_created_paused_and_deleted_schedules(redis: Redis
     scheduler.enqueue_jobs()
     assert sorted(store.load_all(redis)) == sorted(spec.name for spec in REGISTRY.periodic())
     assert redis.zscore(scheduler.scheduled_jobs_key, "periodic-health_check") is not None
+
+
+def test_answers_match_the_openapi_schemas(client: FlaskClient, auth: dict[str, str], clock: Clock) -> None:
+    """A schedule, its history (a run, a skipped tick, a missed range) and a 422 validate against the
+    document's Schedule, ScheduleRun and Error schemas."""
+    doc = client.get("/api/v1/openapi.json").get_json()
+
+    def check(name: str, value: Any) -> None:
+        jsonschema.Draft202012Validator({**doc, "$ref": f"#/components/schemas/{name}"}).validate(value)
+
+    created = create(client, auth, name="shape", task="add", args={"x": 1, "y": 2}, interval=10)
+    check("Schedule", created.get_json())
+    redis = client.application.extensions["tasklane"].redis
+    store.fire_due(redis, "shape")
+    clock.now += 10
+    store.fire_due(redis, "shape")  # skipped: the first has not run
+    clock.now += 500
+    store.fire_due(redis, "shape")  # missed, then skipped
+    history = client.get("/api/v1/schedules/shape/history", headers=auth).get_json()["history"]
+    assert {h["kind"] for h in history} == {"scheduled", "skipped", "missed"}
+    for entry in history:
+        check("ScheduleRun", entry)
+    for listed in client.get("/api/v1/schedules", headers=auth).get_json()["schedules"]:
+        check("Schedule", listed)
+    check("Error", create(client, auth, name="shape", task="add", cron="nope").get_json())
