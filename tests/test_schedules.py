@@ -16,7 +16,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from redis import Redis
 
-from app.catalogue.registry import REGISTRY, QueueName, Schedule, TaskRegistry, task
+from app.catalogue.registry import MASK, REGISTRY, QueueName, Schedule, TaskRegistry, task
 from app.core import schedules as store
 from app.core.queues import JsonQueue
 from app.foundation.ticks import Cadence, check_cron, fires, next_fire, zone
@@ -487,3 +487,23 @@ def test_answers_match_the_openapi_schemas(client: FlaskClient, auth: dict[str, 
     for listed in client.get("/api/v1/schedules", headers=auth).get_json()["schedules"]:
         check("Schedule", listed)
     check("Error", create(client, auth, name="shape", task="add", cron="nope").get_json())
+
+
+def test_a_sensitive_argument_is_never_shown(
+    client: FlaskClient, auth: dict[str, str], tmp_path: Any
+) -> None:
+    """A schedule of a task with a sensitive field shows it as the mask, in the view and in the 422 of
+    a validator that echoes the value; the job still gets the real value."""
+    args = {"path": str(tmp_path / "key"), "api_key": "secret-key-123"}
+    created = create(client, auth, name="secret", task="use_secret", args=args, interval=3600).get_json()
+    assert created["args"]["api_key"] == MASK and created["args"]["path"] == args["path"]
+    listed = client.get("/api/v1/schedules", headers=auth).get_data(as_text=True)
+    assert "secret-key-123" not in listed
+    refused = create(
+        client, auth, name="s2", task="use_secret", args={**args, "api_key": "bad-key-456"}, interval=5
+    )
+    assert refused.status_code == 422 and "bad-key-456" not in refused.get_data(as_text=True)
+    job_id = client.post("/api/v1/schedules/secret/run", headers=auth).get_json()["job_id"]
+    drain(client.application)
+    assert (tmp_path / "key").read_text() == "secret-key-123"
+    assert client.get(f"/api/v1/jobs/{job_id}", headers=auth).get_json()["state"] == "SUCCESS"

@@ -64,6 +64,8 @@ PASS_LIMIT = 10_000
 DECLARED_FIELDS = ("args", "cron", "interval", "timezone", "overlap", "catchup_window")
 #: The fields ``PATCH`` takes.
 EDITABLE_FIELDS = (*DECLARED_FIELDS, "paused")
+#: Error types whose message a task's own validator wrote (and may have put the value in).
+_FREE_TEXT_ERRORS = frozenset({"value_error", "assertion_error"})
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 #: RQ statuses of a job that has not ended (a retry waiting in the scheduled registry included).
 _NOT_ENDED = {s.value for s in (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED)}
@@ -239,7 +241,10 @@ def validate(
             except ValidationError as exc:
                 for err in exc.errors(include_url=False, include_input=False):
                     path = ".".join(str(p) for p in ("args", *err["loc"]))
-                    errors.append(_error(path, err["msg"], err["type"]))
+                    message = err["msg"]
+                    if err["loc"] and err["loc"][0] in spec.sensitive and err["type"] in _FREE_TEXT_ERRORS:
+                        message = "invalid value (not shown: the field is sensitive)"
+                    errors.append(_error(path, message, err["type"]))
     if "timezone" in fields:
         value = fields["timezone"]
         try:
@@ -617,12 +622,15 @@ def view(
     nxt = next_run(record, through, now)
     last_run = state.get("last_run")
     spec = registry.get(record.task)
+    declared = record.declared
+    if spec is not None and spec.sensitive and declared is not None:
+        declared = {**declared, "args": spec.masked(declared.get("args") or {})}
     return {
         "name": record.name,
         "id": entry_id(record.name),
         "task": record.task,
         "queue": spec.queue.value if spec else None,
-        "args": record.args,
+        "args": spec.masked(record.args) if spec else record.args,
         "cron": record.cron,
         "interval": record.interval,
         "timezone": record.timezone,
@@ -634,7 +642,7 @@ def view(
         "last_job_id": state.get("last_job_id"),
         "origin": record.origin,
         "operator_fields": record.operator_fields,
-        "declared": record.declared,
+        "declared": declared,
     }
 
 
