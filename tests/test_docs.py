@@ -126,6 +126,9 @@ def _commands(body: str) -> Iterator[list[str]]:
 def _problem(words: list[str], cli: click.Group) -> str | None:
     """What is wrong with a command's name (None: it exists)."""
     while words and re.match(r"[A-Za-z_][A-Za-z0-9_]*=", words[0]):
+        if re.match(r"[A-Za-z_][A-Za-z0-9_]*=\(", words[0]):  # an array: H=(-H "..." -H "...")
+            end = next((n for n, w in enumerate(words) if w.endswith(")")), len(words) - 1)
+            words = words[end:]
         words = words[1:]  # VAR=value before the command
     if not words or words[0] in BUILTINS | ELSEWHERE:
         return None
