@@ -23,6 +23,7 @@ from app.foundation.models import Chunk, Document, FileImport, LoadedRecord, Rej
 from app.services.embeddings import EmbeddingsUnavailable, HashingEmbedder, HttpEmbedder
 from app.services.extraction import chunk, extract, sentiment, summary
 from app.services.http import HttpClient
+from app.tasks import file_ingestion
 from app.tasks.documents import BadRecord, text_analysis_workflow, validate_record
 from tests.conftest import make_env
 from tests.media_files import write_csv, write_pdf
@@ -234,6 +235,25 @@ def test_large_file_1m_lines(
     print(f"\n1M lines through the worker: {time.monotonic() - started:.1f} s, horse RSS MiB {figures}")
 
 
+def test_search_shows_paths_below_their_input_dir_and_only_related_chunks(
+    app: Flask, client: FlaskClient, auth: dict[str, str], engine: Engine, inputs: Path
+) -> None:
+    """A hit's path is relative to its input directory (the server's layout is not shown) and
+    chunks with no similarity (score 0) are left out, in the API and the CLI (issue 21, loose end 5)."""
+    (inputs / "geo").mkdir()
+    (inputs / "geo" / "lava.txt").write_text("Lava flows downhill from the erupting volcano crater.")
+    (inputs / "bread.md").write_text("Knead the dough and bake the bread.")  # no feature shared
+    with app.app_context():
+        file_ingestion(["geo/lava.txt", "bread.md"])
+    r = client.get("/api/v1/search", query_string={"q": "volcano crater", "limit": 5}, headers=auth)
+    hits = r.get_json()["results"]
+    assert [h["path"] for h in hits] == ["geo/lava.txt"], hits
+    assert hits[0]["score"] > 0
+    out = app.test_cli_runner().invoke(args=["documents", "search", "volcano crater"])
+    assert out.exit_code == 0 and len(out.output.splitlines()) == 1, out.output
+    assert " geo/lava.txt #0 " in out.output and str(inputs) not in out.output
+
+
 @pytest.mark.long
 @pytest.mark.integration
 @pytest.mark.timeout(90)
@@ -304,7 +324,8 @@ def test_ingestion_search_and_no_op_reingest(
         r = client.get("/api/v1/search", query_string={"q": query, "limit": 2}, headers=auth)
         assert r.status_code == 200, r.get_json()
         hits = r.get_json()["results"]
-        assert hits[0]["path"].endswith(path) and hits[0]["score"] > hits[1]["score"], hits
+        assert hits[0]["path"] == path and all(h["score"] > 0 for h in hits), hits
+        assert len(hits) == 1 or hits[0]["score"] > hits[1]["score"], hits
     assert client.get("/api/v1/search", headers=auth).get_json()["error"]["code"] == "invalid_query"
     assert client.get("/api/v1/search?q=x").status_code == 401
     out = app.test_cli_runner().invoke(args=["documents", "search", "glaciers carving valleys"])

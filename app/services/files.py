@@ -100,6 +100,19 @@ def _input_dir_here(path: Path, input_dirs: Sequence[Path]) -> bool:
     )
 
 
+def shown_path(stored: str, settings: Settings | None = None) -> str:
+    """A stored input path as clients see it: relative to the input directory it lies below
+    (a relative path names it again); its file name alone when it is below none of them now.
+    The server's own layout is never shown."""
+    s = settings or _settings()
+    path = Path(stored)
+    for d in s.input_dirs:
+        for root in (Path(d).resolve(), Path(d).absolute()):
+            if path.is_relative_to(root):
+                return path.relative_to(root).as_posix()
+    return path.name
+
+
 def open_input(raw: str, settings: Settings | None = None) -> BinaryIO:
     """Open an input file for reading in binary, after :func:`check_input`.
 
