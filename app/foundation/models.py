@@ -113,7 +113,9 @@ class ImportStatus(StrEnum):
 
     LOADING = "loading"
     COMPLETED = "completed"
+    #: Failed for good, or revoked: the rows it had loaded are removed.
     FAILED = "failed"
+    REVOKED = "revoked"
 
 
 class FileImport(Base):
@@ -134,19 +136,16 @@ class FileImport(Base):
 
 
 class LoadedRecord(Base):
-    """A valid record of a loaded file: id, name, email, amount, date."""
+    """A record of a loaded file, as it was: a CSV line's fields by the header's names (strings),
+    or a JSON-lines object."""
 
     __tablename__ = "loaded_records"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     import_id: Mapped[int] = mapped_column(ForeignKey("file_imports.id", ondelete="CASCADE"), index=True)
     line: Mapped[int] = mapped_column(Integer)
-    record_id: Mapped[int] = mapped_column(BigInteger)
-    name: Mapped[str] = mapped_column(String(200))
-    email: Mapped[str] = mapped_column(String(320))
-    amount: Mapped[float] = mapped_column(Float)
-    #: The record's date, ISO 8601 (YYYY-MM-DD): sorts and compares as a date on every backend.
-    day: Mapped[str] = mapped_column(String(10))
+    #: The record as a JSON object (text, so every backend stores it alike).
+    data: Mapped[str] = mapped_column(LongText)
 
 
 class RejectedLine(Base):
