@@ -18,8 +18,9 @@ from redis import Redis
 from rq import Queue
 from rq.exceptions import DequeueTimeout, DeserializationError, NoSuchJobError
 from rq.job import Job, JobStatus
-from rq.registry import FailedJobRegistry
+from rq.registry import CanceledJobRegistry, FailedJobRegistry
 from rq.serializers import JSONSerializer
+from rq.utils import current_timestamp
 
 from app.catalogue.registry import REGISTRY, QueueName, TaskSpec
 from app.core import compat
@@ -72,6 +73,15 @@ class JsonJob(Job):
             jobs.append(restore_or_none(cls, job_id, fields, connection))
         return jobs
 
+    def cancel(self, pipeline: Pipeline | None = None, *args: Any, **kwargs: Any) -> dict[str, list[str]]:
+        """RQ's cancel, then the task's retention of a revoked job: the hash expires after it and
+        its canceled-registry entry is scored with that time (RQ keeps both forever), so the
+        maintenance sweep prunes it as RQ prunes finished and failed jobs."""
+        moved = super().cancel(pipeline, *args, **kwargs)
+        if pipeline is None:  # else the caller's transaction: the sweep gives the retention later
+            retain_revoked(self)
+        return moved
+
     @property
     def should_retry(self) -> bool:
         """RQ's retry budget, unless the task's policy or a revoke says this failure is final."""
@@ -96,6 +106,25 @@ class JsonJob(Job):
         self.meta[Meta.NEXT_RETRY_AT] = iso(when)
         compat.set_job_status(self, JobStatus.SCHEDULED)
         queue.schedule_job(self, when, pipeline=pipeline)
+
+
+def revoked_ttl(job: Job) -> int:
+    """Seconds a revoked (or expired) job of this task is kept: the task's ``revoked_ttl``, else
+    as long as its failures (the job's failure TTL, FAILED_JOB_TTL unless the task says)."""
+    spec = task_spec(job)
+    if spec is not None and spec.revoked_ttl is not None:
+        return spec.revoked_ttl
+    return int(job.failure_ttl or defaults.FAILED_JOB_TTL)
+
+
+def retain_revoked(job: Job) -> None:
+    """Give a revoked job its retention: expire its hash, score its canceled-registry entry."""
+    ttl = revoked_ttl(job)
+    with job.connection.pipeline() as pipe:  # MULTI: the sweep never sees one without the other
+        pipe.expire(job.key, ttl)
+        registry = CanceledJobRegistry(job.origin, connection=job.connection, job_class=JsonJob)
+        pipe.zadd(registry.key, {job.id: current_timestamp() + ttl}, xx=True)
+        pipe.execute()
 
 
 def restore_or_none(
