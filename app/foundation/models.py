@@ -376,3 +376,21 @@ class Export(Base):
     rows: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+# --- transactional enqueue (issue 21): app/core/outbox.py ------------------------------------
+
+
+class OutboxEntry(Base):
+    """A job enqueued inside a caller's transaction (``apply_async(..., session=conn)``): it exists
+    only if that transaction commits, and is pushed to Redis after, then deleted."""
+
+    __tablename__ = "job_outbox"
+
+    #: The job's id: pushing a row twice finds the job already there.
+    job_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    task: Mapped[str] = mapped_column(String(200))
+    #: The validated arguments, and the enqueue options (a countdown already turned into an eta), JSON.
+    kwargs: Mapped[str] = mapped_column(LongText)
+    options: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
