@@ -147,23 +147,27 @@ def test_a_failed_or_revoked_load_is_marked_so_and_its_rows_removed(
     from app.foundation import signals
 
     with engine.connect() as conn:
-        for job_id in ("revoked-job", "failed-job", "done-job"):
+        for job_id in ("revoked-job", "failed-job", "done-job", "stopped-job"):
             iid = conn.execute(insert(FileImport).values(job_id=job_id, path="p", format="csv"))
             conn.commit()
             loaded_id = iid.inserted_primary_key[0]  # type: ignore[index]
             load_file(io.BytesIO(b"a\n1\n2\n"), "csv", 6, conn, loaded_id)
         conn.execute(update(FileImport).where(FileImport.job_id == "done-job").values(status="completed"))
+        # Stopped by raising in it (inline or threads mode): its own code recorded a failure first.
+        conn.execute(update(FileImport).where(FileImport.job_id == "stopped-job").values(status="failed"))
         conn.commit()
     with app.app_context():
         signals.send(signals.task_revoked, "process_large_file", job_id="revoked-job", kwargs={})
         signals.send(signals.task_failure, "process_large_file", job_id="failed-job", kwargs={}, error={})
         signals.send(signals.task_revoked, "process_large_file", job_id="done-job", kwargs={})
+        signals.send(signals.task_revoked, "process_large_file", job_id="stopped-job", kwargs={})
     with Session(engine) as session:
         imports = {i.job_id: i for i in session.scalars(select(FileImport))}
         assert {k: v.status for k, v in imports.items()} == {
             "revoked-job": "revoked",
             "failed-job": "failed",
             "done-job": "completed",
+            "stopped-job": "revoked",
         }
         assert imports["revoked-job"].finished_at is not None
         left = session.scalars(select(LoadedRecord.import_id)).all()

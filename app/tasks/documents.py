@@ -368,9 +368,14 @@ def _remove_rows(conn: Connection, job_id: str, *, drop_import: bool = False) ->
 
 
 def _mark(conn: Connection, job_id: str, status: ImportStatus) -> None:
+    """Mark an unfinished import; a revoke also wins over the failure its own code recorded
+    when it was stopped (an inline or threaded worker stops a job by raising in it)."""
+    unfinished = [ImportStatus.LOADING.value]
+    if status is ImportStatus.REVOKED:
+        unfinished.append(ImportStatus.FAILED.value)
     conn.execute(
         update(FileImport)
-        .where(FileImport.job_id == job_id, FileImport.status == ImportStatus.LOADING.value)
+        .where(FileImport.job_id == job_id, FileImport.status.in_(unfinished))
         .values(status=status, finished_at=utcnow())
     )
 
