@@ -255,7 +255,7 @@ def _enqueue(redis: Redis, settings: Settings, entry: Any) -> bool:
         stored.pop("eta")  # its time came while it waited for the push: run it now
     options = EnqueueOptions.model_validate({**stored, "job_id": entry.job_id})
     try:
-        enqueue(
+        job = enqueue(
             spec,
             json.loads(entry.kwargs),
             redis,
@@ -263,7 +263,14 @@ def _enqueue(redis: Redis, settings: Settings, entry: Any) -> bool:
             default_result_ttl=settings.result_ttl,
             failure_ttl=settings.failed_job_ttl,
         )
-        created = True
+        created = job.id == entry.job_id
+        if not created:
+            log.info(
+                "outbox job %s not enqueued: %s is unique and job %s with the same arguments is live",
+                entry.job_id,
+                spec.name,
+                job.id,
+            )
     except JobExistsError:  # pushed before, and the row's delete was lost
         created = False
     redis.set(delivered, "1", ex=defaults.OUTBOX_DELIVERED_TTL)
