@@ -18,9 +18,8 @@ from redis import Redis
 from rq import Queue
 from rq.exceptions import DequeueTimeout, DeserializationError, NoSuchJobError
 from rq.job import Job, JobStatus
-from rq.registry import CanceledJobRegistry, FailedJobRegistry
+from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
-from rq.utils import current_timestamp
 
 from app.catalogue.registry import REGISTRY, QueueName, TaskSpec
 from app.core import compat
@@ -58,6 +57,30 @@ class JsonJob(Job):
             raise UnknownTaskError(f"{name!r} is not a registered task; refusing to run it")
         return task.func
 
+    def revoked_ttl(self) -> int:
+        """Seconds this job is kept once revoked (or expired): its task's ``revoked_ttl``, else as
+        long as its failures (its failure TTL: the task's ``failure_ttl`` or FAILED_JOB_TTL)."""
+        spec = task_spec(self)
+        if spec is not None and spec.revoked_ttl is not None:
+            return spec.revoked_ttl
+        return int(self.failure_ttl or defaults.FAILED_JOB_TTL)
+
+    def cancel(self, pipeline: Pipeline | None = None, *args: Any, **kwargs: Any) -> dict[str, list[str]]:
+        """RQ's cancel, then the retention of a revoked job: its hash expires after ``revoked_ttl()``
+        and its canceled-registry entry is scored with that time (RQ keeps both for ever), so the
+        registry sweep prunes it as RQ prunes finished and failed jobs. Within a caller's
+        pipeline the sweep gives it its retention later."""
+        moved = super().cancel(pipeline, *args, **kwargs)
+        if pipeline is None:
+            ttl = self.revoked_ttl()
+            sec, usec = self.connection.time()
+            registry = JsonQueue(self.origin, connection=self.connection).canceled_job_registry
+            with self.connection.pipeline() as pipe:  # MULTI: the sweep never sees one without the other
+                pipe.expire(self.key, ttl)
+                pipe.zadd(registry.key, {self.id: sec + usec / 1e6 + ttl}, xx=True)
+                pipe.execute()
+        return moved
+
     @classmethod
     def fetch_many(
         cls, job_ids: Iterable[str], connection: Redis, serializer: Any = None
@@ -72,15 +95,6 @@ class JsonJob(Job):
         for job_id, fields in zip(ids, raw, strict=True):
             jobs.append(restore_or_none(cls, job_id, fields, connection))
         return jobs
-
-    def cancel(self, pipeline: Pipeline | None = None, *args: Any, **kwargs: Any) -> dict[str, list[str]]:
-        """RQ's cancel, then the task's retention of a revoked job: the hash expires after it and
-        its canceled-registry entry is scored with that time (RQ keeps both forever), so the
-        maintenance sweep prunes it as RQ prunes finished and failed jobs."""
-        moved = super().cancel(pipeline, *args, **kwargs)
-        if pipeline is None:  # else the caller's transaction: the sweep gives the retention later
-            retain_revoked(self)
-        return moved
 
     @property
     def should_retry(self) -> bool:
@@ -106,25 +120,6 @@ class JsonJob(Job):
         self.meta[Meta.NEXT_RETRY_AT] = iso(when)
         compat.set_job_status(self, JobStatus.SCHEDULED)
         queue.schedule_job(self, when, pipeline=pipeline)
-
-
-def revoked_ttl(job: Job) -> int:
-    """Seconds a revoked (or expired) job of this task is kept: the task's ``revoked_ttl``, else
-    as long as its failures (the job's failure TTL, FAILED_JOB_TTL unless the task says)."""
-    spec = task_spec(job)
-    if spec is not None and spec.revoked_ttl is not None:
-        return spec.revoked_ttl
-    return int(job.failure_ttl or defaults.FAILED_JOB_TTL)
-
-
-def retain_revoked(job: Job) -> None:
-    """Give a revoked job its retention: expire its hash, score its canceled-registry entry."""
-    ttl = revoked_ttl(job)
-    with job.connection.pipeline() as pipe:  # MULTI: the sweep never sees one without the other
-        pipe.expire(job.key, ttl)
-        registry = CanceledJobRegistry(job.origin, connection=job.connection, job_class=JsonJob)
-        pipe.zadd(registry.key, {job.id: current_timestamp() + ttl}, xx=True)
-        pipe.execute()
 
 
 def restore_or_none(

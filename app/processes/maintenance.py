@@ -20,7 +20,6 @@ from redis import Redis
 from rq.job import JobStatus
 from rq.rate_limit import RateLimitRegistry
 from rq.registry import (
-    CanceledJobRegistry,
     DeferredJobRegistry,
     FailedJobRegistry,
     FinishedJobRegistry,
@@ -32,7 +31,7 @@ from rq.worker_registration import clean_worker_registry
 
 from app.core import lifecycle
 from app.core.leases import Lease
-from app.core.queues import JsonJob, JsonQueue, all_queues, revoked_ttl
+from app.core.queues import JsonJob, JsonQueue, all_queues
 from app.foundation import defaults, keys
 from app.foundation.lua import LuaScript
 
@@ -146,7 +145,7 @@ def prune_revoked(queue: JsonQueue, timestamp: float | None = None) -> int:
     time of its revoke, and is pruned once the task's retention has passed since then.
     """
     connection = queue.connection
-    registry = CanceledJobRegistry(queue.name, connection=connection, job_class=JsonJob)
+    registry = queue.canceled_job_registry
     now = current_timestamp() if timestamp is None else timestamp
     pruned = 0
     while True:
@@ -167,7 +166,7 @@ def prune_revoked(queue: JsonQueue, timestamp: float | None = None) -> int:
             # A hash without a TTL was revoked before retention applied (or a revoke is applying
             # it right now): its time is up the task's retention after the entry's score.
             no_ttl = int(connection.ttl(job.key)) == -1
-            until = score + revoked_ttl(job) if no_ttl else score
+            until = score + job.revoked_ttl() if no_ttl else score  # type: ignore[attr-defined]
             if until > now:
                 keep[job_id] = until
                 connection.expireat(job.key, int(until) + 1)
