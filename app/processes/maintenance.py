@@ -146,7 +146,10 @@ def prune_revoked(queue: JsonQueue, timestamp: float | None = None) -> int:
     """
     connection = queue.connection
     registry = queue.canceled_job_registry
-    now = current_timestamp() if timestamp is None else timestamp
+    if timestamp is None:  # Redis's clock, as a revoke's scoring uses (JsonJob.cancel)
+        sec, usec = connection.time()
+        timestamp = sec + usec / 1e6
+    now = timestamp
     pruned = 0
     while True:
         due: list[tuple[bytes, float]] = connection.zrangebyscore(  # type: ignore[assignment]
