@@ -9,9 +9,8 @@ from flask import Response, jsonify, request
 from sqlalchemy.exc import DBAPIError
 
 from app.foundation.runtime import runtime
-from app.services import services
+from app.services import files, services
 from app.services.embeddings import EmbeddingsError, EmbeddingsUnavailable
-from app.services.files import shown_path
 from app.surfaces.api.blueprint import api
 from app.surfaces.api.errors import APIError
 from app.tasks.documents import search_chunks
@@ -25,7 +24,7 @@ MAX_LIMIT = 50
 def presented(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Search hits as clients see them: only chunks with some similarity (a score of 0 or less is
     unrelated), each path relative to its input directory (never the server's absolute path)."""
-    return [{**hit, "path": shown_path(hit["path"])} for hit in results if hit["score"] > 0]
+    return [{**hit, "path": files.shown_path(hit["path"])} for hit in results if hit["score"] > 0]
 
 
 @api.get("/search")
