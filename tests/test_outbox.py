@@ -198,6 +198,22 @@ def test_a_caller_killed_loses_and_duplicates_nothing(
     assert rconn.lrange("rq:queue:default", 0, -1) == [job_id.encode()]
 
 
+def test_a_commit_while_redis_is_unreachable_loses_nothing(
+    tmp_path: Path, db_url: str, db_app: Flask, rconn: redis.Redis
+) -> None:
+    """The caller's commit succeeds though Redis cannot be reached (the push is logged and left);
+    the relay pushes the row once Redis answers."""
+    cut_off = create_app(make_env(tmp_path, "redis://127.0.0.1:1/0", DATABASE_URL=db_url))
+    with cut_off.app_context(), Session(engine_of(cut_off)) as session:
+        result = add.apply_async((3, 4), session=session)
+        session.commit()
+    cut_off.extensions["tasklane"].close()
+    engine = engine_of(db_app)
+    assert outbox_rows(engine) == 1 and not in_redis(rconn, result.id)
+    assert relay(db_app, rconn) == 1
+    assert in_redis(rconn, result.id) and outbox_rows(engine) == 0
+
+
 def test_the_relay_outlives_a_database_it_cannot_read(
     tmp_path: Path, redis_url: str, rconn: redis.Redis
 ) -> None:
