@@ -20,13 +20,12 @@ from enum import StrEnum
 from functools import cached_property
 from typing import Any, TypeVar
 
-from croniter import croniter
 from flask import current_app, has_app_context
 from pydantic import BaseModel, ConfigDict
 from pydantic_core import to_json
 from rq.timeouts import JobTimeoutException
 
-from app.foundation import defaults
+from app.foundation import defaults, ticks
 from app.foundation.config import RATE_PATTERN, TaskOverride, task_overrides_from_env
 from app.foundation.runtime import EXTENSION
 
@@ -174,25 +173,53 @@ def honour_retry_after(seconds: float | None, reason: str) -> None:
         raise RetryTask(countdown=min(seconds, defaults.RETRY_AFTER_LIMIT), reason=reason)
 
 
+#: What a schedule does when a tick comes while its previous run has not ended.
+OVERLAP_POLICIES = ("skip", "allow")
+
+
 @dataclass(frozen=True)
 class Schedule:
-    """When a periodic task runs: a cron expression (UTC) or a fixed interval in seconds."""
+    """When a periodic task runs: a cron expression (5 fields, or 6 with seconds first) on the wall
+    clock of ``timezone`` (IANA, default UTC), or a fixed interval in seconds.
+
+    ``overlap``: ``"skip"`` (no new run while the previous run has not ended) or ``"allow"``.
+    ``catchup_window``: ticks missed while no scheduler ran are still enqueued if at most this
+    many seconds old. These are the declaration in code; an operator's edits (API, CLI) win
+    over it field by field (see app/core/schedules.py).
+    """
 
     cron: str | None = None
     interval: int | None = None
     args: Mapping[str, Any] = field(default_factory=dict)
+    timezone: str = "UTC"
+    overlap: str = "skip"
+    catchup_window: int = defaults.CATCHUP_WINDOW
 
     def __post_init__(self) -> None:
         if (self.cron is None) == (self.interval is None):
             raise ValueError("a Schedule needs exactly one of cron or interval")
         if self.interval is not None and self.interval < 1:
             raise ValueError("a Schedule's interval must be at least 1 second")
-        if self.cron is not None and not croniter.is_valid(self.cron):
-            raise ValueError(f"invalid cron expression {self.cron!r}")
+        if self.cron is not None:
+            object.__setattr__(self, "cron", ticks.check_cron(self.cron))
+        ticks.zone(self.timezone)
+        if self.overlap not in OVERLAP_POLICIES:
+            raise ValueError(
+                f"a Schedule's overlap is one of {', '.join(OVERLAP_POLICIES)}, not {self.overlap!r}"
+            )
+        if self.catchup_window < 0:
+            raise ValueError("a Schedule's catchup_window is at least 0 seconds")
 
     def describe(self) -> dict[str, Any]:
         """The schedule as JSON for the catalogue."""
-        return {"cron": self.cron, "interval": self.interval, "args": dict(self.args)}
+        return {
+            "cron": self.cron,
+            "interval": self.interval,
+            "args": dict(self.args),
+            "timezone": self.timezone,
+            "overlap": self.overlap,
+            "catchup_window": self.catchup_window,
+        }
 
 
 @dataclass(frozen=True)
