@@ -256,6 +256,10 @@ class TaskSpec:
     concurrency_key: str | None = None
     unique: bool = False
     result_ttl: int | None = None
+    #: Seconds a job that failed for good stays (in the failed registry); None: FAILED_JOB_TTL.
+    failure_ttl: int | None = None
+    #: Seconds a revoked (or expired) job stays before it is pruned; None: as a failed one.
+    revoked_ttl: int | None = None
     schedule: Schedule | None = None
     critical: bool = False
     #: Called as ``on_success(result, job_id, kwargs)`` after the job succeeded (Celery's Task.on_success).
@@ -304,6 +308,8 @@ class TaskSpec:
             "concurrency_key": self.concurrency_key,
             "unique": self.unique,
             "result_ttl": self.result_ttl,
+            "failure_ttl": self.failure_ttl,
+            "revoked_ttl": self.revoked_ttl,
             "schedule": self.schedule.describe() if self.schedule else None,
             "critical": self.critical,
             "overridden": {
@@ -330,7 +336,9 @@ class TaskSpec:
         retry_fields = ("max_retries", "backoff_base", "backoff_cap")
         retry_changes = {k: v for k, v in changes.items() if k in retry_fields}
         spec_changes: dict[str, Any] = {
-            k: v for k, v in changes.items() if k in ("time_limit", "soft_time_limit", "result_ttl")
+            k: v
+            for k, v in changes.items()
+            if k in ("time_limit", "soft_time_limit", "result_ttl", "failure_ttl", "revoked_ttl")
         }
         if "queue" in changes:
             spec_changes["queue"] = QueueName(changes["queue"])
@@ -473,6 +481,8 @@ def task(
     concurrency_key: str | None = None,
     unique: bool = False,
     result_ttl: int | None = None,
+    failure_ttl: int | None = None,
+    revoked_ttl: int | None = None,
     schedule: Schedule | None = None,
     critical: bool = False,
     on_success: Callable[..., Any] | None = None,
@@ -487,6 +497,8 @@ def task(
     arguments, while the first waits or runs, return the first job; ``critical=True``
     alerts on final failure; ``on_success`` / ``on_failure`` are called after those outcomes,
     in the process that saw them (a handler that raises is logged, never fails the job).
+    Retention per state: ``result_ttl`` (succeeded), ``failure_ttl`` (failed for good) and
+    ``revoked_ttl`` (revoked or expired), in seconds; the outcome counters outlive them.
     """
 
     def decorate(func: F) -> F:
@@ -497,6 +509,9 @@ def task(
             raise ValueError(f"task {task_name!r}: time_limit must be at least 1 second")
         if soft_time_limit is not None and not 0 < soft_time_limit < time_limit:
             raise ValueError(f"task {task_name!r}: soft_time_limit must be below time_limit")
+        for label, ttl in (("failure_ttl", failure_ttl), ("revoked_ttl", revoked_ttl)):
+            if ttl is not None and ttl < 1:
+                raise ValueError(f"task {task_name!r}: {label} must be at least 1 second")
         if concurrency is not None and concurrency < 1:
             raise ValueError(f"task {task_name!r}: concurrency must be at least 1")
         if concurrency_key is not None and (concurrency is None or concurrency_key not in input.model_fields):
@@ -518,6 +533,8 @@ def task(
             concurrency_key=concurrency_key,
             unique=unique,
             result_ttl=result_ttl,
+            failure_ttl=failure_ttl,
+            revoked_ttl=revoked_ttl,
             schedule=schedule,
             critical=critical,
             on_success=on_success,

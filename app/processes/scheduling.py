@@ -56,7 +56,7 @@ from rq.utils import now, utcformat
 from rq_scheduler import Scheduler
 
 from app.catalogue.registry import REGISTRY, QueueName, TaskRegistry, TaskSpec
-from app.core import compat
+from app.core import compat, outbox
 from app.core import schedules as store
 from app.core.queues import JsonJob, JsonQueue
 from app.foundation import defaults, keys, outages, ticks
@@ -328,6 +328,7 @@ class SchedulerProcess:
         if time.monotonic() - self.last_sweep >= defaults.SWEEP_INTERVAL:
             self.last_sweep = time.monotonic()
             maintenance.sweep(self.redis)
+            outbox.relay_pending(self.redis)  # jobs committed by a caller that died before pushing
         self.beat()
 
     def beat(self) -> None:

@@ -32,6 +32,7 @@ from app.foundation.runtime import runtime
 from app.foundation.timeutil import iso
 from app.processes.workers import JsonWorker
 from app.services import services
+from app.surfaces.api.search import presented
 from app.tasks.documents import search_chunks
 
 tasks_cli = AppGroup("tasks", help="The task catalogue: list tasks, enqueue one.")
@@ -234,9 +235,9 @@ def _failed_jobs(task: str | None, queue: str | None) -> list[dict[str, Any]]:
 def search_documents(query: str, limit: int) -> None:
     """The ingested chunks nearest to QUERY, with their scores (as GET /api/v1/search)."""
     embedder = services().embedder
-    results = search_chunks(runtime().engine, embedder, query, limit)
+    results = presented(search_chunks(runtime().engine, embedder, query, limit))
     if not results:
-        click.echo(f"no chunks embedded by {embedder.name} yet", err=True)
+        click.echo(f"no chunk embedded by {embedder.name} is related to the query", err=True)
         raise SystemExit(1)
     for hit in results:
         text = " ".join(hit["text"].split())

@@ -316,7 +316,24 @@ def _common_schemas() -> dict[str, Any]:
         },
         "Workflow": {
             "type": "object",
-            "properties": {"workflow_id": {"type": "string"}, "state": _ref("State")},
+            "properties": {
+                "workflow_id": {"type": "string"},
+                "state": _ref("State"),
+                "error": {
+                    "type": ["object", "null"],
+                    "description": "the first failed step's error (FAILURE), else null",
+                    "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
+                },
+                "failed_step": {
+                    "type": ["object", "null"],
+                    "description": "the first failed step (FAILURE), else null",
+                    "properties": {
+                        "job_id": {"type": "string"},
+                        "task": {"type": "string"},
+                        "path": {"type": ["string", "null"]},
+                    },
+                },
+            },
         },
         "Check": {"type": "object", "properties": {"status": {"type": "string"}}},
     }
