@@ -25,6 +25,8 @@ from rq.job_lifecycle import record_job_failure
 from rq.serializers import JSONSerializer
 from rq.timeouts import BaseDeathPenalty
 
+from app.foundation import clock
+
 #: The library versions whose internals this module was written against.
 PINNED = {"rq": "3.0.0", "rq-scheduler": "0.14.0", "rq-dashboard": "0.9.0"}
 
@@ -182,6 +184,18 @@ def death_penalty_timeout(penalty: BaseDeathPenalty) -> float:
 def use_queue_class_in_rq_scheduler(queue_class: type) -> None:
     """Make RQ's scheduler move due jobs through ``queue_class`` (it builds queues from a module global)."""
     rq_scheduler_module.Queue = queue_class  # type: ignore[misc,assignment]
+
+
+def use_clock_in_rq_scheduler() -> None:
+    """Make RQ's scheduler decide which delayed jobs are due by :mod:`app.foundation.clock` (its
+    ``enqueue_scheduled_jobs`` reads a module global, ``current_timestamp``): the same whole
+    seconds as RQ's own in production, a clock a test can move otherwise (idempotent)."""
+    rq_scheduler_module.current_timestamp = _clock_timestamp
+
+
+def _clock_timestamp() -> int:
+    """RQ's ``current_timestamp`` (whole seconds since the epoch), by the app's clock."""
+    return int(clock.time())
 
 
 def scheduler_queue_names(scheduler: Any) -> set[str]:
