@@ -59,7 +59,7 @@ from app.catalogue.registry import REGISTRY, QueueName, TaskRegistry, TaskSpec
 from app.core import compat, outbox
 from app.core import schedules as store
 from app.core.queues import JsonJob, JsonQueue
-from app.foundation import clock, defaults, keys, outages, ticks
+from app.foundation import clock, defaults, keys, outages, runtime, ticks
 from app.foundation.config import Settings
 from app.foundation.lua import LuaScript
 from app.foundation.meta import Meta
@@ -111,7 +111,7 @@ class PeriodicScheduler(Scheduler):
             sync_entries(self)
             self.synced = version
         enqueued: list[str] = []
-        settings = self.settings or Settings()
+        settings = self.settings or runtime.settings()
         ttls = store.Ttls(result_ttl=settings.result_ttl, failed_job_ttl=settings.failed_job_ttl)
         for template in self.get_jobs_to_queue():
             try:
@@ -302,16 +302,17 @@ class SchedulerProcess:
         # so that they ring the workers' doorbells and never touch pickle.
         compat.use_queue_class_in_rq_scheduler(JsonQueue)
         compat.use_clock_in_rq_scheduler()
+        settings = settings if settings is not None else runtime.settings()
         self.redis = redis
         self.interval = interval
         self.periodic = make_scheduler(redis, interval)
         self.periodic.settings = settings
-        self.heartbeat_ttl = (settings or Settings()).scheduler_heartbeat_ttl
+        self.heartbeat_ttl = settings.scheduler_heartbeat_ttl
         self.last_sweep: float | None = None  # clock.monotonic() of the last sweep
         self.delayed = LeasedRQScheduler(
             [q.value for q in QueueName], connection=redis, serializer=JSONSerializer
         )
-        self.delayed.lock_ttl = float((settings or Settings()).scheduler_lock_ttl)
+        self.delayed.lock_ttl = float(settings.scheduler_lock_ttl)
         compat.share_connection(self.delayed, redis)
         self.stop_requested = False
 
