@@ -72,3 +72,26 @@ def test_outside_an_app_the_settings_are_the_environments_read_once(tmp_path: Pa
     assert not has_app_context()
     assert runtime.settings() is runtime.settings() is runtime.client_runtime().settings
     assert runtime.settings().redis_url == Settings.from_env().redis_url
+
+
+def test_nothing_else_in_app_reads_the_settings_another_way() -> None:
+    """Only the entry points parse settings (app.factory) and only app.foundation.runtime hands them
+    out: no module reaches into an app's extensions or config for them, or parses the environment."""
+    root = Path(__file__).resolve().parent.parent
+    other_ways = (
+        '.extensions["tasklane"]',
+        "extensions[EXTENSION].settings",
+        "extensions.get(EXTENSION)",
+        "TASKLANE_SETTINGS",
+        "Settings.from_env(",
+        "Settings()",
+    )
+    allowed = {"app/foundation/runtime.py", "app/foundation/config.py", "app/factory.py"}
+    found = [
+        f"{path.relative_to(root)}:{number}: {line.strip()}"
+        for path in sorted([*(root / "app").rglob("*.py"), *root.glob("*.py")])
+        if str(path.relative_to(root)) not in allowed
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if any(way in line for way in other_ways)
+    ]
+    assert found == []
