@@ -29,6 +29,7 @@ from rq.serializers import JSONSerializer
 from rq.timeouts import BaseDeathPenalty
 from rq.utils import current_timestamp
 from rq.worker import BaseWorker
+from rq_scheduler import Scheduler
 
 from app.core import compat
 from app.core.queues import JsonJob, JsonQueue
@@ -106,6 +107,8 @@ OVERRIDES = [
     (Job, "prepare_for_execution", ["self", "worker_name", "pipeline"]),
     (Job, "cleanup", ["self", "ttl", "pipeline", "remove_from_queue"]),
     (Job, "restore", ["self", "raw_data"]),
+    (Scheduler, "get_jobs_to_queue", ["self", "with_times"]),
+    (Scheduler, "get_jobs", ["self", "until", "with_times"]),
 ]
 
 
@@ -183,6 +186,9 @@ def test_module_globals_patched_by_compat_exist() -> None:
     """rq's scheduler builds queues from a module global, RQScheduler keeps its client privately,
     and rq-dashboard fetches through module-level names: all still there."""
     assert hasattr(rq_scheduler_module, "Queue")
+    # use_clock_in_rq_scheduler: the scheduler takes "now" from this global, once per registry
+    assert "current_timestamp()" in inspect.getsource(RQScheduler.enqueue_scheduled_jobs)
+    assert hasattr(rq_scheduler_module, "current_timestamp")
     assert "_connection" in inspect.getsource(RQScheduler.__init__)
     names = ("Job", "Queue", "Worker", "requeue_job", "serialize_date", "format_job_description")
     for name in (*names, "serialize_current_job"):
