@@ -14,6 +14,7 @@ from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 
 from app.catalogue.registry import REGISTRY
 from app.core import leases
+from app.core import schedules as store
 from app.core.dispatch import EnqueueOptions, enqueue
 from app.core.queues import JsonJob, JsonQueue
 from app.foundation import clock, defaults, timeutil
@@ -149,3 +150,28 @@ def test_the_scheduler_sweeps_every_sweep_interval_of_the_clock(
     finally:
         maintenance.sweep = original
     assert len(swept) == 2 and swept[1] - swept[0] == defaults.SWEEP_INTERVAL
+
+
+def test_a_periodic_schedule_ticks_by_the_clock(app: Flask, manual_clock: ManualClock) -> None:
+    """An hourly schedule's next run comes when the clock has moved an hour, not before."""
+    redis = app.extensions["tasklane"].redis
+    manual_clock.set(datetime(2030, 1, 1, 12, 0, 0, 500_000, tzinfo=UTC))
+    store.create(
+        redis,
+        {"name": "hourly", "task": "add", "args": {"x": 1, "y": 2}, "interval": 3600, "overlap": "allow"},
+    )  # allow: no worker runs the first
+    process = SchedulerProcess(redis)
+    default = JsonQueue("default", connection=redis)
+
+    def runs() -> list[str]:
+        return sorted(i for i in default.get_job_ids() if i.startswith("periodic-hourly-"))
+
+    process.tick()
+    first = runs()
+    assert len(first) == 1
+    manual_clock.advance(3599)
+    process.tick()
+    assert runs() == first
+    manual_clock.advance(1)
+    process.tick()
+    assert len(runs()) == 2
