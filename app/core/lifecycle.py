@@ -25,7 +25,7 @@ from collections import deque
 from typing import Any
 
 import requests
-from flask import current_app, has_app_context
+from flask import has_app_context
 from redis import Redis
 from redis.exceptions import RedisError
 from rq.command import send_stop_job_command
@@ -40,7 +40,7 @@ from app.core.execution import record_attempt, redact_arguments
 from app.core.leases import Lease
 from app.core.queues import JsonJob, JsonQueue, task_spec
 from app.core.states import State
-from app.foundation import defaults, signals
+from app.foundation import defaults, runtime, signals
 from app.foundation.lua import LuaScript
 from app.foundation.meta import Meta
 from app.foundation.timeutil import iso, seconds_from_now, utcnow
@@ -423,7 +423,7 @@ def alert(job: Job, task: str, exc_string: str) -> None:
     summary = error.get("message") or (exc_string.strip().splitlines() or [""])[-1]
     context = {"job_id": job.id, "task": task, "queue": job.origin}
     log.error("critical task %s failed for good: %s", task, summary, extra=context)
-    url = current_app.extensions["tasklane"].settings.alert_webhook_url if has_app_context() else ""
+    url = runtime.settings().alert_webhook_url if has_app_context() else ""
     if url:
         try:
             requests.post(url, json=payload, timeout=defaults.ALERT_TIMEOUT).raise_for_status()
