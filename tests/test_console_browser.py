@@ -172,8 +172,10 @@ def test_console_in_a_real_browser(browser: Any, start: Starter, rconn: redis.Re
 
     # Schedules: the catalogue's periodic jobs with their week.
     page.goto(f"{base}/console/schedules")
-    page.wait_for_selector("#schedules tr[data-schedule] >> text=health_check")
-    _shot(page, "05b-schedules")
+    page.wait_for_selector("#schedules tr[data-schedule='health_check']")
+    page.click("#schedules tr[data-schedule='health_check'] button:text-is('Pause')")
+    page.wait_for_selector("#schedules tr[data-schedule='health_check'][data-paused='true'] .paused")
+    _shot(page, "05b-schedules-one-paused")
 
     # Workflow: a node per step, coloured by state; a step's page links to it.
     page.goto(f"{base}/console/jobs/{workflow['job_ids'][-1]}")

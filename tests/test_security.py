@@ -250,7 +250,7 @@ def test_every_console_write_refuses_another_origin_or_no_token(app: Flask, clie
     job = rq.Queue("default", connection=redis_conn).enqueue_call(func="os.getcwd")
     before = _console_state(redis_conn)
     writes = [(e, u) for e, m, u in _requests(app, "console") if m == "POST"]
-    assert {e for e, _ in writes} == {"console.bulk_action", "console.job_action"}
+    assert {e for e, _ in writes} == {"console.bulk_action", "console.job_action", "console.schedule_action"}
     operator = {"Authorization": _basic(*DASHBOARD)}
     for _, url in writes:
         for extra in ({"Origin": "http://evil.example"}, {}, {"Origin": SAME_ORIGIN}):

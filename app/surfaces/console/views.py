@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from flask import Response, abort, jsonify, render_template, request, url_for
 from rq.exceptions import DeserializationError, NoSuchJobError
 
 from app.catalogue.registry import REGISTRY, QueueName
 from app.core import bulk, filtering
+from app.core import schedules as schedule_store
 from app.core.lifecycle import JobFinished, JobNotFailed, retry_failed, revoke
 from app.core.listing import decode_cursor, list_jobs
 from app.core.queues import JsonJob, fetch_job
@@ -16,7 +19,6 @@ from app.core.states import State
 from app.foundation import defaults
 from app.foundation.runtime import runtime
 from app.ops import series
-from app.processes.scheduling import schedules as periodic_entries
 from app.surfaces.api.bodies import json_object
 from app.surfaces.api.errors import APIError, error_response
 from app.surfaces.api.jobs import run_bulk
@@ -172,19 +174,62 @@ def queues() -> str:
     return render_template("console/queues.html", page="queues", queues=found, charts=charts)
 
 
+def _in_zone(stamp: str | None, zone: str) -> str | None:
+    """An ISO 8601 UTC time in the schedule's time zone (None stays None)."""
+    if not stamp:
+        return None
+    try:
+        moment = datetime.fromisoformat(stamp.replace("Z", "+00:00")).astimezone(ZoneInfo(zone))
+    except (ValueError, KeyError):
+        return None
+    return moment.strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
 @console.get("/schedules")
 def schedules() -> str:
-    """The catalogue's periodic jobs: their next run and a week of their outcomes."""
+    """Every schedule (the catalogue's and created ones): cadence, zone, pause, next and last run in
+    its zone and UTC, and a week of its task's outcomes."""
     redis = runtime().redis
     rows = []
-    for entry in periodic_entries(redis):
+    for entry in schedule_store.list_views(redis):
         # Only the two counts a point (no run-time buckets): 2 fields of 168 hour hashes.
         week = series.points(redis, "7d", f"t:{entry['task']}", ("success", "failure"), 0)
         ok = [float(t.counts["success"]) for _, t in week]
         bad = [float(t.counts["failure"]) for _, t in week]
         lines = [("succeeded", "ok", ok), ("failed", "bad", bad)]
-        rows.append({**entry, "history": sparkline(lines), "ran": int(sum(ok) + sum(bad))})
+        zone = str(entry.get("timezone") or "UTC")
+        rows.append(
+            {
+                **entry,
+                "history": sparkline(lines),
+                "ran": int(sum(ok) + sum(bad)),
+                "next_local": _in_zone(entry.get("next_run"), zone),
+                "last_local": _in_zone(entry.get("last_run"), zone),
+            }
+        )
     return render_template("console/schedules.html", page="schedules", schedules=rows)
+
+
+@console.post("/actions/schedules/<name>/<action>")
+def schedule_action(name: str, action: str) -> tuple[Response, int]:
+    """Pause, resume or run a schedule now: the same core calls as the schedules API."""
+    redis = runtime().redis
+    settings = runtime().settings
+    try:
+        if action in ("pause", "resume"):
+            schedule_store.update(redis, name, {"paused": action == "pause"})
+            out: dict[str, Any] = {"name": name, "paused": action == "pause"}
+        elif action == "run":
+            ttls = schedule_store.Ttls(result_ttl=settings.result_ttl, failed_job_ttl=settings.failed_job_ttl)
+            out = {"name": name, "job_id": schedule_store.run_now(redis, name, ttls=ttls)}
+        else:
+            abort(404)
+    except schedule_store.ScheduleNotFound:
+        return error_response(404, "unknown_schedule", f"no schedule named {name!r}"), 404
+    except schedule_store.InvalidSchedule as exc:
+        return error_response(422, "invalid_schedule", str(exc), exc.errors), 422
+    audit(f"schedule {action}", schedule=name, **({"job_id": out["job_id"]} if "job_id" in out else {}))
+    return jsonify(out), 202 if action == "run" else 200
 
 
 def _workflow(workflow_id: str) -> dict[str, Any]:

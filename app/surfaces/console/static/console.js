@@ -167,6 +167,14 @@
     Array.prototype.forEach.call(document.querySelectorAll("[data-job-action]"), function (button) {
       button.addEventListener("click", function () { jobAction(button); });
     });
+    Array.prototype.forEach.call(document.querySelectorAll("[data-schedule-action]"), function (button) {
+      button.addEventListener("click", function () {
+        var out = document.getElementById("schedule-action-result");
+        post(button.getAttribute("data-schedule-action"), {})
+          .then(function () { window.location.reload(); })
+          .catch(function (error) { out.textContent = "Failed: " + error.message; });
+      });
+    });
     Array.prototype.forEach.call(document.querySelectorAll("select[data-autosubmit]"), function (select) {
       select.addEventListener("change", function () { select.form.submit(); });
     });
