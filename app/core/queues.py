@@ -176,6 +176,10 @@ class JsonQueue(Queue):
         lets through (it would retry a redis-py error itself, logging every attempt): the
         worker rides the outage out (app/processes/workers/base.py). A job moved before the answer was
         lost stays in the intermediate list, where the sweep finds it.
+
+        A paused queue (:func:`pause`) is skipped inside the move itself, so every worker mode
+        (and the pooled prefetch, which runs the same move) honours a pause from its next dequeue;
+        while waiting, a worker listens to a paused queue's resume bell instead of its doorbell.
         """
         try:
             return cls._dequeue_any(queues, timeout, connection, job_class)
@@ -188,11 +192,11 @@ class JsonQueue(Queue):
     ) -> tuple[Job, Queue] | None:
         queue_list = list(queues)
         queue_keys = [q.key for q in queue_list]
-        bells = [keys.doorbell(q.name) for q in queue_list]
         waited = 0.0
         by_key = {q.key: q for q in queue_list}
         while True:
-            found = _move_first_with_data(connection, queue_keys)
+            answer = _MOVE_FIRST(connection, keys=queue_keys, args=_move_args())
+            found = moved(answer)
             if found is not None:
                 taken = take_moved(found, by_key, connection, job_class)
                 if taken is None:
@@ -203,6 +207,9 @@ class JsonQueue(Queue):
             if waited >= timeout:
                 raise DequeueTimeout(timeout, queue_keys)
             step = min(defaults.DOORBELL_WAIT, timeout - waited)
+            # A paused queue's doorbell (rung by each enqueue) is not listened to: its resume bell is.
+            paused = paused_in(answer)
+            bells = [(keys.resume_bell if q.name in paused else keys.doorbell)(q.name) for q in queue_list]
             if connection.blpop(bells, max(step, 0.01)) is None:
                 waited += step
 
@@ -241,7 +248,7 @@ def take_moved(
 def move_first_on(pipeline: Any, queue_keys: list[str]) -> None:
     """Queue the move of the first waiting job of ``queue_keys`` (in order) to its intermediate list
     on ``pipeline``; read its answer with :func:`moved`."""
-    _MOVE_FIRST.queue(pipeline, keys=queue_keys, args=[JsonJob.redis_job_namespace_prefix])
+    _MOVE_FIRST.queue(pipeline, keys=queue_keys, args=_move_args())
 
 
 def load_move_first(connection: Redis) -> None:
@@ -250,8 +257,8 @@ def load_move_first(connection: Redis) -> None:
 
 
 def moved(result: Any) -> tuple[str, str, dict[bytes, Any]] | None:
-    """The queue key, job id and job hash of a move's answer (None: every queue was empty)."""
-    if not result:
+    """The queue key, job id and job hash of a move's answer (None: every queue was empty or paused)."""
+    if not result or not result[0]:
         return None
     key, job_id, *flat = result
     fields = {_text(flat[n]).encode(): flat[n + 1] for n in range(0, len(flat), 2)}
@@ -286,30 +293,44 @@ def ring_doorbell(pipe: Any, queue_name: str) -> None:
 
 # Move the head of the first non-empty list to its ":intermediate" list and read the job's
 # hash in the same call; returns {key, id, field, value, ...} (no fields: the job is gone).
+# A paused queue (its name in the set ARGV[2]; ARGV[3] is the queue key prefix) is skipped:
+# when nothing moved, the answer is {"", paused name, ...}, or false when none is paused.
 # ARGV[1] is the job key prefix.
 _MOVE_FIRST = LuaScript(
     """
+local paused = {''}
 for _, key in ipairs(KEYS) do
-  local id = redis.call('LMOVE', key, key .. ':intermediate', 'LEFT', 'RIGHT')
-  if id then
-    local out = {key, id}
-    for _, v in ipairs(redis.call('HGETALL', ARGV[1] .. id)) do table.insert(out, v) end
-    return out
+  local name = string.sub(key, #ARGV[3] + 1)
+  if redis.call('SISMEMBER', ARGV[2], name) == 1 then
+    table.insert(paused, name)
+  else
+    local id = redis.call('LMOVE', key, key .. ':intermediate', 'LEFT', 'RIGHT')
+    if id then
+      local out = {key, id}
+      for _, v in ipairs(redis.call('HGETALL', ARGV[1] .. id)) do table.insert(out, v) end
+      return out
+    end
   end
 end
+if #paused > 1 then return paused end
 return false
 """
 )
+
+
+def _move_args() -> list[str]:
+    return [JsonJob.redis_job_namespace_prefix, keys.paused_queues(), JsonQueue.redis_queue_namespace_prefix]
 
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _move_first_with_data(
-    connection: Redis, queue_keys: list[str]
-) -> tuple[str, str, dict[bytes, Any]] | None:
-    return moved(_MOVE_FIRST(connection, keys=queue_keys, args=[JsonJob.redis_job_namespace_prefix]))
+def paused_in(result: Any) -> set[str]:
+    """The names of the paused queues a move found nothing in (empty when it moved a job)."""
+    if not result or result[0]:
+        return set()
+    return {_text(name) for name in result[1:]}
 
 
 def task_spec(job: Job) -> TaskSpec | None:
@@ -329,6 +350,47 @@ def task_spec(job: Job) -> TaskSpec | None:
 
 
 _UNSET = object()
+
+
+class UnknownQueueError(LookupError):
+    """A queue name that is not one of the service's queues."""
+
+
+def _known(name: str) -> str:
+    if name not in {q.value for q in QueueName}:
+        known = ", ".join(q.value for q in QueueName)
+        raise UnknownQueueError(f"no queue named {name!r}; the queues are {known}")
+    return name
+
+
+#: Seconds a resume's rings are kept for the workers that were waiting on the paused queue.
+RESUME_BELL_TTL = 5
+
+
+def pause(connection: Redis, name: str) -> None:
+    """Stop every worker, on every host, taking jobs from queue ``name`` (from its next dequeue; a job
+    in hand finishes). Kept in Redis, so it outlives worker restarts; enqueues still land."""
+    with connection.pipeline() as pipe:  # MULTI
+        pipe.sadd(keys.paused_queues(), _known(name))
+        pipe.delete(keys.resume_bell(name))
+        pipe.execute()
+
+
+def resume(connection: Redis, name: str) -> None:
+    """Let workers take jobs from queue ``name`` again, and wake its idle ones at once."""
+    bell = keys.resume_bell(_known(name))
+    with connection.pipeline() as pipe:  # MULTI
+        pipe.srem(keys.paused_queues(), name)
+        pipe.delete(bell)
+        pipe.rpush(bell, *([1] * defaults.DOORBELL_CAP))  # one ring per waiting worker (BLPOP takes one)
+        pipe.expire(bell, RESUME_BELL_TTL)
+        ring_doorbell(pipe, name)
+        pipe.execute()
+
+
+def paused_queues(connection: Redis) -> set[str]:
+    """The names of the paused queues."""
+    return {_text(name) for name in connection.smembers(keys.paused_queues())}
 
 
 def get_queue(name: str, connection: Redis) -> JsonQueue:

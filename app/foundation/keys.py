@@ -63,6 +63,16 @@ def doorbell(queue: str) -> str:
     return _key("doorbell", queue)
 
 
+def paused_queues() -> str:
+    """The names of the paused queues (a set): no worker takes a job from them."""
+    return _key("queues", "paused")
+
+
+def resume_bell(queue: str) -> str:
+    """A list the idle workers of a paused queue block on; resuming it rings them all at once."""
+    return _key("resume-bell", queue)
+
+
 def workflow(workflow_id: str) -> str:
     """A workflow's structure and job ids (a JSON string)."""
     return _key("workflow", workflow_id)

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from rq.exceptions import DeserializationError, NoSuchJobError
 
 from app.catalogue.registry import REGISTRY, QueueName
+from app.core import queues as queue_store
 from app.core import schedules
 from app.core.dispatch import EnqueueOptions, JobExistsError, enqueue
 from app.core.lifecycle import JobNotFailed, retry_failed
@@ -286,16 +287,35 @@ def requeue(job_ids: tuple[str, ...], all_: bool, task: str | None, queue: str |
 
 @queues_cli.command("show")
 def show_queues() -> None:
-    """Per queue: waiting, started, scheduled, deferred, failed, finished counts."""
+    """Per queue: waiting, started, scheduled, deferred, failed, finished counts, and whether it is paused."""
     click.echo(
         f"{'queue':<10}{'waiting':>9}{'started':>9}{'scheduled':>11}{'deferred':>10}{'failed':>8}{'finished':>10}"
     )
-    for queue in all_queues(runtime().redis):
+    redis = runtime().redis
+    paused = queue_store.paused_queues(redis)
+    for queue in all_queues(redis):
         click.echo(
             f"{queue.name:<10}{queue.count:>9}{queue.started_job_registry.count:>9}"
             f"{queue.scheduled_job_registry.count:>11}{queue.deferred_job_registry.count:>10}"
             f"{queue.failed_job_registry.count:>8}{queue.finished_job_registry.count:>10}"
+            + ("  paused" if queue.name in paused else "")
         )
+
+
+@queues_cli.command("pause")
+@click.argument("queue", type=_QUEUES)
+def pause_queue(queue: str) -> None:
+    """Stop every worker on every host taking jobs from QUEUE (jobs in hand finish; enqueues still land)."""
+    queue_store.pause(runtime().redis, queue)
+    click.echo(f"paused {queue}")
+
+
+@queues_cli.command("resume")
+@click.argument("queue", type=_QUEUES)
+def resume_queue(queue: str) -> None:
+    """Let workers take jobs from QUEUE again."""
+    queue_store.resume(runtime().redis, queue)
+    click.echo(f"resumed {queue}")
 
 
 @queues_cli.command("purge")

@@ -23,6 +23,7 @@ from rq import Worker
 from rq.serializers import JSONSerializer
 
 from app.catalogue.registry import REGISTRY
+from app.core import queues as queue_store
 from app.core.queues import JsonJob, all_queues
 from app.foundation import keys
 from app.foundation.runtime import runtime, runtime_of
@@ -89,8 +90,13 @@ class RedisCollector:
         )
         oldest = GaugeMetricFamily("tasklane_queue_oldest_waiting_seconds", "Age of the oldest waiting job.",
                                    labels=["queue"])  # fmt: skip
+        paused = GaugeMetricFamily(
+            "tasklane_queue_paused", "1 while a queue is paused (no worker takes its jobs).", labels=["queue"]
+        )
+        paused_names = queue_store.paused_queues(self.redis)
         now = datetime.now(UTC)
         for queue in all_queues(self.redis):
+            paused.add_metric([queue.name], 1.0 if queue.name in paused_names else 0.0)
             with self.redis.pipeline(transaction=False) as pipe:
                 pipe.llen(queue.key)
                 for registry in (queue.started_job_registry, queue.scheduled_job_registry,
@@ -113,6 +119,7 @@ class RedisCollector:
             oldest.add_metric([queue.name], age)
         yield depth
         yield oldest
+        yield paused
 
     def _workers(self) -> Metric:
         family = GaugeMetricFamily("tasklane_workers", "Registered workers by state.", labels=["state"])

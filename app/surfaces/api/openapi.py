@@ -74,6 +74,42 @@ def model_schema(model: type[BaseModel], prefix: str, components: dict[str, Any]
     return schema
 
 
+_COUNT = {"type": "integer", "minimum": 0}
+_QUEUE_COUNTS = ("waiting", "started", "scheduled", "deferred", "failed", "finished", "canceled")
+#: One queue of GET /api/v1/queues.
+_QUEUE: dict[str, Any] = {
+    "type": "object",
+    "required": ["name", "waiting", "paused"],
+    "properties": {
+        "name": {"type": "string"},
+        **{state: _COUNT for state in _QUEUE_COUNTS},
+        "paused": {"type": "boolean", "description": "no worker takes jobs from it (POST .../pause)"},
+    },
+}
+
+
+def _queue_switch(operation: str, summary: str) -> dict[str, Any]:
+    """POST /api/v1/queues/{name}/pause or .../resume."""
+    answer = {
+        "type": "object",
+        "required": ["name", "paused"],
+        "properties": {"name": {"type": "string"}, "paused": {"type": "boolean"}},
+    }
+    return {
+        "post": {
+            "operationId": operation,
+            "tags": ["operations"],
+            "summary": summary,
+            "parameters": [{"name": "queue", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {
+                "200": _ok("The queue's state now", answer),
+                "401": _error(401),
+                "404": _error(404, "No such queue"),
+            },
+        }
+    }
+
+
 def _policy(spec: TaskSpec) -> dict[str, Any]:
     described = spec.describe()
     return {k: v for k, v in described.items() if k not in ("name", "description", "input_schema")}
@@ -586,10 +622,18 @@ def _other_paths() -> dict[str, Any]:
             "get": {
                 "operationId": "list_queues",
                 "tags": ["operations"],
-                "summary": "Per queue: waiting, started, scheduled, deferred, failed, finished counts",
-                "responses": {"200": _ok("Queues", _list("queues", {"type": "object"})), "401": _error(401)},
+                "summary": "Per queue: the counts of each state, and whether it is paused",
+                "responses": {"200": _ok("Queues", _list("queues", _QUEUE)), "401": _error(401)},
             }
         },
+        "/api/v1/queues/{queue}/pause": _queue_switch(
+            "pause_queue",
+            "Every worker on every host stops taking jobs from the queue within 1 s (jobs in hand finish); "
+            "enqueues still land; kept in Redis, so it survives restarts",
+        ),
+        "/api/v1/queues/{queue}/resume": _queue_switch(
+            "resume_queue", "Workers take jobs from the queue again; idle ones pick up within 1 s"
+        ),
         "/api/v1/workers": {
             "get": {
                 "operationId": "list_workers",

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 from flask import Response, jsonify
 
+from app.core import queues as queue_store
 from app.core.queues import all_queues
 from app.foundation.runtime import runtime
 from app.foundation.timeutil import iso
 from app.processes.workers import JsonWorker
 from app.surfaces.api.blueprint import api
+from app.surfaces.api.errors import APIError
 
 
 @api.get("/queues")
 def list_queues() -> Response:
-    """Per queue: waiting, started, scheduled, deferred, failed, finished counts."""
+    """Per queue: waiting, started, scheduled, deferred, failed, finished counts, and paused."""
     out = []
-    for queue in all_queues(runtime().redis):
+    redis = runtime().redis
+    paused = queue_store.paused_queues(redis)
+    for queue in all_queues(redis):
         out.append(
             {
                 "name": queue.name,
@@ -26,9 +30,32 @@ def list_queues() -> Response:
                 "failed": queue.failed_job_registry.count,
                 "finished": queue.finished_job_registry.count,
                 "canceled": queue.canceled_job_registry.count,
+                "paused": queue.name in paused,
             }
         )
     return jsonify({"queues": out})
+
+
+def set_paused(name: str, paused: bool) -> dict[str, object]:
+    """Pause or resume queue ``name`` (the API's and the console's one call); 404 for an unknown queue."""
+    redis = runtime().redis
+    try:
+        (queue_store.pause if paused else queue_store.resume)(redis, name)
+    except queue_store.UnknownQueueError as exc:
+        raise APIError(404, "unknown_queue", str(exc)) from None
+    return {"name": name, "paused": paused}
+
+
+@api.post("/queues/<queue>/pause")
+def pause_queue(queue: str) -> Response:
+    """Every worker on every host stops taking jobs from the queue within a second; jobs in hand finish."""
+    return jsonify(set_paused(queue, True))
+
+
+@api.post("/queues/<queue>/resume")
+def resume_queue(queue: str) -> Response:
+    """Workers take jobs from the queue again; idle ones are woken at once."""
+    return jsonify(set_paused(queue, False))
 
 
 @api.get("/workers")

@@ -12,6 +12,7 @@ from redis.exceptions import ResponseError
 from rq.job import Job
 
 from app.catalogue.registry import MASK
+from app.core import queues as queue_store
 from app.core.queues import JsonJob, all_queues, task_spec
 from app.core.states import describe, state_of, task_name
 from app.foundation import keys
@@ -87,9 +88,10 @@ def totals(redis: Redis, span: str, now: float | None = None) -> dict[str, list[
 
 
 def queues(redis: Redis) -> list[dict[str, Any]]:
-    """Per queue: its depth in each state and how long its oldest waiting job has waited."""
+    """Per queue: its depth in each state, how long its oldest waiting job has waited, whether paused."""
     out = []
     now = datetime.now(UTC)
+    paused = queue_store.paused_queues(redis)
     for queue in all_queues(redis):
         with redis.pipeline(transaction=False) as pipe:
             pipe.llen(queue.key)
@@ -117,6 +119,7 @@ def queues(redis: Redis) -> list[dict[str, Any]]:
                 "finished": finished,
                 "canceled": canceled,
                 "oldest_wait": oldest,
+                "paused": queue.name in paused,
             }
         )
     return out

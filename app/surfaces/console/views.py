@@ -22,6 +22,7 @@ from app.ops import series
 from app.surfaces.api.bodies import json_object
 from app.surfaces.api.errors import APIError, error_response
 from app.surfaces.api.jobs import run_bulk
+from app.surfaces.api.operations import set_paused
 from app.surfaces.console import data
 from app.surfaces.console.access import audit, current_user, recent_actions
 from app.surfaces.console.blueprint import console
@@ -172,6 +173,19 @@ def queues() -> str:
         charts.append((queue["name"], line_chart(f"queue {queue['name']}", points["xs"], lines,
                                                  chart_id=f"chart-queue-{queue['name']}")))  # fmt: skip
     return render_template("console/queues.html", page="queues", queues=found, charts=charts)
+
+
+@console.post("/actions/queues/<name>/<action>")
+def queue_action(name: str, action: str) -> tuple[Response, int]:
+    """Pause or resume a queue: the same call as POST /api/v1/queues/<name>/pause|resume."""
+    if action not in ("pause", "resume"):
+        abort(404)
+    try:
+        out = set_paused(name, action == "pause")
+    except APIError as exc:
+        return _api_error(exc)
+    audit(f"queue {action}", queue=name)
+    return jsonify(out), 200
 
 
 def _in_zone(stamp: str | None, zone: str) -> str | None:

@@ -175,6 +175,14 @@
           .catch(function (error) { out.textContent = "Failed: " + error.message; });
       });
     });
+    Array.prototype.forEach.call(document.querySelectorAll("[data-queue-action]"), function (button) {
+      button.addEventListener("click", function () {
+        var out = document.getElementById("queue-action-result");
+        post(button.getAttribute("data-queue-action"), {})
+          .then(function () { window.location.reload(); })
+          .catch(function (error) { out.textContent = "Failed: " + error.message; });
+      });
+    });
     Array.prototype.forEach.call(document.querySelectorAll("select[data-autosubmit]"), function (select) {
       select.addEventListener("change", function () { select.form.submit(); });
     });
