@@ -73,17 +73,32 @@ class Signature:
         self.args = tuple(args)
         self.kwargs = dict(kwargs or {})
         self.immutable = immutable
+        #: Enqueue options given with :meth:`set` (Celery's ``sig.set(expires=60)``).
+        self.options: dict[str, Any] = {}
+
+    def set(self, **options: Any) -> Signature:
+        """Enqueue options for this signature, as ``apply_async`` takes them (``expires``, ``countdown``,
+        ``queue``, ...); returns the signature, as Celery's does."""
+        self.options.update(options)
+        return self
 
     def node(self, receives: bool) -> dict[str, Any]:
         """This step in a workflow request; when it ``receives``, its first field is left for the input."""
+        if self.options:
+            raise ValueError(
+                f"{self!r}: enqueue options ({', '.join(sorted(self.options))}) apply to a signature "
+                "enqueued alone, not yet to a step of a workflow"
+            )
         skip = 1 if receives and not self.immutable else 0
         return {"task": self.task.name, "args": self.task.arguments(self.args, self.kwargs, skip=skip)}
 
     def apply_async(
         self, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None, **options: Any
     ) -> Any:
-        """Enqueue the task alone; ``args`` go before the signature's own (Celery's partials)."""
-        return self.task.apply_async(tuple(args) + self.args, {**self.kwargs, **(kwargs or {})}, **options)
+        """Enqueue the task alone; ``args`` go before the signature's own (Celery's partials); ``options``
+        add to (and win over) those of :meth:`set`."""
+        merged = {**self.options, **options}
+        return self.task.apply_async(tuple(args) + self.args, {**self.kwargs, **(kwargs or {})}, **merged)
 
     def delay(self, *args: Any, **kwargs: Any) -> Any:
         """``apply_async`` with these extra arguments."""

@@ -257,6 +257,9 @@ class TaskSpec:
     failure_ttl: int | None = None
     #: Seconds a revoked (or expired) job stays before it is pruned; None: as a failed one.
     revoked_ttl: int | None = None
+    #: Seconds after its enqueue a job that has not started never runs (ends REVOKED, ``expired``);
+    #: None: no expiry unless the call gives one.
+    expires: int | None = None
     schedule: Schedule | None = None
     critical: bool = False
     #: Called as ``on_success(result, job_id, kwargs)`` after the job succeeded (Celery's Task.on_success).
@@ -307,6 +310,7 @@ class TaskSpec:
             "result_ttl": self.result_ttl,
             "failure_ttl": self.failure_ttl,
             "revoked_ttl": self.revoked_ttl,
+            "expires": self.expires,
             "schedule": self.schedule.describe() if self.schedule else None,
             "critical": self.critical,
             "overridden": {
@@ -335,7 +339,7 @@ class TaskSpec:
         spec_changes: dict[str, Any] = {
             k: v
             for k, v in changes.items()
-            if k in ("time_limit", "soft_time_limit", "result_ttl", "failure_ttl", "revoked_ttl")
+            if k in ("time_limit", "soft_time_limit", "result_ttl", "failure_ttl", "revoked_ttl", "expires")
         }
         if "queue" in changes:
             spec_changes["queue"] = QueueName(changes["queue"])
@@ -470,6 +474,7 @@ def task(
     result_ttl: int | None = None,
     failure_ttl: int | None = None,
     revoked_ttl: int | None = None,
+    expires: int | None = None,
     schedule: Schedule | None = None,
     critical: bool = False,
     on_success: Callable[..., Any] | None = None,
@@ -486,6 +491,8 @@ def task(
     in the process that saw them (a handler that raises is logged, never fails the job).
     Retention per state: ``result_ttl`` (succeeded), ``failure_ttl`` (failed for good) and
     ``revoked_ttl`` (revoked or expired), in seconds; the outcome counters outlive them.
+    ``expires`` (seconds): a job not started that long after its enqueue never runs (a call's
+    own ``expires`` wins).
     """
 
     def decorate(func: F) -> F:
@@ -499,6 +506,8 @@ def task(
         for label, ttl in (("failure_ttl", failure_ttl), ("revoked_ttl", revoked_ttl)):
             if ttl is not None and ttl < 1:
                 raise ValueError(f"task {task_name!r}: {label} must be at least 1 second")
+        if expires is not None and not 1 <= expires <= defaults.MAX_DELAY:
+            raise ValueError(f"task {task_name!r}: expires must be from 1 s to 366 days")
         if concurrency is not None and concurrency < 1:
             raise ValueError(f"task {task_name!r}: concurrency must be at least 1")
         if concurrency_key is not None and (concurrency is None or concurrency_key not in input.model_fields):
@@ -522,6 +531,7 @@ def task(
             result_ttl=result_ttl,
             failure_ttl=failure_ttl,
             revoked_ttl=revoked_ttl,
+            expires=expires,
             schedule=schedule,
             critical=critical,
             on_success=on_success,

@@ -11,9 +11,9 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from redis import Redis
 from redis.exceptions import WatchError
 from rq.exceptions import DuplicateJobError, NoSuchJobError
@@ -24,7 +24,7 @@ from app.catalogue.registry import QueueName, TaskSpec
 from app.core.queues import JsonJob, JsonQueue, get_queue
 from app.foundation import defaults, keys
 from app.foundation.meta import Meta
-from app.foundation.timeutil import seconds_from_now, utcnow, whole_second_after
+from app.foundation.timeutil import iso, seconds_from_now, utcnow, whole_second_after
 from app.ops import observability
 
 JOB_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
@@ -60,6 +60,50 @@ class Idempotency:
         return keys.idempotency(self.caller, hashlib.sha256(self.key.encode()).hexdigest()[:32])
 
 
+def _expiry_number(value: Any) -> Any:
+    """``expires`` as seconds when it is a number (or a number's text), checked here: pydantic would
+    otherwise read a refused number as a Unix time."""
+    if isinstance(value, bool):
+        raise ValueError("expires is a number of seconds or an ISO 8601 time with a zone")
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return value  # a time, judged as one
+    if isinstance(value, int | float):
+        if not 0 < value <= defaults.MAX_DELAY:
+            raise ValueError("expires in seconds must be above 0 and at most 366 days")
+        return float(value)
+    return value
+
+
+#: ``expires``: seconds after the enqueue, or a time with a zone.
+Expiry = Annotated[float | AwareDatetime, BeforeValidator(_expiry_number)]
+
+
+def _expires_at(expires: float | datetime | None, spec: TaskSpec) -> datetime | None:
+    """When a job of ``spec`` enqueued now with ``expires`` (else the task's default) expires."""
+    if isinstance(expires, datetime):
+        return expires.astimezone(UTC)
+    seconds = expires if expires is not None else spec.expires
+    return seconds_from_now(float(seconds)) if seconds else None
+
+
+class BatchOptions(BaseModel):
+    """Options of ``POST /api/v1/tasks/<name>/batch``, once for all its items."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    expires: Expiry | None = Field(
+        default=None,
+        description="seconds, or an ISO 8601 time with a zone: a job not started by then never runs "
+        "(REVOKED, error type expired); default: the task's expires",
+    )
+
+    def expires_at(self, spec: TaskSpec) -> datetime | None:
+        return _expires_at(self.expires, spec)
+
+
 class EnqueueOptions(BaseModel):
     """Per-call options of ``POST /api/v1/tasks/<name>``."""
 
@@ -72,6 +116,15 @@ class EnqueueOptions(BaseModel):
     queue: QueueName | None = None
     job_id: str | None = Field(default=None, pattern=JOB_ID_PATTERN)
     result_ttl: int | None = Field(default=None, ge=-1, description="seconds; -1 keeps the result")
+    expires: Expiry | None = Field(
+        default=None,
+        description="seconds, or an ISO 8601 time with a zone: a job not started by then never runs "
+        "(REVOKED, error type expired); default: the task's expires",
+    )
+
+    def expires_at(self, spec: TaskSpec) -> datetime | None:
+        """When the job expires (this call's ``expires``, else the task's), or None."""
+        return _expires_at(self.expires, spec)
 
     @model_validator(mode="after")
     def _one_delay(self) -> EnqueueOptions:
@@ -140,6 +193,9 @@ def enqueue(
     }
     if observability.TRACER is not None and (carrier := observability.trace_carrier()):
         job_meta[Meta.TRACE] = carrier
+    expires_at = options.expires_at(spec)
+    if expires_at is not None:
+        job_meta[Meta.EXPIRES] = iso(expires_at)
     unique_key = keys.unique_lock(spec.name, digest(kwargs)) if spec.unique else None
     if unique_key:
         job_meta[Meta.UNIQUE_KEY] = unique_key
@@ -171,8 +227,10 @@ def enqueue(
             # One round trip: RQ's own enqueue_job without a pipeline makes two.
             with connection.pipeline() as pipe:
                 _put(queue, job, run_at if scheduled else None, unique=False, pipeline=pipe)
+                _index_expiry(pipe, job.id, expires_at)  # after: RQ's enqueue starts the MULTI
                 pipe.execute()
             return job
+        _index_expiry(connection, job.id, expires_at)  # an entry without a job is dropped by the sweep
         return _put(queue, job, run_at if scheduled else None, unique=options.job_id is not None)
     with connection.pipeline() as pipe:
         while True:
@@ -206,9 +264,11 @@ def enqueue(
                     # RQ enqueues a concurrency-capped job only outside a pipeline: record the
                     # key first; should the enqueue not follow, the key names no live job and a
                     # repeat of the request enqueues afresh.
+                    _index_expiry(pipe, job.id, expires_at)
                     pipe.execute()
                     return _put(queue, job, None, unique=False)
                 _put(queue, job, run_at if scheduled else None, unique=False, pipeline=pipe)
+                _index_expiry(pipe, job.id, expires_at)
                 pipe.execute()
                 return job
             except WatchError:
@@ -223,6 +283,7 @@ def enqueue_many(
     default_result_ttl: int,
     failure_ttl: int,
     queue: QueueName | None = None,
+    expires_at: datetime | None = None,
 ) -> list[Job]:
     """Enqueue one job per argument set, all in one round trip to Redis.
 
@@ -234,6 +295,8 @@ def enqueue_many(
     target: JsonQueue = get_queue((queue or spec.queue).value, connection)
     retry = Retry(max=spec.retry.max_retries) if spec.retry.max_retries else None
     meta: dict[str, Any] = {Meta.TASK: spec.name, Meta.MAX_RETRIES: spec.retry.max_retries}
+    if expires_at is not None:
+        meta[Meta.EXPIRES] = iso(expires_at)
     if observability.TRACER is not None and (carrier := observability.trace_carrier()):
         meta[Meta.TRACE] = carrier
     jobs = [
@@ -252,6 +315,7 @@ def enqueue_many(
     with connection.pipeline() as pipe:
         for job in jobs:
             target.enqueue_job(job, pipeline=pipe)
+            _index_expiry(pipe, job.id, expires_at)
         pipe.execute()
     return jobs
 
@@ -273,6 +337,12 @@ def _remember(pipe: Any, idempotency: Idempotency, job_id: str) -> None:
         pipe.multi()
         pipe.set(idempotency.redis_key, record, ex=defaults.IDEMPOTENCY_TTL)
         pipe.execute()
+
+
+def _index_expiry(pipe: Any, job_id: str, expires_at: datetime | None) -> None:
+    """Note a job with ``expires`` where the sweep finds it, should it still wait past that time."""
+    if expires_at is not None:
+        pipe.zadd(keys.expiries(), {job_id: expires_at.timestamp()})
 
 
 def _put(queue: JsonQueue, job: Job, run_at: datetime | None, unique: bool, pipeline: Any = None) -> Job:

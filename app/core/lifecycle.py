@@ -8,7 +8,9 @@
   the run's outcome): it is put back on its queue without spending a retry (as Sidekiq
   Pro's super_fetch and River's rescuer do), up to ``MAX_ORPHAN_REQUEUES`` times, after
   which it fails as a poison job;
-- :func:`deferred`: the task's rate limit put the job back for later.
+- :func:`deferred`: the task's rate limit put the job back for later;
+- :func:`expire`: the job was not started by its ``expires`` time: it never runs (REVOKED,
+  ``error.type`` ``expired``), whether a worker about to start it or the sweep saw it first.
 
 The workers (fork, inline, threads), the supervisor and the scheduler's sweeps call
 these and nothing else, so metrics, alerts, logs and workflow bookkeeping have one hook
@@ -22,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections import deque
+from datetime import datetime
 from typing import Any
 
 import requests
@@ -40,7 +43,7 @@ from app.core.execution import record_attempt, redact_arguments
 from app.core.leases import Lease
 from app.core.queues import JsonJob, JsonQueue, task_spec
 from app.core.states import State
-from app.foundation import defaults, runtime, signals
+from app.foundation import defaults, keys, runtime, signals
 from app.foundation.lua import LuaScript
 from app.foundation.meta import Meta
 from app.foundation.timeutil import iso, seconds_from_now, utcnow
@@ -171,6 +174,103 @@ def deferred(job: Job, queue: Queue, wait: float) -> None:
         pipe.execute()
     log.info("rate limited: waits %.2f s", wait, extra=_context(job))
     _count(job, "deferred")
+
+
+# End a job that is still waiting (queued, in its queue's list or intermediate list; scheduled;
+# deferred) as expired: status canceled, its meta, the canceled registry (scored with its
+# retention, as JsonJob.cancel does) and the hash's TTL, off every list and registry; and drop
+# its entry of the expiry index. 0 (only the entry dropped) when it no longer waits.
+# KEYS: job, queue, intermediate, scheduled, deferred, canceled, expiries.
+# ARGV: job id, ended_at, meta, canceled score, ttl.
+_EXPIRE = LuaScript(
+    """
+redis.call('ZREM', KEYS[7], ARGV[1])
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= 'queued' and status ~= 'scheduled' and status ~= 'deferred' then return 0 end
+redis.call('LREM', KEYS[2], 0, ARGV[1])
+redis.call('LREM', KEYS[3], 0, ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('ZREM', KEYS[5], ARGV[1])
+redis.call('HSET', KEYS[1], 'status', 'canceled', 'ended_at', ARGV[2], 'meta', ARGV[3])
+redis.call('ZADD', KEYS[6], ARGV[4], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return 1
+"""
+)
+
+
+def expires_at(job: Job) -> datetime | None:
+    """When the job expires (its ``expires``), or None."""
+    stamp = job.meta.get(Meta.EXPIRES)
+    if not stamp:
+        return None
+    try:
+        return datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def expire_if_due(job: Job, queue: Queue) -> bool:
+    """Before a worker starts ``job``: when its ``expires`` has passed, end it as expired (see
+    :func:`expire`) and answer True: it is not to run. False: run it as usual."""
+    deadline = expires_at(job)
+    if deadline is None or deadline > utcnow() or job.meta.get(Meta.ATTEMPTS):
+        return False  # a job that started once (a retry, a requeued orphan) has met its expiry
+    return expire(job, queue)  # type: ignore[arg-type]
+
+
+def expire(job: Job, queue: JsonQueue | None = None) -> bool:
+    """The job was not started by its ``expires`` time: it never runs. It ends ``REVOKED`` with
+    ``error.type`` ``expired`` (kept as a revoked job is), its uniqueness lock is freed, what
+    waited on it is revoked, and it counts as ``expired``. Atomic: of a worker about to start it
+    and the sweep, one ends it; False when it no longer waited (started, ended or revoked)."""
+    queue = queue or JsonQueue(job.origin, connection=job.connection)
+    connection = job.connection
+    deadline = job.meta.get(Meta.EXPIRES)
+    job.meta[Meta.REVOKED] = True
+    job.meta[Meta.ERROR] = {"type": "expired", "message": f"not started by {deadline}, so never run"}
+    ttl = job.revoked_ttl() if isinstance(job, JsonJob) else defaults.FAILED_JOB_TTL
+    sec, usec = connection.time()
+    job.ended_at = utcnow()
+    done = _EXPIRE(
+        connection,
+        keys=[job.key, queue.key, queue.intermediate_queue_key, queue.scheduled_job_registry.key,
+              queue.deferred_job_registry.key, queue.canceled_job_registry.key, keys.expiries()],
+        args=[job.id, iso(job.ended_at) or "", compat.serialized_meta(job), sec + usec / 1e6 + ttl, ttl],
+    )  # fmt: skip
+    if not done:
+        return False
+    compat.set_job_status(job, JobStatus.CANCELED)
+    log.info("expired: not started by %s; never run", deadline, extra=_context(job))
+    release_unique(job)
+    revoke_dependents(job)
+    _count(job, "expired")
+    signals.send(signals.task_revoked, _name(job), job_id=job.id, kwargs=dict(job.kwargs))
+    return True
+
+
+def expire_due(connection: Redis, batch: int = 500) -> int:
+    """The sweep's part: end every job still waiting past its ``expires`` (those a worker would
+    only meet at its start: in a paused or busy queue, scheduled later than their expiry, waiting
+    on a dependency). Entries of jobs that started or ended are dropped. Returns how many expired."""
+    now = utcnow().timestamp()
+    ended = 0
+    while True:
+        found: list[bytes] = connection.zrangebyscore(keys.expiries(), "-inf", now, 0, batch)  # type: ignore[assignment]
+        due = [_text(i) for i in found]
+        if not due:
+            return ended
+        for job_id, job in zip(due, JsonJob.fetch_many(due, connection=connection), strict=True):
+            if job is None or job.meta.get(Meta.ATTEMPTS):  # gone, or started once: the entry goes
+                connection.zrem(keys.expiries(), job_id)
+            elif expire(job):
+                ended += 1
+        if len(due) < batch:
+            return ended
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 #: Why an orphan was put back: its worker died under it...

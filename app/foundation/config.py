@@ -53,6 +53,7 @@ OVERRIDE_FIELDS = (
     "result_ttl",
     "failure_ttl",
     "revoked_ttl",
+    "expires",
 )
 
 
@@ -595,6 +596,8 @@ def _override_value(name: str, task_name: str, field_name: str, value: Any) -> A
         return whole(1)
     if field_name in ("failure_ttl", "revoked_ttl"):
         return None if value is None else whole(60)
+    if field_name == "expires":
+        return None if value is None else whole(1, defaults.MAX_DELAY)
     if field_name in ("soft_time_limit", "result_ttl"):
         if value is None:
             return None

@@ -73,6 +73,11 @@ def resume_bell(queue: str) -> str:
     return _key("resume-bell", queue)
 
 
+def expiries() -> str:
+    """Jobs enqueued with ``expires``, scored by that time: the sweep ends those still waiting past it."""
+    return _key("expiries")
+
+
 def workflow(workflow_id: str) -> str:
     """A workflow's structure and job ids (a JSON string)."""
     return _key("workflow", workflow_id)

@@ -29,6 +29,8 @@ class Meta(StrEnum):
     ERROR = "error"
     #: Every failed attempt: ``[{"attempt", "type", "message", "at"}, ...]``.
     ATTEMPTS = "attempts"
+    #: When a job that has not started by then never runs (ISO 8601, UTC): ``expires``.
+    EXPIRES = "expires"
     #: When a job deferred by its task's rate limit may start (ISO 8601, UTC).
     RATE_LIMITED_UNTIL = "rate_limited_until"
     #: The uniqueness lock the job holds while it waits or runs.

@@ -199,9 +199,11 @@ def sweep_queue(queue: JsonQueue) -> None:
 
 
 def sweep(redis: Redis) -> None:
-    """Registry maintenance for every queue: abandoned jobs, expired entries, stuck dequeues."""
+    """Registry maintenance for every queue: abandoned jobs, expired entries, stuck dequeues; then
+    the jobs still waiting past their ``expires``."""
     for queue in all_queues(redis):
         sweep_queue(queue)
+    lifecycle.expire_due(redis)
 
 
 def _text(value: bytes | str) -> str:

@@ -113,6 +113,9 @@ def list_tasks() -> None:
 @click.argument("args", nargs=-1)
 @click.option("--queue", type=_QUEUES, help="Another queue than the task's.")
 @click.option("--countdown", type=float, help="Seconds to wait before it runs.")
+@click.option(
+    "--expires", help="Seconds, or an ISO 8601 time with a zone: not started by then, it never runs."
+)
 @click.option("--job-id", help="Choose the job's id.")
 @click.option("--wait", "wait_", is_flag=True, help="Wait for the job to end, with a progress bar.")
 @click.option("--timeout", type=float, default=None, help="With --wait: give up after this many seconds.")
@@ -121,6 +124,7 @@ def enqueue_task(
     args: tuple[str, ...],
     queue: str | None,
     countdown: float | None,
+    expires: str | None,
     job_id: str | None,
     wait_: bool,
     timeout: float | None,
@@ -134,7 +138,12 @@ def enqueue_task(
         options = EnqueueOptions.model_validate(
             {
                 k: v
-                for k, v in {"queue": queue, "countdown": countdown, "job_id": job_id}.items()
+                for k, v in {
+                    "queue": queue,
+                    "countdown": countdown,
+                    "job_id": job_id,
+                    "expires": expires,
+                }.items()
                 if v is not None
             }
         )

@@ -395,6 +395,8 @@ class TasklaneWorkerMixin:
     def execute_job(self, job: Job, queue: Queue) -> None:
         """Defer a job that is over its task's rate limit; run any other; settle it after an outage."""
         try:
+            if lifecycle.expire_if_due(job, queue):  # past its `expires`: ended as expired, never run
+                return
             spec = task_spec(job)
             if spec is not None and spec.rate_limit is not None:
                 limiter = RateLimiter(self.connection)

@@ -12,6 +12,7 @@ from redis import Redis
 
 from app.catalogue.registry import REGISTRY, QueueName, TaskSpec
 from app.core.dispatch import (
+    BatchOptions,
     EnqueueOptions,
     Idempotency,
     IdempotencyConflict,
@@ -58,10 +59,11 @@ class BatchRequest(BaseModel):
     """
 
     model_config = ConfigDict(strict=True, extra="forbid")
-    SHAPE: ClassVar[str] = '{"items": [{"args": {...}}, ...], "queue": "..."}'
+    SHAPE: ClassVar[str] = '{"items": [{"args": {...}}, ...], "queue": "...", "options": {"expires": ...}}'
 
     items: list[Any]
     queue: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict, description="expires, once for every item")
 
 
 class BatchItem(BaseModel):
@@ -189,11 +191,13 @@ def enqueue_batch(name: str) -> tuple[Response, int]:
     errors: list[dict[str, Any]] = []
     many_args = [_batch_item(spec, n, item, errors) for n, item in enumerate(body.items)]
     queue = _check(_QUEUE.validate_python, body.queue, "queue", errors) if body.queue else None
-    if errors:
+    options = _check(BatchOptions.model_validate, body.options, "options", errors)
+    if errors or options is None:
         raise _invalid(spec, errors)
     rt = runtime()
     ttls = {"default_result_ttl": rt.settings.result_ttl, "failure_ttl": rt.settings.failed_job_ttl}
-    jobs = enqueue_many(spec, [a for a in many_args if a is not None], rt.redis, queue=queue, **ttls)
+    jobs = enqueue_many(spec, [a for a in many_args if a is not None], rt.redis, queue=queue,
+                        expires_at=options.expires_at(spec), **ttls)  # fmt: skip
     await_replicas(rt.redis, rt.settings)
     return jsonify({"task": spec.name, "job_ids": [job.id for job in jobs], "state": "PENDING"}), 202
 
