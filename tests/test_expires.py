@@ -268,3 +268,14 @@ def test_a_real_worker_never_runs_an_expired_job(
     view = wait_state(client, auth, gone, FINAL)
     assert _expired(view), view
     assert not marker.exists()
+
+
+def test_the_openapi_document_declares_it(client: FlaskClient) -> None:
+    doc = client.get("/api/v1/openapi.json").get_json()
+    schemas = doc["components"]["schemas"]
+    for name in ("EnqueueOptions", "BatchOptions"):
+        kinds = schemas[name]["properties"]["expires"]["anyOf"]
+        assert {"type": "number"} in kinds and {"type": "string", "format": "date-time"} in kinds
+    batch = doc["paths"]["/api/v1/tasks/add/batch"]["post"]["requestBody"]["content"]["application/json"]
+    assert batch["schema"]["properties"]["options"] == {"$ref": "#/components/schemas/BatchOptions"}
+    assert doc["paths"]["/api/v1/tasks/add"]["post"]["x-tasklane-policy"]["expires"] is None

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from sqlalchemy.orm import Session
 from app import create_app
 from app.calling.result import AsyncResult
 from app.core import outbox
+from app.core.queues import JsonJob
 from app.foundation.models import OutboxEntry
 from app.processes.scheduling import SchedulerProcess
 from app.tasks import add
@@ -227,3 +229,17 @@ def test_session_must_be_a_connection_or_a_session(db_app: Flask) -> None:
     """Anything else is refused before a row is written."""
     with pytest.raises(TypeError, match="Connection or Session"):
         add.apply_async((1, 2), session=engine_of(db_app))  # type: ignore[arg-type]
+
+
+def test_expires_counts_from_the_call_not_from_the_push(db_app: Flask, rconn: redis.Redis) -> None:
+    """``expires`` in seconds is made a time when the row is written, as countdown is: a row pushed
+    late (by the relay, say) keeps its expiry."""
+    engine = engine_of(db_app)
+    called = datetime.now(UTC)
+    with Session(engine) as session:
+        staged = add.apply_async((2, 3), session=session, expires=30)
+        stored = session.scalar(select(OutboxEntry.options).where(OutboxEntry.job_id == staged.id))
+        assert stored is not None and '"expires":"20' in stored  # an absolute time
+        session.commit()
+    expires = datetime.fromisoformat(JsonJob.fetch(staged.id, connection=rconn).meta["expires"])
+    assert timedelta(seconds=29) <= expires - called <= timedelta(seconds=32)

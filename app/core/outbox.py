@@ -84,6 +84,9 @@ def stage(
     if options.countdown:  # from now, not from whenever the row is pushed
         stored.pop("countdown")
         stored["eta"] = (utcnow() + timedelta(seconds=options.countdown)).isoformat()
+    expires_at = options.expires_at(spec)  # also the task's default: from now, as countdown
+    if expires_at is not None:
+        stored["expires"] = expires_at.isoformat()
     row = {
         "job_id": job_id,
         "task": spec.name,

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from app.catalogue.registry import REGISTRY, QueueName, TaskSpec
-from app.core.dispatch import EnqueueOptions
+from app.core.dispatch import BatchOptions, EnqueueOptions
 from app.core.states import State
 
 #: OpenAPI version of the document.
@@ -183,6 +183,7 @@ def _task_paths(spec: TaskSpec, components: dict[str, Any], options: dict[str, A
                 },
             },
             "queue": _ref("Queue"),
+            "options": _ref("BatchOptions"),
         },
     }
     batch = {
@@ -886,6 +887,7 @@ def document() -> dict[str, Any]:
     }
     options = model_schema(EnqueueOptions, "EnqueueOptions", components)
     components["EnqueueOptions"] = options
+    components["BatchOptions"] = model_schema(BatchOptions, "BatchOptions", components)
     paths = _other_paths()
     for spec in REGISTRY:
         paths.update(_task_paths(spec, components, _ref("EnqueueOptions")))
