@@ -11,7 +11,7 @@ from pathlib import Path
 from pydantic import Field, field_validator
 
 from app.catalogue.progress import report_progress
-from app.catalogue.registry import RetryPolicy, TaskInput, task
+from app.catalogue.registry import RetryPolicy, Snooze, TaskInput, task
 from app.core.execution import RetryTask
 from app.core.limits import SoftTimeLimitExceeded
 
@@ -349,3 +349,23 @@ def hog_memory(megabytes: int, hold: float) -> int:
         block[offset] = 1
     time.sleep(hold)
     return len(block)
+
+
+class SnoozeInput(TaskInput):
+    path: str
+    times: int = 1
+    seconds: float = 1.0
+    returned: bool = False
+
+
+@task(input=SnoozeInput, retry=RetryPolicy(max_retries=0))
+def snooze_first(path: str, times: int, seconds: float, returned: bool) -> int:
+    """Snooze the first ``times`` runs (raising Snooze, or returning it), then return the run count."""
+    runs = Path(path)
+    count = int(runs.read_text()) + 1 if runs.exists() else 1
+    runs.write_text(str(count))
+    if count <= times:
+        if returned:
+            return Snooze(seconds)  # type: ignore[return-value]
+        raise Snooze(seconds)
+    return count

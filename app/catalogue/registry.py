@@ -160,6 +160,16 @@ class RetryTask(Exception):
         self.countdown = max(0.0, float(countdown))
 
 
+class Snooze(Exception):
+    """Raise (or return) from a task to run the job again after ``seconds``: no retry is spent and
+    no failure recorded; the job waits as a delayed one (``PENDING``, ``scheduled_for``) and its
+    view counts the snoozes (``snoozed``)."""
+
+    def __init__(self, seconds: float, reason: str = "snoozed by the task") -> None:
+        super().__init__(reason)
+        self.seconds = min(max(0.0, float(seconds)), float(defaults.MAX_DELAY))
+
+
 def honour_retry_after(seconds: float | None, reason: str) -> None:
     """Raise RetryTask after a peer's ``Retry-After`` (at most RETRY_AFTER_LIMIT s); without one, return.
 

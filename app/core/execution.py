@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
 from rq.job import Job
 
-from app.catalogue.registry import RetryTask, TaskSpec
+from app.catalogue.registry import RetryTask, Snooze, TaskSpec
 from app.core.queues import JsonJob, UnknownTaskError, task_spec
 from app.core.steps import StepInputExpired, inputs_for
 from app.foundation import defaults, proc, signals
@@ -125,7 +125,7 @@ def execute(job: Job) -> Any:
 
 
 def _execute(job: Job) -> Any:
-    for key in (Meta.NO_RETRY, Meta.RETRY_COUNTDOWN, Meta.NEXT_RETRY_AT):
+    for key in (Meta.NO_RETRY, Meta.RETRY_COUNTDOWN, Meta.NEXT_RETRY_AT, Meta.SNOOZE_FOR):
         job.meta.pop(key, None)
     spec: TaskSpec | None = None
     held: list[str] = []
@@ -145,8 +145,15 @@ def _execute(job: Job) -> Any:
             result = spec.func(**values)
             if inspect.isawaitable(result):
                 result = asyncio.run(_await(result))
+            if isinstance(result, Snooze):
+                raise result
         finally:
             signals.send(signals.task_postrun, spec.name, job_id=job.id, kwargs=values)
+    except Snooze as exc:
+        # Neither an attempt nor a failure: the worker puts the job back (lifecycle.snoozed).
+        job.meta[Meta.SNOOZE_FOR] = exc.seconds
+        job.save_meta()
+        raise
     except BaseException as exc:
         message = proc.memory_error_message(exc) or str(exc)
         if held and redact(message) != message:

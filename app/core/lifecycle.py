@@ -9,6 +9,7 @@
   Pro's super_fetch and River's rescuer do), up to ``MAX_ORPHAN_REQUEUES`` times, after
   which it fails as a poison job;
 - :func:`deferred`: the task's rate limit put the job back for later;
+- :func:`snoozed`: the task asked to run again later (``Snooze``): put back, no retry spent;
 - :func:`expire`: the job was not started by its ``expires`` time: it never runs (REVOKED,
   ``error.type`` ``expired``), whether a worker about to start it or the sweep saw it first.
 
@@ -197,6 +198,36 @@ redis.call('EXPIRE', KEYS[1], ARGV[5])
 return 1
 """
 )
+
+
+def snooze_asked(job: Job) -> float | None:
+    """Seconds the run that just ended asked to snooze for (``raise Snooze(s)``), or None."""
+    value = job.meta.get(Meta.SNOOZE_FOR)
+    return None if value is None else float(value)
+
+
+def snoozed(job: Job, queue: JsonQueue, cleanup: Any = None, *, lease: Lease | None = None) -> bool:
+    """The task asked to run again after some seconds: the job waits as a delayed one (scheduled,
+    ``PENDING`` with ``scheduled_for``), no retry spent, no attempt or failure recorded; its
+    ``snoozed`` count goes up, and it counts as ``snoozed``. ``cleanup`` and ``lease`` as for
+    :func:`orphaned`. True when the writes were applied (False: the run was settled elsewhere)."""
+    seconds = snooze_asked(job) or 0.0
+    job.meta.pop(Meta.SNOOZE_FOR, None)
+    job.meta[Meta.SNOOZED] = int(job.meta.get(Meta.SNOOZED) or 0) + 1
+    when = seconds_from_now(seconds)
+    pipe = _writes(job.connection, lease)
+    if cleanup is not None:
+        cleanup(pipe)
+    pipe.hset(job.key, "meta", compat.serialized_meta(job))
+    pipe.lrem(queue.intermediate_queue_key, 0, job.id)
+    compat.set_job_status(job, JobStatus.SCHEDULED)
+    queue.schedule_job(job, when, pipeline=pipe)
+    if not _commit(job.connection, pipe, lease):
+        log.info("run already settled elsewhere; not snoozed", extra=_context(job))
+        return False
+    log.info("snoozed for %.1f s (%d so far)", seconds, job.meta[Meta.SNOOZED], extra=_context(job))
+    _count(job, "snoozed")
+    return True
 
 
 def expires_at(job: Job) -> datetime | None:

@@ -117,6 +117,8 @@ def describe(job: Job) -> dict[str, Any]:
         "next_retry_at": job.meta.get(Meta.NEXT_RETRY_AT) if state is State.RETRY else None,
         # When a delayed job (countdown, eta, a retry's or a snooze's wait) is due; null otherwise.
         "scheduled_for": scheduled_for(job, status),
+        # How many times the task snoozed (``raise Snooze(seconds)``): no retry spent, no failure.
+        "snoozed": int(job.meta.get(Meta.SNOOZED) or 0),
         "enqueued_at": iso(job.enqueued_at),
         "started_at": iso(job.started_at),
         "ended_at": iso(job.ended_at),

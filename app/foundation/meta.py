@@ -31,6 +31,10 @@ class Meta(StrEnum):
     ATTEMPTS = "attempts"
     #: When a job that has not started by then never runs (ISO 8601, UTC): ``expires``.
     EXPIRES = "expires"
+    #: Seconds the task asked to snooze for in the run that just ended (``Snooze``); read once.
+    SNOOZE_FOR = "snooze_for"
+    #: How many times the job snoozed.
+    SNOOZED = "snoozed"
     #: When a job deferred by its task's rate limit may start (ISO 8601, UTC).
     RATE_LIMITED_UNTIL = "rate_limited_until"
     #: The uniqueness lock the job holds while it waits or runs.

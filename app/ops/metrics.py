@@ -25,7 +25,7 @@ from app.ops import series
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 
 #: Outcomes counted per task.
-OUTCOMES = ("success", "failure", "retry", "revoked", "orphaned", "deferred", "expired")
+OUTCOMES = ("success", "failure", "retry", "revoked", "orphaned", "deferred", "expired", "snoozed")
 
 
 def bucket_of(seconds: float) -> int:

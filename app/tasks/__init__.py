@@ -14,6 +14,10 @@ import importlib
 import pkgutil
 from typing import Any
 
+from app.catalogue.registry import Snooze
+
+__all__ = ["Snooze"]
+
 for _module in sorted(pkgutil.iter_modules(__path__, prefix=f"{__name__}."), key=lambda m: m.name):
     importlib.import_module(_module.name)
 

@@ -532,8 +532,8 @@ class TasklaneWorkerMixin:
 
     def handle_exception(self, job: Job, *exc_info: Any) -> None:
         """RQ's logging of a failed run, except for a run whose outcome Redis never got (not a failure)."""
-        if self._outcome_lost == job.id:
-            return
+        if self._outcome_lost == job.id or lifecycle.snooze_asked(job) is not None:
+            return  # a snooze is no failure: lifecycle.snoozed logs it
         super().handle_exception(job, *exc_info)  # type: ignore[misc]
 
     def _bookkeeping(self, job: Job, call: Callable[[], _T]) -> _T:
@@ -658,6 +658,18 @@ class TasklaneWorkerMixin:
             return
         exc_string = redact_arguments(job, exc_string)
         stopped = compat.stopped_job_id(self) == job.id
+        if (
+            lifecycle.snooze_asked(job) is not None
+            and not stopped
+            and getattr(self, "_horse_lost", None) != job.id
+        ):
+
+            def put_back(pipe: Any) -> None:
+                self.cleanup_execution(job, pipeline=pipe, execution=execution)  # type: ignore[attr-defined]
+
+            lease = Lease.of(job, execution) if execution is not None else None
+            self._bookkeeping(job, lambda: lifecycle.snoozed(job, queue, put_back, lease=lease))  # type: ignore[arg-type]
+            return
         if job.worker_name is None:  # the parent of a forked horse never saw the start
             job.worker_name = self.name
         try:

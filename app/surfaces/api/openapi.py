@@ -281,7 +281,12 @@ def _common_schemas() -> dict[str, Any]:
                 "next_retry_at": nullable_time,
                 "scheduled_for": {
                     **nullable_time,
-                    "description": "when a delayed job is due (countdown, eta, retry)",
+                    "description": "when a delayed job is due (countdown, eta, retry, snooze)",
+                },
+                "snoozed": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "times the task snoozed (raise Snooze(seconds)): no retry spent",
                 },
                 "enqueued_at": nullable_time,
                 "started_at": nullable_time,
