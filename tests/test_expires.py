@@ -141,7 +141,13 @@ def test_a_worker_and_the_sweep_never_both_end_it(
     ]
     retried.save_meta()
     assert lifecycle.expire_if_due(retried, queue) is False
-    assert lifecycle.expire_due(redis_) == 0 and redis_.zscore(keys.expiries(), retried.id) is None
+    snoozed = JsonJob.fetch(
+        enqueue(client, auth, "add", {"x": 1, "y": 1}, expires=_past()), connection=redis_
+    )
+    snoozed.meta[Meta.SNOOZED] = 1
+    snoozed.save_meta()
+    assert lifecycle.expire_if_due(snoozed, queue) is False
+    assert lifecycle.expire_due(redis_) == 0 and redis_.zcard(keys.expiries()) == 0
 
 
 def test_what_waited_on_an_expired_job_is_revoked(

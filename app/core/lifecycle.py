@@ -245,8 +245,8 @@ def expire_if_due(job: Job, queue: Queue) -> bool:
     """Before a worker starts ``job``: when its ``expires`` has passed, end it as expired (see
     :func:`expire`) and answer True: it is not to run. False: run it as usual."""
     deadline = expires_at(job)
-    if deadline is None or deadline > utcnow() or job.meta.get(Meta.ATTEMPTS):
-        return False  # a job that started once (a retry, a requeued orphan) has met its expiry
+    if deadline is None or deadline > utcnow() or _started_once(job):
+        return False  # a job that started once (a retry, a requeued orphan, a snooze) has met its expiry
     return expire(job, queue)  # type: ignore[arg-type]
 
 
@@ -292,12 +292,16 @@ def expire_due(connection: Redis, batch: int = 500) -> int:
         if not due:
             return ended
         for job_id, job in zip(due, JsonJob.fetch_many(due, connection=connection), strict=True):
-            if job is None or job.meta.get(Meta.ATTEMPTS):  # gone, or started once: the entry goes
+            if job is None or _started_once(job):  # gone, or started once: the entry goes
                 connection.zrem(keys.expiries(), job_id)
             elif expire(job):
                 ended += 1
         if len(due) < batch:
             return ended
+
+
+def _started_once(job: Job) -> bool:
+    return bool(job.meta.get(Meta.ATTEMPTS) or job.meta.get(Meta.SNOOZED))
 
 
 def _text(value: bytes | str) -> str:
