@@ -326,6 +326,12 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _move_first_with_data(
+    connection: Redis, queue_keys: list[str]
+) -> tuple[str, str, dict[bytes, Any]] | None:
+    return moved(_MOVE_FIRST(connection, keys=queue_keys, args=_move_args()))
+
+
 def paused_in(result: Any) -> set[str]:
     """The names of the paused queues a move found nothing in (empty when it moved a job)."""
     if not result or result[0]:
