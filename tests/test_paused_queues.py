@@ -19,7 +19,7 @@ from app.core import queues as queue_store
 from app.core.dispatch import enqueue as core_enqueue
 from app.core.queues import JsonQueue, move_first_on, moved, paused_in
 from app.processes.workers import JsonInlineWorker
-from tests.conftest import DASHBOARD
+from tests.conftest import DASHBOARD, TOKEN
 from tests.servers import FINAL, Starter, enqueue, get_job, start_worker, wait_state
 
 
@@ -224,3 +224,42 @@ def test_a_real_worker_stops_within_a_second_and_resumes_within_a_second(
     took = time.monotonic() - resumed_at
     assert first["result"] == 1 and took < 1.5, f"the first job ran {took:.2f} s after the resume"
     assert [wait_state(client, auth, j, FINAL)["result"] for j in held] == [1, 2, 3, 4, 5]
+
+
+def test_a_pause_and_an_expiry_outlive_a_redis_kill(tmp_path: Any) -> None:
+    """Redis with its append-only file (as docs/RELIABILITY.md runs it) killed with SIGKILL and
+    started again: the queue is still paused (a worker takes nothing from it), and a waiting
+    job's expiry still ends it at its start once the queue is resumed."""
+    from datetime import UTC, datetime, timedelta
+
+    from app import create_app
+    from tests.conftest import make_env
+    from tests.servers import RedisServer
+
+    server = RedisServer(tmp_path / "redis", appendonly=True).start()
+    try:
+        app = create_app(make_env(tmp_path, server.url))
+        client, auth = app.test_client(), {"Authorization": f"Bearer {TOKEN}"}
+        assert client.post("/api/v1/queues/default/pause", headers=auth).status_code == 200
+        soon = (datetime.now(UTC) + timedelta(milliseconds=300)).isoformat()
+        doomed = enqueue(client, auth, "add", {"x": 1, "y": 1}, expires=soon)
+        kept = enqueue(client, auth, "add", {"x": 2, "y": 1})
+        server.kill()
+        server.start()
+        app = create_app(make_env(tmp_path, server.url))
+        client = app.test_client()
+        assert _queues(client, auth)["default"]["paused"] is True
+        redis_ = app.extensions["tasklane"].redis
+        with app.app_context():
+            JsonInlineWorker([JsonQueue("default", connection=redis_)], connection=redis_).work(burst=True)
+        assert [get_job(client, auth, j)["state"] for j in (doomed, kept)] == ["PENDING", "PENDING"]
+        while datetime.now(UTC) < datetime.fromisoformat(soon):
+            redis_.blpop(["tasklane:test-never-rung"], 0.1)
+        assert client.post("/api/v1/queues/default/resume", headers=auth).status_code == 200
+        with app.app_context():
+            JsonInlineWorker([JsonQueue("default", connection=redis_)], connection=redis_).work(burst=True)
+        gone = get_job(client, auth, doomed)
+        assert (gone["state"], gone["error"]["type"]) == ("REVOKED", "expired")
+        assert get_job(client, auth, kept)["result"] == 3
+    finally:
+        server.stop()
