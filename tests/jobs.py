@@ -349,3 +349,25 @@ def hog_memory(megabytes: int, hold: float) -> int:
         block[offset] = 1
     time.sleep(hold)
     return len(block)
+
+
+class CardInput(TaskInput):
+    card: str
+
+
+@task(input=CardInput, sensitive=True)
+def charge_card(card: str) -> dict[str, object]:
+    """A task declared sensitive: every job's args and result are stored encrypted."""
+    return {"charged": card, "last4": card[-4:]}
+
+
+class EchoInput(TaskInput):
+    text: str
+
+
+@task(input=EchoInput)
+def echo(text: str) -> dict[str, object]:
+    """Return the text (a plain task; ``encrypt`` seals a job of it on request)."""
+    if text.startswith("fail:"):
+        raise ValueError(f"asked to fail with {text}")
+    return {"echo": text, "length": len(text)}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,7 +21,8 @@ from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus, Retry
 from rq.rate_limit import RateLimit as ConcurrencyLimit
 
-from app.catalogue.registry import QueueName, TaskSpec
+from app.catalogue.registry import MASK, QueueName, TaskSpec
+from app.core import sealing
 from app.core.queues import JsonJob, JsonQueue, get_queue
 from app.foundation import defaults, keys
 from app.foundation.meta import Meta
@@ -72,6 +74,9 @@ class EnqueueOptions(BaseModel):
     queue: QueueName | None = None
     job_id: str | None = Field(default=None, pattern=JOB_ID_PATTERN)
     result_ttl: int | None = Field(default=None, ge=-1, description="seconds; -1 keeps the result")
+    encrypt: bool | None = Field(
+        default=None, description="store the args and result encrypted (AES-GCM, ENCRYPTION_KEYS)"
+    )
 
     @model_validator(mode="after")
     def _one_delay(self) -> EnqueueOptions:
@@ -138,6 +143,12 @@ def enqueue(
         Meta.MAX_RETRIES: spec.retry.max_retries,
         **(meta or {}),
     }
+    ring = sealing.ring_for(spec, options.encrypt)
+    stored, description = kwargs, masked_description(spec, kwargs)
+    if ring is not None:
+        job_id = job_id or options.job_id or str(uuid.uuid4())
+        stored, description = sealing.seal_kwargs(ring, job_id, kwargs), sealed_description(spec)
+        job_meta[Meta.ENCRYPTED] = True
     if observability.TRACER is not None and (carrier := observability.trace_carrier()):
         job_meta[Meta.TRACE] = carrier
     unique_key = keys.unique_lock(spec.name, digest(kwargs)) if spec.unique else None
@@ -146,11 +157,13 @@ def enqueue(
     concurrency = None
     if spec.concurrency:
         value = str(kwargs.get(spec.concurrency_key)) if spec.concurrency_key else None
+        if ring is not None and value is not None:
+            value = digest(value)[:32]  # a key name is never encrypted: no argument in it
         concurrency = ConcurrencyLimit(key=keys.concurrency(spec.name, value), concurrency=spec.concurrency)
     run_at = options.run_at()
     job = queue.create_job(
         spec.path,
-        kwargs=kwargs,
+        kwargs=stored,
         timeout=spec.time_limit,
         result_ttl=_first(options.result_ttl, spec.result_ttl, default_result_ttl),
         failure_ttl=_first(spec.failure_ttl, failure_ttl),
@@ -160,7 +173,7 @@ def enqueue(
         status=JobStatus.SCHEDULED if run_at else JobStatus.QUEUED,
         rate_limit=concurrency,
         depends_on=depends_on,
-        description=masked_description(spec, kwargs),
+        description=description,
     )
     scheduled = run_at is not None and run_at > utcnow()
     watched = [k for k in (idempotency.redis_key if idempotency else None, unique_key) if k]
@@ -223,6 +236,7 @@ def enqueue_many(
     default_result_ttl: int,
     failure_ttl: int,
     queue: QueueName | None = None,
+    encrypt: bool | None = None,
 ) -> list[Job]:
     """Enqueue one job per argument set, all in one round trip to Redis.
 
@@ -236,19 +250,25 @@ def enqueue_many(
     meta: dict[str, Any] = {Meta.TASK: spec.name, Meta.MAX_RETRIES: spec.retry.max_retries}
     if observability.TRACER is not None and (carrier := observability.trace_carrier()):
         meta[Meta.TRACE] = carrier
-    jobs = [
-        target.create_job(
-            spec.path,
-            kwargs=kwargs,
-            timeout=spec.time_limit,
-            result_ttl=_first(spec.result_ttl, default_result_ttl),
-            failure_ttl=_first(spec.failure_ttl, failure_ttl),
-            retry=retry,
-            meta=dict(meta),
-            description=masked_description(spec, kwargs),
+    ring = sealing.ring_for(spec, encrypt)
+    if ring is not None:
+        meta[Meta.ENCRYPTED] = True
+    jobs = []
+    for kwargs in (a.model_dump(mode="json") if isinstance(a, BaseModel) else dict(a) for a in many_args):
+        job_id = str(uuid.uuid4())
+        jobs.append(
+            target.create_job(
+                spec.path,
+                kwargs=kwargs if ring is None else sealing.seal_kwargs(ring, job_id, kwargs),
+                timeout=spec.time_limit,
+                result_ttl=_first(spec.result_ttl, default_result_ttl),
+                failure_ttl=_first(spec.failure_ttl, failure_ttl),
+                retry=retry,
+                meta=dict(meta),
+                description=masked_description(spec, kwargs) if ring is None else sealed_description(spec),
+                job_id=job_id,
+            )
         )
-        for kwargs in (a.model_dump(mode="json") if isinstance(a, BaseModel) else dict(a) for a in many_args)
-    ]
     with connection.pipeline() as pipe:
         for job in jobs:
             target.enqueue_job(job, pipeline=pipe)
@@ -263,6 +283,11 @@ def masked_description(spec: TaskSpec, kwargs: Mapping[str, Any]) -> str | None:
         return None
     shown = ", ".join(f"{key}={value!r}" for key, value in spec.masked(kwargs).items())
     return f"{spec.path}({shown})"
+
+
+def sealed_description(spec: TaskSpec) -> str:
+    """The description of an encrypted job: no argument, not even masked names."""
+    return f"{spec.path}({MASK})"
 
 
 def _remember(pipe: Any, idempotency: Idempotency, job_id: str) -> None:

@@ -22,6 +22,7 @@ from pydantic_core import to_jsonable_python
 from rq.job import Job
 
 from app.catalogue.registry import RetryTask, TaskSpec
+from app.core import sealing
 from app.core.queues import JsonJob, UnknownTaskError, task_spec
 from app.core.steps import StepInputExpired, inputs_for
 from app.foundation import defaults, proc, signals
@@ -71,17 +72,28 @@ def record_attempt(job: Job, exc_type: str, message: str) -> None:
 def redact_arguments(job: Job, text: str) -> str:
     """``text`` with the job's sensitive argument values masked (for texts made after its run)."""
     spec = task_spec(job)
-    if spec is None or not spec.sensitive or not text:
+    encrypted = sealing.is_encrypted(job)
+    if spec is None or not (spec.sensitive or encrypted) or not text:
         return text
     try:
-        kwargs = dict(job.kwargs)
+        kwargs = sealing.job_kwargs(job)
     except Exception:
         return text
-    for name in spec.sensitive:
-        value = kwargs.get(name)
-        if isinstance(value, str) and len(value) >= MIN_SECRET_LENGTH:
-            text = text.replace(value, MASK)
+    for value in _secret_values(spec, kwargs, encrypted):
+        text = text.replace(value, MASK)
     return text
+
+
+def _secret_values(spec: TaskSpec, values: dict[str, Any], encrypted: bool) -> list[str]:
+    """The argument values kept out of logs and errors: the sensitive fields', and every text
+    argument of an encrypted job."""
+    names = values.keys() if encrypted else spec.sensitive
+    found = [
+        str(values[n])
+        for n in names
+        if values.get(n) is not None and (not encrypted or isinstance(values[n], str))
+    ]
+    return [v for v in found if len(v) >= MIN_SECRET_LENGTH]
 
 
 def record_error(job: Job, exc_type: str, message: str) -> None:
@@ -92,13 +104,15 @@ def record_error(job: Job, exc_type: str, message: str) -> None:
 
 
 def _never_retry(exc: BaseException) -> bool:
-    return isinstance(exc, InvalidJobArguments | JobRevoked | UnknownTaskError | StepInputExpired)
+    return isinstance(
+        exc, InvalidJobArguments | JobRevoked | UnknownTaskError | StepInputExpired | sealing.DecryptError
+    )
 
 
 def _validated(spec: TaskSpec, job: Job) -> dict[str, Any]:
     if job.args:
         raise InvalidJobArguments(f"task {spec.name!r} takes keyword arguments only")
-    kwargs = inputs_for(job, dict(job.kwargs))
+    kwargs = inputs_for(job, _opened(job))
     try:
         model = spec.validate(kwargs)
     except ValidationError as exc:
@@ -113,6 +127,14 @@ def _validated(spec: TaskSpec, job: Job) -> dict[str, Any]:
         )
         raise InvalidJobArguments(f"invalid arguments for task {spec.name!r}: {problems}") from None
     return {name: getattr(model, name) for name in type(model).model_fields}
+
+
+def _opened(job: Job) -> dict[str, Any]:
+    """The job's stored arguments, decrypted just before the call when the job is encrypted."""
+    try:
+        return sealing.job_kwargs(job)
+    except sealing.DecryptError as exc:
+        raise sealing.DecryptError(f"the arguments of job {job.id} cannot be decrypted: {exc}") from None
 
 
 def execute(job: Job) -> Any:
@@ -134,9 +156,9 @@ def _execute(job: Job) -> Any:
         if job.meta.get(Meta.REVOKED):
             raise JobRevoked(f"job {job.id} was revoked")
         values = _validated(spec, job)
-        if spec.sensitive:
+        if spec.sensitive or sealing.is_encrypted(job):
             # Out of every log line while the job runs, its own error message included.
-            held = [str(values[name]) for name in spec.sensitive if values.get(name) is not None]
+            held = _secret_values(spec, values, sealing.is_encrypted(job))
             hold_secrets(held)
         started = time.monotonic()
         log.info("task started", extra={"job_id": job.id, "task": spec.name})
@@ -172,7 +194,7 @@ def _execute(job: Job) -> Any:
             "duration_ms": round((time.monotonic() - started) * 1000, 2),
         },
     )
-    return to_jsonable_python(result)
+    return sealing.sealed_result(job, to_jsonable_python(result))
 
 
 async def _await(awaitable: Any) -> Any:

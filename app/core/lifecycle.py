@@ -35,7 +35,7 @@ from rq.queue import Queue
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
-from app.core import compat, leases
+from app.core import compat, leases, sealing
 from app.core.execution import record_attempt, redact_arguments
 from app.core.leases import Lease
 from app.core.queues import JsonJob, JsonQueue, task_spec
@@ -83,7 +83,7 @@ def succeeded(job: Job, *, counted: bool = False) -> None:
     spec = task_spec(job)
     name = spec.name if spec else str(job.meta.get(Meta.TASK))
     if (spec is not None and spec.on_success) or signals.task_success.receivers:
-        result = compat.last_return_value(job)
+        result = sealing.job_result(job, compat.last_return_value(job))
         signals.send(signals.task_success, name, job_id=job.id, kwargs=dict(job.kwargs), result=result)
         if spec is not None and spec.on_success:
             _call_hook(spec.on_success, job, result)

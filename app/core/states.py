@@ -9,7 +9,8 @@ from typing import Any
 from rq.job import Job, JobStatus
 from rq.registry import ScheduledJobRegistry
 
-from app.catalogue.registry import REGISTRY
+from app.catalogue.registry import MASK, REGISTRY
+from app.core import sealing
 from app.foundation.meta import Meta
 from app.foundation.timeutil import iso
 
@@ -93,6 +94,10 @@ def describe(job: Job) -> dict[str, Any]:
     error = None
     if state is State.SUCCESS:
         result = job.return_value()
+        try:
+            result = sealing.job_result(job, result)
+        except sealing.DecryptError:
+            result = MASK  # sealed under a key that is gone: not shown, never the envelope
     elif state in (State.FAILURE, State.RETRY, State.REVOKED):
         latest = job.latest_result()
         error = parse_error(latest.exc_string if latest else None)

@@ -47,3 +47,5 @@ class Meta(StrEnum):
     #: The W3C trace context (``traceparent``, ``tracestate``) of the span that enqueued the
     #: job; only while tracing is on. The job's run is traced as its child.
     TRACE = "trace"
+    #: Set when the job's args and result are stored sealed (AES-GCM, ENCRYPTION_KEYS).
+    ENCRYPTED = "encrypted"

@@ -20,6 +20,7 @@ from app.core.dispatch import (
     enqueue,
     enqueue_many,
 )
+from app.core.sealing import EncryptionUnavailable
 from app.core.states import state_of
 from app.foundation import keys
 from app.foundation.config import Settings
@@ -58,10 +59,11 @@ class BatchRequest(BaseModel):
     """
 
     model_config = ConfigDict(strict=True, extra="forbid")
-    SHAPE: ClassVar[str] = '{"items": [{"args": {...}}, ...], "queue": "..."}'
+    SHAPE: ClassVar[str] = '{"items": [{"args": {...}}, ...], "queue": "...", "encrypt": true|false}'
 
     items: list[Any]
     queue: str | None = None
+    encrypt: bool | None = None
 
 
 class BatchItem(BaseModel):
@@ -143,10 +145,17 @@ def enqueue_task(name: str) -> tuple[Response, int, dict[str, str]]:
         raise APIError(409, "job_exists", str(exc)) from None
     except IdempotencyConflict as exc:
         raise APIError(409, "idempotency_conflict", str(exc)) from None
+    except EncryptionUnavailable as exc:
+        raise _no_keys(exc) from None
     await_replicas(rt.redis, rt.settings)
     location = url_for("api.get_job", job_id=job.id)
     out = {"job_id": job.id, "task": spec.name, "state": state_of(job).value, "links": {"self": location}}
     return jsonify(out), 202, {"Location": location}
+
+
+def _no_keys(exc: EncryptionUnavailable) -> APIError:
+    field = [{"field": "options.encrypt", "message": str(exc), "type": "encryption_unavailable"}]
+    return APIError(422, "encryption_unavailable", str(exc), field)
 
 
 def await_replicas(redis: Redis, settings: Settings) -> None:
@@ -193,7 +202,12 @@ def enqueue_batch(name: str) -> tuple[Response, int]:
         raise _invalid(spec, errors)
     rt = runtime()
     ttls = {"default_result_ttl": rt.settings.result_ttl, "failure_ttl": rt.settings.failed_job_ttl}
-    jobs = enqueue_many(spec, [a for a in many_args if a is not None], rt.redis, queue=queue, **ttls)
+    try:
+        jobs = enqueue_many(
+            spec, [a for a in many_args if a is not None], rt.redis, queue=queue, encrypt=body.encrypt, **ttls
+        )
+    except EncryptionUnavailable as exc:
+        raise _no_keys(exc) from None
     await_replicas(rt.redis, rt.settings)
     return jsonify({"task": spec.name, "job_ids": [job.id for job in jobs], "state": "PENDING"}), 202
 

@@ -1,0 +1,179 @@
+"""Encrypted arguments at rest (issue 21): option ``encrypt`` and tasks declared ``sensitive=True``.
+
+The integration test reads Redis as an attacker with a dump would: every key, every value
+of every type, searched for the plaintext after a real worker ran the jobs.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import zlib
+from pathlib import Path
+
+import pytest
+import redis
+from flask import Flask
+
+from app import create_app
+from app.core.queues import JsonJob, JsonQueue
+from app.foundation.config import Settings
+from app.foundation.meta import Meta
+from app.processes.workers import JsonInlineWorker
+from tests.conftest import DASHBOARD, TOKEN, make_env
+from tests.servers import Starter, start_worker, wait_for
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+MARKER = "PLAINTEXT-MARKER-4111111111111111"
+
+
+def new_key() -> str:
+    return base64.b64encode(os.urandom(32)).decode()
+
+
+KEY = new_key()
+
+
+@pytest.fixture
+def env(tmp_path: Path, redis_url: str) -> dict[str, str]:
+    """The test environment, with ENCRYPTION_KEYS (the `start` fixture's processes get it too)."""
+    return make_env(tmp_path, redis_url, ENCRYPTION_KEYS=KEY)
+
+
+def dump_everything(conn: redis.Redis) -> bytes:
+    """Every key and every value in Redis, whatever its type, as one blob (compressed ones inflated)."""
+    out: list[bytes] = []
+    for key in conn.scan_iter(count=1000):
+        out.append(key)
+        kind = conn.type(key)
+        if kind == b"string":
+            out.append(conn.get(key) or b"")
+        elif kind == b"hash":
+            for field, value in conn.hgetall(key).items():
+                out += [field, value]
+        elif kind == b"list":
+            out += conn.lrange(key, 0, -1)
+        elif kind == b"set":
+            out += list(conn.smembers(key))
+        elif kind == b"zset":
+            out += [member for member, _ in conn.zrange(key, 0, -1, withscores=True)]
+        elif kind == b"stream":
+            for _, fields in conn.xrange(key):
+                for field, value in fields.items():
+                    out += [field, value]
+        else:
+            out.append(conn.dump(key) or b"")
+    # RQ stores a job's data zlib-compressed and a result base64-encoded: an attacker decodes
+    # both, and so does this.
+    return b"\n".join([*out, *(_decoded(value) for value in out)])
+
+
+def _decoded(value: bytes) -> bytes:
+    try:
+        return zlib.decompress(value)
+    except zlib.error:
+        pass
+    try:
+        return base64.b64decode(value, validate=True)
+    except ValueError:
+        return b""
+
+
+def test_encrypted_jobs_leave_no_plaintext_in_redis_and_answer_in_clear(
+    app: Flask, start: Starter, rconn: redis.Redis
+) -> None:
+    client = app.test_client()
+
+    def post(task: str, body: dict[str, object], headers: dict[str, str] | None = None) -> str:
+        r = client.post(f"/api/v1/tasks/{task}", json=body, headers={**AUTH, **(headers or {})})
+        assert r.status_code == 202, r.get_data(as_text=True)
+        return str(r.get_json()["job_id"])
+
+    sealed = {"encrypt": True}
+    echo_id = post("echo", {"args": {"text": MARKER}, "options": sealed}, {"Idempotency-Key": "k1"})
+    card_id = post("charge_card", {"args": {"card": MARKER}})  # declared sensitive: always
+    failing_id = post("echo", {"args": {"text": f"fail:{MARKER}"}, "options": {"encrypt": True}})
+    delayed_id = post("echo", {"args": {"text": MARKER}, "options": {"encrypt": True, "countdown": 3600}})
+    items = [{"args": {"text": MARKER}}]
+    batch = client.post("/api/v1/tasks/echo/batch", json={"items": items, "encrypt": True}, headers=AUTH)
+    assert batch.status_code == 202, batch.get_data(as_text=True)
+    (batch_id,) = batch.get_json()["job_ids"]
+    assert MARKER.encode() not in dump_everything(rconn)  # at rest before any run
+
+    start_worker(start, rconn, "--burst")
+
+    def view(job_id: str) -> dict[str, object]:
+        return dict(client.get(f"/api/v1/jobs/{job_id}", headers=AUTH).get_json())
+
+    def finished() -> bool:
+        ids = (echo_id, card_id, failing_id, batch_id)
+        return all(view(i)["state"] in ("SUCCESS", "FAILURE") for i in ids)
+
+    wait_for(finished, timeout=30, message="the encrypted jobs to finish")
+    assert view(echo_id)["result"] == {"echo": MARKER, "length": len(MARKER)}
+    assert view(batch_id)["result"] == {"echo": MARKER, "length": len(MARKER)}
+    assert view(card_id)["result"] == {"charged": MARKER, "last4": "1111"}
+    failed = view(failing_id)
+    assert failed["state"] == "FAILURE"
+    assert "asked to fail with ***" in str(failed["error"])
+    assert MARKER not in str(failed)
+    assert view(delayed_id)["state"] == "PENDING"
+
+    blob = dump_everything(rconn)
+    assert blob.count(b"tlenc1.") >= 8  # args of 5 jobs, results of 3: each stored sealed
+    assert MARKER.encode() not in blob
+    assert MARKER[-12:].encode() not in blob
+
+    # The dashboard shows the job's call as task(***) and its result as the envelope, never plaintext.
+    basic = {"Authorization": "Basic " + base64.b64encode(":".join(DASHBOARD).encode()).decode()}
+    pages = ["/rq/0/data/jobs/default/finished/10/asc/1.json", "/rq/0/data/jobs/default/failed/10/asc/1.json"]
+    for job_id in (echo_id, card_id, failing_id):
+        pages += [f"/rq/0/view/job/{job_id}", f"/rq/0/data/job/{job_id}.json"]
+    for page in pages:
+        r = client.get(page, headers=basic)
+        assert r.status_code == 200, page
+        assert MARKER not in r.get_data(as_text=True), page
+    data = client.get(f"/rq/0/data/job/{echo_id}.json", headers=basic).get_json()
+    assert data["description"] == "echo(***)"
+    assert str(data["result"]).startswith("tlenc1.")
+
+
+def test_encrypt_without_keys_is_a_422_and_enqueues_nothing(tmp_path: Path, redis_url: str) -> None:
+    app = create_app(make_env(tmp_path, redis_url))
+    client = app.test_client()
+    cases = [
+        ("/api/v1/tasks/echo", {"args": {"text": MARKER}, "options": {"encrypt": True}}),
+        ("/api/v1/tasks/charge_card", {"args": {"card": MARKER}}),
+        ("/api/v1/tasks/echo/batch", {"items": [{"args": {"text": MARKER}}], "encrypt": True}),
+    ]
+    for path, body in cases:
+        r = client.post(path, json=body, headers=AUTH)
+        assert r.status_code == 422, r.get_data(as_text=True)
+        error = r.get_json()["error"]
+        assert error["code"] == "encryption_unavailable"
+        assert "ENCRYPTION_KEYS is not set" in error["message"]
+        assert MARKER not in r.get_data(as_text=True)
+    conn = app.extensions["tasklane"].redis
+    assert conn.llen("rq:queue:default") == 0
+
+
+def test_a_job_whose_key_is_gone_fails_once_with_a_clear_error(tmp_path: Path, redis_url: str) -> None:
+    old = create_app(make_env(tmp_path, redis_url, ENCRYPTION_KEYS=new_key()))
+    r = old.test_client().post(
+        "/api/v1/tasks/echo", json={"args": {"text": MARKER}, "options": {"encrypt": True}}, headers=AUTH
+    )
+    job_id = r.get_json()["job_id"]
+    app = create_app(Settings.from_env(make_env(tmp_path, redis_url, ENCRYPTION_KEYS=new_key())))
+    conn = app.extensions["tasklane"].redis
+    with app.app_context():
+        JsonInlineWorker([JsonQueue("default", connection=conn)], connection=conn).work(burst=True)
+    job = JsonJob.fetch(job_id, connection=conn)
+    assert job.get_status() == "failed"
+    attempts = job.meta[Meta.ATTEMPTS]
+    assert len(attempts) == 1
+    assert attempts[0]["type"] == "DecryptError"
+    assert "cannot be decrypted" in attempts[0]["message"]
+    assert "not in ENCRYPTION_KEYS" in attempts[0]["message"]
+    body = app.test_client().get(f"/api/v1/jobs/{job_id}", headers=AUTH).get_json()
+    assert body["state"] == "FAILURE" and "not in ENCRYPTION_KEYS" in body["error"]["message"]
+    assert conn.llen("rq:queue:default") == 0  # not put back: no crash loop
