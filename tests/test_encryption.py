@@ -7,6 +7,7 @@ of every type, searched for the plaintext after a real worker ran the jobs.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import zlib
 from pathlib import Path
@@ -14,13 +15,21 @@ from pathlib import Path
 import pytest
 import redis
 from flask import Flask
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
 
 from app import create_app
+from app.calling.calls import task_handle
+from app.calling.result import AsyncResult
+from app.core import outbox
 from app.core.queues import JsonJob, JsonQueue
 from app.foundation.config import Settings
+from app.foundation.crypto import KeyRing
 from app.foundation.meta import Meta
+from app.foundation.models import OutboxEntry
 from app.processes.workers import JsonInlineWorker
 from tests.conftest import DASHBOARD, TOKEN, make_env
+from tests.databases import database
 from tests.servers import Starter, start_worker, wait_for
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -177,3 +186,56 @@ def test_a_job_whose_key_is_gone_fails_once_with_a_clear_error(tmp_path: Path, r
     body = app.test_client().get(f"/api/v1/jobs/{job_id}", headers=AUTH).get_json()
     assert body["state"] == "FAILURE" and "not in ENCRYPTION_KEYS" in body["error"]["message"]
     assert conn.llen("rq:queue:default") == 0  # not put back: no crash loop
+
+
+def test_outbox_rows_hold_the_args_sealed_and_a_relay_without_keys_pushes_them_sealed(
+    tmp_path: Path, redis_url: str, rconn: redis.Redis
+) -> None:
+    """``apply_async(encrypt=True, session=...)``: the SQL row holds only the envelope; pushed by a
+    relay that has no key, the job reaches Redis still sealed and a worker with the key runs it."""
+    with database("sqlite", tmp_path) as url:
+        assert url is not None
+        app = create_app(make_env(tmp_path, redis_url, DATABASE_URL=url, ENCRYPTION_KEYS=KEY))
+        keyless = create_app(make_env(tmp_path, redis_url, DATABASE_URL=url))
+        engine = app.extensions["tasklane"].engine
+        with app.app_context():
+            with Session(engine) as session:
+                staged = task_handle("echo").apply_async(
+                    kwargs={"text": MARKER}, encrypt=True, session=session
+                )
+                # The row as the transaction wrote it (rolled back after: no push, no job).
+                (row,) = session.execute(select(OutboxEntry.kwargs)).scalars().all()
+                assert MARKER not in row and "tlenc1." in row
+            with engine.begin() as conn:
+                conn.execute(
+                    insert(OutboxEntry).values(
+                        job_id="outbox-sealed",
+                        task="echo",
+                        kwargs=json.dumps({"__sealed__": _ring().seal({"text": MARKER}, "outbox-sealed")}),
+                        options=json.dumps({"encrypt": True}),
+                    )
+                )
+                rows = conn.execute(select(OutboxEntry.kwargs)).scalars().all()
+            assert rows and all(MARKER not in row and "tlenc1." in row for row in rows)
+            assert not rconn.exists(f"rq:job:{staged.id}")  # rolled back: no job
+        with keyless.app_context():
+            assert (
+                outbox.relay(
+                    keyless.extensions["tasklane"].engine, rconn, keyless.extensions["tasklane"].settings
+                )
+                == 1
+            )
+        assert MARKER.encode() not in dump_everything(rconn)
+        with app.app_context():
+            JsonInlineWorker([JsonQueue("default", connection=rconn)], connection=rconn).work(burst=True)
+            assert AsyncResult("outbox-sealed", rconn).get(timeout=5) == {
+                "echo": MARKER,
+                "length": len(MARKER),
+            }
+        assert MARKER.encode() not in dump_everything(rconn)
+        engine.dispose()
+        keyless.extensions["tasklane"].engine.dispose()
+
+
+def _ring() -> KeyRing:
+    return KeyRing.from_text(KEY)

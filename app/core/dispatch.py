@@ -143,9 +143,12 @@ def enqueue(
         Meta.MAX_RETRIES: spec.retry.max_retries,
         **(meta or {}),
     }
-    ring = sealing.ring_for(spec, options.encrypt)
     stored, description = kwargs, masked_description(spec, kwargs)
-    if ring is not None:
+    if sealing.is_sealed_kwargs(kwargs):
+        # Sealed for this job id already (an outbox row pushed by a process without the key).
+        ring = None
+        job_meta[Meta.ENCRYPTED], description = True, sealed_description(spec)
+    elif (ring := sealing.ring_for(spec, options.encrypt)) is not None:
         job_id = job_id or options.job_id or str(uuid.uuid4())
         stored, description = sealing.seal_kwargs(ring, job_id, kwargs), sealed_description(spec)
         job_meta[Meta.ENCRYPTED] = True

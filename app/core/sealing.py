@@ -77,6 +77,24 @@ def seal_kwargs(ring: KeyRing, job_id: str, kwargs: Mapping[str, Any]) -> dict[s
     return {SEALED: ring.seal(dict(kwargs), job_id)}
 
 
+def is_sealed_kwargs(kwargs: Mapping[str, Any]) -> bool:
+    """True when ``kwargs`` is what a sealed job stores (``{"__sealed__": <envelope>}``)."""
+    return len(kwargs) == 1 and is_sealed(kwargs.get(SEALED))
+
+
+def open_or_keep(job_id: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """Sealed ``kwargs`` opened when this process can (so that uniqueness and concurrency keys see
+    the values), else kept sealed: the job's worker opens them, or fails the job saying why."""
+    ring = keyring()
+    if ring is None or not is_sealed_kwargs(kwargs):
+        return dict(kwargs)
+    try:
+        opened = ring.open(str(kwargs[SEALED]), job_id)
+    except DecryptError:
+        return dict(kwargs)
+    return opened if isinstance(opened, dict) else dict(kwargs)
+
+
 def is_encrypted(job: Job) -> bool:
     """True when the job's args and result are sealed."""
     return bool(job.meta.get(Meta.ENCRYPTED))
