@@ -239,3 +239,52 @@ def test_outbox_rows_hold_the_args_sealed_and_a_relay_without_keys_pushes_them_s
 
 def _ring() -> KeyRing:
     return KeyRing.from_text(KEY)
+
+
+def test_keys_rotate_reseals_waiting_and_stored_jobs_under_the_first_key(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """After ``flask keys rotate`` with a new key first, nothing in Redis is sealed under the old key:
+    the old key can go, and the finished job's result and the waiting job's args open with the new
+    one alone. A job under a key already gone is reported (exit status 1) and left as it is."""
+    old, new, gone = new_key(), new_key(), new_key()
+    before = create_app(make_env(tmp_path, redis_url, ENCRYPTION_KEYS=old))
+    lost = create_app(make_env(tmp_path, redis_url, ENCRYPTION_KEYS=gone))
+    conn = before.extensions["tasklane"].redis
+
+    def enqueue(app: Flask, text: str) -> str:
+        body = {"args": {"text": text}, "options": {"encrypt": True}}
+        return str(app.test_client().post("/api/v1/tasks/echo", json=body, headers=AUTH).get_json()["job_id"])
+
+    done = enqueue(before, MARKER)
+    with before.app_context():
+        JsonInlineWorker([JsonQueue("default", connection=conn)], connection=conn).work(burst=True)
+    waiting, orphan = enqueue(before, MARKER + "-waiting"), enqueue(lost, MARKER + "-orphan")
+    old_id, new_id = KeyRing.from_text(old).current_id, KeyRing.from_text(new).current_id
+    assert dump_everything(conn).count(f"tlenc1.{old_id}.".encode()) == 3  # two args, one result
+
+    rotating = create_app(make_env(tmp_path, redis_url, ENCRYPTION_KEYS=f"{new},{old}"))
+    outcome = rotating.test_cli_runner().invoke(args=["keys", "rotate"])
+    assert outcome.exit_code == 1, outcome.output
+    assert (
+        f"3 encrypted job(s): 2 re-encrypted under key {new_id}, 0 already under it, 1 under a key"
+        in outcome.output
+    )
+    assert orphan in outcome.output and MARKER not in outcome.output
+    blob = dump_everything(conn)
+    assert f"tlenc1.{old_id}.".encode() not in blob
+    assert blob.count(f"tlenc1.{new_id}.".encode()) == 3  # done's args and result, waiting's args
+    assert MARKER.encode() not in blob
+    again = rotating.test_cli_runner().invoke(args=["keys", "rotate"])
+    assert "0 re-encrypted" in again.output and "2 already under it" in again.output
+
+    after = create_app(make_env(tmp_path, redis_url, ENCRYPTION_KEYS=new))  # the old key dropped
+    client = after.test_client()
+    assert client.get(f"/api/v1/jobs/{done}", headers=AUTH).get_json()["result"]["echo"] == MARKER
+    with after.app_context():
+        JsonInlineWorker([JsonQueue("default", connection=conn)], connection=conn).work(burst=True)
+    assert (
+        client.get(f"/api/v1/jobs/{waiting}", headers=AUTH).get_json()["result"]["echo"]
+        == MARKER + "-waiting"
+    )
+    assert client.get(f"/api/v1/jobs/{orphan}", headers=AUTH).get_json()["state"] == "FAILURE"

@@ -27,6 +27,8 @@ from app.core.dispatch import EnqueueOptions, JobExistsError, enqueue
 from app.core.lifecycle import JobNotFailed, retry_failed
 from app.core.listing import decode_cursor, list_jobs
 from app.core.queues import JsonJob, all_queues, fetch_job, get_queue
+from app.core.rotation import rotate_jobs
+from app.core.sealing import EncryptionUnavailable, keyring
 from app.core.states import State, describe
 from app.foundation.runtime import runtime
 from app.foundation.timeutil import iso
@@ -43,6 +45,7 @@ documents_cli = AppGroup("documents", help="Ingested documents: search their chu
 schedules_cli = AppGroup(
     "schedules", help="Schedules: list, add, edit, pause, resume, run now, remove, history."
 )
+keys_cli = AppGroup("keys", help="ENCRYPTION_KEYS: re-encrypt stored values under the first key.")
 
 #: States after which a job changes no more.
 FINAL = frozenset({State.SUCCESS.value, State.FAILURE.value, State.REVOKED.value})
@@ -51,7 +54,7 @@ _QUEUES = click.Choice([q.value for q in QueueName])
 
 def init_app(app: Flask) -> None:
     """Attach the command groups to ``app.cli``."""
-    for group in (tasks_cli, jobs_cli, queues_cli, workers_cli, documents_cli, schedules_cli):
+    for group in (tasks_cli, jobs_cli, queues_cli, workers_cli, documents_cli, schedules_cli, keys_cli):
         app.cli.add_command(group)
     app.cli.add_command(seed_command)
 
@@ -113,6 +116,7 @@ def list_tasks() -> None:
 @click.option("--queue", type=_QUEUES, help="Another queue than the task's.")
 @click.option("--countdown", type=float, help="Seconds to wait before it runs.")
 @click.option("--job-id", help="Choose the job's id.")
+@click.option("--encrypt", is_flag=True, default=None, help="Store the args and result encrypted.")
 @click.option("--wait", "wait_", is_flag=True, help="Wait for the job to end, with a progress bar.")
 @click.option("--timeout", type=float, default=None, help="With --wait: give up after this many seconds.")
 def enqueue_task(
@@ -121,6 +125,7 @@ def enqueue_task(
     queue: str | None,
     countdown: float | None,
     job_id: str | None,
+    encrypt: bool | None,
     wait_: bool,
     timeout: float | None,
 ) -> None:
@@ -133,7 +138,12 @@ def enqueue_task(
         options = EnqueueOptions.model_validate(
             {
                 k: v
-                for k, v in {"queue": queue, "countdown": countdown, "job_id": job_id}.items()
+                for k, v in {
+                    "queue": queue,
+                    "countdown": countdown,
+                    "job_id": job_id,
+                    "encrypt": encrypt,
+                }.items()
                 if v is not None
             }
         )
@@ -153,7 +163,7 @@ def enqueue_task(
             default_result_ttl=rt.settings.result_ttl,
             failure_ttl=rt.settings.failed_job_ttl,
         )
-    except JobExistsError as exc:
+    except (JobExistsError, EncryptionUnavailable) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(job.id)
     if wait_:
@@ -520,3 +530,21 @@ def schedule_history(name: str, limit: int, as_json: bool) -> None:
         click.echo(
             f"{e['tick']}  {e['kind']:<9} {e['state'] or '-':<8} {duration:>10}  {e['job_id'] or '-'}{extra}"
         )
+
+
+@keys_cli.command("rotate")
+def rotate_keys() -> None:
+    """Re-encrypt every encrypted job's args and results, and every stored schedule's args, under
+    the first of ENCRYPTION_KEYS (put the new key first, run this, then drop the old key)."""
+    ring = keyring()
+    if ring is None:
+        raise click.ClickException("ENCRYPTION_KEYS is not set: there is no key to rotate to")
+    report = rotate_jobs(runtime().redis, ring)
+    click.echo(
+        f"{report.jobs} encrypted job(s): {report.resealed} re-encrypted under key {ring.current_id}, "
+        f"{report.current} already under it, {len(report.unreadable)} under a key that is gone"
+    )
+    for line in report.unreadable:
+        click.echo(f"  {line}", err=True)
+    if report.unreadable:
+        raise SystemExit(1)
