@@ -288,3 +288,31 @@ def test_keys_rotate_reseals_waiting_and_stored_jobs_under_the_first_key(
         == MARKER + "-waiting"
     )
     assert client.get(f"/api/v1/jobs/{orphan}", headers=AUTH).get_json()["state"] == "FAILURE"
+
+
+def test_stored_schedules_of_an_encrypted_task_hold_their_args_sealed(
+    app: Flask, rconn: redis.Redis, tmp_path: Path, redis_url: str
+) -> None:
+    """A schedule of a task declared sensitive keeps its args sealed in Redis (the record and the
+    rq-scheduler entry's definition), shows them as ``***``, and its runs are encrypted jobs."""
+    client = app.test_client()
+    body = {"name": "nightly-charge", "task": "charge_card", "args": {"card": MARKER}, "interval": 3600}
+    created = client.post("/api/v1/schedules", json=body, headers=AUTH)
+    assert created.status_code == 201, created.get_data(as_text=True)
+    assert created.get_json()["args"] == {"card": "***"}
+    listed = client.get("/api/v1/schedules", headers=AUTH)
+    assert MARKER not in listed.get_data(as_text=True)
+    assert MARKER.encode() not in dump_everything(rconn)
+    run = client.post("/api/v1/schedules/nightly-charge/run", headers=AUTH)
+    assert run.status_code in (200, 202), run.get_data(as_text=True)
+    job_id = run.get_json()["job_id"]
+    assert MARKER.encode() not in dump_everything(rconn)
+    with app.app_context():
+        JsonInlineWorker([JsonQueue("default", connection=rconn)], connection=rconn).work(burst=True)
+    assert client.get(f"/api/v1/jobs/{job_id}", headers=AUTH).get_json()["result"]["charged"] == MARKER
+    assert MARKER.encode() not in dump_everything(rconn)
+
+    keyless = create_app(make_env(tmp_path, redis_url)).test_client()
+    refused = keyless.post("/api/v1/schedules", json={**body, "name": "other"}, headers=AUTH)
+    assert refused.status_code == 422
+    assert "ENCRYPTION_KEYS is not set" in refused.get_data(as_text=True)
