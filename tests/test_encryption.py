@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from app import create_app
 from app.calling.calls import task_handle
 from app.calling.result import AsyncResult
-from app.core import outbox
+from app.core import outbox, schedules
 from app.core.queues import JsonJob, JsonQueue
 from app.foundation.config import Settings
 from app.foundation.crypto import KeyRing
@@ -257,11 +257,13 @@ def test_keys_rotate_reseals_waiting_and_stored_jobs_under_the_first_key(
         return str(app.test_client().post("/api/v1/tasks/echo", json=body, headers=AUTH).get_json()["job_id"])
 
     done = enqueue(before, MARKER)
+    schedule = {"name": "charge", "task": "charge_card", "args": {"card": MARKER}, "interval": 3600}
+    assert before.test_client().post("/api/v1/schedules", json=schedule, headers=AUTH).status_code == 201
     with before.app_context():
         JsonInlineWorker([JsonQueue("default", connection=conn)], connection=conn).work(burst=True)
     waiting, orphan = enqueue(before, MARKER + "-waiting"), enqueue(lost, MARKER + "-orphan")
     old_id, new_id = KeyRing.from_text(old).current_id, KeyRing.from_text(new).current_id
-    assert dump_everything(conn).count(f"tlenc1.{old_id}.".encode()) == 3  # two args, one result
+    assert dump_everything(conn).count(f"tlenc1.{old_id}.".encode()) == 4  # two args, a result, a schedule
 
     rotating = create_app(make_env(tmp_path, redis_url, ENCRYPTION_KEYS=f"{new},{old}"))
     outcome = rotating.test_cli_runner().invoke(args=["keys", "rotate"])
@@ -273,7 +275,7 @@ def test_keys_rotate_reseals_waiting_and_stored_jobs_under_the_first_key(
     assert orphan in outcome.output and MARKER not in outcome.output
     blob = dump_everything(conn)
     assert f"tlenc1.{old_id}.".encode() not in blob
-    assert blob.count(f"tlenc1.{new_id}.".encode()) == 3  # done's args and result, waiting's args
+    assert blob.count(f"tlenc1.{new_id}.".encode()) == 4  # done's args and result, waiting's args, schedule
     assert MARKER.encode() not in blob
     again = rotating.test_cli_runner().invoke(args=["keys", "rotate"])
     assert "0 re-encrypted" in again.output and "2 already under it" in again.output
@@ -283,6 +285,7 @@ def test_keys_rotate_reseals_waiting_and_stored_jobs_under_the_first_key(
     assert client.get(f"/api/v1/jobs/{done}", headers=AUTH).get_json()["result"]["echo"] == MARKER
     with after.app_context():
         JsonInlineWorker([JsonQueue("default", connection=conn)], connection=conn).work(burst=True)
+        assert schedules.load(conn, "charge").args == {"card": MARKER}
     assert (
         client.get(f"/api/v1/jobs/{waiting}", headers=AUTH).get_json()["result"]["echo"]
         == MARKER + "-waiting"

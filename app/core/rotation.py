@@ -20,7 +20,7 @@ from rq.job import Job
 from rq.results import Result
 from rq.serializers import JSONSerializer
 
-from app.core import sealing
+from app.core import schedules, sealing
 from app.core.queues import JsonJob
 from app.foundation.crypto import DecryptError, KeyRing, is_sealed
 
@@ -37,6 +37,7 @@ class Rotation:
     resealed: int = 0
     current: int = 0
     unreadable: list[str] = field(default_factory=list)
+    schedules: int = 0
 
 
 def rotate_jobs(connection: Redis, ring: KeyRing) -> Rotation:
@@ -51,7 +52,22 @@ def rotate_jobs(connection: Redis, ring: KeyRing) -> Rotation:
             _rotate_batch(connection, ring, batch, report)
             batch = []
     _rotate_batch(connection, ring, batch, report)
+    report.schedules = _rotate_schedules(connection, ring)
     return report
+
+
+def _rotate_schedules(connection: Redis, ring: KeyRing) -> int:
+    """Seal each stored schedule's args again under the first key; how many were rewritten."""
+    count = 0
+    for name, raw in connection.hgetall(schedules.records_key()).items():
+        text = raw.decode() if isinstance(raw, bytes) else raw
+        if "tlenc1." not in text or f"tlenc1.{ring.current_id}." in text:
+            continue
+        record = schedules.Record.loads(text)
+        if record.sealed and not sealing.is_sealed_kwargs(record.args):  # opened: write it sealed anew
+            connection.hset(schedules.records_key(), name, record.dumps())
+            count += 1
+    return count
 
 
 def _rotate_batch(connection: Redis, ring: KeyRing, ids: list[str], report: Rotation) -> None:

@@ -542,7 +542,8 @@ def rotate_keys() -> None:
     report = rotate_jobs(runtime().redis, ring)
     click.echo(
         f"{report.jobs} encrypted job(s): {report.resealed} re-encrypted under key {ring.current_id}, "
-        f"{report.current} already under it, {len(report.unreadable)} under a key that is gone"
+        f"{report.current} already under it, {len(report.unreadable)} under a key that is gone; "
+        f"{report.schedules} schedule(s) re-encrypted"
     )
     for line in report.unreadable:
         click.echo(f"  {line}", err=True)
