@@ -371,3 +371,14 @@ def echo(text: str) -> dict[str, object]:
     if text.startswith("fail:"):
         raise ValueError(f"asked to fail with {text}")
     return {"echo": text, "length": len(text)}
+
+
+class RelayInput(TaskInput):
+    text: str
+    suffix: str = ""
+
+
+@task(input=RelayInput)
+def relay_text(text: str, suffix: str) -> str:
+    """Return the text with a suffix (a workflow step: it receives the previous step's result)."""
+    return text + suffix

@@ -319,3 +319,34 @@ def test_stored_schedules_of_an_encrypted_task_hold_their_args_sealed(
     refused = keyless.post("/api/v1/schedules", json={**body, "name": "other"}, headers=AUTH)
     assert refused.status_code == 422
     assert "ENCRYPTION_KEYS is not set" in refused.get_data(as_text=True)
+
+
+def test_an_encrypted_workflow_passes_sealed_payloads_between_steps(
+    app: Flask, start: Starter, rconn: redis.Redis, tmp_path: Path, redis_url: str
+) -> None:
+    """``"encrypt": true`` on a workflow: every step's args and result are sealed, the request the
+    record keeps too; the next step still receives the previous one's result, in clear, in the task."""
+    client = app.test_client()
+    body = {
+        "type": "chain",
+        "encrypt": True,
+        "steps": [
+            {"task": "relay_text", "args": {"text": MARKER}},
+            {"task": "relay_text", "args": {"suffix": "!"}},
+        ],
+    }
+    created = client.post("/api/v1/workflows", json=body, headers=AUTH)
+    assert created.status_code == 202, created.get_data(as_text=True)
+    workflow_id = created.get_json()["workflow_id"]
+    start_worker(start, rconn, "--burst")
+
+    def view() -> dict[str, object]:
+        return dict(client.get(f"/api/v1/workflows/{workflow_id}", headers=AUTH).get_json())
+
+    wait_for(lambda: view()["state"] == "SUCCESS", timeout=30, message="the encrypted workflow")
+    assert view()["result"] == MARKER + "!"
+    assert MARKER.encode() not in dump_everything(rconn)
+
+    keyless = create_app(make_env(tmp_path, redis_url)).test_client()
+    refused = keyless.post("/api/v1/workflows", json=body, headers=AUTH)
+    assert refused.status_code == 422 and refused.get_json()["error"]["code"] == "encryption_unavailable"
