@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from app import create_app
 from app.calling.calls import task_handle
+from app.calling.client import Client
 from app.calling.result import AsyncResult
 from app.core import outbox, schedules
 from app.core.queues import JsonJob, JsonQueue
@@ -30,7 +31,7 @@ from app.foundation.models import OutboxEntry
 from app.processes.workers import JsonInlineWorker
 from tests.conftest import DASHBOARD, TOKEN, make_env
 from tests.databases import database
-from tests.servers import Starter, start_worker, wait_for
+from tests.servers import Starter, start_web, start_worker, wait_for
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 MARKER = "PLAINTEXT-MARKER-4111111111111111"
@@ -350,3 +351,29 @@ def test_an_encrypted_workflow_passes_sealed_payloads_between_steps(
     keyless = create_app(make_env(tmp_path, redis_url)).test_client()
     refused = keyless.post("/api/v1/workflows", json=body, headers=AUTH)
     assert refused.status_code == 422 and refused.get_json()["error"]["code"] == "encryption_unavailable"
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(90)
+def test_the_http_client_passes_encrypt(start: Starter, rconn: redis.Redis) -> None:
+    """``Client.enqueue(..., encrypt=True)`` (the tasklane-client package) against gunicorn."""
+    base = start_web(start)
+    start_worker(start, rconn, "default", "--mode", "inline")
+    with Client(base, TOKEN) as client:
+        job_id = client.enqueue("echo", {"text": MARKER}, encrypt=True)
+        assert client.wait(job_id, timeout=20)["result"] == {"echo": MARKER, "length": len(MARKER)}
+    assert JsonJob.fetch(job_id, connection=rconn).meta[Meta.ENCRYPTED] is True
+    assert MARKER.encode() not in dump_everything(rconn)
+
+
+def test_flask_tasks_enqueue_encrypt(app: Flask, rconn: redis.Redis, tmp_path: Path, redis_url: str) -> None:
+    outcome = app.test_cli_runner().invoke(args=["tasks", "enqueue", "echo", f"text={MARKER}", "--encrypt"])
+    assert outcome.exit_code == 0, outcome.output
+    job = JsonJob.fetch(outcome.output.strip(), connection=rconn)
+    assert job.meta[Meta.ENCRYPTED] is True
+    assert MARKER.encode() not in dump_everything(rconn)
+    keyless = create_app(make_env(tmp_path, redis_url))
+    refused = keyless.test_cli_runner().invoke(
+        args=["tasks", "enqueue", "echo", f"text={MARKER}", "--encrypt"]
+    )
+    assert refused.exit_code == 1 and "ENCRYPTION_KEYS is not set" in refused.output
