@@ -105,3 +105,10 @@ def test_keys_are_secrets_of_the_settings() -> None:
     assert settings.encryption_keys == (key,)
     assert key in settings.secret_values()
     assert key not in repr(settings.public())
+
+
+def test_fingerprints_are_stable_under_one_key_and_differ_under_another() -> None:
+    ring, other = KeyRing.from_text(new_key()), KeyRing.from_text(new_key())
+    assert ring.fingerprint("4111") == ring.fingerprint("4111") != ring.fingerprint("4112")
+    assert ring.fingerprint("4111") != other.fingerprint("4111")
+    assert len(ring.fingerprint("4111")) == 64

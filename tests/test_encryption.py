@@ -23,7 +23,9 @@ from app.calling.calls import task_handle
 from app.calling.client import Client
 from app.calling.result import AsyncResult
 from app.core import outbox, schedules
+from app.core.dispatch import digest
 from app.core.queues import JsonJob, JsonQueue
+from app.foundation import keys
 from app.foundation.config import Settings
 from app.foundation.crypto import KeyRing
 from app.foundation.meta import Meta
@@ -377,3 +379,27 @@ def test_flask_tasks_enqueue_encrypt(app: Flask, rconn: redis.Redis, tmp_path: P
         args=["tasks", "enqueue", "echo", f"text={MARKER}", "--encrypt"]
     )
     assert refused.exit_code == 1 and "ENCRYPTION_KEYS is not set" in refused.output
+
+
+def test_unique_and_idempotency_records_of_encrypted_jobs_hold_keyed_digests(
+    app: Flask, rconn: redis.Redis
+) -> None:
+    """A unique task's lock and an Idempotency-Key's record still deduplicate an encrypted job,
+    and hold an HMAC under the key, not a plain hash anyone could match by hashing guesses."""
+    client = app.test_client()
+    args = {"path": MARKER, "seconds": 0.0}
+
+    def post(headers: dict[str, str]) -> str:
+        body = {"args": args, "options": {"encrypt": True}}
+        r = client.post("/api/v1/tasks/unique_stamp", json=body, headers={**AUTH, **headers})
+        assert r.status_code == 202, r.get_data(as_text=True)
+        return str(r.get_json()["job_id"])
+
+    first = post({"Idempotency-Key": "same"})
+    assert post({"Idempotency-Key": "same"}) == first  # idempotency
+    assert post({}) == first  # uniqueness
+    plain = digest(args)
+    assert not rconn.exists(keys.unique_lock("unique_stamp", plain))
+    assert rconn.exists(keys.unique_lock("unique_stamp", _ring().fingerprint(plain)))
+    blob = dump_everything(rconn)
+    assert plain.encode() not in blob and MARKER.encode() not in blob

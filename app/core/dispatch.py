@@ -10,7 +10,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,6 +25,7 @@ from app.catalogue.registry import MASK, QueueName, TaskSpec
 from app.core import sealing
 from app.core.queues import JsonJob, JsonQueue, get_queue
 from app.foundation import defaults, keys
+from app.foundation.crypto import KeyRing
 from app.foundation.meta import Meta
 from app.foundation.timeutil import seconds_from_now, utcnow, whole_second_after
 from app.ops import observability
@@ -154,14 +155,18 @@ def enqueue(
         job_meta[Meta.ENCRYPTED] = True
     if observability.TRACER is not None and (carrier := observability.trace_carrier()):
         job_meta[Meta.TRACE] = carrier
-    unique_key = keys.unique_lock(spec.name, digest(kwargs)) if spec.unique else None
+    if ring is not None and idempotency is not None:
+        # Of an encrypted job, records hold only keyed digests (a plain hash of a card number
+        # or a user id could be matched by hashing guesses).
+        idempotency = replace(idempotency, request_digest=ring.fingerprint(idempotency.request_digest))
+    unique_key = keys.unique_lock(spec.name, _args_digest(ring, kwargs)) if spec.unique else None
     if unique_key:
         job_meta[Meta.UNIQUE_KEY] = unique_key
     concurrency = None
     if spec.concurrency:
         value = str(kwargs.get(spec.concurrency_key)) if spec.concurrency_key else None
         if ring is not None and value is not None:
-            value = digest(value)[:32]  # a key name is never encrypted: no argument in it
+            value = ring.fingerprint(value)[:32]  # a key name is never encrypted: no argument in it
         concurrency = ConcurrencyLimit(key=keys.concurrency(spec.name, value), concurrency=spec.concurrency)
     run_at = options.run_at()
     job = queue.create_job(
@@ -286,6 +291,10 @@ def masked_description(spec: TaskSpec, kwargs: Mapping[str, Any]) -> str | None:
         return None
     shown = ", ".join(f"{key}={value!r}" for key, value in spec.masked(kwargs).items())
     return f"{spec.path}({shown})"
+
+
+def _args_digest(ring: KeyRing | None, kwargs: Mapping[str, Any]) -> str:
+    return digest(kwargs) if ring is None else ring.fingerprint(digest(kwargs))
 
 
 def sealed_description(spec: TaskSpec) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import json
 import os
 from collections.abc import Iterable
@@ -122,6 +123,12 @@ class KeyRing:
         except InvalidTag:
             raise DecryptError("the envelope does not open: altered, or sealed for another job") from None
         return json.loads(plain)
+
+    def fingerprint(self, text: str) -> str:
+        """A keyed digest of ``text`` (HMAC-SHA256 under a key derived from the first key): what a
+        record stores in place of a value, unlike a plain hash not checkable by guessing values."""
+        derived = hmac.new(self.keys[0], b"tasklane fingerprint v1", hashlib.sha256).digest()
+        return hmac.new(derived, text.encode(), hashlib.sha256).hexdigest()
 
     def is_current(self, envelope: str) -> bool:
         """True when ``envelope`` was sealed under the first key."""
