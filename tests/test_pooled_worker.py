@@ -137,13 +137,13 @@ def test_the_job_taken_ahead_is_held_on_the_board_as_soon_as_the_success_is_writ
     assert spec is not None
     board = DeadlineBoard(1)
     seen: list[tuple[str, str]] = []  # (the job whose success hooks run, the job slot 0 holds then)
-    succeeded = base.lifecycle.succeeded
+    succeeded = base.outcomes.succeeded
 
     def noting(job, **kwargs):  # type: ignore[no-untyped-def]
         seen.append((job.id, board.held.raw[: board.ID_BYTES].rstrip(b"\0").decode()))  # type: ignore[attr-defined]
         return succeeded(job, **kwargs)
 
-    monkeypatch.setattr(base.lifecycle, "succeeded", noting)
+    monkeypatch.setattr(base.outcomes, "succeeded", noting)
     with app.app_context():
         ids = [dispatch.enqueue(spec, spec.validate({"x": n, "y": 0}), rconn, default_result_ttl=500,
                                 failure_ttl=3600).id for n in range(3)]  # fmt: skip

@@ -4,7 +4,7 @@ The job's stored arguments are validated again against the task's input model (t
 may have been written to Redis by something other than the API), the task function is
 called with the validated values, and its result is made JSON before RQ stores it.
 A failure is recorded as an attempt and classified here: retried (RQ's worker then
-schedules it through JsonJob.retry) or final. What follows an outcome is the lifecycle
+schedules it through JsonJob.retry) or final. What follows an outcome is the outcomes
 module's business.
 """
 

@@ -24,7 +24,7 @@ from redis import Redis
 from rq.job import JobStatus
 
 from app.catalogue.registry import REGISTRY, TaskSpec
-from app.core import lifecycle
+from app.core import outcomes
 from app.core.dispatch import enqueue
 from app.core.queues import JsonJob
 from app.core.states import State, describe
@@ -210,7 +210,7 @@ def _revoke_behind_early_failures(job_ids: list[str], connection: Redis) -> None
     """
     for job in JsonJob.fetch_many(job_ids, connection=connection):
         if job is not None and job.get_status(refresh=False) in _ENDED_BADLY:
-            lifecycle.revoke_dependents(job)
+            outcomes.revoke_dependents(job)
 
 
 _ENDED_BADLY = (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)

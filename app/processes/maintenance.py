@@ -4,7 +4,7 @@ Run by the scheduler process every few seconds (and by workers at RQ's maintenan
 interval), under each queue's maintenance lock:
 - a job whose worker died (its execution's heartbeat expired) is an orphan, not a
   failure: it goes back to the head of its queue without spending a retry, up to a
-  bound, then fails as a poison job (see app/core/lifecycle.py); only while the run's lease
+  bound, then fails as a poison job (see app/core/outcomes.py); only while the run's lease
   is still expired, so a worker that renewed it (back after a Redis outage) keeps it;
 - a job a dying worker had dequeued but not yet started is put back at the head of its
   queue; a finished or failed job left in an intermediate list is only removed from it;
@@ -29,7 +29,7 @@ from rq.registry import (
 from rq.utils import current_timestamp
 from rq.worker_registration import clean_worker_registry
 
-from app.core import lifecycle
+from app.core import outcomes
 from app.core.leases import Lease
 from app.core.queues import JsonJob, JsonQueue, all_queues
 from app.foundation import defaults, keys
@@ -56,7 +56,7 @@ def rescue_abandoned(queue: JsonQueue, timestamp: float | None = None) -> int:
             continue  # a leftover entry of a finished job: RQ's cleanup drops it
         # Only while the entries are still expired: a worker may have renewed them since.
         lease = Lease(registry.key, tuple(members), expired_by=score)
-        requeued += lifecycle.orphaned(job, queue, lease=lease)
+        requeued += outcomes.orphaned(job, queue, lease=lease)
     queue.connection.zremrangebyscore(registry.key, 0, score)
     return requeued
 

@@ -34,7 +34,7 @@ from flask import Flask
 from redis import Redis
 
 from app.catalogue.registry import QueueName
-from app.core import lifecycle
+from app.core import outcomes
 from app.core.queues import JsonQueue
 from app.foundation import defaults, outages, proc
 from app.foundation.runtime import runtime
@@ -300,7 +300,7 @@ class Supervisor:
             self.board.clear(s)
         if held:
             log.error("worker process %d died holding job(s) %s; putting them back", pid, ", ".join(held))
-        cause = lifecycle.horse_lost(proc.describe_exit(status), who="worker process")
+        cause = outcomes.horse_lost(proc.describe_exit(status), who="worker process")
         self.orphans.extend((job_id, cause) for job_id in held)
         self.dead.append(pid)
 
@@ -312,7 +312,7 @@ class Supervisor:
         redis = runtime().redis
         try:
             while self.stuck_jobs:
-                lifecycle.fail_stuck(redis, self.stuck_jobs[0], self.failed_causes.get(self.stuck_jobs[0]))
+                outcomes.fail_stuck(redis, self.stuck_jobs[0], self.failed_causes.get(self.stuck_jobs[0]))
                 self.failed_causes.pop(self.stuck_jobs.pop(0), None)
             while self.orphans:
                 job_id, cause = self.orphans[0]
@@ -336,10 +336,10 @@ class Supervisor:
             return
         first = (slot - 1) * self.per_process
         slots = range(first, first + self.per_process)
-        cause = lifecycle.horse_lost(proc.describe_exit(status), who="worker process")
+        cause = outcomes.horse_lost(proc.describe_exit(status), who="worker process")
         for job_id in self.board.running(slots):
             try:
-                lifecycle.rescue_dead(runtime().redis, job_id, cause)
+                outcomes.rescue_dead(runtime().redis, job_id, cause)
             except outages.REDIS_DOWN as exc:  # the scheduler's sweep rescues it later
                 outages.OUTAGE.failed(exc)
         for s in slots:

@@ -23,8 +23,8 @@ from rq.exceptions import DeserializationError, NoSuchJobError
 
 from app.catalogue.registry import REGISTRY, QueueName
 from app.core.dispatch import EnqueueOptions, JobExistsError, enqueue
-from app.core.lifecycle import JobNotFailed, retry_failed
 from app.core.listing import decode_cursor, list_jobs
+from app.core.outcomes import JobNotFailed, retry_failed
 from app.core.queues import JsonJob, all_queues, fetch_job, get_queue
 from app.core.states import State, describe
 from app.foundation.runtime import runtime

@@ -2,7 +2,7 @@
 and a work loop that rides out Redis outages.
 
 Each worker mode is a small subclass in its own module (fork.py, inline.py, threads.py);
-RQ's classes own the work loop. Every outcome a worker observes goes to app/core/lifecycle.py.
+RQ's classes own the work loop. Every outcome a worker observes goes to app/core/outcomes.py.
 
 Redis outages. RQ's loop retries a failed dequeue but quits on any other Redis error (a
 heartbeat, a state write, maintenance, a job's bookkeeping). Here every step of the loop
@@ -38,7 +38,7 @@ from rq.utils import now
 from rq.worker import WorkerStatus
 from rq.worker_registration import register
 
-from app.core import compat, leases, lifecycle
+from app.core import compat, leases, outcomes
 from app.core.execution import ExecutingJob, record_error, redact_arguments
 from app.core.leases import Lease
 from app.core.limits import RateLimiter, TaskTimeLimits, TimeLimitExceeded, raise_in_thread
@@ -329,7 +329,7 @@ class TasklaneWorkerMixin:
             self.cleanup_execution(job, pipeline=pipe, execution=execution)  # type: ignore[attr-defined]
 
         lease = Lease.of(job, execution) if execution is not None else None
-        lifecycle.orphaned(job, queue, cleanup=cleanup, lease=lease, cause=lifecycle.SHUTDOWN_STOPPED)  # type: ignore[arg-type]
+        outcomes.orphaned(job, queue, cleanup=cleanup, lease=lease, cause=outcomes.SHUTDOWN_STOPPED)  # type: ignore[arg-type]
 
     def check_for_suspension(self, burst: bool) -> None:
         """RQ's `rq suspend` check, through an outage."""
@@ -405,7 +405,7 @@ class TasklaneWorkerMixin:
                     time.sleep(wait)
                     wait = limiter.acquire(spec.name, spec.rate_limit)
                 if wait > 0:
-                    lifecycle.deferred(job, queue, wait)
+                    outcomes.deferred(job, queue, wait)
                     return
             super().execute_job(job, queue)  # type: ignore[misc]
         except JobNotClaimed:
@@ -443,10 +443,10 @@ class TasklaneWorkerMixin:
             self.cleanup_execution(job, pipeline=pipe, execution=run)  # type: ignore[attr-defined]
 
         lease = Lease.of(job, run)
-        if lifecycle.orphaned(job, queue, cleanup, lease=lease, cause=lifecycle.OUTCOME_LOST):  # type: ignore[arg-type]
+        if outcomes.orphaned(job, queue, cleanup, lease=lease, cause=outcomes.OUTCOME_LOST):  # type: ignore[arg-type]
             return
         if job.get_status(refresh=True) == JobStatus.FINISHED:
-            lifecycle.succeeded(
+            outcomes.succeeded(
                 job, counted=True
             )  # its success (and its count) was written before the answer was lost
 
@@ -620,7 +620,7 @@ class TasklaneWorkerMixin:
                         "is dropped", self.name, job.id)  # fmt: skip
             return
         compat.set_job_status(job, JobStatus.FINISHED)
-        self._after_outcome(lambda: lifecycle.succeeded(job, counted=True))
+        self._after_outcome(lambda: outcomes.succeeded(job, counted=True))
 
     def _apply_success(self, job: Job, lease: Lease, writes: list[Any]) -> int:
         """One round trip: the success's writes with the end of its lease (see leases.apply)."""
@@ -633,7 +633,7 @@ class TasklaneWorkerMixin:
             super().handle_job_success(job, queue, started_job_registry, execution)  # type: ignore[misc]
         except outages.REDIS_DOWN:
             self._give_up(job)
-        self._after_outcome(lambda: lifecycle.succeeded(job))
+        self._after_outcome(lambda: outcomes.succeeded(job))
 
     def handle_job_failure(
         self,
@@ -662,14 +662,14 @@ class TasklaneWorkerMixin:
             hard_killed = getattr(self, "_hard_killed", None) == job.id
             if getattr(self, "_horse_lost", None) == job.id and not stopped and not hard_killed:
                 self._horse_lost = None
-                cause = lifecycle.OUTCOME_LOST if self._horse_outcome_lost else self._horse_death_cause()
+                cause = outcomes.OUTCOME_LOST if self._horse_outcome_lost else self._horse_death_cause()
                 self._horse_outcome_lost = False
 
                 def cleanup(pipe: Any) -> None:
                     self.cleanup_execution(job, pipeline=pipe, execution=execution)  # type: ignore[attr-defined]
 
                 lease = Lease.of(job, execution) if execution is not None else None
-                lifecycle.orphaned(job, queue, cleanup=cleanup, lease=lease, cause=cause)  # type: ignore[arg-type]
+                outcomes.orphaned(job, queue, cleanup=cleanup, lease=lease, cause=cause)  # type: ignore[arg-type]
                 return
             if not self._renewed(job, execution):
                 return
@@ -690,9 +690,9 @@ class TasklaneWorkerMixin:
         except outages.REDIS_DOWN:
             self._give_up(job)
         if final:
-            self._after_outcome(lambda: lifecycle.failed(job, exc_string, stopped=stopped))
+            self._after_outcome(lambda: outcomes.failed(job, exc_string, stopped=stopped))
         else:
-            lifecycle.retrying(job)
+            outcomes.retrying(job)
 
     def handle_work_horse_killed(self, job: Job, retpid: Any, ret_val: Any, rusage: Any) -> None:
         """Note that the horse died under the job (or gave it up in an outage); handle_job_failure,
@@ -706,7 +706,7 @@ class TasklaneWorkerMixin:
 
     def _horse_death_cause(self) -> tuple[str, str]:
         death = getattr(self, "_horse_death", None)
-        return lifecycle.horse_lost(death) if death else lifecycle.WORKER_LOST
+        return outcomes.horse_lost(death) if death else outcomes.WORKER_LOST
 
     def clean_registries(self) -> None:
         """RQ's maintenance, except that orphans are requeued, not failed (app/processes/maintenance.py)."""

@@ -30,7 +30,7 @@ from rq.queue import Queue
 from rq.registry import StartedJobRegistry
 from rq.worker import WorkerStatus
 
-from app.core import compat, leases, lifecycle
+from app.core import compat, leases, outcomes
 from app.core.leases import Lease
 from app.core.queues import JsonJob, JsonQueue, load_move_first, move_first_on, moved, take_moved, task_spec
 from app.foundation import outages
@@ -241,11 +241,11 @@ def settle_held(connection: Redis, job_id: str, cause: tuple[str, str] | None = 
     if status != JobStatus.STARTED:
         return "left"
     registry = StartedJobRegistry(job.origin, connection=connection, job_class=JsonJob)
-    members = lifecycle.started_members(connection, registry.key, job.id)
+    members = outcomes.started_members(connection, registry.key, job.id)
     if not members:
         return "left"
     lease = Lease(registry.key, tuple(members))
-    requeued = lifecycle.orphaned(job, queue, lease=lease, cause=cause or lifecycle.WORKER_LOST)
+    requeued = outcomes.orphaned(job, queue, lease=lease, cause=cause or outcomes.WORKER_LOST)
     return "requeued" if requeued else "failed"
 
 

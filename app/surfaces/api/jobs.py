@@ -6,8 +6,8 @@ from flask import Response, jsonify, request, url_for
 from rq.exceptions import DeserializationError, NoSuchJobError
 
 from app.catalogue.registry import QueueName
-from app.core.lifecycle import JobFinished, JobNotFailed, retry_failed, revoke
 from app.core.listing import Cursor, decode_cursor, list_jobs
+from app.core.outcomes import JobFinished, JobNotFailed, retry_failed, revoke
 from app.core.queues import JsonJob, fetch_job
 from app.core.states import State, describe
 from app.foundation import defaults

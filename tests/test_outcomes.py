@@ -9,7 +9,7 @@ import pytest
 from flask import Flask
 from rq.job import JobStatus
 
-from app.core import lifecycle
+from app.core import outcomes
 from app.core.queues import JsonJob, JsonQueue
 from app.core.states import State, describe
 
@@ -37,7 +37,7 @@ def test_failing_the_head_of_a_10000_step_chain_revokes_every_step_without_recur
     sys.setrecursionlimit(200)  # far below the chain's length: recursion would fail here
     try:
         started = time.monotonic()
-        revoked = lifecycle.revoke_dependents(head)
+        revoked = outcomes.revoke_dependents(head)
         elapsed = time.monotonic() - started
     finally:
         sys.setrecursionlimit(limit)
