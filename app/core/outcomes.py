@@ -32,7 +32,6 @@ from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation
 from rq.job import Job, JobStatus
 from rq.queue import Queue
-from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 from app.core import compat, leases
@@ -307,36 +306,47 @@ def fail_stuck(connection: Redis, job_id: str, error: tuple[str, str] | None = N
     job.meta[Meta.NO_RETRY] = True
     message = f"hard time limit of {job.timeout} s exceeded; its worker process was killed"
     error = error or ("TimeLimitExceeded", message)
-    registry = StartedJobRegistry(job.origin, connection=connection, job_class=JsonJob)
-    members = started_members(connection, registry.key, job.id)
-    lease = Lease(registry.key, tuple(members)) if members else None
-    fail_now(job, queue, error, lease=lease)
+    fail_now(job, queue, error, lease=leases.of_started(connection, job))
 
 
-def rescue_dead(connection: Redis, job_id: str, cause: tuple[str, str]) -> bool:
-    """A job whose worker process died under it (and was reaped): put it back now, not when its
-    heartbeat expires. Only while its run's lease is held. True when it was requeued."""
+def rescue(connection: Redis, job_id: str, cause: tuple[str, str] = WORKER_LOST) -> str:
+    """The worker process holding ``job_id`` died (and was reaped): settle the job now, not when
+    its heartbeat expires. The supervisor's one rescue path, for every in-process mode.
+
+    Dequeued but not started: back to the head of its queue (:func:`put_back`). Started: an
+    orphan (:func:`orphaned`), only while its run's lease is held (nothing is written if a
+    sweep settled it already). Finished or failed (it died after writing the outcome): left
+    alone. Returns what was done: "requeued", "failed" (as a poison job), "left" or "gone".
+    """
     job = JsonJob.fetch_many([job_id], connection=connection)[0]
-    if job is None or job.get_status() != JobStatus.STARTED:
-        return False
+    if job is None:
+        return "gone"
     queue = JsonQueue(job.origin, connection=connection)
-    registry = StartedJobRegistry(job.origin, connection=connection, job_class=JsonJob)
-    members = started_members(connection, registry.key, job.id)
-    if not members:
-        return False
-    lease = Lease(registry.key, tuple(members))
-
-    def cleanup(pipe: Any) -> None:
-        pipe.zrem(registry.key, *members)
-
-    return orphaned(job, queue, cleanup, lease=lease, cause=cause)
+    status = job.get_status(refresh=False)
+    if status == JobStatus.QUEUED:
+        return "requeued" if put_back(queue, job_id) else "left"
+    lease = leases.of_started(connection, job) if status == JobStatus.STARTED else None
+    if lease is None:
+        return "left"
+    return "requeued" if orphaned(job, queue, lease=lease, cause=cause) else "failed"
 
 
-def started_members(connection: Redis, key: str, job_id: str) -> list[bytes]:
-    """The started registry's ``<job_id>:<execution_id>`` members of one job."""
-    prefix = f"{job_id}:".encode()
-    members: list[bytes] = connection.zrange(key, 0, -1)  # type: ignore[assignment]
-    return [m for m in members if m == job_id.encode() or m.startswith(prefix)]
+_PUT_BACK = LuaScript(
+    """
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then
+  redis.call('LPUSH', KEYS[2], ARGV[1])
+  return 1
+end
+return 0
+"""
+)
+
+
+def put_back(queue: JsonQueue, job_id: str) -> bool:
+    """Put a job a worker dequeued but did not start back at the head of its queue (no attempt:
+    it never ran). Atomic: only if the id is still in the queue's intermediate list (a sweep or
+    the supervisor may have put it back already). Returns True when this call put it back."""
+    return bool(_PUT_BACK(queue.connection, keys=[queue.intermediate_queue_key, queue.key], args=[job_id]))
 
 
 # --- operations on a job --------------------------------------------------------------------

@@ -33,7 +33,6 @@ from app.core import outcomes
 from app.core.leases import Lease
 from app.core.queues import JsonJob, JsonQueue, all_queues
 from app.foundation import defaults, keys
-from app.foundation.lua import LuaScript
 
 log = logging.getLogger("tasklane.maintenance")
 
@@ -59,30 +58,6 @@ def rescue_abandoned(queue: JsonQueue, timestamp: float | None = None) -> int:
         requeued += outcomes.orphaned(job, queue, lease=lease)
     queue.connection.zremrangebyscore(registry.key, 0, score)
     return requeued
-
-
-_REQUEUE_FROM_INTERMEDIATE = LuaScript(
-    """
-if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then
-  redis.call('LPUSH', KEYS[2], ARGV[1])
-  return 1
-end
-return 0
-"""
-)
-
-
-def requeue_dequeued(queue: JsonQueue, job_id: str) -> bool:
-    """Put a job its worker dequeued but did not start back at the head of its queue.
-
-    Atomic: only if the id is still in the queue's intermediate list (the sweep below may
-    have put it back already). Returns True when this call put it back.
-    """
-    return bool(
-        _REQUEUE_FROM_INTERMEDIATE(
-            queue.connection, keys=[queue.intermediate_queue_key, queue.key], args=[job_id]
-        )
-    )
 
 
 def rescue_intermediate(queue: JsonQueue, older_than: float = defaults.RESCUE_AFTER) -> int:
@@ -118,9 +93,7 @@ def rescue_intermediate(queue: JsonQueue, older_than: float = defaults.RESCUE_AF
         if now - first_seen < older_than:
             continue
         # Atomic: only the process that removes it from the intermediate list requeues it.
-        if _REQUEUE_FROM_INTERMEDIATE(
-            connection, keys=[queue.intermediate_queue_key, queue.key], args=[job_id]
-        ):
+        if outcomes.put_back(queue, job_id):
             rescued += 1
             log.warning("requeued job %s: its worker dequeued it and died before starting it", job_id)
         connection.hdel(seen_key, job_id)

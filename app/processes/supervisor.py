@@ -39,7 +39,7 @@ from app.core.queues import JsonQueue
 from app.foundation import defaults, outages, proc
 from app.foundation.runtime import runtime
 from app.processes.workers import DeadlineBoard, JsonInlineWorker, JsonWorker, ThreadPool
-from app.processes.workers.pooled import EX_RECYCLED, JsonPooledWorker, forget_worker, settle_held
+from app.processes.workers.pooled import EX_RECYCLED, JsonPooledWorker, forget_worker
 
 log = logging.getLogger("tasklane.worker")
 
@@ -316,7 +316,7 @@ class Supervisor:
                 self.failed_causes.pop(self.stuck_jobs.pop(0), None)
             while self.orphans:
                 job_id, cause = self.orphans[0]
-                done = settle_held(redis, job_id, cause)
+                done = outcomes.rescue(redis, job_id, cause)
                 log.info("job %s of a dead worker process: %s", job_id, done)
                 self.orphans.pop(0)
             while self.dead:
@@ -339,7 +339,7 @@ class Supervisor:
         cause = outcomes.horse_lost(proc.describe_exit(status), who="worker process")
         for job_id in self.board.running(slots):
             try:
-                outcomes.rescue_dead(runtime().redis, job_id, cause)
+                outcomes.rescue(runtime().redis, job_id, cause)
             except outages.REDIS_DOWN as exc:  # the scheduler's sweep rescues it later
                 outages.OUTAGE.failed(exc)
         for s in slots:

@@ -328,7 +328,7 @@ class TasklaneWorkerMixin:
         def cleanup(pipe: Any) -> None:
             self.cleanup_execution(job, pipeline=pipe, execution=execution)  # type: ignore[attr-defined]
 
-        lease = Lease.of(job, execution) if execution is not None else None
+        lease = leases.of_run(job, execution)
         outcomes.orphaned(job, queue, cleanup=cleanup, lease=lease, cause=outcomes.SHUTDOWN_STOPPED)  # type: ignore[arg-type]
 
     def check_for_suspension(self, burst: bool) -> None:
@@ -435,7 +435,7 @@ class TasklaneWorkerMixin:
 
     def _hand_back(self, job: Job, queue: Queue, run: Execution | None) -> None:
         if run is None:
-            if maintenance.requeue_dequeued(queue, job.id):  # type: ignore[arg-type]
+            if outcomes.put_back(queue, job.id):  # type: ignore[arg-type]
                 log.info("Worker %s: job %s put back on its queue (not started)", self.name, job.id)
             return
 
@@ -668,7 +668,7 @@ class TasklaneWorkerMixin:
                 def cleanup(pipe: Any) -> None:
                     self.cleanup_execution(job, pipeline=pipe, execution=execution)  # type: ignore[attr-defined]
 
-                lease = Lease.of(job, execution) if execution is not None else None
+                lease = leases.of_run(job, execution)
                 outcomes.orphaned(job, queue, cleanup=cleanup, lease=lease, cause=cause)  # type: ignore[arg-type]
                 return
             if not self._renewed(job, execution):

@@ -25,17 +25,15 @@ from typing import Any
 
 from redis import Redis
 from redis.exceptions import NoScriptError
-from rq.job import Job, JobStatus
+from rq.job import Job
 from rq.queue import Queue
-from rq.registry import StartedJobRegistry
 from rq.worker import WorkerStatus
 
 from app.core import compat, leases, outcomes
 from app.core.leases import Lease
-from app.core.queues import JsonJob, JsonQueue, load_move_first, move_first_on, moved, take_moved, task_spec
+from app.core.queues import load_move_first, move_first_on, moved, take_moved, task_spec
 from app.foundation import outages
 from app.ops import metrics
-from app.processes import maintenance
 from app.processes.workers.inline import JsonInlineWorker
 
 log = logging.getLogger("tasklane.worker")
@@ -164,7 +162,7 @@ class JsonPooledWorker(JsonInlineWorker):
         if found is None:
             return
         queue = next(q for q in self.queues if q.key == found[0])
-        if maintenance.requeue_dequeued(queue, found[1]):  # type: ignore[arg-type]
+        if outcomes.put_back(queue, found[1]):  # type: ignore[arg-type]
             log.info("Worker %s: job %s taken ahead put back on its queue", self.name, found[1])
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
@@ -222,31 +220,6 @@ class JsonPooledWorker(JsonInlineWorker):
         self.recycled = why
         self.asked_to_stop = True
         compat.request_stop(self)
-
-
-def settle_held(connection: Redis, job_id: str, cause: tuple[str, str] | None = None) -> str:
-    """A pooled child died holding ``job_id``: put it back (or fail it as a poison job) now.
-
-    Dequeued but not started: back to the head of its queue. Started: an orphan, through
-    its run's lease (nothing is written if a sweep settled it already). Finished or failed
-    (it died after writing the outcome): left alone. Returns what was done.
-    """
-    job = JsonJob.fetch_many([job_id], connection=connection)[0]
-    if job is None:
-        return "gone"
-    queue = JsonQueue(job.origin, connection=connection)
-    status = job.get_status(refresh=False)
-    if status == JobStatus.QUEUED:
-        return "requeued" if maintenance.requeue_dequeued(queue, job_id) else "left"
-    if status != JobStatus.STARTED:
-        return "left"
-    registry = StartedJobRegistry(job.origin, connection=connection, job_class=JsonJob)
-    members = outcomes.started_members(connection, registry.key, job.id)
-    if not members:
-        return "left"
-    lease = Lease(registry.key, tuple(members))
-    requeued = outcomes.orphaned(job, queue, lease=lease, cause=cause or outcomes.WORKER_LOST)
-    return "requeued" if requeued else "failed"
 
 
 def _text(value: Any) -> str:
