@@ -58,7 +58,7 @@ from rq.job import Job, parse_job_id
 
 from app.catalogue.registry import QueueName
 from app.core.queues import JsonJob, JsonQueue, get_queue
-from app.core.states import State, describe, state_of, task_name
+from app.core.states import State, describe, set_aside_views, state_of, task_name
 
 _STATE_SOURCES: dict[State, tuple[str, ...]] = {
     State.PENDING: ("queue", "scheduled", "deferred"),
@@ -322,20 +322,32 @@ class _Head:
 
 
 def _views(redis: Any, job_ids: list[str], state: State | None, task: str | None) -> list[dict[str, Any]]:
-    """The jobs that still exist and match the filters, as the API shows them, in order."""
-    out = []
-    for job in JsonJob.fetch_many(job_ids, connection=redis):
+    """The jobs that still exist and match the filters, as the API shows them, in order.
+
+    A job set aside unread (app/core/outcomes.py: set_aside) is listed as a failure with its
+    recorded cause, from its raw fields; it has no task, so a task filter leaves it out.
+    """
+    found: list[tuple[str, dict[str, Any] | None]] = []
+    for job_id, job in zip(job_ids, JsonJob.fetch_many(job_ids, connection=redis), strict=True):
         if job is None:
+            found.append((job_id, None))  # gone, or set aside unread: looked up below
             continue
         try:
             if state is not None and state_of(job) is not state:
                 continue
             if task is not None and task_name(job) != task:
                 continue
-            out.append(describe(job))
+            found.append((job_id, describe(job)))
         except DeserializationError:  # not JSON: not written by this service
-            continue
-    return out
+            found.append((job_id, None))
+    doubtful = [
+        i for i, v in found if v is None or (v["state"] == State.FAILURE.value and v["error"] is None)
+    ]
+    set_aside = {}
+    if doubtful and task is None and state in (None, State.FAILURE):
+        set_aside = set_aside_views(redis, doubtful)
+    views = [set_aside.get(job_id, view) for job_id, view in found]
+    return [v for v in views if v is not None]
 
 
 def list_jobs(

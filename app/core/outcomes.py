@@ -8,13 +8,18 @@
   the run's outcome): it is put back on its queue without spending a retry (as Sidekiq
   Pro's super_fetch and River's rescuer do), up to ``MAX_ORPHAN_REQUEUES`` times, after
   which it fails as a poison job;
-- :func:`deferred`: the task's rate limit put the job back for later.
+- :func:`deferred`: the task's rate limit put the job back for later;
+- :func:`set_aside`: a dequeued job could not be read (not JSON, no data, a bad status): it
+  fails unrun, with the cause, and expires as failed jobs do (:func:`remove_set_aside` deletes it);
+- :func:`put_back`: a job dequeued but never started goes back to the head of its queue;
+- :func:`rescue`: the supervisor's settling of a job whose worker process died;
+- :func:`eager_run`: a call in eager mode, run inline with the same signals, hooks and JSON result.
 
-The workers (fork, inline, threads), the supervisor and the scheduler's sweeps call
-these and nothing else, so metrics, alerts, logs and workflow bookkeeping have one hook
-each. A job's outcome is recorded once, by the one path that observed it: where a worker
-and a sweep could both see a run as theirs (after a Redis outage, say), the run's lease
-decides (see app/core/leases.py).
+The workers (pooled, fork, inline, threads), the supervisor, the scheduler's sweeps,
+the API's revoke and eager mode call these and nothing else, so metrics, alerts, logs and
+workflow bookkeeping have one hook each. A job's outcome is recorded once, by the one path
+that observed it: where a worker and a sweep could both see a run as theirs (after a Redis
+outage, say), the run's lease decides (see app/core/leases.py).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections import deque
+from datetime import timedelta
 from typing import Any
 
 import requests
@@ -32,13 +38,14 @@ from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation
 from rq.job import Job, JobStatus
 from rq.queue import Queue
+from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
 from app.core import compat, leases
 from app.core.execution import record_attempt, redact_arguments
 from app.core.leases import Lease
 from app.core.queues import JsonJob, JsonQueue, task_spec
-from app.core.states import State
+from app.core.states import SET_ASIDE, State, set_aside_views
 from app.foundation import defaults, signals
 from app.foundation.lua import LuaScript
 from app.foundation.meta import Meta
@@ -349,6 +356,66 @@ def put_back(queue: JsonQueue, job_id: str) -> bool:
     return bool(_PUT_BACK(queue.connection, keys=[queue.intermediate_queue_key, queue.key], args=[job_id]))
 
 
+def set_aside(queue: JsonQueue, job_id: str, cause: str) -> None:
+    """A dequeued job cannot be read: fail it unrun, with the cause, off every list.
+
+    Its hash keeps the cause and a marker (:data:`states.SET_ASIDE`), so the API lists it among
+    the failed jobs and DELETE removes it; it expires after FAILED_JOB_TTL, as failed jobs do.
+    Counted as a failure of task "unknown"; what waited on it is revoked.
+    """
+    log.error("job %s in queue %s cannot be read (%s); moved to the failed jobs", job_id, queue.name, cause)
+    ttl = _failed_job_ttl()
+    failed_registry = FailedJobRegistry(queue.name, connection=queue.connection, job_class=JsonJob)
+    with queue.connection.pipeline() as pipe:
+        pipe.lrem(queue.intermediate_queue_key, 1, job_id)
+        pipe.zadd(failed_registry.key, {job_id: (utcnow() + timedelta(seconds=ttl)).timestamp()})
+        pipe.hset(
+            JsonJob.key_for(job_id),
+            mapping={
+                "status": JobStatus.FAILED.value,
+                "ended_at": iso(utcnow()) or "",
+                "error": cause,
+                "origin": queue.name,
+                SET_ASIDE: queue.name,
+            },
+        )
+        pipe.expire(JsonJob.key_for(job_id), ttl)
+        metrics.record_job(pipe, UNREADABLE_TASK, "failure")
+        pipe.execute()
+    revoke_dependents_of(queue.connection, job_id)
+    exc_type, _, message = cause.partition(": ")
+    error = {"type": exc_type, "message": message or cause}
+    observability.capture_failure(job_id, UNREADABLE_TASK, exc_type, message or cause)
+    signals.send(signals.task_failure, UNREADABLE_TASK, job_id=job_id, kwargs={}, error=error,
+                 exc_string=cause)  # fmt: skip
+
+
+#: The task name a job set aside unread is counted and signalled under (its own cannot be read).
+UNREADABLE_TASK = "unknown"
+
+
+def remove_set_aside(connection: Redis, job_id: str) -> bool:
+    """Delete a job that was set aside unread (its hash and its failed registry entry); False when
+    ``job_id`` is no such job."""
+    views = set_aside_views(connection, [job_id])
+    if job_id not in views:
+        return False
+    failed_registry = FailedJobRegistry(views[job_id]["queue"], connection=connection, job_class=JsonJob)
+    with connection.pipeline() as pipe:
+        pipe.zrem(failed_registry.key, job_id)
+        pipe.delete(JsonJob.key_for(job_id))
+        pipe.execute()
+    log.info("job %s (set aside unread) deleted", job_id, extra={"job_id": job_id})
+    return True
+
+
+def _failed_job_ttl() -> int:
+    """FAILED_JOB_TTL of the app in context (a worker's), else its default."""
+    if has_app_context() and "tasklane" in current_app.extensions:
+        return int(current_app.extensions["tasklane"].settings.failed_job_ttl)
+    return defaults.FAILED_JOB_TTL
+
+
 # --- operations on a job --------------------------------------------------------------------
 
 
@@ -388,10 +455,14 @@ def revoke_dependents(job: Job) -> list[str]:
     A 10,000-step chain is walked level by level (one SMEMBERS and one bulk fetch per
     level), never by recursion.
     """
-    connection = job.connection
+    return revoke_dependents_of(job.connection, job.id)
+
+
+def revoke_dependents_of(connection: Redis, job_id: str) -> list[str]:
+    """:func:`revoke_dependents` of a job known by its id only (one that cannot be read)."""
     revoked_ids: list[str] = []
-    seen = {job.id}
-    frontier: deque[str] = deque([job.id])
+    seen = {job_id}
+    frontier: deque[str] = deque([job_id])
     while frontier:
         current = frontier.popleft()
         members = connection.smembers(JsonJob.dependents_key_for(current))

@@ -11,14 +11,12 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Iterable
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from redis import Redis
 from rq import Queue
 from rq.exceptions import DequeueTimeout, DeserializationError, NoSuchJobError
 from rq.job import Job, JobStatus
-from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
 from app.catalogue.registry import REGISTRY, QueueName, TaskSpec
@@ -26,7 +24,7 @@ from app.core import compat
 from app.foundation import defaults, keys, outages
 from app.foundation.lua import LuaScript
 from app.foundation.meta import Meta
-from app.foundation.timeutil import iso, seconds_from_now, utcnow
+from app.foundation.timeutil import iso, seconds_from_now
 
 if TYPE_CHECKING:
     from redis.client import Pipeline
@@ -36,6 +34,17 @@ log = logging.getLogger("tasklane.queues")
 
 class UnknownTaskError(LookupError):
     """A job names a function that is not in the task registry."""
+
+
+class UnreadableJob(Exception):
+    """A dequeued job whose hash cannot be read (not JSON, no data, a bad status): it is never
+    run; its id is still in ``queue``'s intermediate list, for app/core/outcomes.py to set aside."""
+
+    def __init__(self, queue: JsonQueue, job_id: str, cause: str) -> None:
+        super().__init__(f"job {job_id} in queue {queue.name} cannot be read ({cause})")
+        self.queue = queue
+        self.job_id = job_id
+        self.cause = cause
 
 
 class JsonJob(Job):
@@ -145,8 +154,9 @@ class JsonQueue(Queue):
         loses nothing (RQ itself uses BLPOP, which is lossy, when it listens on several
         queues). When all are empty, wait on the queues' doorbells (or poll each second).
 
-        A job whose hash cannot be read (no data, a bad status) is moved aside to the
-        failed registry with the cause, and the queue flows on.
+        A job whose hash cannot be read (no data, a bad status) is handed to
+        :meth:`unreadable` (the workers' queue class sets it aside as failed, with the cause,
+        through app/core/outcomes.py), and the queue flows on.
 
         Redis going away raises :class:`app.outages.RedisUnavailable`, which RQ's worker loop
         lets through (it would retry a redis-py error itself, logging every attempt): the
@@ -157,6 +167,13 @@ class JsonQueue(Queue):
             return cls._dequeue_any(queues, timeout, connection, job_class)
         except outages.REDIS_DOWN as exc:
             raise outages.RedisUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+    @classmethod
+    def unreadable(cls, found: UnreadableJob) -> None:
+        """A dequeued job cannot be read. Only workers dequeue, and their queue class sets it aside
+        (app/processes/workers/base.py); anything else dequeuing stops here, the id left in the
+        intermediate list."""
+        raise found
 
     @classmethod
     def _dequeue_any(
@@ -170,7 +187,11 @@ class JsonQueue(Queue):
         while True:
             found = _move_first_with_data(connection, queue_keys)
             if found is not None:
-                taken = take_moved(found, by_key, connection, job_class)
+                try:
+                    taken = take_moved(found, by_key, connection, job_class)
+                except UnreadableJob as exc:
+                    cls.unreadable(exc)
+                    continue
                 if taken is None:
                     continue
                 return taken
@@ -197,8 +218,8 @@ def _require_json(job: Job) -> None:
 def take_moved(
     found: tuple[str, str, dict[bytes, Any]], by_key: dict[str, Any], connection: Redis, job_class: Any = None
 ) -> tuple[Job, Any] | None:
-    """The job a move (:func:`move_first_on`) took, read from its hash; None when it cannot be run
-    (its hash is gone: the stale id is dropped; it cannot be read: it is set aside as failed)."""
+    """The job a move (:func:`move_first_on`) took, read from its hash; None when its hash is gone
+    (the stale id is dropped). Raises :class:`UnreadableJob` when it cannot be read."""
     queue_key, job_id, fields = found
     queue = by_key[queue_key]
     if not fields:  # the job's hash expired or was deleted: drop the stale id
@@ -208,9 +229,10 @@ def take_moved(
     try:
         job.restore(fields)
         _require_json(job)
+    except NoSuchJobError as exc:  # RQ's message quotes the whole hash (arguments included): not kept
+        raise UnreadableJob(queue, job_id, "NoSuchJobError: the job's hash has no data") from exc
     except Exception as exc:
-        set_aside(queue, job_id, f"{type(exc).__name__}: {exc}")
-        return None
+        raise UnreadableJob(queue, job_id, f"{type(exc).__name__}: {exc}") from exc
     return job, queue
 
 
@@ -232,25 +254,6 @@ def moved(result: Any) -> tuple[str, str, dict[bytes, Any]] | None:
     key, job_id, *flat = result
     fields = {_text(flat[n]).encode(): flat[n + 1] for n in range(0, len(flat), 2)}
     return _text(key), _text(job_id), fields
-
-
-def set_aside(queue: JsonQueue, job_id: str, cause: str) -> None:
-    """Move a job that cannot be read out of the way: failed, with the cause, off every list."""
-    log.error("job %s in queue %s cannot be read (%s); moved to the failed jobs", job_id, queue.name, cause)
-    failed = FailedJobRegistry(queue.name, connection=queue.connection, job_class=JsonJob)
-    expires = (utcnow() + timedelta(seconds=defaults.FAILED_JOB_TTL)).timestamp()
-    with queue.connection.pipeline() as pipe:
-        pipe.lrem(queue.intermediate_queue_key, 1, job_id)
-        pipe.zadd(failed.key, {job_id: expires})
-        pipe.hset(
-            JsonJob.key_for(job_id),
-            mapping={
-                "status": JobStatus.FAILED.value,
-                "ended_at": iso(utcnow()) or "",
-                "error": cause,
-            },
-        )
-        pipe.execute()
 
 
 def ring_doorbell(pipe: Any, queue_name: str) -> None:

@@ -248,7 +248,7 @@ def failed_jobs(task: str | None, queue: str | None) -> None:
     for view in jobs:
         error = view.get("error") or {}
         click.echo(
-            f"{view['job_id']}  {view['task']}  {view['queue']}  {view['ended_at']}  "
+            f"{view['job_id']}  {view['task'] or '(unreadable)'}  {view['queue']}  {view['ended_at']}  "
             f"{error.get('type', '')}: {error.get('message', '')}"
         )
     click.echo(f"{len(jobs)} failed job(s)", err=True)
@@ -265,7 +265,8 @@ def requeue(job_ids: tuple[str, ...], all_: bool, task: str | None, queue: str |
         raise click.UsageError("give job ids, or --all (with --task / --queue to narrow it)")
     if not all_ and (task or queue):
         raise click.UsageError("--task and --queue go with --all")
-    ids = list(job_ids) if job_ids else [view["job_id"] for view in _failed_jobs(task, queue)]
+    # A job set aside unread (no task) cannot run again: --all leaves it out (DELETE removes it).
+    ids = list(job_ids) if job_ids else [view["job_id"] for view in _failed_jobs(task, queue) if view["task"]]
     requeued = 0
     for job_id in ids:
         try:

@@ -42,7 +42,7 @@ from app.core import compat, leases, outcomes
 from app.core.execution import ExecutingJob, record_error, redact_arguments
 from app.core.leases import Lease
 from app.core.limits import RateLimiter, TaskTimeLimits, TimeLimitExceeded, raise_in_thread
-from app.core.queues import JsonQueue, task_spec
+from app.core.queues import JsonQueue, UnreadableJob, task_spec
 from app.foundation import defaults, outages, proc
 from app.foundation.runtime import runtime
 from app.ops import metrics
@@ -109,6 +109,15 @@ def _trimmed(writes: list[Any], job: Job, lease: Lease) -> list[Any]:
     return out
 
 
+class WorkerQueue(JsonQueue):
+    """The workers' queue class: a dequeued job that cannot be read is set aside as failed, with
+    its cause, through app/core/outcomes.py, and the queue flows on."""
+
+    @classmethod
+    def unreadable(cls, found: UnreadableJob) -> None:
+        outcomes.set_aside(found.queue, found.job_id, found.cause)
+
+
 class OutcomeLost(Exception):
     """Redis went away before a run's outcome was written; the worker settles the job when it is back."""
 
@@ -139,6 +148,7 @@ class TasklaneWorkerMixin:
     worker_ttl: int
     is_horse: bool
     horse_pid: int
+    queue_class: type[Queue]
     _hard_killed: str | None = None
     _horse_lost: str | None = None
     _horse_outcome_lost: bool = False
@@ -161,6 +171,12 @@ class TasklaneWorkerMixin:
         kwargs["queue_class"] = kwargs.get("queue_class") or JsonQueue
         kwargs.setdefault("job_monitoring_interval", defaults.MONITOR_INTERVAL)
         return kwargs
+
+    def _dequeue_through_outcomes(self) -> None:
+        """Once RQ's init has checked the queues (JSON queues): dequeue through :class:`WorkerQueue`,
+        which sets an unreadable job aside through app/core/outcomes.py."""
+        if self.queue_class is JsonQueue:
+            self.queue_class = WorkerQueue
 
     # --- riding out a Redis outage ---------------------------------------------------------------
 

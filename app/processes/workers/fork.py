@@ -29,6 +29,7 @@ class JsonWorker(TasklaneWorkerMixin, Worker):  # type: ignore[misc]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **self._init_tasklane(kwargs))
+        self._dequeue_through_outcomes()
         self._deadline: float | None = None
         self._hard_killed: str | None = None
         self._horse_lost: str | None = None

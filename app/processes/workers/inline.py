@@ -102,6 +102,7 @@ class JsonInlineWorker(TasklaneWorkerMixin, SimpleWorker):  # type: ignore[misc]
         self.board: DeadlineBoard | None = kwargs.pop("board", None)
         self.slot: int = kwargs.pop("slot", 0)
         super().__init__(*args, **self._init_tasklane(kwargs))
+        self._dequeue_through_outcomes()
         self._thread_id = threading.get_ident()
         self._last_beat = 0.0
         self._last_beat_ttl: int | None = None

@@ -31,7 +31,7 @@ from rq.worker import WorkerStatus
 
 from app.core import compat, leases, outcomes
 from app.core.leases import Lease
-from app.core.queues import load_move_first, move_first_on, moved, take_moved, task_spec
+from app.core.queues import UnreadableJob, load_move_first, move_first_on, moved, take_moved, task_spec
 from app.foundation import outages
 from app.ops import metrics
 from app.processes.workers.inline import JsonInlineWorker
@@ -154,7 +154,11 @@ class JsonPooledWorker(JsonInlineWorker):
         if found is None:
             return None
         by_key = {q.key: q for q in self.queues}
-        return take_moved(found, by_key, self.connection, self.job_class)
+        try:
+            return take_moved(found, by_key, self.connection, self.job_class)
+        except UnreadableJob as exc:
+            outcomes.set_aside(exc.queue, exc.job_id, exc.cause)
+            return None
 
     def _hand_back_prefetched(self) -> None:
         """Leaving with a job taken ahead: put it back at the head of its queue."""
