@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import Field, field_validator
@@ -349,3 +350,9 @@ def hog_memory(megabytes: int, hold: float) -> int:
         block[offset] = 1
     time.sleep(hold)
     return len(block)
+
+
+@task(input=NoteInput)
+def typed_result(note: str) -> dict[str, object]:
+    """Return values JSON has no type for (a datetime, a tuple, a set): stored as JSON makes them."""
+    return {"note": note, "when": datetime(2024, 1, 1, tzinfo=UTC), "pair": (1, 2), "tags": {"a"}}

@@ -24,14 +24,18 @@ outage, say), the run's lease decides (see app/core/leases.py).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import inspect
 import logging
+import traceback
 from collections import deque
 from datetime import timedelta
 from typing import Any
 
 import requests
 from flask import current_app, has_app_context
+from pydantic_core import to_jsonable_python
 from redis import Redis
 from redis.exceptions import RedisError
 from rq.command import send_stop_job_command
@@ -41,6 +45,7 @@ from rq.queue import Queue
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
+from app.catalogue.registry import TaskSpec
 from app.core import compat, leases
 from app.core.execution import record_attempt, redact_arguments
 from app.core.leases import Lease
@@ -159,12 +164,59 @@ def _name(job: Job) -> str:
 
 
 def _call_hook(hook: Any, job: Job, value: Any) -> None:
+    _call_hook_of(hook, job.id, dict(job.kwargs), value, _context(job))
+
+
+def _call_hook_of(
+    hook: Any, job_id: str, kwargs: dict[str, Any], value: Any, context: dict[str, Any]
+) -> None:
     try:
-        hook(value, job.id, dict(job.kwargs))
+        hook(value, job_id, kwargs)
     except Exception:
-        log.exception(
-            "the task's %s hook failed (the job is not affected)", hook.__name__, extra=_context(job)
+        log.exception("the task's %s hook failed (the job is not affected)", hook.__name__, extra=context)
+
+
+def eager_run(spec: TaskSpec, values: dict[str, Any], job_id: str) -> tuple[Any, dict[str, Any] | None]:
+    """Eager mode (app/calling/eager.py): run a validated call inline, as a worker's run ends.
+
+    The same signals (prerun, postrun, then success or failure) and task hooks as a worker's
+    run, an awaitable result awaited, and the result made JSON as RQ would store it. Nothing
+    is written to Redis (eager mode needs none). Returns ``(result, None)`` or ``(None, error)``
+    with the error's type, message and traceback.
+    """
+    context = {"job_id": job_id, "task": spec.name, "queue": None}
+    signals.send(signals.task_prerun, spec.name, job_id=job_id, kwargs=values)
+    try:
+        try:
+            result = spec.func(**values)
+            if inspect.isawaitable(result):
+                result = asyncio.run(_awaited(result))
+        finally:
+            signals.send(signals.task_postrun, spec.name, job_id=job_id, kwargs=values)
+        result = to_jsonable_python(result)
+    except Exception as exc:
+        exc_string = traceback.format_exc()
+        error = {"type": type(exc).__name__, "message": str(exc), "traceback": exc_string}
+        summary = {"type": error["type"], "message": error["message"]}
+        signals.send(
+            signals.task_failure,
+            spec.name,
+            job_id=job_id,
+            kwargs=values,
+            error=summary,
+            exc_string=exc_string,
         )
+        if spec.on_failure:
+            _call_hook_of(spec.on_failure, job_id, values, summary, context)
+        return None, error
+    signals.send(signals.task_success, spec.name, job_id=job_id, kwargs=values, result=result)
+    if spec.on_success:
+        _call_hook_of(spec.on_success, job_id, values, result, context)
+    return result, None
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
 
 
 def deferred(job: Job, queue: Queue, wait: float) -> None:
