@@ -28,10 +28,11 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import random
 import traceback
 from collections import deque
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 from flask import current_app, has_app_context
@@ -45,9 +46,8 @@ from rq.queue import Queue
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
-from app.catalogue.registry import TaskSpec
+from app.catalogue.registry import RetryTask, TaskSpec
 from app.core import compat, leases
-from app.core.execution import record_attempt, redact_arguments
 from app.core.leases import Lease
 from app.core.queues import JsonJob, JsonQueue, task_spec
 from app.core.states import SET_ASIDE, State, set_aside_views
@@ -56,6 +56,10 @@ from app.foundation.lua import LuaScript
 from app.foundation.meta import Meta
 from app.foundation.timeutil import iso, seconds_from_now, utcnow
 from app.ops import metrics, observability
+from app.ops.logs import MASK, MIN_SECRET_LENGTH
+
+if TYPE_CHECKING:
+    from redis.client import Pipeline
 
 log = logging.getLogger("tasklane.lifecycle")
 
@@ -80,6 +84,85 @@ class JobNotFailed(Exception):
 
 def _context(job: Job) -> dict[str, Any]:
     return {"job_id": job.id, "task": job.meta.get(Meta.TASK), "queue": job.origin}
+
+
+# --- a failed attempt: recorded, and retried or not ---------------------------------------------
+
+
+def attempt_failed(
+    job: Job, spec: TaskSpec | None, exc: BaseException, message: str, *, retryable: bool
+) -> None:
+    """An attempt raised ``exc`` (``message``: its redacted text): record it, and decide whether the
+    failure may be retried (saved in the job's meta, read by :func:`may_retry` when the worker
+    records the failure). ``retryable`` False: the run could not start (bad arguments, revoked,
+    unknown task), never retried. :class:`RetryTask` asks for another attempt after its countdown;
+    any other error is retried as the task's policy says."""
+    record_attempt(job, type(exc).__name__, message)
+    if isinstance(exc, RetryTask):
+        job.meta[Meta.RETRY_COUNTDOWN] = exc.countdown
+    elif spec is None or not retryable or not spec.retry.should_retry(exc):
+        job.meta[Meta.NO_RETRY] = True
+    job.save_meta()
+
+
+def may_retry(job: Job, *, budget_left: bool) -> bool:
+    """Whether a failed run is retried: while RQ's retry budget lasts, unless the attempt's
+    classification (:func:`attempt_failed`) or a revoke made the failure final."""
+    if job.meta.get(Meta.NO_RETRY) or job.meta.get(Meta.REVOKED):
+        return False
+    return budget_left
+
+
+def schedule_retry(job: Job, queue: Queue, pipeline: Pipeline) -> None:
+    """Schedule the next attempt after the task's back-off (with full jitter) or its own countdown.
+
+    RQ's Retry knows only a fixed list of intervals; the delay is decided here instead,
+    for failures in the task and for killed work horses alike. :func:`retrying` follows.
+    """
+    assert job.retries_left
+    countdown = job.meta.pop(Meta.RETRY_COUNTDOWN, None)
+    if countdown is None:
+        spec = task_spec(job)
+        attempt = int(job.meta.get(Meta.MAX_RETRIES, 0)) - job.retries_left + 1
+        countdown = spec.retry.delay(attempt, random.random()) if spec else 1.0
+    job.retries_left -= 1
+    when = seconds_from_now(float(countdown))
+    job.meta[Meta.NEXT_RETRY_AT] = iso(when)
+    compat.set_job_status(job, JobStatus.SCHEDULED)
+    queue.schedule_job(job, when, pipeline=pipeline)
+
+
+def record_attempt(job: Job, exc_type: str, message: str) -> None:
+    """Append this attempt's error to the job's history (saved with the next meta write)."""
+    attempts = list(job.meta.get(Meta.ATTEMPTS) or [])
+    attempts.append(
+        {"attempt": len(attempts) + 1, "type": exc_type, "message": message[:2000], "at": iso(utcnow())}
+    )
+    job.meta[Meta.ATTEMPTS] = attempts[-defaults.MAX_ATTEMPT_RECORDS :]
+    job.meta[Meta.ERROR] = {"type": exc_type, "message": message}
+
+
+def redact_arguments(job: Job, text: str) -> str:
+    """``text`` with the job's sensitive argument values masked (for texts made after its run)."""
+    spec = task_spec(job)
+    if spec is None or not spec.sensitive or not text:
+        return text
+    try:
+        kwargs = dict(job.kwargs)
+    except Exception:
+        return text
+    for name in spec.sensitive:
+        value = kwargs.get(name)
+        if isinstance(value, str) and len(value) >= MIN_SECRET_LENGTH:
+            text = text.replace(value, MASK)
+    return text
+
+
+def record_error(job: Job, exc_type: str, message: str) -> None:
+    """Record a failure seen from outside the task (a killed or abandoned run) as an attempt, now."""
+    job.meta = job.get_meta(refresh=True)  # the run may have saved progress and attempts since
+    record_attempt(job, exc_type, message)
+    job.save_meta()
 
 
 # --- outcomes -------------------------------------------------------------------------------

@@ -9,22 +9,19 @@ instead of running.
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from redis import Redis
 from rq import Queue
 from rq.exceptions import DequeueTimeout, DeserializationError, NoSuchJobError
-from rq.job import Job, JobStatus
+from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from app.catalogue.registry import REGISTRY, QueueName, TaskSpec
 from app.core import compat
 from app.foundation import defaults, keys, outages
 from app.foundation.lua import LuaScript
-from app.foundation.meta import Meta
-from app.foundation.timeutil import iso, seconds_from_now
 
 if TYPE_CHECKING:
     from redis.client import Pipeline
@@ -80,31 +77,6 @@ class JsonJob(Job):
         for job_id, fields in zip(ids, raw, strict=True):
             jobs.append(restore_or_none(cls, job_id, fields, connection))
         return jobs
-
-    @property
-    def should_retry(self) -> bool:
-        """RQ's retry budget, unless the task's policy or a revoke says this failure is final."""
-        if self.meta.get(Meta.NO_RETRY) or self.meta.get(Meta.REVOKED):
-            return False
-        return super().should_retry
-
-    def retry(self, queue: Queue, pipeline: Pipeline) -> None:
-        """Schedule the next attempt after the task's back-off (with full jitter) or its own countdown.
-
-        RQ's Retry knows only a fixed list of intervals; the delay is decided here instead,
-        for failures in the task and for killed work horses alike.
-        """
-        assert self.retries_left
-        countdown = self.meta.pop(Meta.RETRY_COUNTDOWN, None)
-        if countdown is None:
-            spec = task_spec(self)
-            attempt = int(self.meta.get(Meta.MAX_RETRIES, 0)) - self.retries_left + 1
-            countdown = spec.retry.delay(attempt, random.random()) if spec else 1.0
-        self.retries_left -= 1
-        when = seconds_from_now(float(countdown))
-        self.meta[Meta.NEXT_RETRY_AT] = iso(when)
-        compat.set_job_status(self, JobStatus.SCHEDULED)
-        queue.schedule_job(self, when, pipeline=pipeline)
 
 
 def restore_or_none(

@@ -39,9 +39,10 @@ from rq.worker import WorkerStatus
 from rq.worker_registration import register
 
 from app.core import compat, leases, outcomes
-from app.core.execution import ExecutingJob, record_error, redact_arguments
+from app.core.execution import ExecutingJob
 from app.core.leases import Lease
 from app.core.limits import RateLimiter, TaskTimeLimits, TimeLimitExceeded, raise_in_thread
+from app.core.outcomes import record_error, redact_arguments
 from app.core.queues import JsonQueue, UnreadableJob, task_spec
 from app.foundation import defaults, outages, proc
 from app.foundation.runtime import runtime
