@@ -1,17 +1,25 @@
-"""The lifecycle: one path per outcome; revoking cascades iteratively through long chains."""
+"""Outcomes: one path per outcome; revoking cascades iteratively; outages and shutdowns are no deaths."""
 
 from __future__ import annotations
 
 import sys
+import threading
 import time
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from flask import Flask
 from rq.job import JobStatus
 
-from app.core import outcomes
+import tests.jobs  # noqa: F401 - registers the test tasks
+from app.catalogue.registry import REGISTRY
+from app.core import compat, outcomes
+from app.core.dispatch import enqueue
 from app.core.queues import JsonJob, JsonQueue
 from app.core.states import State, describe
+from app.foundation.meta import Meta
+from app.processes.workers import JsonInlineWorker, JsonWorker
 
 
 @pytest.mark.timeout(120)
@@ -45,3 +53,54 @@ def test_failing_the_head_of_a_10000_step_chain_revokes_every_step_without_recur
     assert elapsed < 60
     tail = JsonJob.fetch_many(ids[-3:], connection=redis)
     assert all(job is not None and describe(job)["state"] == State.REVOKED.value for job in tail)
+
+
+def test_outcomes_lost_to_redis_outages_do_not_make_a_poison_job(app: Flask, tmp_path: Path) -> None:
+    """Issue 18, defect 1: a fork job whose work horse lost its outcome to a Redis outage five times
+    in a row (exit status EX_OUTCOME_LOST) is put back each time and then succeeds: it used to be
+    failed as a poison job after four ("died 4 times (last: Redis became unreachable ...)")."""
+    redis = app.extensions["tasklane"].redis
+    spec = REGISTRY.get("lose_outcome")
+    assert spec is not None
+    runs = tmp_path / "runs"
+    job = enqueue(spec, spec.validate({"path": str(runs), "times": 5}), redis, default_result_ttl=60,
+                  failure_ttl=600)  # fmt: skip
+    with app.app_context():
+        JsonWorker([JsonQueue("default", connection=redis)], connection=redis).work(burst=True)
+
+    view = describe(JsonJob.fetch(job.id, connection=redis))
+    assert view["state"] == State.SUCCESS.value, view
+    assert view["result"] == 6 and runs.read_text() == "6"
+    assert [a["type"] for a in view["attempts"]] == ["RedisUnavailable"] * 5
+    assert not JsonJob.fetch(job.id, connection=redis).meta.get(Meta.ORPHANED)
+
+
+def test_a_stop_at_the_shutdown_grace_is_one_attempt_with_a_message(app: Flask, tmp_path: Path) -> None:
+    """Issue 18, defect 4: an in-process job still running when a warm shutdown's grace runs out is
+    put back with one attempt, WorkerShutdown and its message (it used to record two: an empty
+    ShutdownGraceOver, then WorkerShutdown)."""
+    redis = app.extensions["tasklane"].redis
+    spec = REGISTRY.get("slow_touch")
+    assert spec is not None
+    args = {"path": str(tmp_path / "never"), "seconds": 10, "steps": 100}
+    job = enqueue(spec, spec.validate(args), redis, default_result_ttl=60, failure_ttl=600)
+    worker = JsonInlineWorker([JsonQueue("default", connection=redis)], connection=redis)
+    worker._settings = lambda: SimpleNamespace(worker_shutdown_grace=0.2)  # type: ignore[method-assign]
+
+    def stop_when_started() -> None:
+        while JsonJob.fetch(job.id, connection=redis).get_status() != JobStatus.STARTED:
+            time.sleep(0.02)
+        worker.asked_to_stop = True
+        worker.start_shutdown_grace()
+        compat.request_stop(worker)
+
+    stopper = threading.Thread(target=stop_when_started, daemon=True)
+    stopper.start()
+    with app.app_context():
+        worker.work(burst=True)
+    stopper.join(5)
+
+    view = describe(JsonJob.fetch(job.id, connection=redis))
+    assert view["state"] == State.PENDING.value, view
+    assert [(a["type"], bool(a["message"])) for a in view["attempts"]] == [("WorkerShutdown", True)]
+    assert not (tmp_path / "never").exists()

@@ -96,7 +96,10 @@ def attempt_failed(
     failure may be retried (saved in the job's meta, read by :func:`may_retry` when the worker
     records the failure). ``retryable`` False: the run could not start (bad arguments, revoked,
     unknown task), never retried. :class:`RetryTask` asks for another attempt after its countdown;
-    any other error is retried as the task's policy says."""
+    any other error is retried as the task's policy says. A stop at the end of a warm shutdown's
+    grace is no attempt of the task's: the worker records it once (:data:`SHUTDOWN_STOPPED`)."""
+    if isinstance(exc, ShutdownGraceOver):
+        return
     record_attempt(job, type(exc).__name__, message)
     if isinstance(exc, RetryTask):
         job.meta[Meta.RETRY_COUNTDOWN] = exc.countdown
@@ -331,6 +334,11 @@ SHUTDOWN_STOPPED = (
 )
 
 
+class ShutdownGraceOver(BaseException):
+    """Raised in an in-process job still running when a warm shutdown's grace ran out. Not an
+    attempt of its own: the worker records the stop once, as :data:`SHUTDOWN_STOPPED`."""
+
+
 def horse_lost(death: str, who: str = "work horse") -> tuple[str, str]:
     """The cause of an orphan whose work horse (or worker process) died: how it ended."""
     return ("WorkerLostError", f"the {who} running this job {death}; requeued without spending a retry")
@@ -356,8 +364,11 @@ def orphaned(
         # The supervisor killed its process for the hard limit and recorded why: that is final.
         fail_now(job, queue, None, cleanup=cleanup, lease=lease)
         return False
+    # Only the death of the process running the job counts towards the poison-job bound: a Redis
+    # outage that lost the outcome, or a warm shutdown's grace, says nothing about the job.
+    death = cause[0] == WORKER_LOST[0]
     count = int(job.meta.get(Meta.ORPHANED) or 0)
-    if count >= defaults.MAX_ORPHAN_REQUEUES:
+    if death and count >= defaults.MAX_ORPHAN_REQUEUES:
         last = cause[1].split(";", 1)[0]
         message = (
             f"the worker running this job died {count + 1} times (last: {last}); "
@@ -366,7 +377,7 @@ def orphaned(
         fail_now(job, queue, ("WorkerLostError", message), cleanup=cleanup, lease=lease)
         return False
     record_attempt(job, *cause)
-    if cause is not SHUTDOWN_STOPPED:
+    if death:
         job.meta[Meta.ORPHANED] = count + 1
     pipe = _writes(job.connection, lease)
     if cleanup is not None:
@@ -379,7 +390,7 @@ def orphaned(
         log.info("run already settled elsewhere; not requeued", extra=_context(job))
         return False
     _count(job, "orphaned")
-    if cause is SHUTDOWN_STOPPED:
+    if not death:
         log.warning("%s", cause[1], extra=_context(job))
         return True
     log.warning("%s (%d of %d)", cause[1], count + 1, defaults.MAX_ORPHAN_REQUEUES,

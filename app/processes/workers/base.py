@@ -42,7 +42,7 @@ from app.core import compat, leases, outcomes
 from app.core.execution import ExecutingJob
 from app.core.leases import Lease
 from app.core.limits import RateLimiter, TaskTimeLimits, TimeLimitExceeded, raise_in_thread
-from app.core.outcomes import record_error, redact_arguments
+from app.core.outcomes import ShutdownGraceOver, record_error, redact_arguments
 from app.core.queues import JsonQueue, UnreadableJob, task_spec
 from app.foundation import defaults, outages, proc
 from app.foundation.runtime import runtime
@@ -121,10 +121,6 @@ class WorkerQueue(JsonQueue):
 
 class OutcomeLost(Exception):
     """Redis went away before a run's outcome was written; the worker settles the job when it is back."""
-
-
-class ShutdownGraceOver(BaseException):
-    """Raised in an in-process job still running when a warm shutdown's grace ran out."""
 
 
 class JobNotClaimed(Exception):
