@@ -462,14 +462,18 @@ def fail_stuck(connection: Redis, job_id: str, error: tuple[str, str] | None = N
     fail_now(job, queue, error, lease=leases.of_started(connection, job))
 
 
-def rescue(connection: Redis, job_id: str, cause: tuple[str, str] = WORKER_LOST) -> str:
+def rescue(
+    connection: Redis, job_id: str, cause: tuple[str, str] = WORKER_LOST, *, waiting_only: bool = False
+) -> str:
     """The worker process holding ``job_id`` died (and was reaped): settle the job now, not when
     its heartbeat expires. The supervisor's one rescue path, for every in-process mode.
 
     Dequeued but not started: back to the head of its queue (:func:`put_back`). Started: an
     orphan (:func:`orphaned`), only while its run's lease is held (nothing is written if a
     sweep settled it already). Finished or failed (it died after writing the outcome): left
-    alone. Returns what was done: "requeued", "failed" (as a poison job), "left" or "gone".
+    alone. ``waiting_only``: only a job dequeued but not started (the job a dead worker took last,
+    which may since have been started elsewhere) is settled. Returns what was done: "requeued",
+    "failed" (as a poison job), "left" or "gone".
     """
     job = JsonJob.fetch_many([job_id], connection=connection)[0]
     if job is None:
@@ -478,7 +482,7 @@ def rescue(connection: Redis, job_id: str, cause: tuple[str, str] = WORKER_LOST)
     status = job.get_status(refresh=False)
     if status == JobStatus.QUEUED:
         return "requeued" if put_back(queue, job_id) else "left"
-    lease = leases.of_started(connection, job) if status == JobStatus.STARTED else None
+    lease = leases.of_started(connection, job) if status == JobStatus.STARTED and not waiting_only else None
     if lease is None:
         return "left"
     return "requeued" if orphaned(job, queue, lease=lease, cause=cause) else "failed"

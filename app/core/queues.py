@@ -208,10 +208,18 @@ def take_moved(
     return job, queue
 
 
-def move_first_on(pipeline: Any, queue_keys: list[str]) -> None:
+#: The field of a worker's hash (``rq:worker:<name>``) that names the job it last took ahead
+#: (:func:`move_first_on` with ``taker``): written by the move itself, so whoever settles a dead
+#: worker knows what it took even if it died before it heard the answer.
+TAKEN = "tasklane_taken"
+
+
+def move_first_on(pipeline: Any, queue_keys: list[str], taker: str | None = None) -> None:
     """Queue the move of the first waiting job of ``queue_keys`` (in order) to its intermediate list
-    on ``pipeline``; read its answer with :func:`moved`."""
-    _MOVE_FIRST.queue(pipeline, keys=queue_keys, args=[JsonJob.redis_job_namespace_prefix])
+    on ``pipeline``; read its answer with :func:`moved`. With ``taker`` (a worker's key), the same
+    script step records the job taken in that hash's :data:`TAKEN` field."""
+    args = [JsonJob.redis_job_namespace_prefix, *([taker] if taker else [])]
+    _MOVE_FIRST.queue(pipeline, keys=queue_keys, args=args)
 
 
 def load_move_first(connection: Redis) -> None:
@@ -237,12 +245,13 @@ def ring_doorbell(pipe: Any, queue_name: str) -> None:
 
 # Move the head of the first non-empty list to its ":intermediate" list and read the job's
 # hash in the same call; returns {key, id, field, value, ...} (no fields: the job is gone).
-# ARGV[1] is the job key prefix.
+# ARGV[1] is the job key prefix; ARGV[2], if given, the key of the hash that records the taker.
 _MOVE_FIRST = LuaScript(
     """
 for _, key in ipairs(KEYS) do
   local id = redis.call('LMOVE', key, key .. ':intermediate', 'LEFT', 'RIGHT')
   if id then
+    if ARGV[2] then redis.call('HSET', ARGV[2], 'tasklane_taken', id) end
     local out = {key, id}
     for _, v in ipairs(redis.call('HGETALL', ARGV[1] .. id)) do table.insert(out, v) end
     return out

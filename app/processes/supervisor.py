@@ -320,7 +320,11 @@ class Supervisor:
                 log.info("job %s of a dead worker process: %s", job_id, done)
                 self.orphans.pop(0)
             while self.dead:
-                forget_worker(redis, self.dead[0], socket.gethostname())
+                _, taken = forget_worker(redis, self.dead[0], socket.gethostname())
+                for job_id in taken:  # taken ahead, maybe in the round trip it died in
+                    if outcomes.rescue(redis, job_id, waiting_only=True) == "requeued":
+                        log.info("job %s, taken ahead by dead worker process %d: put back", job_id,
+                                 self.dead[0])  # fmt: skip
                 self.dead.pop(0)
         except outages.REDIS_DOWN as exc:
             outages.OUTAGE.failed(exc)

@@ -31,7 +31,7 @@ from rq.worker import WorkerStatus
 
 from app.core import compat, leases, outcomes
 from app.core.leases import Lease
-from app.core.queues import UnreadableJob, load_move_first, move_first_on, moved, take_moved, task_spec
+from app.core.queues import TAKEN, UnreadableJob, load_move_first, move_first_on, moved, take_moved, task_spec
 from app.foundation import outages
 from app.ops import metrics
 from app.processes.workers.inline import JsonInlineWorker
@@ -132,7 +132,9 @@ class JsonPooledWorker(JsonInlineWorker):
             return super()._apply_success(job, lease, writes)
         with self.connection.pipeline(transaction=False) as pipe:
             leases.apply_on(pipe, lease, writes, unless_members_in=job.dependents_key)
-            move_first_on(pipe, [q.key for q in self._ordered_queues])
+            # The move names this worker as the taker, in the same script step: if this child is
+            # killed before it hears the answer, the supervisor still puts the job back at once.
+            move_first_on(pipe, [q.key for q in self._ordered_queues], taker=self.key)
             outcome, found = pipe.execute(raise_on_error=False)
         if not isinstance(found, Exception):
             self._prefetched = moved(found)  # taken whatever the success's answer: it is held now
@@ -230,13 +232,16 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value or "")
 
 
-def forget_worker(connection: Redis, pid: int, hostname: str) -> list[str]:
-    """Remove the registrations of a dead child (by pid and host), so no ghost is listed."""
-    gone = []
+def forget_worker(connection: Redis, pid: int, hostname: str) -> tuple[list[str], list[str]]:
+    """Remove the registrations of a dead child (by pid and host), so no ghost is listed; returns
+    their names and the jobs they last took ahead (:data:`~app.core.queues.TAKEN`), for the
+    supervisor to put back."""
+    gone: list[str] = []
+    taken: list[str] = []
     for key in connection.smembers("rq:workers"):
         name = key.decode() if isinstance(key, bytes) else str(key)
-        fields = connection.hmget(name, ["pid", "hostname", "queues"])
-        found_pid, found_host, queues = (_text(v) for v in fields)
+        fields = connection.hmget(name, ["pid", "hostname", "queues", TAKEN])
+        found_pid, found_host, queues, took = (_text(v) for v in fields)
         if not found_pid or int(found_pid) != pid or found_host != hostname:
             continue
         with connection.pipeline() as pipe:
@@ -247,4 +252,6 @@ def forget_worker(connection: Redis, pid: int, hostname: str) -> list[str]:
                     pipe.srem(f"rq:workers:{queue}", name)
             pipe.execute()
         gone.append(name)
-    return gone
+        if took:
+            taken.append(took)
+    return gone, taken
