@@ -346,7 +346,7 @@ def horse_lost(death: str, who: str = "work horse") -> tuple[str, str]:
 
 def orphaned(
     job: Job,
-    queue: JsonQueue,
+    queue: Queue,
     cleanup: Any = None,
     *,
     lease: Lease | None = None,
@@ -400,7 +400,7 @@ def orphaned(
 
 def fail_now(
     job: Job,
-    queue: JsonQueue,
+    queue: Queue,
     error: tuple[str, str] | None,
     cleanup: Any = None,
     *,
@@ -499,14 +499,14 @@ return 0
 )
 
 
-def put_back(queue: JsonQueue, job_id: str) -> bool:
+def put_back(queue: Queue, job_id: str) -> bool:
     """Put a job a worker dequeued but did not start back at the head of its queue (no attempt:
     it never ran). Atomic: only if the id is still in the queue's intermediate list (a sweep or
     the supervisor may have put it back already). Returns True when this call put it back."""
     return bool(_PUT_BACK(queue.connection, keys=[queue.intermediate_queue_key, queue.key], args=[job_id]))
 
 
-def set_aside(queue: JsonQueue, job_id: str, cause: str) -> None:
+def set_aside(queue: Queue, job_id: str, cause: str) -> None:
     """A dequeued job cannot be read: fail it unrun, with the cause, off every list.
 
     Its hash keeps the cause and a marker (:data:`states.SET_ASIDE`), so the API lists it among

@@ -168,7 +168,7 @@ class JsonPooledWorker(JsonInlineWorker):
         if found is None:
             return
         queue = next(q for q in self.queues if q.key == found[0])
-        if outcomes.put_back(queue, found[1]):  # type: ignore[arg-type]
+        if outcomes.put_back(queue, found[1]):
             log.info("Worker %s: job %s taken ahead put back on its queue", self.name, found[1])
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
