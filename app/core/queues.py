@@ -132,8 +132,8 @@ class JsonQueue(Queue):
 
         Redis going away raises :class:`app.outages.RedisUnavailable`, which RQ's worker loop
         lets through (it would retry a redis-py error itself, logging every attempt): the
-        worker rides the outage out (app/processes/workers/base.py). A job moved before the answer was
-        lost stays in the intermediate list, where the sweep finds it.
+        worker rides the outage out (app/processes/workers/redis_outages.py). A job moved before
+        the answer was lost stays in the intermediate list, where the sweep finds it.
         """
         try:
             return cls._dequeue_any(queues, timeout, connection, job_class)

@@ -203,7 +203,7 @@ def create(body: WorkflowBody, connection: Redis, settings: Any) -> dict[str, An
 def _revoke_behind_early_failures(job_ids: list[str], connection: Redis) -> None:
     """Revoke what waits on a step that ended badly before the steps behind it were created.
 
-    A step that fails for good revokes its dependents through the lifecycle, but only those
+    A step that fails for good revokes its dependents through app/core/outcomes.py, but only those
     already registered behind it. One that failed while the workflow was still being built
     (a fast worker, a large group) is found here, once every job exists: any failure after
     this read sees all its dependents itself.

@@ -10,7 +10,7 @@ hand and exits: RQ's warm shutdown), and kills a process whose inline or threade
 stuck past its hard time limit where no signal or exception can reach it. Workers never
 run RQ's scheduler loop: the scheduler process alone moves due jobs (see scheduler.py).
 
-Every worker, supervised or not, rides out a Redis outage (app/processes/workers/base.py) and the
+Every worker, supervised or not, rides out a Redis outage (app/processes/workers/redis_outages.py) and the
 supervisor's own Redis writes wait for Redis too; a worker that leaves its loop without
 being asked to (or burst mode running dry) exits non-zero, so that whatever runs it
 (this supervisor, or a process manager) restarts it.

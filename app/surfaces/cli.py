@@ -5,7 +5,7 @@ Run them with the service's environment (at least ``REDIS_URL``)::
     flask --app app.factory:create_app tasks enqueue add x=2 y=3
     flask --app app.factory:create_app jobs wait <job_id>
 
-They go through the same modules as the HTTP API (dispatch, states, listing, lifecycle),
+They go through the same modules as the HTTP API (dispatch, states, listing, outcomes),
 so a job enqueued here is validated, routed and recorded exactly as one sent over HTTP.
 """
 

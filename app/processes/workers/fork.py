@@ -3,7 +3,7 @@
 The most isolated mode: a crash or leak dies with the horse, and a horse stuck past its
 hard time limit, even in C code, is killed by the worker that forked it. A horse never
 waits for Redis: when it cannot write its job's outcome it exits with EX_OUTCOME_LOST,
-and the worker puts the job back on its queue once Redis answers (app/processes/workers/base.py).
+and the worker puts the job back on its queue once Redis answers (app/processes/workers/recording.py).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The ``inline`` mode: jobs run in the worker process itself, with far less per-job work.
 
-No fork, one round trip to start a job and one to finish it (see app/processes/workers/base.py).
+No fork, one round trip to start a job and one to finish it (see base.py and recording.py).
 Soft and hard limits are SIGALRM; a job stuck where no signal reaches it is killed with its process by the
 supervisor, which reads each worker's deadline from a :class:`DeadlineBoard`.
 """

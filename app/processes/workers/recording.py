@@ -172,7 +172,7 @@ class RecordingMixin(GraceMixin):
         raise OutcomeLost(job.id)
 
     def _after_outcome(self, hook: Callable[[], None]) -> None:
-        """The lifecycle's hooks once an outcome is written; through an outage, waited out and repeated."""
+        """The outcomes module's hooks once an outcome is written; through an outage, waited out."""
         while True:
             try:
                 hook()
@@ -254,7 +254,7 @@ class RecordingMixin(GraceMixin):
         exc_string: str = "",
         execution: Any = None,
     ) -> None:
-        """Record the failure once, through the lifecycle: retried, failed for good, or requeued.
+        """Record the failure once, through app/core/outcomes.py: retried, failed for good, or requeued.
 
         A work horse that died under its job (killed, out of memory, a crash in C code)
         did not fail the job: the job is an orphan, put back without spending a retry. A
