@@ -9,6 +9,7 @@ job ended in the state that outcome writes.
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -43,6 +44,7 @@ KINDS = (
     "retrying",  # an attempt failed, another is scheduled
     "failed",  # failed for good (or stopped while it ran)
     "revoked",  # revoked before it ran
+    "stopped_run",  # revoked while it ran: its run stopped, canceled
     "orphaned",  # its worker died (or lost Redis before writing the outcome)
     "fail_now",  # its process is gone and it fails for good (poison, hard limit)
     "deferred",  # its task's rate limit put it back for later
@@ -210,6 +212,26 @@ def test_a_revoke_through_the_api_goes_through_outcomes(
     assert client.delete(f"/api/v1/jobs/{job_id}", headers=auth).status_code == 202
     assert ("revoked", job_id) in spy()
     assert _status(app, job_id) == JobStatus.CANCELED
+
+
+def test_a_revoke_of_a_running_job_is_recorded_through_outcomes(app: Flask, spy: Spy, tmp_path: Path) -> None:
+    redis = app.extensions["tasklane"].redis
+    job_id = _enqueue(app, "slow_touch", path=str(tmp_path / "never"), seconds=10, steps=100)
+
+    def revoke_when_started() -> None:
+        while _status(app, job_id) != JobStatus.STARTED:
+            time.sleep(0.02)
+        time.sleep(0.2)
+        outcomes.revoke(JsonJob.fetch(job_id, connection=redis))
+
+    revoker = threading.Thread(target=revoke_when_started, daemon=True)
+    revoker.start()
+    with app.app_context():
+        _worker("inline", redis).work(burst=True)
+    revoker.join(5)
+    calls = spy()
+    assert ("stopped_run", job_id) in calls and ("failed", job_id) in calls, calls
+    assert _status(app, job_id) == JobStatus.STOPPED
 
 
 def test_eager_mode_goes_through_outcomes_with_signals_and_a_json_result(spy: Spy) -> None:

@@ -10,7 +10,9 @@ from types import SimpleNamespace
 
 import pytest
 from flask import Flask
+from flask.testing import FlaskClient
 from rq.job import JobStatus
+from rq.registry import CanceledJobRegistry, FailedJobRegistry, StartedJobRegistry
 
 import tests.jobs  # noqa: F401 - registers the test tasks
 from app.catalogue.registry import REGISTRY
@@ -19,6 +21,7 @@ from app.core.dispatch import enqueue
 from app.core.queues import JsonJob, JsonQueue
 from app.core.states import State, describe
 from app.foundation.meta import Meta
+from app.ops import metrics
 from app.processes.workers import JsonInlineWorker, JsonWorker
 
 
@@ -104,3 +107,67 @@ def test_a_stop_at_the_shutdown_grace_is_one_attempt_with_a_message(app: Flask, 
     assert view["state"] == State.PENDING.value, view
     assert [(a["type"], bool(a["message"])) for a in view["attempts"]] == [("WorkerShutdown", True)]
     assert not (tmp_path / "never").exists()
+
+
+def test_a_job_revoked_while_it_runs_is_canceled_not_failed(app: Flask, tmp_path: Path) -> None:
+    """Issue 21, loose end 1: a running job stopped on a revoke goes to RQ's canceled registry with
+    its end time (rq-dashboard and `rq info` show it there); it is not in the failed registry, the
+    worker's failed count or the queue's failed count (it was, with ended_at null)."""
+    redis = app.extensions["tasklane"].redis
+    spec = REGISTRY.get("slow_touch")
+    assert spec is not None
+    marker = tmp_path / "never"
+    job = enqueue(spec, spec.validate({"path": str(marker), "seconds": 10, "steps": 100}), redis,
+                  default_result_ttl=60, failure_ttl=600)  # fmt: skip
+    worker = JsonInlineWorker([JsonQueue("default", connection=redis)], connection=redis)
+
+    def revoke_when_started() -> None:
+        while JsonJob.fetch(job.id, connection=redis).get_status() != JobStatus.STARTED:
+            time.sleep(0.02)
+        time.sleep(0.2)
+        outcomes.revoke(JsonJob.fetch(job.id, connection=redis))
+
+    revoker = threading.Thread(target=revoke_when_started, daemon=True)
+    revoker.start()
+    with app.app_context():
+        worker.work(burst=True)
+    revoker.join(5)
+
+    stopped = JsonJob.fetch(job.id, connection=redis)
+    view = describe(stopped)
+    assert (view["state"], view["status"]) == (State.REVOKED.value, "stopped"), view
+    assert view["ended_at"] is not None
+    assert job.id in CanceledJobRegistry("default", connection=redis).get_job_ids()
+    assert job.id not in FailedJobRegistry("default", connection=redis).get_job_ids()
+    assert StartedJobRegistry("default", connection=redis).count == 0
+    assert int(redis.hget(worker.key, "failed_job_count") or 0) == 0
+    assert metrics.job_counts(redis).get(("slow_touch", "revoked")) == 1
+    assert not marker.exists()
+
+
+def test_a_manual_retry_of_a_job_that_spent_its_retries_gets_a_fresh_budget(
+    app: Flask, tmp_path: Path, client: FlaskClient, auth: dict[str, str]
+) -> None:
+    """Issue 21, loose end 3: POST /jobs/<id>/retry of a job that failed after its last retry runs it
+    with its task's whole retry budget again (it ran once and failed for good); attempts are kept."""
+    redis = app.extensions["tasklane"].redis
+    spec = REGISTRY.get("flaky")  # 3 retries
+    assert spec is not None
+    job = enqueue(spec, spec.validate({"path": str(tmp_path / "n"), "failures": 10}), redis,
+                  default_result_ttl=60, failure_ttl=600)  # fmt: skip
+    redis.hset(job.key, "retries_left", 0)  # as after its third retry
+
+    def run() -> None:
+        with app.app_context():
+            JsonInlineWorker([JsonQueue("default", connection=redis)], connection=redis).work(burst=True)
+
+    run()
+    assert JsonJob.fetch(job.id, connection=redis).get_status() == JobStatus.FAILED
+    response = client.post(f"/api/v1/jobs/{job.id}/retry", headers=auth)
+    assert response.status_code == 202, response.get_json()
+    assert JsonJob.fetch(job.id, connection=redis).retries_left == 3
+    run()
+    again = JsonJob.fetch(job.id, connection=redis)
+    assert again.get_status() == JobStatus.SCHEDULED  # failed, and retried: the budget is fresh
+    assert again.retries_left == 2
+    assert [a["type"] for a in describe(again)["attempts"]] == ["ConnectionError"] * 2

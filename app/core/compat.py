@@ -21,6 +21,8 @@ from rq import serializers as rq_serializers
 from rq import utils as rq_utils
 from rq.job import Job, JobStatus
 from rq.job_lifecycle import record_job_failure
+from rq.registry import CanceledJobRegistry
+from rq.results import Result
 from rq.serializers import JSONSerializer
 from rq.timeouts import BaseDeathPenalty
 
@@ -100,6 +102,29 @@ def meta_unreadable(job: Job) -> bool:
 def record_failure(job: Job, exc_string: str, pipeline: Any) -> None:
     """RQ's worker-less failure: status FAILED, the failed registry and a failure result."""
     record_job_failure(job, exc_string, pipeline)
+
+
+def record_stop(job: Job, exc_string: str, pipeline: Any, worker_name: str) -> None:
+    """A running job stopped on a revoke, as RQ records a cancel (not a failure): status STOPPED, its
+    end time, RQ's canceled registry (rq-dashboard and ``rq info`` list it there) and a result
+    with why it stopped; the job's hash expires after its failure TTL."""
+    job.ended_at = job.ended_at or datetime.now(UTC)
+    job.set_status(JobStatus.STOPPED, pipeline=pipeline)
+    pipeline.hset(job.key, "ended_at", rq_utils.utcformat(job.ended_at))
+    CanceledJobRegistry(job.origin, job.connection, job_class=type(job), serializer=job.serializer).add(
+        job, pipeline=pipeline
+    )
+    Result.create_failure(
+        job, job.failure_ttl, exc_string=exc_string, worker_name=worker_name, pipeline=pipeline
+    )
+    if job.failure_ttl is not None and job.failure_ttl > 0:
+        pipeline.expire(job.key, job.failure_ttl)
+
+
+def forget_stopped_job(worker: Any) -> None:
+    """The stop the worker was told of (``rq``'s stop-job command) is recorded: clear it, as RQ's
+    failure handling does."""
+    worker._stopped_job_id = None
 
 
 def record_success(job: Job, result_ttl: int, pipeline: Any, worker_name: str, execution: Any) -> None:

@@ -432,6 +432,32 @@ def fail_now(
     return True
 
 
+def stopped_run(
+    job: Job,
+    queue: Queue,
+    exc_string: str,
+    cleanup: Any = None,
+    *,
+    lease: Lease | None = None,
+    worker: str = "",
+) -> bool:
+    """A running job was revoked and its run stopped: recorded as RQ records a cancel, not a failure
+    (canceled registry, status stopped, its end time), then :func:`failed` with ``stopped`` (what
+    waited on it is revoked, counted as revoked, task_revoked sent). With a ``lease``, only while the
+    run's lease is held. Returns True when recorded."""
+    pipe = _writes(job.connection, lease)
+    if cleanup is not None:
+        cleanup(pipe)
+    compat.record_stop(job, exc_string, pipe, worker)
+    pipe.lrem(queue.intermediate_queue_key, 0, job.id)
+    if not _commit(job.connection, pipe, lease):
+        log.info("run already settled elsewhere; not recorded as stopped", extra=_context(job))
+        return False
+    log.info("stopped on a revoke", extra=_context(job))
+    failed(job, exc_string, stopped=True)
+    return True
+
+
 def _writes(connection: Redis, lease: Lease | None) -> Any:
     """Where an outcome's writes go: a transaction, or a recording for a lease-guarded apply."""
     return connection.pipeline() if lease is None else leases.recorder(connection)
@@ -590,12 +616,16 @@ def revoke(job: Job) -> State:
 
 
 def retry_failed(job: Job) -> None:
-    """Put a failed job back on its queue for a fresh run."""
+    """Put a failed job back on its queue for a fresh run, with a fresh retry budget."""
     if job.get_status() != JobStatus.FAILED:
         raise JobNotFailed(f"job {job.id} is {job.get_status().value}, not failed")
-    for key in (Meta.NO_RETRY, Meta.REVOKED, Meta.ORPHANED):
+    for key in (Meta.NO_RETRY, Meta.REVOKED, Meta.ORPHANED, Meta.NEXT_RETRY_AT, Meta.RETRY_COUNTDOWN):
         job.meta.pop(key, None)
     job.save_meta()
+    budget = int(job.meta.get(Meta.MAX_RETRIES) or 0)
+    if budget:  # a fresh retry budget (the attempts so far stay in its history)
+        job.retries_left = budget
+        job.connection.hset(job.key, "retries_left", budget)
     job.requeue()
 
 

@@ -283,6 +283,16 @@ class RecordingMixin(GraceMixin):
                 lease = leases.of_run(job, execution)
                 outcomes.orphaned(job, queue, cleanup=cleanup, lease=lease, cause=cause)
                 return
+            if stopped:  # revoked while it ran: canceled, not failed (RQ would list it among the failed)
+                compat.forget_stopped_job(self)
+
+                def cleanup_stopped(pipe: Any) -> None:
+                    self.cleanup_execution(job, pipeline=pipe, execution=execution)
+
+                lease = leases.of_run(job, execution)
+                self._bookkeeping(job, lambda: outcomes.stopped_run(
+                    job, queue, exc_string, cleanup_stopped, lease=lease, worker=self.name))  # fmt: skip
+                return
             if not self._renewed(job, execution):
                 return
             if hard_killed:
