@@ -17,6 +17,8 @@ WORKDIR /app
 RUN apt-get update && apt-get install -y --no-install-recommends postgresql-client mariadb-client \
     && rm -rf /var/lib/apt/lists/*
 COPY requirements.txt ./
+# requirements.txt installs the repository's client package (app.client re-exports it).
+COPY clients/python ./clients/python
 RUN pip install -r requirements.txt
 
 COPY . .

@@ -22,6 +22,9 @@ worker_class = "gthread"
 timeout = 30
 graceful_timeout = 25
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+# Gunicorn's control socket (gunicornc) defaults to ~/.gunicorn/gunicorn.ctl, one per user: two services on
+# one machine (another VAR_DIR) would share it, and stopping one deletes the other's. Keep it under VAR_DIR.
+control_socket = str((_settings.var_dir / "gunicorn.ctl").absolute())
 accesslog = "-"
 errorlog = "-"
 loglevel = _settings.log_level.lower()

@@ -34,6 +34,9 @@ from app.foundation.meta import Meta
 from app.foundation.models import Base, FileImport
 from app.tasks.documents import LoadCounts, load_file
 
+#: The columns the records must have, typed (so that every 50th line is rejected).
+COLUMNS = {"id": "integer", "name": "string", "email": "email", "amount": "number", "date": "date"}
+
 
 def make_csv(path: Path, lines: int) -> None:
     """A CSV of ``lines`` records after the header; every 50th is invalid."""
@@ -59,7 +62,7 @@ def run(path: Path, directory: Path, report: object) -> tuple[float, float, Load
         conn.commit()
         started, cpu = time.perf_counter(), time.process_time()
         with path.open("rb") as fh:
-            counts = load_file(fh, "csv", path.stat().st_size, conn, import_id, report)  # type: ignore[arg-type]
+            counts = load_file(fh, "csv", path.stat().st_size, conn, import_id, report, columns=COLUMNS)  # type: ignore[arg-type]
         elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     engine.dispose()
     return elapsed, cpu, counts

@@ -107,7 +107,8 @@ def test_the_public_import_paths_still_work() -> None:
     assert add.name == "add"
     assert AsyncResult.__module__ == "app.calling.result"
     assert {chain.__module__, chord.__module__, group.__module__} == {"app.calling.canvas"}
-    assert Client.__module__ == "app.calling.client" and callable(eager)
+    # app.client re-exports the client package's Client (clients/python, issue 24)
+    assert Client.__module__ == "tasklane_client.client" and callable(eager)
 
 
 def test_the_layers_contract_names_every_layer_package() -> None:

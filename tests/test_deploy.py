@@ -42,10 +42,10 @@ def test_procfile_has_the_processes_of_the_operator_contract() -> None:
 
 
 def test_local_runs_start_every_process_but_release() -> None:
-    """scripts/run and the README's commands name every process of the Procfile but release (which
+    """scripts/run and docs/OPERATIONS.md's commands name every process of the Procfile but release (which
     exits once the migrations are done: honcho would then stop everything, app.localrun restart it)."""
     run = (ROOT / "scripts" / "run").read_text()
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "OPERATIONS.md").read_text()
     for text in (run, readme):
         lines = [
             line
@@ -109,9 +109,9 @@ def test_systemd_units_run_the_procfile_commands() -> None:
 
 
 def test_readme_catalogue_table_is_current(tmp_path: Path) -> None:
-    """The README's catalogue table is what `python -m app.surfaces.catalogue_table` writes; stale fails."""
+    """docs/TASKS.md's catalogue table is what `python -m app.surfaces.catalogue_table` writes."""
     assert catalogue_table.main(["--check"]) == 0, "run: python -m app.surfaces.catalogue_table"
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "TASKS.md").read_text()
     assert "| `add` | x, y | default |" in readme
     stale = tmp_path / "README.md"
     stale.write_text(readme.replace("| `add` | x, y |", "| `add` | x |"))

@@ -24,6 +24,18 @@ def test_a_failing_task_in_eager_mode() -> None:
     assert isinstance(result.get(propagate=False), TaskError)
 
 
+def test_a_raised_failure_carries_the_message_once() -> None:
+    """The exception a caller gets reads as the worker raised it: its type is not repeated in its
+    message (issue 21: ``UnknownUser('UnknownUser: no user with id 99999')``)."""
+    with eager():
+        result = tasks.always_fail.delay("no user with id 99999")
+    with pytest.raises(TaskError) as caught:
+        result.get()
+    assert str(caught.value) == "no user with id 99999"
+    assert repr(caught.value) == "RuntimeError('no user with id 99999')"
+    assert f"{type(caught.value).__name__}: {caught.value}" == "RuntimeError: no user with id 99999"
+
+
 def test_eager_calls_need_no_redis_and_still_validate(monkeypatch: pytest.MonkeyPatch) -> None:
     """TASKS_ALWAYS_EAGER=1 runs calls and workflows inline with no Redis; bad arguments still raise."""
     monkeypatch.setenv("TASKS_ALWAYS_EAGER", "1")

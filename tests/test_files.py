@@ -65,6 +65,20 @@ def test_refuses_what_the_policy_forbids(tmp_path: Path, inputs: Path, settings:
         check_input("/dev/null", Settings.from_env(make_env(tmp_path, "redis://x:1/0", INPUT_DIRS="/dev")))
 
 
+def test_at_validation_a_missing_file_passes_only_where_its_input_dir_is_not_on_this_host(
+    tmp_path: Path, inputs: Path, settings: Settings
+) -> None:
+    """The API checks a missing file when it can: its input directory is here, so it is refused;
+    an input directory this host lacks (a worker's mount) leaves the check to the worker."""
+    with pytest.raises(PathRefused, match="does not exist"):
+        check_input("missing.png", settings, must_exist=False)
+    elsewhere = tmp_path / "on-the-workers"
+    remote = Settings.from_env(make_env(tmp_path, "redis://x:1/0", INPUT_DIRS=f"{inputs}:{elsewhere}"))
+    assert check_input(f"{elsewhere}/x.png", remote, must_exist=False) == elsewhere / "x.png"
+    with pytest.raises(PathRefused, match="does not exist"):
+        check_input(f"{elsewhere}/x.png", remote)  # the worker's check
+
+
 def test_open_refuses_a_symlink_swapped_in(inputs: Path, tmp_path: Path, settings: Settings) -> None:
     """The file is opened without following a symlink, so one that replaced it after the check loses."""
     target = check_input("ok.txt", settings)
@@ -89,6 +103,9 @@ def env(tmp_path: Path, redis_url: str, inputs: Path) -> dict[str, str]:
         ("process_video", {"path": "/proc/self/environ"}, ["args.path"]),
         ("resize_image", {"path": "ok.txt", "sizes": [0, 100000]}, ["args.sizes"]),
         ("resize_image", {"path": "ok.txt", "sizes": []}, ["args.sizes"]),
+        # a missing file below an input directory this host has (issue 21, loose end 4)
+        ("resize_image", {"path": "missing.png", "sizes": [100]}, ["args.path"]),
+        ("process_large_file", {"path": "gone/missing.csv"}, ["args.path"]),
     ],
 )
 def test_api_answers_422(

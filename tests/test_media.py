@@ -12,10 +12,13 @@ from typing import Any
 import psutil
 import pytest
 import redis
+from flask import Flask
 from flask.testing import FlaskClient
 from PIL import Image
 
 from app.services import ffmpeg
+from app.tasks import resize_image
+from app.tasks.media import MediaError
 from tests.conftest import DASHBOARD, make_env
 from tests.media_files import write_image, write_png_bomb, write_video
 from tests.servers import FINAL, Starter, enqueue, get_job, start_worker, wait_for, wait_state
@@ -169,6 +172,15 @@ def test_resize_image(
     )
     assert bomb["state"] == "FAILURE" and bomb["error"]["type"] == "MediaError", bomb
     assert bomb["retries"] == 0
+
+
+def test_a_non_image_fails_naming_the_file(app: Flask, inputs: Path) -> None:
+    """resize_image of a file that is not an image says which file and that it is not an image,
+    not Pillow's "<_io.BufferedReader name=8>" (issue 21, loose end 5)."""
+    (inputs / "notes.txt").write_text("plain text, no pixels")
+    with app.app_context(), pytest.raises(MediaError) as caught:
+        resize_image("notes.txt", [10])
+    assert str(caught.value) == "notes.txt is not an image (Pillow cannot identify its format)"
 
 
 def test_write_video_uses_the_wheels_ffmpeg(tmp_path: Path) -> None:

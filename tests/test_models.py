@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -78,4 +79,43 @@ def test_one_payment_row_per_payment_id(database_url: str) -> None:
         session.add(Payment(**row, status="declined"))
     with pytest.raises(IntegrityError), Session(engine) as session, session.begin():
         session.add(Payment(**{**row, "payment_id": "p-2"}, status="maybe"))
+    engine.dispose()
+
+
+def test_records_loaded_before_0005_are_carried_over_as_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Upgrading to 0005 turns each record of the fixed columns into its JSON object, and back."""
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.delenv("APP_ENV", raising=False)
+    command.upgrade(alembic_config(), "0004_documents")
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO file_imports (id, job_id, path, format, status, lines, loaded, rejected)"
+                " VALUES (1, 'j', 'p', 'csv', 'completed', 1, 1, 0)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO loaded_records (import_id, line, record_id, name, email, amount, day)"
+                " VALUES (1, 2, 7, 'Ann', 'a@b.io', 1.5, '2026-01-02')"
+            )
+        )
+    command.upgrade(alembic_config(), "head")
+    with engine.connect() as conn:
+        data = conn.execute(text("SELECT data FROM loaded_records")).scalar_one()
+    assert json.loads(data) == {
+        "id": 7,
+        "name": "Ann",
+        "email": "a@b.io",
+        "amount": 1.5,
+        "date": "2026-01-02",
+    }
+    command.downgrade(alembic_config(), "0004_documents")
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT record_id, name, email, amount, day FROM loaded_records")).one()
+    assert tuple(row) == (7, "Ann", "a@b.io", 1.5, "2026-01-02")
     engine.dispose()

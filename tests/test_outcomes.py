@@ -22,6 +22,7 @@ from app.core.queues import JsonJob, JsonQueue
 from app.core.states import State, describe
 from app.foundation.meta import Meta
 from app.ops import metrics
+from app.processes.maintenance import prune_revoked
 from app.processes.workers import JsonInlineWorker, JsonWorker
 
 
@@ -143,6 +144,10 @@ def test_a_job_revoked_while_it_runs_is_canceled_not_failed(app: Flask, tmp_path
     assert int(redis.hget(worker.key, "failed_job_count") or 0) == 0
     assert metrics.job_counts(redis).get(("slow_touch", "revoked")) == 1
     assert not marker.exists()
+    # Kept for its revoked retention, as a revoke of a waiting job is: the sweep leaves it there.
+    assert 0 < redis.ttl(stopped.key) <= stopped.revoked_ttl()
+    assert prune_revoked(JsonQueue("default", connection=redis)) == 0
+    assert job.id in CanceledJobRegistry("default", connection=redis).get_job_ids()
 
 
 def test_a_manual_retry_of_a_job_that_spent_its_retries_gets_a_fresh_budget(

@@ -13,7 +13,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from app.foundation.models import Payment
-from app.tasks.payments import CURRENCY_EXPONENTS, minor_units
+from app.services.currency import CURRENCY_EXPONENTS, minor_units
 from tests.conftest import make_env
 from tests.peers import Answer, HttpPeer, Seen, engine_for, gaps, migrate
 from tests.servers import (

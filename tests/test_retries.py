@@ -41,6 +41,8 @@ def test_flaky_job_retries_with_backoff_then_succeeds(
     assert waiting["next_retry_at"], waiting
     next_at = datetime.fromisoformat(waiting["next_retry_at"].replace("Z", "+00:00"))
     assert abs((next_at - datetime.now(UTC)).total_seconds()) < 5
+    due = datetime.fromisoformat(waiting["scheduled_for"].replace("Z", "+00:00"))  # a retry's wait shows too
+    assert abs((due - next_at).total_seconds()) <= 1
     assert waiting["retries"] >= 1
     assert waiting["error"]["type"] == "ConnectionError"
 

@@ -12,11 +12,12 @@ from redis import Redis
 from rq.registry import ScheduledJobRegistry
 
 from app.catalogue.registry import REGISTRY, QueueName, Schedule, TaskRegistry, task
+from app.core import schedules as store
 from app.core.dispatch import EnqueueOptions, enqueue
 from app.core.queues import JsonQueue
 from app.foundation.config import ConfigError, Settings
 from app.foundation.runtime import connect
-from app.processes.scheduling import SchedulerProcess, register_periodic
+from app.processes.scheduling import PeriodicScheduler, SchedulerProcess, register_periodic
 
 LOCK = "rq:scheduler-lock:default"
 SHORT = Settings.from_env({"SCHEDULER_LOCK_TTL": "3"})
@@ -98,10 +99,23 @@ def health_every(seconds: int) -> TaskRegistry:
     from app.tasks.platform import health_check
 
     registry = TaskRegistry(catalogue_module=None)
-    task(name="health_check", queue=QueueName.HIGH, schedule=Schedule(interval=seconds), registry=registry)(
-        health_check
-    )
+    task(
+        name="health_check",
+        queue=QueueName.HIGH,
+        schedule=Schedule(interval=seconds, overlap="allow"),
+        registry=registry,
+    )(health_check)
     return registry
+
+
+def _as_if_due_since(redis: Redis, scheduler: PeriodicScheduler, due: int) -> None:
+    """The health_check schedule as if its ticks ran from ``due`` on and none was dealt with since:
+    its anchor moved back to ``due``, nothing dealt with after ``due - 1``, its entry due."""
+    record = store.load(redis, "health_check", scheduler.registry)
+    record.anchor = due
+    redis.hset(store.records_key(), "health_check", record.dumps())
+    redis.hset(store.state_key("health_check"), "through", due - 1)
+    redis.zadd(scheduler.scheduled_jobs_key, {"periodic-health_check": due})
 
 
 def _ticks(redis: Redis) -> list[int]:
@@ -115,7 +129,7 @@ def test_interval_ticks_missed_while_none_ran_are_caught_up_once(redis: Redis, r
     register_periodic(first.periodic, health_every(10))
     second.periodic.registry = first.periodic.registry
     due = int(time.time()) - 35
-    redis.zadd(first.periodic.scheduled_jobs_key, {"periodic-health_check": due})
+    _as_if_due_since(redis, first.periodic, due)
     first.periodic.enqueue_jobs()
     redis.zadd(second.periodic.scheduled_jobs_key, {"periodic-health_check": due})  # read before the move
     second.periodic.enqueue_jobs()
@@ -130,12 +144,15 @@ def test_ticks_older_than_the_catch_up_window_are_skipped(redis: Redis) -> None:
     register_periodic(process.periodic, health_every(10))
     now = int(time.time())
     due = now - 300
-    redis.zadd(process.periodic.scheduled_jobs_key, {"periodic-health_check": due})
+    _as_if_due_since(redis, process.periodic, due)
     process.periodic.enqueue_jobs()
     ticks = _ticks(redis)
     assert 6 <= len(ticks) <= 7, ticks
     assert all(t >= now - 61 for t in ticks)
     assert all((t - due) % 10 == 0 for t in ticks)
+    missed = [h for h in store.history(redis, "health_check", registry=process.periodic.registry)
+              if h["kind"] == "missed"]  # fmt: skip
+    assert len(missed) == 1 and missed[0]["count"] + len(ticks) == len(range(due, now + 1, 10))
 
 
 @pytest.mark.parametrize(

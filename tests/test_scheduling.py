@@ -14,6 +14,7 @@ from redis import Redis
 from rq.registry import ScheduledJobRegistry
 
 from app.catalogue.registry import REGISTRY, QueueName, Schedule, TaskRegistry, task
+from app.core import schedules as store
 from app.core.dispatch import EnqueueOptions, enqueue
 from app.core.queues import JsonJob, JsonQueue
 from app.foundation import keys
@@ -99,10 +100,12 @@ def test_register_periodic_adds_health_check(scheduler: PeriodicScheduler, redis
 def test_register_twice_keeps_one_entry_and_its_next_run(scheduler: PeriodicScheduler, redis: Redis) -> None:
     """It leaves exactly one entry, next run untouched, when an unchanged catalogue is registered again."""
     register_periodic(scheduler)
-    next_run = time.time() + 1234  # as if a previous pass had moved it on
-    redis.zadd(scheduler.scheduled_jobs_key, {HEALTH_ID: int(next_run)})
+    anchor = store.load(redis, "health_check").anchor
+    # As if passes had dealt with every tick up to 1234 s from now: the next is the one after.
+    redis.hset(store.state_key("health_check"), "through", anchor + 1234)
     register_periodic(make_scheduler(redis))  # a restarted scheduler process
-    assert entries(scheduler)[HEALTH_ID] == int(next_run)
+    assert entries(scheduler)[HEALTH_ID] == anchor + 1500  # every 300 s from the anchor
+    assert store.load(redis, "health_check").anchor == anchor
     assert sorted(entries(scheduler)) == CATALOGUE_IDS  # one entry per periodic task
 
 
@@ -117,7 +120,7 @@ def test_changed_definition_replaces_entry(scheduler: PeriodicScheduler, redis: 
     assert entries(scheduler)[HEALTH_ID] <= time.time() + 1  # replaced, not kept at `far`
     job = JsonJob.fetch(HEALTH_ID, connection=redis)
     assert job.meta["interval"] == 60
-    assert job.meta["definition"]["schedule"]["interval"] == 60
+    assert job.meta["definition"]["interval"] == 60
 
 
 def test_changed_args_replace_entry(scheduler: PeriodicScheduler, redis: Redis) -> None:
@@ -168,20 +171,25 @@ def test_cron_is_utc_whatever_the_host_timezone(
         time.tzset()
 
 
-def test_cron_entry_is_rescheduled_by_croniter_after_a_run(
+def test_cron_entry_runs_each_due_tick_and_moves_to_the_next(
     scheduler: PeriodicScheduler, redis: Redis
 ) -> None:
-    """It enqueues a due cron entry and moves it to croniter's next run (UTC), keeping one entry."""
-    register_periodic(scheduler, cron_registry("0 0 1 * 1"))
-    redis.zadd(scheduler.scheduled_jobs_key, {"periodic-nightly_report": int(time.time()) - 5})
+    """A due cron entry (seconds field) has its ticks dealt with once each: the first enqueued, the next
+    two skipped (overlap "skip": the first has not ended, no worker runs); the entry moves on to the
+    next tick, keeping one entry."""
+    register_periodic(scheduler, cron_registry("* * * * * *"))
+    now = int(time.time())
+    redis.hset(store.state_key("nightly_report"), "through", now - 3)
+    redis.zadd(scheduler.scheduled_jobs_key, {"periodic-nightly_report": now - 2})
     process = SchedulerProcess(redis)
     process.periodic = scheduler
-    before = croniter("0 0 1 * 1", datetime.now(UTC)).get_next(float)
     process.tick()
-    after = croniter("0 0 1 * 1", datetime.now(UTC)).get_next(float)
-    assert_one_run(JsonQueue("low", connection=redis), "periodic-nightly_report")
+    run = assert_one_run(JsonQueue("low", connection=redis), "periodic-nightly_report")
+    assert run == f"periodic-nightly_report-{now - 2}"
+    kinds = [h["kind"] for h in store.history(redis, "nightly_report", registry=scheduler.registry)]
+    assert kinds[-1] == "scheduled" and set(kinds[:-1]) == {"skipped"} and len(kinds) >= 3
     assert list(entries(scheduler)) == ["periodic-nightly_report"]
-    assert entries(scheduler)["periodic-nightly_report"] in (before, after)
+    assert entries(scheduler)["periodic-nightly_report"] > now
 
 
 def test_next_cron_run_is_aware_utc() -> None:
@@ -200,21 +208,30 @@ def test_schedules_lists_each_periodic_task_with_next_run(scheduler: PeriodicSch
     assert all(s["next_run"] is None for s in before)
 
     register_periodic(scheduler)
-    redis.zadd(scheduler.scheduled_jobs_key, {HEALTH_ID: 1_900_000_000})
+    anchor = store.load(redis, "health_check").anchor
+    redis.hset(store.state_key("health_check"), "through", anchor + 1)
     (entry,) = [s for s in schedules(redis) if s["id"] == HEALTH_ID]
-    assert entry == {
+    assert entry | {"next_run": None} == entry | {
+        "name": "health_check",
         "id": HEALTH_ID,
         "task": "health_check",
         "queue": "high",
         "cron": None,
         "interval": 300,
         "args": {},
-        "next_run": "2030-03-17T17:46:40Z",
+        "timezone": "UTC",
+        "paused": False,
+        "origin": "catalogue",
+        "operator_fields": [],
+        "last_run": None,
+        "last_job_id": None,
+        "next_run": None,
     }
+    assert entry["next_run"] == store.iso_of(anchor + 300)
 
 
 def test_schedules_of_a_cron_registry(scheduler: PeriodicScheduler, redis: Redis) -> None:
-    """It lists a cron task with its expression and the next run croniter gives."""
+    """It lists a cron task with its expression and the next run, the same as its entry's."""
     registry = cron_registry()
     register_periodic(scheduler, registry)
     (entry,) = schedules(redis, registry)
@@ -331,7 +348,7 @@ def test_a_slow_pass_overlapping_the_next_enqueues_a_tick_once(redis: Redis, red
     redis.zadd(second.periodic.scheduled_jobs_key, {HEALTH_ID: due})
     second.periodic.enqueue_jobs()
     run = assert_one_run(JsonQueue("high", connection=redis), HEALTH_ID)
-    assert run == f"{HEALTH_ID}-{due}"
+    assert run == f"{HEALTH_ID}-{store.load(redis, 'health_check').anchor}"
 
 
 def _tick_together(processes: list[SchedulerProcess]) -> list[BaseException]:

@@ -56,6 +56,7 @@ PUBLIC = {
 URL_VALUES = {
     "job_id": "some-job",
     "name": "add",
+    "schedule": "health_check",
     "workflow_id": "some-workflow",
     "instance_number": "0",
     "queue_name": "default",
@@ -136,6 +137,12 @@ def test_every_api_route_and_method_refuses_missing_or_wrong_tokens(
         "api.list_queues",
         "api.list_workers",
         "api.list_schedules",
+        "api.create_schedule",
+        "api.get_schedule",
+        "api.edit_schedule",
+        "api.delete_schedule",
+        "api.run_schedule",
+        "api.schedule_history",
     }
     for endpoint, method, url in sent:
         response = client.open(url, method=method, headers=headers, json={"args": {"x": 1, "y": 2}})

@@ -60,6 +60,7 @@ def test_chain_passes_each_result_to_the_next_step(
     assert [s["result"] for s in done["steps"]] == [3, 13, 113]
     assert [s["state"] for s in done["steps"]] == ["SUCCESS"] * 3
     assert done["progress"]["current"] == done["progress"]["total"] == 3
+    assert (done["error"], done["failed_step"]) == (None, None)
 
 
 @pytest.mark.integration
@@ -135,6 +136,9 @@ def test_failed_step_revokes_the_rest_of_the_chain(
     assert middle["error"]["message"] == "boom"
     assert last["state"] == "REVOKED", last
     assert done["result"] is None
+    # The failure is at the top of the view too (issue 21, loose end 6).
+    assert done["error"] == middle["error"]
+    assert done["failed_step"] == {"job_id": middle["job_id"], "task": "always_fail", "path": middle["path"]}
     time.sleep(1.5)  # a worker and the scheduler keep running: the revoked step stays unrun
     last = workflow(client, auth, created["workflow_id"])["steps"][2]
     assert last["state"] == "REVOKED"

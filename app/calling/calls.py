@@ -18,11 +18,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
 
 from app.calling.canvas import InvalidTaskArguments, Signature, field_errors, run_eagerly
 from app.calling.eager import eager, is_eager
 from app.calling.result import AsyncResult, EagerResult
 from app.catalogue.registry import REGISTRY, TaskSpec
+from app.core import outbox
 from app.core.dispatch import EnqueueOptions, enqueue
 from app.foundation.runtime import client_runtime
 
@@ -90,10 +93,13 @@ class Task:
         job_id: str | None = None,
         task_id: str | None = None,
         result_ttl: int | None = None,
+        session: Session | Connection | None = None,
     ) -> AsyncResult | EagerResult:
         """Validate and enqueue; the options are those of ``POST /api/v1/tasks/<name>``.
 
-        ``task_id`` is Celery's name for ``job_id``; a naive ``eta`` is taken as UTC.
+        ``task_id`` is Celery's name for ``job_id``; a naive ``eta`` is taken as UTC. With
+        ``session`` (a SQLAlchemy Connection or Session on DATABASE_URL) the enqueue is part of
+        that transaction: the job exists only if it commits, and reaches Redis after the commit.
         """
         model = self.validate(args or (), kwargs)
         if eta is not None and eta.tzinfo is None:
@@ -107,6 +113,9 @@ class Task:
         if is_eager():
             return run_eagerly(self.spec, model, options.job_id)
         rt = client_runtime()
+        if session is not None:
+            job_id = outbox.stage(session, self.spec, model, options, rt.redis, rt.settings)
+            return AsyncResult(job_id, rt.redis)
         job = enqueue(
             self.spec,
             model,

@@ -42,11 +42,12 @@ class TaskError(Exception):
 
     ``get()`` raises a subclass named after the remote type (``ValueError`` in the worker
     raises a ``TaskError`` subclass called ``ValueError`` here), so logs and ``except``
-    clauses that print the type keep reading the same.
+    clauses that print the type keep reading the same. Its argument is the remote message
+    alone, as the worker raised it: ``UnknownUser('no user with id 9')``, not the type twice.
     """
 
     def __init__(self, type: str, message: str, traceback: str | None = None) -> None:
-        super().__init__(f"{type}: {message}" if message else type)
+        super().__init__(*((message,) if message else ()))
         self.type = type
         self.message = message
         self.traceback = traceback

@@ -20,13 +20,12 @@ from enum import StrEnum
 from functools import cached_property
 from typing import Any, TypeVar
 
-from croniter import croniter
 from flask import current_app, has_app_context
 from pydantic import BaseModel, ConfigDict
 from pydantic_core import to_json
 from rq.timeouts import JobTimeoutException
 
-from app.foundation import defaults
+from app.foundation import defaults, ticks
 from app.foundation.config import RATE_PATTERN, TaskOverride, task_overrides_from_env
 from app.foundation.runtime import EXTENSION
 
@@ -174,25 +173,53 @@ def honour_retry_after(seconds: float | None, reason: str) -> None:
         raise RetryTask(countdown=min(seconds, defaults.RETRY_AFTER_LIMIT), reason=reason)
 
 
+#: What a schedule does when a tick comes while its previous run has not ended.
+OVERLAP_POLICIES = ("skip", "allow")
+
+
 @dataclass(frozen=True)
 class Schedule:
-    """When a periodic task runs: a cron expression (UTC) or a fixed interval in seconds."""
+    """When a periodic task runs: a cron expression (5 fields, or 6 with seconds first) on the wall
+    clock of ``timezone`` (IANA, default UTC), or a fixed interval in seconds.
+
+    ``overlap``: ``"skip"`` (no new run while the previous run has not ended) or ``"allow"``.
+    ``catchup_window``: ticks missed while no scheduler ran are still enqueued if at most this
+    many seconds old. These are the declaration in code; an operator's edits (API, CLI) win
+    over it field by field (see app/core/schedules.py).
+    """
 
     cron: str | None = None
     interval: int | None = None
     args: Mapping[str, Any] = field(default_factory=dict)
+    timezone: str = "UTC"
+    overlap: str = "skip"
+    catchup_window: int = defaults.CATCHUP_WINDOW
 
     def __post_init__(self) -> None:
         if (self.cron is None) == (self.interval is None):
             raise ValueError("a Schedule needs exactly one of cron or interval")
         if self.interval is not None and self.interval < 1:
             raise ValueError("a Schedule's interval must be at least 1 second")
-        if self.cron is not None and not croniter.is_valid(self.cron):
-            raise ValueError(f"invalid cron expression {self.cron!r}")
+        if self.cron is not None:
+            object.__setattr__(self, "cron", ticks.check_cron(self.cron))
+        ticks.zone(self.timezone)
+        if self.overlap not in OVERLAP_POLICIES:
+            raise ValueError(
+                f"a Schedule's overlap is one of {', '.join(OVERLAP_POLICIES)}, not {self.overlap!r}"
+            )
+        if self.catchup_window < 0:
+            raise ValueError("a Schedule's catchup_window is at least 0 seconds")
 
     def describe(self) -> dict[str, Any]:
         """The schedule as JSON for the catalogue."""
-        return {"cron": self.cron, "interval": self.interval, "args": dict(self.args)}
+        return {
+            "cron": self.cron,
+            "interval": self.interval,
+            "args": dict(self.args),
+            "timezone": self.timezone,
+            "overlap": self.overlap,
+            "catchup_window": self.catchup_window,
+        }
 
 
 @dataclass(frozen=True)
@@ -229,6 +256,10 @@ class TaskSpec:
     concurrency_key: str | None = None
     unique: bool = False
     result_ttl: int | None = None
+    #: Seconds a job that failed for good stays (in the failed registry); None: FAILED_JOB_TTL.
+    failure_ttl: int | None = None
+    #: Seconds a revoked (or expired) job stays before it is pruned; None: as a failed one.
+    revoked_ttl: int | None = None
     schedule: Schedule | None = None
     critical: bool = False
     #: Called as ``on_success(result, job_id, kwargs)`` after the job succeeded (Celery's Task.on_success).
@@ -277,6 +308,8 @@ class TaskSpec:
             "concurrency_key": self.concurrency_key,
             "unique": self.unique,
             "result_ttl": self.result_ttl,
+            "failure_ttl": self.failure_ttl,
+            "revoked_ttl": self.revoked_ttl,
             "schedule": self.schedule.describe() if self.schedule else None,
             "critical": self.critical,
             "overridden": {
@@ -303,7 +336,9 @@ class TaskSpec:
         retry_fields = ("max_retries", "backoff_base", "backoff_cap")
         retry_changes = {k: v for k, v in changes.items() if k in retry_fields}
         spec_changes: dict[str, Any] = {
-            k: v for k, v in changes.items() if k in ("time_limit", "soft_time_limit", "result_ttl")
+            k: v
+            for k, v in changes.items()
+            if k in ("time_limit", "soft_time_limit", "result_ttl", "failure_ttl", "revoked_ttl")
         }
         if "queue" in changes:
             spec_changes["queue"] = QueueName(changes["queue"])
@@ -446,6 +481,8 @@ def task(
     concurrency_key: str | None = None,
     unique: bool = False,
     result_ttl: int | None = None,
+    failure_ttl: int | None = None,
+    revoked_ttl: int | None = None,
     schedule: Schedule | None = None,
     critical: bool = False,
     on_success: Callable[..., Any] | None = None,
@@ -460,6 +497,8 @@ def task(
     arguments, while the first waits or runs, return the first job; ``critical=True``
     alerts on final failure; ``on_success`` / ``on_failure`` are called after those outcomes,
     in the process that saw them (a handler that raises is logged, never fails the job).
+    Retention per state: ``result_ttl`` (succeeded), ``failure_ttl`` (failed for good) and
+    ``revoked_ttl`` (revoked or expired), in seconds; the outcome counters outlive them.
     """
 
     def decorate(func: F) -> F:
@@ -470,6 +509,9 @@ def task(
             raise ValueError(f"task {task_name!r}: time_limit must be at least 1 second")
         if soft_time_limit is not None and not 0 < soft_time_limit < time_limit:
             raise ValueError(f"task {task_name!r}: soft_time_limit must be below time_limit")
+        for label, ttl in (("failure_ttl", failure_ttl), ("revoked_ttl", revoked_ttl)):
+            if ttl is not None and ttl < 1:
+                raise ValueError(f"task {task_name!r}: {label} must be at least 1 second")
         if concurrency is not None and concurrency < 1:
             raise ValueError(f"task {task_name!r}: concurrency must be at least 1")
         if concurrency_key is not None and (concurrency is None or concurrency_key not in input.model_fields):
@@ -491,6 +533,8 @@ def task(
             concurrency_key=concurrency_key,
             unique=unique,
             result_ttl=result_ttl,
+            failure_ttl=failure_ttl,
+            revoked_ttl=revoked_ttl,
             schedule=schedule,
             critical=critical,
             on_success=on_success,

@@ -104,21 +104,19 @@ def record_failure(job: Job, exc_string: str, pipeline: Any) -> None:
     record_job_failure(job, exc_string, pipeline)
 
 
-def record_stop(job: Job, exc_string: str, pipeline: Any, worker_name: str) -> None:
+def record_stop(job: Job, exc_string: str, pipeline: Any, worker_name: str, ttl: int) -> None:
     """A running job stopped on a revoke, as RQ records a cancel (not a failure): status STOPPED, its
-    end time, RQ's canceled registry (rq-dashboard and ``rq info`` list it there) and a result
-    with why it stopped; the job's hash expires after its failure TTL."""
+    end time, RQ's canceled registry (rq-dashboard and ``rq info`` list it there; the entry scored
+    with the end of its retention, ``ttl`` s, as a revoke of a waiting job is) and a result with
+    why it stopped; the job's hash expires after ``ttl``."""
     job.ended_at = job.ended_at or datetime.now(UTC)
     job.set_status(JobStatus.STOPPED, pipeline=pipeline)
     pipeline.hset(job.key, "ended_at", rq_utils.utcformat(job.ended_at))
     CanceledJobRegistry(job.origin, job.connection, job_class=type(job), serializer=job.serializer).add(
-        job, pipeline=pipeline
+        job, ttl=ttl, pipeline=pipeline
     )
-    Result.create_failure(
-        job, job.failure_ttl, exc_string=exc_string, worker_name=worker_name, pipeline=pipeline
-    )
-    if job.failure_ttl is not None and job.failure_ttl > 0:
-        pipeline.expire(job.key, job.failure_ttl)
+    Result.create_failure(job, ttl, exc_string=exc_string, worker_name=worker_name, pipeline=pipeline)
+    pipeline.expire(job.key, ttl)
 
 
 def forget_stopped_job(worker: Any) -> None:

@@ -153,7 +153,7 @@ def enqueue(
         kwargs=kwargs,
         timeout=spec.time_limit,
         result_ttl=_first(options.result_ttl, spec.result_ttl, default_result_ttl),
-        failure_ttl=failure_ttl,
+        failure_ttl=_first(spec.failure_ttl, failure_ttl),
         job_id=job_id or options.job_id,
         retry=Retry(max=spec.retry.max_retries) if spec.retry.max_retries else None,
         meta=job_meta,
@@ -242,7 +242,7 @@ def enqueue_many(
             kwargs=kwargs,
             timeout=spec.time_limit,
             result_ttl=_first(spec.result_ttl, default_result_ttl),
-            failure_ttl=failure_ttl,
+            failure_ttl=_first(spec.failure_ttl, failure_ttl),
             retry=retry,
             meta=dict(meta),
             description=masked_description(spec, kwargs),
@@ -288,4 +288,4 @@ def _first(*values: int | None) -> int:
     for value in values:
         if value is not None:
             return value
-    raise ValueError("no result TTL")
+    raise ValueError("no TTL")

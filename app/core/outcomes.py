@@ -448,7 +448,8 @@ def stopped_run(
     pipe = _writes(job.connection, lease)
     if cleanup is not None:
         cleanup(pipe)
-    compat.record_stop(job, exc_string, pipe, worker)
+    ttl = job.revoked_ttl() if isinstance(job, JsonJob) else int(job.failure_ttl or defaults.FAILED_JOB_TTL)
+    compat.record_stop(job, exc_string, pipe, worker, ttl)
     pipe.lrem(queue.intermediate_queue_key, 0, job.id)
     if not _commit(job.connection, pipe, lease):
         log.info("run already settled elsewhere; not recorded as stopped", extra=_context(job))

@@ -63,6 +63,30 @@ class JsonJob(Job):
             raise UnknownTaskError(f"{name!r} is not a registered task; refusing to run it")
         return task.func
 
+    def revoked_ttl(self) -> int:
+        """Seconds this job is kept once revoked (or expired): its task's ``revoked_ttl``, else as
+        long as its failures (its failure TTL: the task's ``failure_ttl`` or FAILED_JOB_TTL)."""
+        spec = task_spec(self)
+        if spec is not None and spec.revoked_ttl is not None:
+            return spec.revoked_ttl
+        return int(self.failure_ttl or defaults.FAILED_JOB_TTL)
+
+    def cancel(self, pipeline: Pipeline | None = None, *args: Any, **kwargs: Any) -> dict[str, list[str]]:
+        """RQ's cancel, then the retention of a revoked job: its hash expires after ``revoked_ttl()``
+        and its canceled-registry entry is scored with that time (RQ keeps both for ever), so the
+        registry sweep prunes it as RQ prunes finished and failed jobs. Within a caller's
+        pipeline the sweep gives it its retention later."""
+        moved = super().cancel(pipeline, *args, **kwargs)
+        if pipeline is None:
+            ttl = self.revoked_ttl()
+            sec, usec = self.connection.time()
+            registry = JsonQueue(self.origin, connection=self.connection).canceled_job_registry
+            with self.connection.pipeline() as pipe:  # MULTI: the sweep never sees one without the other
+                pipe.expire(self.key, ttl)
+                pipe.zadd(registry.key, {self.id: sec + usec / 1e6 + ttl}, xx=True)
+                pipe.execute()
+        return moved
+
     @classmethod
     def fetch_many(
         cls, job_ids: Iterable[str], connection: Redis, serializer: Any = None

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 from redis import Redis
 from rq.job import Job, JobStatus
+from rq.registry import ScheduledJobRegistry
 
 from app.catalogue.registry import REGISTRY
 from app.foundation.meta import Meta
@@ -76,6 +78,14 @@ def parse_error(exc_string: str | None) -> dict[str, Any] | None:
     return {"type": exc_type.rsplit(".", 1)[-1], "message": message, "traceback": exc_string}
 
 
+def scheduled_for(job: Job, status: Any) -> str | None:
+    """When a scheduled job is due to be enqueued (UTC, ISO 8601), from RQ's scheduled registry."""
+    if status != JobStatus.SCHEDULED:
+        return None
+    score = job.connection.zscore(ScheduledJobRegistry(job.origin, connection=job.connection).key, job.id)
+    return iso(datetime.fromtimestamp(score, UTC)) if score else None
+
+
 def describe(job: Job) -> dict[str, Any]:
     """The job as ``GET /api/v1/jobs/<id>`` returns it."""
     status = job.get_status(refresh=False)
@@ -106,6 +116,8 @@ def describe(job: Job) -> dict[str, Any]:
         # Every failed attempt, also of a job that then succeeded (a worker lost mid-run, say).
         "attempts": job.meta.get(Meta.ATTEMPTS) or [],
         "next_retry_at": job.meta.get(Meta.NEXT_RETRY_AT) if state is State.RETRY else None,
+        # When a delayed job (countdown, eta, a retry's or a snooze's wait) is due; null otherwise.
+        "scheduled_for": scheduled_for(job, status),
         "enqueued_at": iso(job.enqueued_at),
         "started_at": iso(job.started_at),
         "ended_at": iso(job.ended_at),

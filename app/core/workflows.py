@@ -217,7 +217,8 @@ _ENDED_BADLY = (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)
 
 
 def status(workflow_id: str, connection: Redis) -> dict[str, Any] | None:
-    """The workflow's aggregate state, each step's state, and the final result."""
+    """The workflow's aggregate state, each step's state, and the final result; a failed one's
+    ``error`` and ``failed_step`` (job id, task, path) are those of its first failed step."""
     raw = connection.get(keys.workflow(workflow_id))
     if raw is None:
         return None
@@ -245,6 +246,8 @@ def status(workflow_id: str, connection: Redis) -> dict[str, Any] | None:
     else:
         state = State.PENDING
     done = sum(1 for s in steps if s["state"] == State.SUCCESS.value)
+    # The step that failed the workflow, at the top so a caller needs no walk of the steps.
+    failed = next((s for s in steps if s["state"] == State.FAILURE.value), None)
     return {
         "workflow_id": record["workflow_id"],
         "type": record["type"],
@@ -252,5 +255,11 @@ def status(workflow_id: str, connection: Redis) -> dict[str, Any] | None:
         "created_at": record["created_at"],
         "progress": {"current": done, "total": len(steps), "percent": round(100.0 * done / len(steps), 1)},
         "result": resolve(record["output"], results) if state is State.SUCCESS else None,
+        "error": failed["error"] if failed is not None else None,
+        "failed_step": (
+            {"job_id": failed["job_id"], "task": failed.get("task"), "path": failed.get("path")}
+            if failed is not None
+            else None
+        ),
         "steps": steps,
     }

@@ -51,6 +51,8 @@ OVERRIDE_FIELDS = (
     "soft_time_limit",
     "rate_limit",
     "result_ttl",
+    "failure_ttl",
+    "revoked_ttl",
 )
 
 
@@ -59,7 +61,7 @@ class TaskOverride:
     """The operator's changes to one task's declared policy (from TASK_OVERRIDES).
 
     ``changes`` holds ``(field, value)`` pairs in OVERRIDE_FIELDS order; a value of None
-    removes a policy (no rate limit, no soft limit, the default result TTL).
+    removes a policy (no rate limit, no soft limit, the default result, failure or revoked TTL).
     """
 
     task: str
@@ -570,6 +572,8 @@ def _override_value(name: str, task_name: str, field_name: str, value: Any) -> A
         return float(value)
     if field_name == "time_limit":
         return whole(1)
+    if field_name in ("failure_ttl", "revoked_ttl"):
+        return None if value is None else whole(60)
     if field_name in ("soft_time_limit", "result_ttl"):
         if value is None:
             return None

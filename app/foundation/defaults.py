@@ -74,6 +74,11 @@ STUCK_JOB_GRACE = 5.0
 PAGE_SIZE = 50
 #: Seconds an Idempotency-Key is remembered.
 IDEMPOTENCY_TTL = 24 * 3600
+#: Seconds the mark that an outbox row's job reached Redis is kept: a row whose delete was lost
+#: is then only deleted when pushed again, never enqueued twice.
+OUTBOX_DELIVERED_TTL = 7 * 24 * 3600
+#: Outbox rows the scheduler's relay pushes per batch (each batch its own transaction).
+OUTBOX_BATCH = 100
 #: Seconds a workflow's record is kept (as long as a failed job).
 WORKFLOW_TTL = 7 * 24 * 3600
 #: Most jobs one workflow may create.

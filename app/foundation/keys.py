@@ -33,6 +33,11 @@ def idempotency(token_hash: str, key: str) -> str:
     return _key("idempotency", token_hash, key)
 
 
+def outbox_delivered(job_id: str) -> str:
+    """Set (with a TTL) once an outbox row's job is in Redis: a later push of the row only deletes it."""
+    return _key("outbox", "delivered", job_id)
+
+
 def unique_lock(task: str, args_hash: str) -> str:
     """The job holding a unique task's argument set while it waits or runs."""
     return _key("unique", task, args_hash)

@@ -113,7 +113,9 @@ class ImportStatus(StrEnum):
 
     LOADING = "loading"
     COMPLETED = "completed"
+    #: Failed for good, or revoked: the rows it had loaded are removed.
     FAILED = "failed"
+    REVOKED = "revoked"
 
 
 class FileImport(Base):
@@ -134,19 +136,16 @@ class FileImport(Base):
 
 
 class LoadedRecord(Base):
-    """A valid record of a loaded file: id, name, email, amount, date."""
+    """A record of a loaded file, as it was: a CSV line's fields by the header's names (strings),
+    or a JSON-lines object."""
 
     __tablename__ = "loaded_records"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     import_id: Mapped[int] = mapped_column(ForeignKey("file_imports.id", ondelete="CASCADE"), index=True)
     line: Mapped[int] = mapped_column(Integer)
-    record_id: Mapped[int] = mapped_column(BigInteger)
-    name: Mapped[str] = mapped_column(String(200))
-    email: Mapped[str] = mapped_column(String(320))
-    amount: Mapped[float] = mapped_column(Float)
-    #: The record's date, ISO 8601 (YYYY-MM-DD): sorts and compares as a date on every backend.
-    day: Mapped[str] = mapped_column(String(10))
+    #: The record as a JSON object (text, so every backend stores it alike).
+    data: Mapped[str] = mapped_column(LongText)
 
 
 class RejectedLine(Base):
@@ -377,3 +376,21 @@ class Export(Base):
     rows: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+# --- transactional enqueue (issue 21): app/core/outbox.py ------------------------------------
+
+
+class OutboxEntry(Base):
+    """A job enqueued inside a caller's transaction (``apply_async(..., session=conn)``): it exists
+    only if that transaction commits, and is pushed to Redis after, then deleted."""
+
+    __tablename__ = "job_outbox"
+
+    #: The job's id: pushing a row twice finds the job already there.
+    job_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    task: Mapped[str] = mapped_column(String(200))
+    #: The validated arguments, and the enqueue options (a countdown already turned into an eta), JSON.
+    kwargs: Mapped[str] = mapped_column(LongText)
+    options: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -26,3 +26,8 @@ def whole_second_after(when: datetime) -> datetime:
 def seconds_from_now(seconds: float) -> datetime:
     """The whole second at or after ``seconds`` from now (never early)."""
     return whole_second_after(utcnow() + timedelta(seconds=seconds))
+
+
+def stamp(moment: datetime) -> str:
+    """A file name's timestamp: ``20261127T180000Z``."""
+    return moment.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")

@@ -48,33 +48,52 @@ def check_database(rt: Runtime) -> dict[str, Any]:
     return _timed(lambda: ping(rt.engine))
 
 
+def redis_started_at(redis: Redis) -> datetime:
+    """When Redis last started (its clock less ``INFO server`` uptime), a second early for the uptime's
+    rounding down: a beat written before that was written before an outage, not by a process connected now."""
+    seconds, micros = redis.time()
+    uptime = int(redis.info("server").get("uptime_in_seconds", 0))
+    return datetime.fromtimestamp(seconds + micros / 1e6 - uptime - 1, UTC)
+
+
 def workers_seen(redis: Redis, stale_after: float = defaults.WORKER_TTL + 60) -> dict[str, Any]:
     """Count workers whose heartbeat is recent: within ``stale_after`` seconds, the life of an idle
-    worker's registration (WORKER_TTL + 60), so an idle worker that renews it on time counts."""
+    worker's registration (WORKER_TTL + 60), so an idle worker that renews it on time counts; and
+    newer than Redis's last start, so that beats kept from before a Redis restart (its append-only
+    file) do not count a worker that has not reconnected yet."""
 
     def check() -> dict[str, Any]:
         now = datetime.now(UTC)
+        since = redis_started_at(redis)
         fresh = 0
         workers = Worker.all(connection=redis, serializer=JSONSerializer)
         for worker in workers:
             beat = worker.last_heartbeat
             if beat is not None:
                 beat = beat if beat.tzinfo else beat.replace(tzinfo=UTC)
-                if (now - beat).total_seconds() <= stale_after:
+                if (now - beat).total_seconds() <= stale_after and beat >= since:
                     fresh += 1
         if fresh == 0:
-            raise RuntimeError(f"no worker has sent a heartbeat in {stale_after:g} s")
+            raise RuntimeError(f"no worker has sent a heartbeat in {stale_after:g} s since Redis started")
         return {"workers": fresh, "registered": len(workers)}
 
     return _timed(check)
 
 
 def scheduler_seen(redis: Redis) -> dict[str, Any]:
-    """Whether a scheduler completed a pass recently: its heartbeat key lives only as long as it beats."""
+    """Whether a scheduler completed a pass recently (its heartbeat key lives only as long as it beats)
+    and since Redis last started (a key kept from before a restart is no sign of a connected scheduler)."""
 
     def check() -> None:
-        if not redis.exists(keys.scheduler_heartbeat()):
+        raw = redis.get(keys.scheduler_heartbeat())
+        if raw is None:
             raise RuntimeError("no scheduler has completed a pass recently")
+        try:
+            at = datetime.fromisoformat(str(json.loads(raw)["at"]).replace("Z", "+00:00"))
+        except (ValueError, KeyError, TypeError):
+            return  # a beat of another shape: its key's life says enough
+        if at < redis_started_at(redis):
+            raise RuntimeError("no scheduler has completed a pass since Redis started")
 
     return _timed(check)
 

@@ -109,6 +109,56 @@ def _rq_cleanups(queue: JsonQueue) -> None:
         rate_limit_registry.cleanup()
 
 
+def prune_revoked(queue: JsonQueue, timestamp: float | None = None) -> int:
+    """Drop the revoked jobs whose retention (``revoked_ttl``) has passed from the canceled registry,
+    and their hashes where they are still there (revoked before retention applied to them).
+
+    RQ never cleans its canceled registry: revoked jobs stayed forever. A revoke scores its
+    entry with the end of its retention (see JsonJob.cancel); an entry from before keeps the
+    time of its revoke, and is pruned once the task's retention has passed since then.
+    """
+    connection = queue.connection
+    registry = queue.canceled_job_registry
+    if timestamp is None:  # Redis's clock, as a revoke's scoring uses (JsonJob.cancel)
+        sec, usec = connection.time()
+        timestamp = sec + usec / 1e6
+    now = timestamp
+    pruned = 0
+    while True:
+        due: list[tuple[bytes, float]] = connection.zrangebyscore(  # type: ignore[assignment]
+            registry.key, 0, now, start=0, num=500, withscores=True
+        )
+        if not due:
+            return pruned
+        ids = [_text(member) for member, _ in due]
+        drop: list[str] = []
+        keep: dict[str, float] = {}
+        for (job_id, (_, score)), job in zip(
+            zip(ids, due, strict=True), JsonJob.fetch_many(ids, connection=connection), strict=True
+        ):
+            # Revoked: canceled while it waited, or stopped while it ran (outcomes.stopped_run).
+            if job is None or job.get_status(refresh=False) not in (JobStatus.CANCELED, JobStatus.STOPPED):
+                drop.append(job_id)  # expired on its own, or moved on (retried): only the entry goes
+                continue
+            # A hash without a TTL was revoked before retention applied (or a revoke is applying
+            # it right now): its time is up the task's retention after the entry's score.
+            no_ttl = int(connection.ttl(job.key)) == -1
+            until = score + job.revoked_ttl() if no_ttl else score  # type: ignore[attr-defined]
+            if until > now:
+                keep[job_id] = until
+                connection.expireat(job.key, int(until) + 1)
+            else:
+                connection.delete(job.key)
+                drop.append(job_id)
+        if drop:
+            connection.zrem(registry.key, *drop)
+            pruned += len(drop)
+        if keep:
+            connection.zadd(registry.key, keep, xx=True)
+        if len(due) < 500:
+            return pruned
+
+
 def sweep_queue(queue: JsonQueue) -> None:
     """Registry maintenance of one queue, unless another process holds its maintenance lock."""
     if not queue.acquire_maintenance_lock():
@@ -116,6 +166,7 @@ def sweep_queue(queue: JsonQueue) -> None:
     try:
         rescue_abandoned(queue)
         _rq_cleanups(queue)
+        prune_revoked(queue)
         clean_worker_registry(queue)
         rescue_intermediate(queue)
     finally:

@@ -1,20 +1,25 @@
 """The scheduler process: periodic jobs from the registry, and delayed jobs coming due.
 
 Two libraries share one loop here, each doing what it owns:
-- rq-scheduler keeps the catalogue's periodic entries (cron or interval), each under a
-  stable job id ``periodic-<task>``, so a restart replaces an entry instead of adding one;
+- rq-scheduler keeps an entry per schedule (cron or interval), each under a
+  stable job id ``periodic-<name>``, so a restart replaces an entry instead of adding one;
 - RQ's own scheduler moves jobs whose time has come out of each queue's
   ScheduledJobRegistry (API ``countdown``/``eta``, retry back-offs).
 Workers never run a scheduler loop; this process is the only one that moves due jobs.
 
-Cron expressions are evaluated by croniter in UTC, as the registry validates and documents
-them. rq-scheduler 0.14 would evaluate them with the ``crontab`` package in the host's local
-time (and with day-of-month AND day-of-week where cron and croniter use OR), so its next runs
-would disagree with the catalogue; :class:`PeriodicScheduler` uses croniter instead.
+The schedules themselves are data (app/core/schedules.py): the catalogue's declarations
+are seeded into Redis at start, operators create, edit, pause and delete schedules through
+the API and CLI, and this loop follows the store's changes (a version key) on every pass.
+rq-scheduler holds one entry ``periodic-<name>`` per running schedule, scored with its next
+due tick; when an entry is due, the store deals with each tick once (cron in the schedule's
+time zone, DST handled in app/foundation/ticks.py; overlap and catch-up policies), and the
+entry moves on. rq-scheduler never computes a next run itself (it would use the host's
+local time and the ``crontab`` package).
 
-Each tick of a periodic entry becomes a job of its own, ``periodic-<task>-<tick>``,
-created with RQ's atomic unique enqueue: two scheduler processes (or one slow pass
-overlapping the next) enqueue each tick exactly once.
+Each tick of a schedule becomes a job of its own, ``periodic-<name>-<tick>``, created with
+RQ's atomic unique enqueue, and the store's per-schedule mark of the ticks dealt with moves
+only forward, atomically: two scheduler processes (or one slow pass overlapping the next)
+deal with each tick exactly once.
 
 The same loop runs the sweeps that make delivery at-least-once: a job whose worker died
 (its heartbeat expired) is retried or failed within seconds, and a job a dying worker
@@ -43,20 +48,18 @@ from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
 
-from croniter import croniter
 from redis import Redis
 from rq.exceptions import DeserializationError, NoSuchJobError
 from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
 from rq.utils import now, utcformat
 from rq_scheduler import Scheduler
-from rq_scheduler.utils import to_unix
 
 from app.catalogue.registry import REGISTRY, QueueName, TaskRegistry, TaskSpec
-from app.core import compat
-from app.core.dispatch import EnqueueOptions, JobExistsError, enqueue
+from app.core import compat, outbox
+from app.core import schedules as store
 from app.core.queues import JsonJob, JsonQueue
-from app.foundation import defaults, keys, outages
+from app.foundation import defaults, keys, outages, ticks
 from app.foundation.config import Settings
 from app.foundation.lua import LuaScript
 from app.foundation.meta import Meta
@@ -65,101 +68,67 @@ from app.processes import maintenance
 
 log = logging.getLogger("tasklane.scheduler")
 
-PERIODIC_PREFIX = "periodic-"
+PERIODIC_PREFIX = store.PERIODIC_PREFIX
 
 
 def periodic_job_id(spec: TaskSpec) -> str:
-    """The stable job id of a task's periodic entry."""
-    return f"{PERIODIC_PREFIX}{spec.name}"
+    """The stable job id of a catalogue task's periodic entry."""
+    return store.entry_id(spec.name)
 
 
 def next_cron_run(cron: str, after: datetime | None = None) -> datetime:
     """When ``cron`` (UTC) next fires after ``after`` (default: now), as an aware UTC datetime."""
-    base = after.astimezone(UTC) if after else datetime.now(UTC)
-    return croniter(cron, base).get_next(datetime).astimezone(UTC)
+    base = after.astimezone(UTC) if after else datetime.fromtimestamp(store._now(), UTC)
+    found = ticks.next_fire(ticks.check_cron(cron), UTC_ZONE, base)
+    if found is None:
+        raise ValueError(f"cron expression {cron!r} never fires again")
+    return found
+
+
+UTC_ZONE = ticks.zone("UTC")
 
 
 class PeriodicScheduler(Scheduler):
-    """rq-scheduler keeping the periodic entries; each due tick is enqueued as a new job, once."""
+    """rq-scheduler keeping one entry per schedule of the store (app/core/schedules.py), scored
+    with its next due tick; each due entry has its ticks dealt with by the store, once each."""
 
     settings: Settings | None = None
     registry: TaskRegistry = REGISTRY
+    #: The store's version the entries were last synchronised with.
+    synced: bytes | None = None
 
     def enqueue_jobs(self) -> list[JsonJob]:
-        """Enqueue a fresh job for every due tick of every entry, then move each entry on."""
-        enqueued = []
-        for template, when in self.get_jobs_to_queue(with_times=True):
+        """Follow the store's changes, then deal with the ticks of every due entry."""
+        version = self.connection.get(store.version_key())
+        if version is None:  # a Redis that lost its data (or never seeded): seed it again
+            store.seed(self.connection, self.registry)
+            version = self.connection.get(store.version_key())
+        if version != self.synced:
+            sync_entries(self)
+            self.synced = version
+        enqueued: list[str] = []
+        settings = self.settings or Settings()
+        ttls = store.Ttls(result_ttl=settings.result_ttl, failed_job_ttl=settings.failed_job_ttl)
+        for template in self.get_jobs_to_queue():
             try:
-                for tick in self._due_ticks(template, int(to_unix(when))):
-                    job = self.enqueue_tick(template, datetime.fromtimestamp(tick, UTC))
-                    if job is not None:
-                        enqueued.append(job)
+                name = template.meta.get(Meta.DEFINITION, {}).get("name")
             except DeserializationError:
-                # Not written by register_periodic (a pickle, say): never unpickled, dropped from
-                # the schedule so that it cannot stop the loop; its hash stays for inspection.
+                # Not written by this module (a pickle, say): never unpickled, dropped from the
+                # schedule so that it cannot stop the loop; its hash stays for inspection.
                 log.warning("periodic entry %s is not stored as JSON; removing it unread", template.id)
                 self.cancel(template.id)
-        return enqueued
-
-    def _due_ticks(self, template: JsonJob, first: int) -> list[int]:
-        """The ticks of ``template`` due now, from ``first``: an interval entry whose ticks came due
-        while no scheduler ran (a takeover, a restart) catches up those of the last
-        ``CATCHUP_WINDOW`` seconds; older ones are skipped (logged)."""
-        definition = template.meta.get(Meta.DEFINITION) or {}
-        schedule = definition.get("schedule") or {}
-        if schedule.get("cron"):
-            return [first]
-        interval = int(schedule.get("interval") or template.meta.get("interval") or 60)
-        now = int(time.time())
-        due = list(range(first, now + 1, interval))
-        recent = [t for t in due if t >= now - defaults.CATCHUP_WINDOW]
-        if len(recent) < len(due):
-            log.warning(
-                "%s: skipping %d tick(s) missed before the catch-up window",
-                template.id,
-                len(due) - len(recent),
-            )
-        return recent or [first]
-
-    def enqueue_tick(self, template: JsonJob, when: datetime) -> JsonJob | None:
-        """Enqueue the run of ``template`` due at ``when`` unless another scheduler did."""
-        tick = int(to_unix(when))
-        self._reschedule(template, tick)
-        spec = self.registry.by_path(template.func_name or "")
-        if spec is None:
-            log.warning("periodic entry %s names no registered task; removing it", template.id)
-            self.cancel(template.id)
-            return None
-        settings = self.settings or Settings()
-        try:
-            job = enqueue(
-                spec,
-                spec.validate(template.kwargs),
-                self.connection,
-                EnqueueOptions(job_id=f"{template.id}-{tick}"),
-                default_result_ttl=settings.result_ttl,
-                failure_ttl=settings.failed_job_ttl,
-                meta={Meta.PERIODIC: template.id, Meta.TICK: tick},
-            )
-        except JobExistsError:
-            log.debug("tick %s of %s was enqueued by another scheduler", tick, template.id)
-            return None
-        log.info("enqueued %s for tick %s", job.id, tick, extra={"job_id": job.id, "task": spec.name})
-        return job  # type: ignore[return-value]
-
-    def _reschedule(self, template: JsonJob, tick: int) -> None:
-        definition = template.meta.get(Meta.DEFINITION) or {}
-        schedule = definition.get("schedule") or {}
-        now = datetime.now(UTC)
-        if schedule.get("cron"):
-            score = int(next_cron_run(schedule["cron"], now).timestamp())
-        else:
-            interval = int(schedule.get("interval") or template.meta.get("interval") or 60)
-            score = tick + interval
-            while score <= now.timestamp():  # skip ticks missed while no scheduler ran
-                score += interval
-        # Only move forward: a scheduler that read the entry late must not move it back.
-        self.connection.zadd(self.scheduled_jobs_key, {template.id: score}, gt=True)
+                continue
+            if not name:
+                log.warning("periodic entry %s names no schedule; removing it", template.id)
+                self.cancel(template.id)
+                continue
+            ids, due = store.fire_due(self.connection, name, registry=self.registry, ttls=ttls)
+            enqueued += ids
+            if due is None:
+                self.cancel(template.id)
+            else:
+                self.connection.zadd(self.scheduled_jobs_key, {template.id: due}, xx=True)
+        return [JsonJob(job_id, connection=self.connection) for job_id in enqueued]
 
 
 def make_scheduler(redis: Redis, interval: float = defaults.SCHEDULER_INTERVAL) -> PeriodicScheduler:
@@ -167,59 +136,79 @@ def make_scheduler(redis: Redis, interval: float = defaults.SCHEDULER_INTERVAL) 
     return PeriodicScheduler(connection=redis, job_class=JsonJob, queue_class=JsonQueue, interval=interval)
 
 
-def _definition(spec: TaskSpec) -> dict[str, Any]:
-    assert spec.schedule is not None
-    return {"func": spec.path, "queue": spec.queue.value, "schedule": spec.schedule.describe()}
-
-
-def register_periodic(scheduler: Scheduler, registry: TaskRegistry = REGISTRY) -> list[str]:
-    """Make rq-scheduler hold exactly the registry's periodic entries; returns their ids.
-
-    An entry whose definition is unchanged keeps its next run time; a changed one is
-    replaced; entries of tasks that lost their schedule are removed.
-    """
+def sync_entries(scheduler: Scheduler, registry: TaskRegistry | None = None) -> list[str]:
+    """Make rq-scheduler hold one entry per running schedule of the store, scored with its next
+    due tick; returns their ids. An entry whose definition is unchanged is kept; a changed one
+    is replaced; entries of schedules deleted, paused or without their task are removed."""
     redis = scheduler.connection
-    if isinstance(scheduler, PeriodicScheduler):
-        scheduler.registry = registry
-    wanted = {periodic_job_id(spec): spec for spec in registry.periodic()}
+    registry = registry if registry is not None else getattr(scheduler, "registry", REGISTRY)
+    assert registry is not None
+    wanted: dict[str, tuple[store.Record, TaskSpec]] = {}
+    for name, record in store.load_all(redis).items():
+        spec = registry.get(record.task)
+        if spec is None:
+            log.warning("schedule %s names no registered task %r; not run", name, record.task)
+        elif not record.paused:
+            wanted[store.entry_id(name)] = (record, spec)
     for job_id in list(_scheduled_ids(scheduler)):
         if job_id.startswith(PERIODIC_PREFIX) and job_id not in wanted:
-            log.info("removing periodic entry %s (no longer in the catalogue)", job_id)
+            log.info("removing periodic entry %s", job_id)
             scheduler.cancel(job_id)
-    for job_id, spec in wanted.items():
-        definition = _definition(spec)
+    for job_id, (record, spec) in wanted.items():
+        definition = {
+            "name": record.name,
+            "func": spec.path,
+            "queue": spec.queue.value,
+            **record.definition(),
+        }
+        through = int(redis.hget(store.state_key(record.name), "through") or store._now() - 1)
+        due = store.next_due(record, through)
+        if due is None:
+            continue
         if job_id in scheduler:
             try:
                 existing = JsonJob.fetch(job_id, connection=redis)
                 if existing.meta.get(Meta.DEFINITION) == definition:
+                    redis.zadd(scheduler.scheduled_jobs_key, {job_id: due})
                     continue
             except (NoSuchJobError, DeserializationError):
                 pass  # gone, or not stored as JSON: replaced below, unread
             scheduler.cancel(job_id)
-        schedule = spec.schedule
-        assert schedule is not None
-        meta = {Meta.TASK: spec.name, Meta.MAX_RETRIES: spec.retry.max_retries, Meta.DEFINITION: definition}
-        common: dict[str, Any] = {
-            "kwargs": dict(schedule.args),
-            "id": job_id,
-            "queue_name": spec.queue.value,
-            "timeout": spec.time_limit,
+        meta: dict[str, Any] = {Meta.TASK: spec.name, Meta.DEFINITION: definition}
+        if record.cron:
+            # The cron meta makes rq-scheduler's own tools show it as a cron entry; its next run
+            # is always computed here (time zone aware), never by rq-scheduler.
+            meta |= {"cron_string": record.cron, "use_local_timezone": False}
+        extra: dict[str, Any] = {"interval": record.interval} if record.interval else {}
+        scheduler.schedule(
+            datetime.fromtimestamp(due, UTC).replace(tzinfo=None),
+            func=spec.path,
+            kwargs=dict(record.args),
+            id=job_id,
+            queue_name=spec.queue.value,
+            timeout=spec.time_limit,
             # The entry's job hash must outlive each run: rq-scheduler drops entries whose hash expired.
-            "result_ttl": -1,
-            "meta": meta,
-            "description": f"{spec.name} (periodic)",
-        }
-        if schedule.cron:
-            # Not scheduler.cron(): it would compute the first run in local time with crontab.
-            # The cron meta makes rq-scheduler (and PeriodicScheduler) treat it as a cron entry.
-            common["meta"] = {**meta, "cron_string": schedule.cron, "use_local_timezone": False}
-            scheduler.schedule(next_cron_run(schedule.cron).replace(tzinfo=None), func=spec.path, **common)
-        else:
-            scheduler.schedule(
-                datetime.now(UTC).replace(tzinfo=None), func=spec.path, interval=schedule.interval, **common
-            )
-        log.info("registered periodic entry %s (%s)", job_id, schedule.describe())
+            result_ttl=-1,
+            meta=meta,
+            description=f"{record.name} (periodic)",
+            **extra,
+        )
+        redis.zadd(scheduler.scheduled_jobs_key, {job_id: due})
+        desc = record.cron or f"every {record.interval} s"
+        log.info("registered periodic entry %s (%s, %s)", job_id, desc, record.timezone)
     return sorted(wanted)
+
+
+def register_periodic(scheduler: Scheduler, registry: TaskRegistry = REGISTRY) -> list[str]:
+    """Seed the store with the catalogue's declared schedules (the operator's edits kept), then
+    make rq-scheduler hold an entry per running schedule; returns the catalogue's entry ids."""
+    if isinstance(scheduler, PeriodicScheduler):
+        scheduler.registry = registry
+    names = store.seed(scheduler.connection, registry)
+    sync_entries(scheduler, registry)
+    if isinstance(scheduler, PeriodicScheduler):
+        scheduler.synced = scheduler.connection.get(store.version_key())
+    return [store.entry_id(name) for name in names]
 
 
 def _scheduled_ids(scheduler: Scheduler) -> list[str]:
@@ -228,25 +217,8 @@ def _scheduled_ids(scheduler: Scheduler) -> list[str]:
 
 
 def schedules(redis: Redis, registry: TaskRegistry = REGISTRY) -> list[dict[str, Any]]:
-    """Every periodic entry of the catalogue with its next run (None when not registered)."""
-    scheduler = make_scheduler(redis)
-    out = []
-    for spec in registry.periodic():
-        assert spec.schedule is not None
-        score = redis.zscore(scheduler.scheduled_jobs_key, periodic_job_id(spec))
-        next_run = iso(datetime.fromtimestamp(score, UTC)) if score else None
-        out.append(
-            {
-                "id": periodic_job_id(spec),
-                "task": spec.name,
-                "queue": spec.queue.value,
-                "cron": spec.schedule.cron,
-                "interval": spec.schedule.interval,
-                "args": dict(spec.schedule.args),
-                "next_run": next_run,
-            }
-        )
-    return out
+    """Every schedule with its next run (``GET /api/v1/schedules``)."""
+    return store.list_views(redis, registry)
 
 
 # Delete the heartbeat key if this scheduler (ARGV[1]) wrote the latest beat.
@@ -356,6 +328,7 @@ class SchedulerProcess:
         if time.monotonic() - self.last_sweep >= defaults.SWEEP_INTERVAL:
             self.last_sweep = time.monotonic()
             maintenance.sweep(self.redis)
+            outbox.relay_pending(self.redis)  # jobs committed by a caller that died before pushing
         self.beat()
 
     def beat(self) -> None:

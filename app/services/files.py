@@ -70,15 +70,17 @@ def _check_stat(raw: str, st: os.stat_result, max_bytes: int) -> None:
 def check_input(raw: str, settings: Settings | None = None, *, must_exist: bool = True) -> Path:
     """The resolved path of an input file ``raw`` may name, or PathRefused saying why.
 
-    With ``must_exist=False`` (the API, which may run on another host than the workers) a
-    missing file passes; everything that can be known is still checked.
+    With ``must_exist=False`` (validation at the API, which may run on another host than the
+    workers) a missing file passes only when the input directory it would be in is not on this
+    host either (it is the workers'); when that directory is here, a missing file is refused
+    at once instead of failing later in a worker. Everything else that can be known is checked.
     """
     s = settings or _settings()
     path = lexical_check(raw, s.input_dirs)
     try:
         resolved = path.resolve(strict=True)
     except FileNotFoundError:
-        if must_exist:
+        if must_exist or _input_dir_here(path, s.input_dirs):
             raise PathRefused(f"{raw} does not exist") from None
         return path
     except (OSError, RuntimeError) as exc:  # a symlink loop, a permission error
@@ -87,6 +89,28 @@ def check_input(raw: str, settings: Settings | None = None, *, must_exist: bool 
         raise PathRefused(f"{raw} leads outside INPUT_DIRS (through a symlink)")
     _check_stat(raw, resolved.stat(), s.input_max_bytes)
     return resolved
+
+
+def _input_dir_here(path: Path, input_dirs: Sequence[Path]) -> bool:
+    """True when an input directory that ``path`` lies below exists on this host."""
+    return any(
+        Path(d).is_dir()
+        and (path.is_relative_to(Path(d).absolute()) or path.is_relative_to(Path(d).resolve()))
+        for d in input_dirs
+    )
+
+
+def shown_path(stored: str, settings: Settings | None = None) -> str:
+    """A stored input path as clients see it: relative to the input directory it lies below
+    (a relative path names it again); its file name alone when it is below none of them now.
+    The server's own layout is never shown."""
+    s = settings or _settings()
+    path = Path(stored)
+    for d in s.input_dirs:
+        for root in (Path(d).resolve(), Path(d).absolute()):
+            if path.is_relative_to(root):
+                return path.relative_to(root).as_posix()
+    return path.name
 
 
 def open_input(raw: str, settings: Settings | None = None) -> BinaryIO:

@@ -1,6 +1,6 @@
-"""The README's catalogue table, generated from the registry: ``python -m app.surfaces.catalogue_table``.
+"""The catalogue table of docs/TASKS.md, made from the registry: ``python -m app.surfaces.catalogue_table``.
 
-It rewrites the table between the markers in README.md (``--check`` only says whether the
+It rewrites the table between the markers in docs/TASKS.md (``--check`` only says whether the
 table there is current, exit status 1 when it is stale). The table shows the declarations,
 without the operator's TASK_OVERRIDES.
 """
@@ -15,7 +15,7 @@ from app.catalogue.registry import REGISTRY, TaskSpec
 
 BEGIN = "<!-- catalogue:begin (python -m app.surfaces.catalogue_table) -->"
 END = "<!-- catalogue:end -->"
-README = Path(__file__).resolve().parents[2] / "README.md"
+README = Path(__file__).resolve().parents[2] / "docs" / "TASKS.md"
 
 
 def _arguments(spec: TaskSpec) -> str:
@@ -55,15 +55,15 @@ def table() -> str:
 
 
 def render(text: str) -> str:
-    """``text`` (the README) with the table between the markers replaced by the current one."""
+    """``text`` (docs/TASKS.md) with the table between the markers replaced by the current one."""
     start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
     return text[:start] + "\n" + table() + "\n" + text[end:]
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Rewrite the README's table, or with ``--check`` exit 1 when it is stale."""
+    """Rewrite the table of docs/TASKS.md, or with ``--check`` exit 1 when it is stale."""
     parser = argparse.ArgumentParser(prog="python -m app.surfaces.catalogue_table", description=__doc__)
-    parser.add_argument("--check", action="store_true", help="exit 1 if the README's table is stale")
+    parser.add_argument("--check", action="store_true", help="exit 1 if the table is stale")
     parser.add_argument("--readme", type=Path, default=README)
     args = parser.parse_args(argv)
     text = args.readme.read_text()

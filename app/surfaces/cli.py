@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from rq.exceptions import DeserializationError, NoSuchJobError
 
 from app.catalogue.registry import REGISTRY, QueueName
+from app.core import schedules
 from app.core.dispatch import EnqueueOptions, JobExistsError, enqueue
 from app.core.listing import decode_cursor, list_jobs
 from app.core.outcomes import JobNotFailed, retry_failed
@@ -31,6 +32,7 @@ from app.foundation.runtime import runtime
 from app.foundation.timeutil import iso
 from app.processes.workers import JsonWorker
 from app.services import services
+from app.surfaces.api.search import presented
 from app.tasks.documents import search_chunks
 
 tasks_cli = AppGroup("tasks", help="The task catalogue: list tasks, enqueue one.")
@@ -38,6 +40,9 @@ jobs_cli = AppGroup("jobs", help="Jobs: show, wait for, list failed ones, requeu
 queues_cli = AppGroup("queues", help="Queues: counts, purge.")
 workers_cli = AppGroup("workers", help="Workers: who runs, on which queues.")
 documents_cli = AppGroup("documents", help="Ingested documents: search their chunks.")
+schedules_cli = AppGroup(
+    "schedules", help="Schedules: list, add, edit, pause, resume, run now, remove, history."
+)
 
 #: States after which a job changes no more.
 FINAL = frozenset({State.SUCCESS.value, State.FAILURE.value, State.REVOKED.value})
@@ -46,7 +51,7 @@ _QUEUES = click.Choice([q.value for q in QueueName])
 
 def init_app(app: Flask) -> None:
     """Attach the command groups to ``app.cli``."""
-    for group in (tasks_cli, jobs_cli, queues_cli, workers_cli, documents_cli):
+    for group in (tasks_cli, jobs_cli, queues_cli, workers_cli, documents_cli, schedules_cli):
         app.cli.add_command(group)
     app.cli.add_command(seed_command)
 
@@ -230,9 +235,9 @@ def _failed_jobs(task: str | None, queue: str | None) -> list[dict[str, Any]]:
 def search_documents(query: str, limit: int) -> None:
     """The ingested chunks nearest to QUERY, with their scores (as GET /api/v1/search)."""
     embedder = services().embedder
-    results = search_chunks(runtime().engine, embedder, query, limit)
+    results = presented(search_chunks(runtime().engine, embedder, query, limit))
     if not results:
-        click.echo(f"no chunks embedded by {embedder.name} yet", err=True)
+        click.echo(f"no chunk embedded by {embedder.name} is related to the query", err=True)
         raise SystemExit(1)
     for hit in results:
         text = " ".join(hit["text"].split())
@@ -336,3 +341,183 @@ def seed_command(users: int, hours: int) -> None:
     started = time.monotonic()
     counts = seed(runtime().engine, users=users, hours=hours)
     _echo_json({"added": counts.as_dict(), "seconds": round(time.monotonic() - started, 2)})
+
+
+# --- schedules ---------------------------------------------------------------------------------
+
+
+def _schedule_call(call: Any, *args: Any, **kwargs: Any) -> Any:
+    """``call(...)`` with the store's errors as one line each (exit status 1)."""
+    try:
+        return call(*args, **kwargs)
+    except schedules.ScheduleNotFound as exc:
+        raise click.ClickException(str(exc.args[0])) from None
+    except schedules.ScheduleExists as exc:
+        raise click.ClickException(str(exc)) from None
+    except schedules.InvalidSchedule as exc:
+        problems = "; ".join(f"{e['field']}: {e['message']}" for e in exc.errors)
+        raise click.ClickException(f"invalid schedule: {problems}") from None
+
+
+def _cadence_fields(
+    cron: str | None, interval: int | None, timezone: str | None, overlap: str | None, catchup: int | None
+) -> dict[str, Any]:
+    fields = {
+        "cron": cron,
+        "interval": interval,
+        "timezone": timezone,
+        "overlap": overlap,
+        "catchup_window": catchup,
+    }
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def _schedule_options(command: Any) -> Any:
+    for option in reversed(
+        [
+            click.option("--cron", help="Cron: 5 fields, or 6 with seconds first, in --timezone."),
+            click.option(
+                "--interval", type=click.IntRange(min=1), help="Every N seconds (instead of --cron)."
+            ),
+            click.option(
+                "--timezone", help="IANA time zone of the cron (default UTC), e.g. America/New_York."
+            ),
+            click.option(
+                "--overlap",
+                type=click.Choice(["skip", "allow"]),
+                help="skip (default): no new run while the previous has not ended; allow.",
+            ),
+            click.option(
+                "--catchup-window",
+                "catchup",
+                type=click.IntRange(min=0),
+                help="Seconds: ticks missed while no scheduler ran are run if this recent (default 60).",
+            ),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+@schedules_cli.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
+def list_schedules(as_json: bool) -> None:
+    """Every schedule: cadence, time zone, paused, next and last run; * marks the operator's fields."""
+    views = schedules.list_views(runtime().redis)
+    if as_json:
+        _echo_json(views)
+        return
+    for v in views:
+        mine = set(v["operator_fields"])
+
+        def mark(field: str, text: str, mine: set[str] = mine) -> str:
+            return f"{text}*" if field in mine else text
+
+        cadence = mark("cron", v["cron"]) if v["cron"] else mark("interval", f"every {v['interval']} s")
+        state = "paused" if v["paused"] else f"next {v['next_run']}"
+        click.echo(
+            f"{v['name']:<24} {v['task']:<20} {cadence:<18} {mark('timezone', v['timezone']):<20} "
+            f"{state:<31} last {v['last_run'] or '-'} {v['origin']}"
+        )
+
+
+@schedules_cli.command("add")
+@click.argument("name")
+@click.argument("task")
+@click.argument("args", nargs=-1)
+@_schedule_options
+@click.option("--paused", is_flag=True, help="Create it paused.")
+def add_schedule(
+    name: str,
+    task: str,
+    args: tuple[str, ...],
+    cron: str | None,
+    interval: int | None,
+    timezone: str | None,
+    overlap: str | None,
+    catchup: int | None,
+    paused: bool,
+) -> None:
+    """Create schedule NAME of TASK with ARGS (x=2 y=3, or one JSON object); print it."""
+    fields = {"name": name, "task": task, "args": parse_arguments(args), "paused": paused}
+    fields |= _cadence_fields(cron, interval, timezone, overlap, catchup)
+    redis = runtime().redis
+    _schedule_call(schedules.create, redis, fields)
+    _echo_json(schedules.get_view(redis, name))
+
+
+@schedules_cli.command("edit")
+@click.argument("name")
+@click.argument("args", nargs=-1)
+@_schedule_options
+def edit_schedule(
+    name: str,
+    args: tuple[str, ...],
+    cron: str | None,
+    interval: int | None,
+    timezone: str | None,
+    overlap: str | None,
+    catchup: int | None,
+) -> None:
+    """Change schedule NAME: the options given, and its args if ARGS are given; print it."""
+    fields = _cadence_fields(cron, interval, timezone, overlap, catchup)
+    if args:
+        fields["args"] = parse_arguments(args)
+    if not fields:
+        raise click.UsageError("nothing to change: give ARGS or an option")
+    redis = runtime().redis
+    _schedule_call(schedules.update, redis, name, fields)
+    _echo_json(schedules.get_view(redis, name))
+
+
+@schedules_cli.command("pause")
+@click.argument("name")
+def pause_schedule(name: str) -> None:
+    """Pause schedule NAME: no run until resumed."""
+    _schedule_call(schedules.update, runtime().redis, name, {"paused": True})
+    click.echo(f"{name} paused")
+
+
+@schedules_cli.command("resume")
+@click.argument("name")
+def resume_schedule(name: str) -> None:
+    """Resume schedule NAME from its next tick (the ticks of the pause are not run)."""
+    _schedule_call(schedules.update, runtime().redis, name, {"paused": False})
+    click.echo(f"{name} resumed")
+
+
+@schedules_cli.command("run")
+@click.argument("name")
+def run_schedule(name: str) -> None:
+    """Enqueue schedule NAME now; print the job id."""
+    rt = runtime()
+    ttls = schedules.Ttls(result_ttl=rt.settings.result_ttl, failed_job_ttl=rt.settings.failed_job_ttl)
+    click.echo(_schedule_call(schedules.run_now, rt.redis, name, ttls=ttls))
+
+
+@schedules_cli.command("rm")
+@click.argument("name")
+def remove_schedule(name: str) -> None:
+    """Remove created schedule NAME (a catalogue schedule is paused instead)."""
+    removed = _schedule_call(schedules.delete, runtime().redis, name)
+    click.echo(
+        f"{name} removed" if removed else f"{name} paused (a catalogue schedule is paused, not removed)"
+    )
+
+
+@schedules_cli.command("history")
+@click.argument("name")
+@click.option("--limit", type=click.IntRange(1, schedules.HISTORY_LENGTH), default=schedules.HISTORY_LENGTH)
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
+def schedule_history(name: str, limit: int, as_json: bool) -> None:
+    """The last runs of NAME, newest first: tick, kind, job, state, run time."""
+    entries = _schedule_call(schedules.history, runtime().redis, name, limit)
+    if as_json:
+        _echo_json(entries)
+        return
+    for e in entries:
+        extra = f" ({e['count']} ticks to {e['until']})" if e["kind"] == "missed" else ""
+        duration = f"{e['duration']:.3f} s" if e.get("duration") is not None else "-"
+        click.echo(
+            f"{e['tick']}  {e['kind']:<9} {e['state'] or '-':<8} {duration:>10}  {e['job_id'] or '-'}{extra}"
+        )

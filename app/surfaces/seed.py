@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -16,8 +17,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, Table, func, insert, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from app.foundation.config import load_or_exit
+from app.foundation.db import make_engine
 from app.foundation.models import (
     AuthToken,
     Invoice,
@@ -276,3 +280,38 @@ def seed(
             ),
         )
     return out
+
+
+#: What ``scripts/run`` prints on a first run, while the database has no users.
+FIRST_RUN_HINT = (
+    "first run: the database has no users yet; send_notification and the data tasks need some.\n"
+    "  Add 1,000 users and 48 h of activity from another terminal, in this folder:\n"
+    "    . .venv/bin/activate && flask seed"
+)
+
+
+def first_run_hint(engine: Engine) -> str | None:
+    """:data:`FIRST_RUN_HINT` while the ``users`` table is empty (or missing), else None."""
+    try:
+        with engine.connect() as conn:
+            has_users = conn.execute(select(User.id).limit(1)).first() is not None
+    except DBAPIError:  # no table yet (migrations not run): nothing seeded either
+        has_users = False
+    return None if has_users else FIRST_RUN_HINT
+
+
+def main() -> None:
+    """``python -m app.surfaces.seed --first-run-hint``: print the hint when the database has no users."""
+    if sys.argv[1:] != ["--first-run-hint"]:
+        sys.exit("usage: python -m app.surfaces.seed --first-run-hint  (flask seed adds the data)")
+    engine = make_engine(load_or_exit(process="run").database_url)
+    try:
+        hint = first_run_hint(engine)
+    finally:
+        engine.dispose()
+    if hint:
+        print(hint)
+
+
+if __name__ == "__main__":
+    main()

@@ -26,8 +26,7 @@ from sqlalchemy.engine import URL, make_url
 
 from app.catalogue.registry import QueueName, RetryPolicy, Schedule, TaskInput, task
 from app.foundation.runtime import runtime
-from app.foundation.timeutil import utcnow
-from app.tasks.reports import stamp
+from app.foundation.timeutil import stamp, utcnow
 
 #: Bytes copied from the dump tool to gzip at a time.
 CHUNK = 1024 * 1024

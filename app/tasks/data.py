@@ -41,6 +41,7 @@ from app.foundation.runtime import runtime
 from app.foundation.timeutil import iso, utcnow
 from app.ops import metrics
 from app.services import services
+from app.services.currency import CURRENCY_EXPONENTS
 from app.services.mail import MailError
 
 #: Database errors worth another attempt: a lost connection, a lock timeout, a deadlock.
@@ -409,8 +410,6 @@ class InvoicesInput(TaskInput):
 
 
 def _amount(minor: int, currency: str) -> str:
-    from app.tasks.payments import CURRENCY_EXPONENTS
-
     return str(Decimal(minor).scaleb(-CURRENCY_EXPONENTS.get(currency, 2)))
 
 

@@ -20,12 +20,11 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
-from operator import itemgetter
 from pathlib import PurePath
-from typing import Any, BinaryIO, Literal
+from typing import Annotated, Any, BinaryIO, Literal
 
 from pydantic import Field
 from rq import get_current_job
@@ -35,7 +34,7 @@ from sqlalchemy.orm import Session
 
 from app.catalogue.progress import report_progress
 from app.catalogue.registry import QueueName, RetryPolicy, TaskInput, task
-from app.foundation import defaults
+from app.foundation import defaults, signals
 from app.foundation.models import (
     Chunk,
     Document,
@@ -45,18 +44,15 @@ from app.foundation.models import (
     LoadedRecord,
     RejectedLine,
 )
-from app.foundation.runtime import runtime
+from app.foundation.runtime import client_runtime, runtime
 from app.foundation.timeutil import utcnow
 from app.services import services
 from app.services.embeddings import Embedder, EmbeddingsError, EmbeddingsUnavailable, pack, unpack
 from app.services.extraction import UnsupportedFile, chunk, extract, sentiment, summary
 from app.services.files import InputPath, PathRefused, check_input, open_input
 
-#: The fields of a record of process_large_file, in the CSV header's usual order.
-RECORD_FIELDS = ("id", "name", "email", "amount", "date")
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_MAX_ID = 2**63 - 1
 
 
 def _job_id() -> str:
@@ -68,43 +64,97 @@ def _job_id() -> str:
 
 
 class BadRecord(ValueError):
-    """A line is not a valid record; the message is the reason kept with it."""
+    """A line is not a valid record (the message is the reason kept with it), or the file has
+    no usable header (the message says why; the load fails)."""
 
 
-def validate_record(values: Sequence[Any]) -> tuple[int, str, str, float, str]:
-    """A record's fields in RECORD_FIELDS order, checked and typed: (id, name, email, amount, date);
-    BadRecord if not valid.
+#: The types a ``columns`` declaration may give a column.
+ColumnType = Literal["string", "integer", "number", "email", "date", "boolean"]
+_INTEGER = re.compile(r"^[+-]?\d+$")
+_BOOLEANS = {"true", "false", "1", "0"}
 
-    Hand-written rather than a pydantic model: a million of them must take about a second.
+
+def _shown(value: Any) -> str:
+    return repr(str(value)[:40])
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _string(value: Any) -> str | None:
+    if isinstance(value, str):
+        return None if value.strip() else "required"
+    return "required" if value is None else f"must be a string, got {_shown(value)}"
+
+
+def _integer(value: Any) -> str | None:
+    if isinstance(value, str):
+        if value.isascii() and _INTEGER.match(value):
+            return None
+    elif isinstance(value, int) and not isinstance(value, bool):
+        return None
+    return "required" if _blank(value) else f"must be a whole number, got {_shown(value)}"
+
+
+def _number(value: Any) -> str | None:
+    if isinstance(value, int | float | str) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except ValueError:
+            pass
+        else:
+            return None if math.isfinite(number) else f"must be a finite number, got {_shown(value)}"
+    return "required" if _blank(value) else f"must be a number, got {_shown(value)}"
+
+
+def _email(value: Any) -> str | None:
+    if isinstance(value, str) and len(value) <= 320 and _EMAIL.match(value.strip()):
+        return None
+    return "required" if _blank(value) else f"not an email address: {_shown(value)}"
+
+
+def _date(value: Any) -> str | None:
+    if isinstance(value, str) and _DAY.match(day := value.strip()):
+        try:
+            date.fromisoformat(day)
+        except ValueError:
+            return f"no such day {day}"
+        return None
+    return "required" if _blank(value) else f"must be YYYY-MM-DD, got {_shown(value)}"
+
+
+def _boolean(value: Any) -> str | None:
+    if isinstance(value, bool) or (isinstance(value, str) and value.strip().lower() in _BOOLEANS):
+        return None
+    return "required" if _blank(value) else f"must be true or false (or 1 or 0), got {_shown(value)}"
+
+
+#: Why a value is not of a column type, or None when it is one (a missing or blank value: "required").
+_CHECKS: dict[str, Callable[[Any], str | None]] = {
+    "string": _string,
+    "integer": _integer,
+    "number": _number,
+    "email": _email,
+    "date": _date,
+    "boolean": _boolean,
+}
+
+
+def validate_record(record: Mapping[str, Any], columns: Mapping[str, str]) -> None:
+    """Check ``record`` against the declared ``columns`` (name -> type): each is present, non-empty
+    and of its type; BadRecord naming the first column that is not. Other fields pass as they are.
+
+    Hand-written rather than a pydantic model: a million records must take about a second.
     """
-    raw_id, name, email, raw_amount, day = values
-    if isinstance(raw_id, int) and not isinstance(raw_id, bool):
-        record_id = raw_id
-    elif isinstance(raw_id, str) and raw_id.isdigit() and raw_id.isascii():
-        record_id = int(raw_id)
-    else:
-        raise BadRecord(f"id: must be a whole number, got {str(raw_id)[:40]!r}")
-    if not 0 < record_id <= _MAX_ID:
-        raise BadRecord("id: must be between 1 and 2**63-1")
-    if not isinstance(name, str) or not (name := name.strip()) or len(name) > 200 or "\ufffd" in name:
-        raise BadRecord("name: must be 1 to 200 characters of valid UTF-8")
-    if not isinstance(email, str) or len(email) > 320 or not _EMAIL.match(email):
-        raise BadRecord(f"email: not an email address: {str(email)[:60]!r}")
-    if isinstance(raw_amount, bool):
-        raise BadRecord("amount: must be a number")
-    try:
-        amount = float(raw_amount)
-    except (TypeError, ValueError):
-        raise BadRecord(f"amount: must be a number, got {str(raw_amount)[:40]!r}") from None
-    if not math.isfinite(amount) or abs(amount) > 1e12:
-        raise BadRecord("amount: must be finite and at most 1e12 in size")
-    if not isinstance(day, str) or not _DAY.match(day):
-        raise BadRecord(f"date: must be YYYY-MM-DD, got {str(day)[:40]!r}")
-    try:
-        date.fromisoformat(day)
-    except ValueError:
-        raise BadRecord(f"date: no such day {day}") from None
-    return record_id, name, email, amount, day
+    _check(record, [(name, _CHECKS[kind]) for name, kind in columns.items()])
+
+
+def _check(record: Mapping[str, Any], checks: Sequence[tuple[str, Callable[[Any], str | None]]]) -> None:
+    for name, check in checks:
+        problem = check(record.get(name))
+        if problem is not None:
+            raise BadRecord(f"{name}: {problem}")
 
 
 @dataclass
@@ -149,11 +199,32 @@ def _lines(fh: BinaryIO, counts: LoadCounts) -> Iterator[str]:
             yield raw.decode("utf-8", errors="replace")
 
 
+def _header(row: list[str] | None, columns: Mapping[str, str]) -> list[str]:
+    """The CSV header's column names, checked: none empty, none repeated, every declared one there."""
+    if row is None:
+        if columns:
+            raise BadRecord(f"the file is empty: no header with {', '.join(columns)}")
+        return []
+    names = [h.strip() for h in row]
+    if names and names[0].startswith("\ufeff"):  # a byte order mark some editors write
+        names[0] = names[0][1:]
+    empty = [str(n + 1) for n, name in enumerate(names) if not name]
+    if empty:
+        raise BadRecord(f"the CSV header has no name for column {', '.join(empty)}")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise BadRecord(f"the CSV header names {', '.join(repeated)} more than once")
+    missing = [c for c in columns if c not in names]
+    if missing:
+        raise BadRecord(f"the CSV header lacks {', '.join(missing)} (it has {', '.join(names)})")
+    return names
+
+
 def _records(
-    fh: BinaryIO, fmt: str, counts: LoadCounts
-) -> Iterator[tuple[int, Sequence[Any] | str, str | list[str]]]:
-    """(line number, the record's fields in RECORD_FIELDS order or the reason it has none, the line
-    or its CSV fields) for each record."""
+    fh: BinaryIO, fmt: str, counts: LoadCounts, columns: Mapping[str, str]
+) -> Iterator[tuple[int, dict[str, Any] | str, str | list[str]]]:
+    """(line number, the record as a mapping or the reason it is none, the line or its CSV fields)
+    for each record."""
     lines = _lines(fh, counts)
     if fmt == "jsonl":
         for number, line in enumerate(lines, start=1):
@@ -165,27 +236,20 @@ def _records(
                 yield number, f"not JSON: {exc.msg}", line
                 continue
             if isinstance(value, dict):
-                yield number, tuple(value.get(f) for f in RECORD_FIELDS), line
+                yield number, value, line
             else:
                 yield number, "not a JSON object", line
         return
     reader = csv.reader(lines)
-    header = next(reader, None)
-    if header is None:
-        return
-    names = [h.strip().lower() for h in header]
-    missing = [f for f in RECORD_FIELDS if f not in names]
-    if missing:
-        raise BadRecord(f"the CSV header lacks {', '.join(missing)} (it has {', '.join(names)})")
+    names = _header(next(reader, None), columns)
     width = len(names)
-    pick = itemgetter(*(names.index(f) for f in RECORD_FIELDS))
     for row in reader:
         if not row:
             continue
         if len(row) != width:
-            yield reader.line_num, f"has {len(row)} fields, the header {width}", ",".join(row)
+            yield reader.line_num, f"has {len(row)} fields, the header {width}", row
             continue
-        yield reader.line_num, pick(row), row
+        yield reader.line_num, dict(zip(names, row, strict=True)), row
 
 
 def _table(model: type[Any]) -> Table:
@@ -201,8 +265,12 @@ def load_file(
     import_id: int,
     report: Reporter | None = None,
     batch: int = defaults.LOAD_BATCH,
+    columns: Mapping[str, str] | None = None,
 ) -> LoadCounts:
-    """Stream ``fh`` into loaded_records / rejected_lines in batches; memory stays flat."""
+    """Stream ``fh`` into loaded_records (each record as JSON) / rejected_lines in batches; memory
+    stays flat. ``columns`` (name -> type) are required in every record, each of its type."""
+    columns = dict(columns or {})
+    checks = [(name, _CHECKS[kind]) for name, kind in columns.items()]
     counts = LoadCounts()
     good: list[dict[str, Any]] = []
     bad: list[dict[str, Any]] = []
@@ -210,6 +278,7 @@ def load_file(
     records, rejects = _table(LoadedRecord), _table(RejectedLine)
     every = defaults.PROGRESS_EVERY_LINES
     countdown = every
+    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
     def flush() -> None:
         if good:
@@ -220,31 +289,19 @@ def load_file(
             bad.clear()
         conn.commit()
 
-    for number, value, raw in _records(fh, fmt, counts):
+    for number, value, raw in _records(fh, fmt, counts, columns):
         counts.lines = number
-        if isinstance(value, str):
-            text = raw if isinstance(raw, str) else ",".join(raw)
-            bad.append({"import_id": import_id, "line": number, "reason": value[:500], "raw": text[:1000]})
-        else:
+        reason = value if isinstance(value, str) else None
+        if reason is None and checks:
             try:
-                rid, name, email, amount, day = validate_record(value)
+                _check(value, checks)  # type: ignore[arg-type]
             except BadRecord as exc:
-                text = raw if isinstance(raw, str) else ",".join(raw)
-                bad.append(
-                    {"import_id": import_id, "line": number, "reason": str(exc)[:500], "raw": text[:1000]}
-                )
-            else:
-                good.append(
-                    {
-                        "import_id": import_id,
-                        "line": number,
-                        "record_id": rid,
-                        "name": name,
-                        "email": email,
-                        "amount": amount,
-                        "day": day,
-                    }
-                )
+                reason = str(exc)
+        if reason is not None:
+            text = raw if isinstance(raw, str) else ",".join(raw)
+            bad.append({"import_id": import_id, "line": number, "reason": reason[:500], "raw": text[:1000]})
+        else:
+            good.append({"import_id": import_id, "line": number, "data": dumps(value)})
         if len(good) + len(bad) >= batch:
             counts.loaded += len(good)
             counts.rejected += len(bad)
@@ -264,11 +321,17 @@ def load_file(
 
 
 class LargeFileInput(TaskInput):
-    """A CSV (header: id,name,email,amount,date) or JSON-lines file below INPUT_DIRS."""
+    """A CSV (any header) or JSON-lines file below INPUT_DIRS, and the columns every record needs."""
 
     path: InputPath
     format: Literal["csv", "jsonl"] | None = Field(
         default=None, description="csv or jsonl; by default from the extension (.jsonl/.ndjson: jsonl)"
+    )
+    columns: dict[Annotated[str, Field(min_length=1, max_length=200)], ColumnType] | None = Field(
+        default=None,
+        max_length=200,
+        description="required columns and their types; a line whose value is missing or does not fit "
+        "is rejected with its number and the reason (a string must be non-empty)",
     )
 
 
@@ -278,8 +341,11 @@ class LargeFileInput(TaskInput):
     time_limit=3 * 3600,
     retry=RetryPolicy(max_retries=1, backoff_base=30, dont_retry_for=(PathRefused, BadRecord)),
 )
-def process_large_file(path: str, format: str | None = None) -> dict[str, Any]:
-    """Stream a CSV or JSON-lines file into loaded_records in batches; keep rejected lines and why."""
+def process_large_file(
+    path: str, format: str | None = None, columns: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Stream a CSV or JSON-lines file into loaded_records in batches, each record as JSON; keep
+    rejected lines and why. A failed or revoked load is marked so and its rows are removed."""
     fmt = format or ("jsonl" if PurePath(path).suffix.lower() in (".jsonl", ".ndjson") else "csv")
     engine = runtime().engine
     job_id = _job_id()
@@ -287,11 +353,7 @@ def process_large_file(path: str, format: str | None = None) -> dict[str, Any]:
         size = max(1, _size(fh))
         with engine.connect() as conn:
             # A run of this job before (a worker died) left rows: start it again from nothing.
-            old = conn.scalar(select(FileImport.id).where(FileImport.job_id == job_id))
-            if old is not None:
-                conn.execute(delete(LoadedRecord).where(LoadedRecord.import_id == old))
-                conn.execute(delete(RejectedLine).where(RejectedLine.import_id == old))
-                conn.execute(delete(FileImport).where(FileImport.id == old))
+            _remove_rows(conn, job_id, drop_import=True)
             import_id = conn.execute(
                 insert(FileImport).values(
                     job_id=job_id, path=str(path), format=fmt, status=ImportStatus.LOADING
@@ -300,14 +362,11 @@ def process_large_file(path: str, format: str | None = None) -> dict[str, Any]:
             conn.commit()
             report_progress(0, 0, stage="loading")
             try:
-                counts = load_file(fh, fmt, size, conn, import_id, throttled_reporter(size))
+                counts = load_file(fh, fmt, size, conn, import_id, throttled_reporter(size), columns=columns)
             except BaseException:
                 conn.rollback()
-                conn.execute(
-                    update(FileImport)
-                    .where(FileImport.id == import_id)
-                    .values(status=ImportStatus.FAILED, finished_at=utcnow())
-                )
+                _remove_rows(conn, job_id)
+                _mark(conn, job_id, ImportStatus.FAILED)
                 conn.commit()
                 raise
             conn.execute(
@@ -329,6 +388,53 @@ def process_large_file(path: str, format: str | None = None) -> dict[str, Any]:
         "loaded": counts.loaded,
         "rejected": counts.rejected,
     }
+
+
+def _remove_rows(conn: Connection, job_id: str, *, drop_import: bool = False) -> None:
+    """Delete the loaded and rejected rows of the job's import (and the import row itself)."""
+    old = conn.scalar(select(FileImport.id).where(FileImport.job_id == job_id))
+    if old is None:
+        return
+    conn.execute(delete(LoadedRecord).where(LoadedRecord.import_id == old))
+    conn.execute(delete(RejectedLine).where(RejectedLine.import_id == old))
+    if drop_import:
+        conn.execute(delete(FileImport).where(FileImport.id == old))
+
+
+def _mark(conn: Connection, job_id: str, status: ImportStatus) -> None:
+    """Mark an unfinished import; a revoke also wins over the failure its own code recorded
+    when it was stopped (an inline or threaded worker stops a job by raising in it)."""
+    unfinished = [ImportStatus.LOADING.value]
+    if status is ImportStatus.REVOKED:
+        unfinished.append(ImportStatus.FAILED.value)
+    conn.execute(
+        update(FileImport)
+        .where(FileImport.job_id == job_id, FileImport.status.in_(unfinished))
+        .values(status=status, finished_at=utcnow())
+    )
+
+
+def _load_ended_badly(status: ImportStatus) -> Callable[..., None]:
+    def handler(_sender: str, *, job_id: str, **_: Any) -> None:
+        """A load that failed for good or was revoked (its work horse killed mid-batch, so its own
+        ``except`` never ran) is marked so, and the rows it had committed are removed."""
+        with client_runtime().engine.connect() as conn:
+            unfinished = FileImport.status.in_([ImportStatus.LOADING, ImportStatus.FAILED])
+            if conn.scalar(select(FileImport.id).where(FileImport.job_id == job_id, unfinished)) is None:
+                return  # never started, or completed
+            _remove_rows(conn, job_id)
+            _mark(conn, job_id, status)
+            conn.commit()
+
+    return handler
+
+
+# Sent by the one place that decides each outcome, in whichever process saw it (the worker that
+# stopped the horse, the sweep that found it dead); held strongly here, so never collected.
+_on_failure = _load_ended_badly(ImportStatus.FAILED)
+_on_revoked = _load_ended_badly(ImportStatus.REVOKED)
+signals.task_failure.connect(_on_failure, sender="process_large_file", weak=False)
+signals.task_revoked.connect(_on_revoked, sender="process_large_file", weak=False)
 
 
 def _size(fh: BinaryIO) -> int:

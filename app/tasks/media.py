@@ -178,7 +178,10 @@ def resize_image(path: str, sizes: list[int]) -> dict[str, Any]:
                     )
                 image = ImageOps.exif_transpose(opened)
                 image.load()
-        except (Image.DecompressionBombError, Image.UnidentifiedImageError, OSError) as exc:
+        except Image.UnidentifiedImageError:
+            # Pillow names the open file object (<_io.BufferedReader name=8>), not the file.
+            raise MediaError(f"{path} is not an image (Pillow cannot identify its format)") from None
+        except (Image.DecompressionBombError, OSError) as exc:
             raise MediaError(f"{path}: {exc}") from None
     if image.mode not in ("RGB", "L"):
         image = image.convert("RGB")

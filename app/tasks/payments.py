@@ -15,24 +15,8 @@ from app.foundation.models import Payment
 from app.foundation.runtime import runtime
 from app.foundation.timeutil import iso
 from app.services import services
+from app.services.currency import CURRENCY_EXPONENTS, minor_units
 from app.services.gateway import ChargeOutcome, GatewayError, GatewayUnavailable
-
-#: The active ISO 4217 currency codes, by the exponent of their minor unit.
-_CODES_BY_EXPONENT = {
-    2: """AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BMD BND BOB BOV BRL BSD BTN BWP BYN BZD
-          CAD CDF CHE CHF CHW CNY COP COU CRC CUP CVE CZK DKK DOP DZD EGP ERN ETB EUR FJD FKP GBP GEL GHS
-          GIP GMD GTQ GYD HKD HNL HTG HUF IDR ILS INR IRR JMD KES KGS KHR KPW KYD KZT LAK LBP LKR LRD LSL
-          MAD MDL MGA MKD MMK MNT MOP MRU MUR MVR MWK MXN MXV MYR MZN NAD NGN NIO NOK NPR NZD PAB PEN PGK
-          PHP PKR PLN QAR RON RSD RUB SAR SBD SCR SDG SEK SGD SHP SLE SOS SRD SSP STN SVC SYP SZL THB TJS
-          TMT TOP TRY TTD TWD TZS UAH USD USN UYU UZS VED VES WST XCD XCG YER ZAR ZMW ZWG""",
-    0: "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF",
-    3: "BHD IQD JOD KWD LYD OMR TND",
-    4: "CLF UYW",
-}
-#: Each active ISO 4217 code and the exponent of its minor unit (USD 2, JPY 0, KWD 3).
-CURRENCY_EXPONENTS: dict[str, int] = {
-    code: exponent for exponent, codes in _CODES_BY_EXPONENT.items() for code in codes.split()
-}
 
 #: A payment id: also the Idempotency-Key header, so letters, digits, ``-`` and ``_`` only.
 PAYMENT_ID = r"^[A-Za-z0-9_-]{1,64}$"
@@ -40,15 +24,6 @@ PAYMENT_ID = r"^[A-Za-z0-9_-]{1,64}$"
 
 class PaymentConflict(ValueError):
     """The payment id was recorded before with another amount or currency."""
-
-
-def minor_units(amount: float, currency: str) -> int:
-    """``amount`` in the currency's minor unit (19.99 USD -> 1999); ValueError on too many decimals."""
-    exponent = CURRENCY_EXPONENTS[currency]
-    scaled = Decimal(str(amount)).scaleb(exponent)
-    if scaled != scaled.to_integral_value():
-        raise ValueError(f"{currency} has {exponent} decimal places; {amount} has more")
-    return int(scaled)
 
 
 def _iso4217(code: str) -> str:

@@ -46,14 +46,9 @@ from app.foundation.models import (
     User,
 )
 from app.foundation.runtime import runtime
-from app.foundation.timeutil import iso, utcnow
+from app.foundation.timeutil import iso, stamp, utcnow
 from app.services import services
 from app.services.mail import TransientMailError
-
-
-def stamp(moment: datetime) -> str:
-    """A file name's timestamp: ``20261127T180000Z``."""
-    return moment.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
 class AtomicFile:

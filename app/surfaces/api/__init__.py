@@ -6,7 +6,7 @@ importing them here registers the routes (and nothing imports this package back)
 
 from __future__ import annotations
 
-from app.surfaces.api import jobs, operations, search, tasks, workflows  # noqa: F401
+from app.surfaces.api import jobs, operations, schedules, search, tasks, workflows  # noqa: F401
 from app.surfaces.api.blueprint import api
 from app.surfaces.api.probes import probes
 

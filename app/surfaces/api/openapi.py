@@ -242,6 +242,10 @@ def _common_schemas() -> dict[str, Any]:
                 "retries": {"type": "integer"},
                 "attempts": {"type": "array", "items": {"type": "object"}},
                 "next_retry_at": nullable_time,
+                "scheduled_for": {
+                    **nullable_time,
+                    "description": "when a delayed job is due (countdown, eta, retry)",
+                },
                 "enqueued_at": nullable_time,
                 "started_at": nullable_time,
                 "ended_at": nullable_time,
@@ -312,7 +316,24 @@ def _common_schemas() -> dict[str, Any]:
         },
         "Workflow": {
             "type": "object",
-            "properties": {"workflow_id": {"type": "string"}, "state": _ref("State")},
+            "properties": {
+                "workflow_id": {"type": "string"},
+                "state": _ref("State"),
+                "error": {
+                    "type": ["object", "null"],
+                    "description": "the first failed step's error (FAILURE), else null",
+                    "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
+                },
+                "failed_step": {
+                    "type": ["object", "null"],
+                    "description": "the first failed step (FAILURE), else null",
+                    "properties": {
+                        "job_id": {"type": "string"},
+                        "task": {"type": "string"},
+                        "path": {"type": ["string", "null"]},
+                    },
+                },
+            },
         },
         "Check": {"type": "object", "properties": {"status": {"type": "string"}}},
     }
@@ -547,14 +568,171 @@ def _other_paths() -> dict[str, Any]:
                 },
             }
         },
+        **_schedule_paths(),
+    }
+
+
+_SCHEDULE_FIELDS: dict[str, Any] = {
+    "args": {"type": "object", "description": "the task's arguments, checked by its input model"},
+    "cron": {
+        "type": ["string", "null"],
+        "description": "5 fields, or 6 with seconds first, on the wall clock of `timezone`",
+        "examples": ["30 2 * * *", "*/10 * * * * *"],
+    },
+    "interval": {"type": ["integer", "null"], "minimum": 1, "description": "seconds (instead of cron)"},
+    "timezone": {
+        "type": "string",
+        "default": "UTC",
+        "description": "IANA name",
+        "examples": ["America/New_York"],
+    },
+    "overlap": {"enum": ["skip", "allow"], "default": "skip"},
+    "catchup_window": {"type": "integer", "minimum": 0, "default": 60, "description": "seconds"},
+    "paused": {"type": "boolean", "default": False},
+}
+
+
+def _schedule_schemas() -> dict[str, Any]:
+    schedule = {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "id": {"type": "string", "description": "rq-scheduler's entry: `periodic-<name>`"},
+            "task": {"type": "string"},
+            "queue": {"type": ["string", "null"]},
+            **_SCHEDULE_FIELDS,
+            "next_run": {
+                "type": ["string", "null"],
+                "format": "date-time",
+                "description": "UTC; null while paused",
+            },
+            "last_run": {"type": ["string", "null"], "format": "date-time"},
+            "last_job_id": {"type": ["string", "null"]},
+            "origin": {"enum": ["catalogue", "api"]},
+            "operator_fields": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "fields of a catalogue schedule an operator changed: the code's declaration "
+                "no longer applies to them",
+            },
+            "declared": {"type": ["object", "null"], "description": "the catalogue's declaration in code"},
+        },
+    }
+    run = {
+        "type": "object",
+        "properties": {
+            "tick": {"type": "string", "format": "date-time"},
+            "kind": {"enum": ["scheduled", "manual", "skipped", "missed", "invalid"]},
+            "job_id": {"type": ["string", "null"]},
+            "state": {
+                "type": ["string", "null"],
+                "description": "the job's state, or SKIPPED / MISSED / EXPIRED",
+            },
+            "duration": {"type": ["number", "null"], "description": "seconds the run took"},
+            "count": {"type": "integer", "description": "missed: how many ticks"},
+        },
+    }
+    return {"Schedule": schedule, "ScheduleRun": run}
+
+
+def _schedule_paths() -> dict[str, Any]:
+    name = [{"name": "schedule", "in": "path", "required": True, "schema": {"type": "string"}}]
+    unknown = _error(404, "No such schedule")
+    invalid = _error(422, "Bad cron, time zone, task or args (field errors in details)")
+    create_body = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["name", "task"],
+        "properties": {"name": {"type": "string"}, "task": {"type": "string"}, **_SCHEDULE_FIELDS},
+    }
+    patch_body = {"type": "object", "additionalProperties": False, "properties": _SCHEDULE_FIELDS}
+    return {
         "/api/v1/schedules": {
             "get": {
                 "operationId": "list_schedules",
                 "tags": ["operations"],
-                "summary": "Periodic jobs with their cron or interval and next run",
+                "summary": "Periodic jobs with their cron or interval, time zone, next and last run",
                 "responses": {
-                    "200": _ok("Schedules", _list("schedules", {"type": "object"})),
+                    "200": _ok("Schedules", _list("schedules", _ref("Schedule"))),
                     "401": _error(401),
+                },
+            },
+            "post": {
+                "operationId": "create_schedule",
+                "tags": ["operations"],
+                "summary": "Create a schedule of a catalogue task, kept in Redis",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": create_body}}},
+                "responses": {
+                    "201": _ok("Created", _ref("Schedule")),
+                    "400": _error(400),
+                    "401": _error(401),
+                    "409": _error(409, "Name taken"),
+                    "422": invalid,
+                },
+            },
+        },
+        "/api/v1/schedules/{schedule}": {
+            "get": {
+                "operationId": "get_schedule",
+                "tags": ["operations"],
+                "summary": "One schedule",
+                "parameters": name,
+                "responses": {
+                    "200": _ok("The schedule", _ref("Schedule")),
+                    "401": _error(401),
+                    "404": unknown,
+                },
+            },
+            "patch": {
+                "operationId": "edit_schedule",
+                "tags": ["operations"],
+                "summary": "Change cron or interval, timezone, args, paused, overlap, catchup_window "
+                "(a catalogue schedule keeps the change across restarts and deploys)",
+                "parameters": name,
+                "requestBody": {"required": True, "content": {"application/json": {"schema": patch_body}}},
+                "responses": {
+                    "200": _ok("The schedule", _ref("Schedule")),
+                    "400": _error(400),
+                    "401": _error(401),
+                    "404": unknown,
+                    "422": invalid,
+                },
+            },
+            "delete": {
+                "operationId": "delete_schedule",
+                "tags": ["operations"],
+                "summary": "Remove a created schedule (a catalogue schedule is paused instead)",
+                "parameters": name,
+                "responses": {
+                    "204": {"description": "Removed or paused"},
+                    "401": _error(401),
+                    "404": unknown,
+                },
+            },
+        },
+        "/api/v1/schedules/{schedule}/run": {
+            "post": {
+                "operationId": "run_schedule",
+                "tags": ["operations"],
+                "summary": "Enqueue it now",
+                "parameters": name,
+                "responses": {
+                    "202": _ok("Enqueued", {"type": "object", "properties": {"job_id": {"type": "string"}}}),
+                    "401": _error(401),
+                    "404": unknown,
+                },
+            }
+        },
+        "/api/v1/schedules/{schedule}/history": {
+            "get": {
+                "operationId": "schedule_history",
+                "tags": ["operations"],
+                "summary": "The last 50 ticks: runs with state and duration, skipped and missed ticks",
+                "parameters": name,
+                "responses": {
+                    "200": _ok("History", _list("history", _ref("ScheduleRun"))),
+                    "401": _error(401),
+                    "404": unknown,
                 },
             }
         },
@@ -563,7 +741,7 @@ def _other_paths() -> dict[str, Any]:
 
 def document() -> dict[str, Any]:
     """The OpenAPI 3.1 document for the catalogue with the policy in force."""
-    components = _common_schemas()
+    components = _common_schemas() | _schedule_schemas()
     components["Readiness"] = {
         "type": "object",
         "properties": {

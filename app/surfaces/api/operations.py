@@ -1,4 +1,4 @@
-"""What operators look at: queues, workers, schedules."""
+"""What operators look at: queues, workers (schedules: app/surfaces/api/schedules.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from flask import Response, jsonify
 from app.core.queues import all_queues
 from app.foundation.runtime import runtime
 from app.foundation.timeutil import iso
-from app.processes.scheduling import schedules
 from app.processes.workers import JsonWorker
 from app.surfaces.api.blueprint import api
 
@@ -53,9 +52,3 @@ def list_workers() -> Response:
         )
     out.sort(key=lambda w: str(w["name"]))
     return jsonify({"workers": out})
-
-
-@api.get("/schedules")
-def list_schedules() -> Response:
-    """Periodic jobs with their cron or interval and next run."""
-    return jsonify({"schedules": schedules(runtime().redis)})

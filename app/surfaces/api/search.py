@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from flask import Response, jsonify, request
 from sqlalchemy.exc import DBAPIError
 
 from app.foundation.runtime import runtime
-from app.services import services
+from app.services import files, services
 from app.services.embeddings import EmbeddingsError, EmbeddingsUnavailable
 from app.surfaces.api.blueprint import api
 from app.surfaces.api.errors import APIError
@@ -18,6 +19,12 @@ log = logging.getLogger(__name__)
 
 #: Most chunks one search answers.
 MAX_LIMIT = 50
+
+
+def presented(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Search hits as clients see them: only chunks with some similarity (a score of 0 or less is
+    unrelated), each path relative to its input directory (never the server's absolute path)."""
+    return [{**hit, "path": files.shown_path(hit["path"])} for hit in results if hit["score"] > 0]
 
 
 @api.get("/search")
@@ -44,4 +51,4 @@ def search() -> Response:
         ) from exc
     except (EmbeddingsError, EmbeddingsUnavailable) as exc:
         raise APIError(503, "embeddings_unavailable", f"the embeddings endpoint failed: {exc}") from exc
-    return jsonify({"query": query, "embedder": embedder.name, "results": results})
+    return jsonify({"query": query, "embedder": embedder.name, "results": presented(results)})
