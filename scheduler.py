@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from app.factory import start_process
+from app.foundation.runtime import runtime
 from app.processes.scheduling import main_loop
 
 
@@ -14,8 +15,8 @@ def main() -> int:
     parser.add_argument("--burst", action="store_true", help="one pass, then exit")
     args = parser.parse_args()
     app = start_process("scheduler")
-    rt = app.extensions["tasklane"]
     with app.app_context():
+        rt = runtime()
         return main_loop(rt.redis, rt.settings, burst=args.burst)
 
 

@@ -42,7 +42,6 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
         settings = config if isinstance(config, Settings) else Settings.from_env(config)
     app = Flask("app")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
-    app.config["TASKLANE_SETTINGS"] = settings
     app.json.sort_keys = False  # type: ignore[attr-defined]
     REGISTRY.load_modules(settings.task_modules)
     REGISTRY.check_overrides(settings.task_overrides)
@@ -91,7 +90,7 @@ def start_process(process: str) -> Flask:
     except CatalogueError as exc:
         print(f"{process}: task catalogue error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    redis = app.extensions[runtime.EXTENSION].redis
+    redis = runtime.runtime_of(app).redis
     wait = settings.redis_wait_seconds
     try:
         reached = outages.wait_until_reachable(redis, limit=wait, fail_fast=outages.MISCONFIGURED)

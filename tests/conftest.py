@@ -14,6 +14,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from app import create_app
+from app.foundation import clock
+from app.foundation.clock import ManualClock
 from app.foundation.config import Settings
 from tests.peers import Certificates, HttpPeer, SmtpPeer
 from tests.servers import RedisServer, Starter
@@ -39,6 +41,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "long" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def manual_clock() -> Iterator[ManualClock]:
+    """The app's clock (app/foundation/clock.py), stopped at the real time: the test moves it with
+    ``advance()``/``set()`` instead of sleeping; the system clock is put back afterwards."""
+    manual = ManualClock()
+    previous = clock.install(manual)
+    try:
+        yield manual
+    finally:
+        clock.install(previous)
 
 
 @pytest.fixture(scope="session")

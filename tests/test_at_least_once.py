@@ -9,6 +9,10 @@ import pytest
 import redis
 from flask.testing import FlaskClient
 
+from app.core.queues import get_queue
+from app.foundation import defaults
+from app.foundation.clock import ManualClock
+from app.processes.maintenance import rescue_abandoned, rescue_intermediate
 from tests.servers import (
     FINAL,
     Starter,
@@ -70,8 +74,7 @@ def test_job_dequeued_by_a_dead_worker_is_put_back_and_run(
     start: Starter, rconn: redis.Redis, client: FlaskClient, auth: dict[str, str]
 ) -> None:
     """A job left in a queue's intermediate list is requeued by the rescue sweep, then runs."""
-    from app.core.queues import _move_first_with_data, get_queue
-    from app.processes.maintenance import rescue_intermediate
+    from app.core.queues import _move_first_with_data
 
     job_id = enqueue(client, auth, "add", {"x": 40, "y": 2})
     # A worker takes it and dies before starting it.
@@ -124,7 +127,12 @@ def rconn_attempts(rconn: redis.Redis, job_id: str) -> list[dict[str, object]]:
 @pytest.mark.integration
 @pytest.mark.timeout(90)
 def test_a_killed_work_horse_gives_one_outcome(
-    start: Starter, rconn: redis.Redis, client: FlaskClient, auth: dict[str, str], tmp_path: Path
+    start: Starter,
+    rconn: redis.Redis,
+    client: FlaskClient,
+    auth: dict[str, str],
+    tmp_path: Path,
+    manual_clock: ManualClock,
 ) -> None:
     """A fork-mode job whose horse is killed is requeued by its worker (never shown as FAILURE,
     no retry spent), runs again once, and is not run a third time by the sweep later."""
@@ -142,7 +150,14 @@ def test_a_killed_work_horse_gives_one_outcome(
     assert view["result"] == 2
     assert view["retries"] == 0
     assert "FAILURE" not in states
-    time.sleep(22)  # past the sweep's rescue delay (15 s), which used to run it once more
+    # The sweep, later: past its rescue delay (15 s) it used to put the job back and run it once
+    # more. Run its two rescues here, with the clock moved past that delay and past any lease.
+    queue = get_queue("default", rconn)
+    assert rescue_intermediate(queue) == 0  # the first pass notes what it finds
+    manual_clock.advance(defaults.RESCUE_AFTER + 60)
+    assert rescue_intermediate(queue) == 0
+    assert rescue_abandoned(queue) == 0
+    assert rconn.llen("rq:queue:default") == 0
     assert runs.read_text().splitlines() == ["run", "run"]
     assert get_job(client, auth, job_id)["state"] == "SUCCESS"
     assert rconn.llen("rq:queue:default:intermediate") == 0
@@ -155,8 +170,6 @@ def test_a_job_that_kills_every_horse_fails_as_a_poison_job(
 ) -> None:
     """A job that kills its process every time is requeued MAX_ORPHAN_REQUEUES times, then fails
     with WorkerLostError; the queue behind it keeps flowing."""
-    from app.foundation import defaults
-
     start_worker(start, rconn, "default")
     runs = tmp_path / "runs"
     poison = enqueue(client, auth, "always_die", {"path": str(runs)})

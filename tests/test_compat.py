@@ -6,8 +6,10 @@ An upgrade that changes any of it fails here, loudly, instead of misbehaving qui
 from __future__ import annotations
 
 import inspect
+import random
 import sys
-from datetime import timedelta
+from collections.abc import Iterator
+from datetime import datetime, timedelta
 from importlib.metadata import version
 from typing import Any
 
@@ -27,6 +29,7 @@ from rq.serializers import JSONSerializer
 from rq.timeouts import BaseDeathPenalty
 from rq.utils import current_timestamp
 from rq.worker import BaseWorker
+from rq_scheduler import Scheduler
 
 from app.core import compat
 from app.core.queues import JsonJob, JsonQueue
@@ -104,6 +107,8 @@ OVERRIDES = [
     (Job, "prepare_for_execution", ["self", "worker_name", "pipeline"]),
     (Job, "cleanup", ["self", "ttl", "pipeline", "remove_from_queue"]),
     (Job, "restore", ["self", "raw_data"]),
+    (Scheduler, "get_jobs_to_queue", ["self", "with_times"]),
+    (Scheduler, "get_jobs", ["self", "until", "with_times"]),
 ]
 
 
@@ -181,6 +186,9 @@ def test_module_globals_patched_by_compat_exist() -> None:
     """rq's scheduler builds queues from a module global, RQScheduler keeps its client privately,
     and rq-dashboard fetches through module-level names: all still there."""
     assert hasattr(rq_scheduler_module, "Queue")
+    # use_clock_in_rq_scheduler: the scheduler takes "now" from this global, once per registry
+    assert "current_timestamp()" in inspect.getsource(RQScheduler.enqueue_scheduled_jobs)
+    assert hasattr(rq_scheduler_module, "current_timestamp")
     assert "_connection" in inspect.getsource(RQScheduler.__init__)
     names = ("Job", "Queue", "Worker", "requeue_job", "serialize_date", "format_job_description")
     for name in (*names, "serialize_current_job"):
@@ -266,3 +274,88 @@ def test_a_job_read_back_keeps_its_timestamps(fake_redis: Redis) -> None:
     again = JsonJob.fetch(job.id, connection=fake_redis)
     assert again.created_at == job.created_at.replace(tzinfo=again.created_at.tzinfo)
     assert again.created_at.tzinfo is not None
+
+
+# --- utcparse, fuzzed against RQ's own ---------------------------------------------------------
+
+#: Characters a mutation puts into a timestamp: its own, the ones ``fromisoformat`` reads and
+#: ``strptime`` does not (offsets, a comma, lower case, a space), and digits that are not ASCII.
+_FUZZ_ALPHABET = "0123456789-:.TZ+,tz _\u0663\uff11\n"
+
+
+def _fuzz_timestamps(seed: int, count: int) -> Iterator[str]:
+    """``count`` strings near RQ's timestamp shape, the same ones for the same seed: RQ's own
+    output, its older whole-second form, other ISO 8601 spellings, and random edits of all of them."""
+    rng = random.Random(seed)
+    for _ in range(count):
+        when = datetime(2000, 1, 1) + timedelta(seconds=rng.uniform(-9e8, 3e9))
+        base = rq.utils.utcformat(when)
+        kind = rng.randrange(6)
+        if kind == 0:
+            yield base
+        elif kind == 1:  # a spelling fromisoformat reads: offset, comma, fewer or more digits, no Z
+            head, fraction = base[:19], base[20:26]
+            digits = fraction[: rng.randrange(0, 10)] + "".join(rng.choice("0123456789") for _ in range(3))
+            sep = rng.choice(".,")
+            offset = rng.choice(["", "+01", "+01:00", "-0530", "+00:00", "Z", "z", "+01Z", "Z+01"])
+            tail = rng.choice(["Z", "", "z"])
+            yield head + (sep + digits[: rng.randrange(0, 10)] if rng.random() < 0.8 else "") + offset + tail
+        else:  # one to three edits (replace, insert, delete) of RQ's own or its older form
+            text = list(base if kind != 2 else base[:19] + "Z")
+            for _ in range(rng.randrange(1, 4)):
+                at = rng.randrange(len(text) + 1)
+                edit = rng.randrange(3)
+                if edit == 0 and at < len(text):
+                    text[at] = rng.choice(_FUZZ_ALPHABET)
+                elif edit == 1:
+                    text.insert(at, rng.choice(_FUZZ_ALPHABET))
+                elif at < len(text):
+                    del text[at]
+            yield "".join(text)
+
+
+def _parse_outcome(parse: Any, text: str) -> tuple[Any, ...]:
+    """What ``parse`` makes of ``text``: the wall time and UTC offset it read, or the error's type."""
+    try:
+        value = parse(text)
+    except Exception as exc:  # the comparison is of whatever each raises
+        return ("error", type(exc))
+    return ("value", value.replace(tzinfo=None), value.utcoffset())
+
+
+def _assert_utcparse_agrees_with_rq(seed: int, count: int) -> None:
+    accepted = refused = 0
+    for text in _fuzz_timestamps(seed, count):
+        ours, theirs = _parse_outcome(compat.utcparse, text), _parse_outcome(compat._utcparse, text)
+        assert ours == theirs, f"utcparse({text!r}): ours {ours}, RQ's {theirs}"
+        accepted += ours[0] == "value"
+        refused += ours[0] == "error"
+    # the fuzz is worth something only if it exercises both answers in quantity
+    assert accepted > count // 5 and refused > count // 5, (accepted, refused)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2024-01-01T00:00:00.123+01Z",  # an offset fromisoformat read and then dropped
+        "2024-01-01T00:00:00,123456Z",  # a comma strptime refuses
+        "2024-01-01T00:00:00.12345\u0663Z",  # a digit that is not ASCII
+    ],
+)
+def test_utcparse_refuses_what_only_fromisoformat_reads(text: str) -> None:
+    """Defect 5 of issue 18: the fast path read these (one of them wrongly); RQ refuses them."""
+    with pytest.raises(ValueError):
+        compat._utcparse(text)
+    with pytest.raises(ValueError):
+        compat.utcparse(text)
+
+
+def test_utcparse_agrees_with_rq_on_fuzzed_strings() -> None:
+    """5,000 seeded strings near RQ's timestamp shape: ours accepts, refuses and reads each as RQ's does."""
+    _assert_utcparse_agrees_with_rq(seed=18, count=5_000)
+
+
+@pytest.mark.long
+def test_utcparse_agrees_with_rq_on_300k_fuzzed_strings() -> None:
+    """The full-size fuzz that found defect 5 (300,000 strings, about ten seconds)."""
+    _assert_utcparse_agrees_with_rq(seed=1805, count=300_000)

@@ -30,7 +30,7 @@ from app.processes.workers import JsonWorker
 from app.services.http import HttpClient
 from tests.conftest import make_env
 from tests.peers import Answer, HttpPeer
-from tests.servers import FINAL, Starter, free_port, start_worker, wait_state
+from tests.servers import FINAL, Starter, free_port, start_worker, wait_for, wait_state
 from tests.servers import enqueue as enqueue_job
 
 SECRET = "s3cret-peer-token"
@@ -274,7 +274,7 @@ def test_readyz_503_when_no_scheduler_beats(tmp_path: Path, redis_url: str) -> N
         missing = app.test_client().get("/readyz")
         scheduler_beating(redis, ttl=1)
         beating = app.test_client().get("/readyz")
-        time.sleep(1.5)
+        wait_for(lambda: not redis.exists(keys.scheduler_heartbeat()), 3, message="the heartbeat to expire")
         expired = app.test_client().get("/readyz")
     finally:
         worker.register_death()
@@ -346,12 +346,19 @@ def test_readyz_survives_unreadable_report(tmp_path: Path, redis_url: str) -> No
 def test_checks_run_side_by_side_and_a_hanging_one_times_out() -> None:
     """It reports a check still running at the deadline as timed out, without waiting for it."""
 
+    released = threading.Event()
+
     def hangs() -> dict[str, Any]:
-        time.sleep(5)
+        released.wait(10)  # hangs until the test is over
         return {"status": "ok"}
 
     started = time.monotonic()
-    report = health.within({"fast": lambda: {"status": "ok", "latency_ms": 1.0}, "stuck": hangs}, timeout=0.5)
+    try:
+        report = health.within(
+            {"fast": lambda: {"status": "ok", "latency_ms": 1.0}, "stuck": hangs}, timeout=0.5
+        )
+    finally:
+        released.set()
     assert time.monotonic() - started < 2
     assert report["fast"] == {"status": "ok", "latency_ms": 1.0}
     assert report["stuck"]["status"] == "error"

@@ -8,12 +8,15 @@ second-guessed: that is the normal end of a run, whose own outcome removes the l
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import redis
+from rq.utils import utcparse
 
 from app import create_app
+from app.foundation import defaults
 from tests.conftest import make_env
 from tests.servers import RedisServer, Starter, enqueue, start_worker, wait_for
 
@@ -54,8 +57,11 @@ def test_a_run_that_lost_its_lease_is_stopped_and_the_worker_carries_on(
         member = _lease(rconn, q, job_id)
         assert member is not None
         rconn.zrem(f"rq:wip:{q}", member)
+    beats = [utcparse(rconn.hget(f"rq:job:{job_id}", "last_heartbeat").decode()) for job_id in jobs.values()]
     server.kill()
-    time.sleep(6)  # past a beat (every 5 s): it fails, as in a cut
+    # Down until each run's next beat (MONITOR_INTERVAL after its last) has come and failed, as in a cut.
+    next_beats = max(beats) + timedelta(seconds=defaults.MONITOR_INTERVAL + 1)
+    wait_for(lambda: datetime.now(UTC) > next_beats, defaults.MONITOR_INTERVAL + 5, 0.1, "a missed beat")
     server.start()
     back = time.monotonic()
     nexts = {

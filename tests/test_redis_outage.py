@@ -283,7 +283,10 @@ def test_unsupervised_fork_worker_sets_corrupt_jobs_aside_and_goes_on(
     failed = set(FailedJobRegistry("low", connection=rconn).get_job_ids())
     assert {"no-data", "bad-status"} <= failed
     assert rconn.llen("rq:queue:low") == 0 and rconn.llen("rq:queue:low:intermediate") == 0
-    time.sleep(1)
+    wait_for(  # back in its idle wait for the next job, still registered
+        lambda: [rconn.hget(k, "state") for k in rconn.smembers("rq:workers")] == [b"idle"], 10,
+        message="the worker to wait for jobs again",
+    )  # fmt: skip
     start.assert_running(worker)
     worker.send_signal(signal.SIGTERM)
     assert start.wait(worker, 15) == 0, start.output(worker)[-3000:]
@@ -300,7 +303,8 @@ def test_processes_started_before_redis_wait_for_it(start: Starter, tmp_path: Pa
     env = {"REDIS_URL": server.url, "REDIS_WAIT_SECONDS": "60"}
     worker = start("worker.py", **env)
     scheduler = start("scheduler.py", **env)
-    time.sleep(3)
+    for proc in (worker, scheduler):  # each found Redis down and waits for it (instead of exiting)
+        wait_for(lambda p=proc: "Redis unreachable" in start.output(p), 20, message="the wait for Redis")
     start.assert_running(worker)
     start.assert_running(scheduler)
     server.start()

@@ -83,7 +83,8 @@ def test_killed_scheduler_standby_takes_over_and_restart_catches_up(
     active = owner_process(rconn, pair)
     standby = next(p for p in pair if p is not active)
     dead_owner = lock_owner(rconn)
-    time.sleep(1)
+    side_by_side = max(queued_ticks(rconn))
+    wait_for(lambda: max(queued_ticks(rconn)) > side_by_side, 10, 0.05, "a tick with both running")
 
     active.send_signal(signal.SIGKILL)
     killed = time.monotonic()
@@ -99,7 +100,8 @@ def test_killed_scheduler_standby_takes_over_and_restart_catches_up(
     )
     assert moved <= min(TAKEOVER_BOUND, lock_ttl + 3), f"the delayed job moved {moved:.1f} s after the death"
     start.assert_running(standby)
-    time.sleep(1)
+    took_over = int(time.time())
+    wait_for(lambda: max(queued_ticks(rconn)) > took_over, 10, 0.05, "a tick after the takeover")
 
     # No scheduler at all while a new one starts (seconds): it catches the ticks of the gap up.
     standby.send_signal(signal.SIGKILL)
@@ -117,7 +119,7 @@ def test_killed_scheduler_standby_takes_over_and_restart_catches_up(
     now = int(time.time())
     wait_for(lambda: max(queued_ticks(rconn)) >= now, 10, message="the restarted scheduler's ticks")
     print(f"FAILOVER no scheduler from tick {before_gap} to {int(time.time())}")
-    time.sleep(1.5)
+    wait_for(lambda: max(queued_ticks(rconn)) > now, 10, 0.05, "the next tick after the catch-up")
     start.assert_running(restarted)
     ticks = queued_ticks(rconn)
     caught_up = [t for t in ticks if t > before_gap]

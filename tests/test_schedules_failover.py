@@ -67,8 +67,14 @@ def run_soak(tmp_path: Path, seconds: float, kill_every: float, redis_restart_ev
                 restarts += 1
                 next_restart = time.monotonic() + redis_restart_every
             time.sleep(0.2)
-        # Let the last killed one's successor catch up, then stop them all.
-        time.sleep(3)
+
+        # Let the last killed one's successor catch up (every tick up to now, none missing), then
+        # stop them all.
+        def caught_up() -> bool:
+            ticks, now = set(soak_ticks(conn)), int(time.time())
+            return bool(ticks) and set(range(min(ticks), now)) <= ticks
+
+        wait_for(caught_up, 30, 0.2, "every tick up to now")
         for proc in procs:
             starter.assert_running(proc)
         starter.stop_all()

@@ -17,7 +17,8 @@ from app.catalogue.registry import REGISTRY, QueueName, Schedule, TaskRegistry, 
 from app.core import schedules as store
 from app.core.dispatch import EnqueueOptions, enqueue
 from app.core.queues import JsonJob, JsonQueue
-from app.foundation import keys
+from app.foundation import clock, keys
+from app.foundation.clock import ManualClock
 from app.foundation.config import Settings
 from app.foundation.runtime import connect
 from app.processes.scheduling import (
@@ -281,38 +282,40 @@ def _delayed_add(redis: Redis, countdown: float) -> JsonJob:
     )
 
 
-def test_tick_moves_delayed_job_once_due_and_not_before(redis: Redis) -> None:
+def test_tick_moves_delayed_job_once_due_and_not_before(redis: Redis, manual_clock: ManualClock) -> None:
     """It keeps a countdown job in the ScheduledJobRegistry until its time, then moves it to its queue."""
-    enqueued_at = time.time()
+    manual_clock.set(datetime.now(UTC).replace(microsecond=300_000))
+    enqueued_at = clock.time()
     job = _delayed_add(redis, countdown=2)
     scheduled = ScheduledJobRegistry("default", connection=redis)
     default = JsonQueue("default", connection=redis)
     assert scheduled.get_job_ids() == [job.id]
     due_at = scheduled.get_scheduled_time(job.id).timestamp()
+    # RQ keeps due times in whole seconds: the countdown rounded up, never early.
+    assert due_at == int(enqueued_at) + 3
 
     process = SchedulerProcess(redis)
     process.tick()
     assert default.count == 0
     assert scheduled.get_job_ids() == [job.id]
 
-    deadline = enqueued_at + 5
-    while default.count == 0 and time.time() < deadline:
-        time.sleep(0.1)
+    while default.count == 0:
+        assert clock.time() < enqueued_at + 5, "not moved once due"
+        manual_clock.advance(0.1)
         process.tick()
-    moved_at = time.time()
+        if default.count == 0:
+            assert clock.time() < due_at, "due, yet not moved"
+    assert due_at <= clock.time() < due_at + 0.1  # on the first pass once due
     assert default.get_job_ids() == [job.id]
     assert scheduled.get_job_ids() == []
-    # RQ keeps due times in whole seconds: never before that second, never before 1 s of the countdown.
-    assert moved_at >= due_at
-    assert moved_at >= enqueued_at + 1
     assert JsonJob.fetch(job.id, connection=redis).get_status() == "queued"
 
 
-def test_delayed_job_with_countdown_one_second(redis: Redis) -> None:
+def test_delayed_job_with_countdown_one_second(redis: Redis, manual_clock: ManualClock) -> None:
     """It moves a countdown=1 job on the first tick after its due time (rounded up to a whole second)."""
     job = _delayed_add(redis, countdown=1)
     process = SchedulerProcess(redis)
-    time.sleep(2.05)
+    manual_clock.advance(2.05)
     assert JsonQueue("default", connection=redis).count == 0  # nothing moves without a tick
     process.tick()
     assert JsonQueue("default", connection=redis).get_job_ids() == [job.id]
@@ -381,13 +384,15 @@ def test_two_schedulers_ticking_at_once_enqueue_once(redis: Redis, redis_url: st
         assert_one_run(JsonQueue("high", connection=redis), HEALTH_ID)
 
 
-def test_two_schedulers_move_a_delayed_job_once(redis: Redis, redis_url: str) -> None:
+def test_two_schedulers_move_a_delayed_job_once(
+    redis: Redis, redis_url: str, manual_clock: ManualClock
+) -> None:
     """It moves a due delayed job into its queue once when two scheduler processes tick."""
     job = _delayed_add(redis, countdown=1)
     first, second = SchedulerProcess(connect(redis_url)), SchedulerProcess(connect(redis_url))
     first.tick()
     second.tick()
-    time.sleep(2.05)  # due at most 2 s on: countdowns round up to whole seconds
+    manual_clock.advance(2.05)  # due at most 2 s on: countdowns round up to whole seconds
     second.tick()
     first.tick()
     second.tick()

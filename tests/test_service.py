@@ -31,6 +31,7 @@ from rq.serializers import DefaultSerializer, JSONSerializer
 from rq_scheduler import Scheduler
 
 from app.catalogue.registry import REGISTRY
+from app.foundation.keys import scheduler_heartbeat as heartbeat_key
 from tests.conftest import DASHBOARD, TOKEN
 from tests.servers import (
     GUNICORN,
@@ -462,7 +463,9 @@ def test_scheduler_moves_due_jobs_and_keeps_one_periodic_entry(
         return any(not rconn.hexists(key, "death") for key in keys)
 
     wait_for(live_scheduler, timeout=20, message="the restarted scheduler to register its entries")
-    time.sleep(1.5)  # at least one pass of its loop
+    # At least one pass of its loop: each completed pass writes the heartbeat key /readyz reads.
+    rconn.delete(heartbeat_key())
+    wait_for(lambda: rconn.exists(heartbeat_key()), timeout=10, message="a pass of the restarted scheduler")
     members = [m.decode() for m in rconn.zrange(SCHEDULED_JOBS_KEY, 0, -1)]
     assert sorted(m for m in members if m.startswith("periodic-")) == PERIODIC, members
     assert rconn.zcard(SCHEDULED_JOBS_KEY) == len(PERIODIC)

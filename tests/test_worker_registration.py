@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
+from datetime import UTC, datetime
 
 import pytest
 import redis
 from flask.testing import FlaskClient
+from rq.utils import utcparse
 
-from tests.servers import Starter, enqueue, start_worker, wait_state
+from tests.servers import Starter, enqueue, start_worker, wait_for, wait_state
 
 pytestmark = pytest.mark.integration
 
@@ -28,6 +29,15 @@ MODES = {
     "default": ["--mode", "inline"],
     "low": ["--mode", "threads", "--threads", "2"],
 }
+
+
+def _states(rconn: redis.Redis) -> list[str]:
+    return sorted((rconn.hget(k, "state") or b"").decode() for k in rconn.smembers("rq:workers"))
+
+
+def _beats(rconn: redis.Redis) -> list[datetime]:
+    """Each registered worker's last heartbeat."""
+    return [utcparse((rconn.hget(k, "last_heartbeat") or b"").decode()) for k in rconn.smembers("rq:workers")]
 
 
 def _check_visible(
@@ -59,8 +69,9 @@ def _check_visible(
 def test_every_mode_stays_registered_across_idle_gaps_longer_than_every_ttl(
     start: Starter, rconn: redis.Redis, client: FlaskClient, auth: dict[str, str], redis_url: str
 ) -> None:
-    """Bursts of back-to-back jobs separated by idle gaps longer than a job's heartbeat TTL
-    (20 s) and the worker TTL (WORKER_TTL=20): each worker stays listed and whole."""
+    """Bursts of back-to-back jobs, each followed by an idle wait in which every worker renews its
+    registration (WORKER_TTL=20): each worker stays listed and whole, its key living the idle TTL
+    (> 30 s) rather than a running job's 20 s, which expired in the idle wait (the regression)."""
     for queue, mode in MODES.items():
         start_worker(start, rconn, queue, *mode, WORKER_TTL="20")
     expected = 4  # fork 1, inline 1, threads 2
@@ -68,7 +79,10 @@ def test_every_mode_stays_registered_across_idle_gaps_longer_than_every_ttl(
         ids = [enqueue(client, auth, "add", {"x": n, "y": burst}, queue=q) for q in MODES for n in range(6)]
         for job_id in ids:
             assert wait_state(client, auth, job_id, {"SUCCESS"}, timeout=30)["result"] is not None
-        time.sleep(2)  # the workers are back in their idle wait
+        wait_for(lambda: _states(rconn) == ["idle"] * expected, 10, message="every worker idle")
+        idle_since = datetime.now(UTC)
         _check_visible(rconn, client, auth, expected, redis_url)
-        time.sleep(25)
+        # Each worker renews its registration in its idle wait (every WORKER_TTL - 15 s): once each
+        # has, its key's TTL is the idle one (checked > 30 s), so it outlives any gap from here on.
+        wait_for(lambda t=idle_since: all(b > t for b in _beats(rconn)), 20, 0.2, "an idle renewal")
         _check_visible(rconn, client, auth, expected, redis_url)

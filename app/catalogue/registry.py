@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import os
 import re
 import threading
 import time
@@ -20,14 +19,12 @@ from enum import StrEnum
 from functools import cached_property
 from typing import Any, TypeVar
 
-from flask import current_app, has_app_context
 from pydantic import BaseModel, ConfigDict
 from pydantic_core import to_json
 from rq.timeouts import JobTimeoutException
 
-from app.foundation import defaults, ticks
-from app.foundation.config import RATE_PATTERN, TaskOverride, task_overrides_from_env
-from app.foundation.runtime import EXTENSION
+from app.foundation import defaults, runtime, ticks
+from app.foundation.config import RATE_PATTERN, TaskOverride
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -450,22 +447,12 @@ class TaskRegistry:
 
 REGISTRY = TaskRegistry()
 
-_env_overrides: dict[str, tuple[TaskOverride, ...]] = {}
-
 
 def overrides_in_force() -> tuple[TaskOverride, ...]:
     """The operator's task overrides: the current app's settings (a request, a worker, the
     scheduler, a CLI command), else TASK_OVERRIDES of the environment (code calling tasks
-    without an app, which also takes REDIS_URL from there)."""
-    if has_app_context():
-        rt = current_app.extensions.get(EXTENSION)
-        if rt is not None:
-            return rt.settings.task_overrides
-    raw = os.environ.get("TASK_OVERRIDES", "")
-    found = _env_overrides.get(raw)
-    if found is None:
-        found = _env_overrides[raw] = task_overrides_from_env()
-    return found
+    without an app, which also takes REDIS_URL from there): see :func:`runtime.settings`."""
+    return runtime.settings().task_overrides
 
 
 def task(

@@ -12,6 +12,7 @@ Pinned versions: rq 3.0.0, rq-scheduler 0.14.0, rq-dashboard 0.9.0.
 from __future__ import annotations
 
 import importlib
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,6 +26,9 @@ from rq.registry import CanceledJobRegistry
 from rq.results import Result
 from rq.serializers import JSONSerializer
 from rq.timeouts import BaseDeathPenalty
+
+from app.foundation import clock
+from app.foundation.timeutil import utcnow
 
 #: The library versions whose internals this module was written against.
 PINNED = {"rq": "3.0.0", "rq-scheduler": "0.14.0", "rq-dashboard": "0.9.0"}
@@ -51,14 +55,22 @@ def resolve_serializer(serializer: Any = None) -> Any:
     return _resolve_serializer(serializer)
 
 
+#: Exactly what ``rq.utils.utcformat`` writes (``%Y-%m-%dT%H:%M:%S.%fZ``: fixed widths, ASCII
+#: digits, six fraction digits). Only this shape takes the fast path: ``fromisoformat`` reads more
+#: than ``strptime`` does (offsets, a comma before the fraction, fewer digits), and read some of
+#: those wrong once the ``Z`` was cut off (``...00.123+01Z`` lost its offset).
+_RQ_TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", re.ASCII)
+
+
 def utcparse(string: str) -> datetime:
-    """RQ's ``utcparse`` (its timestamps, ``%Y-%m-%dT%H:%M:%S.%fZ``) through ``fromisoformat``,
-    several times faster than ``strptime``; any other shape goes to RQ's own."""
-    if len(string) == 27 and string[-1] == "Z" and string[10] == "T":
+    """RQ's ``utcparse``: its own timestamps (see ``_RQ_TIMESTAMP``) through ``fromisoformat``,
+    several times faster than ``strptime``; any other string goes to RQ's own parser, so both
+    accept and refuse the same strings and read them alike (``tests/test_compat.py`` fuzzes it)."""
+    if _RQ_TIMESTAMP.fullmatch(string):
         try:
             return datetime.fromisoformat(string[:-1]).replace(tzinfo=UTC)
         except ValueError:
-            pass
+            pass  # the right shape but no such date (month 13): RQ's own says so, in its words
     return _utcparse(string)
 
 
@@ -109,7 +121,7 @@ def record_stop(job: Job, exc_string: str, pipeline: Any, worker_name: str, ttl:
     end time, RQ's canceled registry (rq-dashboard and ``rq info`` list it there; the entry scored
     with the end of its retention, ``ttl`` s, as a revoke of a waiting job is) and a result with
     why it stopped; the job's hash expires after ``ttl``."""
-    job.ended_at = job.ended_at or datetime.now(UTC)
+    job.ended_at = job.ended_at or utcnow()
     job.set_status(JobStatus.STOPPED, pipeline=pipeline)
     pipeline.hset(job.key, "ended_at", rq_utils.utcformat(job.ended_at))
     CanceledJobRegistry(job.origin, job.connection, job_class=type(job), serializer=job.serializer).add(
@@ -196,6 +208,18 @@ def death_penalty_timeout(penalty: BaseDeathPenalty) -> float:
 def use_queue_class_in_rq_scheduler(queue_class: type) -> None:
     """Make RQ's scheduler move due jobs through ``queue_class`` (it builds queues from a module global)."""
     rq_scheduler_module.Queue = queue_class  # type: ignore[misc,assignment]
+
+
+def use_clock_in_rq_scheduler() -> None:
+    """Make RQ's scheduler decide which delayed jobs are due by :mod:`app.foundation.clock` (its
+    ``enqueue_scheduled_jobs`` reads a module global, ``current_timestamp``): the same whole
+    seconds as RQ's own in production, a clock a test can move otherwise (idempotent)."""
+    rq_scheduler_module.current_timestamp = _clock_timestamp
+
+
+def _clock_timestamp() -> int:
+    """RQ's ``current_timestamp`` (whole seconds since the epoch), by the app's clock."""
+    return int(clock.time())
 
 
 def scheduler_queue_names(scheduler: Any) -> set[str]:

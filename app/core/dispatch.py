@@ -24,7 +24,7 @@ from app.catalogue.registry import QueueName, TaskSpec
 from app.core.queues import JsonJob, JsonQueue, get_queue
 from app.foundation import defaults, keys
 from app.foundation.meta import Meta
-from app.foundation.timeutil import whole_second_after
+from app.foundation.timeutil import seconds_from_now, utcnow, whole_second_after
 from app.ops import observability
 
 JOB_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
@@ -77,7 +77,7 @@ class EnqueueOptions(BaseModel):
     def _one_delay(self) -> EnqueueOptions:
         if self.countdown is not None and self.eta is not None:
             raise ValueError("give countdown or eta, not both")
-        if self.eta is not None and self.eta > datetime.now(UTC) + timedelta(seconds=defaults.MAX_DELAY):
+        if self.eta is not None and self.eta > utcnow() + timedelta(seconds=defaults.MAX_DELAY):
             raise ValueError("eta must be within 366 days, as countdown is")
         return self
 
@@ -86,7 +86,7 @@ class EnqueueOptions(BaseModel):
         if self.eta is not None:
             return whole_second_after(self.eta.astimezone(UTC))
         if self.countdown:
-            return whole_second_after(datetime.now(UTC) + timedelta(seconds=self.countdown))
+            return seconds_from_now(self.countdown)
         return None
 
 
@@ -162,7 +162,7 @@ def enqueue(
         depends_on=depends_on,
         description=masked_description(spec, kwargs),
     )
-    scheduled = run_at is not None and run_at > datetime.now(UTC)
+    scheduled = run_at is not None and run_at > utcnow()
     watched = [k for k in (idempotency.redis_key if idempotency else None, unique_key) if k]
     if watched and options.job_id:
         watched.append(job.key)

@@ -22,9 +22,9 @@ from typing import Any
 
 from redis import Redis
 from rq.job import Job
-from rq.utils import current_timestamp
 
 from app.core import compat
+from app.foundation import clock
 from app.foundation.lua import LuaScript
 
 #: What :func:`apply` did: the writes were applied, held back by a non-empty set, or the lease was gone.
@@ -175,7 +175,7 @@ def renew(connection: Redis, lease: Lease, ttl: float) -> bool:
     the outcome with RQ's own (unconditional) writes meanwhile.
     """
     member = lease.members[0]
-    return bool(_RENEW(connection, keys=[lease.key], args=[member, current_timestamp() + ttl]))
+    return bool(_RENEW(connection, keys=[lease.key], args=[member, clock.time() + ttl]))
 
 
 def held(connection: Redis, lease: Lease) -> bool:

@@ -26,7 +26,7 @@ import uuid
 import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from flask import has_app_context
@@ -45,6 +45,7 @@ from app.foundation.config import Settings
 from app.foundation.db import dialect_of
 from app.foundation.models import OutboxEntry
 from app.foundation.runtime import runtime
+from app.foundation.timeutil import utcnow
 
 __all__ = ["push", "relay", "relay_pending", "stage"]
 
@@ -82,7 +83,7 @@ def stage(
     stored = options.model_dump(mode="json", exclude_none=True, exclude={"job_id"})
     if options.countdown:  # from now, not from whenever the row is pushed
         stored.pop("countdown")
-        stored["eta"] = (datetime.now(UTC) + timedelta(seconds=options.countdown)).isoformat()
+        stored["eta"] = (utcnow() + timedelta(seconds=options.countdown)).isoformat()
     row = {
         "job_id": job_id,
         "task": spec.name,
@@ -251,7 +252,7 @@ def _enqueue(redis: Redis, settings: Settings, entry: Any) -> bool:
         return False
     stored = json.loads(entry.options)
     eta = stored.get("eta")
-    if eta is not None and datetime.fromisoformat(eta) <= datetime.now(UTC):
+    if eta is not None and datetime.fromisoformat(eta) <= utcnow():
         stored.pop("eta")  # its time came while it waited for the push: run it now
     options = EnqueueOptions.model_validate({**stored, "job_id": entry.job_id})
     try:

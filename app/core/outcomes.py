@@ -35,7 +35,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import requests
-from flask import current_app, has_app_context
+from flask import has_app_context
 from pydantic_core import to_jsonable_python
 from redis import Redis
 from redis.exceptions import RedisError
@@ -51,7 +51,7 @@ from app.core import compat, leases
 from app.core.leases import Lease
 from app.core.queues import JsonJob, JsonQueue, task_spec
 from app.core.states import SET_ASIDE, State, set_aside_views
-from app.foundation import defaults, signals
+from app.foundation import defaults, runtime, signals
 from app.foundation.lua import LuaScript
 from app.foundation.meta import Meta
 from app.foundation.timeutil import iso, seconds_from_now, utcnow
@@ -587,10 +587,8 @@ def remove_set_aside(connection: Redis, job_id: str) -> bool:
 
 
 def _failed_job_ttl() -> int:
-    """FAILED_JOB_TTL of the app in context (a worker's), else its default."""
-    if has_app_context() and "tasklane" in current_app.extensions:
-        return int(current_app.extensions["tasklane"].settings.failed_job_ttl)
-    return defaults.FAILED_JOB_TTL
+    """FAILED_JOB_TTL in force (the worker's settings)."""
+    return int(runtime.settings().failed_job_ttl)
 
 
 # --- operations on a job --------------------------------------------------------------------
@@ -685,7 +683,7 @@ def alert(job: Job, task: str, exc_string: str) -> None:
     summary = error.get("message") or (exc_string.strip().splitlines() or [""])[-1]
     context = {"job_id": job.id, "task": task, "queue": job.origin}
     log.error("critical task %s failed for good: %s", task, summary, extra=context)
-    url = current_app.extensions["tasklane"].settings.alert_webhook_url if has_app_context() else ""
+    url = runtime.settings().alert_webhook_url if has_app_context() else ""
     if url:
         try:
             requests.post(url, json=payload, timeout=defaults.ALERT_TIMEOUT).raise_for_status()

@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -44,7 +43,7 @@ from app.catalogue.registry import OVERLAP_POLICIES, REGISTRY, TaskRegistry, Tas
 from app.core.dispatch import EnqueueOptions, JobExistsError, enqueue
 from app.core.queues import JsonJob, fetch_job
 from app.core.states import state_of
-from app.foundation import defaults, keys
+from app.foundation import clock, defaults, keys
 from app.foundation.lua import LuaScript
 from app.foundation.meta import Meta
 from app.foundation.ticks import Cadence
@@ -84,8 +83,8 @@ return 0
 
 
 def _now() -> int:
-    """The current UNIX second: the one place this module reads the clock."""
-    return int(time.time())
+    """The current UNIX second: the one place this module reads the clock (app.foundation.clock)."""
+    return int(clock.time())
 
 
 # --- keys ------------------------------------------------------------------------------------

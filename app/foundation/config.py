@@ -292,11 +292,6 @@ class Settings:
         return out
 
 
-def task_overrides_from_env(environ: Mapping[str, str] | None = None) -> tuple[TaskOverride, ...]:
-    """TASK_OVERRIDES alone, parsed as Settings parses it (raises ConfigError naming it)."""
-    return _Reader(os.environ if environ is None else environ).task_overrides("TASK_OVERRIDES")
-
-
 def load_or_exit(environ: Mapping[str, str] | None = None, process: str = "tasklane") -> Settings:
     """Load settings, or stop the process with one line naming the bad variable."""
     try:

@@ -1,7 +1,21 @@
-"""The process's live clients (Redis, database) built from its settings, kept in app.extensions.
+"""The process's settings and live clients (Redis, database), kept in app.extensions.
 
 Each app has its own Runtime: two apps with different settings in one process use
 different Redis servers and databases side by side.
+
+Settings are read one way, through this module:
+
+- :func:`settings` answers "which settings are in force here": the current app's (in a
+  request, a job, a CLI command, the scheduler's loop), else, in code that calls tasks
+  without an app, the ones :func:`client_runtime` read from the environment once per process;
+- :func:`runtime` (or :func:`runtime_of` for an app at hand, outside its context) when the
+  clients are needed too: ``runtime().settings`` is the same object as ``settings()``.
+
+Nothing else in ``app/`` reads ``current_app.extensions`` or ``app.config`` for settings, or
+builds ``Settings`` from the environment: only the entry points (``app.factory``) parse them,
+once, and hand them to :func:`init_app`. An object built from the settings for a while (the
+scheduler process, a worker, the service clients) is given them by the code that read them
+here; a test may pass its own instead.
 """
 
 from __future__ import annotations
@@ -55,9 +69,20 @@ def init_app(app: Flask, settings: Settings) -> Runtime:
     return rt
 
 
+def runtime_of(app: Flask) -> Runtime:
+    """The runtime ``app`` holds (given by :func:`init_app`)."""
+    found: Runtime = app.extensions[EXTENSION]
+    return found
+
+
 def runtime() -> Runtime:
     """The runtime of the current Flask app (inside a request, a worker or a CLI command)."""
-    return current_app.extensions[EXTENSION]
+    return runtime_of(current_app)
+
+
+def settings() -> Settings:
+    """The settings in force: the current app's, else the environment's (see :func:`client_runtime`)."""
+    return client_runtime().settings
 
 
 _standalone: dict[int, Runtime] = {}

@@ -1,13 +1,18 @@
-"""Time helpers shared by every layer: UTC, ISO 8601 with ``Z``, RQ's whole seconds."""
+"""Time helpers shared by every layer: UTC, ISO 8601 with ``Z``, RQ's whole seconds.
+
+The current time comes from :mod:`app.foundation.clock` (a test may move it).
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from app.foundation import clock
+
 
 def utcnow() -> datetime:
-    """The current time, timezone-aware, in UTC."""
-    return datetime.now(UTC)
+    """The current time, timezone-aware, in UTC (by the clock in use)."""
+    return clock.now()
 
 
 def iso(value: datetime | None) -> str | None:

@@ -26,13 +26,12 @@ from rq.registry import (
     ReadyJobRegistry,
     StartedJobRegistry,
 )
-from rq.utils import current_timestamp
 from rq.worker_registration import clean_worker_registry
 
 from app.core import outcomes
 from app.core.leases import Lease
 from app.core.queues import JsonJob, JsonQueue, all_queues
-from app.foundation import defaults, keys
+from app.foundation import clock, defaults, keys
 
 log = logging.getLogger("tasklane.maintenance")
 
@@ -40,7 +39,7 @@ log = logging.getLogger("tasklane.maintenance")
 def rescue_abandoned(queue: JsonQueue, timestamp: float | None = None) -> int:
     """Requeue (or fail as poison) every started job whose execution's heartbeat expired."""
     registry = StartedJobRegistry(queue.name, connection=queue.connection, job_class=JsonJob)
-    score = current_timestamp() if timestamp is None else timestamp
+    score = clock.time() if timestamp is None else timestamp
     expired: list[bytes] = queue.connection.zrangebyscore(registry.key, 0, score)  # type: ignore[assignment]
     if not expired:
         return 0
@@ -75,7 +74,7 @@ def rescue_intermediate(queue: JsonQueue, older_than: float = defaults.RESCUE_AF
     gone = [job_id for job_id in seen if job_id not in ids]
     if gone:
         connection.hdel(seen_key, *gone)
-    now = current_timestamp()
+    now = clock.time()
     rescued = 0
     for job_id, job in zip(ids, JsonJob.fetch_many(ids, connection=connection), strict=True):
         status = job.get_status(refresh=False) if job is not None else None

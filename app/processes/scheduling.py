@@ -43,7 +43,6 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import time
 from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
@@ -54,12 +53,13 @@ from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
 from rq.utils import now, utcformat
 from rq_scheduler import Scheduler
+from rq_scheduler.utils import to_unix
 
 from app.catalogue.registry import REGISTRY, QueueName, TaskRegistry, TaskSpec
 from app.core import compat, outbox
 from app.core import schedules as store
 from app.core.queues import JsonJob, JsonQueue
-from app.foundation import defaults, keys, outages, ticks
+from app.foundation import clock, defaults, keys, outages, runtime, ticks
 from app.foundation.config import Settings
 from app.foundation.lua import LuaScript
 from app.foundation.meta import Meta
@@ -97,6 +97,10 @@ class PeriodicScheduler(Scheduler):
     #: The store's version the entries were last synchronised with.
     synced: bytes | None = None
 
+    def get_jobs_to_queue(self, with_times: bool = False) -> Any:
+        """rq-scheduler's entries due by now, as its own method answers, by the app's clock."""
+        return self.get_jobs(to_unix(utcnow()), with_times=with_times)
+
     def enqueue_jobs(self) -> list[JsonJob]:
         """Follow the store's changes, then deal with the ticks of every due entry."""
         version = self.connection.get(store.version_key())
@@ -107,7 +111,7 @@ class PeriodicScheduler(Scheduler):
             sync_entries(self)
             self.synced = version
         enqueued: list[str] = []
-        settings = self.settings or Settings()
+        settings = self.settings or runtime.settings()
         ttls = store.Ttls(result_ttl=settings.result_ttl, failed_job_ttl=settings.failed_job_ttl)
         for template in self.get_jobs_to_queue():
             try:
@@ -297,16 +301,18 @@ class SchedulerProcess:
         # RQ's scheduler moves due jobs through this module's Queue: make it the JSON queue,
         # so that they ring the workers' doorbells and never touch pickle.
         compat.use_queue_class_in_rq_scheduler(JsonQueue)
+        compat.use_clock_in_rq_scheduler()
+        settings = settings if settings is not None else runtime.settings()
         self.redis = redis
         self.interval = interval
         self.periodic = make_scheduler(redis, interval)
         self.periodic.settings = settings
-        self.heartbeat_ttl = (settings or Settings()).scheduler_heartbeat_ttl
-        self.last_sweep = 0.0
+        self.heartbeat_ttl = settings.scheduler_heartbeat_ttl
+        self.last_sweep: float | None = None  # clock.monotonic() of the last sweep
         self.delayed = LeasedRQScheduler(
             [q.value for q in QueueName], connection=redis, serializer=JSONSerializer
         )
-        self.delayed.lock_ttl = float((settings or Settings()).scheduler_lock_ttl)
+        self.delayed.lock_ttl = float(settings.scheduler_lock_ttl)
         compat.share_connection(self.delayed, redis)
         self.stop_requested = False
 
@@ -325,8 +331,8 @@ class SchedulerProcess:
         if self.delayed.hold_locks():
             self.delayed.enqueue_scheduled_jobs()
         self.delayed.heartbeat()
-        if time.monotonic() - self.last_sweep >= defaults.SWEEP_INTERVAL:
-            self.last_sweep = time.monotonic()
+        if self.last_sweep is None or clock.monotonic() - self.last_sweep >= defaults.SWEEP_INTERVAL:
+            self.last_sweep = clock.monotonic()
             maintenance.sweep(self.redis)
             outbox.relay_pending(self.redis)  # jobs committed by a caller that died before pushing
         self.beat()
@@ -386,7 +392,7 @@ class SchedulerProcess:
             return 0
         try:
             while not self.stop_requested:
-                started = time.monotonic()
+                started = clock.monotonic()
                 try:
                     self.tick()
                 except outages.REDIS_DOWN as exc:
@@ -396,7 +402,7 @@ class SchedulerProcess:
                     continue
                 if burst:
                     break
-                time.sleep(max(0.0, self.interval - (time.monotonic() - started)))
+                clock.sleep(max(0.0, self.interval - (clock.monotonic() - started)))
         finally:
             self._deregister()
         return 0

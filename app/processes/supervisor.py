@@ -37,7 +37,7 @@ from app.catalogue.registry import QueueName
 from app.core import outcomes
 from app.core.queues import JsonQueue
 from app.foundation import defaults, outages, proc
-from app.foundation.runtime import runtime
+from app.foundation.runtime import runtime, runtime_of
 from app.processes.workers import DeadlineBoard, JsonInlineWorker, JsonWorker, ThreadPool
 from app.processes.workers.pooled import EX_RECYCLED, JsonPooledWorker, forget_worker
 
@@ -398,6 +398,6 @@ def serve(app: Flask, args: argparse.Namespace) -> int:
     """Run the workers ``args`` asks for (a supervisor unless one fork worker); returns the exit status."""
     if args.concurrency == 1 and args.mode is Mode.FORK:
         return run_process(app, args, args.name)
-    app.extensions["tasklane"].close()  # each child opens its own connections
+    runtime_of(app).close()  # each child opens its own connections
     with app.app_context():
         return Supervisor(app, args).run()

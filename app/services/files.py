@@ -16,12 +16,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, BinaryIO
 
-from flask import current_app, has_app_context
 from pydantic import AfterValidator, Field
 from pydantic_core import PydanticCustomError
 
+from app.foundation import runtime
 from app.foundation.config import Settings
-from app.foundation.runtime import EXTENSION
 
 
 class PathRefused(ValueError):
@@ -29,9 +28,7 @@ class PathRefused(ValueError):
 
 
 def _settings() -> Settings:
-    if has_app_context() and EXTENSION in current_app.extensions:
-        return current_app.extensions[EXTENSION].settings
-    return Settings.from_env()
+    return runtime.settings()
 
 
 def _roots(input_dirs: Sequence[Path]) -> list[Path]:

@@ -23,10 +23,9 @@ from dataclasses import dataclass, field
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from flask import current_app, has_app_context
 from pydantic import AfterValidator, HttpUrl
 
-from app.foundation.config import Settings
+from app.foundation import runtime
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -185,10 +184,7 @@ def policy_for(allowlist: tuple[str, ...]) -> OutboundPolicy:
 
 def current_policy() -> OutboundPolicy:
     """The policy of the running app (in a request or a job), else of this process's environment."""
-    settings = current_app.config.get("TASKLANE_SETTINGS") if has_app_context() else None
-    if not isinstance(settings, Settings):
-        settings = Settings.from_env()
-    return policy_for(settings.outbound_url_allowlist)
+    return policy_for(runtime.settings().outbound_url_allowlist)
 
 
 def admitted(url: HttpUrl) -> HttpUrl:

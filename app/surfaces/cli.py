@@ -32,8 +32,8 @@ from app.foundation.runtime import runtime
 from app.foundation.timeutil import iso
 from app.processes.workers import JsonWorker
 from app.services import services
+from app.services.search import search_chunks
 from app.surfaces.api.search import presented
-from app.tasks.documents import search_chunks
 
 tasks_cli = AppGroup("tasks", help="The task catalogue: list tasks, enqueue one.")
 jobs_cli = AppGroup("jobs", help="Jobs: show, wait for, list failed ones, requeue.")

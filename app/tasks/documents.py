@@ -47,7 +47,7 @@ from app.foundation.models import (
 from app.foundation.runtime import client_runtime, runtime
 from app.foundation.timeutil import utcnow
 from app.services import services
-from app.services.embeddings import Embedder, EmbeddingsError, EmbeddingsUnavailable, pack, unpack
+from app.services.embeddings import Embedder, EmbeddingsError, EmbeddingsUnavailable, pack
 from app.services.extraction import UnsupportedFile, chunk, extract, sentiment, summary
 from app.services.files import InputPath, PathRefused, check_input, open_input
 
@@ -593,46 +593,6 @@ def generate_embeddings(document_id: int) -> dict[str, Any]:
         runtime().engine, document_id, embedder, lambda d, t: report_progress(d, t, stage="embedding")
     )
     return {"document_id": document_id, "chunks": count, "embedder": embedder.name}
-
-
-def search_chunks(engine: Engine, embedder: Embedder, query: str, limit: int = 5) -> list[dict[str, Any]]:
-    """The ``limit`` chunks nearest to ``query`` (cosine similarity), embedded by the same embedder."""
-    vector = embedder.embed([query])[0]
-    best: list[tuple[float, int]] = []
-    with engine.connect() as conn:
-        rows = conn.execute(
-            select(Chunk.id, Chunk.vector)
-            .join(Document, Document.id == Chunk.document_id)
-            .where(Document.embedder == embedder.name, Document.status == DocumentStatus.COMPLETED)
-        )
-        for chunk_id, data in rows:
-            stored = unpack(data) if data else ()
-            if len(stored) != len(vector):
-                continue
-            best.append((sum(a * b for a, b in zip(vector, stored, strict=True)), chunk_id))
-        best = sorted(best, reverse=True)[:limit]
-        if not best:
-            return []
-        found = {
-            r.id: r
-            for r in conn.execute(
-                select(Chunk.id, Chunk.document_id, Chunk.position, Chunk.text, Document.path, Document.title)
-                .join(Document, Document.id == Chunk.document_id)
-                .where(Chunk.id.in_([c for _, c in best]))
-            )
-        }
-    return [
-        {
-            "score": round(score, 4),
-            "chunk_id": cid,
-            "document_id": found[cid].document_id,
-            "path": found[cid].path,
-            "title": found[cid].title,
-            "position": found[cid].position,
-            "text": found[cid].text,
-        }
-        for score, cid in best
-    ]
 
 
 # --- the text-analysis workflow ---------------------------------------------------------------

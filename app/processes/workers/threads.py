@@ -21,7 +21,7 @@ from rq.exceptions import StopRequested
 from app.core import compat
 from app.core.limits import JobStopped, ThreadTimeLimits
 from app.core.queues import JsonQueue
-from app.foundation.runtime import connect_settings
+from app.foundation.runtime import connect_settings, runtime_of
 from app.processes.workers.base import ShutdownGraceOver
 from app.processes.workers.inline import DeadlineBoard, JsonInlineWorker
 
@@ -70,7 +70,7 @@ class ThreadPool:
         logging_level: str = "INFO",
         **worker_options: Any,
     ) -> None:
-        settings = app.extensions["tasklane"].settings
+        settings = runtime_of(app).settings
         self.app = app
         self.burst = burst
         self.logging_level = logging_level

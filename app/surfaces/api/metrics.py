@@ -25,7 +25,7 @@ from rq.serializers import JSONSerializer
 from app.catalogue.registry import REGISTRY
 from app.core.queues import JsonJob, all_queues
 from app.foundation import keys
-from app.foundation.runtime import runtime
+from app.foundation.runtime import runtime, runtime_of
 from app.ops import metrics
 from app.surfaces.api.errors import APIError
 
@@ -145,7 +145,7 @@ def exposition() -> Response:
 
 def init_app(app: Flask) -> None:
     """Serve /metrics and time every request of ``app``."""
-    stats = metrics.RequestStats(app.extensions["tasklane"].redis)
+    stats = metrics.RequestStats(runtime_of(app).redis)
     app.extensions[EXTENSION] = stats
 
     @app.before_request

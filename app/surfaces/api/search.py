@@ -11,9 +11,9 @@ from sqlalchemy.exc import DBAPIError
 from app.foundation.runtime import runtime
 from app.services import files, services
 from app.services.embeddings import EmbeddingsError, EmbeddingsUnavailable
+from app.services.search import search_chunks
 from app.surfaces.api.blueprint import api
 from app.surfaces.api.errors import APIError
-from app.tasks.documents import search_chunks
 
 log = logging.getLogger(__name__)
 
