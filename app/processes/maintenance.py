@@ -4,7 +4,7 @@ Run by the scheduler process every few seconds (and by workers at RQ's maintenan
 interval), under each queue's maintenance lock:
 - a job whose worker died (its execution's heartbeat expired) is an orphan, not a
   failure: it goes back to the head of its queue without spending a retry, up to a
-  bound, then fails as a poison job (see app/core/lifecycle.py); only while the run's lease
+  bound, then fails as a poison job (see app/core/outcomes.py); only while the run's lease
   is still expired, so a worker that renewed it (back after a Redis outage) keeps it;
 - a job a dying worker had dequeued but not yet started is put back at the head of its
   queue; a finished or failed job left in an intermediate list is only removed from it;
@@ -28,11 +28,10 @@ from rq.registry import (
 )
 from rq.worker_registration import clean_worker_registry
 
-from app.core import lifecycle
+from app.core import outcomes
 from app.core.leases import Lease
 from app.core.queues import JsonJob, JsonQueue, all_queues
 from app.foundation import clock, defaults, keys
-from app.foundation.lua import LuaScript
 
 log = logging.getLogger("tasklane.maintenance")
 
@@ -55,33 +54,9 @@ def rescue_abandoned(queue: JsonQueue, timestamp: float | None = None) -> int:
             continue  # a leftover entry of a finished job: RQ's cleanup drops it
         # Only while the entries are still expired: a worker may have renewed them since.
         lease = Lease(registry.key, tuple(members), expired_by=score)
-        requeued += lifecycle.orphaned(job, queue, lease=lease)
+        requeued += outcomes.orphaned(job, queue, lease=lease)
     queue.connection.zremrangebyscore(registry.key, 0, score)
     return requeued
-
-
-_REQUEUE_FROM_INTERMEDIATE = LuaScript(
-    """
-if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then
-  redis.call('LPUSH', KEYS[2], ARGV[1])
-  return 1
-end
-return 0
-"""
-)
-
-
-def requeue_dequeued(queue: JsonQueue, job_id: str) -> bool:
-    """Put a job its worker dequeued but did not start back at the head of its queue.
-
-    Atomic: only if the id is still in the queue's intermediate list (the sweep below may
-    have put it back already). Returns True when this call put it back.
-    """
-    return bool(
-        _REQUEUE_FROM_INTERMEDIATE(
-            queue.connection, keys=[queue.intermediate_queue_key, queue.key], args=[job_id]
-        )
-    )
 
 
 def rescue_intermediate(queue: JsonQueue, older_than: float = defaults.RESCUE_AFTER) -> int:
@@ -117,9 +92,7 @@ def rescue_intermediate(queue: JsonQueue, older_than: float = defaults.RESCUE_AF
         if now - first_seen < older_than:
             continue
         # Atomic: only the process that removes it from the intermediate list requeues it.
-        if _REQUEUE_FROM_INTERMEDIATE(
-            connection, keys=[queue.intermediate_queue_key, queue.key], args=[job_id]
-        ):
+        if outcomes.put_back(queue, job_id):
             rescued += 1
             log.warning("requeued job %s: its worker dequeued it and died before starting it", job_id)
         connection.hdel(seen_key, job_id)
@@ -162,7 +135,8 @@ def prune_revoked(queue: JsonQueue, timestamp: float | None = None) -> int:
         for (job_id, (_, score)), job in zip(
             zip(ids, due, strict=True), JsonJob.fetch_many(ids, connection=connection), strict=True
         ):
-            if job is None or job.get_status(refresh=False) != JobStatus.CANCELED:
+            # Revoked: canceled while it waited, or stopped while it ran (outcomes.stopped_run).
+            if job is None or job.get_status(refresh=False) not in (JobStatus.CANCELED, JobStatus.STOPPED):
                 drop.append(job_id)  # expired on its own, or moved on (retried): only the entry goes
                 continue
             # A hash without a TTL was revoked before retention applied (or a revoke is applying
