@@ -20,6 +20,7 @@ from app.core import compat, outcomes
 from app.core.dispatch import enqueue
 from app.core.queues import JsonJob, JsonQueue
 from app.core.states import State, describe
+from app.foundation import defaults
 from app.foundation.meta import Meta
 from app.ops import metrics
 from app.processes.maintenance import prune_revoked
@@ -77,6 +78,27 @@ def test_outcomes_lost_to_redis_outages_do_not_make_a_poison_job(app: Flask, tmp
     assert view["result"] == 6 and runs.read_text() == "6"
     assert [a["type"] for a in view["attempts"]] == ["RedisUnavailable"] * 5
     assert not JsonJob.fetch(job.id, connection=redis).meta.get(Meta.ORPHANED)
+
+
+def test_a_task_that_always_exits_as_an_outcome_lost_is_failed_not_run_for_ever(
+    app: Flask, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task whose own code exits 75 (EX_OUTCOME_LOST) every time is not an outage: it is put back
+    MAX_OUTCOME_LOST_REQUEUES times, then failed with a message saying why (it used to loop)."""
+    monkeypatch.setattr(defaults, "MAX_OUTCOME_LOST_REQUEUES", 3)
+    redis = app.extensions["tasklane"].redis
+    spec = REGISTRY.get("lose_outcome")
+    assert spec is not None
+    runs = tmp_path / "runs"
+    job = enqueue(spec, spec.validate({"path": str(runs), "times": 10}), redis, default_result_ttl=60,
+                  failure_ttl=600)  # fmt: skip
+    with app.app_context():
+        JsonWorker([JsonQueue("default", connection=redis)], connection=redis).work(burst=True)
+
+    view = describe(JsonJob.fetch(job.id, connection=redis))
+    assert view["state"] == State.FAILURE.value, view
+    assert runs.read_text() == "4"
+    assert view["error"]["type"] == "RedisUnavailable" and "lost 4 times" in view["error"]["message"]
 
 
 def test_a_stop_at_the_shutdown_grace_is_one_attempt_with_a_message(app: Flask, tmp_path: Path) -> None:

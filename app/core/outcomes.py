@@ -376,9 +376,19 @@ def orphaned(
         )
         fail_now(job, queue, ("WorkerLostError", message), cleanup=cleanup, lease=lease)
         return False
+    lost = int(job.meta.get(Meta.OUTCOMES_LOST) or 0)
+    if cause[0] == OUTCOME_LOST[0] and lost >= defaults.MAX_OUTCOME_LOST_REQUEUES:
+        message = (
+            f"this job's outcome was lost {lost + 1} times (its work horse exited as one that lost "
+            "Redis does); it is failed so that it cannot run for ever (see the attempts)"
+        )
+        fail_now(job, queue, ("RedisUnavailable", message), cleanup=cleanup, lease=lease)
+        return False
     record_attempt(job, *cause)
     if death:
         job.meta[Meta.ORPHANED] = count + 1
+    elif cause[0] == OUTCOME_LOST[0]:
+        job.meta[Meta.OUTCOMES_LOST] = lost + 1
     pipe = _writes(job.connection, lease)
     if cleanup is not None:
         cleanup(pipe)

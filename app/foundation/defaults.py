@@ -107,6 +107,10 @@ HARD_KILL_GRACE = 1.0
 #: Times a job is put back on its queue because the worker holding it died, before it
 #: fails as a poison job (a job that kills its worker every time). Not counted as retries.
 MAX_ORPHAN_REQUEUES = 3
+#: Times a job is put back because its run's outcome was lost to a Redis outage (its work horse
+#: exited EX_OUTCOME_LOST) before it fails: far more than the deaths allowed, since outages say
+#: nothing about the job, yet bounded, so that a task that itself exits 75 cannot loop for ever.
+MAX_OUTCOME_LOST_REQUEUES = 20
 #: Seconds the supervisor waits before restarting a worker process that exited.
 RESTART_DELAY = 0.5
 #: Seconds between the supervisor's checks on its children (exits, stuck jobs).
