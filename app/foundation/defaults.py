@@ -145,6 +145,11 @@ REDIS_WAIT_SECONDS = 60
 RECONNECT_FIRST_DELAY = 0.5
 #: ...up to this many seconds between attempts.
 RECONNECT_MAX_DELAY = 10.0
+#: Seconds after Redis comes back (restarted, or reachable again from this process) before the
+#: sweep judges runs by their expired leases: a lease that ran out while Redis was away says
+#: nothing about its worker, which needs up to RECONNECT_MAX_DELAY to notice Redis is back and
+#: a MONITOR_INTERVAL to renew it (or to record the run's outcome).
+OUTAGE_GRACE = RECONNECT_MAX_DELAY + MONITOR_INTERVAL + 1
 #: Seconds the scheduler's heartbeat key outlives its last pass (SCHEDULER_HEARTBEAT_TTL):
 #: /readyz reports the scheduler missing once it has expired.
 SCHEDULER_HEARTBEAT_TTL = 30
