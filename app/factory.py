@@ -21,9 +21,9 @@ from app import services
 from app.catalogue.registry import REGISTRY, CatalogueError
 from app.foundation import outages, runtime
 from app.foundation.config import Settings, load_or_exit
-from app.ops import observability
+from app.ops import observability, series
 from app.ops.logs import configure_logging
-from app.surfaces import cli, dashboard
+from app.surfaces import cli, console, dashboard
 from app.surfaces.api import api, probes
 from app.surfaces.api import metrics as metrics_api
 from app.surfaces.api.bodies import LingeringClose
@@ -45,6 +45,7 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     REGISTRY.load_modules(settings.task_modules)
     REGISTRY.check_overrides(settings.task_overrides)
+    series.set_queue_resolver(_catalogue_queue)
     runtime.init_app(app, settings)
     services.init_app(app, settings)
     register_error_handlers(app)
@@ -54,9 +55,16 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     metrics_api.init_app(app)
     app.register_blueprint(docs)
     dashboard.init_app(app, settings)
+    console.init_app(app)
     cli.init_app(app)
     app.wsgi_app = LingeringClose(app.wsgi_app)  # type: ignore[method-assign]
     return app
+
+
+def _catalogue_queue(task: str) -> str | None:
+    """A task's queue in the catalogue (overrides in force), for the console's per-queue series."""
+    spec = REGISTRY.get(task)
+    return spec.queue.value if spec is not None else None
 
 
 def check_catalogue(settings: Settings, process: str) -> None:

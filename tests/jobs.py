@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import Field, field_validator
@@ -349,6 +350,29 @@ def hog_memory(megabytes: int, hold: float) -> int:
         block[offset] = 1
     time.sleep(hold)
     return len(block)
+
+
+@task(input=NoteInput)
+def typed_result(note: str) -> dict[str, object]:
+    """Return values JSON has no type for (a datetime, a tuple, a set): stored as JSON makes them."""
+    return {"note": note, "when": datetime(2024, 1, 1, tzinfo=UTC), "pair": (1, 2), "tags": {"a"}}
+
+
+class LoseInput(TaskInput):
+    path: str
+    times: int = Field(ge=0, le=10)
+
+
+@task(input=LoseInput, time_limit=30)
+def lose_outcome(path: str, times: int) -> int:
+    """The first ``times`` runs end as a work horse that lost Redis before writing its outcome does
+    (exit status 75, EX_OUTCOME_LOST); the next returns how many runs there were."""
+    counter = Path(path)
+    runs = int(counter.read_text()) + 1 if counter.exists() else 1
+    counter.write_text(str(runs))
+    if runs <= times:
+        os._exit(75)
+    return runs
 
 
 class CardInput(TaskInput):

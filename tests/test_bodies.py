@@ -314,3 +314,17 @@ def _chunked_stream(client: FlaskClient, auth: dict[str, str], stream: io.BytesI
         headers={**auth, "Content-Type": "application/json", "Transfer-Encoding": "chunked"},
         environ_overrides={"wsgi.input_terminated": True},
     )
+
+
+def test_an_integer_too_long_to_convert_is_400(client: FlaskClient, auth: dict[str, str]) -> None:
+    """A 5,000-digit integer is valid JSON that Python will not convert: 400 number_too_long, in
+    words for the caller (not Python's advice to call sys.set_int_max_str_digits); 4,300 digits pass
+    on to validation."""
+    over = post(client, auth, "/api/v1/tasks/add", '{"args": {"x": ' + "9" * 5000 + ', "y": 1}}')
+    assert over.status_code == 400, over.json
+    error = assert_error(over.json, "number_too_long")
+    assert "5000 digits" in error["message"] and "set_int_max_str_digits" not in error["message"]
+    negative = post(client, auth, "/api/v1/tasks/add", '{"args": {"x": -' + "9" * 5000 + ', "y": 1}}')
+    assert_error(negative.json, "number_too_long")
+    at_limit = post(client, auth, "/api/v1/tasks/add", '{"args": {"x": ' + "9" * 4300 + ', "y": 1}}')
+    assert at_limit.status_code != 400, at_limit.json

@@ -213,3 +213,42 @@ def test_commands_beside_a_local_run_reach_its_embedded_redis(embedded: Embedded
     )
     embedded_redis.stop(embedded.var_dir)
     assert Settings.from_env(env).redis_url == defaults.REDIS_URL
+
+
+def test_watch_starts_a_killed_server_again_on_the_same_data(embedded: Embedded) -> None:
+    """``watch`` (run by scripts/run) brings the server back after kill -9, with its data; a live
+    server is never started twice."""
+    import threading
+
+    url = embedded.start()
+    connect(url).set("acked", "yes")
+    first = _server_pid(url)
+    restarts: list[int] = []
+    watcher = threading.Thread(
+        target=lambda: restarts.append(embedded_redis.watch(embedded.var_dir, interval=0.1, stop_after=8))
+    )
+    watcher.start()
+    try:
+        time.sleep(0.5)  # a few rounds of the watch with the server alive: nothing to do
+        assert _server_pid(url) == first
+        os.kill(first, signal.SIGKILL)
+        wait_for(
+            lambda: embedded_redis.is_running(embedded.var_dir) and _server_pid(url) != first,
+            timeout=7,
+            message="the watch to start the server again",
+        )
+        embedded.pids.add(_server_pid(url))
+        assert connect(url).get("acked") == b"yes"
+    finally:
+        watcher.join()
+    assert restarts == [1]
+
+
+def test_server_alive_reads_the_pid_file(embedded: Embedded) -> None:
+    """A server that does not answer PING yet (loading its AOF) still counts as alive by its pid."""
+    assert not embedded_redis.server_alive(embedded.var_dir)
+    url = embedded.start()
+    assert embedded_redis.server_alive(embedded.var_dir)
+    os.kill(_server_pid(url), signal.SIGKILL)
+    embedded.wait_stopped()
+    assert not embedded_redis.server_alive(embedded.var_dir)

@@ -139,8 +139,9 @@ def test_encrypted_jobs_leave_no_plaintext_in_redis_and_answer_in_clear(
     # The dashboard shows the job's call as task(***) and its result as the envelope, never plaintext.
     basic = {"Authorization": "Basic " + base64.b64encode(":".join(DASHBOARD).encode()).decode()}
     pages = ["/rq/0/data/jobs/default/finished/10/asc/1.json", "/rq/0/data/jobs/default/failed/10/asc/1.json"]
+    pages.append("/console/jobs")
     for job_id in (echo_id, card_id, failing_id):
-        pages += [f"/rq/0/view/job/{job_id}", f"/rq/0/data/job/{job_id}.json"]
+        pages += [f"/rq/0/view/job/{job_id}", f"/rq/0/data/job/{job_id}.json", f"/console/jobs/{job_id}"]
     for page in pages:
         r = client.get(page, headers=basic)
         assert r.status_code == 200, page

@@ -65,6 +65,8 @@ URL_VALUES = {
     "order": "asc",
     "page": "1",
     "filename": "js/app.js",
+    "bulk_id": "some-bulk",
+    "action": "revoke",
 }
 
 
@@ -78,10 +80,10 @@ def _url(rule: Any) -> str:
 
 
 def _requests(app: Flask, kind: str) -> list[tuple[str, str, str]]:
-    """(endpoint, method, url) of every rule of ``kind`` (``api`` or the dashboard) and method."""
+    """(endpoint, method, url) of every rule and method of ``kind`` (``api``, ``console``, the dashboard)."""
     out = []
     for rule in app.url_map.iter_rules():
-        prefix = "api." if kind == "api" else f"{BLUEPRINT}."
+        prefix = "api." if kind == "api" else "console." if kind == "console" else f"{BLUEPRINT}."
         if not rule.endpoint.startswith(prefix):
             continue
         for method in sorted((rule.methods or set()) - {"OPTIONS"}):
@@ -91,14 +93,17 @@ def _requests(app: Flask, kind: str) -> list[tuple[str, str, str]]:
 
 def test_every_route_is_public_api_or_dashboard(app: Flask) -> None:
     """Each rule of the URL map is either a documented public route, or behind the API's bearer
-    token, or behind the dashboard's basic auth: a new route cannot escape the tests below."""
+    token, or behind the dashboard's basic auth (the dashboard's and the console's): a new route
+    cannot escape the tests below."""
     for rule in app.url_map.iter_rules():
-        guarded = rule.endpoint.startswith(("api.", f"{BLUEPRINT}."))
+        guarded = rule.endpoint.startswith(("api.", f"{BLUEPRINT}.", "console."))
         assert guarded or rule.endpoint in PUBLIC, f"{rule.rule} ({rule.endpoint}) has no known guard"
         if rule.rule.startswith("/api/v1") and rule.endpoint != "docs.openapi_json":
             assert rule.endpoint.startswith("api."), rule
         if rule.rule.startswith("/rq"):
             assert rule.endpoint.startswith(f"{BLUEPRINT}."), rule
+        if rule.rule.startswith("/console"):
+            assert rule.endpoint.startswith("console."), rule
 
 
 WRONG_API = [
@@ -198,6 +203,64 @@ def test_every_dashboard_route_and_method_refuses_missing_or_wrong_credentials(
         assert response.status_code == 401, (endpoint, method, url, response.status_code)
         assert response.headers["WWW-Authenticate"].startswith("Basic "), endpoint
     assert sorted(redis_conn.keys("rq:*")) == before
+
+
+@pytest.mark.parametrize("header", WRONG_DASHBOARD, ids=lambda h: "none" if h is None else h[:14])
+def test_every_console_route_and_method_refuses_missing_or_wrong_credentials(
+    app: Flask, client: FlaskClient, header: str | None
+) -> None:
+    """Every /console rule, every method (static files too), from the URL map: 401 with a Basic
+    challenge, a write with its own Origin too; nothing changes in Redis."""
+    redis_conn = app.extensions["tasklane"].redis
+    job = rq.Queue("default", connection=redis_conn).enqueue_call(func="os.getcwd")
+    before = _console_state(redis_conn)
+    headers = {"Origin": SAME_ORIGIN}
+    if header:
+        headers["Authorization"] = header
+    sent = _requests(app, "console")
+    assert {e for e, _, _ in sent} >= {
+        "console.overview",
+        "console.jobs",
+        "console.bulk_action",
+        "console.static",
+    }
+    for endpoint, method, url in sent:
+        response = client.open(
+            url.replace("some-job", job.id),
+            method=method,
+            headers=headers,
+            json={"action": "delete", "q": ""},
+        )
+        assert response.status_code == 401, (endpoint, method, url, response.status_code)
+        assert response.headers["WWW-Authenticate"].startswith("Basic "), endpoint
+    assert _console_state(redis_conn) == before
+
+
+def _console_state(redis_conn: Any) -> list[bytes]:
+    """What a console action could change: RQ's keys, bulk actions, the console's audit."""
+    return sorted(
+        redis_conn.keys("rq:*") + redis_conn.keys("tasklane:bulk:*") + redis_conn.keys("tasklane:console:*")
+    )
+
+
+def test_every_console_write_refuses_another_origin_or_no_token(app: Flask, client: FlaskClient) -> None:
+    """Every console rule that takes a POST refuses it from another site, or without the page's
+    token, with the operator's own credentials (403, nothing changed)."""
+    redis_conn = app.extensions["tasklane"].redis
+    job = rq.Queue("default", connection=redis_conn).enqueue_call(func="os.getcwd")
+    before = _console_state(redis_conn)
+    writes = [(e, u) for e, m, u in _requests(app, "console") if m == "POST"]
+    assert {e for e, _ in writes} == {"console.bulk_action", "console.job_action", "console.schedule_action"}
+    operator = {"Authorization": _basic(*DASHBOARD)}
+    for _, url in writes:
+        for extra in ({"Origin": "http://evil.example"}, {}, {"Origin": SAME_ORIGIN}):
+            response = client.post(
+                url.replace("some-job", job.id),
+                headers={**operator, **extra},
+                json={"action": "delete", "q": ""},
+            )
+            assert response.status_code == 403, (url, extra)
+    assert _console_state(redis_conn) == before
 
 
 def test_api_tokens_are_compared_in_constant_time(
@@ -408,24 +471,37 @@ def test_no_process_ever_unpickles_a_job_planted_in_redis(
     # The delayed pickle was moved to its queue, where the inline worker set it aside.
     assert planted["delayed"] in FailedJobRegistry("default", connection=rconn).get_job_ids()
 
-    # The API: each planted job answers 409 job_unreadable; the lists skip them.
+    # The API: a planted job a worker set aside answers as a failure with its cause (issue 18,
+    # defect 3: read from its raw fields, never unpickled) and is listed among the failed jobs;
+    # any other answers 409 job_unreadable (or 404) and the lists skip it.
+    set_aside = {planted[mode] for mode in modes} | {planted["delayed"]}
     for place, job_id in planted.items():
         response = client.get(f"/api/v1/jobs/{job_id}", headers=AUTH)
+        if job_id in set_aside:
+            assert response.status_code == 200, (place, response.get_json())
+            assert response.get_json()["state"] == "FAILURE", place
+            assert response.get_json()["error"]["type"] == "DeserializationError", place
+            continue
         assert response.status_code in (404, 409), (place, response.status_code)
         assert response.get_json()["error"]["code"] in ("job_unreadable", "job_not_found"), place
-    for query in ("", "?state=FAILURE", "?state=PENDING", "?queue=default", "?task=touch"):
-        response = client.get(f"/api/v1/jobs{query}", headers=AUTH)
+    expected = {
+        "": set_aside,
+        "?state=FAILURE": set_aside,
+        "?state=PENDING": set(),
+        "?queue=default": {planted["inline"], planted["delayed"]},
+        "?task=touch": set(),
+    }
+    for query, listed_planted in expected.items():
+        response = client.get(f"/api/v1/jobs{query}{'&' if query else '?'}limit=500", headers=AUTH)
         assert response.status_code == 200, (query, response.get_data(as_text=True))
-        assert not set(planted.values()) & {j["job_id"] for j in response.get_json()["jobs"]}, query
+        assert set(planted.values()) & {j["job_id"] for j in response.get_json()["jobs"]} == listed_planted, (
+            query
+        )
     for path in ("/api/v1/schedules", "/api/v1/queues", "/api/v1/workers"):
         assert client.get(path, headers=AUTH).status_code == 200, path
-    for action in ("retry", "delete"):
-        for job_id in planted.values():
-            if action == "retry":
-                response = client.post(f"/api/v1/jobs/{job_id}/retry", headers=AUTH)
-            else:
-                response = client.delete(f"/api/v1/jobs/{job_id}", headers=AUTH)
-            assert response.status_code in (404, 409), (action, job_id, response.status_code)
+    for job_id in planted.values():
+        response = client.post(f"/api/v1/jobs/{job_id}/retry", headers=AUTH)
+        assert response.status_code in (404, 409), ("retry", job_id, response.status_code)
 
     # The dashboard: pages, data, lists and actions on the planted jobs.
     operator = {"Authorization": _basic(*DASHBOARD), "Origin": SAME_ORIGIN}
@@ -441,4 +517,13 @@ def test_no_process_ever_unpickles_a_job_planted_in_redis(
         assert client.post(f"/rq/job/{job_id}/requeue", headers=operator).status_code < 500
     assert client.post("/rq/requeue/default", headers=operator).status_code < 500
 
+    # DELETE removes a job set aside (it used to answer 409, so nothing could); any other planted
+    # job answers 404/409 as before.
+    for job_id in planted.values():
+        response = client.delete(f"/api/v1/jobs/{job_id}", headers=AUTH)
+        assert response.status_code == (202 if job_id in set_aside else 409) or (
+            job_id not in set_aside and response.status_code == 404
+        ), ("delete", job_id, response.status_code)
+        if job_id in set_aside:
+            assert not rconn.exists(rq.job.Job.key_for(job_id)), job_id
     assert [place for place, marker in markers.items() if marker.exists()] == []

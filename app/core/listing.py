@@ -33,7 +33,8 @@ id is found again with ``LPOS`` (a scan from the tail, in Redis); if it left the
 listing goes on at the next older job, and if that left too, workers took both from the
 head and nothing older is left.
 
-Filters. Jobs are fetched and their state and task checked a batch at a time; jobs that do
+Filters. Jobs are fetched and their state and task (and a JobFilter's argument and time
+terms) checked a batch at a time; jobs that do
 not match are skipped, and further batches are read until the page is full or
 ``SCAN_FACTOR x limit`` jobs have been looked at. A page can therefore be shorter than the
 limit (even empty) while ``next_cursor`` still leads on; ``next_cursor`` is null only once
@@ -46,10 +47,12 @@ can be listed twice or not at all; within one page a job is listed once.
 from __future__ import annotations
 
 import base64
+import functools
 import heapq
 import json
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,8 +60,9 @@ from rq.exceptions import DeserializationError
 from rq.job import Job, parse_job_id
 
 from app.catalogue.registry import QueueName
+from app.core.filtering import JobFilter
 from app.core.queues import JsonJob, JsonQueue, get_queue
-from app.core.states import State, describe, state_of, task_name
+from app.core.states import State, describe, set_aside_views, state_of, task_name
 
 _STATE_SOURCES: dict[State, tuple[str, ...]] = {
     State.PENDING: ("queue", "scheduled", "deferred"),
@@ -321,21 +325,43 @@ class _Head:
         return (self.key, -self.source) > (other.key, -other.source)
 
 
-def _views(redis: Any, job_ids: list[str], state: State | None, task: str | None) -> list[dict[str, Any]]:
-    """The jobs that still exist and match the filters, as the API shows them, in order."""
-    out = []
-    for job in JsonJob.fetch_many(job_ids, connection=redis):
+def _views(
+    redis: Any,
+    job_ids: list[str],
+    state: State | None,
+    task: str | None,
+    rest: Callable[[Job], bool] | None = None,
+    view: Callable[[Job], Any] = describe,
+) -> list[Any]:
+    """The jobs that still exist and match the filters, as the API shows them (or ``view``), in order.
+
+    In the API's own view, a job set aside unread (app/core/outcomes.py: set_aside) is listed as a
+    failure with its recorded cause, from its raw fields; it has no task, so a task filter (or any
+    other) leaves it out.
+    """
+    found: list[tuple[str, Any]] = []
+    for job_id, job in zip(job_ids, JsonJob.fetch_many(job_ids, connection=redis), strict=True):
         if job is None:
+            found.append((job_id, None))  # gone, or set aside unread: looked up below
             continue
         try:
             if state is not None and state_of(job) is not state:
                 continue
             if task is not None and task_name(job) != task:
                 continue
-            out.append(describe(job))
+            if rest is not None and not rest(job):
+                continue
+            found.append((job_id, view(job)))
         except DeserializationError:  # not JSON: not written by this service
-            continue
-    return out
+            found.append((job_id, None))
+    if view is not describe or rest is not None or task is not None or state not in (None, State.FAILURE):
+        return [v for _, v in found if v is not None]
+    doubtful = [
+        i for i, v in found if v is None or (v["state"] == State.FAILURE.value and v["error"] is None)
+    ]
+    set_aside = set_aside_views(redis, doubtful) if doubtful else {}
+    views = [set_aside.get(job_id, v) for job_id, v in found]
+    return [v for v in views if v is not None]
 
 
 def list_jobs(
@@ -345,8 +371,20 @@ def list_jobs(
     queue_name: str | None,
     cursor: Cursor | None,
     limit: int,
-) -> tuple[list[dict[str, Any]], str | None]:
-    """One page of jobs, newest first, and the cursor of the next page (None at the end)."""
+    *,
+    job_filter: JobFilter | None = None,
+    view: Callable[[Job], Any] = describe,
+    now: float | None = None,
+) -> tuple[list[Any], str | None]:
+    """One page of jobs, newest first, and the cursor of the next page (None at the end).
+
+    ``job_filter`` adds its argument and time terms (app.core.filtering) to state, task and
+    queue; ``view`` is what a matching job is listed as (the API's view by default).
+    """
+    rest = None
+    if job_filter is not None and (job_filter.args or job_filter.since is not None):
+        cutoff = job_filter.cutoff(now)
+        rest = functools.partial(job_filter.matches_rest, cutoff=cutoff)
     sources = _sources(redis, state, queue_name, cursor or {})
     heap: list[_Head] = []
     for index, source in enumerate(sources):
@@ -354,7 +392,7 @@ def list_jobs(
         if source.buffer:
             heap.append(_Head(source.buffer[0].key, index))
     heapq.heapify(heap)
-    page: list[dict[str, Any]] = []
+    page: list[Any] = []
     listed: set[str] = set()
     budget = max(SCAN_FACTOR * limit, MIN_SCAN)
     while heap and len(page) < limit and budget > 0:
@@ -370,7 +408,7 @@ def list_jobs(
         budget -= len(batch)
         fresh = [job_id for job_id in dict.fromkeys(batch) if job_id not in listed]
         listed.update(fresh)
-        page.extend(_views(redis, fresh, state, task))
+        page.extend(_views(redis, fresh, state, task, rest, view))
     if not heap:
         return page, None
     return page, encode_cursor({s.name: s.position for s in sources if s.position is not None})

@@ -17,10 +17,11 @@ from typing import Any
 
 from rq.job import Job
 
-from app.catalogue.registry import MASK, TaskSpec
+from app.catalogue.registry import TaskSpec
 from app.foundation import runtime
 from app.foundation.crypto import DecryptError, KeyRing, is_sealed
 from app.foundation.meta import Meta
+from app.ops.logs import MIN_SECRET_LENGTH
 
 __all__ = [
     "SEALED",
@@ -135,8 +136,11 @@ def job_result(job: Job, value: Any) -> Any:
     return value
 
 
-def masked_kwargs(job: Job) -> dict[str, Any]:
-    """The kwargs to show people: ``{"***": ...}`` never; a sealed job's args are one ``***``."""
-    if is_encrypted(job):
-        return {"args": MASK}
-    return dict(job.kwargs)
+def secret_values(spec: TaskSpec, values: Mapping[str, Any], encrypted: bool) -> list[str]:
+    """The argument values kept out of logs, errors and Sentry events: the sensitive fields', and
+    every text argument of an encrypted job."""
+    if encrypted:
+        found = [v for v in values.values() if isinstance(v, str)]
+    else:
+        found = [str(values[n]) for n in spec.sensitive if values.get(n) is not None]
+    return [v for v in found if len(v) >= MIN_SECRET_LENGTH]

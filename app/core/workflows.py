@@ -24,7 +24,7 @@ from redis import Redis
 from rq.job import JobStatus
 
 from app.catalogue.registry import REGISTRY, TaskSpec
-from app.core import lifecycle, sealing
+from app.core import outcomes, sealing
 from app.core.dispatch import EnqueueOptions, enqueue
 from app.core.queues import JsonJob
 from app.core.states import State, describe
@@ -223,14 +223,14 @@ def create(body: WorkflowBody, connection: Redis, settings: Any) -> dict[str, An
 def _revoke_behind_early_failures(job_ids: list[str], connection: Redis) -> None:
     """Revoke what waits on a step that ended badly before the steps behind it were created.
 
-    A step that fails for good revokes its dependents through the lifecycle, but only those
+    A step that fails for good revokes its dependents through app/core/outcomes.py, but only those
     already registered behind it. One that failed while the workflow was still being built
     (a fast worker, a large group) is found here, once every job exists: any failure after
     this read sees all its dependents itself.
     """
     for job in JsonJob.fetch_many(job_ids, connection=connection):
         if job is not None and job.get_status(refresh=False) in _ENDED_BADLY:
-            lifecycle.revoke_dependents(job)
+            outcomes.revoke_dependents(job)
 
 
 _ENDED_BADLY = (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)

@@ -114,6 +114,8 @@ class Settings:
     api_tokens: tuple[str, ...] = ()
     dashboard_username: str = ""
     dashboard_password: str = ""
+    #: (name, password) of each console user who may look but not act (CONSOLE_READONLY_USERS).
+    console_readonly_users: tuple[tuple[str, str], ...] = ()
     smtp_url: str = ""
     mail_from: str = defaults.MAIL_FROM
     webhook_secret: str = ""
@@ -181,6 +183,7 @@ class Settings:
             api_tokens=reader.tokens("API_TOKENS"),
             dashboard_username=reader.text("DASHBOARD_USERNAME", ""),
             dashboard_password=reader.text("DASHBOARD_PASSWORD", ""),
+            console_readonly_users=reader.credentials("CONSOLE_READONLY_USERS"),
             smtp_url=reader.url("SMTP_URL", ("smtp", "smtps")),
             mail_from=reader.text("MAIL_FROM", defaults.MAIL_FROM),
             webhook_secret=reader.text("WEBHOOK_SECRET", ""),
@@ -254,6 +257,8 @@ class Settings:
                     "DASHBOARD_PASSWORD" if settings.dashboard_username else "DASHBOARD_USERNAME",
                     "dashboard credentials are required when APP_ENV=production",
                 )
+        if any(name == settings.dashboard_username for name, _ in settings.console_readonly_users):
+            raise ConfigError("CONSOLE_READONLY_USERS", "a read-only user cannot share DASHBOARD_USERNAME")
         if bool(settings.dashboard_username) != bool(settings.dashboard_password):
             missing = "DASHBOARD_PASSWORD" if settings.dashboard_username else "DASHBOARD_USERNAME"
             raise ConfigError(missing, "set both DASHBOARD_USERNAME and DASHBOARD_PASSWORD, or neither")
@@ -263,6 +268,7 @@ class Settings:
         """Every secret in the settings (tokens, passwords, credentials in URLs), for redaction."""
         out = [*self.api_tokens, self.dashboard_password, self.webhook_secret, self.metrics_token]
         out += self.encryption_keys
+        out += [password for _, password in self.console_readonly_users]
         for f in fields(self):
             value = getattr(self, f.name)
             urls = value if isinstance(value, tuple) else (value,)
@@ -287,6 +293,8 @@ class Settings:
             value = getattr(self, f.name)
             if f.name in secret:
                 out[f.name] = "***" if value else ""
+            elif f.name == "console_readonly_users":
+                out[f.name] = [name for name, _ in value]
             elif f.name.endswith("_url") and isinstance(value, str):
                 out[f.name] = mask_url(value)
             elif f.name.endswith("_dsn") and isinstance(value, str):
@@ -401,6 +409,24 @@ class _Reader:
         except ValueError as exc:
             raise ConfigError(name, str(exc)) from None
         return tuple(p.strip() for p in raw.split(",") if p.strip())
+
+    def credentials(self, name: str) -> tuple[tuple[str, str], ...]:
+        """Comma-separated ``user:password`` pairs (a password may hold colons, not commas)."""
+        out: list[tuple[str, str]] = []
+        for item in (i.strip() for i in self.env.get(name, "").split(",")):
+            if not item:
+                continue
+            user, colon, password = item.partition(":")
+            if not colon or not user or not password:
+                raise ConfigError(name, "each entry is user:password, entries separated by commas")
+            if len(password) < defaults.MIN_TOKEN_LENGTH:
+                raise ConfigError(
+                    name, f"each password must have at least {defaults.MIN_TOKEN_LENGTH} characters"
+                )
+            if any(u == user for u, _ in out):
+                raise ConfigError(name, f"user {user!r} is listed twice")
+            out.append((user, password))
+        return tuple(out)
 
     def url(self, name: str, schemes: tuple[str, ...], required: bool = False) -> str:
         raw = self.env.get(name, "").strip()

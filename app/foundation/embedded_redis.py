@@ -3,6 +3,9 @@
 ``python -m app.foundation.embedded_redis start`` starts it on a unix socket under ``./var/redis/``
 (no port to collide with), with its data and append-only file there, and prints the
 ``REDIS_URL`` to use; ``stop`` shuts it down cleanly (the AOF keeps every acknowledged job).
+``watch`` (what ``scripts/run`` runs beside the Procfile's processes) starts it again, on the
+same data, whenever its process dies (``kill -9``, the OOM killer), as Heroku or systemd would
+restart a Redis of their own; the other processes ride out the gap and carry on by themselves.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import argparse
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -113,10 +117,51 @@ def stop(var_dir: Path) -> None:
         _client(var_dir).shutdown(save=True)
 
 
+def server_alive(var_dir: Path) -> bool:
+    """True while the process of the pid file lives and is a redis-server: a server busy loading its
+    append-only file does not answer PING yet, and must not be started a second time."""
+    try:
+        pid = int(paths(var_dir)["pidfile"].read_text().strip())
+        os.kill(pid, 0)
+        cmdline = Path(f"/proc/{pid}/cmdline")
+        return not cmdline.exists() or b"redis-server" in cmdline.read_bytes()
+    except (OSError, ValueError):
+        return False
+
+
+def watch(var_dir: Path, interval: float = 1.0, stop_after: float | None = None) -> int:
+    """Start the server again whenever its process is gone, until SIGTERM/SIGINT; the restarts made.
+
+    ``stop_after`` (seconds) ends the watch early, for tests.
+    """
+    stopping = False
+
+    def _stop(_signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    if stop_after is None:
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+    ends = None if stop_after is None else time.monotonic() + stop_after
+    restarts = 0
+    while not stopping and (ends is None or time.monotonic() < ends):
+        if not server_alive(var_dir) and not is_running(var_dir):
+            print("embedded Redis: its process is gone; starting it again on the same data", flush=True)
+            try:
+                start(var_dir)
+                restarts += 1
+                print(f"embedded Redis: up again ({url(var_dir)})", flush=True)
+            except (SystemExit, OSError, subprocess.CalledProcessError) as exc:
+                print(f"embedded Redis: could not start it again ({exc}); trying again", flush=True)
+        time.sleep(interval)
+    return restarts
+
+
 def main(argv: list[str] | None = None) -> int:
     """``start`` prints the URL; ``stop`` shuts down; ``url`` prints the URL."""
     parser = argparse.ArgumentParser(prog="python -m app.foundation.embedded_redis")
-    parser.add_argument("command", choices=["start", "stop", "url", "status"])
+    parser.add_argument("command", choices=["start", "stop", "url", "status", "watch"])
     parser.add_argument("--var-dir", default=os.environ.get("VAR_DIR", "var"))
     args = parser.parse_args(argv)
     var_dir = Path(args.var_dir)
@@ -126,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         stop(var_dir)
     elif args.command == "url":
         print(url(var_dir))
+    elif args.command == "watch":
+        watch(var_dir)
     else:
         running = is_running(var_dir)
         print("running" if running else "stopped")

@@ -105,6 +105,28 @@ def hourly_jobs(hour: str) -> str:
     return _key("metrics", "hourly", "jobs", hour)
 
 
+def series_minute(minute: str) -> str:
+    """Job outcomes of one minute (``YYYYMMDDHHMM`` UTC) for the console's charts, per task, per
+    queue and in all: ``<t|q|a>:<name>|<outcome>`` -> count, ``<t|q|a>:<name>|d<bucket>`` -> run
+    time histogram counts (with a TTL of about a day)."""
+    return _key("series", "minute", minute)
+
+
+def series_hour(hour: str) -> str:
+    """As :func:`series_minute`, for one hour (``YYYYMMDDHH`` UTC), kept about eight days."""
+    return _key("series", "hour", hour)
+
+
+def bulk(bulk_id: str) -> str:
+    """A bulk action's progress: action, filter, matched, done, skipped, failed, by whom (a hash, a day)."""
+    return _key("bulk", bulk_id)
+
+
+def console_audit() -> str:
+    """The console's latest actions, newest first (a capped list of JSON strings)."""
+    return _key("console", "audit")
+
+
 def cache(name: str) -> str:
     """An application cache entry."""
     return _key("cache", name)

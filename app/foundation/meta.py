@@ -44,6 +44,8 @@ class Meta(StrEnum):
     DEFINITION = "definition"
     #: How often the job was put back because the worker holding it died.
     ORPHANED = "orphaned"
+    #: How often it was put back because its run's outcome was lost to a Redis outage.
+    OUTCOMES_LOST = "outcomes_lost"
     #: The W3C trace context (``traceparent``, ``tracestate``) of the span that enqueued the
     #: job; only while tracing is on. The job's run is traced as its child.
     TRACE = "trace"

@@ -19,6 +19,7 @@ from typing import Any
 from redis import Redis
 
 from app.foundation import defaults, keys
+from app.ops import series
 
 #: Upper bounds of the duration histograms, in seconds (the last bucket is +Inf).
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
@@ -37,13 +38,19 @@ def hour_of(when: float) -> str:
     return time.strftime("%Y%m%d%H", time.gmtime(when))
 
 
-def record_job(pipe: Any, task: str, outcome: str, seconds: float | None = None) -> None:
+def record_job(
+    pipe: Any, task: str, outcome: str, seconds: float | None = None, queue: str | None = None
+) -> None:
     """Queue the writes that count one outcome (and its run time) on ``pipe`` (a pipeline).
 
     Besides the cumulative counters of ``/metrics``, the outcome goes into the current
     hour's hash (one key per hour, expiring after HOURLY_METRICS_TTL) that
-    analytics_aggregation rolls up: four more commands in the same round trip.
+    analytics_aggregation rolls up: four more commands in the same round trip; and into the
+    console's per-minute and per-hour series (:mod:`app.ops.series`) of its task, its queue
+    (``queue``, else the task's own) and all jobs.
     """
+    timed = {bucket_of(seconds): 1} if seconds is not None and seconds >= 0 else {}
+    series.record(pipe, task, outcome, timed, 1, queue)
     pipe.hincrby(keys.job_counts(), f"{task}|{outcome}", 1)
     hourly = keys.hourly_jobs(hour_of(time.time()))
     pipe.hincrby(hourly, f"{task}|{outcome}", 1)
@@ -113,6 +120,7 @@ def record_jobs(pipe: Any, task: str, outcome: str, seconds: list[float]) -> Non
     the same counters as :func:`record_job` for each (the hourly hash too), one increment per counter."""
     if not seconds:
         return
+    series.record(pipe, task, outcome, dict(Counter(bucket_of(s) for s in seconds)), len(seconds))
     pipe.hincrby(keys.job_counts(), f"{task}|{outcome}", len(seconds))
     hourly = keys.hourly_jobs(hour_of(time.time()))
     pipe.hincrby(hourly, f"{task}|{outcome}", len(seconds))

@@ -5,7 +5,7 @@ Run them with the service's environment (at least ``REDIS_URL``)::
     flask --app app.factory:create_app tasks enqueue add x=2 y=3
     flask --app app.factory:create_app jobs wait <job_id>
 
-They go through the same modules as the HTTP API (dispatch, states, listing, lifecycle),
+They go through the same modules as the HTTP API (dispatch, states, listing, outcomes),
 so a job enqueued here is validated, routed and recorded exactly as one sent over HTTP.
 """
 
@@ -24,8 +24,8 @@ from rq.exceptions import DeserializationError, NoSuchJobError
 from app.catalogue.registry import REGISTRY, QueueName
 from app.core import schedules
 from app.core.dispatch import EnqueueOptions, JobExistsError, enqueue
-from app.core.lifecycle import JobNotFailed, retry_failed
 from app.core.listing import decode_cursor, list_jobs
+from app.core.outcomes import JobNotFailed, retry_failed
 from app.core.queues import JsonJob, all_queues, fetch_job, get_queue
 from app.core.rotation import rotate_jobs
 from app.core.sealing import EncryptionUnavailable, keyring
@@ -263,7 +263,7 @@ def failed_jobs(task: str | None, queue: str | None) -> None:
     for view in jobs:
         error = view.get("error") or {}
         click.echo(
-            f"{view['job_id']}  {view['task']}  {view['queue']}  {view['ended_at']}  "
+            f"{view['job_id']}  {view['task'] or '(unreadable)'}  {view['queue']}  {view['ended_at']}  "
             f"{error.get('type', '')}: {error.get('message', '')}"
         )
     click.echo(f"{len(jobs)} failed job(s)", err=True)
@@ -280,7 +280,8 @@ def requeue(job_ids: tuple[str, ...], all_: bool, task: str | None, queue: str |
         raise click.UsageError("give job ids, or --all (with --task / --queue to narrow it)")
     if not all_ and (task or queue):
         raise click.UsageError("--task and --queue go with --all")
-    ids = list(job_ids) if job_ids else [view["job_id"] for view in _failed_jobs(task, queue)]
+    # A job set aside unread (no task) cannot run again: --all leaves it out (DELETE removes it).
+    ids = list(job_ids) if job_ids else [view["job_id"] for view in _failed_jobs(task, queue) if view["task"]]
     requeued = 0
     for job_id in ids:
         try:

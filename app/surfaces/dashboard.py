@@ -34,7 +34,7 @@ from rq_dashboard import web as rqd_web
 
 from app.catalogue.registry import MASK
 from app.core import compat, sealing
-from app.core.lifecycle import JobNotFailed, retry_failed
+from app.core.outcomes import JobNotFailed, retry_failed
 from app.core.queues import JsonJob, JsonQueue, all_queues, task_spec
 from app.core.states import task_name
 from app.core.steps import job_ids, resolve

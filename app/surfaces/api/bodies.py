@@ -10,6 +10,7 @@ validates that with the view's pydantic request model. Each failure has its answ
 400    ``malformed_json``          no body where one is needed; not JSON; not an object
 400    ``json_too_deep``           nested deeper than MAX_JSON_DEPTH
 400    ``json_too_long``           an array or object of more than MAX_JSON_ITEMS items
+400    ``number_too_long``         an integer of more digits than Python converts (4300)
 415    ``unsupported_media_type``  a body whose Content-Type is not JSON
 4xx    the view's choice           the request model refuses it (field errors in details)
 =====  ==========================  =====================================================
@@ -25,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import sys
 import time
 from collections.abc import Iterable
 from typing import IO, Any, TypeVar
@@ -97,7 +99,9 @@ def json_object(*, shape: str, optional: bool = False) -> dict[str, Any]:
             raise APIError(400, "malformed_json", f"the request body is not valid {encoding} text") from None
     check_shape(raw)
     try:
-        value = json.loads(raw, parse_constant=_not_a_number)
+        value = json.loads(raw, parse_constant=_not_a_number, parse_int=_integer)
+    except APIError:
+        raise
     except (ValueError, RecursionError) as exc:  # RecursionError: check_shape rules it out
         raise APIError(400, "malformed_json", f"the request body is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
@@ -187,6 +191,17 @@ def _too_long(max_items: int) -> APIError:
     return APIError(
         400, "json_too_long", f"an array or object of the request body has more than {max_items} items"
     )
+
+
+def _integer(text: str) -> int:
+    """A JSON integer, unless it has more digits than Python converts (its own error reads as advice
+    to the server's programmer, not to the caller)."""
+    digits, most = len(text) - text.startswith("-"), sys.get_int_max_str_digits()
+    if digits > most > 0:
+        raise APIError(
+            400, "number_too_long", f"an integer in the body has {digits} digits; at most {most} are read"
+        )
+    return int(text)
 
 
 def _not_a_number(name: str) -> Any:

@@ -261,6 +261,52 @@ def _common_schemas() -> dict[str, Any]:
                 "next_cursor": {"type": ["string", "null"]},
             },
         },
+        "JobFilter": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "state": {"type": "string"},
+                "task": {"type": "string"},
+                "queue": _ref("Queue"),
+                "since": {"type": "string", "pattern": "^[0-9]{1,7}[smhdw]$"},
+                "args": {"type": "object", "description": "dotted argument path -> value"},
+            },
+        },
+        "BulkAction": {
+            "type": "object",
+            "required": ["action"],
+            "additionalProperties": False,
+            "properties": {
+                "action": {"enum": ["retry", "revoke", "delete"]},
+                "filter": _ref("JobFilter"),
+                "dry_run": {"type": "boolean", "default": False},
+            },
+        },
+        "BulkStarted": {
+            "type": "object",
+            "required": ["matched"],
+            "properties": {
+                "matched": {"type": "integer"},
+                "bulk_id": {"type": "string"},
+                "dry_run": {"type": "boolean"},
+                "links": {"type": "object"},
+            },
+        },
+        "BulkProgress": {
+            "type": "object",
+            "properties": {
+                "bulk_id": {"type": "string"},
+                "action": {"type": "string"},
+                "filter": _ref("JobFilter"),
+                "matched": {"type": "integer"},
+                "done": {"type": "integer"},
+                "skipped": {"type": "integer"},
+                "failed": {"type": "integer"},
+                "by": {"type": "string"},
+                "started_at": {"type": "string"},
+                "finished_at": {"type": "string"},
+            },
+        },
         "Revoked": {"type": "object", "properties": {"job_id": {"type": "string"}, "state": _ref("State")}},
         "Task": {
             "type": "object",
@@ -406,10 +452,21 @@ def _other_paths() -> dict[str, Any]:
                 "operationId": "list_jobs",
                 "tags": ["jobs"],
                 "summary": "Jobs newest first, paged; state=FAILURE is the dead-letter view",
+                "description": "Also `args.<path>=<value>`: jobs whose argument at that dotted path "
+                "(`args.user.id`) equals the value, read as JSON when it parses (a string argument also "
+                "matches the value's text); a task's sensitive arguments never match. Combinable with "
+                "every other filter.",
                 "parameters": [
                     {"name": "state", "in": "query", "schema": _ref("State")},
                     {"name": "task", "in": "query", "schema": {"type": "string"}},
                     {"name": "queue", "in": "query", "schema": _ref("Queue")},
+                    {
+                        "name": "since",
+                        "in": "query",
+                        "description": "Only jobs whose latest time (ended, started, enqueued, created) "
+                        "is at most this long ago: 90s, 15m, 1h, 7d, 2w (at most 366 days)",
+                        "schema": {"type": "string", "pattern": "^[0-9]{1,7}[smhdw]$"},
+                    },
                     {"name": "cursor", "in": "query", "schema": {"type": "string"}},
                     {
                         "name": "limit",
@@ -421,6 +478,39 @@ def _other_paths() -> dict[str, Any]:
                     "200": _ok("A page of jobs", _ref("JobPage")),
                     "400": _error(400),
                     "401": _error(401),
+                },
+            }
+        },
+        "/api/v1/jobs/bulk": {
+            "post": {
+                "operationId": "bulk_jobs",
+                "tags": ["jobs"],
+                "summary": "Retry, revoke or delete every job a filter matches (at most 100,000)",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("BulkAction")}},
+                },
+                "responses": {
+                    "200": _ok("Dry run: how many jobs match", _ref("BulkStarted")),
+                    "202": _ok("Matched and started", _ref("BulkStarted")),
+                    "400": _error(400),
+                    "401": _error(401),
+                    "422": _error(422, "Bad action or filter; over 100,000 jobs match or matching took 20 s"),
+                },
+            }
+        },
+        "/api/v1/jobs/bulk/{bulk_id}": {
+            "get": {
+                "operationId": "get_bulk",
+                "tags": ["jobs"],
+                "summary": "A bulk action's progress (kept a day)",
+                "parameters": [
+                    {"name": "bulk_id", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {
+                    "200": _ok("Its progress", _ref("BulkProgress")),
+                    "401": _error(401),
+                    "404": _error(404, "No such bulk action"),
                 },
             }
         },
