@@ -33,7 +33,7 @@ from app.foundation.models import OutboxEntry
 from app.processes.workers import JsonInlineWorker
 from tests.conftest import DASHBOARD, TOKEN, make_env
 from tests.databases import database
-from tests.servers import Starter, start_web, start_worker, wait_for
+from tests.servers import Starter, start_scheduler, start_web, start_worker, wait_for
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 MARKER = "PLAINTEXT-MARKER-4111111111111111"
@@ -298,7 +298,7 @@ def test_keys_rotate_reseals_waiting_and_stored_jobs_under_the_first_key(
 
 
 def test_stored_schedules_of_an_encrypted_task_hold_their_args_sealed(
-    app: Flask, rconn: redis.Redis, tmp_path: Path, redis_url: str
+    app: Flask, start: Starter, rconn: redis.Redis, tmp_path: Path, redis_url: str
 ) -> None:
     """A schedule of a task declared sensitive keeps its args sealed in Redis (the record and the
     rq-scheduler entry's definition), shows them as ``***``, and its runs are encrypted jobs."""
@@ -317,6 +317,12 @@ def test_stored_schedules_of_an_encrypted_task_hold_their_args_sealed(
     with app.app_context():
         JsonInlineWorker([JsonQueue("default", connection=rconn)], connection=rconn).work(burst=True)
     assert client.get(f"/api/v1/jobs/{job_id}", headers=AUTH).get_json()["result"]["charged"] == MARKER
+    assert MARKER.encode() not in dump_everything(rconn)
+
+    # The scheduler process writes the rq-scheduler entry of the schedule: no args in it either.
+    start_scheduler(start, rconn)
+    entry = f"rq:job:{schedules.entry_id('nightly-charge')}"
+    wait_for(lambda: rconn.exists(entry), 15, message="the schedule's rq-scheduler entry")
     assert MARKER.encode() not in dump_everything(rconn)
 
     keyless = create_app(make_env(tmp_path, redis_url)).test_client()
