@@ -25,7 +25,7 @@ from app.calling.result import AsyncResult
 from app.core import outbox, schedules
 from app.core.dispatch import digest
 from app.core.queues import JsonJob, JsonQueue
-from app.foundation import keys
+from app.foundation import keys, signals
 from app.foundation.config import Settings
 from app.foundation.crypto import KeyRing
 from app.foundation.meta import Meta
@@ -33,6 +33,7 @@ from app.foundation.models import OutboxEntry
 from app.processes.workers import JsonInlineWorker
 from tests.conftest import DASHBOARD, TOKEN, make_env
 from tests.databases import database
+from tests.jobs import HOOK_CALLS
 from tests.servers import Starter, start_scheduler, start_web, start_worker, wait_for
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -410,3 +411,25 @@ def test_unique_and_idempotency_records_of_encrypted_jobs_hold_keyed_digests(
     assert rconn.exists(keys.unique_lock("unique_stamp", _ring().fingerprint(plain)))
     blob = dump_everything(rconn)
     assert plain.encode() not in blob and MARKER.encode() not in blob
+
+
+def test_hooks_and_signals_of_an_encrypted_job_get_its_values_opened(app: Flask, rconn: redis.Redis) -> None:
+    """In-process handlers see what the task saw and returned, not the envelopes Redis holds."""
+    seen: list[tuple[str, object, object]] = []
+
+    def on_success(sender: str, **info: object) -> None:
+        seen.append((sender, info["kwargs"], info["result"]))
+
+    signals.task_success.connect(on_success)
+    try:
+        body = {"args": {"note": MARKER}, "options": {"encrypt": True}}
+        job_id = app.test_client().post("/api/v1/tasks/hooked", json=body, headers=AUTH).get_json()["job_id"]
+        HOOK_CALLS.clear()
+        with app.app_context():
+            JsonInlineWorker([JsonQueue("default", connection=rconn)], connection=rconn).work(burst=True)
+    finally:
+        signals.task_success.disconnect(on_success)
+    assert seen == [("hooked", {"note": MARKER}, MARKER.upper())]
+    assert [("success", MARKER.upper(), job_id)] == HOOK_CALLS
+    blob = dump_everything(rconn)
+    assert MARKER.encode() not in blob and MARKER.upper().encode() not in blob

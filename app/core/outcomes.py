@@ -50,6 +50,7 @@ from app.catalogue.registry import RetryTask, TaskSpec
 from app.core import compat, leases, sealing
 from app.core.leases import Lease
 from app.core.queues import JsonJob, JsonQueue, task_spec
+from app.core.sealing import hook_kwargs
 from app.core.states import SET_ASIDE, State, set_aside_views
 from app.foundation import defaults, runtime, signals
 from app.foundation.lua import LuaScript
@@ -180,7 +181,7 @@ def succeeded(job: Job, *, counted: bool = False) -> None:
     name = spec.name if spec else str(job.meta.get(Meta.TASK))
     if (spec is not None and spec.on_success) or signals.task_success.receivers:
         result = sealing.job_result(job, compat.last_return_value(job))
-        signals.send(signals.task_success, name, job_id=job.id, kwargs=dict(job.kwargs), result=result)
+        signals.send(signals.task_success, name, job_id=job.id, kwargs=hook_kwargs(job), result=result)
         if spec is not None and spec.on_success:
             _call_hook(spec.on_success, job, result)
 
@@ -192,7 +193,7 @@ def retrying(job: Job) -> None:
     _count(job, "retry")
     if signals.task_retry.receivers:
         error = job.meta.get(Meta.ERROR) or {}
-        signals.send(signals.task_retry, _name(job), job_id=job.id, kwargs=dict(job.kwargs), error=error,
+        signals.send(signals.task_retry, _name(job), job_id=job.id, kwargs=hook_kwargs(job), error=error,
                      retry_at=retry_at)  # fmt: skip
 
 
@@ -203,7 +204,7 @@ def failed(job: Job, exc_string: str, *, stopped: bool = False) -> None:
     spec = task_spec(job)
     _count(job, "revoked" if stopped else "failure")
     if stopped:
-        signals.send(signals.task_revoked, _name(job), job_id=job.id, kwargs=dict(job.kwargs))
+        signals.send(signals.task_revoked, _name(job), job_id=job.id, kwargs=hook_kwargs(job))
         return
     if spec is not None and spec.critical:
         alert(job, spec.name, exc_string)
@@ -212,7 +213,7 @@ def failed(job: Job, exc_string: str, *, stopped: bool = False) -> None:
     observability.capture_failure(
         job.id, _name(job), str(error.get("type")), redact_arguments(job, str(error.get("message")))
     )
-    signals.send(signals.task_failure, _name(job), job_id=job.id, kwargs=dict(job.kwargs), error=error,
+    signals.send(signals.task_failure, _name(job), job_id=job.id, kwargs=hook_kwargs(job), error=error,
                  exc_string=exc_string)  # fmt: skip
     if spec is not None and spec.on_failure:
         _call_hook(spec.on_failure, job, error)
@@ -223,7 +224,7 @@ def revoked(job: Job) -> None:
     release_unique(job)
     revoke_dependents(job)
     _count(job, "revoked")
-    signals.send(signals.task_revoked, _name(job), job_id=job.id, kwargs=dict(job.kwargs))
+    signals.send(signals.task_revoked, _name(job), job_id=job.id, kwargs=hook_kwargs(job))
 
 
 def _count(job: Job, outcome: str, seconds: float | None = None) -> None:
@@ -249,7 +250,7 @@ def _name(job: Job) -> str:
 
 
 def _call_hook(hook: Any, job: Job, value: Any) -> None:
-    _call_hook_of(hook, job.id, dict(job.kwargs), value, _context(job))
+    _call_hook_of(hook, job.id, hook_kwargs(job), value, _context(job))
 
 
 def _call_hook_of(

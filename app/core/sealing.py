@@ -122,6 +122,18 @@ def job_kwargs(job: Job) -> dict[str, Any]:
     return opened
 
 
+def hook_kwargs(job: Job) -> dict[str, Any]:
+    """The job's arguments for in-process handlers (signals, on_success / on_failure): opened when
+    this process can, else as stored; never raises."""
+    try:
+        return job_kwargs(job)
+    except Exception:
+        try:
+            return dict(job.kwargs)
+        except Exception:
+            return {}
+
+
 def sealed_result(job: Job, value: Any) -> Any:
     """What the job stores as its result: ``value`` sealed when the job is encrypted."""
     if not is_encrypted(job) or value is None:
