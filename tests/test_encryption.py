@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from app import create_app
 from app.calling.calls import task_handle
+from app.calling.canvas import chain
 from app.calling.client import Client
 from app.calling.result import AsyncResult
 from app.core import outbox, schedules
@@ -433,3 +434,14 @@ def test_hooks_and_signals_of_an_encrypted_job_get_its_values_opened(app: Flask,
     assert [("success", MARKER.upper(), job_id)] == HOOK_CALLS
     blob = dump_everything(rconn)
     assert MARKER.encode() not in blob and MARKER.upper().encode() not in blob
+
+
+def test_a_python_chain_with_encrypt(app: Flask, rconn: redis.Redis) -> None:
+    """``chain(...).apply_async(encrypt=True)`` in process: as the workflow option of the API."""
+    relay = task_handle("relay_text")
+    with app.app_context():
+        flow = chain(relay.s(text=MARKER), relay.s(suffix="!")).apply_async(encrypt=True)
+        assert MARKER.encode() not in dump_everything(rconn)
+        JsonInlineWorker([JsonQueue("default", connection=rconn)], connection=rconn).work(burst=True)
+        assert flow.get(timeout=5) == MARKER + "!"
+    assert MARKER.encode() not in dump_everything(rconn)

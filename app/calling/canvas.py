@@ -103,12 +103,13 @@ class _Canvas:
     def node(self, receives: bool) -> dict[str, Any]:  # pragma: no cover - each kind defines it
         raise NotImplementedError
 
-    def apply_async(self, **_options: Any) -> WorkflowResult | EagerResult:
-        """Create the workflow (or, in eager mode, run it inline)."""
+    def apply_async(self, encrypt: bool | None = None, **_options: Any) -> WorkflowResult | EagerResult:
+        """Create the workflow (or, in eager mode, run it inline); ``encrypt=True`` stores every
+        step's args and result encrypted (raises EncryptionUnavailable without ENCRYPTION_KEYS)."""
         root = self.node(False)
         if is_eager():
             return _run_eagerly(root)
-        body = workflows.WorkflowBody.model_validate(root)
+        body = workflows.WorkflowBody.model_validate({**root, "encrypt": encrypt})
         rt = client_runtime()
         try:
             record = workflows.create(body, rt.redis, rt.settings)
