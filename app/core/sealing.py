@@ -66,7 +66,7 @@ def ring_for(spec: TaskSpec, requested: bool | None) -> KeyRing | None:
     if requested or spec.encrypted:
         if ring is None:
             why = "encrypt was asked for" if requested else f"task {spec.name!r} is declared sensitive"
-            raise EncryptionUnavailable(f"{why}, but ENCRYPTION_KEYS is not set: the job was not enqueued")
+            raise EncryptionUnavailable(f"{why}, but ENCRYPTION_KEYS is not set: nothing was stored")
         return ring
     if requested is None and spec.sensitive and ring is not None:
         return ring
