@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import Field, field_validator
@@ -349,6 +350,62 @@ def hog_memory(megabytes: int, hold: float) -> int:
         block[offset] = 1
     time.sleep(hold)
     return len(block)
+
+
+@task(input=NoteInput)
+def typed_result(note: str) -> dict[str, object]:
+    """Return values JSON has no type for (a datetime, a tuple, a set): stored as JSON makes them."""
+    return {"note": note, "when": datetime(2024, 1, 1, tzinfo=UTC), "pair": (1, 2), "tags": {"a"}}
+
+
+class LoseInput(TaskInput):
+    path: str
+    times: int = Field(ge=0, le=10)
+
+
+@task(input=LoseInput, time_limit=30)
+def lose_outcome(path: str, times: int) -> int:
+    """The first ``times`` runs end as a work horse that lost Redis before writing its outcome does
+    (exit status 75, EX_OUTCOME_LOST); the next returns how many runs there were."""
+    counter = Path(path)
+    runs = int(counter.read_text()) + 1 if counter.exists() else 1
+    counter.write_text(str(runs))
+    if runs <= times:
+        os._exit(75)
+    return runs
+
+
+class CardInput(TaskInput):
+    card: str
+
+
+@task(input=CardInput, sensitive=True)
+def charge_card(card: str) -> dict[str, object]:
+    """A task declared sensitive: every job's args and result are stored encrypted."""
+    return {"charged": card, "last4": card[-4:]}
+
+
+class EchoInput(TaskInput):
+    text: str
+
+
+@task(input=EchoInput)
+def echo(text: str) -> dict[str, object]:
+    """Return the text (a plain task; ``encrypt`` seals a job of it on request)."""
+    if text.startswith("fail:"):
+        raise ValueError(f"asked to fail with {text}")
+    return {"echo": text, "length": len(text)}
+
+
+class RelayInput(TaskInput):
+    text: str
+    suffix: str = ""
+
+
+@task(input=RelayInput)
+def relay_text(text: str, suffix: str) -> str:
+    """Return the text with a suffix (a workflow step: it receives the previous step's result)."""
+    return text + suffix
 
 
 class SnoozeInput(TaskInput):

@@ -228,7 +228,10 @@ def test_fast_paths_are_installed_in_every_module_that_resolves_a_serializer() -
         for m in list(sys.modules.values())
         if getattr(m, "__name__", "").startswith("rq.") and hasattr(m, "resolve_serializer")
     }
-    assert users - {"rq.serializers"} <= set(compat.SERIALIZER_USERS)
+    # rq's command line (rq.cli.*, imported here only when a test reads its commands) runs in a
+    # process of its own, where none of Tasklane's classes build jobs: its slow path costs nothing.
+    cli = {name for name in users if name.startswith("rq.cli.")}
+    assert users - {"rq.serializers"} - cli <= set(compat.SERIALIZER_USERS)
 
 
 @pytest.mark.parametrize(

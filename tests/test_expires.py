@@ -17,7 +17,7 @@ from flask.testing import FlaskClient
 from app import create_app
 from app.calling.canvas import Signature
 from app.catalogue.registry import REGISTRY, TaskRegistry, task
-from app.core import lifecycle
+from app.core import outcomes
 from app.core import queues as queue_store
 from app.core.queues import JsonJob, JsonQueue
 from app.foundation import keys
@@ -128,9 +128,9 @@ def test_a_worker_and_the_sweep_never_both_end_it(
     job_id = enqueue(client, auth, "add", {"x": 1, "y": 1}, expires=_past())
     job = JsonJob.fetch(job_id, connection=redis_)
     queue = JsonQueue("default", connection=redis_)
-    assert lifecycle.expire(job) is True
+    assert outcomes.expire(job) is True
     again = JsonJob.fetch(job_id, connection=redis_)
-    assert lifecycle.expire(again) is False and lifecycle.expire_due(redis_) == 0
+    assert outcomes.expire(again) is False and outcomes.expire_due(redis_) == 0
     assert metrics.job_counts(redis_)[("add", "expired")] == 1
 
     retried = JsonJob.fetch(
@@ -140,14 +140,14 @@ def test_a_worker_and_the_sweep_never_both_end_it(
         {"attempt": 1, "type": "WorkerLostError", "message": "died", "at": _past()}
     ]
     retried.save_meta()
-    assert lifecycle.expire_if_due(retried, queue) is False
+    assert outcomes.expire_if_due(retried, queue) is False
     snoozed = JsonJob.fetch(
         enqueue(client, auth, "add", {"x": 1, "y": 1}, expires=_past()), connection=redis_
     )
     snoozed.meta[Meta.SNOOZED] = 1
     snoozed.save_meta()
-    assert lifecycle.expire_if_due(snoozed, queue) is False
-    assert lifecycle.expire_due(redis_) == 0 and redis_.zcard(keys.expiries()) == 0
+    assert outcomes.expire_if_due(snoozed, queue) is False
+    assert outcomes.expire_due(redis_) == 0 and redis_.zcard(keys.expiries()) == 0
 
 
 def test_what_waited_on_an_expired_job_is_revoked(

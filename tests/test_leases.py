@@ -21,7 +21,7 @@ from rq.serializers import JSONSerializer
 from rq.utils import current_timestamp, now
 
 from app.catalogue.registry import REGISTRY
-from app.core import leases, lifecycle
+from app.core import leases, outcomes
 from app.core.dispatch import enqueue
 from app.core.execution import ExecutingJob
 from app.core.leases import Lease
@@ -131,9 +131,9 @@ def test_orphaned_with_a_lease_requeues_once(conn: redis.Redis) -> None:
     """It puts a run back once, however many parties try (the worker and a sweep, say)."""
     job, execution, queue = _started(conn)
     lease = Lease.of(job, execution)
-    assert lifecycle.orphaned(job, queue, lease=lease, cause=lifecycle.OUTCOME_LOST)
+    assert outcomes.orphaned(job, queue, lease=lease, cause=outcomes.OUTCOME_LOST)
     again = JsonJob.fetch(job.id, connection=conn)
-    assert not lifecycle.orphaned(again, queue, lease=lease)
+    assert not outcomes.orphaned(again, queue, lease=lease)
     assert conn.lrange(queue.key, 0, -1) == [job.id.encode()]
     attempts = JsonJob.fetch(job.id, connection=conn).meta[Meta.ATTEMPTS]
     assert [a["type"] for a in attempts] == ["RedisUnavailable"]

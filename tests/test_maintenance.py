@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
+import pytest
 from flask import Flask
 from rq.executions import Execution
 from rq.job import JobStatus
@@ -12,9 +14,10 @@ from rq.registry import StartedJobRegistry
 from app.catalogue.registry import REGISTRY
 from app.core.dispatch import enqueue
 from app.core.queues import JsonJob, JsonQueue
-from app.foundation import defaults, keys
+from app.foundation import defaults, keys, outages
 from app.foundation.meta import Meta
-from app.processes.maintenance import rescue_abandoned, rescue_intermediate
+from app.processes import maintenance
+from app.processes.maintenance import rescue_abandoned, rescue_intermediate, sweep
 
 
 def _job(app: Flask, task: str = "add", **args: object) -> JsonJob:
@@ -92,3 +95,40 @@ def test_rescuing_stuck_dequeues_leaves_no_bookkeeping_behind(app: Flask) -> Non
     assert redis.llen(queue.intermediate_queue_key) == 0
     assert not redis.keys("*first_seen*")
     assert redis.hlen(keys.intermediate_seen("default")) == 0
+
+
+def test_no_run_is_judged_by_its_lease_just_after_redis_comes_back(
+    app: Flask, manual_clock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lease that ran out while Redis was away (restarted from its append-only file, or out of
+    reach) says nothing about its worker: for OUTAGE_GRACE seconds after Redis came back the sweep
+    leaves it to the worker to renew it or record its run (found trying it as a new user: a job that
+    had succeeded was requeued as 'worker died' and run again after a 31 s outage)."""
+    redis = app.extensions["tasklane"].redis
+    queue = JsonQueue("default", connection=redis)
+    job = _job(app)
+    _start_as_a_worker_that_dies(queue, job)
+    outage = outages.Outage()
+    monkeypatch.setattr(outages, "OUTAGE", outage)
+
+    assert maintenance.redis_uptime(redis) >= 0
+    # Redis just (re)started: its uptime is below the grace.
+    monkeypatch.setattr(maintenance, "redis_uptime", lambda _connection: defaults.OUTAGE_GRACE - 1)
+    sweep(redis)
+    assert JsonJob.fetch(job.id, connection=redis).get_status() == JobStatus.STARTED
+
+    # Redis has run for long, but this process just saw it again after an outage.
+    monkeypatch.setattr(maintenance, "redis_uptime", lambda _connection: 3600.0)
+    outage.failed(ConnectionError("gone"))
+    outage.recovered()
+    sweep(redis)
+    assert JsonJob.fetch(job.id, connection=redis).get_status() == JobStatus.STARTED
+    manual_clock.advance(defaults.OUTAGE_GRACE - 1)
+    sweep(redis)
+    assert JsonJob.fetch(job.id, connection=redis).get_status() == JobStatus.STARTED
+
+    # The grace is over: a lease still expired is a dead worker's.
+    manual_clock.advance(1)
+    sweep(redis)
+    assert JsonJob.fetch(job.id, connection=redis).get_status() == JobStatus.QUEUED
+    assert queue.get_job_ids() == [job.id]

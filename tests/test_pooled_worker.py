@@ -137,13 +137,13 @@ def test_the_job_taken_ahead_is_held_on_the_board_as_soon_as_the_success_is_writ
     assert spec is not None
     board = DeadlineBoard(1)
     seen: list[tuple[str, str]] = []  # (the job whose success hooks run, the job slot 0 holds then)
-    succeeded = base.lifecycle.succeeded
+    succeeded = base.outcomes.succeeded
 
     def noting(job, **kwargs):  # type: ignore[no-untyped-def]
         seen.append((job.id, board.held.raw[: board.ID_BYTES].rstrip(b"\0").decode()))  # type: ignore[attr-defined]
         return succeeded(job, **kwargs)
 
-    monkeypatch.setattr(base.lifecycle, "succeeded", noting)
+    monkeypatch.setattr(base.outcomes, "succeeded", noting)
     with app.app_context():
         ids = [dispatch.enqueue(spec, spec.validate({"x": n, "y": 0}), rconn, default_result_ttl=500,
                                 failure_ttl=3600).id for n in range(3)]  # fmt: skip
@@ -184,3 +184,49 @@ def test_each_step_of_a_chain_counts_once(
     wait_for(lambda: counted() == (3, 3), 10, message=f"3 successes counted (counted {counted()})")
     time.sleep(1.5)  # past the next batch of counters: nothing more arrives
     assert counted() == (3, 3)
+
+
+def test_a_child_killed_in_the_success_round_trip_has_the_job_it_took_put_back_at_once(
+    app: Flask, rconn: redis.Redis
+) -> None:
+    """Issue 18, defect 2: a pooled child killed after the round trip that writes one job's success
+    and takes the next, before it heard the answer: the move recorded it as the taker in the same
+    script step, so the supervisor puts the job taken ahead back on its queue at once (it waited in
+    the intermediate list for the sweep, 15-21 s, while the board still named the finished job)."""
+    from app.catalogue.registry import REGISTRY
+    from app.core import dispatch, leases
+    from app.core.queues import JsonJob, JsonQueue
+    from app.processes import supervisor
+    from app.processes.workers import pooled
+
+    spec = REGISTRY.get("add")
+    assert spec is not None
+    ids = [dispatch.enqueue(spec, spec.validate({"x": n, "y": 0}), rconn, default_result_ttl=500,
+                            failure_ttl=3600).id for n in range(2)]  # fmt: skip
+    sup = supervisor.Supervisor(app, parse_args(["default", "--concurrency", "1"]))
+    assert sup.board is not None
+    leases.load_apply(rconn)  # as on a server that has seen a success: the round trip applies it
+    pid = os.fork()
+    if pid == 0:  # the pooled child: killed the moment the success's round trip returns
+        try:
+            pooled.moved = lambda found: os.kill(os.getpid(), signal.SIGKILL)  # type: ignore[assignment,return-value]
+            with app.app_context():
+                queues = [JsonQueue("default", connection=app.extensions["tasklane"].redis)]
+                worker = pooled.JsonPooledWorker(
+                    queues, connection=queues[0].connection, board=sup.board, slot=0
+                )
+                worker.work(burst=True, with_scheduler=False)
+        finally:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    assert JsonJob.fetch(ids[0], connection=rconn).get_status() == "finished"
+    assert rconn.lrange("rq:queue:default:intermediate", 0, -1) == [ids[1].encode()]  # taken, never heard
+
+    with app.app_context():
+        sup._child_died(pid, 1, status)
+        sup._fail_stuck_jobs()
+    assert rconn.lrange("rq:queue:default", 0, -1) == [ids[1].encode()]  # back at once
+    assert rconn.llen("rq:queue:default:intermediate") == 0
+    assert JsonJob.fetch(ids[1], connection=rconn).get_status() == "queued"
+    assert JsonJob.fetch(ids[0], connection=rconn).get_status() == "finished"  # left alone

@@ -471,24 +471,37 @@ def test_no_process_ever_unpickles_a_job_planted_in_redis(
     # The delayed pickle was moved to its queue, where the inline worker set it aside.
     assert planted["delayed"] in FailedJobRegistry("default", connection=rconn).get_job_ids()
 
-    # The API: each planted job answers 409 job_unreadable; the lists skip them.
+    # The API: a planted job a worker set aside answers as a failure with its cause (issue 18,
+    # defect 3: read from its raw fields, never unpickled) and is listed among the failed jobs;
+    # any other answers 409 job_unreadable (or 404) and the lists skip it.
+    set_aside = {planted[mode] for mode in modes} | {planted["delayed"]}
     for place, job_id in planted.items():
         response = client.get(f"/api/v1/jobs/{job_id}", headers=AUTH)
+        if job_id in set_aside:
+            assert response.status_code == 200, (place, response.get_json())
+            assert response.get_json()["state"] == "FAILURE", place
+            assert response.get_json()["error"]["type"] == "DeserializationError", place
+            continue
         assert response.status_code in (404, 409), (place, response.status_code)
         assert response.get_json()["error"]["code"] in ("job_unreadable", "job_not_found"), place
-    for query in ("", "?state=FAILURE", "?state=PENDING", "?queue=default", "?task=touch"):
-        response = client.get(f"/api/v1/jobs{query}", headers=AUTH)
+    expected = {
+        "": set_aside,
+        "?state=FAILURE": set_aside,
+        "?state=PENDING": set(),
+        "?queue=default": {planted["inline"], planted["delayed"]},
+        "?task=touch": set(),
+    }
+    for query, listed_planted in expected.items():
+        response = client.get(f"/api/v1/jobs{query}{'&' if query else '?'}limit=500", headers=AUTH)
         assert response.status_code == 200, (query, response.get_data(as_text=True))
-        assert not set(planted.values()) & {j["job_id"] for j in response.get_json()["jobs"]}, query
+        assert set(planted.values()) & {j["job_id"] for j in response.get_json()["jobs"]} == listed_planted, (
+            query
+        )
     for path in ("/api/v1/schedules", "/api/v1/queues", "/api/v1/workers"):
         assert client.get(path, headers=AUTH).status_code == 200, path
-    for action in ("retry", "delete"):
-        for job_id in planted.values():
-            if action == "retry":
-                response = client.post(f"/api/v1/jobs/{job_id}/retry", headers=AUTH)
-            else:
-                response = client.delete(f"/api/v1/jobs/{job_id}", headers=AUTH)
-            assert response.status_code in (404, 409), (action, job_id, response.status_code)
+    for job_id in planted.values():
+        response = client.post(f"/api/v1/jobs/{job_id}/retry", headers=AUTH)
+        assert response.status_code in (404, 409), ("retry", job_id, response.status_code)
 
     # The dashboard: pages, data, lists and actions on the planted jobs.
     operator = {"Authorization": _basic(*DASHBOARD), "Origin": SAME_ORIGIN}
@@ -504,4 +517,13 @@ def test_no_process_ever_unpickles_a_job_planted_in_redis(
         assert client.post(f"/rq/job/{job_id}/requeue", headers=operator).status_code < 500
     assert client.post("/rq/requeue/default", headers=operator).status_code < 500
 
+    # DELETE removes a job set aside (it used to answer 409, so nothing could); any other planted
+    # job answers 404/409 as before.
+    for job_id in planted.values():
+        response = client.delete(f"/api/v1/jobs/{job_id}", headers=AUTH)
+        assert response.status_code == (202 if job_id in set_aside else 409) or (
+            job_id not in set_aside and response.status_code == 404
+        ), ("delete", job_id, response.status_code)
+        if job_id in set_aside:
+            assert not rconn.exists(rq.job.Job.key_for(job_id)), job_id
     assert [place for place, marker in markers.items() if marker.exists()] == []

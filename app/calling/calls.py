@@ -94,6 +94,7 @@ class Task:
         task_id: str | None = None,
         result_ttl: int | None = None,
         expires: float | datetime | None = None,
+        encrypt: bool | None = None,
         session: Session | Connection | None = None,
     ) -> AsyncResult | EagerResult:
         """Validate and enqueue; the options are those of ``POST /api/v1/tasks/<name>``.
@@ -102,6 +103,7 @@ class Task:
         ``expires`` (seconds or a time): a job not started by then never runs. With
         ``session`` (a SQLAlchemy Connection or Session on DATABASE_URL) the enqueue is part of
         that transaction: the job exists only if it commits, and reaches Redis after the commit.
+        ``encrypt=True`` stores the args and result encrypted (ENCRYPTION_KEYS; docs/OPERATIONS.md).
         """
         model = self.validate(args or (), kwargs)
         if eta is not None and eta.tzinfo is None:
@@ -109,7 +111,7 @@ class Task:
         if isinstance(expires, datetime) and expires.tzinfo is None:
             expires = expires.replace(tzinfo=UTC)
         raw = {"countdown": countdown, "eta": eta, "queue": queue, "job_id": job_id or task_id,
-               "result_ttl": result_ttl, "expires": expires}  # fmt: skip
+               "result_ttl": result_ttl, "encrypt": encrypt, "expires": expires}  # fmt: skip
         try:
             options = EnqueueOptions.model_validate({k: v for k, v in raw.items() if v is not None})
         except ValidationError as exc:

@@ -11,7 +11,6 @@ list to its callback; a group followed by a task in a chain is a chord.
 from __future__ import annotations
 
 import time
-import traceback
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -28,7 +27,7 @@ from app.calling.result import (
     remote_error,
 )
 from app.catalogue.registry import REGISTRY, TaskSpec
-from app.core import workflows
+from app.core import outcomes, workflows
 from app.core.states import State
 from app.foundation.runtime import client_runtime
 
@@ -54,12 +53,12 @@ def field_errors(exc: ValidationError, prefix: str = "args") -> list[dict[str, A
 
 
 def run_eagerly(spec: TaskSpec, model: BaseModel, job_id: str | None = None) -> EagerResult:
-    """Run a validated call inline; the outcome is kept as a worker would report it."""
+    """Run a validated call inline, through app/core/outcomes.py (the signals, hooks and JSON
+    result of a worker's run); the outcome is kept as a worker would report it."""
     result_id = job_id or str(uuid.uuid4())
-    try:
-        value = spec.func(**{name: getattr(model, name) for name in type(model).model_fields})
-    except Exception as exc:
-        error = {"type": type(exc).__name__, "message": str(exc), "traceback": traceback.format_exc()}
+    values = {name: getattr(model, name) for name in type(model).model_fields}
+    value, error = outcomes.eager_run(spec, values, result_id)
+    if error is not None:
         return EagerResult(result_id, error=remote_error(error))
     return EagerResult(result_id, value=value)
 
@@ -119,12 +118,13 @@ class _Canvas:
     def node(self, receives: bool) -> dict[str, Any]:  # pragma: no cover - each kind defines it
         raise NotImplementedError
 
-    def apply_async(self, **_options: Any) -> WorkflowResult | EagerResult:
-        """Create the workflow (or, in eager mode, run it inline)."""
+    def apply_async(self, encrypt: bool | None = None, **_options: Any) -> WorkflowResult | EagerResult:
+        """Create the workflow (or, in eager mode, run it inline); ``encrypt=True`` stores every
+        step's args and result encrypted (raises EncryptionUnavailable without ENCRYPTION_KEYS)."""
         root = self.node(False)
         if is_eager():
             return _run_eagerly(root)
-        body = workflows.WorkflowBody.model_validate(root)
+        body = workflows.WorkflowBody.model_validate({**root, "encrypt": encrypt})
         rt = client_runtime()
         try:
             record = workflows.create(body, rt.redis, rt.settings)

@@ -17,7 +17,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.results import Result
 
-from app.core import lifecycle
+from app.core import outcomes
 from app.core.queues import JsonJob
 from app.core.states import State, describe
 from app.foundation.runtime import client_runtime
@@ -199,8 +199,8 @@ class AsyncResult(StateQueries):
         """Cancel the job if it waits, stop it if it runs (on whichever host runs it)."""
         job = self._job()
         if job is not None:
-            with contextlib.suppress(lifecycle.JobFinished):
-                lifecycle.revoke(job)
+            with contextlib.suppress(outcomes.JobFinished):
+                outcomes.revoke(job)
 
     def forget(self) -> None:
         """Delete the job and its results from Redis."""

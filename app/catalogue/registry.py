@@ -277,6 +277,8 @@ class TaskSpec:
     #: Called as ``on_failure(error, job_id, kwargs)`` after it failed for good; ``error`` is
     #: ``{"type", "message"}`` (Celery's Task.on_failure).
     on_failure: Callable[..., Any] | None = None
+    #: Declared ``sensitive=True``: every job's args and result are stored encrypted.
+    encrypted: bool = False
     #: The policy fields the operator changed (TASK_OVERRIDES), each with its declared value.
     overridden: Mapping[str, Any] = field(default_factory=dict)
 
@@ -323,6 +325,7 @@ class TaskSpec:
             "expires": self.expires,
             "schedule": self.schedule.describe() if self.schedule else None,
             "critical": self.critical,
+            "encrypted": self.encrypted,
             "overridden": {
                 name: {"declared": declared, "in_force": self.policy_value(name)}
                 for name, declared in self.overridden.items()
@@ -489,6 +492,7 @@ def task(
     critical: bool = False,
     on_success: Callable[..., Any] | None = None,
     on_failure: Callable[..., Any] | None = None,
+    sensitive: bool = False,
     registry: TaskRegistry | None = None,
 ) -> Callable[[F], F]:
     """Declare a task: the function is returned unchanged and its spec is registered.
@@ -501,6 +505,7 @@ def task(
     in the process that saw them (a handler that raises is logged, never fails the job).
     Retention per state: ``result_ttl`` (succeeded), ``failure_ttl`` (failed for good) and
     ``revoked_ttl`` (revoked or expired), in seconds; the outcome counters outlive them.
+    ``sensitive=True`` stores every job's args and result encrypted (ENCRYPTION_KEYS required).
     ``expires`` (seconds): a job not started that long after its enqueue never runs (a call's
     own ``expires`` wins).
     """
@@ -546,6 +551,7 @@ def task(
             critical=critical,
             on_success=on_success,
             on_failure=on_failure,
+            encrypted=sensitive,
         )
         (registry if registry is not None else REGISTRY).register(spec)
         return func

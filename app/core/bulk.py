@@ -25,8 +25,8 @@ from redis import Redis
 from rq.job import Job, JobStatus
 
 from app.core.filtering import JobFilter
-from app.core.lifecycle import JobFinished, JobNotFailed, retry_failed, revoke
 from app.core.listing import decode_cursor, list_jobs
+from app.core.outcomes import JobFinished, JobNotFailed, retry_failed, revoke
 from app.core.queues import JsonJob
 from app.foundation import keys
 from app.foundation.timeutil import iso, utcnow

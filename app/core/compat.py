@@ -22,10 +22,13 @@ from rq import serializers as rq_serializers
 from rq import utils as rq_utils
 from rq.job import Job, JobStatus
 from rq.job_lifecycle import record_job_failure
+from rq.registry import CanceledJobRegistry
+from rq.results import Result
 from rq.serializers import JSONSerializer
 from rq.timeouts import BaseDeathPenalty
 
 from app.foundation import clock
+from app.foundation.timeutil import utcnow
 
 #: The library versions whose internals this module was written against.
 PINNED = {"rq": "3.0.0", "rq-scheduler": "0.14.0", "rq-dashboard": "0.9.0"}
@@ -111,6 +114,27 @@ def meta_unreadable(job: Job) -> bool:
 def record_failure(job: Job, exc_string: str, pipeline: Any) -> None:
     """RQ's worker-less failure: status FAILED, the failed registry and a failure result."""
     record_job_failure(job, exc_string, pipeline)
+
+
+def record_stop(job: Job, exc_string: str, pipeline: Any, worker_name: str, ttl: int) -> None:
+    """A running job stopped on a revoke, as RQ records a cancel (not a failure): status STOPPED, its
+    end time, RQ's canceled registry (rq-dashboard and ``rq info`` list it there; the entry scored
+    with the end of its retention, ``ttl`` s, as a revoke of a waiting job is) and a result with
+    why it stopped; the job's hash expires after ``ttl``."""
+    job.ended_at = job.ended_at or utcnow()
+    job.set_status(JobStatus.STOPPED, pipeline=pipeline)
+    pipeline.hset(job.key, "ended_at", rq_utils.utcformat(job.ended_at))
+    CanceledJobRegistry(job.origin, job.connection, job_class=type(job), serializer=job.serializer).add(
+        job, ttl=ttl, pipeline=pipeline
+    )
+    Result.create_failure(job, ttl, exc_string=exc_string, worker_name=worker_name, pipeline=pipeline)
+    pipeline.expire(job.key, ttl)
+
+
+def forget_stopped_job(worker: Any) -> None:
+    """The stop the worker was told of (``rq``'s stop-job command) is recorded: clear it, as RQ's
+    failure handling does."""
+    worker._stopped_job_id = None
 
 
 def record_success(job: Job, result_ttl: int, pipeline: Any, worker_name: str, execution: Any) -> None:

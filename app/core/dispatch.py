@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -20,9 +21,11 @@ from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus, Retry
 from rq.rate_limit import RateLimit as ConcurrencyLimit
 
-from app.catalogue.registry import QueueName, TaskSpec
+from app.catalogue.registry import MASK, QueueName, TaskSpec
+from app.core import sealing
 from app.core.queues import JsonJob, JsonQueue, get_queue
 from app.foundation import defaults, keys
+from app.foundation.crypto import KeyRing
 from app.foundation.meta import Meta
 from app.foundation.timeutil import iso, seconds_from_now, utcnow, whole_second_after
 from app.ops import observability
@@ -116,6 +119,9 @@ class EnqueueOptions(BaseModel):
     queue: QueueName | None = None
     job_id: str | None = Field(default=None, pattern=JOB_ID_PATTERN)
     result_ttl: int | None = Field(default=None, ge=-1, description="seconds; -1 keeps the result")
+    encrypt: bool | None = Field(
+        default=None, description="store the args and result encrypted (AES-GCM, ENCRYPTION_KEYS)"
+    )
     expires: Expiry | None = Field(
         default=None,
         description="seconds, or an ISO 8601 time with a zone: a job not started by then never runs "
@@ -191,22 +197,37 @@ def enqueue(
         Meta.MAX_RETRIES: spec.retry.max_retries,
         **(meta or {}),
     }
+    stored, description = kwargs, masked_description(spec, kwargs)
+    if sealing.is_sealed_kwargs(kwargs):
+        # Sealed for this job id already (an outbox row pushed by a process without the key).
+        ring = None
+        job_meta[Meta.ENCRYPTED], description = True, sealed_description(spec)
+    elif (ring := sealing.ring_for(spec, options.encrypt)) is not None:
+        job_id = job_id or options.job_id or str(uuid.uuid4())
+        stored, description = sealing.seal_kwargs(ring, job_id, kwargs), sealed_description(spec)
+        job_meta[Meta.ENCRYPTED] = True
     if observability.TRACER is not None and (carrier := observability.trace_carrier()):
         job_meta[Meta.TRACE] = carrier
+    if ring is not None and idempotency is not None:
+        # Of an encrypted job, records hold only keyed digests (a plain hash of a card number
+        # or a user id could be matched by hashing guesses).
+        idempotency = replace(idempotency, request_digest=ring.fingerprint(idempotency.request_digest))
     expires_at = options.expires_at(spec)
     if expires_at is not None:
         job_meta[Meta.EXPIRES] = iso(expires_at)
-    unique_key = keys.unique_lock(spec.name, digest(kwargs)) if spec.unique else None
+    unique_key = keys.unique_lock(spec.name, _args_digest(ring, kwargs)) if spec.unique else None
     if unique_key:
         job_meta[Meta.UNIQUE_KEY] = unique_key
     concurrency = None
     if spec.concurrency:
         value = str(kwargs.get(spec.concurrency_key)) if spec.concurrency_key else None
+        if ring is not None and value is not None:
+            value = ring.fingerprint(value)[:32]  # a key name is never encrypted: no argument in it
         concurrency = ConcurrencyLimit(key=keys.concurrency(spec.name, value), concurrency=spec.concurrency)
     run_at = options.run_at()
     job = queue.create_job(
         spec.path,
-        kwargs=kwargs,
+        kwargs=stored,
         timeout=spec.time_limit,
         result_ttl=_first(options.result_ttl, spec.result_ttl, default_result_ttl),
         failure_ttl=_first(spec.failure_ttl, failure_ttl),
@@ -216,7 +237,7 @@ def enqueue(
         status=JobStatus.SCHEDULED if run_at else JobStatus.QUEUED,
         rate_limit=concurrency,
         depends_on=depends_on,
-        description=masked_description(spec, kwargs),
+        description=description,
     )
     scheduled = run_at is not None and run_at > utcnow()
     watched = [k for k in (idempotency.redis_key if idempotency else None, unique_key) if k]
@@ -283,6 +304,7 @@ def enqueue_many(
     default_result_ttl: int,
     failure_ttl: int,
     queue: QueueName | None = None,
+    encrypt: bool | None = None,
     expires_at: datetime | None = None,
 ) -> list[Job]:
     """Enqueue one job per argument set, all in one round trip to Redis.
@@ -299,19 +321,25 @@ def enqueue_many(
         meta[Meta.EXPIRES] = iso(expires_at)
     if observability.TRACER is not None and (carrier := observability.trace_carrier()):
         meta[Meta.TRACE] = carrier
-    jobs = [
-        target.create_job(
-            spec.path,
-            kwargs=kwargs,
-            timeout=spec.time_limit,
-            result_ttl=_first(spec.result_ttl, default_result_ttl),
-            failure_ttl=_first(spec.failure_ttl, failure_ttl),
-            retry=retry,
-            meta=dict(meta),
-            description=masked_description(spec, kwargs),
+    ring = sealing.ring_for(spec, encrypt)
+    if ring is not None:
+        meta[Meta.ENCRYPTED] = True
+    jobs = []
+    for kwargs in (a.model_dump(mode="json") if isinstance(a, BaseModel) else dict(a) for a in many_args):
+        job_id = str(uuid.uuid4())
+        jobs.append(
+            target.create_job(
+                spec.path,
+                kwargs=kwargs if ring is None else sealing.seal_kwargs(ring, job_id, kwargs),
+                timeout=spec.time_limit,
+                result_ttl=_first(spec.result_ttl, default_result_ttl),
+                failure_ttl=_first(spec.failure_ttl, failure_ttl),
+                retry=retry,
+                meta=dict(meta),
+                description=masked_description(spec, kwargs) if ring is None else sealed_description(spec),
+                job_id=job_id,
+            )
         )
-        for kwargs in (a.model_dump(mode="json") if isinstance(a, BaseModel) else dict(a) for a in many_args)
-    ]
     with connection.pipeline() as pipe:
         for job in jobs:
             target.enqueue_job(job, pipeline=pipe)
@@ -327,6 +355,15 @@ def masked_description(spec: TaskSpec, kwargs: Mapping[str, Any]) -> str | None:
         return None
     shown = ", ".join(f"{key}={value!r}" for key, value in spec.masked(kwargs).items())
     return f"{spec.path}({shown})"
+
+
+def _args_digest(ring: KeyRing | None, kwargs: Mapping[str, Any]) -> str:
+    return digest(kwargs) if ring is None else ring.fingerprint(digest(kwargs))
+
+
+def sealed_description(spec: TaskSpec) -> str:
+    """The description of an encrypted job: no argument, not even masked names."""
+    return f"{spec.path}({MASK})"
 
 
 def _remember(pipe: Any, idempotency: Idempotency, job_id: str) -> None:

@@ -3,9 +3,10 @@
 The job's stored arguments are validated again against the task's input model (the job
 may have been written to Redis by something other than the API), the task function is
 called with the validated values, and its result is made JSON before RQ stores it.
-A failure is recorded as an attempt and classified here: retried (RQ's worker then
-schedules it through JsonJob.retry) or final. What follows an outcome is the lifecycle
-module's business.
+A failure is handed to app/core/outcomes.py (``attempt_failed``), which records it as an
+attempt and decides whether it may be retried; RQ's worker then asks the job class
+(``should_retry``, ``retry``), which asks outcomes again. Everything that follows an outcome
+is the outcomes module's business.
 """
 
 from __future__ import annotations
@@ -15,20 +16,24 @@ import contextlib
 import inspect
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
 from rq.job import Job
+from rq.queue import Queue
 
 from app.catalogue.registry import RetryTask, Snooze, TaskSpec
+from app.core import outcomes, sealing
 from app.core.queues import JsonJob, UnknownTaskError, task_spec
 from app.core.steps import StepInputExpired, inputs_for
-from app.foundation import defaults, proc, signals
+from app.foundation import proc, signals
 from app.foundation.meta import Meta
-from app.foundation.timeutil import iso, utcnow
 from app.ops import observability
-from app.ops.logs import MASK, MIN_SECRET_LENGTH, hold_secrets, redact, release_secrets
+from app.ops.logs import hold_secrets, redact, release_secrets
+
+if TYPE_CHECKING:
+    from redis.client import Pipeline
 
 __all__ = ["ExecutingJob", "InvalidJobArguments", "JobRevoked", "RetryTask", "execute", "spec_for"]
 
@@ -44,10 +49,20 @@ class JobRevoked(RuntimeError):
 
 
 class ExecutingJob(JsonJob):
-    """The job class of workers: RQ's ``perform`` runs the task through :func:`execute`."""
+    """The job class of workers: RQ's ``perform`` runs the task through :func:`execute`; whether a
+    failed attempt is retried, and when, is app/core/outcomes.py's decision."""
 
     def _execute(self) -> Any:
         return execute(self)
+
+    @property
+    def should_retry(self) -> bool:
+        """RQ's retry budget, unless outcomes says this failure is final (see outcomes.may_retry)."""
+        return outcomes.may_retry(self, budget_left=super().should_retry)
+
+    def retry(self, queue: Queue, pipeline: Pipeline) -> None:
+        """Schedule the next attempt (RQ calls it from its failure handling): outcomes.schedule_retry."""
+        outcomes.schedule_retry(self, queue, pipeline)
 
 
 def spec_for(job: Job) -> TaskSpec:
@@ -58,47 +73,16 @@ def spec_for(job: Job) -> TaskSpec:
     return spec
 
 
-def record_attempt(job: Job, exc_type: str, message: str) -> None:
-    """Append this attempt's error to the job's history (saved with the next meta write)."""
-    attempts = list(job.meta.get(Meta.ATTEMPTS) or [])
-    attempts.append(
-        {"attempt": len(attempts) + 1, "type": exc_type, "message": message[:2000], "at": iso(utcnow())}
-    )
-    job.meta[Meta.ATTEMPTS] = attempts[-defaults.MAX_ATTEMPT_RECORDS :]
-    job.meta[Meta.ERROR] = {"type": exc_type, "message": message}
-
-
-def redact_arguments(job: Job, text: str) -> str:
-    """``text`` with the job's sensitive argument values masked (for texts made after its run)."""
-    spec = task_spec(job)
-    if spec is None or not spec.sensitive or not text:
-        return text
-    try:
-        kwargs = dict(job.kwargs)
-    except Exception:
-        return text
-    for name in spec.sensitive:
-        value = kwargs.get(name)
-        if isinstance(value, str) and len(value) >= MIN_SECRET_LENGTH:
-            text = text.replace(value, MASK)
-    return text
-
-
-def record_error(job: Job, exc_type: str, message: str) -> None:
-    """Record a failure seen from outside the task (a killed or abandoned run) as an attempt, now."""
-    job.meta = job.get_meta(refresh=True)  # the run may have saved progress and attempts since
-    record_attempt(job, exc_type, message)
-    job.save_meta()
-
-
 def _never_retry(exc: BaseException) -> bool:
-    return isinstance(exc, InvalidJobArguments | JobRevoked | UnknownTaskError | StepInputExpired)
+    return isinstance(
+        exc, InvalidJobArguments | JobRevoked | UnknownTaskError | StepInputExpired | sealing.DecryptError
+    )
 
 
 def _validated(spec: TaskSpec, job: Job) -> dict[str, Any]:
     if job.args:
         raise InvalidJobArguments(f"task {spec.name!r} takes keyword arguments only")
-    kwargs = inputs_for(job, dict(job.kwargs))
+    kwargs = inputs_for(job, _opened(job))
     try:
         model = spec.validate(kwargs)
     except ValidationError as exc:
@@ -113,6 +97,14 @@ def _validated(spec: TaskSpec, job: Job) -> dict[str, Any]:
         )
         raise InvalidJobArguments(f"invalid arguments for task {spec.name!r}: {problems}") from None
     return {name: getattr(model, name) for name in type(model).model_fields}
+
+
+def _opened(job: Job) -> dict[str, Any]:
+    """The job's stored arguments, decrypted just before the call when the job is encrypted."""
+    try:
+        return sealing.job_kwargs(job)
+    except sealing.DecryptError as exc:
+        raise sealing.DecryptError(f"the arguments of job {job.id} cannot be decrypted: {exc}") from None
 
 
 def execute(job: Job) -> Any:
@@ -134,9 +126,9 @@ def _execute(job: Job) -> Any:
         if job.meta.get(Meta.REVOKED):
             raise JobRevoked(f"job {job.id} was revoked")
         values = _validated(spec, job)
-        if spec.sensitive:
+        if spec.sensitive or sealing.is_encrypted(job):
             # Out of every log line while the job runs, its own error message included.
-            held = [str(values[name]) for name in spec.sensitive if values.get(name) is not None]
+            held = sealing.secret_values(spec, values, sealing.is_encrypted(job))
             hold_secrets(held)
         started = time.monotonic()
         log.info("task started", extra={"job_id": job.id, "task": spec.name})
@@ -150,7 +142,7 @@ def _execute(job: Job) -> Any:
         finally:
             signals.send(signals.task_postrun, spec.name, job_id=job.id, kwargs=values)
     except Snooze as exc:
-        # Neither an attempt nor a failure: the worker puts the job back (lifecycle.snoozed).
+        # Neither an attempt nor a failure: the worker puts the job back (outcomes.snoozed).
         job.meta[Meta.SNOOZE_FOR] = exc.seconds
         job.save_meta()
         raise
@@ -161,12 +153,7 @@ def _execute(job: Job) -> Any:
             # RQ formats the traceback it stores, shows and logs from the exception itself.
             with contextlib.suppress(Exception):
                 exc.args = (message,)
-        record_attempt(job, type(exc).__name__, message)
-        if isinstance(exc, RetryTask):
-            job.meta[Meta.RETRY_COUNTDOWN] = exc.countdown
-        elif spec is None or _never_retry(exc) or not spec.retry.should_retry(exc):
-            job.meta[Meta.NO_RETRY] = True
-        job.save_meta()
+        outcomes.attempt_failed(job, spec, exc, message, retryable=not _never_retry(exc))
         raise
     finally:
         if held:
@@ -179,7 +166,7 @@ def _execute(job: Job) -> Any:
             "duration_ms": round((time.monotonic() - started) * 1000, 2),
         },
     )
-    return to_jsonable_python(result)
+    return sealing.sealed_result(job, to_jsonable_python(result))
 
 
 async def _await(awaitable: Any) -> Any:

@@ -49,6 +49,29 @@ class Lease:
         return cls(job.started_job_registry.key, (execution.composite_key,))
 
 
+def of_run(job: Job, execution: Any) -> Lease | None:
+    """The lease of ``execution`` (a run of ``job``), or None when no run was started."""
+    return None if execution is None else Lease.of(job, execution)
+
+
+def of_started(connection: Redis, job: Job) -> Lease | None:
+    """The lease of whatever run of ``job`` its queue's started registry holds now (None: no run).
+
+    For a process that settles a run it did not start (the supervisor, after the worker
+    running it died): every entry of the job counts, whoever wrote it.
+    """
+    key = job.started_job_registry.key
+    members = started_members(connection, key, job.id)
+    return Lease(key, tuple(members)) if members else None
+
+
+def started_members(connection: Redis, key: str, job_id: str) -> list[bytes]:
+    """The started registry's ``<job_id>:<execution_id>`` members of one job."""
+    prefix = f"{job_id}:".encode()
+    members: list[bytes] = connection.zrange(key, 0, -1)  # type: ignore[assignment]
+    return [m for m in members if m == job_id.encode() or m.startswith(prefix)]
+
+
 # KEYS[1]: the started registry; KEYS[2], if given: a set that must be empty (the job's dependents).
 # ARGV[1]: the highest score an entry may have to count ('' for any); ARGV[2]: the number m of
 # entries; ARGV[3 .. 2+m]: the entries; then the writes: n, command, arg..., n, command, ...

@@ -62,7 +62,7 @@ from rq.job import Job, parse_job_id
 from app.catalogue.registry import QueueName
 from app.core.filtering import JobFilter
 from app.core.queues import JsonJob, JsonQueue, get_queue
-from app.core.states import State, describe, state_of, task_name
+from app.core.states import State, describe, set_aside_views, state_of, task_name
 
 _STATE_SOURCES: dict[State, tuple[str, ...]] = {
     State.PENDING: ("queue", "scheduled", "deferred"),
@@ -333,10 +333,16 @@ def _views(
     rest: Callable[[Job], bool] | None = None,
     view: Callable[[Job], Any] = describe,
 ) -> list[Any]:
-    """The jobs that still exist and match the filters, as the API shows them (or ``view``), in order."""
-    out = []
-    for job in JsonJob.fetch_many(job_ids, connection=redis):
+    """The jobs that still exist and match the filters, as the API shows them (or ``view``), in order.
+
+    In the API's own view, a job set aside unread (app/core/outcomes.py: set_aside) is listed as a
+    failure with its recorded cause, from its raw fields; it has no task, so a task filter (or any
+    other) leaves it out.
+    """
+    found: list[tuple[str, Any]] = []
+    for job_id, job in zip(job_ids, JsonJob.fetch_many(job_ids, connection=redis), strict=True):
         if job is None:
+            found.append((job_id, None))  # gone, or set aside unread: looked up below
             continue
         try:
             if state is not None and state_of(job) is not state:
@@ -345,10 +351,17 @@ def _views(
                 continue
             if rest is not None and not rest(job):
                 continue
-            out.append(view(job))
+            found.append((job_id, view(job)))
         except DeserializationError:  # not JSON: not written by this service
-            continue
-    return out
+            found.append((job_id, None))
+    if view is not describe or rest is not None or task is not None or state not in (None, State.FAILURE):
+        return [v for _, v in found if v is not None]
+    doubtful = [
+        i for i, v in found if v is None or (v["state"] == State.FAILURE.value and v["error"] is None)
+    ]
+    set_aside = set_aside_views(redis, doubtful) if doubtful else {}
+    views = [set_aside.get(job_id, v) for job_id, v in found]
+    return [v for v in views if v is not None]
 
 
 def list_jobs(

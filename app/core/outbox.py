@@ -39,6 +39,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from app.catalogue.registry import REGISTRY, TaskSpec
+from app.core import sealing
 from app.core.dispatch import EnqueueOptions, JobExistsError, enqueue
 from app.foundation import defaults, keys
 from app.foundation.config import Settings
@@ -84,13 +85,18 @@ def stage(
     if options.countdown:  # from now, not from whenever the row is pushed
         stored.pop("countdown")
         stored["eta"] = (utcnow() + timedelta(seconds=options.countdown)).isoformat()
+    kwargs: dict[str, Any] = model.model_dump(mode="json")
+    ring = sealing.ring_for(spec, options.encrypt)
+    if ring is not None:  # the row holds the args sealed for the job, as its hash will
+        kwargs = sealing.seal_kwargs(ring, job_id, kwargs)
+        stored["encrypt"] = True
     expires_at = options.expires_at(spec)  # also the task's default: from now, as countdown
     if expires_at is not None:
         stored["expires"] = expires_at.isoformat()
     row = {
         "job_id": job_id,
         "task": spec.name,
-        "kwargs": json.dumps(model.model_dump(mode="json"), separators=(",", ":")),
+        "kwargs": json.dumps(kwargs, separators=(",", ":")),
         "options": json.dumps(stored, separators=(",", ":")),
     }
     bind.execute(insert(OutboxEntry).values(**row))
@@ -261,7 +267,7 @@ def _enqueue(redis: Redis, settings: Settings, entry: Any) -> bool:
     try:
         job = enqueue(
             spec,
-            json.loads(entry.kwargs),
+            sealing.open_or_keep(entry.job_id, json.loads(entry.kwargs)),
             redis,
             options,
             default_result_ttl=settings.result_ttl,

@@ -9,24 +9,19 @@ instead of running.
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Iterable
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from redis import Redis
 from rq import Queue
 from rq.exceptions import DequeueTimeout, DeserializationError, NoSuchJobError
-from rq.job import Job, JobStatus
-from rq.registry import FailedJobRegistry
+from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from app.catalogue.registry import REGISTRY, QueueName, TaskSpec
 from app.core import compat
 from app.foundation import defaults, keys, outages
 from app.foundation.lua import LuaScript
-from app.foundation.meta import Meta
-from app.foundation.timeutil import iso, seconds_from_now, utcnow
 
 if TYPE_CHECKING:
     from redis.client import Pipeline
@@ -36,6 +31,17 @@ log = logging.getLogger("tasklane.queues")
 
 class UnknownTaskError(LookupError):
     """A job names a function that is not in the task registry."""
+
+
+class UnreadableJob(Exception):
+    """A dequeued job whose hash cannot be read (not JSON, no data, a bad status): it is never
+    run; its id is still in ``queue``'s intermediate list, for app/core/outcomes.py to set aside."""
+
+    def __init__(self, queue: JsonQueue, job_id: str, cause: str) -> None:
+        super().__init__(f"job {job_id} in queue {queue.name} cannot be read ({cause})")
+        self.queue = queue
+        self.job_id = job_id
+        self.cause = cause
 
 
 class JsonJob(Job):
@@ -96,31 +102,6 @@ class JsonJob(Job):
             jobs.append(restore_or_none(cls, job_id, fields, connection))
         return jobs
 
-    @property
-    def should_retry(self) -> bool:
-        """RQ's retry budget, unless the task's policy or a revoke says this failure is final."""
-        if self.meta.get(Meta.NO_RETRY) or self.meta.get(Meta.REVOKED):
-            return False
-        return super().should_retry
-
-    def retry(self, queue: Queue, pipeline: Pipeline) -> None:
-        """Schedule the next attempt after the task's back-off (with full jitter) or its own countdown.
-
-        RQ's Retry knows only a fixed list of intervals; the delay is decided here instead,
-        for failures in the task and for killed work horses alike.
-        """
-        assert self.retries_left
-        countdown = self.meta.pop(Meta.RETRY_COUNTDOWN, None)
-        if countdown is None:
-            spec = task_spec(self)
-            attempt = int(self.meta.get(Meta.MAX_RETRIES, 0)) - self.retries_left + 1
-            countdown = spec.retry.delay(attempt, random.random()) if spec else 1.0
-        self.retries_left -= 1
-        when = seconds_from_now(float(countdown))
-        self.meta[Meta.NEXT_RETRY_AT] = iso(when)
-        compat.set_job_status(self, JobStatus.SCHEDULED)
-        queue.schedule_job(self, when, pipeline=pipeline)
-
 
 def restore_or_none(
     job_class: type[Job], job_id: str, fields: dict[bytes, Any], connection: Redis
@@ -169,13 +150,14 @@ class JsonQueue(Queue):
         loses nothing (RQ itself uses BLPOP, which is lossy, when it listens on several
         queues). When all are empty, wait on the queues' doorbells (or poll each second).
 
-        A job whose hash cannot be read (no data, a bad status) is moved aside to the
-        failed registry with the cause, and the queue flows on.
+        A job whose hash cannot be read (no data, a bad status) is handed to
+        :meth:`unreadable` (the workers' queue class sets it aside as failed, with the cause,
+        through app/core/outcomes.py), and the queue flows on.
 
         Redis going away raises :class:`app.outages.RedisUnavailable`, which RQ's worker loop
         lets through (it would retry a redis-py error itself, logging every attempt): the
-        worker rides the outage out (app/processes/workers/base.py). A job moved before the answer was
-        lost stays in the intermediate list, where the sweep finds it.
+        worker rides the outage out (app/processes/workers/redis_outages.py). A job moved before
+        the answer was lost stays in the intermediate list, where the sweep finds it.
 
         A paused queue (:func:`pause`) is skipped inside the move itself, so every worker mode
         (and the pooled prefetch, which runs the same move) honours a pause from its next dequeue;
@@ -185,6 +167,13 @@ class JsonQueue(Queue):
             return cls._dequeue_any(queues, timeout, connection, job_class)
         except outages.REDIS_DOWN as exc:
             raise outages.RedisUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+    @classmethod
+    def unreadable(cls, found: UnreadableJob) -> None:
+        """A dequeued job cannot be read. Only workers dequeue, and their queue class sets it aside
+        (app/processes/workers/base.py); anything else dequeuing stops here, the id left in the
+        intermediate list."""
+        raise found
 
     @classmethod
     def _dequeue_any(
@@ -198,7 +187,11 @@ class JsonQueue(Queue):
             answer = _MOVE_FIRST(connection, keys=queue_keys, args=_move_args())
             found = moved(answer)
             if found is not None:
-                taken = take_moved(found, by_key, connection, job_class)
+                try:
+                    taken = take_moved(found, by_key, connection, job_class)
+                except UnreadableJob as exc:
+                    cls.unreadable(exc)
+                    continue
                 if taken is None:
                     continue
                 return taken
@@ -228,8 +221,8 @@ def _require_json(job: Job) -> None:
 def take_moved(
     found: tuple[str, str, dict[bytes, Any]], by_key: dict[str, Any], connection: Redis, job_class: Any = None
 ) -> tuple[Job, Any] | None:
-    """The job a move (:func:`move_first_on`) took, read from its hash; None when it cannot be run
-    (its hash is gone: the stale id is dropped; it cannot be read: it is set aside as failed)."""
+    """The job a move (:func:`move_first_on`) took, read from its hash; None when its hash is gone
+    (the stale id is dropped). Raises :class:`UnreadableJob` when it cannot be read."""
     queue_key, job_id, fields = found
     queue = by_key[queue_key]
     if not fields:  # the job's hash expired or was deleted: drop the stale id
@@ -239,16 +232,24 @@ def take_moved(
     try:
         job.restore(fields)
         _require_json(job)
+    except NoSuchJobError as exc:  # RQ's message quotes the whole hash (arguments included): not kept
+        raise UnreadableJob(queue, job_id, "NoSuchJobError: the job's hash has no data") from exc
     except Exception as exc:
-        set_aside(queue, job_id, f"{type(exc).__name__}: {exc}")
-        return None
+        raise UnreadableJob(queue, job_id, f"{type(exc).__name__}: {exc}") from exc
     return job, queue
 
 
-def move_first_on(pipeline: Any, queue_keys: list[str]) -> None:
+#: The field of a worker's hash (``rq:worker:<name>``) that names the job it last took ahead
+#: (:func:`move_first_on` with ``taker``): written by the move itself, so whoever settles a dead
+#: worker knows what it took even if it died before it heard the answer.
+TAKEN = "tasklane_taken"
+
+
+def move_first_on(pipeline: Any, queue_keys: list[str], taker: str | None = None) -> None:
     """Queue the move of the first waiting job of ``queue_keys`` (in order) to its intermediate list
-    on ``pipeline``; read its answer with :func:`moved`."""
-    _MOVE_FIRST.queue(pipeline, keys=queue_keys, args=_move_args())
+    on ``pipeline``; read its answer with :func:`moved`. With ``taker`` (a worker's key), the same
+    script step records the job taken in that hash's :data:`TAKEN` field."""
+    _MOVE_FIRST.queue(pipeline, keys=queue_keys, args=_move_args(taker))
 
 
 def load_move_first(connection: Redis) -> None:
@@ -265,25 +266,6 @@ def moved(result: Any) -> tuple[str, str, dict[bytes, Any]] | None:
     return _text(key), _text(job_id), fields
 
 
-def set_aside(queue: JsonQueue, job_id: str, cause: str) -> None:
-    """Move a job that cannot be read out of the way: failed, with the cause, off every list."""
-    log.error("job %s in queue %s cannot be read (%s); moved to the failed jobs", job_id, queue.name, cause)
-    failed = FailedJobRegistry(queue.name, connection=queue.connection, job_class=JsonJob)
-    expires = (utcnow() + timedelta(seconds=defaults.FAILED_JOB_TTL)).timestamp()
-    with queue.connection.pipeline() as pipe:
-        pipe.lrem(queue.intermediate_queue_key, 1, job_id)
-        pipe.zadd(failed.key, {job_id: expires})
-        pipe.hset(
-            JsonJob.key_for(job_id),
-            mapping={
-                "status": JobStatus.FAILED.value,
-                "ended_at": iso(utcnow()) or "",
-                "error": cause,
-            },
-        )
-        pipe.execute()
-
-
 def ring_doorbell(pipe: Any, queue_name: str) -> None:
     """Wake one idle worker of ``queue_name`` (the list is capped; a lost ring costs latency only)."""
     bell = keys.doorbell(queue_name)
@@ -295,7 +277,7 @@ def ring_doorbell(pipe: Any, queue_name: str) -> None:
 # hash in the same call; returns {key, id, field, value, ...} (no fields: the job is gone).
 # A paused queue (its name in the set ARGV[2]; ARGV[3] is the queue key prefix) is skipped:
 # when nothing moved, the answer is {"", paused name, ...}, or false when none is paused.
-# ARGV[1] is the job key prefix.
+# ARGV[1] is the job key prefix; ARGV[4], if given, the key of the hash that records the taker.
 _MOVE_FIRST = LuaScript(
     """
 local paused = {''}
@@ -306,6 +288,7 @@ for _, key in ipairs(KEYS) do
   else
     local id = redis.call('LMOVE', key, key .. ':intermediate', 'LEFT', 'RIGHT')
     if id then
+      if ARGV[4] then redis.call('HSET', ARGV[4], 'tasklane_taken', id) end
       local out = {key, id}
       for _, v in ipairs(redis.call('HGETALL', ARGV[1] .. id)) do table.insert(out, v) end
       return out
@@ -318,8 +301,13 @@ return false
 )
 
 
-def _move_args() -> list[str]:
-    return [JsonJob.redis_job_namespace_prefix, keys.paused_queues(), JsonQueue.redis_queue_namespace_prefix]
+def _move_args(taker: str | None = None) -> list[str]:
+    prefixes = [
+        JsonJob.redis_job_namespace_prefix,
+        keys.paused_queues(),
+        JsonQueue.redis_queue_namespace_prefix,
+    ]
+    return [*prefixes, *([taker] if taker else [])]
 
 
 def _text(value: bytes | str) -> str:

@@ -39,8 +39,9 @@ from redis.client import Pipeline
 from rq.exceptions import DeserializationError, NoSuchJobError
 from rq.job import JobStatus
 
-from app.catalogue.registry import OVERLAP_POLICIES, REGISTRY, TaskRegistry, TaskSpec
-from app.core.dispatch import EnqueueOptions, JobExistsError, enqueue
+from app.catalogue.registry import MASK, OVERLAP_POLICIES, REGISTRY, TaskRegistry, TaskSpec
+from app.core import sealing
+from app.core.dispatch import EnqueueOptions, JobExistsError, digest, enqueue
 from app.core.queues import JsonJob, fetch_job
 from app.core.states import state_of
 from app.foundation import clock, defaults, keys
@@ -164,10 +165,30 @@ class Record:
 
     @classmethod
     def loads(cls, raw: bytes | str) -> Record:
-        return cls(**json.loads(raw))
+        fields = json.loads(raw)
+        owner = _owner(fields["name"])
+        fields["args"] = _opened(fields["args"], owner)
+        if isinstance(fields.get("declared"), dict):
+            fields["declared"] = {**fields["declared"], "args": _opened(fields["declared"]["args"], owner)}
+        return cls(**fields)
 
     def dumps(self) -> str:
-        return json.dumps(self.__dict__, sort_keys=True, separators=(",", ":"))
+        """The record as stored; the args (and the declared ones) sealed when its task's jobs are."""
+        fields = dict(self.__dict__)
+        ring = _ring_for(self.task)
+        if ring is not None:
+            fields["args"] = _sealed(ring, self.args, _owner(self.name))
+            if isinstance(self.declared, dict):
+                fields["declared"] = {
+                    **self.declared,
+                    "args": _sealed(ring, self.declared["args"], _owner(self.name)),
+                }
+        return json.dumps(fields, sort_keys=True, separators=(",", ":"))
+
+    @property
+    def sealed(self) -> bool:
+        """True when the stored args are encrypted (their task's jobs are)."""
+        return _ring_for(self.task) is not None or sealing.is_sealed_kwargs(self.args)
 
     @property
     def cadence(self) -> Cadence:
@@ -177,12 +198,50 @@ class Record:
         """What the tick jobs depend on: a change of it replaces the rq-scheduler entry."""
         return {
             "task": self.task,
-            "args": self.args,
+            # Stored in the rq-scheduler entry's meta: the args of an encrypted task only as a digest.
+            "args": {"digest": digest(self.args)} if self.sealed else self.args,
             "cron": self.cron,
             "interval": self.interval,
             "timezone": self.timezone,
             "anchor": self.anchor,
         }
+
+
+def _owner(name: str) -> str:
+    """The associated data of a schedule's sealed args: they open for this schedule only."""
+    return f"schedule:{name}"
+
+
+def _ring_for(task: str) -> Any:
+    """The ring that seals the stored args of a schedule of ``task``, or None (stored in clear)."""
+    spec = REGISTRY.get(task)
+    if spec is None:
+        return None
+    try:
+        return sealing.ring_for(spec, None)
+    except sealing.EncryptionUnavailable:
+        return None
+
+
+def _sealed(ring: Any, args: Any, owner: str) -> Any:
+    if not isinstance(args, dict) or sealing.is_sealed_kwargs(args):
+        return args
+    return {sealing.SEALED: ring.seal(args, owner)}
+
+
+def _opened(args: Any, owner: str) -> Any:
+    """Stored args opened; kept sealed when this process cannot open them (its ticks then fail
+    validation and are recorded as invalid, never run with wrong arguments)."""
+    if not isinstance(args, dict) or not sealing.is_sealed_kwargs(args):
+        return args
+    ring = sealing.keyring()
+    if ring is None:
+        return args
+    try:
+        opened = ring.open(args[sealing.SEALED], owner)
+    except sealing.DecryptError:
+        return args
+    return opened if isinstance(opened, dict) else args
 
 
 def _declared(spec: TaskSpec) -> dict[str, Any]:
@@ -297,8 +356,14 @@ def create(redis: Redis, fields: Mapping[str, Any], registry: TaskRegistry = REG
         errors.append(
             _error("name", "name is 1 to 100 letters, digits, '_', '.', '-', starting alphanumeric")
         )
-    if not isinstance(task, str) or registry.get(task) is None:
+    task_spec = registry.get(task) if isinstance(task, str) else None
+    if task_spec is None:
         errors.append(_error("task", f"no task named {task!r}; GET /api/v1/tasks lists them"))
+    else:
+        try:
+            sealing.ring_for(task_spec, None)
+        except sealing.EncryptionUnavailable as exc:
+            errors.append(_error("task", str(exc), "encryption_unavailable"))
     try:
         checked = validate(fields, registry, str(task))
     except InvalidSchedule as exc:
@@ -568,13 +633,13 @@ def fire_due(
         except JobExistsError:
             log.debug("tick %s of %s was enqueued by another scheduler", tick, name)
             continue
-        except ValidationError as exc:
+        except (ValidationError, sealing.EncryptionUnavailable) as exc:
             if _CLAIM(redis, keys=[state_key(name)], args=[tick]):
                 log.warning(
-                    "schedule %s: its args no longer fit task %s (%d errors); tick %s not run",
+                    "schedule %s: its args no longer fit task %s (%s); tick %s not run",
                     name,
                     spec.name,
-                    exc.error_count(),
+                    f"{exc.error_count()} errors" if isinstance(exc, ValidationError) else exc,
                     tick,
                 )
                 _record(redis, name, {"tick": tick, "kind": "invalid", "job_id": None})
@@ -603,6 +668,8 @@ def run_now(redis: Redis, name: str, registry: TaskRegistry = REGISTRY, ttls: Tt
     except ValidationError as exc:
         message = f"the stored args no longer fit the task ({exc.error_count()} errors)"
         raise InvalidSchedule([_error("args", message)]) from None
+    except sealing.EncryptionUnavailable as exc:
+        raise InvalidSchedule([_error("args", str(exc), "encryption_unavailable")]) from None
     with redis.pipeline() as pipe:
         pipe.hset(state_key(name), mapping={"last_run": now, "last_job_id": job.id})
         _record(pipe, name, {"tick": now, "kind": "manual", "job_id": job.id})
@@ -611,6 +678,12 @@ def run_now(redis: Redis, name: str, registry: TaskRegistry = REGISTRY, ttls: Tt
 
 
 # --- views -----------------------------------------------------------------------------------
+
+
+def _all_masked(args: Any) -> Any:
+    if not isinstance(args, dict) or sealing.is_sealed_kwargs(args):
+        return MASK
+    return dict.fromkeys(args, MASK)
 
 
 def view(
@@ -624,12 +697,17 @@ def view(
     declared = record.declared
     if spec is not None and spec.sensitive and declared is not None:
         declared = {**declared, "args": spec.masked(declared.get("args") or {})}
+    if record.sealed:  # every argument of an encrypted task is a secret
+        declared = {**declared, "args": _all_masked(declared.get("args"))} if declared is not None else None
+        shown = _all_masked(record.args)
+    else:
+        shown = spec.masked(record.args) if spec else record.args
     return {
         "name": record.name,
         "id": entry_id(record.name),
         "task": record.task,
         "queue": spec.queue.value if spec else None,
-        "args": spec.masked(record.args) if spec else record.args,
+        "args": shown,
         "cron": record.cron,
         "interval": record.interval,
         "timezone": record.timezone,

@@ -6,10 +6,12 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from redis import Redis
 from rq.job import Job, JobStatus
 from rq.registry import ScheduledJobRegistry
 
-from app.catalogue.registry import REGISTRY
+from app.catalogue.registry import MASK, REGISTRY
+from app.core import sealing
 from app.foundation.meta import Meta
 from app.foundation.timeutil import iso
 
@@ -93,6 +95,10 @@ def describe(job: Job) -> dict[str, Any]:
     error = None
     if state is State.SUCCESS:
         result = job.return_value()
+        try:
+            result = sealing.job_result(job, result)
+        except sealing.DecryptError:
+            result = MASK  # sealed under a key that is gone: not shown, never the envelope
     elif state in (State.FAILURE, State.RETRY, State.REVOKED):
         latest = job.latest_result()
         error = parse_error(latest.exc_string if latest else None)
@@ -124,3 +130,49 @@ def describe(job: Job) -> dict[str, Any]:
         "ended_at": iso(job.ended_at),
         "worker": job.worker_name,
     }
+
+
+#: The job hash field that marks a job set aside unread (app/core/outcomes.py: set_aside).
+SET_ASIDE = "tasklane_set_aside"
+_SET_ASIDE_FIELDS = (SET_ASIDE, "error", "origin", "ended_at", "enqueued_at", "created_at")
+
+
+def set_aside_views(connection: Redis, job_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """The jobs of ``job_ids`` that were set aside unread, as ``GET /api/v1/jobs/<id>`` shows them:
+    FAILURE, with the recorded cause as the error. Only raw fields are read: the job's data and
+    meta (maybe a pickle) are never decoded."""
+    if not job_ids:
+        return {}
+    with connection.pipeline(transaction=False) as pipe:
+        for job_id in job_ids:
+            pipe.hmget(Job.key_for(job_id), *_SET_ASIDE_FIELDS)
+        rows = pipe.execute()
+    views: dict[str, dict[str, Any]] = {}
+    for job_id, row in zip(job_ids, rows, strict=True):
+        marker, cause, origin, ended_at, enqueued_at, created_at = (_text(v) for v in row)
+        enqueued_at = enqueued_at or created_at
+        if not marker:
+            continue
+        error = parse_error(cause) or {"type": "Error", "message": "", "traceback": None}
+        views[job_id] = {
+            "job_id": job_id,
+            "task": None,
+            "queue": origin or marker,
+            "state": State.FAILURE.value,
+            "status": JobStatus.FAILED.value,
+            "progress": None,
+            "result": None,
+            "error": {**error, "traceback": None, "attempts": []},
+            "retries": 0,
+            "attempts": [],
+            "next_retry_at": None,
+            "enqueued_at": enqueued_at or None,
+            "started_at": None,
+            "ended_at": ended_at or None,
+            "worker": None,
+        }
+    return views
+
+
+def _text(value: bytes | str | None) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else (value or "")

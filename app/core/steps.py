@@ -12,6 +12,7 @@ from typing import Any
 
 from rq.job import Job
 
+from app.core import sealing
 from app.core.queues import JsonJob
 from app.foundation.meta import Meta
 
@@ -44,5 +45,5 @@ def inputs_for(job: Job, kwargs: dict[str, Any]) -> dict[str, Any]:
     for job_id, upstream in zip(ids, JsonJob.fetch_many(ids, connection=job.connection), strict=True):
         if upstream is None:
             raise StepInputExpired(f"the result of step {job_id} has expired; the workflow cannot go on")
-        results[job_id] = upstream.return_value()
+        results[job_id] = sealing.job_result(upstream, upstream.return_value())
     return {**kwargs, spec["field"]: resolve(spec["from"], results)}

@@ -24,8 +24,8 @@ from redis import Redis
 from rq.job import JobStatus
 
 from app.catalogue.registry import REGISTRY, TaskSpec
-from app.core import lifecycle
-from app.core.dispatch import enqueue
+from app.core import outcomes, sealing
+from app.core.dispatch import EnqueueOptions, enqueue
 from app.core.queues import JsonJob
 from app.core.states import State, describe
 from app.core.steps import job_ids, resolve
@@ -56,6 +56,8 @@ class WorkflowBody(BaseModel):
     type: NodeType
     steps: list[StepBody] = Field(min_length=1)
     callback: StepBody | None = None
+    #: Every step's args and result stored encrypted (as the enqueue option ``encrypt``).
+    encrypt: bool | None = None
 
 
 class WorkflowError(ValueError):
@@ -144,8 +146,20 @@ def _count(tree: dict[str, Any]) -> int:
     return sum(_count(child) for child in next(iter(tree.values())))
 
 
+def _planned(tree: dict[str, Any]) -> list[_Planned]:
+    if "task" in tree:
+        return [tree["task"]]
+    return [p for child in next(iter(tree.values())) for p in _planned(child)]
+
+
 def _build(
-    tree: dict[str, Any], upstream: Any, connection: Redis, settings: Any, wf_id: str, made: list[str]
+    tree: dict[str, Any],
+    upstream: Any,
+    connection: Redis,
+    settings: Any,
+    wf_id: str,
+    made: list[str],
+    encrypt: bool | None = None,
 ) -> Any:
     """Create the jobs of ``tree`` after ``upstream``; returns the node's output reference."""
     if "task" in tree:
@@ -158,7 +172,7 @@ def _build(
             planned.spec,
             planned.args,
             connection,
-            None,
+            EnqueueOptions(encrypt=encrypt),
             default_result_ttl=settings.result_ttl,
             failure_ttl=settings.failed_job_ttl,
             meta={Meta.WORKFLOW: workflow_meta},
@@ -170,9 +184,9 @@ def _build(
     if "chain" in tree:
         output = upstream
         for step in tree["chain"]:
-            output = _build(step, output, connection, settings, wf_id, made)
+            output = _build(step, output, connection, settings, wf_id, made, encrypt)
         return output
-    return [_build(child, upstream, connection, settings, wf_id, made) for child in tree["group"]]
+    return [_build(child, upstream, connection, settings, wf_id, made, encrypt) for child in tree["group"]]
 
 
 def create(body: WorkflowBody, connection: Redis, settings: Any) -> dict[str, Any]:
@@ -184,17 +198,23 @@ def create(body: WorkflowBody, connection: Redis, settings: Any) -> dict[str, An
         raise WorkflowError("the workflow has invalid steps", problems)
     if _count(tree) > defaults.MAX_WORKFLOW_STEPS:
         raise WorkflowError(f"a workflow may have at most {defaults.MAX_WORKFLOW_STEPS} steps", [])
+    # Before any job exists: a step that must be encrypted without ENCRYPTION_KEYS stops it all.
+    rings = [sealing.ring_for(p.spec, body.encrypt) for p in _planned(tree)]
     wf_id = str(uuid.uuid4())
     made: list[str] = []
-    output = _build(tree, None, connection, settings, wf_id, made)
+    output = _build(tree, None, connection, settings, wf_id, made, body.encrypt)
     _revoke_behind_early_failures(made, connection)
+    request: Any = body.model_dump(mode="json")
+    ring = next((r for r in rings if r is not None), None)
+    if ring is not None:  # some step's args are secret: so is the request that holds them all
+        request = {sealing.SEALED: ring.seal(request, f"workflow:{wf_id}")}
     record = {
         "workflow_id": wf_id,
         "type": body.type,
         "created_at": iso(utcnow()),
         "job_ids": made,
         "output": output,
-        "request": body.model_dump(mode="json"),
+        "request": request,
     }
     connection.set(keys.workflow(wf_id), json.dumps(record), ex=defaults.WORKFLOW_TTL)
     return record
@@ -203,14 +223,14 @@ def create(body: WorkflowBody, connection: Redis, settings: Any) -> dict[str, An
 def _revoke_behind_early_failures(job_ids: list[str], connection: Redis) -> None:
     """Revoke what waits on a step that ended badly before the steps behind it were created.
 
-    A step that fails for good revokes its dependents through the lifecycle, but only those
+    A step that fails for good revokes its dependents through app/core/outcomes.py, but only those
     already registered behind it. One that failed while the workflow was still being built
     (a fast worker, a large group) is found here, once every job exists: any failure after
     this read sees all its dependents itself.
     """
     for job in JsonJob.fetch_many(job_ids, connection=connection):
         if job is not None and job.get_status(refresh=False) in _ENDED_BADLY:
-            lifecycle.revoke_dependents(job)
+            outcomes.revoke_dependents(job)
 
 
 _ENDED_BADLY = (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 from urllib.parse import unquote, urlsplit
 
-from app.foundation import defaults
+from app.foundation import crypto, defaults
 
 _E = TypeVar("_E", bound=StrEnum)
 
@@ -158,6 +158,8 @@ class Settings:
     service_name: str = "tasklane"
     worker_shutdown_grace: int = defaults.WORKER_SHUTDOWN_GRACE
     job_memory_limit_mb: int = defaults.JOB_MEMORY_LIMIT_MB
+    #: ENCRYPTION_KEYS, each key as given (base64 of 32 bytes); the first encrypts, all decrypt.
+    encryption_keys: tuple[str, ...] = ()
 
     @property
     def is_production(self) -> bool:
@@ -246,6 +248,7 @@ class Settings:
             job_memory_limit_mb=reader.integer(
                 "JOB_MEMORY_LIMIT_MB", defaults.JOB_MEMORY_LIMIT_MB, minimum=0, maximum=1024 * 1024
             ),
+            encryption_keys=reader.encryption_keys("ENCRYPTION_KEYS"),
         )
         if settings.is_production:
             if not settings.api_tokens:
@@ -265,6 +268,7 @@ class Settings:
     def secret_values(self) -> list[str]:
         """Every secret in the settings (tokens, passwords, credentials in URLs), for redaction."""
         out = [*self.api_tokens, self.dashboard_password, self.webhook_secret, self.metrics_token]
+        out += self.encryption_keys
         out += [password for _, password in self.console_readonly_users]
         for f in fields(self):
             value = getattr(self, f.name)
@@ -284,7 +288,7 @@ class Settings:
 
     def public(self) -> dict[str, object]:
         """The settings with secrets masked, for logs and diagnostics."""
-        secret = {"api_tokens", "dashboard_password", "webhook_secret", "metrics_token"}
+        secret = {"api_tokens", "dashboard_password", "webhook_secret", "metrics_token", "encryption_keys"}
         out: dict[str, object] = {}
         for f in fields(self):
             value = getattr(self, f.name)
@@ -398,6 +402,14 @@ class _Reader:
             if any(c.isspace() for c in token):
                 raise ConfigError(name, "tokens must not contain white space")
         return tokens
+
+    def encryption_keys(self, name: str) -> tuple[str, ...]:
+        raw = self.env.get(name, "")
+        try:
+            crypto.parse_keys(raw)
+        except ValueError as exc:
+            raise ConfigError(name, str(exc)) from None
+        return tuple(p.strip() for p in raw.split(",") if p.strip())
 
     def credentials(self, name: str) -> tuple[tuple[str, str], ...]:
         """Comma-separated ``user:password`` pairs (a password may hold colons, not commas)."""

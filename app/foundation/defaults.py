@@ -107,6 +107,10 @@ HARD_KILL_GRACE = 1.0
 #: Times a job is put back on its queue because the worker holding it died, before it
 #: fails as a poison job (a job that kills its worker every time). Not counted as retries.
 MAX_ORPHAN_REQUEUES = 3
+#: Times a job is put back because its run's outcome was lost to a Redis outage (its work horse
+#: exited EX_OUTCOME_LOST) before it fails: far more than the deaths allowed, since outages say
+#: nothing about the job, yet bounded, so that a task that itself exits 75 cannot loop for ever.
+MAX_OUTCOME_LOST_REQUEUES = 20
 #: Seconds the supervisor waits before restarting a worker process that exited.
 RESTART_DELAY = 0.5
 #: Seconds between the supervisor's checks on its children (exits, stuck jobs).
@@ -141,6 +145,11 @@ REDIS_WAIT_SECONDS = 60
 RECONNECT_FIRST_DELAY = 0.5
 #: ...up to this many seconds between attempts.
 RECONNECT_MAX_DELAY = 10.0
+#: Seconds after Redis comes back (restarted, or reachable again from this process) before the
+#: sweep judges runs by their expired leases: a lease that ran out while Redis was away says
+#: nothing about its worker, which needs up to RECONNECT_MAX_DELAY to notice Redis is back and
+#: a MONITOR_INTERVAL to renew it (or to record the run's outcome).
+OUTAGE_GRACE = RECONNECT_MAX_DELAY + MONITOR_INTERVAL + 1
 #: Seconds the scheduler's heartbeat key outlives its last pass (SCHEDULER_HEARTBEAT_TTL):
 #: /readyz reports the scheduler missing once it has expired.
 SCHEDULER_HEARTBEAT_TTL = 30

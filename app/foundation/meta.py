@@ -50,6 +50,10 @@ class Meta(StrEnum):
     DEFINITION = "definition"
     #: How often the job was put back because the worker holding it died.
     ORPHANED = "orphaned"
+    #: How often it was put back because its run's outcome was lost to a Redis outage.
+    OUTCOMES_LOST = "outcomes_lost"
     #: The W3C trace context (``traceparent``, ``tracestate``) of the span that enqueued the
     #: job; only while tracing is on. The job's run is traced as its child.
     TRACE = "trace"
+    #: Set when the job's args and result are stored sealed (AES-GCM, ENCRYPTION_KEYS).
+    ENCRYPTED = "encrypted"

@@ -20,7 +20,7 @@ from redis.exceptions import AuthenticationError, AuthorizationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from app.foundation import defaults
+from app.foundation import clock, defaults
 
 log = logging.getLogger("tasklane.redis")
 
@@ -67,6 +67,8 @@ class Outage:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._down_since: float | None = None
+        #: When (``clock.monotonic()``) this process last saw Redis again after an outage.
+        self.recovered_at: float | None = None
         #: The latest failure seen (kept after recovery, for a final message).
         self.last_error: BaseException | None = None
 
@@ -95,6 +97,7 @@ class Outage:
             return
         with self._lock:
             since, self._down_since = self._down_since, None
+            self.recovered_at = clock.monotonic()
         if since is not None:
             log.warning("Redis reachable again after %.1f s; resuming", time.monotonic() - since)
 

@@ -3,7 +3,7 @@
 Connect a handler with ``@task_success.connect``; it receives the task name as the sender
 and keyword arguments (``job_id``, ``kwargs``, and ``result``, ``error`` or ``retry_at``).
 They are sent from the one place that handles each outcome (app/core/execution.py around the
-call, app/core/lifecycle.py for the outcomes), in whichever worker mode or sweep saw it. A
+call, app/core/outcomes.py for the outcomes), in whichever worker mode or sweep saw it. A
 handler that raises is logged and never fails the job.
 """
 

@@ -1,7 +1,7 @@
 """Errors to Sentry and traces to OpenTelemetry: each off unless configured, set up once per process.
 
 - Sentry (``SENTRY_DSN``): every job's final failure is an event tagged with the task and the
-  job id (:func:`capture_failure`, called by the lifecycle), and so is an unexpected error of
+  job id (:func:`capture_failure`, called by app/core/outcomes.py), and so is an unexpected error of
   the API. ``send_default_pii`` is off and every event passes through the log redaction (the
   settings' secrets, a running job's sensitive arguments) before it leaves.
 - OpenTelemetry (``OTEL_TRACES_EXPORTER=console|otlp``, or an ``OTEL_EXPORTER_OTLP_ENDPOINT``):
@@ -58,7 +58,7 @@ def init_sentry(settings: Settings, process: str) -> bool:
         environment=settings.app_env.value,
         send_default_pii=False,
         # Only what is named here: RQ's integration would report every attempt, retries too,
-        # and the logging one every ERROR line; the lifecycle reports final failures itself.
+        # and the logging one every ERROR line; app/core/outcomes.py reports final failures itself.
         auto_enabling_integrations=False,
         integrations=[FlaskIntegration(), LoggingIntegration(level=None, event_level=None)],
         before_send=_scrub,

@@ -4,8 +4,10 @@ Run by the scheduler process every few seconds (and by workers at RQ's maintenan
 interval), under each queue's maintenance lock:
 - a job whose worker died (its execution's heartbeat expired) is an orphan, not a
   failure: it goes back to the head of its queue without spending a retry, up to a
-  bound, then fails as a poison job (see app/core/lifecycle.py); only while the run's lease
-  is still expired, so a worker that renewed it (back after a Redis outage) keeps it;
+  bound, then fails as a poison job (see app/core/outcomes.py); only while the run's lease
+  is still expired, so a worker that renewed it (back after a Redis outage) keeps it; and
+  not in the first OUTAGE_GRACE seconds after Redis came back (restarted, or reachable again
+  from the sweeping process), when a lease may have run out only because Redis was away;
 - a job a dying worker had dequeued but not yet started is put back at the head of its
   queue; a finished or failed job left in an intermediate list is only removed from it;
 - RQ's own cleanups run for the other registries and for dead workers' registrations.
@@ -28,11 +30,10 @@ from rq.registry import (
 )
 from rq.worker_registration import clean_worker_registry
 
-from app.core import lifecycle
+from app.core import outcomes
 from app.core.leases import Lease
 from app.core.queues import JsonJob, JsonQueue, all_queues
-from app.foundation import clock, defaults, keys
-from app.foundation.lua import LuaScript
+from app.foundation import clock, defaults, keys, outages
 
 log = logging.getLogger("tasklane.maintenance")
 
@@ -55,33 +56,9 @@ def rescue_abandoned(queue: JsonQueue, timestamp: float | None = None) -> int:
             continue  # a leftover entry of a finished job: RQ's cleanup drops it
         # Only while the entries are still expired: a worker may have renewed them since.
         lease = Lease(registry.key, tuple(members), expired_by=score)
-        requeued += lifecycle.orphaned(job, queue, lease=lease)
+        requeued += outcomes.orphaned(job, queue, lease=lease)
     queue.connection.zremrangebyscore(registry.key, 0, score)
     return requeued
-
-
-_REQUEUE_FROM_INTERMEDIATE = LuaScript(
-    """
-if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then
-  redis.call('LPUSH', KEYS[2], ARGV[1])
-  return 1
-end
-return 0
-"""
-)
-
-
-def requeue_dequeued(queue: JsonQueue, job_id: str) -> bool:
-    """Put a job its worker dequeued but did not start back at the head of its queue.
-
-    Atomic: only if the id is still in the queue's intermediate list (the sweep below may
-    have put it back already). Returns True when this call put it back.
-    """
-    return bool(
-        _REQUEUE_FROM_INTERMEDIATE(
-            queue.connection, keys=[queue.intermediate_queue_key, queue.key], args=[job_id]
-        )
-    )
 
 
 def rescue_intermediate(queue: JsonQueue, older_than: float = defaults.RESCUE_AFTER) -> int:
@@ -117,9 +94,7 @@ def rescue_intermediate(queue: JsonQueue, older_than: float = defaults.RESCUE_AF
         if now - first_seen < older_than:
             continue
         # Atomic: only the process that removes it from the intermediate list requeues it.
-        if _REQUEUE_FROM_INTERMEDIATE(
-            connection, keys=[queue.intermediate_queue_key, queue.key], args=[job_id]
-        ):
+        if outcomes.put_back(queue, job_id):
             rescued += 1
             log.warning("requeued job %s: its worker dequeued it and died before starting it", job_id)
         connection.hdel(seen_key, job_id)
@@ -162,7 +137,8 @@ def prune_revoked(queue: JsonQueue, timestamp: float | None = None) -> int:
         for (job_id, (_, score)), job in zip(
             zip(ids, due, strict=True), JsonJob.fetch_many(ids, connection=connection), strict=True
         ):
-            if job is None or job.get_status(refresh=False) != JobStatus.CANCELED:
+            # Revoked: canceled while it waited, or stopped while it ran (outcomes.stopped_run).
+            if job is None or job.get_status(refresh=False) not in (JobStatus.CANCELED, JobStatus.STOPPED):
                 drop.append(job_id)  # expired on its own, or moved on (retried): only the entry goes
                 continue
             # A hash without a TTL was revoked before retention applied (or a revoke is applying
@@ -184,12 +160,33 @@ def prune_revoked(queue: JsonQueue, timestamp: float | None = None) -> int:
             return pruned
 
 
-def sweep_queue(queue: JsonQueue) -> None:
-    """Registry maintenance of one queue, unless another process holds its maintenance lock."""
+def redis_uptime(connection: Redis) -> float:
+    """Seconds since Redis started (``INFO server``)."""
+    return float(connection.info("server").get("uptime_in_seconds", 0))
+
+
+def leases_judgeable(connection: Redis, outage: outages.Outage | None = None) -> bool:
+    """False for OUTAGE_GRACE seconds after Redis started (a restart keeps the leases of its
+    append-only file, which ran out while it was down) and after this process saw Redis again
+    following an outage: the workers get that long to renew their leases or record their runs
+    before the sweep takes a run whose lease ran out for a dead worker's."""
+    grace = defaults.OUTAGE_GRACE
+    if redis_uptime(connection) < grace:
+        return False
+    recovered_at = (outage or outages.OUTAGE).recovered_at
+    return recovered_at is None or clock.monotonic() - recovered_at >= grace
+
+
+def sweep_queue(queue: JsonQueue, judge_leases: bool | None = None) -> None:
+    """Registry maintenance of one queue, unless another process holds its maintenance lock.
+
+    Expired leases are judged only when :func:`leases_judgeable` (``judge_leases`` given: the
+    caller asked it once for every queue)."""
     if not queue.acquire_maintenance_lock():
         return
     try:
-        rescue_abandoned(queue)
+        if judge_leases if judge_leases is not None else leases_judgeable(queue.connection):
+            rescue_abandoned(queue)
         _rq_cleanups(queue)
         prune_revoked(queue)
         clean_worker_registry(queue)
@@ -201,9 +198,10 @@ def sweep_queue(queue: JsonQueue) -> None:
 def sweep(redis: Redis) -> None:
     """Registry maintenance for every queue: abandoned jobs, expired entries, stuck dequeues; then
     the jobs still waiting past their ``expires``."""
+    judge_leases = leases_judgeable(redis)
     for queue in all_queues(redis):
-        sweep_queue(queue)
-    lifecycle.expire_due(redis)
+        sweep_queue(queue, judge_leases)
+    outcomes.expire_due(redis)
 
 
 def _text(value: bytes | str) -> str:

@@ -55,7 +55,7 @@ from rq.utils import now, utcformat
 from rq_scheduler import Scheduler
 from rq_scheduler.utils import to_unix
 
-from app.catalogue.registry import REGISTRY, QueueName, TaskRegistry, TaskSpec
+from app.catalogue.registry import MASK, REGISTRY, QueueName, TaskRegistry, TaskSpec
 from app.core import compat, outbox
 from app.core import schedules as store
 from app.core.queues import JsonJob, JsonQueue
@@ -187,7 +187,8 @@ def sync_entries(scheduler: Scheduler, registry: TaskRegistry | None = None) -> 
         scheduler.schedule(
             datetime.fromtimestamp(due, UTC).replace(tzinfo=None),
             func=spec.path,
-            kwargs=dict(record.args),
+            # Shown by rq-scheduler's tools only (ticks run the store's args): an encrypted task's as ***.
+            kwargs=dict.fromkeys(record.args, MASK) if record.sealed else dict(record.args),
             id=job_id,
             queue_name=spec.queue.value,
             timeout=spec.time_limit,

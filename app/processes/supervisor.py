@@ -10,7 +10,7 @@ hand and exits: RQ's warm shutdown), and kills a process whose inline or threade
 stuck past its hard time limit where no signal or exception can reach it. Workers never
 run RQ's scheduler loop: the scheduler process alone moves due jobs (see scheduler.py).
 
-Every worker, supervised or not, rides out a Redis outage (app/processes/workers/base.py) and the
+Every worker, supervised or not, rides out a Redis outage (app/processes/workers/redis_outages.py) and the
 supervisor's own Redis writes wait for Redis too; a worker that leaves its loop without
 being asked to (or burst mode running dry) exits non-zero, so that whatever runs it
 (this supervisor, or a process manager) restarts it.
@@ -34,12 +34,12 @@ from flask import Flask
 from redis import Redis
 
 from app.catalogue.registry import QueueName
-from app.core import lifecycle
+from app.core import outcomes
 from app.core.queues import JsonQueue
 from app.foundation import defaults, outages, proc
 from app.foundation.runtime import runtime, runtime_of
 from app.processes.workers import DeadlineBoard, JsonInlineWorker, JsonWorker, ThreadPool
-from app.processes.workers.pooled import EX_RECYCLED, JsonPooledWorker, forget_worker, settle_held
+from app.processes.workers.pooled import EX_RECYCLED, JsonPooledWorker, forget_worker
 
 log = logging.getLogger("tasklane.worker")
 
@@ -300,7 +300,7 @@ class Supervisor:
             self.board.clear(s)
         if held:
             log.error("worker process %d died holding job(s) %s; putting them back", pid, ", ".join(held))
-        cause = lifecycle.horse_lost(proc.describe_exit(status), who="worker process")
+        cause = outcomes.horse_lost(proc.describe_exit(status), who="worker process")
         self.orphans.extend((job_id, cause) for job_id in held)
         self.dead.append(pid)
 
@@ -312,15 +312,19 @@ class Supervisor:
         redis = runtime().redis
         try:
             while self.stuck_jobs:
-                lifecycle.fail_stuck(redis, self.stuck_jobs[0], self.failed_causes.get(self.stuck_jobs[0]))
+                outcomes.fail_stuck(redis, self.stuck_jobs[0], self.failed_causes.get(self.stuck_jobs[0]))
                 self.failed_causes.pop(self.stuck_jobs.pop(0), None)
             while self.orphans:
                 job_id, cause = self.orphans[0]
-                done = settle_held(redis, job_id, cause)
+                done = outcomes.rescue(redis, job_id, cause)
                 log.info("job %s of a dead worker process: %s", job_id, done)
                 self.orphans.pop(0)
             while self.dead:
-                forget_worker(redis, self.dead[0], socket.gethostname())
+                _, taken = forget_worker(redis, self.dead[0], socket.gethostname())
+                for job_id in taken:  # taken ahead, maybe in the round trip it died in
+                    if outcomes.rescue(redis, job_id, waiting_only=True) == "requeued":
+                        log.info("job %s, taken ahead by dead worker process %d: put back", job_id,
+                                 self.dead[0])  # fmt: skip
                 self.dead.pop(0)
         except outages.REDIS_DOWN as exc:
             outages.OUTAGE.failed(exc)
@@ -336,10 +340,10 @@ class Supervisor:
             return
         first = (slot - 1) * self.per_process
         slots = range(first, first + self.per_process)
-        cause = lifecycle.horse_lost(proc.describe_exit(status), who="worker process")
+        cause = outcomes.horse_lost(proc.describe_exit(status), who="worker process")
         for job_id in self.board.running(slots):
             try:
-                lifecycle.rescue_dead(runtime().redis, job_id, cause)
+                outcomes.rescue(runtime().redis, job_id, cause)
             except outages.REDIS_DOWN as exc:  # the scheduler's sweep rescues it later
                 outages.OUTAGE.failed(exc)
         for s in slots:

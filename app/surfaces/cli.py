@@ -5,7 +5,7 @@ Run them with the service's environment (at least ``REDIS_URL``)::
     flask --app app.factory:create_app tasks enqueue add x=2 y=3
     flask --app app.factory:create_app jobs wait <job_id>
 
-They go through the same modules as the HTTP API (dispatch, states, listing, lifecycle),
+They go through the same modules as the HTTP API (dispatch, states, listing, outcomes),
 so a job enqueued here is validated, routed and recorded exactly as one sent over HTTP.
 """
 
@@ -25,9 +25,11 @@ from app.catalogue.registry import REGISTRY, QueueName
 from app.core import queues as queue_store
 from app.core import schedules
 from app.core.dispatch import EnqueueOptions, JobExistsError, enqueue
-from app.core.lifecycle import JobNotFailed, retry_failed
 from app.core.listing import decode_cursor, list_jobs
+from app.core.outcomes import JobNotFailed, retry_failed
 from app.core.queues import JsonJob, all_queues, fetch_job, get_queue
+from app.core.rotation import rotate_jobs
+from app.core.sealing import EncryptionUnavailable, keyring
 from app.core.states import State, describe
 from app.foundation.runtime import runtime
 from app.foundation.timeutil import iso
@@ -44,6 +46,7 @@ documents_cli = AppGroup("documents", help="Ingested documents: search their chu
 schedules_cli = AppGroup(
     "schedules", help="Schedules: list, add, edit, pause, resume, run now, remove, history."
 )
+keys_cli = AppGroup("keys", help="ENCRYPTION_KEYS: re-encrypt stored values under the first key.")
 
 #: States after which a job changes no more.
 FINAL = frozenset({State.SUCCESS.value, State.FAILURE.value, State.REVOKED.value})
@@ -52,7 +55,7 @@ _QUEUES = click.Choice([q.value for q in QueueName])
 
 def init_app(app: Flask) -> None:
     """Attach the command groups to ``app.cli``."""
-    for group in (tasks_cli, jobs_cli, queues_cli, workers_cli, documents_cli, schedules_cli):
+    for group in (tasks_cli, jobs_cli, queues_cli, workers_cli, documents_cli, schedules_cli, keys_cli):
         app.cli.add_command(group)
     app.cli.add_command(seed_command)
 
@@ -117,6 +120,7 @@ def list_tasks() -> None:
     "--expires", help="Seconds, or an ISO 8601 time with a zone: not started by then, it never runs."
 )
 @click.option("--job-id", help="Choose the job's id.")
+@click.option("--encrypt", is_flag=True, default=None, help="Store the args and result encrypted.")
 @click.option("--wait", "wait_", is_flag=True, help="Wait for the job to end, with a progress bar.")
 @click.option("--timeout", type=float, default=None, help="With --wait: give up after this many seconds.")
 def enqueue_task(
@@ -126,6 +130,7 @@ def enqueue_task(
     countdown: float | None,
     expires: str | None,
     job_id: str | None,
+    encrypt: bool | None,
     wait_: bool,
     timeout: float | None,
 ) -> None:
@@ -143,6 +148,7 @@ def enqueue_task(
                     "countdown": countdown,
                     "job_id": job_id,
                     "expires": expires,
+                    "encrypt": encrypt,
                 }.items()
                 if v is not None
             }
@@ -163,7 +169,7 @@ def enqueue_task(
             default_result_ttl=rt.settings.result_ttl,
             failure_ttl=rt.settings.failed_job_ttl,
         )
-    except JobExistsError as exc:
+    except (JobExistsError, EncryptionUnavailable) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(job.id)
     if wait_:
@@ -263,7 +269,7 @@ def failed_jobs(task: str | None, queue: str | None) -> None:
     for view in jobs:
         error = view.get("error") or {}
         click.echo(
-            f"{view['job_id']}  {view['task']}  {view['queue']}  {view['ended_at']}  "
+            f"{view['job_id']}  {view['task'] or '(unreadable)'}  {view['queue']}  {view['ended_at']}  "
             f"{error.get('type', '')}: {error.get('message', '')}"
         )
     click.echo(f"{len(jobs)} failed job(s)", err=True)
@@ -280,7 +286,8 @@ def requeue(job_ids: tuple[str, ...], all_: bool, task: str | None, queue: str |
         raise click.UsageError("give job ids, or --all (with --task / --queue to narrow it)")
     if not all_ and (task or queue):
         raise click.UsageError("--task and --queue go with --all")
-    ids = list(job_ids) if job_ids else [view["job_id"] for view in _failed_jobs(task, queue)]
+    # A job set aside unread (no task) cannot run again: --all leaves it out (DELETE removes it).
+    ids = list(job_ids) if job_ids else [view["job_id"] for view in _failed_jobs(task, queue) if view["task"]]
     requeued = 0
     for job_id in ids:
         try:
@@ -549,3 +556,22 @@ def schedule_history(name: str, limit: int, as_json: bool) -> None:
         click.echo(
             f"{e['tick']}  {e['kind']:<9} {e['state'] or '-':<8} {duration:>10}  {e['job_id'] or '-'}{extra}"
         )
+
+
+@keys_cli.command("rotate")
+def rotate_keys() -> None:
+    """Re-encrypt every encrypted job's args and results, and every stored schedule's args, under
+    the first of ENCRYPTION_KEYS (put the new key first, run this, then drop the old key)."""
+    ring = keyring()
+    if ring is None:
+        raise click.ClickException("ENCRYPTION_KEYS is not set: there is no key to rotate to")
+    report = rotate_jobs(runtime().redis, ring)
+    click.echo(
+        f"{report.jobs} encrypted job(s): {report.resealed} re-encrypted under key {ring.current_id}, "
+        f"{report.current} already under it, {len(report.unreadable)} under a key that is gone; "
+        f"{report.schedules} schedule(s) re-encrypted"
+    )
+    for line in report.unreadable:
+        click.echo(f"  {line}", err=True)
+    if report.unreadable:
+        raise SystemExit(1)

@@ -33,8 +33,8 @@ from rq.serializers import JSONSerializer
 from rq_dashboard import web as rqd_web
 
 from app.catalogue.registry import MASK
-from app.core import compat
-from app.core.lifecycle import JobNotFailed, retry_failed
+from app.core import compat, sealing
+from app.core.outcomes import JobNotFailed, retry_failed
 from app.core.queues import JsonJob, JsonQueue, all_queues, task_spec
 from app.core.states import task_name
 from app.core.steps import job_ids, resolve
@@ -117,6 +117,8 @@ def describe_job(job: JsonJob) -> str:
         spec = task_spec(job)
     except (DeserializationError, ValueError, TypeError):
         return "(not stored as JSON; not shown)"
+    if sealing.is_encrypted(job):
+        return f"{name}({MASK})"  # stored encrypted: not one argument is shown
     sensitive = spec.sensitive if spec is not None else frozenset()
     if received is not None and received[0] in sensitive:
         received = (received[0], MASK)
@@ -153,7 +155,7 @@ def _current_job(job: JsonJob | None) -> Any:
 
 def _has_sensitive(job: JsonJob) -> bool:
     spec = task_spec(job)
-    return spec is not None and bool(spec.sensitive)
+    return sealing.is_encrypted(job) or (spec is not None and bool(spec.sensitive))
 
 
 def _job_info(instance_number: int, job_id: str) -> Response:

@@ -3,7 +3,7 @@
 The most isolated mode: a crash or leak dies with the horse, and a horse stuck past its
 hard time limit, even in C code, is killed by the worker that forked it. A horse never
 waits for Redis: when it cannot write its job's outcome it exits with EX_OUTCOME_LOST,
-and the worker puts the job back on its queue once Redis answers (app/processes/workers/base.py).
+and the worker puts the job back on its queue once Redis answers (app/processes/workers/recording.py).
 """
 
 from __future__ import annotations
@@ -24,18 +24,16 @@ from app.foundation import defaults, proc
 from app.processes.workers.base import TasklaneWorkerMixin
 
 
-class JsonWorker(TasklaneWorkerMixin, Worker):  # type: ignore[misc]
+class JsonWorker(TasklaneWorkerMixin, Worker):
     """RQ's forking worker: one work horse per job, killed if it outlives its hard limit."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **self._init_tasklane(kwargs))
+        self._dequeue_through_outcomes()
         self._deadline: float | None = None
-        self._hard_killed: str | None = None
-        self._horse_lost: str | None = None
 
     def fork_work_horse(self, job: Job, queue: Queue) -> None:
         """Fork, and remember when the horse must be gone."""
-        self._hard_killed = None
         self._deadline = (
             time.monotonic() + float(job.timeout or defaults.TIME_LIMIT) + defaults.HARD_KILL_GRACE
         )
@@ -94,7 +92,7 @@ class JsonWorker(TasklaneWorkerMixin, Worker):  # type: ignore[misc]
 
     def _kill_for_time_limit(self, pid: int) -> None:
         self.log.warning("Worker %s: work horse %d is past its hard time limit; killing it", self.name, pid)
-        self._hard_killed = self.get_current_job_id()
+        self.run_of(self.get_current_job_id()).hard_killed = True
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
 

@@ -1,6 +1,6 @@
 """The ``inline`` mode: jobs run in the worker process itself, with far less per-job work.
 
-No fork, one round trip to start a job and one to finish it (see app/processes/workers/base.py).
+No fork, one round trip to start a job and one to finish it (see base.py and recording.py).
 Soft and hard limits are SIGALRM; a job stuck where no signal reaches it is killed with its process by the
 supervisor, which reads each worker's deadline from a :class:`DeadlineBoard`.
 """
@@ -39,24 +39,25 @@ class DeadlineBoard:
 
     def __init__(self, slots: int) -> None:
         self.slots = slots
-        self.deadlines = multiprocessing.Array(ctypes.c_double, slots, lock=False)
-        self.job_ids = multiprocessing.Array(ctypes.c_char, slots * self.ID_BYTES, lock=False)
+        # Shared ctypes arrays (typeshed types them as plain sequences, without .raw or byte slices).
+        self.deadlines: Any = multiprocessing.Array(ctypes.c_double, slots, lock=False)
+        self.job_ids: Any = multiprocessing.Array(ctypes.c_char, slots * self.ID_BYTES, lock=False)
         #: Per slot, the job a pooled worker holds from its dequeue until its outcome is written
         #: (the supervisor settles it if the process dies meanwhile); empty when none.
-        self.held = multiprocessing.Array(ctypes.c_char, slots * self.ID_BYTES, lock=False)
+        self.held: Any = multiprocessing.Array(ctypes.c_char, slots * self.ID_BYTES, lock=False)
 
     def set(self, slot: int, job_id: str, deadline: float) -> None:
         """Record that ``slot`` runs ``job_id`` until ``deadline`` (time.time())."""
         raw = job_id.encode()[: self.ID_BYTES].ljust(self.ID_BYTES, b"\0")
         start = slot * self.ID_BYTES
-        self.job_ids[start : start + self.ID_BYTES] = raw  # type: ignore[assignment]
+        self.job_ids[start : start + self.ID_BYTES] = raw
         self.deadlines[slot] = deadline
 
     def hold(self, slot: int, job_id: str) -> None:
         """``slot`` holds ``job_id`` (dequeued, maybe started) until :meth:`release`."""
         start = slot * self.ID_BYTES
         raw = job_id.encode()[: self.ID_BYTES].ljust(self.ID_BYTES, b"\0")
-        self.held[start : start + self.ID_BYTES] = raw  # type: ignore[assignment]
+        self.held[start : start + self.ID_BYTES] = raw
 
     def release(self, slot: int) -> None:
         """``slot``'s job has its outcome written (or was handed back): nothing to settle."""
@@ -67,7 +68,7 @@ class DeadlineBoard:
         found = []
         for slot in slots:
             start = slot * self.ID_BYTES
-            raw: bytes = self.held.raw[start : start + self.ID_BYTES]  # type: ignore[attr-defined]
+            raw: bytes = self.held.raw[start : start + self.ID_BYTES]
             if raw[:1] != b"\0":
                 found.append(raw.rstrip(b"\0").decode())
                 self.release(slot)
@@ -88,12 +89,12 @@ class DeadlineBoard:
             deadline = self.deadlines[slot]
             if deadline and (now is None or now > deadline):
                 start = slot * self.ID_BYTES
-                raw: bytes = self.job_ids.raw[start : start + self.ID_BYTES]  # type: ignore[attr-defined]
+                raw: bytes = self.job_ids.raw[start : start + self.ID_BYTES]
                 found.append(raw.rstrip(b"\0").decode())
         return found
 
 
-class JsonInlineWorker(TasklaneWorkerMixin, SimpleWorker):  # type: ignore[misc]
+class JsonInlineWorker(TasklaneWorkerMixin, SimpleWorker):
     """Jobs run in this process: no fork, and only the Redis round trips a job needs."""
 
     uses_grace_timer = True
@@ -102,6 +103,7 @@ class JsonInlineWorker(TasklaneWorkerMixin, SimpleWorker):  # type: ignore[misc]
         self.board: DeadlineBoard | None = kwargs.pop("board", None)
         self.slot: int = kwargs.pop("slot", 0)
         super().__init__(*args, **self._init_tasklane(kwargs))
+        self._dequeue_through_outcomes()
         self._thread_id = threading.get_ident()
         self._last_beat = 0.0
         self._last_beat_ttl: int | None = None
@@ -162,7 +164,7 @@ class JsonInlineWorker(TasklaneWorkerMixin, SimpleWorker):  # type: ignore[misc]
         The body has returned: the supervisor no longer watches the deadline (writing the
         outcome may wait for Redis, which is no stuck job).
         """
-        self._body_done = True  # a warm shutdown's grace no longer interrupts it (base.py)
+        self.run_of(job.id).body_done = True  # a warm shutdown's grace no longer interrupts it (grace.py)
         job.ended_at = now()
         if self.board is not None:
             self.board.clear(self.slot)
@@ -195,7 +197,6 @@ class JsonInlineWorker(TasklaneWorkerMixin, SimpleWorker):  # type: ignore[misc]
     def perform_job(self, job: Job, queue: Queue, execution: Any) -> bool:
         """Run the job, visible to the heartbeat thread and the supervisor while it runs."""
         self._thread_id = threading.get_ident()
-        self._body_done = False
         self._running = (job, execution)
         if self.board is not None:
             deadline = time.time() + float(job.timeout or defaults.TIME_LIMIT) + defaults.STUCK_JOB_GRACE
@@ -211,3 +212,12 @@ class JsonInlineWorker(TasklaneWorkerMixin, SimpleWorker):  # type: ignore[misc]
         """A revoke of the job in hand: raise JobStopped in the thread that runs it."""
         if self._running is not None:
             raise_in_thread(self._thread_id, JobStopped)
+
+    def running_job(self) -> Job | None:
+        """The job whose body runs in this worker's thread now."""
+        running = self._running
+        return running[0] if running is not None else None
+
+    def interrupt_job(self, exc_type: type[BaseException]) -> None:
+        """Raise ``exc_type`` in the thread running the job in hand (a warm shutdown's grace is over)."""
+        raise_in_thread(self._thread_id, exc_type)

@@ -25,17 +25,15 @@ from typing import Any
 
 from redis import Redis
 from redis.exceptions import NoScriptError
-from rq.job import Job, JobStatus
+from rq.job import Job
 from rq.queue import Queue
-from rq.registry import StartedJobRegistry
 from rq.worker import WorkerStatus
 
-from app.core import compat, leases, lifecycle
+from app.core import compat, leases, outcomes
 from app.core.leases import Lease
-from app.core.queues import JsonJob, JsonQueue, load_move_first, move_first_on, moved, take_moved, task_spec
+from app.core.queues import TAKEN, UnreadableJob, load_move_first, move_first_on, moved, take_moved, task_spec
 from app.foundation import outages
 from app.ops import metrics
-from app.processes import maintenance
 from app.processes.workers.inline import JsonInlineWorker
 
 log = logging.getLogger("tasklane.worker")
@@ -134,7 +132,9 @@ class JsonPooledWorker(JsonInlineWorker):
             return super()._apply_success(job, lease, writes)
         with self.connection.pipeline(transaction=False) as pipe:
             leases.apply_on(pipe, lease, writes, unless_members_in=job.dependents_key)
-            move_first_on(pipe, [q.key for q in self._ordered_queues])
+            # The move names this worker as the taker, in the same script step: if this child is
+            # killed before it hears the answer, the supervisor still puts the job back at once.
+            move_first_on(pipe, [q.key for q in self._ordered_queues], taker=self.key)
             outcome, found = pipe.execute(raise_on_error=False)
         if not isinstance(found, Exception):
             self._prefetched = moved(found)  # taken whatever the success's answer: it is held now
@@ -156,7 +156,11 @@ class JsonPooledWorker(JsonInlineWorker):
         if found is None:
             return None
         by_key = {q.key: q for q in self.queues}
-        return take_moved(found, by_key, self.connection, self.job_class)
+        try:
+            return take_moved(found, by_key, self.connection, self.job_class)
+        except UnreadableJob as exc:
+            outcomes.set_aside(exc.queue, exc.job_id, exc.cause)
+            return None
 
     def _hand_back_prefetched(self) -> None:
         """Leaving with a job taken ahead: put it back at the head of its queue."""
@@ -164,7 +168,7 @@ class JsonPooledWorker(JsonInlineWorker):
         if found is None:
             return
         queue = next(q for q in self.queues if q.key == found[0])
-        if maintenance.requeue_dequeued(queue, found[1]):  # type: ignore[arg-type]
+        if outcomes.put_back(queue, found[1]):
             log.info("Worker %s: job %s taken ahead put back on its queue", self.name, found[1])
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
@@ -224,42 +228,20 @@ class JsonPooledWorker(JsonInlineWorker):
         compat.request_stop(self)
 
 
-def settle_held(connection: Redis, job_id: str, cause: tuple[str, str] | None = None) -> str:
-    """A pooled child died holding ``job_id``: put it back (or fail it as a poison job) now.
-
-    Dequeued but not started: back to the head of its queue. Started: an orphan, through
-    its run's lease (nothing is written if a sweep settled it already). Finished or failed
-    (it died after writing the outcome): left alone. Returns what was done.
-    """
-    job = JsonJob.fetch_many([job_id], connection=connection)[0]
-    if job is None:
-        return "gone"
-    queue = JsonQueue(job.origin, connection=connection)
-    status = job.get_status(refresh=False)
-    if status == JobStatus.QUEUED:
-        return "requeued" if maintenance.requeue_dequeued(queue, job_id) else "left"
-    if status != JobStatus.STARTED:
-        return "left"
-    registry = StartedJobRegistry(job.origin, connection=connection, job_class=JsonJob)
-    members = lifecycle.started_members(connection, registry.key, job.id)
-    if not members:
-        return "left"
-    lease = Lease(registry.key, tuple(members))
-    requeued = lifecycle.orphaned(job, queue, lease=lease, cause=cause or lifecycle.WORKER_LOST)
-    return "requeued" if requeued else "failed"
-
-
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value or "")
 
 
-def forget_worker(connection: Redis, pid: int, hostname: str) -> list[str]:
-    """Remove the registrations of a dead child (by pid and host), so no ghost is listed."""
-    gone = []
+def forget_worker(connection: Redis, pid: int, hostname: str) -> tuple[list[str], list[str]]:
+    """Remove the registrations of a dead child (by pid and host), so no ghost is listed; returns
+    their names and the jobs they last took ahead (:data:`~app.core.queues.TAKEN`), for the
+    supervisor to put back."""
+    gone: list[str] = []
+    taken: list[str] = []
     for key in connection.smembers("rq:workers"):
         name = key.decode() if isinstance(key, bytes) else str(key)
-        fields = connection.hmget(name, ["pid", "hostname", "queues"])
-        found_pid, found_host, queues = (_text(v) for v in fields)
+        fields = connection.hmget(name, ["pid", "hostname", "queues", TAKEN])
+        found_pid, found_host, queues, took = (_text(v) for v in fields)
         if not found_pid or int(found_pid) != pid or found_host != hostname:
             continue
         with connection.pipeline() as pipe:
@@ -270,4 +252,6 @@ def forget_worker(connection: Redis, pid: int, hostname: str) -> list[str]:
                     pipe.srem(f"rq:workers:{queue}", name)
             pipe.execute()
         gone.append(name)
-    return gone
+        if took:
+            taken.append(took)
+    return gone, taken

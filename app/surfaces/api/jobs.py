@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Response, g, jsonify, request, url_for
 from rq.exceptions import DeserializationError, NoSuchJobError
 
 from app.core import bulk, filtering
-from app.core.lifecycle import JobFinished, JobNotFailed, retry_failed, revoke
 from app.core.listing import Cursor, decode_cursor, list_jobs
+from app.core.outcomes import JobFinished, JobNotFailed, remove_set_aside, retry_failed, revoke
 from app.core.queues import JsonJob, fetch_job
-from app.core.states import State, describe
+from app.core.states import State, describe, set_aside_views
 from app.foundation import defaults
 from app.foundation.runtime import runtime
 from app.surfaces.api.blueprint import api
@@ -28,20 +30,37 @@ def _job(job_id: str) -> JsonJob:
         ) from None
 
 
+def _set_aside(job_id: str) -> dict[str, Any] | None:
+    """The view of a job set aside unread by a worker (failed with its cause), or None."""
+    return set_aside_views(runtime().redis, [job_id]).get(job_id)
+
+
 @api.get("/jobs/<job_id>")
 def get_job(job_id: str) -> Response:
-    """One job's state, progress, result or error."""
-    return jsonify(describe(_job(job_id)))
+    """One job's state, progress, result or error (a job set aside unread: FAILURE with its cause)."""
+    try:
+        view = describe(_job(job_id))
+    except APIError:
+        if (set_aside := _set_aside(job_id)) is None:
+            raise
+        return jsonify(set_aside)
+    if view["state"] == State.FAILURE.value and view["error"] is None:
+        view = _set_aside(job_id) or view
+    return jsonify(view)
 
 
 @api.delete("/jobs/<job_id>")
 def revoke_job(job_id: str) -> tuple[Response, int]:
-    """Revoke: cancel a waiting job, stop a running one."""
-    job = _job(job_id)
+    """Revoke: cancel a waiting job, stop a running one; delete a job set aside unread."""
     try:
+        job = _job(job_id)
         revoke(job)
-    except JobFinished as exc:
-        raise APIError(409, "job_finished", str(exc)) from None
+    except (APIError, JobFinished) as exc:
+        if remove_set_aside(runtime().redis, job_id):
+            return jsonify({"job_id": job_id, "state": State.FAILURE.value, "deleted": True}), 202
+        if isinstance(exc, JobFinished):
+            raise APIError(409, "job_finished", str(exc)) from None
+        raise
     return jsonify({"job_id": job.id, "state": State.REVOKED.value}), 202
 
 

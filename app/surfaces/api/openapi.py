@@ -184,6 +184,7 @@ def _task_paths(spec: TaskSpec, components: dict[str, Any], options: dict[str, A
             },
             "queue": _ref("Queue"),
             "options": _ref("BatchOptions"),
+            "encrypt": {"type": "boolean", "description": "store every job's args and result encrypted"},
         },
     }
     batch = {
@@ -362,6 +363,7 @@ def _common_schemas() -> dict[str, Any]:
                 "soft_time_limit": {"type": ["integer", "null"]},
                 "rate_limit": {"type": ["string", "null"]},
                 "schedule": {"type": ["object", "null"]},
+                "encrypted": {"type": "boolean", "description": "declared sensitive: every job is encrypted"},
                 "overridden": {
                     "type": "object",
                     "description": "fields the operator changed (TASK_OVERRIDES), declared and in force",
@@ -391,6 +393,7 @@ def _common_schemas() -> dict[str, Any]:
                 "type": {"type": "string", "enum": ["chain", "group", "chord"]},
                 "steps": {"type": "array", "minItems": 1, "items": _ref("StepRequest")},
                 "callback": _ref("StepRequest"),
+                "encrypt": {"type": "boolean", "description": "store every step's args and result encrypted"},
             },
         },
         "WorkflowCreated": {

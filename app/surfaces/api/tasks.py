@@ -21,6 +21,7 @@ from app.core.dispatch import (
     enqueue,
     enqueue_many,
 )
+from app.core.sealing import EncryptionUnavailable
 from app.core.states import state_of
 from app.foundation import keys
 from app.foundation.config import Settings
@@ -59,10 +60,14 @@ class BatchRequest(BaseModel):
     """
 
     model_config = ConfigDict(strict=True, extra="forbid")
-    SHAPE: ClassVar[str] = '{"items": [{"args": {...}}, ...], "queue": "...", "options": {"expires": ...}}'
+    SHAPE: ClassVar[str] = (
+        '{"items": [{"args": {...}}, ...], "queue": "...", "encrypt": true|false, '
+        '"options": {"expires": ...}}'
+    )
 
     items: list[Any]
     queue: str | None = None
+    encrypt: bool | None = None
     options: dict[str, Any] = Field(default_factory=dict, description="expires, once for every item")
 
 
@@ -129,7 +134,9 @@ def enqueue_task(name: str) -> tuple[Response, int, dict[str, str]]:
     options = _check(EnqueueOptions.model_validate, body.options, "options", errors)
     if args is None or options is None:
         raise _invalid(spec, errors)
-    idempotency = _idempotency(name, args.model_dump(mode="json"), options.model_dump(mode="json"))
+    # Without "encrypt" the digest is the one earlier releases stored: a retry across an upgrade matches.
+    stated = options.model_dump(mode="json", exclude={"encrypt"} if options.encrypt is None else None)
+    idempotency = _idempotency(name, args.model_dump(mode="json"), stated)
     rt = runtime()
     try:
         job = enqueue(
@@ -145,10 +152,17 @@ def enqueue_task(name: str) -> tuple[Response, int, dict[str, str]]:
         raise APIError(409, "job_exists", str(exc)) from None
     except IdempotencyConflict as exc:
         raise APIError(409, "idempotency_conflict", str(exc)) from None
+    except EncryptionUnavailable as exc:
+        raise _no_keys(exc) from None
     await_replicas(rt.redis, rt.settings)
     location = url_for("api.get_job", job_id=job.id)
     out = {"job_id": job.id, "task": spec.name, "state": state_of(job).value, "links": {"self": location}}
     return jsonify(out), 202, {"Location": location}
+
+
+def _no_keys(exc: EncryptionUnavailable) -> APIError:
+    field = [{"field": "options.encrypt", "message": str(exc), "type": "encryption_unavailable"}]
+    return APIError(422, "encryption_unavailable", str(exc), field)
 
 
 def await_replicas(redis: Redis, settings: Settings) -> None:
@@ -196,8 +210,18 @@ def enqueue_batch(name: str) -> tuple[Response, int]:
         raise _invalid(spec, errors)
     rt = runtime()
     ttls = {"default_result_ttl": rt.settings.result_ttl, "failure_ttl": rt.settings.failed_job_ttl}
-    jobs = enqueue_many(spec, [a for a in many_args if a is not None], rt.redis, queue=queue,
-                        expires_at=options.expires_at(spec), **ttls)  # fmt: skip
+    try:
+        jobs = enqueue_many(
+            spec,
+            [a for a in many_args if a is not None],
+            rt.redis,
+            queue=queue,
+            encrypt=body.encrypt,
+            expires_at=options.expires_at(spec),
+            **ttls,
+        )
+    except EncryptionUnavailable as exc:
+        raise _no_keys(exc) from None
     await_replicas(rt.redis, rt.settings)
     return jsonify({"task": spec.name, "job_ids": [job.id for job in jobs], "state": "PENDING"}), 202
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Response, jsonify, url_for
 
 from app.core import workflows
+from app.core.sealing import EncryptionUnavailable
 from app.foundation.runtime import runtime
 from app.surfaces.api.blueprint import api
 from app.surfaces.api.bodies import parse_body
@@ -30,6 +31,9 @@ def create_workflow() -> tuple[Response, int, dict[str, str]]:
         record = workflows.create(body, rt.redis, rt.settings)
     except workflows.WorkflowError as exc:
         raise APIError(422, "invalid_workflow", str(exc), exc.details) from None
+    except EncryptionUnavailable as exc:
+        field = [{"field": "workflow.encrypt", "message": str(exc), "type": "encryption_unavailable"}]
+        raise APIError(422, "encryption_unavailable", str(exc), field) from None
     location = url_for("api.get_workflow", workflow_id=record["workflow_id"])
     out = {"workflow_id": record["workflow_id"], "job_ids": record["job_ids"], "links": {"self": location}}
     return jsonify(out), 202, {"Location": location}

@@ -13,6 +13,7 @@ from rq.job import Job
 
 from app.catalogue.registry import MASK
 from app.core import queues as queue_store
+from app.core import sealing
 from app.core.queues import JsonJob, all_queues, task_spec
 from app.core.states import describe, state_of, task_name
 from app.foundation import keys
@@ -31,7 +32,10 @@ def _text(value: bytes | str) -> str:
 
 
 def masked_args(job: Job) -> dict[str, Any] | str:
-    """The job's arguments with sensitive ones masked; MASK when they cannot be read (encrypted)."""
+    """The job's arguments with sensitive ones masked; MASK when they cannot be read or are stored
+    encrypted."""
+    if sealing.is_encrypted(job):
+        return MASK
     try:
         kwargs = dict(job.kwargs)
     except Exception:
@@ -217,6 +221,8 @@ def job_page(job: Job) -> dict[str, Any]:
     workflow = job.meta.get(Meta.WORKFLOW) or {}
     parents = [d.decode() if isinstance(d, bytes) else str(d) for d in job.dependency_ids]
     result = view.get("result")
+    if sealing.is_encrypted(job) and result is not None:
+        result = view["result"] = MASK  # stored encrypted: the API gives it to callers, no page shows it
     return {
         "job": view,
         "args": masked_args(job),

@@ -12,8 +12,8 @@ from rq.exceptions import DeserializationError, NoSuchJobError
 from app.catalogue.registry import REGISTRY, QueueName
 from app.core import bulk, filtering
 from app.core import schedules as schedule_store
-from app.core.lifecycle import JobFinished, JobNotFailed, retry_failed, revoke
 from app.core.listing import decode_cursor, list_jobs
+from app.core.outcomes import JobFinished, JobNotFailed, retry_failed, revoke
 from app.core.queues import JsonJob, fetch_job
 from app.core.states import State
 from app.foundation import defaults

@@ -9,46 +9,61 @@
   Pro's super_fetch and River's rescuer do), up to ``MAX_ORPHAN_REQUEUES`` times, after
   which it fails as a poison job;
 - :func:`deferred`: the task's rate limit put the job back for later;
+- :func:`set_aside`: a dequeued job could not be read (not JSON, no data, a bad status): it
+  fails unrun, with the cause, and expires as failed jobs do (:func:`remove_set_aside` deletes it);
+- :func:`put_back`: a job dequeued but never started goes back to the head of its queue;
+- :func:`rescue`: the supervisor's settling of a job whose worker process died;
+- :func:`eager_run`: a call in eager mode, run inline with the same signals, hooks and JSON result.
 - :func:`snoozed`: the task asked to run again later (``Snooze``): put back, no retry spent;
 - :func:`expire`: the job was not started by its ``expires`` time: it never runs (REVOKED,
   ``error.type`` ``expired``), whether a worker about to start it or the sweep saw it first.
 
-The workers (fork, inline, threads), the supervisor and the scheduler's sweeps call
-these and nothing else, so metrics, alerts, logs and workflow bookkeeping have one hook
-each. A job's outcome is recorded once, by the one path that observed it: where a worker
-and a sweep could both see a run as theirs (after a Redis outage, say), the run's lease
-decides (see app/core/leases.py).
+The workers (pooled, fork, inline, threads), the supervisor, the scheduler's sweeps,
+the API's revoke and eager mode call these and nothing else, so metrics, alerts, logs and
+workflow bookkeeping have one hook each. A job's outcome is recorded once, by the one path
+that observed it: where a worker and a sweep could both see a run as theirs (after a Redis
+outage, say), the run's lease decides (see app/core/leases.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import inspect
 import logging
+import random
+import traceback
 from collections import deque
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 import requests
 from flask import has_app_context
+from pydantic_core import to_jsonable_python
 from redis import Redis
 from redis.exceptions import RedisError
 from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation
 from rq.job import Job, JobStatus
 from rq.queue import Queue
-from rq.registry import StartedJobRegistry
+from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
-from app.core import compat, leases
-from app.core.execution import record_attempt, redact_arguments
+from app.catalogue.registry import RetryTask, TaskSpec
+from app.core import compat, leases, sealing
 from app.core.leases import Lease
 from app.core.queues import JsonJob, JsonQueue, task_spec
-from app.core.states import State
+from app.core.sealing import hook_kwargs
+from app.core.states import SET_ASIDE, State, set_aside_views
 from app.foundation import defaults, keys, runtime, signals
 from app.foundation.lua import LuaScript
 from app.foundation.meta import Meta
 from app.foundation.timeutil import iso, seconds_from_now, utcnow
 from app.ops import metrics, observability
+from app.ops.logs import MASK
+
+if TYPE_CHECKING:
+    from redis.client import Pipeline
 
 log = logging.getLogger("tasklane.lifecycle")
 
@@ -75,6 +90,87 @@ def _context(job: Job) -> dict[str, Any]:
     return {"job_id": job.id, "task": job.meta.get(Meta.TASK), "queue": job.origin}
 
 
+# --- a failed attempt: recorded, and retried or not ---------------------------------------------
+
+
+def attempt_failed(
+    job: Job, spec: TaskSpec | None, exc: BaseException, message: str, *, retryable: bool
+) -> None:
+    """An attempt raised ``exc`` (``message``: its redacted text): record it, and decide whether the
+    failure may be retried (saved in the job's meta, read by :func:`may_retry` when the worker
+    records the failure). ``retryable`` False: the run could not start (bad arguments, revoked,
+    unknown task), never retried. :class:`RetryTask` asks for another attempt after its countdown;
+    any other error is retried as the task's policy says. A stop at the end of a warm shutdown's
+    grace is no attempt of the task's: the worker records it once (:data:`SHUTDOWN_STOPPED`)."""
+    if isinstance(exc, ShutdownGraceOver):
+        return
+    record_attempt(job, type(exc).__name__, message)
+    if isinstance(exc, RetryTask):
+        job.meta[Meta.RETRY_COUNTDOWN] = exc.countdown
+    elif spec is None or not retryable or not spec.retry.should_retry(exc):
+        job.meta[Meta.NO_RETRY] = True
+    job.save_meta()
+
+
+def may_retry(job: Job, *, budget_left: bool) -> bool:
+    """Whether a failed run is retried: while RQ's retry budget lasts, unless the attempt's
+    classification (:func:`attempt_failed`) or a revoke made the failure final."""
+    if job.meta.get(Meta.NO_RETRY) or job.meta.get(Meta.REVOKED):
+        return False
+    return budget_left
+
+
+def schedule_retry(job: Job, queue: Queue, pipeline: Pipeline) -> None:
+    """Schedule the next attempt after the task's back-off (with full jitter) or its own countdown.
+
+    RQ's Retry knows only a fixed list of intervals; the delay is decided here instead,
+    for failures in the task and for killed work horses alike. :func:`retrying` follows.
+    """
+    assert job.retries_left
+    countdown = job.meta.pop(Meta.RETRY_COUNTDOWN, None)
+    if countdown is None:
+        spec = task_spec(job)
+        attempt = int(job.meta.get(Meta.MAX_RETRIES, 0)) - job.retries_left + 1
+        countdown = spec.retry.delay(attempt, random.random()) if spec else 1.0
+    job.retries_left -= 1
+    when = seconds_from_now(float(countdown))
+    job.meta[Meta.NEXT_RETRY_AT] = iso(when)
+    compat.set_job_status(job, JobStatus.SCHEDULED)
+    queue.schedule_job(job, when, pipeline=pipeline)
+
+
+def record_attempt(job: Job, exc_type: str, message: str) -> None:
+    """Append this attempt's error to the job's history (saved with the next meta write)."""
+    attempts = list(job.meta.get(Meta.ATTEMPTS) or [])
+    attempts.append(
+        {"attempt": len(attempts) + 1, "type": exc_type, "message": message[:2000], "at": iso(utcnow())}
+    )
+    job.meta[Meta.ATTEMPTS] = attempts[-defaults.MAX_ATTEMPT_RECORDS :]
+    job.meta[Meta.ERROR] = {"type": exc_type, "message": message}
+
+
+def redact_arguments(job: Job, text: str) -> str:
+    """``text`` with the job's sensitive argument values masked (for texts made after its run)."""
+    spec = task_spec(job)
+    encrypted = sealing.is_encrypted(job)
+    if spec is None or not (spec.sensitive or encrypted) or not text:
+        return text
+    try:
+        kwargs = sealing.job_kwargs(job)
+    except Exception:
+        return text
+    for value in sealing.secret_values(spec, kwargs, encrypted):
+        text = text.replace(value, MASK)
+    return text
+
+
+def record_error(job: Job, exc_type: str, message: str) -> None:
+    """Record a failure seen from outside the task (a killed or abandoned run) as an attempt, now."""
+    job.meta = job.get_meta(refresh=True)  # the run may have saved progress and attempts since
+    record_attempt(job, exc_type, message)
+    job.save_meta()
+
+
 # --- outcomes -------------------------------------------------------------------------------
 
 
@@ -87,8 +183,8 @@ def succeeded(job: Job, *, counted: bool = False) -> None:
     spec = task_spec(job)
     name = spec.name if spec else str(job.meta.get(Meta.TASK))
     if (spec is not None and spec.on_success) or signals.task_success.receivers:
-        result = compat.last_return_value(job)
-        signals.send(signals.task_success, name, job_id=job.id, kwargs=dict(job.kwargs), result=result)
+        result = sealing.job_result(job, compat.last_return_value(job))
+        signals.send(signals.task_success, name, job_id=job.id, kwargs=hook_kwargs(job), result=result)
         if spec is not None and spec.on_success:
             _call_hook(spec.on_success, job, result)
 
@@ -100,7 +196,7 @@ def retrying(job: Job) -> None:
     _count(job, "retry")
     if signals.task_retry.receivers:
         error = job.meta.get(Meta.ERROR) or {}
-        signals.send(signals.task_retry, _name(job), job_id=job.id, kwargs=dict(job.kwargs), error=error,
+        signals.send(signals.task_retry, _name(job), job_id=job.id, kwargs=hook_kwargs(job), error=error,
                      retry_at=retry_at)  # fmt: skip
 
 
@@ -111,7 +207,7 @@ def failed(job: Job, exc_string: str, *, stopped: bool = False) -> None:
     spec = task_spec(job)
     _count(job, "revoked" if stopped else "failure")
     if stopped:
-        signals.send(signals.task_revoked, _name(job), job_id=job.id, kwargs=dict(job.kwargs))
+        signals.send(signals.task_revoked, _name(job), job_id=job.id, kwargs=hook_kwargs(job))
         return
     if spec is not None and spec.critical:
         alert(job, spec.name, exc_string)
@@ -120,7 +216,7 @@ def failed(job: Job, exc_string: str, *, stopped: bool = False) -> None:
     observability.capture_failure(
         job.id, _name(job), str(error.get("type")), redact_arguments(job, str(error.get("message")))
     )
-    signals.send(signals.task_failure, _name(job), job_id=job.id, kwargs=dict(job.kwargs), error=error,
+    signals.send(signals.task_failure, _name(job), job_id=job.id, kwargs=hook_kwargs(job), error=error,
                  exc_string=exc_string)  # fmt: skip
     if spec is not None and spec.on_failure:
         _call_hook(spec.on_failure, job, error)
@@ -131,7 +227,7 @@ def revoked(job: Job) -> None:
     release_unique(job)
     revoke_dependents(job)
     _count(job, "revoked")
-    signals.send(signals.task_revoked, _name(job), job_id=job.id, kwargs=dict(job.kwargs))
+    signals.send(signals.task_revoked, _name(job), job_id=job.id, kwargs=hook_kwargs(job))
 
 
 def _count(job: Job, outcome: str, seconds: float | None = None) -> None:
@@ -157,12 +253,59 @@ def _name(job: Job) -> str:
 
 
 def _call_hook(hook: Any, job: Job, value: Any) -> None:
+    _call_hook_of(hook, job.id, hook_kwargs(job), value, _context(job))
+
+
+def _call_hook_of(
+    hook: Any, job_id: str, kwargs: dict[str, Any], value: Any, context: dict[str, Any]
+) -> None:
     try:
-        hook(value, job.id, dict(job.kwargs))
+        hook(value, job_id, kwargs)
     except Exception:
-        log.exception(
-            "the task's %s hook failed (the job is not affected)", hook.__name__, extra=_context(job)
+        log.exception("the task's %s hook failed (the job is not affected)", hook.__name__, extra=context)
+
+
+def eager_run(spec: TaskSpec, values: dict[str, Any], job_id: str) -> tuple[Any, dict[str, Any] | None]:
+    """Eager mode (app/calling/eager.py): run a validated call inline, as a worker's run ends.
+
+    The same signals (prerun, postrun, then success or failure) and task hooks as a worker's
+    run, an awaitable result awaited, and the result made JSON as RQ would store it. Nothing
+    is written to Redis (eager mode needs none). Returns ``(result, None)`` or ``(None, error)``
+    with the error's type, message and traceback.
+    """
+    context = {"job_id": job_id, "task": spec.name, "queue": None}
+    signals.send(signals.task_prerun, spec.name, job_id=job_id, kwargs=values)
+    try:
+        try:
+            result = spec.func(**values)
+            if inspect.isawaitable(result):
+                result = asyncio.run(_awaited(result))
+        finally:
+            signals.send(signals.task_postrun, spec.name, job_id=job_id, kwargs=values)
+        result = to_jsonable_python(result)
+    except Exception as exc:
+        exc_string = traceback.format_exc()
+        error = {"type": type(exc).__name__, "message": str(exc), "traceback": exc_string}
+        summary = {"type": error["type"], "message": error["message"]}
+        signals.send(
+            signals.task_failure,
+            spec.name,
+            job_id=job_id,
+            kwargs=values,
+            error=summary,
+            exc_string=exc_string,
         )
+        if spec.on_failure:
+            _call_hook_of(spec.on_failure, job_id, values, summary, context)
+        return None, error
+    signals.send(signals.task_success, spec.name, job_id=job_id, kwargs=values, result=result)
+    if spec.on_success:
+        _call_hook_of(spec.on_success, job_id, values, result, context)
+    return result, None
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
 
 
 def deferred(job: Job, queue: Queue, wait: float) -> None:
@@ -276,7 +419,7 @@ def expire(job: Job, queue: JsonQueue | None = None) -> bool:
     release_unique(job)
     revoke_dependents(job)
     _count(job, "expired")
-    signals.send(signals.task_revoked, _name(job), job_id=job.id, kwargs=dict(job.kwargs))
+    signals.send(signals.task_revoked, _name(job), job_id=job.id, kwargs=hook_kwargs(job))
     return True
 
 
@@ -325,6 +468,11 @@ SHUTDOWN_STOPPED = (
 )
 
 
+class ShutdownGraceOver(BaseException):
+    """Raised in an in-process job still running when a warm shutdown's grace ran out. Not an
+    attempt of its own: the worker records the stop once, as :data:`SHUTDOWN_STOPPED`."""
+
+
 def horse_lost(death: str, who: str = "work horse") -> tuple[str, str]:
     """The cause of an orphan whose work horse (or worker process) died: how it ended."""
     return ("WorkerLostError", f"the {who} running this job {death}; requeued without spending a retry")
@@ -332,7 +480,7 @@ def horse_lost(death: str, who: str = "work horse") -> tuple[str, str]:
 
 def orphaned(
     job: Job,
-    queue: JsonQueue,
+    queue: Queue,
     cleanup: Any = None,
     *,
     lease: Lease | None = None,
@@ -350,8 +498,11 @@ def orphaned(
         # The supervisor killed its process for the hard limit and recorded why: that is final.
         fail_now(job, queue, None, cleanup=cleanup, lease=lease)
         return False
+    # Only the death of the process running the job counts towards the poison-job bound: a Redis
+    # outage that lost the outcome, or a warm shutdown's grace, says nothing about the job.
+    death = cause[0] == WORKER_LOST[0]
     count = int(job.meta.get(Meta.ORPHANED) or 0)
-    if count >= defaults.MAX_ORPHAN_REQUEUES:
+    if death and count >= defaults.MAX_ORPHAN_REQUEUES:
         last = cause[1].split(";", 1)[0]
         message = (
             f"the worker running this job died {count + 1} times (last: {last}); "
@@ -359,9 +510,19 @@ def orphaned(
         )
         fail_now(job, queue, ("WorkerLostError", message), cleanup=cleanup, lease=lease)
         return False
+    lost = int(job.meta.get(Meta.OUTCOMES_LOST) or 0)
+    if cause[0] == OUTCOME_LOST[0] and lost >= defaults.MAX_OUTCOME_LOST_REQUEUES:
+        message = (
+            f"this job's outcome was lost {lost + 1} times (its work horse exited as one that lost "
+            "Redis does); it is failed so that it cannot run for ever (see the attempts)"
+        )
+        fail_now(job, queue, ("RedisUnavailable", message), cleanup=cleanup, lease=lease)
+        return False
     record_attempt(job, *cause)
-    if cause is not SHUTDOWN_STOPPED:
+    if death:
         job.meta[Meta.ORPHANED] = count + 1
+    elif cause[0] == OUTCOME_LOST[0]:
+        job.meta[Meta.OUTCOMES_LOST] = lost + 1
     pipe = _writes(job.connection, lease)
     if cleanup is not None:
         cleanup(pipe)
@@ -373,7 +534,7 @@ def orphaned(
         log.info("run already settled elsewhere; not requeued", extra=_context(job))
         return False
     _count(job, "orphaned")
-    if cause is SHUTDOWN_STOPPED:
+    if not death:
         log.warning("%s", cause[1], extra=_context(job))
         return True
     log.warning("%s (%d of %d)", cause[1], count + 1, defaults.MAX_ORPHAN_REQUEUES,
@@ -383,7 +544,7 @@ def orphaned(
 
 def fail_now(
     job: Job,
-    queue: JsonQueue,
+    queue: Queue,
     error: tuple[str, str] | None,
     cleanup: Any = None,
     *,
@@ -415,6 +576,33 @@ def fail_now(
     return True
 
 
+def stopped_run(
+    job: Job,
+    queue: Queue,
+    exc_string: str,
+    cleanup: Any = None,
+    *,
+    lease: Lease | None = None,
+    worker: str = "",
+) -> bool:
+    """A running job was revoked and its run stopped: recorded as RQ records a cancel, not a failure
+    (canceled registry, status stopped, its end time), then :func:`failed` with ``stopped`` (what
+    waited on it is revoked, counted as revoked, task_revoked sent). With a ``lease``, only while the
+    run's lease is held. Returns True when recorded."""
+    pipe = _writes(job.connection, lease)
+    if cleanup is not None:
+        cleanup(pipe)
+    ttl = job.revoked_ttl() if isinstance(job, JsonJob) else int(job.failure_ttl or defaults.FAILED_JOB_TTL)
+    compat.record_stop(job, exc_string, pipe, worker, ttl)
+    pipe.lrem(queue.intermediate_queue_key, 0, job.id)
+    if not _commit(job.connection, pipe, lease):
+        log.info("run already settled elsewhere; not recorded as stopped", extra=_context(job))
+        return False
+    log.info("stopped on a revoke", extra=_context(job))
+    failed(job, exc_string, stopped=True)
+    return True
+
+
 def _writes(connection: Redis, lease: Lease | None) -> Any:
     """Where an outcome's writes go: a transaction, or a recording for a lease-guarded apply."""
     return connection.pipeline() if lease is None else leases.recorder(connection)
@@ -442,36 +630,109 @@ def fail_stuck(connection: Redis, job_id: str, error: tuple[str, str] | None = N
     job.meta[Meta.NO_RETRY] = True
     message = f"hard time limit of {job.timeout} s exceeded; its worker process was killed"
     error = error or ("TimeLimitExceeded", message)
-    registry = StartedJobRegistry(job.origin, connection=connection, job_class=JsonJob)
-    members = started_members(connection, registry.key, job.id)
-    lease = Lease(registry.key, tuple(members)) if members else None
-    fail_now(job, queue, error, lease=lease)
+    fail_now(job, queue, error, lease=leases.of_started(connection, job))
 
 
-def rescue_dead(connection: Redis, job_id: str, cause: tuple[str, str]) -> bool:
-    """A job whose worker process died under it (and was reaped): put it back now, not when its
-    heartbeat expires. Only while its run's lease is held. True when it was requeued."""
+def rescue(
+    connection: Redis, job_id: str, cause: tuple[str, str] = WORKER_LOST, *, waiting_only: bool = False
+) -> str:
+    """The worker process holding ``job_id`` died (and was reaped): settle the job now, not when
+    its heartbeat expires. The supervisor's one rescue path, for every in-process mode.
+
+    Dequeued but not started: back to the head of its queue (:func:`put_back`). Started: an
+    orphan (:func:`orphaned`), only while its run's lease is held (nothing is written if a
+    sweep settled it already). Finished or failed (it died after writing the outcome): left
+    alone. ``waiting_only``: only a job dequeued but not started (the job a dead worker took last,
+    which may since have been started elsewhere) is settled. Returns what was done: "requeued",
+    "failed" (as a poison job), "left" or "gone".
+    """
     job = JsonJob.fetch_many([job_id], connection=connection)[0]
-    if job is None or job.get_status() != JobStatus.STARTED:
-        return False
+    if job is None:
+        return "gone"
     queue = JsonQueue(job.origin, connection=connection)
-    registry = StartedJobRegistry(job.origin, connection=connection, job_class=JsonJob)
-    members = started_members(connection, registry.key, job.id)
-    if not members:
+    status = job.get_status(refresh=False)
+    if status == JobStatus.QUEUED:
+        return "requeued" if put_back(queue, job_id) else "left"
+    lease = leases.of_started(connection, job) if status == JobStatus.STARTED and not waiting_only else None
+    if lease is None:
+        return "left"
+    return "requeued" if orphaned(job, queue, lease=lease, cause=cause) else "failed"
+
+
+_PUT_BACK = LuaScript(
+    """
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then
+  redis.call('LPUSH', KEYS[2], ARGV[1])
+  return 1
+end
+return 0
+"""
+)
+
+
+def put_back(queue: Queue, job_id: str) -> bool:
+    """Put a job a worker dequeued but did not start back at the head of its queue (no attempt:
+    it never ran). Atomic: only if the id is still in the queue's intermediate list (a sweep or
+    the supervisor may have put it back already). Returns True when this call put it back."""
+    return bool(_PUT_BACK(queue.connection, keys=[queue.intermediate_queue_key, queue.key], args=[job_id]))
+
+
+def set_aside(queue: Queue, job_id: str, cause: str) -> None:
+    """A dequeued job cannot be read: fail it unrun, with the cause, off every list.
+
+    Its hash keeps the cause and a marker (:data:`states.SET_ASIDE`), so the API lists it among
+    the failed jobs and DELETE removes it; it expires after FAILED_JOB_TTL, as failed jobs do.
+    Counted as a failure of task "unknown"; what waited on it is revoked.
+    """
+    log.error("job %s in queue %s cannot be read (%s); moved to the failed jobs", job_id, queue.name, cause)
+    ttl = _failed_job_ttl()
+    failed_registry = FailedJobRegistry(queue.name, connection=queue.connection, job_class=JsonJob)
+    with queue.connection.pipeline() as pipe:
+        pipe.lrem(queue.intermediate_queue_key, 1, job_id)
+        pipe.zadd(failed_registry.key, {job_id: (utcnow() + timedelta(seconds=ttl)).timestamp()})
+        pipe.hset(
+            JsonJob.key_for(job_id),
+            mapping={
+                "status": JobStatus.FAILED.value,
+                "ended_at": iso(utcnow()) or "",
+                "error": cause,
+                "origin": queue.name,
+                SET_ASIDE: queue.name,
+            },
+        )
+        pipe.expire(JsonJob.key_for(job_id), ttl)
+        metrics.record_job(pipe, UNREADABLE_TASK, "failure")
+        pipe.execute()
+    revoke_dependents_of(queue.connection, job_id)
+    exc_type, _, message = cause.partition(": ")
+    error = {"type": exc_type, "message": message or cause}
+    observability.capture_failure(job_id, UNREADABLE_TASK, exc_type, message or cause)
+    signals.send(signals.task_failure, UNREADABLE_TASK, job_id=job_id, kwargs={}, error=error,
+                 exc_string=cause)  # fmt: skip
+
+
+#: The task name a job set aside unread is counted and signalled under (its own cannot be read).
+UNREADABLE_TASK = "unknown"
+
+
+def remove_set_aside(connection: Redis, job_id: str) -> bool:
+    """Delete a job that was set aside unread (its hash and its failed registry entry); False when
+    ``job_id`` is no such job."""
+    views = set_aside_views(connection, [job_id])
+    if job_id not in views:
         return False
-    lease = Lease(registry.key, tuple(members))
+    failed_registry = FailedJobRegistry(views[job_id]["queue"], connection=connection, job_class=JsonJob)
+    with connection.pipeline() as pipe:
+        pipe.zrem(failed_registry.key, job_id)
+        pipe.delete(JsonJob.key_for(job_id))
+        pipe.execute()
+    log.info("job %s (set aside unread) deleted", job_id, extra={"job_id": job_id})
+    return True
 
-    def cleanup(pipe: Any) -> None:
-        pipe.zrem(registry.key, *members)
 
-    return orphaned(job, queue, cleanup, lease=lease, cause=cause)
-
-
-def started_members(connection: Redis, key: str, job_id: str) -> list[bytes]:
-    """The started registry's ``<job_id>:<execution_id>`` members of one job."""
-    prefix = f"{job_id}:".encode()
-    members: list[bytes] = connection.zrange(key, 0, -1)  # type: ignore[assignment]
-    return [m for m in members if m == job_id.encode() or m.startswith(prefix)]
+def _failed_job_ttl() -> int:
+    """FAILED_JOB_TTL in force (the worker's settings)."""
+    return int(runtime.settings().failed_job_ttl)
 
 
 # --- operations on a job --------------------------------------------------------------------
@@ -498,12 +759,16 @@ def revoke(job: Job) -> State:
 
 
 def retry_failed(job: Job) -> None:
-    """Put a failed job back on its queue for a fresh run."""
+    """Put a failed job back on its queue for a fresh run, with a fresh retry budget."""
     if job.get_status() != JobStatus.FAILED:
         raise JobNotFailed(f"job {job.id} is {job.get_status().value}, not failed")
-    for key in (Meta.NO_RETRY, Meta.REVOKED, Meta.ORPHANED):
+    for key in (Meta.NO_RETRY, Meta.REVOKED, Meta.ORPHANED, Meta.NEXT_RETRY_AT, Meta.RETRY_COUNTDOWN):
         job.meta.pop(key, None)
     job.save_meta()
+    budget = int(job.meta.get(Meta.MAX_RETRIES) or 0)
+    if budget:  # a fresh retry budget (the attempts so far stay in its history)
+        job.retries_left = budget
+        job.connection.hset(job.key, "retries_left", budget)
     job.requeue()
 
 
@@ -513,10 +778,14 @@ def revoke_dependents(job: Job) -> list[str]:
     A 10,000-step chain is walked level by level (one SMEMBERS and one bulk fetch per
     level), never by recursion.
     """
-    connection = job.connection
+    return revoke_dependents_of(job.connection, job.id)
+
+
+def revoke_dependents_of(connection: Redis, job_id: str) -> list[str]:
+    """:func:`revoke_dependents` of a job known by its id only (one that cannot be read)."""
     revoked_ids: list[str] = []
-    seen = {job.id}
-    frontier: deque[str] = deque([job.id])
+    seen = {job_id}
+    frontier: deque[str] = deque([job_id])
     while frontier:
         current = frontier.popleft()
         members = connection.smembers(JsonJob.dependents_key_for(current))
