@@ -52,6 +52,8 @@ KINDS = (
     "put_back",  # dequeued, never started: back to the head of its queue
     "rescue",  # the supervisor settles the job of a dead worker process
     "eager_run",  # eager mode: run inline, the worker's signals and hooks
+    "expire",  # not started by its `expires`: never runs (a worker at its start, or the sweep)
+    "snoozed",  # the task raised Snooze: put back for later, no retry spent
 )
 
 Spy = Callable[[], list[tuple[str, str]]]
@@ -128,6 +130,31 @@ def test_every_worker_mode_records_success_retry_and_failure_through_outcomes(
     assert ("succeeded", ok) in calls and _status(app, ok) == JobStatus.FINISHED, calls
     assert ("retrying", retried) in calls and _status(app, retried) == JobStatus.SCHEDULED, calls
     assert ("failed", failing) in calls and _status(app, failing) == JobStatus.FAILED, calls
+
+
+@pytest.mark.parametrize("mode", ["pooled", "fork", "inline", "threads"])
+def test_every_worker_mode_records_an_expiry_and_a_snooze_through_outcomes(
+    app: Flask, spy: Spy, mode: str, tmp_path: Path
+) -> None:
+    """A job past its ``expires`` at its start, and a task that snoozes (fork: in the work horse)."""
+    from datetime import UTC, datetime, timedelta
+
+    from app.core.dispatch import EnqueueOptions
+
+    redis = app.extensions["tasklane"].redis
+    spec = REGISTRY.get("add")
+    assert spec is not None
+    past = EnqueueOptions(expires=datetime.now(UTC) - timedelta(seconds=1))
+    late = enqueue(
+        spec, spec.validate({"x": 1, "y": 1}), redis, past, default_result_ttl=60, failure_ttl=600
+    ).id
+    snoozing = _enqueue(app, "snooze_first", path=str(tmp_path / "runs"), times=1, seconds=30)
+    with app.app_context():
+        _worker(mode, redis).work(burst=True)
+
+    calls = spy()
+    assert ("expire", late) in calls and _status(app, late) == JobStatus.CANCELED, calls
+    assert ("snoozed", snoozing) in calls and _status(app, snoozing) == JobStatus.SCHEDULED, calls
 
 
 def _start_as_a_worker_that_dies(redis: Any, job_id: str, expired: bool) -> None:
