@@ -21,6 +21,7 @@ def seen() -> Iterator[list[tuple[str, str, dict[str, Any]]]]:
     """Every signal sent while the test runs: (signal, task, keyword arguments)."""
     events: list[tuple[str, str, dict[str, Any]]] = []
     handlers = []
+    tests.jobs.HOOK_CALLS.clear()  # another test file in this process may have run ``hooked``
     for sig in (signals.task_prerun, signals.task_postrun, signals.task_success, signals.task_failure,
                 signals.task_retry, signals.task_revoked):  # fmt: skip
 
