@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import time
+import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -258,3 +259,62 @@ def test_plain_flask_finds_the_app_in_the_project_folder(tmp_path: Path) -> None
         [flask, "--help"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
     )
     assert "\n  seed " not in elsewhere.stdout  # outside it, --app app.factory:create_app (docs say so)
+
+
+def test_scripts_run_brings_its_embedded_redis_back_and_stops_everything(tmp_path: Path) -> None:
+    """./scripts/run as a new user runs it: ready; its embedded Redis killed with kill -9 is started
+    again on the same data and the service is ready again by itself; SIGTERM to its process group
+    stops every process, the Redis the watcher started included (the stop once left it running)."""
+    import shutil
+    import signal
+    import tempfile
+
+    var = Path(tempfile.mkdtemp(prefix="tl-", dir="/tmp")) / "var"  # a short unix socket path
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL", "API_TOKENS")}
+    env.update(VAR_DIR=str(var), PORT=str(port), BIND="127.0.0.1")
+    log = (tmp_path / "run.log").open("wb")
+    run = subprocess.Popen(["scripts/run"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                           start_new_session=True)  # fmt: skip
+    pidfile = var / "redis" / "redis.pid"
+
+    def ready() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as answer:
+                return bool(answer.status == 200)
+        except OSError:
+            return False
+
+    try:
+        wait_for(ready, timeout=120, interval=0.5, message="scripts/run's service to be ready")
+        first = int(pidfile.read_text())
+        token = (var / "dev-api-token").read_text().strip()
+        client = redis.Redis(unix_socket_path=str(var / "redis" / "redis.sock"))
+        client.set("kept", "yes")
+        client.execute_command("BGREWRITEAOF")
+        time.sleep(1.2)  # appendfsync everysec: let the write reach the append-only file
+        os.kill(first, signal.SIGKILL)
+        wait_for(lambda: pidfile.exists() and int(pidfile.read_text()) != first and ready(), timeout=60,
+                 interval=0.25, message="the embedded Redis and the service to come back")  # fmt: skip
+        again = redis.Redis(unix_socket_path=str(var / "redis" / "redis.sock"))
+        assert again.get("kept") == b"yes"
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/v1/tasks/add",
+            data=json.dumps({"args": {"x": 2, "y": 3}}).encode(),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert answer.status == 202
+        second = int(pidfile.read_text())
+    finally:
+        os.killpg(run.pid, signal.SIGTERM)
+        try:
+            run.wait(timeout=60)
+        finally:
+            log.close()
+    wait_for(lambda: not psutil.pid_exists(second), timeout=15, message="the restarted Redis to stop")
+    processes = psutil.process_iter(["pid", "cmdline"])
+    left = [p.info for p in processes if str(var) in " ".join(p.info["cmdline"] or ())]
+
+    assert left == [], (left, (tmp_path / "run.log").read_text()[-2000:])
+    shutil.rmtree(var.parent, ignore_errors=True)
