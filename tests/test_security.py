@@ -60,6 +60,7 @@ URL_VALUES = {
     "workflow_id": "some-workflow",
     "instance_number": "0",
     "queue_name": "default",
+    "queue": "default",
     "registry_name": "failed",
     "per_page": "10",
     "order": "asc",
@@ -237,9 +238,12 @@ def test_every_console_route_and_method_refuses_missing_or_wrong_credentials(
 
 
 def _console_state(redis_conn: Any) -> list[bytes]:
-    """What a console action could change: RQ's keys, bulk actions, the console's audit."""
+    """What a console action could change: RQ's keys, bulk actions, the console's audit, pauses."""
     return sorted(
-        redis_conn.keys("rq:*") + redis_conn.keys("tasklane:bulk:*") + redis_conn.keys("tasklane:console:*")
+        redis_conn.keys("rq:*")
+        + redis_conn.keys("tasklane:bulk:*")
+        + redis_conn.keys("tasklane:console:*")
+        + redis_conn.keys("tasklane:queues:*")  # a queue paused
     )
 
 
@@ -250,7 +254,12 @@ def test_every_console_write_refuses_another_origin_or_no_token(app: Flask, clie
     job = rq.Queue("default", connection=redis_conn).enqueue_call(func="os.getcwd")
     before = _console_state(redis_conn)
     writes = [(e, u) for e, m, u in _requests(app, "console") if m == "POST"]
-    assert {e for e, _ in writes} == {"console.bulk_action", "console.job_action", "console.schedule_action"}
+    assert {e for e, _ in writes} == {
+        "console.bulk_action",
+        "console.job_action",
+        "console.schedule_action",
+        "console.queue_action",
+    }
     operator = {"Authorization": _basic(*DASHBOARD)}
     for _, url in writes:
         for extra in ({"Origin": "http://evil.example"}, {}, {"Origin": SAME_ORIGIN}):
