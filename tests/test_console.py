@@ -274,6 +274,38 @@ def test_a_schedule_is_paused_resumed_and_run_from_the_console(
     assert "data-schedule-action" not in reader and '<tr data-schedule="health_check"' in reader
 
 
+def test_a_schedule_is_edited_from_the_console(web: FlaskClient, auth: dict[str, str]) -> None:
+    """Edit is the API's PATCH: a cron schedule's cron and zone, an interval schedule's interval,
+    kept as the operator's fields; a bad cron or zone is a 422 that changes nothing; an empty edit
+    is refused; a read-only user has no form; the edit is audited with its fields."""
+    token = _token(web.get("/console/schedules", headers=OPERATOR).get_data(as_text=True))
+    headers = {**OPERATOR, "Origin": "http://localhost", "X-Console-Token": token}
+    edit = "/console/actions/schedules/{}/edit"
+    fields = {"cron": "*/10 * * * *", "timezone": "Europe/Paris"}
+    done = web.post(edit.format("analytics_aggregation"), json=fields, headers=headers)
+    assert done.status_code == 200, done.get_json()
+    api = web.get("/api/v1/schedules/analytics_aggregation", headers=auth).get_json()
+    assert api["cron"] == "*/10 * * * *" and api["timezone"] == "Europe/Paris"
+    assert {"cron", "timezone"} <= set(api["operator_fields"])
+    assert web.post(edit.format("health_check"), json={"interval": 600}, headers=headers).status_code == 200
+    assert web.get("/api/v1/schedules/health_check", headers=auth).get_json()["interval"] == 600
+
+    for bad in ({"cron": "not a cron"}, {"timezone": "Mars/Olympus"}, {}, {"args": {"x": 1}}):
+        refused = web.post(edit.format("analytics_aggregation"), json=bad, headers=headers)
+        assert refused.status_code == 422, (bad, refused.get_json())
+        assert refused.get_json()["error"]["code"] == "invalid_schedule"
+    api = web.get("/api/v1/schedules/analytics_aggregation", headers=auth).get_json()
+    assert api["cron"] == "*/10 * * * *" and api["timezone"] == "Europe/Paris"
+    assert web.post(edit.format("nope"), json={"cron": "* * * * *"}, headers=headers).status_code == 404
+
+    html = web.get("/console/schedules", headers=OPERATOR).get_data(as_text=True)
+    assert 'data-schedule-edit="/console/actions/schedules/analytics_aggregation/edit"' in html
+    assert 'value="*/10 * * * *"' in html and 'value="Europe/Paris"' in html
+    reader = web.get("/console/schedules", headers=_basic(*READER)).get_data(as_text=True)
+    assert "data-schedule-edit" not in reader
+    assert "schedule edit" in web.get("/console/", headers=OPERATOR).get_data(as_text=True)
+
+
 def test_schedule_times_show_in_the_schedules_zone() -> None:
     from app.surfaces.console.views import _in_zone
 

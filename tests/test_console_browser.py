@@ -176,6 +176,13 @@ def test_console_in_a_real_browser(browser: Any, start: Starter, rconn: redis.Re
     page.click("#schedules tr[data-schedule='health_check'] button:text-is('Pause')")
     page.wait_for_selector("#schedules tr[data-schedule='health_check'][data-paused='true'] .paused")
     _shot(page, "05b-schedules-one-paused")
+    # Edit: a cron schedule's zone, saved through the page's form (the API's PATCH).
+    row = "#schedules tr[data-schedule='analytics_aggregation']"
+    page.click(f"{row} details.edit summary")
+    page.fill(f"{row} input[name='timezone']", "America/New_York")
+    page.click(f"{row} form button[type='submit']")
+    page.wait_for_selector(f"{row} td:text-is('America/New_York')")
+    _shot(page, "05c-schedules-edited")
 
     # Workflow: a node per step, coloured by state; a step's page links to it.
     page.goto(f"{base}/console/jobs/{workflow['job_ids'][-1]}")

@@ -224,15 +224,29 @@ def schedules() -> str:
     return render_template("console/schedules.html", page="schedules", schedules=rows)
 
 
+#: What the schedules page edits (arguments, which may be masked there, only through the API).
+CONSOLE_EDITABLE = ("cron", "interval", "timezone")
+
+
 @console.post("/actions/schedules/<name>/<action>")
 def schedule_action(name: str, action: str) -> tuple[Response, int]:
-    """Pause, resume or run a schedule now: the same core calls as the schedules API."""
+    """Pause, resume, edit (cron or interval, zone) or run a schedule now: the same core calls as
+    the schedules API (an edit is its PATCH: the fields become the operator's)."""
     redis = runtime().redis
     settings = runtime().settings
+    out: dict[str, Any]
+    sent = request.get_json(silent=True)
+    body: dict[str, Any] = sent if isinstance(sent, dict) else {}
     try:
-        if action in ("pause", "resume"):
+        if action == "edit":
+            fields = {k: body[k] for k in CONSOLE_EDITABLE if k in body and body[k] not in ("", None)}
+            if not fields:
+                return error_response(422, "invalid_schedule", "give cron or interval, or timezone"), 422
+            schedule_store.update(redis, name, fields)
+            out = {"name": name, "changed": sorted(fields)}
+        elif action in ("pause", "resume"):
             schedule_store.update(redis, name, {"paused": action == "pause"})
-            out: dict[str, Any] = {"name": name, "paused": action == "pause"}
+            out = {"name": name, "paused": action == "pause"}
         elif action == "run":
             ttls = schedule_store.Ttls(result_ttl=settings.result_ttl, failed_job_ttl=settings.failed_job_ttl)
             out = {"name": name, "job_id": schedule_store.run_now(redis, name, ttls=ttls)}
@@ -242,7 +256,10 @@ def schedule_action(name: str, action: str) -> tuple[Response, int]:
         return error_response(404, "unknown_schedule", f"no schedule named {name!r}"), 404
     except schedule_store.InvalidSchedule as exc:
         return error_response(422, "invalid_schedule", str(exc), exc.errors), 422
-    audit(f"schedule {action}", schedule=name, **({"job_id": out["job_id"]} if "job_id" in out else {}))
+    detail = {"job_id": out["job_id"]} if "job_id" in out else {}
+    if action == "edit":
+        detail = {key: body[key] for key in out["changed"]}
+    audit(f"schedule {action}", schedule=name, **detail)
     return jsonify(out), 202 if action == "run" else 200
 
 

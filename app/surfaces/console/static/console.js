@@ -175,6 +175,20 @@
           .catch(function (error) { out.textContent = "Failed: " + error.message; });
       });
     });
+    Array.prototype.forEach.call(document.querySelectorAll("form[data-schedule-edit]"), function (form) {
+      form.addEventListener("submit", function (event) {
+        event.preventDefault();
+        var out = document.getElementById("schedule-action-result");
+        var body = {};
+        Array.prototype.forEach.call(form.elements, function (field) {
+          if (!field.name) { return; }
+          body[field.name] = field.type === "number" ? Number(field.value) : field.value;
+        });
+        post(form.getAttribute("data-schedule-edit"), body)
+          .then(function () { window.location.reload(); })
+          .catch(function (error) { out.textContent = "Failed: " + error.message; });
+      });
+    });
     Array.prototype.forEach.call(document.querySelectorAll("[data-queue-action]"), function (button) {
       button.addEventListener("click", function () {
         var out = document.getElementById("queue-action-result");
