@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from app import create_app
 from app.foundation import clock
 from app.foundation.clock import ManualClock
 from app.foundation.config import Settings
+from tests.databases import ENGINES, database, empty, fresh_engine
 from tests.peers import Certificates, HttpPeer, SmtpPeer
 from tests.servers import RedisServer, Starter
 
@@ -173,3 +175,32 @@ def smtp_peer(certificates: Certificates) -> Iterator[Callable[..., SmtpPeer]]:
     yield make
     for peer in started:
         peer.close()
+
+
+@pytest.fixture(scope="session")
+def database_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], str | None]]:
+    """Each engine's session database (SQLite, and PostgreSQL and MariaDB where reachable), created on
+    first use and dropped at the end; the SQL tests' ``db_url`` (a file may define its own)."""
+    stack = ExitStack()
+    made: dict[str, str | None] = {}
+    directory = tmp_path_factory.mktemp("sql")
+
+    def get(engine: str) -> str | None:
+        if engine not in made:
+            made[engine] = stack.enter_context(database(engine, directory))
+        return made[engine]
+
+    with stack:
+        yield get
+
+
+@pytest.fixture(params=ENGINES)
+def db_url(request: pytest.FixtureRequest, database_urls: Callable[[str], str | None]) -> str:
+    """A migrated database of each engine, emptied before the test (skipped when unreachable)."""
+    url = database_urls(request.param)
+    if url is None:
+        pytest.skip(f"{request.param} is not reachable on 127.0.0.1 (or refuses the test users)")
+    engine = fresh_engine(url)
+    empty(engine)
+    engine.dispose()
+    return url

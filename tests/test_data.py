@@ -16,7 +16,6 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -59,44 +58,13 @@ from app.tasks.data import (
 from app.tasks.reports import generate_report, process_batch_export
 from tests.conftest import make_env
 from tests.databases import (
-    ENGINES,
     client_tool,
     create_database,
-    database,
     drop_database,
-    empty,
     fresh_engine,
     unique_name,
 )
 from tests.peers import SmtpPeer
-
-
-@pytest.fixture(scope="session")
-def database_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], str | None]]:
-    """Each engine's session database, created on first use and dropped at the end."""
-    stack = ExitStack()
-    made: dict[str, str | None] = {}
-    directory = tmp_path_factory.mktemp("sql")
-
-    def get(engine: str) -> str | None:
-        if engine not in made:
-            made[engine] = stack.enter_context(database(engine, directory))
-        return made[engine]
-
-    with stack:
-        yield get
-
-
-@pytest.fixture(params=ENGINES)
-def db_url(request: pytest.FixtureRequest, database_urls: Callable[[str], str | None]) -> str:
-    """A migrated database of each engine, emptied before the test (skipped when unreachable)."""
-    url = database_urls(request.param)
-    if url is None:
-        pytest.skip(f"{request.param} is not reachable on 127.0.0.1 (or refuses the test users)")
-    engine = fresh_engine(url)
-    empty(engine)
-    engine.dispose()
-    return url
 
 
 @pytest.fixture

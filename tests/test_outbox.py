@@ -10,8 +10,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -29,36 +28,7 @@ from app.foundation.models import OutboxEntry
 from app.processes.scheduling import SchedulerProcess
 from app.tasks import add
 from tests.conftest import make_env
-from tests.databases import ENGINES, database, empty, fresh_engine
 from tests.servers import ROOT, wait_for
-
-
-@pytest.fixture(scope="module")
-def database_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], str | None]]:
-    """Each engine's database for this module, created on first use and dropped at the end."""
-    stack = ExitStack()
-    made: dict[str, str | None] = {}
-    directory = tmp_path_factory.mktemp("outbox")
-
-    def get(engine: str) -> str | None:
-        if engine not in made:
-            made[engine] = stack.enter_context(database(engine, directory))
-        return made[engine]
-
-    with stack:
-        yield get
-
-
-@pytest.fixture(params=ENGINES)
-def db_url(request: pytest.FixtureRequest, database_urls: Callable[[str], str | None]) -> str:
-    """A migrated database of each engine, emptied before the test (skipped when unreachable)."""
-    url = database_urls(request.param)
-    if url is None:
-        pytest.skip(f"{request.param} is not reachable on 127.0.0.1 (or refuses the test users)")
-    engine = fresh_engine(url)
-    empty(engine)
-    engine.dispose()
-    return url
 
 
 @pytest.fixture

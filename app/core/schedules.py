@@ -244,6 +244,22 @@ def _opened(args: Any, owner: str) -> Any:
     return opened if isinstance(opened, dict) else args
 
 
+def _catalogue_record(name: str, fields: dict[str, Any], now: int) -> Record:
+    """A catalogue task's schedule as its declaration says, new at ``now``, no field the operator's."""
+    return Record(
+        name=name,
+        task=name,
+        paused=False,
+        origin="catalogue",
+        anchor=now,
+        created_at=now,
+        updated_at=now,
+        operator_fields=[],
+        declared=fields,
+        **fields,
+    )
+
+
 def _declared(spec: TaskSpec) -> dict[str, Any]:
     schedule = spec.schedule
     assert schedule is not None
@@ -480,18 +496,7 @@ def seed(redis: Redis, registry: TaskRegistry = REGISTRY) -> list[str]:
                     log.warning(
                         "created schedule %s is replaced by the catalogue's schedule of that name", name
                     )
-                record = Record(
-                    name=name,
-                    task=name,
-                    paused=False,
-                    origin="catalogue",
-                    anchor=now,
-                    created_at=now,
-                    updated_at=now,
-                    operator_fields=[],
-                    declared=fields,
-                    **fields,
-                )
+                record = _catalogue_record(name, fields, now)
                 pipe.hsetnx(state_key(name), "through", now - 1)
                 _write(pipe, record)
                 continue
@@ -730,19 +735,7 @@ def iso_of(second: int | None) -> str | None:
 
 def _declared_view(spec: TaskSpec, now: int) -> dict[str, Any]:
     """A catalogue schedule no scheduler has seeded yet, as its declaration says."""
-    fields = _declared(spec)
-    record = Record(
-        name=spec.name,
-        task=spec.name,
-        paused=False,
-        origin="catalogue",
-        anchor=now,
-        created_at=now,
-        updated_at=now,
-        operator_fields=[],
-        declared=fields,
-        **fields,
-    )
+    record = _catalogue_record(spec.name, _declared(spec), now)
     out = view(record, {}, now)
     out["next_run"] = None  # not registered: no scheduler has started since it was declared
     return out
