@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -26,6 +27,7 @@ from flask import Flask
 from sqlalchemy import Engine, func, insert, select, text
 from sqlalchemy.orm import Session
 
+from app.catalogue.registry import SoftTimeLimitExceeded
 from app.core.limits import TaskTimeLimits
 from app.factory import create_app
 from app.foundation import keys
@@ -44,6 +46,7 @@ from app.foundation.models import (
 from app.ops import metrics
 from app.ops.metrics import RequestStats
 from app.surfaces.seed import seed
+from app.tasks import reports
 from app.tasks.backup import BackupFailed, BackupToolMissing, backup_database
 from app.tasks.data import (
     UnknownUser,
@@ -279,6 +282,37 @@ def test_generate_report_writes_csv_and_pdf(
     assert body.startswith(b"%PDF-") and body.rstrip().endswith(b"%%EOF")
     assert result["summary_rows"] >= summary
     assert not list(reports_dir.glob(".*.part"))
+
+
+def test_a_soft_limit_between_a_row_written_and_counted_leaves_the_count_true(
+    data_app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The soft limit is raised asynchronously: here it lands just after the 7th row is written
+    and before it is counted, with an 8th row's first bytes already out. The partial CSV keeps
+    the 7 whole rows and says 7 (CI once saw a file with one more row than the result claimed)."""
+    engine = engine_of(data_app)
+    seed(engine, users=2, hours=24)
+
+    class LimitAfterAWrite:
+        def __init__(self, handle: Any) -> None:
+            self.inner, self.handle, self.rows = csv.writer(handle), handle, 0
+
+        def writerow(self, row: list[str]) -> None:
+            self.inner.writerow(row)
+            self.rows += 1
+            if self.rows == 8:  # the header and 7 rows
+                self.handle.write("2026-01-01T00:00:00Z,GET,/api/v1/jo")
+                raise SoftTimeLimitExceeded("soft time limit exceeded")
+
+    monkeypatch.setattr(reports, "csv", SimpleNamespace(writer=LimitAfterAWrite, reader=csv.reader))
+    result = generate_report("usage", "month")
+    assert result["status"] == "partial" and result["stopped_in"] == "csv", result
+    (partial,) = result["files"]
+    with open(partial, newline="") as handle:
+        lines = list(csv.reader(handle))
+    assert result["rows"] == len(lines) - 1 == 7
+    assert all(len(line) == len(lines[0]) for line in lines)
+    assert Path(partial).read_bytes().endswith(b"\r\n")
 
 
 def test_generate_report_past_soft_limit_is_partial(data_app: Flask) -> None:

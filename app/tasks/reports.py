@@ -74,6 +74,22 @@ class AtomicFile:
         self.temp.unlink(missing_ok=True)
 
 
+def _cut_after_last_row(out: AtomicFile) -> int:
+    """Cut a CSV being written after its last whole row; the number of data rows it keeps.
+
+    The soft limit is raised asynchronously, between any two bytecodes: it can land after a row
+    is written and before it is counted (or, were a write interrupted, inside one). The file is
+    the truth, so the count is read back from it rather than kept beside it.
+    """
+    out.handle.flush()
+    with out.temp.open("r+b") as raw:
+        data = raw.read()
+        last = data.rfind(b"\r\n")  # csv.writer ends every row with CRLF
+        raw.truncate(last + 2 if last >= 0 else 0)
+    with out.temp.open(newline="", encoding="utf-8") as handle:
+        return max(0, sum(1 for _ in csv.reader(handle)) - 1)
+
+
 # --- reports ---------------------------------------------------------------------------------------
 
 
@@ -274,7 +290,7 @@ def generate_report(report_type: str, period: str = "day") -> dict[str, Any]:
         # The connection may be cut mid-result (a server-side cursor half read): never reuse it.
         session.invalidate()
         if out is not None:  # keep what was written: a CSV cut at a row boundary, named as partial
-            out.handle.flush()
+            rows_written = _cut_after_last_row(out)
             out.final = out.final.with_name(f"{name}.partial.csv")
             files.append(str(out.commit()))
         for leftover in directory.glob(f".{name}*.part"):
