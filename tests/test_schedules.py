@@ -105,11 +105,20 @@ def test_cron_with_a_seconds_field_and_utc_default() -> None:
         ("61 * * * *", "invalid"),
         ("0 0 30 2 *", "never fires"),
         ("x y z a b", "invalid"),
+        ("@reboot", "unknown cron nickname '@reboot'"),
     ],
 )
 def test_bad_cron_is_refused_with_its_reason(expr: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         check_cron(expr)
+
+
+def test_cron_nicknames_are_their_five_fields_on_the_wall_clock() -> None:
+    """``@daily`` and its kin are taken (as cron takes them) and stored as the fields they stand for."""
+    assert check_cron("@daily") == check_cron(" @Midnight ") == "0 0 * * *"
+    assert check_cron("@hourly") == "0 * * * *"
+    got = fires(check_cron("@daily"), zone("Europe/Paris"), utc(2026, 3, 1), utc(2026, 3, 3), 10)
+    assert got == [utc(2026, 3, 1, 23), utc(2026, 3, 2, 23)]
 
 
 def test_unknown_zone_is_refused() -> None:

@@ -38,11 +38,31 @@ def zone(name: str) -> ZoneInfo:
         ) from None
 
 
+#: Cron's nicknames, stored as the 5 fields they stand for (``@reboot`` has no meaning here).
+CRON_NICKNAMES = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+
+
 def check_cron(expr: str) -> str:
-    """``expr`` normalised (single spaces) if it is a cron expression of 5 fields, or 6 with seconds
-    first, that fires at least once; ValueError saying what is wrong otherwise."""
+    """``expr`` normalised (single spaces; a nickname such as ``@daily`` as its 5 fields) if it is a
+    cron expression of 5 fields, or 6 with seconds first, that fires at least once; ValueError saying
+    what is wrong otherwise."""
     if not isinstance(expr, str):
         raise ValueError("a cron expression is a string")
+    nickname = expr.strip().lower()
+    if nickname.startswith("@"):
+        if nickname not in CRON_NICKNAMES:
+            raise ValueError(
+                f"unknown cron nickname {expr!r}: give one of {', '.join(sorted(CRON_NICKNAMES))} or 5 fields"
+            )
+        return CRON_NICKNAMES[nickname]
     fields = expr.split()
     if len(fields) not in (5, 6):
         raise ValueError(
