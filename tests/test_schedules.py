@@ -420,6 +420,12 @@ def test_cli_add_list_edit_pause_resume_run_history_rm(app: Flask, redis: Redis)
     assert "exists already" in cli("add", "ny", "add", "x=1", "y=2", "--interval", "5", code=1)
     line = next(x for x in cli("list").splitlines() if x.startswith("ny "))
     assert "0 9 * * 1-5" in line and "America/New_York" in line and "next 20" in line
+    long_name = "nightly-reconciliation-of-partner-ledgers"
+    cli("add", long_name, "add", "x=1", "y=2", "--cron", "@daily")
+    lines = cli("list").splitlines()
+    # The columns line up whatever the names' lengths (a long name used to shift its row's columns).
+    assert len({x.index(" next 20") for x in lines if " next 20" in x}) == 1, lines
+    cli("rm", long_name)
     assert json.loads(cli("edit", "ny", "x=5", "y=6", "--interval", "30"))["args"] == {"x": 5, "y": 6}
     cli("edit", "health_check", "--timezone", "Europe/Paris")
     line = next(x for x in cli("list").splitlines() if x.startswith("health_check "))

@@ -442,6 +442,7 @@ def list_schedules(as_json: bool) -> None:
     if as_json:
         _echo_json(views)
         return
+    rows = []
     for v in views:
         mine = set(v["operator_fields"])
 
@@ -450,10 +451,13 @@ def list_schedules(as_json: bool) -> None:
 
         cadence = mark("cron", v["cron"]) if v["cron"] else mark("interval", f"every {v['interval']} s")
         state = "paused" if v["paused"] else f"next {v['next_run']}"
-        click.echo(
-            f"{v['name']:<24} {v['task']:<20} {cadence:<18} {mark('timezone', v['timezone']):<20} "
-            f"{state:<31} last {v['last_run'] or '-'} {v['origin']}"
-        )
+        rows.append([v["name"], v["task"], cadence, mark("timezone", v["timezone"]), state,
+                     f"last {v['last_run'] or '-'}", v["origin"]])  # fmt: skip
+    # Columns as wide as their longest cell, so a long name never shifts the others.
+    widths = [max(len(row[n]) for row in rows) for n in range(len(rows[0]) - 1)] if rows else []
+    for row in rows:
+        padded = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        click.echo(" ".join([*padded, row[-1]]))
 
 
 @schedules_cli.command("add")
