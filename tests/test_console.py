@@ -242,6 +242,9 @@ def test_the_schedules_page_lists_periodic_jobs_with_their_week(console_app: Fla
         ("bad", "1"),
     ]
     assert '<tr data-schedule="' in html and "analytics_aggregation" in html and "5 * * * *" in html
+    # A schedule with no run in the week: a grey baseline, never a red (failures) line at zero.
+    idle = re.search(r'<tr data-schedule="analytics_aggregation"[^>]*>(.*?)</tr>', html, re.S)
+    assert idle and re.findall(r'polyline class="(\w+)"', idle.group(1)) == ["none"]
 
 
 def test_a_schedule_is_paused_resumed_and_run_from_the_console(

@@ -122,18 +122,28 @@ def sparkbar(parts: Sequence[tuple[str, int]], width: int = 160, height: int = 1
 def sparkline(
     lines: Sequence[tuple[str, str, Sequence[float]]], width: int = 180, height: int = 28
 ) -> Markup:
-    """A small chart without axes: one polyline per (label, css class, values), sharing one scale."""
+    """A small chart without axes: one polyline per (label, css class, values) that has any, sharing one
+    scale; a grey baseline when none has."""
     top = max((v for _, _, values in lines for v in values), default=0.0) or 1.0
     out = [f'<svg class="sparkline" viewBox="0 0 {width} {height}" width="{width}" height="{height}">']
+    drawn = 0
     for label, css, values in lines:
+        total = sum(values)
+        if not total:  # a flat zero line in a colour would read as a count (red as failures)
+            continue
         n = max(len(values) - 1, 1)
         coords = " ".join(
             f"{width * i / n:.1f},{height - 2 - (height - 4) * v / top:.1f}" for i, v in enumerate(values)
         )
-        total = sum(values)
         out.append(
             f'<polyline class="{escape(css)}" points="{coords}" data-total="{total:g}">'
             f"<title>{escape(label)}: {total:,.0f}</title></polyline>"
+        )
+        drawn += 1
+    if not drawn:
+        out.append(
+            f'<polyline class="none" points="0,{height - 2} {width},{height - 2}" data-total="0">'
+            "<title>nothing ran</title></polyline>"
         )
     out.append("</svg>")
     return Markup("".join(out))
