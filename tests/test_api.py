@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from app import create_app
+from app.foundation.clock import ManualClock
+from app.surfaces.api.errors import OUTAGE_LOG_EVERY
 from tests.conftest import make_env
 from tests.servers import drain, free_port
 
@@ -134,6 +137,29 @@ def test_redis_unreachable_is_503_within_seconds(tmp_path: Path, auth: dict[str,
     assert response.status_code == 503
     assert response.headers["Retry-After"]
     assert_error(response.json, "redis_unavailable")
+
+
+def test_a_redis_outage_is_logged_once_per_interval_not_once_per_request(
+    tmp_path: Path, auth: dict[str, str], manual_clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every refused request is a 503; the log says so once, then once per OUTAGE_LOG_EVERY s with a count."""
+    down = create_app(make_env(tmp_path, f"redis://127.0.0.1:{free_port()}/0")).test_client()
+
+    def refused_lines() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "unreachable" in r.getMessage()]
+
+    with caplog.at_level(logging.ERROR):
+        for _ in range(5):
+            assert down.get("/api/v1/queues", headers=auth).status_code == 503
+        (first,) = refused_lines()
+        assert first.startswith("redis unreachable:")
+        manual_clock.advance(OUTAGE_LOG_EVERY + 0.5)
+        assert down.get("/api/v1/queues", headers=auth).status_code == 503
+        lines = refused_lines()
+        assert len(lines) == 2 and "(5 more requests answered 503)" in lines[1], lines
+        manual_clock.advance(3 * OUTAGE_LOG_EVERY)  # quiet for long: the next refusal is a new outage
+        assert down.get("/api/v1/queues", headers=auth).status_code == 503
+        assert len(refused_lines()) == 3 and refused_lines()[2].startswith("redis unreachable:")
 
 
 def test_options_schedule_and_choose_queue(client: FlaskClient, auth: dict[str, str]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from flask import Flask, Response, jsonify
@@ -10,6 +11,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from werkzeug.exceptions import HTTPException
 
+from app.foundation import clock
 from app.ops import observability
 
 
@@ -66,6 +68,34 @@ _CODES = {
 }
 
 
+class _OutageLog:
+    """Log a Redis outage as the requests it refuses, without a line per request: the first refusal
+    at once, then one line per :data:`OUTAGE_LOG_EVERY` seconds with the count refused since (a
+    busy API once logged 150 lines in a 30 s outage, drowning what came before it)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last: float | None = None
+        self._since = 0
+
+    def refused(self, app: Flask, exc: Exception) -> None:
+        now = clock.monotonic()
+        with self._lock:
+            self._since += 1
+            if self._last is not None and now - self._last < OUTAGE_LOG_EVERY:
+                return
+            first, count = self._last is None or now - self._last >= 2 * OUTAGE_LOG_EVERY, self._since
+            self._last, self._since = now, 0
+        if first:
+            app.logger.error("redis unreachable: %s (requests answered 503 until it is back)", exc)
+        else:
+            app.logger.error("redis still unreachable: %s (%d more requests answered 503)", exc, count)
+
+
+#: Seconds between two log lines of one Redis outage in one web process.
+OUTAGE_LOG_EVERY = 10.0
+
+
 def register_error_handlers(app: Flask) -> None:
     """Answer every error, ours or Werkzeug's, in the one shape."""
 
@@ -86,10 +116,12 @@ def register_error_handlers(app: Flask) -> None:
             response.headers["WWW-Authenticate"] = exc.get_response().headers["WWW-Authenticate"]
         return response
 
+    outage = _OutageLog()
+
     @app.errorhandler(RedisConnectionError)
     @app.errorhandler(RedisTimeoutError)
     def _redis_down(exc: Exception) -> Response:
-        app.logger.error("redis unreachable: %s", exc)
+        outage.refused(app, exc)
         return error_response(
             503,
             "redis_unavailable",
