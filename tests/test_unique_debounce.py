@@ -1,0 +1,294 @@
+"""``unique`` and ``debounce`` (issue 19): one job per key while it lives (unique) or one job per
+quiet window with the latest args (debounce); atomic under concurrent enqueuers; on every way in."""
+
+from __future__ import annotations
+
+import base64
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import redis
+from flask import Flask
+from flask.testing import FlaskClient
+
+from app import create_app
+from app.catalogue.registry import REGISTRY
+from app.core.dispatch import EnqueueOptions
+from app.core.dispatch import enqueue as dispatch_enqueue
+from app.core.queues import JsonJob, JsonQueue
+from app.foundation.clock import ManualClock
+from app.processes.scheduling import SchedulerProcess
+from app.processes.workers import JsonInlineWorker
+from tests.conftest import TOKEN, make_env
+from tests.servers import (
+    get_job,
+)
+
+
+def _post(
+    client: FlaskClient, auth: dict[str, str], task_name: str, args: dict[str, Any], **options: Any
+) -> Any:
+    r = client.post(f"/api/v1/tasks/{task_name}", json={"args": args, "options": options}, headers=auth)
+    assert r.status_code == 202, r.get_json()
+    return r.get_json()
+
+
+def _work(app: Flask, queue: str = "default") -> None:
+    redis_ = app.extensions["tasklane"].redis
+    with app.app_context():
+        JsonInlineWorker([JsonQueue(queue, connection=redis_)], connection=redis_).work(burst=True)
+
+
+def _unique_keys(redis_: redis.Redis) -> list[bytes]:
+    return sorted(redis_.scan_iter("tasklane:unique:*"))
+
+
+def _errors(response: Any) -> list[str]:
+    return [e["field"] for e in response.get_json()["error"]["details"]]
+
+
+# --- unique ---------------------------------------------------------------------------------
+
+
+def test_unique_returns_the_live_job_until_it_ends(
+    app: Flask, client: FlaskClient, auth: dict[str, str]
+) -> None:
+    """Same key (default: the task and its args) while the job waits: the same job, deduplicated;
+    other args: another job; an explicit key joins calls with other args; once the job ended the
+    key is free and the next enqueue makes a new job."""
+    redis_ = app.extensions["tasklane"].redis
+    first = _post(client, auth, "add", {"x": 1, "y": 2}, unique={"period": 60})
+    assert first["deduplicated"] is False
+    again = _post(client, auth, "add", {"y": 2, "x": 1}, unique={"period": 60})  # canonical JSON: same key
+    assert (again["job_id"], again["deduplicated"], again["state"]) == (first["job_id"], True, "PENDING")
+    other = _post(client, auth, "add", {"x": 5, "y": 2}, unique={"period": 60})
+    assert other["job_id"] != first["job_id"] and other["deduplicated"] is False
+    keyed = _post(client, auth, "add", {"x": 7, "y": 7}, unique={"period": 60, "key": "digest:user-9"})
+    same_key = _post(client, auth, "add", {"x": 8, "y": 8}, unique={"period": 60, "key": "digest:user-9"})
+    assert same_key["job_id"] == keyed["job_id"] and same_key["deduplicated"] is True
+    plain = _post(client, auth, "add", {"x": 1, "y": 2})  # no unique: never deduplicated
+    assert plain["deduplicated"] is False and plain["job_id"] != first["job_id"]
+    assert redis_.llen("rq:queue:default") == 4
+    assert 0 < redis_.pttl(_unique_keys(redis_)[0]) <= 60_000
+
+    _work(app)
+    assert get_job(client, auth, first["job_id"])["result"] == 3
+    assert _unique_keys(redis_) == []  # every lock released by its job's success
+    after = _post(client, auth, "add", {"x": 1, "y": 2}, unique={"period": 60})
+    assert after["job_id"] != first["job_id"] and after["deduplicated"] is False
+
+
+def test_unique_lapses_after_its_period_even_while_the_job_waits(
+    app: Flask, client: FlaskClient, auth: dict[str, str]
+) -> None:
+    """The lock is a Redis key with the period as its TTL: after it, an enqueue makes a new job
+    (Redis keeps TTLs by its own clock, so this one waits 0.3 s of real time)."""
+    redis_ = app.extensions["tasklane"].redis
+    first = _post(client, auth, "add", {"x": 1, "y": 1}, unique={"period": 0.3})
+    assert _post(client, auth, "add", {"x": 1, "y": 1}, unique={"period": 0.3})["job_id"] == first["job_id"]
+    redis_.blpop(["tasklane:test-never-rung"], 0.4)
+    later = _post(client, auth, "add", {"x": 1, "y": 1}, unique={"period": 0.3})
+    assert later["job_id"] != first["job_id"] and later["deduplicated"] is False
+
+
+def test_unique_is_released_by_a_failure_and_a_revoke(
+    app: Flask, client: FlaskClient, auth: dict[str, str]
+) -> None:
+    redis_ = app.extensions["tasklane"].redis
+    doomed = _post(client, auth, "always_fail", {"message": "no"}, unique={"period": 600, "key": "k"})
+    _work(app)
+    assert get_job(client, auth, doomed["job_id"])["state"] == "FAILURE"
+    assert _unique_keys(redis_) == []
+    waiting = _post(client, auth, "add", {"x": 1, "y": 1}, unique={"period": 600})
+    assert client.delete(f"/api/v1/jobs/{waiting['job_id']}", headers=auth).status_code == 202
+    assert _unique_keys(redis_) == []
+    assert _post(client, auth, "add", {"x": 1, "y": 1}, unique={"period": 600})["deduplicated"] is False
+
+
+def test_bad_values_are_422_naming_the_field(client: FlaskClient, auth: dict[str, str], app: Flask) -> None:
+    """Nothing is enqueued for a refused call."""
+    cases = [
+        ({"unique": {"period": 0}}, "options.unique.period"),
+        ({"unique": {"period": "soon"}}, "options.unique.period"),
+        ({"unique": {}}, "options.unique.period"),
+        ({"unique": {"period": 5, "key": ""}}, "options.unique.key"),
+        ({"unique": {"period": 5, "scope": "x"}}, "options.unique.scope"),
+        ({"unique": True}, "options.unique"),
+        ({"debounce": {"delay": 0.5}}, "options.debounce.delay"),
+        ({"debounce": {"key": "k"}}, "options.debounce.delay"),
+        ({"debounce": {"delay": 5}, "countdown": 3}, "options.debounce"),
+        ({"debounce": {"delay": 5}, "unique": {"period": 5}}, "options.debounce"),
+    ]
+    for options, field in cases:
+        r = client.post(
+            "/api/v1/tasks/add", json={"args": {"x": 1, "y": 1}, "options": options}, headers=auth
+        )
+        assert r.status_code == 422, (options, r.get_json())
+        assert r.get_json()["error"]["code"] == "invalid_arguments"
+        assert field in _errors(r), (options, r.get_json())
+    redis_ = app.extensions["tasklane"].redis
+    assert redis_.llen("rq:queue:default") == 0 and redis_.zcard("rq:scheduled:default") == 0
+
+
+def test_batch_keys_each_item_by_its_args_and_refuses_a_shared_key_or_debounce(
+    app: Flask, client: FlaskClient, auth: dict[str, str]
+) -> None:
+    redis_ = app.extensions["tasklane"].redis
+    items = [{"args": {"x": 1, "y": 1}}, {"args": {"x": 2, "y": 2}}, {"args": {"x": 1, "y": 1}}]
+    r = client.post("/api/v1/tasks/add/batch", json={"items": items, "options": {"unique": {"period": 60}}},
+                    headers=auth)  # fmt: skip
+    assert r.status_code == 202, r.get_json()
+    body = r.get_json()
+    assert body["deduplicated"] == [False, False, True]
+    assert body["job_ids"][0] == body["job_ids"][2] != body["job_ids"][1]
+    assert redis_.llen("rq:queue:default") == 2
+    for options, field in (
+        ({"unique": {"period": 60, "key": "one"}}, "options.unique"),
+        ({"debounce": {"delay": 5}}, "options.debounce"),
+    ):
+        r = client.post("/api/v1/tasks/add/batch", json={"items": items, "options": options}, headers=auth)
+        assert r.status_code == 422 and field in _errors(r), r.get_json()
+    plain = client.post("/api/v1/tasks/add/batch", json={"items": items}, headers=auth).get_json()
+    assert "deduplicated" not in plain and len(set(plain["job_ids"])) == 3
+
+
+# --- debounce -------------------------------------------------------------------------------
+
+
+def test_debounce_pushes_the_start_back_and_the_latest_args_win(
+    app: Flask, client: FlaskClient, auth: dict[str, str], manual_clock: ManualClock
+) -> None:
+    """Each enqueue inside the window moves the one job's start to delay s after it and replaces
+    its args; it runs once, with the last args; an enqueue after it started makes a new job."""
+    redis_ = app.extensions["tasklane"].redis
+    start = datetime.now(UTC).replace(microsecond=0)
+    manual_clock.set(start)
+    first = _post(client, auth, "add", {"x": 1, "y": 0}, debounce={"key": "reindex", "delay": 10})
+    assert first["deduplicated"] is False and first["state"] == "PENDING"
+    view = get_job(client, auth, first["job_id"])
+    assert view["scheduled_for"] == (start + timedelta(seconds=10)).isoformat().replace("+00:00", "Z")
+    manual_clock.advance(6)
+    second = _post(client, auth, "add", {"x": 2, "y": 0}, debounce={"key": "reindex", "delay": 10})
+    assert (second["job_id"], second["deduplicated"]) == (first["job_id"], True)
+    view = get_job(client, auth, first["job_id"])
+    assert view["scheduled_for"] == (start + timedelta(seconds=16)).isoformat().replace("+00:00", "Z")
+    other_key = _post(client, auth, "add", {"x": 9, "y": 0}, debounce={"key": "other", "delay": 10})
+    assert other_key["job_id"] != first["job_id"]
+    assert redis_.zcard("rq:scheduled:default") == 2
+
+    process = SchedulerProcess(redis_)
+    manual_clock.advance(9)  # 15 s: the first enqueue's window is over, not the second's
+    process.tick()
+    assert JsonQueue("default", connection=redis_).get_job_ids() == []
+    manual_clock.advance(1)
+    process.tick()
+    assert first["job_id"] in JsonQueue("default", connection=redis_).get_job_ids()
+    late = _post(client, auth, "add", {"x": 3, "y": 0}, debounce={"key": "reindex", "delay": 10})
+    assert late["job_id"] != first["job_id"] and late["deduplicated"] is False  # queued: a new window
+    _work(app)
+    assert get_job(client, auth, first["job_id"])["result"] == 2  # the latest args, once
+    assert redis_.llen("rq:queue:default") == 0
+
+
+def test_a_debounced_job_is_left_alone_in_its_last_second(
+    app: Flask, client: FlaskClient, auth: dict[str, str], manual_clock: ManualClock
+) -> None:
+    """Within DEBOUNCE_MARGIN of its start the scheduler may be moving the job: a new enqueue then
+    makes a new job rather than rewriting args that may already be read."""
+    manual_clock.set(datetime.now(UTC).replace(microsecond=0))
+    first = _post(client, auth, "add", {"x": 1, "y": 0}, debounce={"key": "k", "delay": 5})
+    manual_clock.advance(4.5)
+    second = _post(client, auth, "add", {"x": 2, "y": 0}, debounce={"key": "k", "delay": 5})
+    assert second["job_id"] != first["job_id"]
+    assert get_job(client, auth, first["job_id"])["state"] == "PENDING"
+
+
+def test_debounce_refuses_encrypted_args(tmp_path: Path, redis_url: str) -> None:
+    app = create_app(make_env(tmp_path, redis_url, ENCRYPTION_KEYS=base64.b64encode(bytes(32)).decode()))
+    client, auth = app.test_client(), {"Authorization": f"Bearer {TOKEN}"}
+    body = {"args": {"x": 1, "y": 1}, "options": {"encrypt": True, "debounce": {"delay": 5}}}
+    r = client.post("/api/v1/tasks/add", json=body, headers=auth)
+    assert r.status_code == 422 and _errors(r) == ["options.debounce"], r.get_json()
+    assert app.extensions["tasklane"].redis.zcard("rq:scheduled:default") == 0
+
+
+# --- 16 concurrent enqueuers ----------------------------------------------------------------
+
+
+def _at_once(count: int, redis_url: str, call: Any) -> list[Any]:
+    """``count`` threads, each with its own Redis connection, released together; their answers."""
+    barrier = threading.Barrier(count)
+    out: list[Any] = [None] * count
+    errors: list[BaseException] = []
+
+    def go(n: int) -> None:
+        connection = redis.Redis.from_url(redis_url)
+        try:
+            barrier.wait(10)
+            out[n] = call(n, connection)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=go, args=(n,)) for n in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors, errors
+    return out
+
+
+def test_16_concurrent_enqueuers_make_one_unique_job(app: Flask, redis_url: str) -> None:
+    spec = REGISTRY.get("add")
+    assert spec is not None
+    options = EnqueueOptions.model_validate({"unique": {"period": 60, "key": "one"}})
+
+    def call(n: int, connection: redis.Redis) -> tuple[str, bool]:
+        job = dispatch_enqueue(spec, spec.validate({"x": n, "y": 0}), connection, options,
+                               default_result_ttl=60, failure_ttl=60)  # fmt: skip
+        return job.id, bool(getattr(job, "_tasklane_deduplicated", False))
+
+    answers = _at_once(16, redis_url, call)
+    assert len({job_id for job_id, _ in answers}) == 1, answers
+    assert sorted(d for _, d in answers) == [False] + [True] * 15
+    redis_ = app.extensions["tasklane"].redis
+    assert redis_.llen("rq:queue:default") == 1
+    assert len(list(redis_.scan_iter("rq:job:*"))) == 1
+
+
+def test_16_concurrent_enqueuers_make_one_debounced_job_with_the_last_args(
+    app: Flask, redis_url: str
+) -> None:
+    """16 threads, 5 enqueues each, all with the same key: one scheduled job, every answer names it;
+    its args are those of the script that ran last (an enqueue after them all wins, too)."""
+    spec = REGISTRY.get("add")
+    assert spec is not None
+    options = EnqueueOptions.model_validate({"debounce": {"key": "one", "delay": 30}})
+    redis_ = app.extensions["tasklane"].redis
+
+    def call(n: int, connection: redis.Redis) -> list[str]:
+        ids = []
+        for i in range(5):
+            job = dispatch_enqueue(spec, spec.validate({"x": n * 10 + i, "y": 0}), connection, options,
+                                   default_result_ttl=60, failure_ttl=60)  # fmt: skip
+            ids.append(job.id)
+        return ids
+
+    answers = _at_once(16, redis_url, call)
+    ids = {job_id for batch in answers for job_id in batch}
+    assert len(ids) == 1, ids
+    (job_id,) = ids
+    assert [m.decode() for m in redis_.zrange("rq:scheduled:default", 0, -1)] == [job_id]
+    assert len(list(redis_.scan_iter("rq:job:*"))) == 1
+    kwargs = JsonJob.fetch(job_id, connection=redis_).kwargs
+    assert (
+        kwargs["x"] % 10 == 4
+    )  # some thread's last call: no thread's earlier args outlived its own later ones
+    last = dispatch_enqueue(spec, spec.validate({"x": 999, "y": 1}), redis_, options, default_result_ttl=60,
+                            failure_ttl=60)  # fmt: skip
+    assert last.id == job_id
+    assert JsonJob.fetch(job_id, connection=redis_).kwargs == {"x": 999, "y": 1}
