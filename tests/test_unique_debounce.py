@@ -4,26 +4,39 @@ quiet window with the latest args (debounce); atomic under concurrent enqueuers;
 from __future__ import annotations
 
 import base64
+import json
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
+import pytest
 import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
 from app import create_app
-from app.catalogue.registry import REGISTRY
+from app.calling.canvas import Signature
+from app.catalogue.registry import REGISTRY, TaskRegistry, task
 from app.core.dispatch import EnqueueOptions
 from app.core.dispatch import enqueue as dispatch_enqueue
 from app.core.queues import JsonJob, JsonQueue
 from app.foundation.clock import ManualClock
+from app.processes.maintenance import rescue_abandoned
 from app.processes.scheduling import SchedulerProcess
 from app.processes.workers import JsonInlineWorker
 from tests.conftest import TOKEN, make_env
 from tests.servers import (
+    FINAL,
+    RedisServer,
+    Starter,
+    children,
     get_job,
+    pid_alive,
+    start_worker,
+    wait_for,
+    wait_state,
 )
 
 
@@ -292,3 +305,170 @@ def test_16_concurrent_enqueuers_make_one_debounced_job_with_the_last_args(
                             failure_ttl=60)  # fmt: skip
     assert last.id == job_id
     assert JsonJob.fetch(job_id, connection=redis_).kwargs == {"x": 999, "y": 1}
+
+
+# --- task defaults, TASK_OVERRIDES and every other way in -----------------------------------
+
+
+def test_task_defaults_and_task_overrides(tmp_path: Path, redis_url: str) -> None:
+    """``@task(unique={"period": s})`` and ``@task(debounce={...})`` (and TASK_OVERRIDES' ``unique``,
+    ``debounce``) apply when the call gives none; the catalogue shows the policy in force."""
+    registry = TaskRegistry(None)
+
+    @task(unique={"period": 3600}, registry=registry)
+    def digest() -> None:
+        """A digest, at most once an hour."""
+
+    @task(debounce={"delay": 5, "key": "all"}, registry=registry)
+    def reindex() -> None:
+        """A reindex after a burst of edits."""
+
+    spec, later = registry.get("digest"), registry.get("reindex")
+    assert spec is not None and (spec.unique, spec.unique_period) == (True, 3600)
+    assert spec.describe()["unique_period"] == 3600 and spec.describe()["unique"] is True
+    assert later is not None and later.describe()["debounce"] == {"delay": 5.0, "key": "all"}
+    for bad in ({"unique": {"period": 0}}, {"unique": {"every": 5}}, {"debounce": {"delay": 0}}):
+        with pytest.raises(ValueError, match=r"unique|debounce"):
+            task("bad_one", registry=registry, **bad)(lambda: None)  # type: ignore[arg-type]
+
+    overrides = json.dumps({"add": {"unique": {"period": 60}}, "xsum": {"debounce": {"delay": 30}}})
+    app = create_app(make_env(tmp_path, redis_url, TASK_OVERRIDES=overrides))
+    client, auth = app.test_client(), {"Authorization": f"Bearer {TOKEN}"}
+    redis_ = app.extensions["tasklane"].redis
+    first = _post(client, auth, "add", {"x": 1, "y": 1})
+    again = _post(client, auth, "add", {"x": 1, "y": 1})
+    assert again["job_id"] == first["job_id"] and again["deduplicated"] is True
+    assert 0 < redis_.pttl(_unique_keys(redis_)[0]) <= 60_000
+    own = _post(client, auth, "add", {"x": 1, "y": 1}, unique={"period": 5, "key": "mine"})
+    assert own["job_id"] != first["job_id"]  # the call's own unique wins
+    one = _post(client, auth, "xsum", {"numbers": [1, 2]})
+    two = _post(client, auth, "xsum", {"numbers": [3, 4]})
+    assert two["job_id"] == one["job_id"] and two["deduplicated"] is True
+    assert JsonJob.fetch(one["job_id"], connection=redis_).kwargs == {"numbers": [3, 4]}
+    apart = _post(client, auth, "xsum", {"numbers": [5]}, countdown=60)  # its own start: not debounced
+    assert apart["job_id"] != one["job_id"]
+    shown = {t["name"]: t for t in client.get("/api/v1/tasks", headers=auth).get_json()["tasks"]}
+    assert shown["add"]["overridden"]["unique"] == {"declared": False, "in_force": {"period": 60}}
+    assert shown["xsum"]["debounce"] == {"delay": 30.0, "key": None}
+    for bad in ({"add": {"unique": {"period": 0}}}, {"add": {"debounce": {"delay": "soon"}}}):
+        with pytest.raises(Exception, match=r"unique|debounce"):
+            create_app(make_env(tmp_path, redis_url, TASK_OVERRIDES=json.dumps(bad)))
+
+
+def test_apply_async_the_canvas_the_http_client_and_the_cli(app: Flask, auth: dict[str, str]) -> None:
+    from app.client import Client
+    from app.tasks import add
+
+    redis_ = app.extensions["tasklane"].redis
+    with app.app_context():
+        first = add.apply_async((1, 2), unique={"period": 60})
+        again = add.apply_async((1, 2), unique={"period": 60})
+        by_sig = Signature(add, (1, 2)).set(unique={"period": 60}).apply_async()
+        debounced = Signature(add, (1, 2)).set(debounce={"delay": 30, "key": "s"}).apply_async()
+        debounced_again = add.apply_async((5, 5), debounce={"delay": 30, "key": "s"})
+        with pytest.raises(ValueError, match="unique"):
+            add.apply_async((1, 2), unique={"period": 0})
+    assert (first.deduplicated, again.deduplicated, by_sig.deduplicated) == (False, True, True)
+    assert first.id == again.id == by_sig.id
+    assert debounced_again.id == debounced.id and debounced_again.deduplicated
+    assert JsonJob.fetch(debounced.id, connection=redis_).kwargs == {"x": 5, "y": 5}
+
+    client = Client("http://tasklane.test", TOKEN, transport=httpx.WSGITransport(app=app))
+    assert client.enqueue("add", {"x": 1, "y": 2}, unique={"period": 60}) == first.id
+    assert client.enqueue("add", {"x": 7, "y": 7}, debounce={"delay": 30, "key": "s"}) == debounced.id
+
+    runner = app.test_cli_runner()
+    printed = runner.invoke(args=["tasks", "enqueue", "add", "x=1", "y=2", "--unique-period", "60"])
+    assert printed.exit_code == 0, printed.output
+    assert printed.stdout.strip() == first.id and "deduplicated" in printed.stderr
+    keyed = runner.invoke(
+        args=["tasks", "enqueue", "add", "x=3", "y=3", "--debounce", "30", "--debounce-key", "s"]
+    )
+    assert keyed.stdout.strip() == debounced.id
+    refused = runner.invoke(args=["tasks", "enqueue", "add", "x=1", "y=2", "--debounce", "0.5"])
+    assert refused.exit_code != 0 and "debounce" in refused.output
+
+
+def test_the_openapi_document_declares_them(client: FlaskClient) -> None:
+    schemas = client.get("/api/v1/openapi.json").get_json()["components"]["schemas"]
+    options = schemas["EnqueueOptions"]["properties"]
+    assert {"unique", "debounce"} <= options.keys()
+    assert "unique" in schemas["BatchOptions"]["properties"]
+    assert schemas["Enqueued"]["properties"]["deduplicated"]["type"] == "boolean"
+    text = json.dumps(schemas)
+    assert '"period"' in text and '"delay"' in text
+
+
+# --- faults ---------------------------------------------------------------------------------
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(90)
+def test_a_unique_key_outlives_a_killed_worker_until_its_job_ends(
+    start: Starter, rconn: redis.Redis, client: FlaskClient, auth: dict[str, str], tmp_path: Path
+) -> None:
+    """A worker killed with SIGKILL while its job holds a unique key: the job is not over, so the
+    key still answers with it; the lease sweep puts it back, another worker runs it to its end,
+    and then the key is gone: the next enqueue makes a new job."""
+    marker = tmp_path / "ran"
+    args = {"path": str(marker), "seconds": 1.5, "steps": 3}
+    victim = start_worker(start, rconn, "default")
+    job_id = _post(client, auth, "slow_touch", args, unique={"period": 600})["job_id"]
+    wait_state(client, auth, job_id, {"STARTED", "PROGRESS"}, 15)
+    horses = wait_for(lambda: children(victim.pid), 5, message="the work horse")
+    victim.kill()
+    victim.wait(5)
+    wait_for(lambda: not pid_alive(horses[0]), 5, message="the orphaned work horse to die with its worker")
+
+    held = _post(client, auth, "slow_touch", args, unique={"period": 600})
+    assert (held["job_id"], held["deduplicated"]) == (job_id, True)
+    far = datetime.now(UTC).timestamp() + 3600  # as the sweep does once the run's lease has lapsed
+    assert rescue_abandoned(JsonQueue("default", connection=rconn), timestamp=far) == 1
+    assert _post(client, auth, "slow_touch", args, unique={"period": 600})["job_id"] == job_id
+    start_worker(start, rconn, "default")
+    assert wait_state(client, auth, job_id, FINAL, 30)["state"] == "SUCCESS"
+    assert _unique_keys(rconn) == []
+    fresh = _post(client, auth, "slow_touch", args, unique={"period": 600})
+    assert fresh["job_id"] != job_id and fresh["deduplicated"] is False
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_a_debounced_job_survives_a_redis_kill_and_runs_once(
+    tmp_path: Path, manual_clock: ManualClock
+) -> None:
+    """Redis with its append-only file killed with SIGKILL and started again between enqueues of
+    one debounce key: the job, its start and its key are still there; a later enqueue still joins
+    it; it runs once, with the latest args."""
+    server = RedisServer(tmp_path / "redis", appendonly=True).start()
+    try:
+        manual_clock.set(datetime.now(UTC).replace(microsecond=0))
+        app = create_app(make_env(tmp_path, server.url))
+        client, auth = app.test_client(), {"Authorization": f"Bearer {TOKEN}"}
+        first = _post(client, auth, "add", {"x": 1, "y": 1}, debounce={"key": "k", "delay": 10})
+        manual_clock.advance(3)
+        assert _post(client, auth, "add", {"x": 2, "y": 1}, debounce={"key": "k", "delay": 10})[
+            "deduplicated"
+        ]
+        server.kill()
+        server.start()
+        app = create_app(make_env(tmp_path, server.url))
+        client = app.test_client()
+        redis_ = app.extensions["tasklane"].redis
+        assert get_job(client, auth, first["job_id"])["state"] == "PENDING"
+        manual_clock.advance(3)
+        third = _post(client, auth, "add", {"x": 3, "y": 1}, debounce={"key": "k", "delay": 10})
+        assert (third["job_id"], third["deduplicated"]) == (first["job_id"], True)
+        process = SchedulerProcess(redis_)
+        manual_clock.advance(9)  # 15 s: not yet (the last enqueue was at 6 s)
+        process.tick()
+        assert redis_.llen("rq:queue:default") == 0
+        manual_clock.advance(1)
+        process.tick()
+        _work(app)
+        assert get_job(client, auth, first["job_id"])["result"] == 4
+        assert redis_.zcard("rq:scheduled:default") == 0 and redis_.llen("rq:queue:default") == 0
+        ours = [k for k in redis_.scan_iter("rq:job:*") if not k.startswith(b"rq:job:periodic-")]
+        assert ours == [JsonJob.key_for(first["job_id"]).encode()]  # one job, run once
+    finally:
+        server.stop()

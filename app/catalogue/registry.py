@@ -593,6 +593,7 @@ def task(
 
 def unique_policy(value: Any) -> tuple[bool, int | None]:
     """A task's ``unique`` (True, False or ``{"period": s}``) as (unique, period); ValueError if bad."""
+    value = dict(value) if isinstance(value, tuple) else value  # TASK_OVERRIDES' form: (key, value) pairs
     if isinstance(value, bool):
         return value, None
     if isinstance(value, Mapping) and set(value) == {"period"}:
@@ -606,6 +607,7 @@ def debounce_policy(value: Any) -> tuple[float | None, str | None]:
     """A task's ``debounce`` (None or ``{"delay": s, "key": "..."}``) as (delay, key); ValueError if bad."""
     if value is None:
         return None, None
+    value = dict(value) if isinstance(value, tuple) else value  # TASK_OVERRIDES' form: (key, value) pairs
     if isinstance(value, Mapping) and "delay" in value and set(value) <= {"delay", "key"}:
         delay, key = value["delay"], value.get("key")
         number = isinstance(delay, int | float) and not isinstance(delay, bool)

@@ -619,7 +619,7 @@ def _override_value(name: str, task_name: str, field_name: str, value: Any) -> A
         if isinstance(value, bool) or (
             isinstance(period, int) and not isinstance(period, bool) and 1 <= period <= defaults.MAX_DELAY
         ):
-            return value
+            return value if isinstance(value, bool) else tuple(sorted(value.items()))  # hashable
         raise bad('must be true, false or {"period": whole seconds from 1 to 366 days}')
     if field_name == "debounce":
         if value is None:
@@ -628,7 +628,7 @@ def _override_value(name: str, task_name: str, field_name: str, value: Any) -> A
         key = value.get("key") if isinstance(value, dict) else None
         number = isinstance(delay, int | float) and not isinstance(delay, bool)
         if number and 1 <= delay <= defaults.MAX_DELAY and (key is None or (isinstance(key, str) and key)):
-            return value
+            return tuple(sorted(value.items()))  # hashable, as every override
         raise bad('must be null or {"delay": seconds from 1 to 366 days, "key": "..." (optional)}')
     if field_name in ("soft_time_limit", "result_ttl"):
         if value is None:
