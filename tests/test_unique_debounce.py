@@ -472,3 +472,47 @@ def test_a_debounced_job_survives_a_redis_kill_and_runs_once(
         assert ours == [JsonJob.key_for(first["job_id"]).encode()]  # one job, run once
     finally:
         server.stop()
+
+
+# --- cost -----------------------------------------------------------------------------------
+
+
+def _commands(redis_: redis.Redis, call: Any) -> dict[str, int]:
+    """The Redis commands ``call`` made (INFO commandstats; a Lua script's own commands count too)."""
+
+    def calls() -> dict[str, int]:
+        return {k.removeprefix("cmdstat_"): v["calls"] for k, v in redis_.info("commandstats").items()}
+
+    before = calls()
+    call()
+    after = calls()
+    made = {k: n - before.get(k, 0) for k, n in after.items() if n != before.get(k, 0)}
+    # Not the looks themselves, nor a new pooled connection's greeting.
+    return {k: n for k, n in made.items() if k not in ("info", "hello", "client", "ping")}
+
+
+def test_the_redis_cost_per_enqueue(app: Flask) -> None:
+    """What docs/FLOW_CONTROL.md's table says: unique adds WATCH, GET and SET to the plain enqueue's
+    transaction; a deduplicated call reads the holder and writes nothing; debounce is one EVALSHA
+    (a repeat adds the read of the job it returns). The plain path is unchanged (no extra command)."""
+    redis_ = app.extensions["tasklane"].redis
+    spec = REGISTRY.get("add")
+    assert spec is not None
+
+    def run(options: dict[str, Any], x: int = 1) -> Any:
+        opts = EnqueueOptions.model_validate(options)
+        return lambda: dispatch_enqueue(spec, spec.validate({"x": x, "y": 0}), redis_, opts,
+                                        default_result_ttl=60, failure_ttl=60)  # fmt: skip
+
+    run({"debounce": {"delay": 60, "key": "warm"}})()  # the script loaded once
+    plain = _commands(redis_, run({}))
+    assert plain == {"multi": 1, "hset": 2, "sadd": 1, "rpush": 2, "ltrim": 1, "exec": 1}, plain
+    unique = _commands(redis_, run({"unique": {"period": 60}}))
+    assert unique == {**plain, "watch": 1, "get": 1, "set": 1}, unique
+    again = _commands(redis_, run({"unique": {"period": 60}}))
+    assert set(again) == {"watch", "get", "hgetall", "hget", "unwatch"} and sum(again.values()) == 5, again
+    fresh = _commands(redis_, run({"debounce": {"delay": 60, "key": "k"}}))
+    assert fresh == {"evalsha": 1, "get": 1, "hset": 1, "zadd": 1, "sadd": 1, "set": 1}, fresh
+    repeat = _commands(redis_, run({"debounce": {"delay": 60, "key": "k"}}, x=2))
+    assert repeat == {"evalsha": 1, "get": 1, "zscore": 1, "exists": 1, "zadd": 1, "hset": 1, "set": 1,
+                      "hgetall": 1}, repeat  # fmt: skip
