@@ -190,6 +190,8 @@ def test_debounce_pushes_the_start_back_and_the_latest_args_win(
     other_key = _post(client, auth, "add", {"x": 9, "y": 0}, debounce={"key": "other", "delay": 10})
     assert other_key["job_id"] != first["job_id"]
     assert redis_.zcard("rq:scheduled:default") == 2
+    queues = {q["name"]: q for q in client.get("/api/v1/queues", headers=auth).get_json()["queues"]}
+    assert queues["default"]["scheduled"] == 2  # RQ's own registry: rq info and the dashboard count them
 
     process = SchedulerProcess(redis_)
     manual_clock.advance(9)  # 15 s: the first enqueue's window is over, not the second's
@@ -347,6 +349,10 @@ def test_task_defaults_and_task_overrides(tmp_path: Path, redis_url: str) -> Non
     assert JsonJob.fetch(one["job_id"], connection=redis_).kwargs == {"numbers": [3, 4]}
     apart = _post(client, auth, "xsum", {"numbers": [5]}, countdown=60)  # its own start: not debounced
     assert apart["job_id"] != one["job_id"]
+    steps = [{"task": "xsum", "args": {"numbers": [n]}} for n in (1, 2)]
+    flow = client.post("/api/v1/workflows", json={"type": "group", "steps": steps}, headers=auth)
+    assert flow.status_code == 202, flow.get_json()
+    assert len(set(flow.get_json()["job_ids"]) | {one["job_id"]}) == 3  # a workflow's steps: never debounced
     shown = {t["name"]: t for t in client.get("/api/v1/tasks", headers=auth).get_json()["tasks"]}
     assert shown["add"]["overridden"]["unique"] == {"declared": False, "in_force": {"period": 60}}
     assert shown["xsum"]["debounce"] == {"delay": 30.0, "key": None}

@@ -318,7 +318,8 @@ def enqueue(
     expires_at = options.expires_at(spec)
     if expires_at is not None:
         job_meta[Meta.EXPIRES] = iso(expires_at)
-    debounce = _debounce_of(spec, options)
+    # A workflow's step (its id chosen, its dependencies) is never debounced by its task's default.
+    debounce = _debounce_of(spec, options) if job_id is None and not depends_on else None
     unique_key, unique_ms = (None, 0) if debounce else _unique_lock(spec, options.unique, ring, kwargs)
     if unique_key:
         job_meta[Meta.UNIQUE_KEY] = unique_key
