@@ -293,6 +293,7 @@ def enqueue(
     or a mapping the caller has checked (a workflow step whose input comes later).
     """
     options = options or EnqueueOptions()
+    step = job_id is not None or bool(depends_on)  # a workflow's step (or an outbox row's job)
     queue: JsonQueue = get_queue((options.queue or spec.queue).value, connection)
     kwargs = args.model_dump(mode="json") if isinstance(args, BaseModel) else dict(args)
     job_meta: dict[str, Any] = {
@@ -319,7 +320,7 @@ def enqueue(
     if expires_at is not None:
         job_meta[Meta.EXPIRES] = iso(expires_at)
     # A workflow's step (its id chosen, its dependencies) is never debounced by its task's default.
-    debounce = _debounce_of(spec, options) if job_id is None and not depends_on else None
+    debounce = None if step else _debounce_of(spec, options)
     unique_key, unique_ms = (None, 0) if debounce else _unique_lock(spec, options.unique, ring, kwargs)
     if unique_key:
         job_meta[Meta.UNIQUE_KEY] = unique_key
