@@ -393,6 +393,8 @@ def test_apply_async_the_canvas_the_http_client_and_the_cli(app: Flask, auth: di
     assert keyed.stdout.strip() == debounced.id
     refused = runner.invoke(args=["tasks", "enqueue", "add", "x=1", "y=2", "--debounce", "0.5"])
     assert refused.exit_code != 0 and "debounce" in refused.output
+    lone = runner.invoke(args=["tasks", "enqueue", "add", "x=1", "y=2", "--unique-key", "k"])
+    assert lone.exit_code != 0 and "--unique-period" in lone.output
 
 
 def test_the_openapi_document_declares_them(client: FlaskClient) -> None:

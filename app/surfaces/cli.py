@@ -146,6 +146,8 @@ def enqueue_task(
     spec = REGISTRY.get(task)
     if spec is None:
         raise click.ClickException(f"no task named {task!r}; `flask tasks list` lists them")
+    if (unique_key and unique_period is None) or (debounce_key and debounce is None):
+        raise click.ClickException("--unique-key goes with --unique-period, --debounce-key with --debounce")
     try:
         model = spec.validate(parse_arguments(args))
         options = EnqueueOptions.model_validate(
