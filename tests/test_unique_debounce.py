@@ -441,6 +441,25 @@ def test_a_unique_key_outlives_a_killed_worker_until_its_job_ends(
 
 
 @pytest.mark.integration
+@pytest.mark.timeout(90)
+def test_a_unique_key_goes_when_a_job_that_kills_its_workers_fails_for_good(
+    start: Starter, rconn: redis.Redis, client: FlaskClient, auth: dict[str, str], tmp_path: Path
+) -> None:
+    """A job whose every run kills its process holds its key through each rescue; once it fails for
+    good (WorkerLostError) the key is gone."""
+    start_worker(start, rconn, "default")
+    args = {"path": str(tmp_path / "runs")}
+    job_id = _post(client, auth, "always_die", args, unique={"period": 600})["job_id"]
+    wait_for(lambda: (tmp_path / "runs").exists(), 15, message="the first run")
+    held = _post(client, auth, "always_die", args, unique={"period": 600})
+    assert (held["job_id"], held["deduplicated"]) == (job_id, True)
+    done = wait_state(client, auth, job_id, FINAL, 60)
+    assert (done["state"], done["error"]["type"]) == ("FAILURE", "WorkerLostError"), done
+    assert _unique_keys(rconn) == []
+    assert _post(client, auth, "always_die", args, unique={"period": 600})["deduplicated"] is False
+
+
+@pytest.mark.integration
 @pytest.mark.timeout(60)
 def test_a_debounced_job_survives_a_redis_kill_and_runs_once(
     tmp_path: Path, manual_clock: ManualClock
