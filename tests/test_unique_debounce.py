@@ -189,6 +189,9 @@ def test_debounce_pushes_the_start_back_and_the_latest_args_win(
     assert view["scheduled_for"] == (start + timedelta(seconds=16)).isoformat().replace("+00:00", "Z")
     other_key = _post(client, auth, "add", {"x": 9, "y": 0}, debounce={"key": "other", "delay": 10})
     assert other_key["job_id"] != first["job_id"]
+    other_queue = _post(client, auth, "add", {"x": 9, "y": 0}, debounce={"key": "reindex", "delay": 10},
+                        queue="high")  # fmt: skip
+    assert other_queue["job_id"] != first["job_id"] and redis_.zcard("rq:scheduled:high") == 1
     assert redis_.zcard("rq:scheduled:default") == 2
     queues = {q["name"]: q for q in client.get("/api/v1/queues", headers=auth).get_json()["queues"]}
     assert queues["default"]["scheduled"] == 2  # RQ's own registry: rq info and the dashboard count them

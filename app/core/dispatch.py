@@ -487,22 +487,28 @@ def _debounced(
             return earlier
     fields = compat.job_hash_fields(job)
     named = dict(zip(fields[::2], fields[1::2], strict=True))
-    key = keys.debounce(spec.name, hashlib.sha256((debounce.key or "").encode()).hexdigest())
+    # One window per task, queue and key: a job waits in its own queue's scheduled registry.
+    named_key = f"{queue.name}\0{debounce.key or ''}"
+    key = keys.debounce(spec.name, hashlib.sha256(named_key.encode()).hexdigest())
     score = int(run_at.timestamp())
-    holder = _DEBOUNCE(
-        connection,
-        keys=[key, queue.scheduled_job_registry.key, job.key, queue.redis_queues_keys],
-        args=[job.id, score, math.ceil(debounce.delay) + defaults.DEBOUNCE_KEY_GRACE, queue.key,
-              job.key[: -len(job.id)], utcnow().timestamp() + defaults.DEBOUNCE_MARGIN,
-              named["data"], named.get("description", ""), *fields],
-    )  # fmt: skip
-    holder = holder.decode() if isinstance(holder, bytes) else holder
-    if holder != job.id:
+    for _ in range(3):  # again only if the job it named was deleted before it could be read
+        holder = _DEBOUNCE(
+            connection,
+            keys=[key, queue.scheduled_job_registry.key, job.key, queue.redis_queues_keys],
+            args=[job.id, score, math.ceil(debounce.delay) + defaults.DEBOUNCE_KEY_GRACE, queue.key,
+                  job.key[: -len(job.id)], utcnow().timestamp() + defaults.DEBOUNCE_MARGIN,
+                  named["data"], named.get("description", ""), *fields],
+        )  # fmt: skip
+        holder = holder.decode() if isinstance(holder, bytes) else holder
+        if holder == job.id:
+            break
         earlier = _live_job(connection, holder)
         if earlier is not None:
             if idempotency is not None:
                 _remember_now(connection, idempotency, earlier.id)
             return _deduplicated(earlier)
+    else:
+        raise RuntimeError(f"debounce key of task {spec.name!r} kept naming deleted jobs")
     _index_expiry(connection, job.id, expires_at)
     if idempotency is not None:
         _remember_now(connection, idempotency, job.id)
