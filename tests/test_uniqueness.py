@@ -97,3 +97,63 @@ def test_unique_task_shares_the_live_job_and_not_a_finished_one(
     after = requests.post(url, json=body, headers=AUTH, timeout=10)
     assert after.status_code == 202
     assert after.json()["job_id"] != job_id
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_16_concurrent_requests_make_one_unique_job_and_one_debounced_job(
+    web: str, rconn: redis.Redis
+) -> None:
+    """``unique`` and ``debounce`` (issue 19) through two gunicorn processes: 16 concurrent POSTs with
+    one key (each with other args) make one job; exactly one answer says ``"deduplicated": false``.
+    Debounced, the one job holds the args of whichever request reached Redis last: a request after
+    them all still joins it and its args win."""
+    url = f"{web}/api/v1/tasks/add"
+    bodies = [
+        {"args": {"x": n, "y": 0}, "options": {"unique": {"period": 60, "key": "k"}}} for n in range(16)
+    ]
+    unique = post_each_at_once(url, bodies, AUTH)
+    assert [r.status_code for r in unique] == [202] * 16, [r.text for r in unique]
+    assert len({r.json()["job_id"] for r in unique}) == 1
+    assert sorted(r.json()["deduplicated"] for r in unique) == [False] + [True] * 15
+    assert rconn.llen("rq:queue:default") == 1
+
+    debounce = {"key": "k", "delay": 30}
+    bodies = [{"args": {"x": n, "y": 0}, "options": {"debounce": debounce}} for n in range(16)]
+    debounced = post_each_at_once(url, bodies, AUTH)
+    assert [r.status_code for r in debounced] == [202] * 16, [r.text for r in debounced]
+    job_ids = {r.json()["job_id"] for r in debounced}
+    assert len(job_ids) == 1 and rconn.zcard("rq:scheduled:default") == 1
+    last = requests.post(url, json={"args": {"x": 99, "y": 1}, "options": {"debounce": debounce}},
+                         headers=AUTH, timeout=10)  # fmt: skip
+    assert last.json()["job_id"] in job_ids and last.json()["deduplicated"] is True
+    view = requests.get(f"{web}/api/v1/jobs/{last.json()['job_id']}", headers=AUTH, timeout=10).json()
+    assert view["state"] == "PENDING" and view["scheduled_for"]
+    from app.core.queues import JsonJob
+
+    assert JsonJob.fetch(last.json()["job_id"], connection=rconn).kwargs == {"x": 99, "y": 1}
+
+
+def post_each_at_once(
+    url: str, bodies: list[dict[str, Any]], headers: dict[str, str]
+) -> list[requests.Response]:
+    """One thread per body POSTs it to ``url``, released together by a barrier."""
+    barrier = threading.Barrier(len(bodies))
+    responses: list[requests.Response] = []
+    errors: list[BaseException] = []
+
+    def go(body: dict[str, Any]) -> None:
+        try:
+            barrier.wait(5)
+            responses.append(requests.post(url, json=body, headers=headers, timeout=10))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=go, args=(body,)) for body in bodies]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert not errors, errors
+    assert len(responses) == len(bodies)
+    return responses

@@ -26,7 +26,7 @@ from app.calling.eager import eager, is_eager
 from app.calling.result import AsyncResult, EagerResult
 from app.catalogue.registry import REGISTRY, TaskSpec
 from app.core import outbox
-from app.core.dispatch import EnqueueOptions, enqueue
+from app.core.dispatch import EnqueueOptions, OptionRefused, deduplicated, enqueue
 from app.foundation.runtime import client_runtime
 
 __all__ = ["InvalidTaskArguments", "Task", "eager", "is_eager", "task_handle"]
@@ -95,6 +95,8 @@ class Task:
         result_ttl: int | None = None,
         expires: float | datetime | None = None,
         encrypt: bool | None = None,
+        unique: Mapping[str, Any] | None = None,
+        debounce: Mapping[str, Any] | None = None,
         session: Session | Connection | None = None,
     ) -> AsyncResult | EagerResult:
         """Validate and enqueue; the options are those of ``POST /api/v1/tasks/<name>``.
@@ -104,6 +106,8 @@ class Task:
         ``session`` (a SQLAlchemy Connection or Session on DATABASE_URL) the enqueue is part of
         that transaction: the job exists only if it commits, and reaches Redis after the commit.
         ``encrypt=True`` stores the args and result encrypted (ENCRYPTION_KEYS; docs/OPERATIONS.md).
+        ``unique={"period": s, "key": ...}`` and ``debounce={"delay": s, "key": ...}`` as the API's;
+        the result's ``deduplicated`` is True when an earlier job was returned.
         """
         model = self.validate(args or (), kwargs)
         if eta is not None and eta.tzinfo is None:
@@ -111,7 +115,8 @@ class Task:
         if isinstance(expires, datetime) and expires.tzinfo is None:
             expires = expires.replace(tzinfo=UTC)
         raw = {"countdown": countdown, "eta": eta, "queue": queue, "job_id": job_id or task_id,
-               "result_ttl": result_ttl, "encrypt": encrypt, "expires": expires}  # fmt: skip
+               "result_ttl": result_ttl, "encrypt": encrypt, "expires": expires,
+               "unique": unique, "debounce": debounce}  # fmt: skip
         try:
             options = EnqueueOptions.model_validate({k: v for k, v in raw.items() if v is not None})
         except ValidationError as exc:
@@ -119,18 +124,28 @@ class Task:
         if is_eager():
             return run_eagerly(self.spec, model, options.job_id)
         rt = client_runtime()
+        if session is not None and options.debounce is not None:
+            problem = {"field": "options.debounce", "message": "debounce is not taken with session=",
+                       "type": "option_refused"}  # fmt: skip
+            raise InvalidTaskArguments(self.name, [problem])
         if session is not None:
             job_id = outbox.stage(session, self.spec, model, options, rt.redis, rt.settings)
             return AsyncResult(job_id, rt.redis)
-        job = enqueue(
-            self.spec,
-            model,
-            rt.redis,
-            options,
-            default_result_ttl=rt.settings.result_ttl,
-            failure_ttl=rt.settings.failed_job_ttl,
-        )
-        return AsyncResult(job.id, rt.redis)
+        try:
+            job = enqueue(
+                self.spec,
+                model,
+                rt.redis,
+                options,
+                default_result_ttl=rt.settings.result_ttl,
+                failure_ttl=rt.settings.failed_job_ttl,
+            )
+        except OptionRefused as exc:
+            refused = {"field": exc.field, "message": str(exc), "type": "option_refused"}
+            raise InvalidTaskArguments(self.name, [refused]) from None
+        result = AsyncResult(job.id, rt.redis)
+        result.deduplicated = deduplicated(job)  # unique and debounce (issue 19)
+        return result
 
     def s(self, *args: Any, **kwargs: Any) -> Signature:
         """A signature: in a chain it receives the previous result as its first argument."""

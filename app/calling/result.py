@@ -96,6 +96,8 @@ class AsyncResult(StateQueries):
     def __init__(self, id: str, connection: Redis | None = None) -> None:
         self.id = id
         self._connection = connection
+        #: True when the enqueue returned an earlier job (``unique`` or ``debounce``) instead of a new one.
+        self.deduplicated = False
 
     @property
     def task_id(self) -> str:

@@ -270,6 +270,12 @@ class TaskSpec:
     #: Seconds after its enqueue a job that has not started never runs (ends REVOKED, ``expired``);
     #: None: no expiry unless the call gives one.
     expires: int | None = None
+    # --- unique and debounce (issue 19) ---
+    #: ``unique={"period": s}``: the lock holds at most this long (s); None with ``unique``: until the end.
+    unique_period: int | None = None
+    #: ``debounce={"delay": s, "key": ...}``: every call is debounced unless it sets its own start.
+    debounce_delay: float | None = None
+    debounce_key: str | None = None
     schedule: Schedule | None = None
     critical: bool = False
     #: Called as ``on_success(result, job_id, kwargs)`` after the job succeeded (Celery's Task.on_success).
@@ -323,6 +329,8 @@ class TaskSpec:
             "failure_ttl": self.failure_ttl,
             "revoked_ttl": self.revoked_ttl,
             "expires": self.expires,
+            "unique_period": self.unique_period,
+            "debounce": self.policy_value("debounce"),
             "schedule": self.schedule.describe() if self.schedule else None,
             "critical": self.critical,
             "encrypted": self.encrypted,
@@ -342,6 +350,12 @@ class TaskSpec:
             return self.queue.value
         if name == "rate_limit":
             return self.rate_limit.text if self.rate_limit else None
+        if name == "unique":
+            return {"period": self.unique_period} if self.unique and self.unique_period else self.unique
+        if name == "debounce":
+            if self.debounce_delay is None:
+                return None
+            return {"delay": self.debounce_delay, "key": self.debounce_key}
         return getattr(self, name)
 
     def with_override(self, override: TaskOverride) -> TaskSpec:
@@ -361,6 +375,11 @@ class TaskSpec:
             spec_changes["rate_limit"] = RateLimit.parse(rate) if rate else None
         if retry_changes:
             spec_changes["retry"] = dataclasses.replace(self.retry, **retry_changes)
+        if "unique" in changes:
+            spec_changes["unique"], spec_changes["unique_period"] = unique_policy(changes["unique"])
+        if "debounce" in changes:
+            delay, key = debounce_policy(changes["debounce"])
+            spec_changes["debounce_delay"], spec_changes["debounce_key"] = delay, key
         declared = {name: self.policy_value(name) for name in changes}
         out = dataclasses.replace(self, overridden=declared, **spec_changes)
         if out.soft_time_limit is not None and out.soft_time_limit >= out.time_limit:
@@ -483,11 +502,12 @@ def task(
     rate_limit: str | None = None,
     concurrency: int | None = None,
     concurrency_key: str | None = None,
-    unique: bool = False,
+    unique: bool | Mapping[str, Any] = False,
     result_ttl: int | None = None,
     failure_ttl: int | None = None,
     revoked_ttl: int | None = None,
     expires: int | None = None,
+    debounce: Mapping[str, Any] | None = None,
     schedule: Schedule | None = None,
     critical: bool = False,
     on_success: Callable[..., Any] | None = None,
@@ -507,7 +527,8 @@ def task(
     ``revoked_ttl`` (revoked or expired), in seconds; the outcome counters outlive them.
     ``sensitive=True`` stores every job's args and result encrypted (ENCRYPTION_KEYS required).
     ``expires`` (seconds): a job not started that long after its enqueue never runs (a call's
-    own ``expires`` wins).
+    own ``expires`` wins). ``unique={"period": 3600}``: as ``unique=True``, the lock held at most
+    that long; ``debounce={"delay": 5, "key": "..."}``: every call debounced (a call's own wins).
     """
 
     def decorate(func: F) -> F:
@@ -529,6 +550,11 @@ def task(
             raise ValueError(
                 f"task {task_name!r}: concurrency_key must name an input field, with concurrency"
             )
+        try:
+            is_unique, unique_period = unique_policy(unique)
+            debounce_delay, debounce_key = debounce_policy(debounce)
+        except ValueError as exc:
+            raise ValueError(f"task {task_name!r}: {exc}") from None
         doc = (func.__doc__ or "").strip().splitlines()
         spec = TaskSpec(
             name=task_name,
@@ -542,7 +568,10 @@ def task(
             rate_limit=RateLimit.parse(rate_limit) if rate_limit else None,
             concurrency=concurrency,
             concurrency_key=concurrency_key,
-            unique=unique,
+            unique=is_unique,
+            unique_period=unique_period,
+            debounce_delay=debounce_delay,
+            debounce_key=debounce_key,
             result_ttl=result_ttl,
             failure_ttl=failure_ttl,
             revoked_ttl=revoked_ttl,
@@ -557,3 +586,31 @@ def task(
         return func
 
     return decorate
+
+
+# --- unique and debounce (issue 19) -----------------------------------------------------------
+
+
+def unique_policy(value: Any) -> tuple[bool, int | None]:
+    """A task's ``unique`` (True, False or ``{"period": s}``) as (unique, period); ValueError if bad."""
+    value = dict(value) if isinstance(value, tuple) else value  # TASK_OVERRIDES' form: (key, value) pairs
+    if isinstance(value, bool):
+        return value, None
+    if isinstance(value, Mapping) and set(value) == {"period"}:
+        period = value["period"]
+        if isinstance(period, int) and not isinstance(period, bool) and 1 <= period <= defaults.MAX_DELAY:
+            return True, period
+    raise ValueError('unique must be true, false or {"period": whole seconds from 1 to 366 days}')
+
+
+def debounce_policy(value: Any) -> tuple[float | None, str | None]:
+    """A task's ``debounce`` (None or ``{"delay": s, "key": "..."}``) as (delay, key); ValueError if bad."""
+    if value is None:
+        return None, None
+    value = dict(value) if isinstance(value, tuple) else value  # TASK_OVERRIDES' form: (key, value) pairs
+    if isinstance(value, Mapping) and "delay" in value and set(value) <= {"delay", "key"}:
+        delay, key = value["delay"], value.get("key")
+        number = isinstance(delay, int | float) and not isinstance(delay, bool)
+        if number and 1 <= delay <= defaults.MAX_DELAY and (key is None or (isinstance(key, str) and key)):
+            return float(delay), key
+    raise ValueError('debounce must be null or {"delay": seconds from 1 to 366 days, "key": "..."}')

@@ -274,3 +274,10 @@ def register_queues(connection: Redis, queues: list[Any]) -> None:
     ``rq info`` list; RQ itself adds a queue there only when a job is first put on it."""
     if queues:
         connection.sadd(queues[0].redis_queues_keys, *[queue.key for queue in queues])
+
+
+def job_hash_fields(job: Job) -> list[Any]:
+    """The job's hash as RQ writes it (field, value, field, value, ...), for a Lua script's HSET."""
+    from rq.scripts import _build_hset_args
+
+    return list(_build_hset_args(job))

@@ -8,13 +8,23 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from redis import Redis
 from redis.exceptions import WatchError
 from rq.exceptions import DuplicateJobError, NoSuchJobError
@@ -22,10 +32,11 @@ from rq.job import Job, JobStatus, Retry
 from rq.rate_limit import RateLimit as ConcurrencyLimit
 
 from app.catalogue.registry import MASK, QueueName, TaskSpec
-from app.core import sealing
+from app.core import compat, sealing
 from app.core.queues import JsonJob, JsonQueue, get_queue
 from app.foundation import defaults, keys
 from app.foundation.crypto import KeyRing
+from app.foundation.lua import LuaScript
 from app.foundation.meta import Meta
 from app.foundation.timeutil import iso, seconds_from_now, utcnow, whole_second_after
 from app.ops import observability
@@ -48,6 +59,14 @@ class JobExistsError(Exception):
 
 class IdempotencyConflict(Exception):
     """An Idempotency-Key was used before with a different request."""
+
+
+class OptionRefused(ValueError):
+    """An enqueue option that cannot apply to this call (``field`` names it, as in a 422)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass(frozen=True)
@@ -92,6 +111,48 @@ def _expires_at(expires: float | datetime | None, spec: TaskSpec) -> datetime | 
     return seconds_from_now(float(seconds)) if seconds else None
 
 
+# --- unique and debounce (issue 19) ---------------------------------------------------------
+
+
+class UniqueOption(BaseModel):
+    """``unique``: while a job with the same key was enqueued less than ``period`` s ago and has not
+    ended, another enqueue returns that job."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    period: float = Field(gt=0, le=defaults.MAX_DELAY, description="seconds (above 0, at most 366 days)")
+    key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1024,
+        description="the uniqueness key (per task); default: the task's canonical JSON args",
+    )
+
+
+class DebounceOption(BaseModel):
+    """``debounce``: the job starts ``delay`` s after the last enqueue with the key; the latest args win."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    delay: float = Field(ge=1, le=defaults.MAX_DELAY, description="seconds (at least 1, at most 366 days)")
+    key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1024,
+        description="the debounce key (per task); default: one window for every call of the task",
+    )
+
+
+def deduplicated(job: Job) -> bool:
+    """True when :func:`enqueue` returned an earlier job (``unique`` or ``debounce``) instead of a new one."""
+    return bool(getattr(job, "_tasklane_deduplicated", False))
+
+
+def _deduplicated(job: Job) -> Job:
+    job._tasklane_deduplicated = True  # type: ignore[attr-defined]
+    return job
+
+
 class BatchOptions(BaseModel):
     """Options of ``POST /api/v1/tasks/<name>/batch``, once for all its items."""
 
@@ -102,6 +163,27 @@ class BatchOptions(BaseModel):
         description="seconds, or an ISO 8601 time with a zone: a job not started by then never runs "
         "(REVOKED, error type expired); default: the task's expires",
     )
+    # --- unique and debounce (issue 19) ---
+    unique: UniqueOption | None = Field(
+        default=None,
+        description="per item, keyed by the item's own args (no 'key': one key for all would make the "
+        "batch one job); an item whose key holds a live job gets that job",
+    )
+    debounce: Any = Field(default=None, description="not taken by a batch (one job per key)")
+
+    @field_validator("unique")
+    @classmethod
+    def _item_keys(cls, value: UniqueOption | None) -> UniqueOption | None:
+        if value is not None and value.key is not None:
+            raise ValueError("a batch keys each item by its own args: leave out 'key' (one key: one job)")
+        return value
+
+    @field_validator("debounce")
+    @classmethod
+    def _no_debounce(cls, value: Any) -> None:
+        if value is not None:
+            raise ValueError("debounce makes one job per key: enqueue debounced jobs one by one")
+        return None
 
     def expires_at(self, spec: TaskSpec) -> datetime | None:
         return _expires_at(self.expires, spec)
@@ -127,6 +209,27 @@ class EnqueueOptions(BaseModel):
         description="seconds, or an ISO 8601 time with a zone: a job not started by then never runs "
         "(REVOKED, error type expired); default: the task's expires",
     )
+    # --- unique and debounce (issue 19) ---
+    unique: UniqueOption | None = Field(
+        default=None,
+        description='{"period": s, "key": "..."}: while a job with the same key (default: the task plus its '
+        "canonical JSON args) was enqueued less than period s ago and has not ended, another enqueue "
+        'returns that job ("deduplicated": true)',
+    )
+    debounce: DebounceOption | None = Field(
+        default=None,
+        description='{"key": "...", "delay": s}: the job starts delay s after the LAST enqueue with that '
+        "key; enqueues inside the window return the same job with the latest args; it runs once",
+    )
+
+    @field_validator("debounce")
+    @classmethod
+    def _debounce_alone(cls, value: DebounceOption | None, info: ValidationInfo) -> DebounceOption | None:
+        if value is not None:
+            clash = [n for n in ("countdown", "eta", "job_id", "unique") if info.data.get(n) is not None]
+            if clash:
+                raise ValueError(f"debounce sets the job's start and id: give no {', '.join(clash)} with it")
+        return value
 
     def expires_at(self, spec: TaskSpec) -> datetime | None:
         """When the job expires (this call's ``expires``, else the task's), or None."""
@@ -190,6 +293,7 @@ def enqueue(
     or a mapping the caller has checked (a workflow step whose input comes later).
     """
     options = options or EnqueueOptions()
+    step = job_id is not None or bool(depends_on)  # a workflow's step (or an outbox row's job)
     queue: JsonQueue = get_queue((options.queue or spec.queue).value, connection)
     kwargs = args.model_dump(mode="json") if isinstance(args, BaseModel) else dict(args)
     job_meta: dict[str, Any] = {
@@ -215,7 +319,9 @@ def enqueue(
     expires_at = options.expires_at(spec)
     if expires_at is not None:
         job_meta[Meta.EXPIRES] = iso(expires_at)
-    unique_key = keys.unique_lock(spec.name, _args_digest(ring, kwargs)) if spec.unique else None
+    # A workflow's step (its id chosen, its dependencies) is never debounced by its task's default.
+    debounce = None if step else _debounce_of(spec, options)
+    unique_key, unique_ms = (None, 0) if debounce else _unique_lock(spec, options.unique, ring, kwargs)
     if unique_key:
         job_meta[Meta.UNIQUE_KEY] = unique_key
     concurrency = None
@@ -224,7 +330,7 @@ def enqueue(
         if ring is not None and value is not None:
             value = ring.fingerprint(value)[:32]  # a key name is never encrypted: no argument in it
         concurrency = ConcurrencyLimit(key=keys.concurrency(spec.name, value), concurrency=spec.concurrency)
-    run_at = options.run_at()
+    run_at = seconds_from_now(debounce.delay) if debounce else options.run_at()
     job = queue.create_job(
         spec.path,
         kwargs=stored,
@@ -239,6 +345,8 @@ def enqueue(
         depends_on=depends_on,
         description=description,
     )
+    if debounce is not None and run_at is not None:
+        return _debounced(spec, queue, job, debounce, run_at, ring, expires_at, idempotency)
     scheduled = run_at is not None and run_at > utcnow()
     watched = [k for k in (idempotency.redis_key if idempotency else None, unique_key) if k]
     if watched and options.job_id:
@@ -275,12 +383,12 @@ def enqueue(
                     if holder is not None and holder.get_status() in _LIVE:
                         if idempotency is not None:
                             _remember(pipe, idempotency, holder.id)
-                        return holder
+                        return _deduplicated(holder)
                 pipe.multi()
                 if idempotency is not None:
                     _remember(pipe, idempotency, job.id)
                 if unique_key:
-                    pipe.set(unique_key, job.id, ex=_unique_ttl(spec))
+                    pipe.set(unique_key, job.id, px=unique_ms)
                 if concurrency is not None and not scheduled:
                     # RQ enqueues a concurrency-capped job only outside a pipeline: record the
                     # key first; should the enqueue not follow, the key names no live job and a
@@ -294,6 +402,122 @@ def enqueue(
                 return job
             except WatchError:
                 continue
+
+
+# --- unique and debounce (issue 19) ---------------------------------------------------------
+
+
+def _unique_lock(
+    spec: TaskSpec, unique: UniqueOption | None, ring: KeyRing | None, kwargs: Mapping[str, Any]
+) -> tuple[str | None, int]:
+    """The uniqueness lock of a call and how long it holds (ms): the call's ``unique`` (its key, or
+    the args), else the task's (``unique=True``: until the job ends; ``unique={"period": s}``)."""
+    if unique is not None:
+        ms = math.ceil(unique.period * 1000)
+        if unique.key is not None:
+            named = hashlib.sha256(unique.key.encode()).hexdigest()
+            return keys.unique_key(spec.name, named if ring is None else ring.fingerprint(named)), ms
+        return keys.unique_lock(spec.name, _args_digest(ring, kwargs)), ms
+    if spec.unique:
+        period = spec.unique_period or _unique_ttl(spec)
+        return keys.unique_lock(spec.name, _args_digest(ring, kwargs)), math.ceil(period * 1000)
+    return None, 0
+
+
+def _debounce_of(spec: TaskSpec, options: EnqueueOptions) -> DebounceOption | None:
+    """The call's ``debounce``, else the task's unless the call sets its own start, id or uniqueness."""
+    if options.debounce is not None:
+        return options.debounce
+    if spec.debounce_delay is None or any(
+        v is not None for v in (options.countdown, options.eta, options.job_id, options.unique)
+    ):
+        return None
+    return DebounceOption(delay=spec.debounce_delay, key=spec.debounce_key)
+
+
+#: KEYS: debounce key, scheduled registry, new job's key, RQ's set of queues.
+#: ARGV: new job id, start (score), key TTL, queue key, job key prefix, not-before (score), data,
+#: description, then the new job's hash (field, value, ...).
+#: A job of the key still scheduled (and not about to be moved to its queue) gets the new start and
+#: args; otherwise the new job is written and scheduled. Returns the id of the job that waits.
+_DEBOUNCE = LuaScript(
+    """
+local holder = redis.call('GET', KEYS[1])
+if holder then
+  local score = redis.call('ZSCORE', KEYS[2], holder)
+  local job_key = ARGV[5] .. holder
+  if score and tonumber(score) > tonumber(ARGV[6]) and redis.call('EXISTS', job_key) == 1 then
+    redis.call('ZADD', KEYS[2], 'XX', ARGV[2], holder)
+    redis.call('HSET', job_key, 'data', ARGV[7], 'description', ARGV[8])
+    redis.call('SET', KEYS[1], holder, 'EX', ARGV[3])
+    return holder
+  end
+end
+redis.call('HSET', KEYS[3], unpack(ARGV, 9))
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+redis.call('SADD', KEYS[4], ARGV[4])
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+return ARGV[1]
+"""
+)
+
+
+def _debounced(
+    spec: TaskSpec,
+    queue: JsonQueue,
+    job: Job,
+    debounce: DebounceOption,
+    run_at: datetime,
+    ring: KeyRing | None,
+    expires_at: datetime | None,
+    idempotency: Idempotency | None,
+) -> Job:
+    """Schedule ``job`` at ``run_at`` unless a job of the same debounce key still waits: that one then
+    starts at ``run_at`` with ``job``'s args instead (one Lua script: atomic against concurrent
+    enqueues and the scheduler's moves)."""
+    if ring is not None:
+        # Sealed args are bound to their job's id: they cannot become another job's.
+        raise OptionRefused("options.debounce", "debounce does not take encrypted args (encrypt, sensitive)")
+    connection = queue.connection
+    if idempotency is not None and (raw := connection.get(idempotency.redis_key)):
+        record = json.loads(raw)
+        if record["digest"] != idempotency.request_digest:
+            raise IdempotencyConflict("this Idempotency-Key was used with a different request in 24 h")
+        if (earlier := _live_job(connection, record["job_id"])) is not None:
+            return earlier
+    fields = compat.job_hash_fields(job)
+    named = dict(zip(fields[::2], fields[1::2], strict=True))
+    # One window per task, queue and key: a job waits in its own queue's scheduled registry.
+    named_key = f"{queue.name}\0{debounce.key or ''}"
+    key = keys.debounce(spec.name, hashlib.sha256(named_key.encode()).hexdigest())
+    score = int(run_at.timestamp())
+    for _ in range(3):  # again only if the job it named was deleted before it could be read
+        holder = _DEBOUNCE(
+            connection,
+            keys=[key, queue.scheduled_job_registry.key, job.key, queue.redis_queues_keys],
+            args=[job.id, score, math.ceil(debounce.delay) + defaults.DEBOUNCE_KEY_GRACE, queue.key,
+                  job.key[: -len(job.id)], utcnow().timestamp() + defaults.DEBOUNCE_MARGIN,
+                  named["data"], named.get("description", ""), *fields],
+        )  # fmt: skip
+        holder = holder.decode() if isinstance(holder, bytes) else holder
+        if holder == job.id:
+            break
+        earlier = _live_job(connection, holder)
+        if earlier is not None:
+            if idempotency is not None:
+                _remember_now(connection, idempotency, earlier.id)
+            return _deduplicated(earlier)
+    else:
+        raise RuntimeError(f"debounce key of task {spec.name!r} kept naming deleted jobs")
+    _index_expiry(connection, job.id, expires_at)
+    if idempotency is not None:
+        _remember_now(connection, idempotency, job.id)
+    return job
+
+
+def _remember_now(connection: Redis, idempotency: Idempotency, job_id: str) -> None:
+    record = json.dumps({"job_id": job_id, "digest": idempotency.request_digest})
+    connection.set(idempotency.redis_key, record, ex=defaults.IDEMPOTENCY_TTL)
 
 
 def enqueue_many(

@@ -54,6 +54,9 @@ OVERRIDE_FIELDS = (
     "failure_ttl",
     "revoked_ttl",
     "expires",
+    # --- unique and debounce (issue 19) ---
+    "unique",
+    "debounce",
 )
 
 
@@ -610,6 +613,23 @@ def _override_value(name: str, task_name: str, field_name: str, value: Any) -> A
         return None if value is None else whole(60)
     if field_name == "expires":
         return None if value is None else whole(1, defaults.MAX_DELAY)
+    # --- unique and debounce (issue 19) ---
+    if field_name == "unique":
+        period: Any = value.get("period") if isinstance(value, dict) and set(value) == {"period"} else 0
+        if isinstance(value, bool) or (
+            isinstance(period, int) and not isinstance(period, bool) and 1 <= period <= defaults.MAX_DELAY
+        ):
+            return value if isinstance(value, bool) else tuple(sorted(value.items()))  # hashable
+        raise bad('must be true, false or {"period": whole seconds from 1 to 366 days}')
+    if field_name == "debounce":
+        if value is None:
+            return None
+        delay: Any = value.get("delay") if isinstance(value, dict) and set(value) <= {"delay", "key"} else 0
+        key = value.get("key") if isinstance(value, dict) else None
+        number = isinstance(delay, int | float) and not isinstance(delay, bool)
+        if number and 1 <= delay <= defaults.MAX_DELAY and (key is None or (isinstance(key, str) and key)):
+            return tuple(sorted(value.items()))  # hashable, as every override
+        raise bad('must be null or {"delay": seconds from 1 to 366 days, "key": "..." (optional)}')
     if field_name in ("soft_time_limit", "result_ttl"):
         if value is None:
             return None

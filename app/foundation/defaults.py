@@ -207,3 +207,11 @@ CLEANUP_MAX_BATCHES = 10_000
 EXPORT_BATCH = 1000
 #: Seconds an hour's request and job counters stay in Redis for analytics_aggregation.
 HOURLY_METRICS_TTL = 8 * 24 * 3600
+
+# --- unique and debounce (issue 19) ---
+#: A debounce key outlives its job's start time by this much (seconds), so that a scheduler
+#: running late does not let a second job of the key in; the job's start ends the window anyway.
+DEBOUNCE_KEY_GRACE = 3600
+#: A debounced job due within this many seconds is left to the scheduler (which may be moving it
+#: to its queue): an enqueue then makes a new job instead of rewriting one that may be starting.
+DEBOUNCE_MARGIN = 1.0

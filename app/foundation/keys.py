@@ -43,6 +43,16 @@ def unique_lock(task: str, args_hash: str) -> str:
     return _key("unique", task, args_hash)
 
 
+def unique_key(task: str, key_hash: str) -> str:
+    """The job holding a caller-named uniqueness key of a task (``unique={"key": ...}``)."""
+    return _key("unique", task, "key", key_hash)
+
+
+def debounce(task: str, key_hash: str) -> str:
+    """The scheduled job of a task's debounce key (``debounce={"key": ...}``), while it waits."""
+    return _key("debounce", task, key_hash)
+
+
 def rate_limit(task: str) -> str:
     """The theoretical arrival time (GCRA) of a rate-limited task's next start."""
     return _key("ratelimit", task)

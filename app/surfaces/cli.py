@@ -24,7 +24,7 @@ from rq.exceptions import DeserializationError, NoSuchJobError
 from app.catalogue.registry import REGISTRY, QueueName
 from app.core import queues as queue_store
 from app.core import schedules
-from app.core.dispatch import EnqueueOptions, JobExistsError, enqueue
+from app.core.dispatch import EnqueueOptions, JobExistsError, OptionRefused, deduplicated, enqueue
 from app.core.listing import decode_cursor, list_jobs
 from app.core.outcomes import JobNotFailed, retry_failed
 from app.core.queues import JsonJob, all_queues, fetch_job, get_queue
@@ -121,6 +121,10 @@ def list_tasks() -> None:
 )
 @click.option("--job-id", help="Choose the job's id.")
 @click.option("--encrypt", is_flag=True, default=None, help="Store the args and result encrypted.")
+@click.option("--unique-period", type=float, help="Seconds: while a job of the same key lives, return it.")
+@click.option("--unique-key", help="With --unique-period: the key (default: the task and its args).")
+@click.option("--debounce", type=float, help="Seconds after the last enqueue of the key that the job starts.")
+@click.option("--debounce-key", help="With --debounce: the key (default: one window for the task).")
 @click.option("--wait", "wait_", is_flag=True, help="Wait for the job to end, with a progress bar.")
 @click.option("--timeout", type=float, default=None, help="With --wait: give up after this many seconds.")
 def enqueue_task(
@@ -131,6 +135,10 @@ def enqueue_task(
     expires: str | None,
     job_id: str | None,
     encrypt: bool | None,
+    unique_period: float | None,
+    unique_key: str | None,
+    debounce: float | None,
+    debounce_key: str | None,
     wait_: bool,
     timeout: float | None,
 ) -> None:
@@ -138,6 +146,8 @@ def enqueue_task(
     spec = REGISTRY.get(task)
     if spec is None:
         raise click.ClickException(f"no task named {task!r}; `flask tasks list` lists them")
+    if (unique_key and unique_period is None) or (debounce_key and debounce is None):
+        raise click.ClickException("--unique-key goes with --unique-period, --debounce-key with --debounce")
     try:
         model = spec.validate(parse_arguments(args))
         options = EnqueueOptions.model_validate(
@@ -149,6 +159,9 @@ def enqueue_task(
                     "job_id": job_id,
                     "expires": expires,
                     "encrypt": encrypt,
+                    # --- unique and debounce (issue 19) ---
+                    "unique": None if unique_period is None else {"period": unique_period, "key": unique_key},
+                    "debounce": None if debounce is None else {"delay": debounce, "key": debounce_key},
                 }.items()
                 if v is not None
             }
@@ -169,9 +182,11 @@ def enqueue_task(
             default_result_ttl=rt.settings.result_ttl,
             failure_ttl=rt.settings.failed_job_ttl,
         )
-    except (JobExistsError, EncryptionUnavailable) as exc:
+    except (JobExistsError, EncryptionUnavailable, OptionRefused) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(job.id)
+    if deduplicated(job):
+        click.echo("(deduplicated: an earlier job of the same key)", err=True)
     if wait_:
         _wait(job.id, timeout, interval=0.2)
 

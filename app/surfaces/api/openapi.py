@@ -237,6 +237,10 @@ def _common_schemas() -> dict[str, Any]:
                 "task": {"type": "string"},
                 "state": _ref("State"),
                 "links": _ref("Links"),
+                "deduplicated": {
+                    "type": "boolean",
+                    "description": "POST /tasks/<name>: true when unique or debounce returned an earlier job",
+                },
             },
         },
         "BatchEnqueued": {
@@ -246,6 +250,11 @@ def _common_schemas() -> dict[str, Any]:
                 "task": {"type": "string"},
                 "job_ids": {"type": "array", "items": {"type": "string"}},
                 "state": _ref("State"),
+                "deduplicated": {
+                    "type": "array",
+                    "items": {"type": "boolean"},
+                    "description": "with options.unique: per item, true when an earlier job was returned",
+                },
             },
         },
         "Job": {

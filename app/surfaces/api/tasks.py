@@ -17,6 +17,8 @@ from app.core.dispatch import (
     Idempotency,
     IdempotencyConflict,
     JobExistsError,
+    OptionRefused,
+    deduplicated,
     digest,
     enqueue,
     enqueue_many,
@@ -154,10 +156,19 @@ def enqueue_task(name: str) -> tuple[Response, int, dict[str, str]]:
         raise APIError(409, "idempotency_conflict", str(exc)) from None
     except EncryptionUnavailable as exc:
         raise _no_keys(exc) from None
+    except OptionRefused as exc:
+        raise _refused(spec, exc) from None
     await_replicas(rt.redis, rt.settings)
     location = url_for("api.get_job", job_id=job.id)
-    out = {"job_id": job.id, "task": spec.name, "state": state_of(job).value, "links": {"self": location}}
+    out: dict[str, Any] = {"job_id": job.id, "task": spec.name, "state": state_of(job).value,
+                           "links": {"self": location}}  # fmt: skip
+    out["deduplicated"] = deduplicated(job)  # unique and debounce (issue 19)
     return jsonify(out), 202, {"Location": location}
+
+
+def _refused(spec: TaskSpec, exc: OptionRefused) -> APIError:
+    """An option that cannot apply to this call: a 422 naming it."""
+    return _invalid(spec, [{"field": exc.field, "message": str(exc), "type": "option_refused"}])
 
 
 def _no_keys(exc: EncryptionUnavailable) -> APIError:
@@ -198,9 +209,10 @@ def enqueue_batch(name: str) -> tuple[Response, int]:
     body = parse_body(BatchRequest, shape=BatchRequest.SHAPE)
     if not 1 <= len(body.items) <= MAX_BATCH:
         raise APIError(422, "invalid_arguments", f"a batch holds 1 to {MAX_BATCH} items", [])
-    if spec.unique or spec.concurrency:
+    unique_batch = isinstance(body.options, dict) and body.options.get("unique") is not None
+    if spec.concurrency or (spec.unique and not unique_batch) or (spec.debounce_delay and not unique_batch):
         raise APIError(
-            422, "invalid_arguments", f"task {name!r} is unique or capped: enqueue it one job at a time"
+            422, "invalid_arguments", f"task {name!r} is unique, debounced or capped: one job at a time"
         )
     errors: list[dict[str, Any]] = []
     many_args = [_batch_item(spec, n, item, errors) for n, item in enumerate(body.items)]
@@ -210,6 +222,9 @@ def enqueue_batch(name: str) -> tuple[Response, int]:
         raise _invalid(spec, errors)
     rt = runtime()
     ttls = {"default_result_ttl": rt.settings.result_ttl, "failure_ttl": rt.settings.failed_job_ttl}
+    if options.unique is not None:
+        checked = [a for a in many_args if a is not None]
+        return _unique_batch(spec, checked, queue, body.encrypt, options, ttls)
     try:
         jobs = enqueue_many(
             spec,
@@ -224,6 +239,38 @@ def enqueue_batch(name: str) -> tuple[Response, int]:
         raise _no_keys(exc) from None
     await_replicas(rt.redis, rt.settings)
     return jsonify({"task": spec.name, "job_ids": [job.id for job in jobs], "state": "PENDING"}), 202
+
+
+def _unique_batch(
+    spec: TaskSpec,
+    many_args: list[BaseModel],
+    queue: QueueName | None,
+    encrypt: bool | None,
+    options: BatchOptions,
+    ttls: dict[str, int],
+) -> tuple[Response, int]:
+    """A batch with ``unique``: each item keyed by its own args, one atomic enqueue per item (the
+    uniqueness check needs one transaction per key, so not the plain batch's one round trip)."""
+    rt = runtime()
+    per_item = EnqueueOptions(queue=queue, encrypt=encrypt, expires=options.expires, unique=options.unique)
+    try:
+        jobs = [
+            enqueue(
+                spec,
+                args,
+                rt.redis,
+                per_item,
+                default_result_ttl=ttls["default_result_ttl"],
+                failure_ttl=ttls["failure_ttl"],
+            )
+            for args in many_args
+        ]
+    except EncryptionUnavailable as exc:
+        raise _no_keys(exc) from None
+    await_replicas(rt.redis, rt.settings)
+    out: dict[str, Any] = {"task": spec.name, "job_ids": [job.id for job in jobs], "state": "PENDING"}
+    out["deduplicated"] = [deduplicated(job) for job in jobs]
+    return jsonify(out), 202
 
 
 def _batch_item(spec: TaskSpec, n: int, raw: Any, errors: list[dict[str, Any]]) -> BaseModel | None:
