@@ -26,7 +26,7 @@ from app.calling.eager import eager, is_eager
 from app.calling.result import AsyncResult, EagerResult
 from app.catalogue.registry import REGISTRY, TaskSpec
 from app.core import outbox
-from app.core.dispatch import EnqueueOptions, enqueue
+from app.core.dispatch import EnqueueOptions, enqueue, rate_key_refused
 from app.foundation.runtime import client_runtime
 
 __all__ = ["InvalidTaskArguments", "Task", "eager", "is_eager", "task_handle"]
@@ -95,6 +95,7 @@ class Task:
         result_ttl: int | None = None,
         expires: float | datetime | None = None,
         encrypt: bool | None = None,
+        rate_key: str | None = None,
         session: Session | Connection | None = None,
     ) -> AsyncResult | EagerResult:
         """Validate and enqueue; the options are those of ``POST /api/v1/tasks/<name>``.
@@ -104,6 +105,8 @@ class Task:
         ``session`` (a SQLAlchemy Connection or Session on DATABASE_URL) the enqueue is part of
         that transaction: the job exists only if it commits, and reaches Redis after the commit.
         ``encrypt=True`` stores the args and result encrypted (ENCRYPTION_KEYS; docs/OPERATIONS.md).
+        ``rate_key``: the job starts in that key's own bucket of the task's rate limit (a task
+        without one refuses it).
         """
         model = self.validate(args or (), kwargs)
         if eta is not None and eta.tzinfo is None:
@@ -111,11 +114,15 @@ class Task:
         if isinstance(expires, datetime) and expires.tzinfo is None:
             expires = expires.replace(tzinfo=UTC)
         raw = {"countdown": countdown, "eta": eta, "queue": queue, "job_id": job_id or task_id,
-               "result_ttl": result_ttl, "encrypt": encrypt, "expires": expires}  # fmt: skip
+               "result_ttl": result_ttl, "encrypt": encrypt, "expires": expires,
+               "rate_key": rate_key}  # fmt: skip
         try:
             options = EnqueueOptions.model_validate({k: v for k, v in raw.items() if v is not None})
         except ValidationError as exc:
             raise InvalidTaskArguments(self.name, field_errors(exc, "options")) from None
+        if (problem := rate_key_refused(self.spec, options.rate_key)) is not None:
+            refused = {"field": "options.rate_key", "message": problem, "type": "rate_key_without_rate_limit"}
+            raise InvalidTaskArguments(self.name, [refused])
         if is_eager():
             return run_eagerly(self.spec, model, options.job_id)
         rt = client_runtime()

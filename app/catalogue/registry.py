@@ -180,6 +180,14 @@ def honour_retry_after(seconds: float | None, reason: str) -> None:
         raise RetryTask(countdown=min(seconds, defaults.RETRY_AFTER_LIMIT), reason=reason)
 
 
+def snooze_on_429(status_code: int, seconds: float | None, reason: str) -> None:
+    """Raise Snooze when a peer answered 429 Too Many Requests with a readable ``Retry-After``
+    (at most RETRY_AFTER_LIMIT s): the job runs again then, no retry spent. Otherwise (another
+    status, no or a garbled header) return: the task's normal retry path decides."""
+    if status_code == 429 and seconds is not None:
+        raise Snooze(min(seconds, defaults.RETRY_AFTER_LIMIT), reason=reason)
+
+
 #: What a schedule does when a tick comes while its previous run has not ended.
 OVERLAP_POLICIES = ("skip", "allow")
 
@@ -261,6 +269,10 @@ class TaskSpec:
     rate_limit: RateLimit | None = None
     concurrency: int | None = None
     concurrency_key: str | None = None
+    #: The input field whose value is a job's ``rate_key`` (each value its own bucket of ``rate_limit``).
+    rate_key: str | None = None
+    #: Starts of one bucket of ``rate_limit`` let through at once before the spacing applies.
+    burst: int | None = None
     unique: bool = False
     result_ttl: int | None = None
     #: Seconds a job that failed for good stays (in the failed registry); None: FAILED_JOB_TTL.
@@ -318,6 +330,8 @@ class TaskSpec:
             "rate_limit": self.rate_limit.text if self.rate_limit else None,
             "concurrency": self.concurrency,
             "concurrency_key": self.concurrency_key,
+            "rate_key": self.rate_key,
+            "burst": self.burst,
             "unique": self.unique,
             "result_ttl": self.result_ttl,
             "failure_ttl": self.failure_ttl,
@@ -352,7 +366,16 @@ class TaskSpec:
         spec_changes: dict[str, Any] = {
             k: v
             for k, v in changes.items()
-            if k in ("time_limit", "soft_time_limit", "result_ttl", "failure_ttl", "revoked_ttl", "expires")
+            if k
+            in (
+                "time_limit",
+                "soft_time_limit",
+                "result_ttl",
+                "failure_ttl",
+                "revoked_ttl",
+                "expires",
+                "burst",
+            )
         }
         if "queue" in changes:
             spec_changes["queue"] = QueueName(changes["queue"])
@@ -483,6 +506,8 @@ def task(
     rate_limit: str | None = None,
     concurrency: int | None = None,
     concurrency_key: str | None = None,
+    rate_key: str | None = None,
+    burst: int | None = None,
     unique: bool = False,
     result_ttl: int | None = None,
     failure_ttl: int | None = None,
@@ -508,6 +533,9 @@ def task(
     ``sensitive=True`` stores every job's args and result encrypted (ENCRYPTION_KEYS required).
     ``expires`` (seconds): a job not started that long after its enqueue never runs (a call's
     own ``expires`` wins).
+    ``rate_key="account_id"`` applies ``rate_limit`` per value of that argument (each its own
+    bucket; a call's ``rate_key`` option wins); ``burst=N`` lets N starts of a bucket through at
+    once before the spacing applies.
     """
 
     def decorate(func: F) -> F:
@@ -529,6 +557,12 @@ def task(
             raise ValueError(
                 f"task {task_name!r}: concurrency_key must name an input field, with concurrency"
             )
+        if rate_key is not None and (rate_limit is None or rate_key not in input.model_fields):
+            raise ValueError(f"task {task_name!r}: rate_key must name an input field, with rate_limit")
+        if burst is not None and (rate_limit is None or not 1 <= burst <= defaults.MAX_BURST):
+            raise ValueError(
+                f"task {task_name!r}: burst must be from 1 to {defaults.MAX_BURST}, with rate_limit"
+            )
         doc = (func.__doc__ or "").strip().splitlines()
         spec = TaskSpec(
             name=task_name,
@@ -542,6 +576,8 @@ def task(
             rate_limit=RateLimit.parse(rate_limit) if rate_limit else None,
             concurrency=concurrency,
             concurrency_key=concurrency_key,
+            rate_key=rate_key,
+            burst=burst,
             unique=unique,
             result_ttl=result_ttl,
             failure_ttl=failure_ttl,

@@ -54,6 +54,7 @@ OVERRIDE_FIELDS = (
     "failure_ttl",
     "revoked_ttl",
     "expires",
+    "burst",
 )
 
 
@@ -610,6 +611,8 @@ def _override_value(name: str, task_name: str, field_name: str, value: Any) -> A
         return None if value is None else whole(60)
     if field_name == "expires":
         return None if value is None else whole(1, defaults.MAX_DELAY)
+    if field_name == "burst":
+        return None if value is None else whole(1, defaults.MAX_BURST)
     if field_name in ("soft_time_limit", "result_ttl"):
         if value is None:
             return None

@@ -43,9 +43,10 @@ def unique_lock(task: str, args_hash: str) -> str:
     return _key("unique", task, args_hash)
 
 
-def rate_limit(task: str) -> str:
-    """The theoretical arrival time (GCRA) of a rate-limited task's next start."""
-    return _key("ratelimit", task)
+def rate_limit(task: str, rate_key: str | None = None) -> str:
+    """The theoretical arrival time (GCRA) of a rate-limited task's next start; with a
+    ``rate_key``, of that key's own bucket (``tasklane:ratelimit:<task>:key:<rate_key>``)."""
+    return _key("ratelimit", task) if rate_key is None else _key("ratelimit", task, "key", rate_key)
 
 
 def concurrency(task: str, value: str | None = None) -> str:

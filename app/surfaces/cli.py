@@ -24,7 +24,7 @@ from rq.exceptions import DeserializationError, NoSuchJobError
 from app.catalogue.registry import REGISTRY, QueueName
 from app.core import queues as queue_store
 from app.core import schedules
-from app.core.dispatch import EnqueueOptions, JobExistsError, enqueue
+from app.core.dispatch import EnqueueOptions, JobExistsError, RateKeyRefused, enqueue
 from app.core.listing import decode_cursor, list_jobs
 from app.core.outcomes import JobNotFailed, retry_failed
 from app.core.queues import JsonJob, all_queues, fetch_job, get_queue
@@ -120,6 +120,7 @@ def list_tasks() -> None:
     "--expires", help="Seconds, or an ISO 8601 time with a zone: not started by then, it never runs."
 )
 @click.option("--job-id", help="Choose the job's id.")
+@click.option("--rate-key", help="Start in this key's own bucket of the task's rate limit.")
 @click.option("--encrypt", is_flag=True, default=None, help="Store the args and result encrypted.")
 @click.option("--wait", "wait_", is_flag=True, help="Wait for the job to end, with a progress bar.")
 @click.option("--timeout", type=float, default=None, help="With --wait: give up after this many seconds.")
@@ -130,6 +131,7 @@ def enqueue_task(
     countdown: float | None,
     expires: str | None,
     job_id: str | None,
+    rate_key: str | None,
     encrypt: bool | None,
     wait_: bool,
     timeout: float | None,
@@ -149,6 +151,7 @@ def enqueue_task(
                     "job_id": job_id,
                     "expires": expires,
                     "encrypt": encrypt,
+                    "rate_key": rate_key,
                 }.items()
                 if v is not None
             }
@@ -169,7 +172,7 @@ def enqueue_task(
             default_result_ttl=rt.settings.result_ttl,
             failure_ttl=rt.settings.failed_job_ttl,
         )
-    except (JobExistsError, EncryptionUnavailable) as exc:
+    except (JobExistsError, EncryptionUnavailable, RateKeyRefused) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(job.id)
     if wait_:
