@@ -169,10 +169,12 @@ class RateLimiter:
         burst: int | None = None,
         reserve: bool = False,
         now: float | None = None,
+        key: str | None = None,
     ) -> float:
         """Take a start slot for ``task`` (in ``rate_key``'s own bucket when given): 0 when granted,
         else seconds until one frees up; with ``reserve`` the next free slot is taken and the answer
-        is the seconds until it. ``now`` (Unix seconds) replaces Redis's clock: tests only."""
+        is the seconds until it. ``key`` names another Redis key for the bucket (the waiting line,
+        :func:`keys.rate_line`). ``now`` (Unix seconds) replaces Redis's clock: tests only."""
         # Starts are spaced evenly (as Celery spaces them): "10/m" is one every 6 s; a burst of N
         # lets N through at once (an idle bucket), then the spacing applies.
         interval_ms = limit.period * 1000 / limit.count
@@ -180,7 +182,8 @@ class RateLimiter:
         args: list[Any] = [interval_ms, tolerance_ms]
         if reserve or now is not None:
             args += ["" if now is None else int(now * 1000), "1" if reserve else "0"]
-        wait_ms = int(_GCRA(self.redis, keys=[keys.rate_limit(task, rate_key)], args=args))
+        bucket = key or keys.rate_limit(task, rate_key)
+        wait_ms = int(_GCRA(self.redis, keys=[bucket], args=args))
         return wait_ms / 1000.0
 
 

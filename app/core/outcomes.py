@@ -308,13 +308,9 @@ async def _awaited(awaitable: Any) -> Any:
     return await awaitable
 
 
-def deferred(job: Job, queue: Queue, wait: float, *, reserved: bool = False) -> None:
-    """Put a dequeued job back, to start when its task's rate limit allows; never a failure.
-
-    ``reserved``: the job holds the start slot ``wait`` s from now (a ``rate_key`` bucket's):
-    it is scheduled for that very moment (RQ's registry keeps whole seconds, so it may come back
-    up to a second early; the worker then waits out the rest, see :func:`rate_slot`)."""
-    when = utcnow() + timedelta(seconds=wait) if reserved else seconds_from_now(wait)
+def deferred(job: Job, queue: Queue, wait: float) -> None:
+    """Put a dequeued job back, to start when its task's rate limit allows; never a failure."""
+    when = seconds_from_now(wait)
     job.meta[Meta.RATE_LIMITED_UNTIL] = iso(when)
     with job.connection.pipeline() as pipe:
         pipe.lrem(queue.intermediate_queue_key, 1, job.id)
@@ -322,20 +318,6 @@ def deferred(job: Job, queue: Queue, wait: float, *, reserved: bool = False) -> 
         pipe.execute()
     log.info("rate limited: waits %.2f s", wait, extra=_context(job))
     _count(job, "deferred")
-
-
-def rate_slot(job: Job) -> float | None:
-    """Seconds until the start slot a ``rate_key`` job reserved when it was deferred (0 when it has
-    come), taken off the job (its meta saved), or None when it holds none: it takes a slot afresh."""
-    stamp = job.meta.pop(Meta.RATE_LIMITED_UNTIL, None)
-    if not stamp:
-        return None
-    job.save_meta()  # a slot is used once: a later retry or snooze of the job takes its own
-    try:
-        slot = datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return max(0.0, (slot - utcnow()).total_seconds())
 
 
 # End a job that is still waiting (queued, in its queue's list or intermediate list; scheduled;

@@ -49,6 +49,12 @@ def rate_limit(task: str, rate_key: str | None = None) -> str:
     return _key("ratelimit", task) if rate_key is None else _key("ratelimit", task, "key", rate_key)
 
 
+def rate_line(task: str, rate_key: str) -> str:
+    """The last start slot promised to a job of ``rate_key`` put back to wait for its bucket (GCRA
+    with reservations): each such job comes back at its own time, not all at the next free one."""
+    return _key("ratelimit", task, "line", rate_key)
+
+
 def concurrency(task: str, value: str | None = None) -> str:
     """The name of RQ's concurrency limit of a task, or of one value of its concurrency key."""
     return _key(task) if value is None else _key(f"{task}:{value}")

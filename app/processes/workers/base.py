@@ -33,7 +33,7 @@ from app.core.leases import Lease
 from app.core.limits import RateLimiter, TaskTimeLimits
 from app.core.outcomes import ShutdownGraceOver
 from app.core.queues import JsonQueue, UnreadableJob, task_spec
-from app.foundation import defaults, outages
+from app.foundation import defaults, keys, outages
 from app.foundation.meta import Meta
 from app.processes.workers.recording import EX_OUTCOME_LOST, SETTLE_AFTER, OutcomeLost, RecordingMixin
 from app.processes.workers.surface import RunState
@@ -125,22 +125,24 @@ class TasklaneWorkerMixin(RecordingMixin):
         limiter = RateLimiter(self.connection)
         rate_key = job.meta.get(Meta.RATE_KEY)
         if rate_key is not None:
-            # Each key its own bucket. A job over it is never held here (the next job in the queue
-            # may be another key's, free to start now): it reserves the bucket's next slot and
-            # waits for it in the scheduled registry, which keeps whole seconds, so it may come back
-            # up to a second early and wait out the rest here.
-            left = outcomes.rate_slot(job)
-            if left is None:
-                left = limiter.acquire(spec.name, spec.rate_limit, rate_key=rate_key, burst=spec.burst,
-                                       reserve=True)  # fmt: skip
-                if left > 0:
-                    outcomes.deferred(job, queue, left, reserved=True)
-                    return False
-            if left > defaults.RATE_LIMIT_HOLD:  # back early by more than the registry's rounding
-                outcomes.deferred(job, queue, left, reserved=True)
+            # Each key its own bucket; every start passes it, so the rate holds exactly. A job over
+            # it is not held on its first try (the next job in the queue may be another key's,
+            # free to start now): it takes its place in the key's waiting line and waits in the
+            # scheduled registry until then, so the waiting jobs of a key come back spread at the
+            # key's rate rather than all at once. Back from there it may hold up to
+            # RATE_LIMIT_HOLD for its start, as an unkeyed job does.
+            take = functools.partial(limiter.acquire, spec.name, spec.rate_limit, rate_key=rate_key,
+                                     burst=spec.burst)  # fmt: skip
+            wait = take()
+            hold = defaults.RATE_LIMIT_HOLD if job.meta.get(Meta.RATE_LIMITED_UNTIL) else 0.0
+            while 0 < wait <= hold:
+                time.sleep(wait)
+                wait = take()
+            if wait > 0:
+                line = limiter.acquire(spec.name, spec.rate_limit, reserve=True,
+                                       key=keys.rate_line(spec.name, rate_key))  # fmt: skip
+                outcomes.deferred(job, queue, max(wait, line))
                 return False
-            if left > 0:
-                time.sleep(left)
             return True
         wait = limiter.acquire(spec.name, spec.rate_limit, burst=spec.burst)
         # A short wait is spent here, holding the job (it stays in the intermediate list,
