@@ -155,6 +155,21 @@ def test_over_its_bucket_a_job_waits_with_scheduled_for_and_no_retry_spent(
     )
 
 
+def test_a_job_behind_a_concurrency_cap_waits_without_a_time(
+    app: Flask, client: FlaskClient, auth: dict[str, str], tmp_path: Path
+) -> None:
+    """A concurrency cap does not defer a job to a time: the second job of one_at_a_time waits in RQ's
+    rate-limited registry until the first ends, so its view is PENDING with scheduled_for null (no
+    time is known); a rate-waiting job (above) shows its time."""
+    path = str(tmp_path / "times")
+    first = enqueue(client, auth, "one_at_a_time", {"path": path})
+    second = enqueue(client, auth, "one_at_a_time", {"path": path})
+    view = get_job(client, auth, second)
+    assert (view["state"], view["status"], view["scheduled_for"]) == ("PENDING", "rate_limited", None)
+    _work(app)
+    assert {get_job(client, auth, j)["state"] for j in (first, second)} == {"SUCCESS"}
+
+
 def test_a_declared_rate_key_is_the_value_of_that_argument(
     app: Flask, client: FlaskClient, auth: dict[str, str], tmp_path: Path
 ) -> None:
