@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -19,7 +22,8 @@ from rq.registry import FailedJobRegistry
 from app import create_app
 from app.calling.calls import task_handle
 from app.calling.canvas import InvalidTaskArguments, Signature
-from app.catalogue.registry import RateLimit, TaskRegistry, task
+from app.catalogue.registry import REGISTRY, RateLimit, TaskRegistry, task
+from app.core import dispatch
 from app.core.limits import RateLimiter
 from app.core.queues import JsonJob, JsonQueue
 from app.foundation import keys
@@ -280,6 +284,63 @@ def test_burst_and_rate_key_in_the_declaration_and_task_overrides(tmp_path: Path
     assert shown["rate_limited_stamp"]["overridden"]["burst"] == {"declared": None, "in_force": 4}
     with pytest.raises(Exception, match="burst"):
         create_app(make_env(tmp_path, redis_url, TASK_OVERRIDES=json.dumps({"add": {"burst": 0}})))
+
+
+# --- what it costs in Redis (INFO commandstats counts the commands inside a script too) ------------
+
+
+def _commands(rconn: redis.Redis) -> dict[str, int]:
+    stats = rconn.info("commandstats")
+    return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items() if k not in _NOT_OURS}
+
+
+_NOT_OURS = ("cmdstat_info", "cmdstat_config")
+
+
+def _cost(
+    app: Flask, rconn: redis.Redis, task: str, each: Callable[[int], dict[str, Any]], n: int
+) -> tuple[Counter[str], Counter[str]]:
+    """The commands of ``n`` enqueues of ``task`` (args ``each(i)``), then of an inline worker's run."""
+    spec = REGISTRY.get(task)
+    assert spec is not None
+    rconn.config_resetstat()
+    with app.app_context():
+        for i in range(n):
+            dispatch.enqueue(spec, spec.validate(each(i)), rconn, default_result_ttl=500, failure_ttl=3600)
+    enqueued = Counter(_commands(rconn))
+    with app.app_context():
+        JsonInlineWorker([JsonQueue("default", connection=rconn)], connection=rconn).work(
+            burst=True, with_scheduler=False
+        )
+    return enqueued, Counter(_commands(rconn)) - enqueued
+
+
+def test_a_rate_key_costs_one_bucket_read_and_write_per_start_and_nothing_at_enqueue(
+    app: Flask, rconn: redis.Redis, tmp_path: Path
+) -> None:
+    """20 jobs of keyed_stamp (each its own account: all start at once) against 20 of add (no limit):
+    the same enqueue commands (the key is a field of the meta already written); per start one more
+    script, which reads and writes the key's bucket (GET + SET inside it). 20 jobs of one account
+    (1 starts, 19 wait): a waiting one adds its place in the line (a second script: GET + SET) and
+    the deferral's transaction."""
+    n, path = 20, str(tmp_path / "stamps")
+    plain_enqueue, plain_run = _cost(app, rconn, "add", lambda i: {"x": 1, "y": i}, n)
+    rconn.flushall()
+    keyed_enqueue, keyed_run = _cost(
+        app, rconn, "keyed_stamp", lambda i: {"path": path, "account": f"a{i}"}, n
+    )
+    assert keyed_enqueue == plain_enqueue
+    assert (keyed_run["get"] - plain_run["get"], keyed_run["set"] - plain_run["set"]) == (n, n)
+    rconn.flushall()
+    _, waiting_run = _cost(app, rconn, "keyed_stamp", lambda i: {"path": path, "account": "same"}, n)
+    # 20 bucket checks (19 refused: GET only) and 19 line places (GET + SET); one start's SET.
+    assert (waiting_run["get"], waiting_run["set"] - plain_run["set"]) == (n + (n - 1), 1 + (n - 1))
+    per_job = sum(waiting_run.values()) / n
+    print(
+        f"rate_key commands per job: enqueue {sum(keyed_enqueue.values()) / n:.1f}, "
+        f"run (own key) {sum(keyed_run.values()) / n:.1f} vs add {sum(plain_run.values()) / n:.1f}, "
+        f"one key (19 of 20 put back) {per_job:.1f}"
+    )
 
 
 # --- real worker processes -------------------------------------------------------------------------
