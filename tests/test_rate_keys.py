@@ -4,8 +4,10 @@ a burst let through at once; a job over its bucket waits in the scheduled regist
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
+import os
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -194,6 +196,26 @@ def test_a_declared_rate_key_is_the_value_of_that_argument(
     assert (
         redis_.exists(keys.rate_limit("keyed_stamp", "acme"), keys.rate_limit("keyed_stamp", "override")) == 2
     )
+
+
+def test_an_encrypted_jobs_declared_rate_key_is_a_keyed_digest_not_the_argument(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """With encrypt, the bucket of keyed_stamp is a keyed digest of the account (a key name is never
+    encrypted, so the argument's value must not be in it); the same account, the same bucket."""
+    key = base64.b64encode(os.urandom(32)).decode()
+    app = create_app(make_env(tmp_path, redis_url, ENCRYPTION_KEYS=key))
+    client, auth = app.test_client(), {"Authorization": f"Bearer {TOKEN}"}
+    redis_ = app.extensions["tasklane"].redis
+    args = {"path": str(tmp_path / "s"), "account": "acct-secret-42"}
+    first = enqueue(client, auth, "keyed_stamp", args, encrypt=True)
+    second = enqueue(client, auth, "keyed_stamp", args, encrypt=True)
+    bucket = _meta(redis_, first)[Meta.RATE_KEY]
+    assert bucket == _meta(redis_, second)[Meta.RATE_KEY]
+    assert isinstance(bucket, str) and len(bucket) == 32 and "acct-secret-42" not in bucket
+    _work(app)
+    assert get_job(client, auth, first)["state"] == "SUCCESS"
+    assert not [k for k in redis_.scan_iter("tasklane:ratelimit:*") if b"acct-secret-42" in k]
 
 
 # --- every way in, and the 422s --------------------------------------------------------------------
