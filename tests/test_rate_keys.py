@@ -33,7 +33,16 @@ from app.foundation.clock import ManualClock
 from app.foundation.meta import Meta
 from app.processes.workers import JsonInlineWorker
 from tests.conftest import TOKEN, make_env
-from tests.servers import FINAL, Starter, enqueue, get_job, start_scheduler, start_worker, wait_state
+from tests.servers import (
+    FINAL,
+    RedisServer,
+    Starter,
+    enqueue,
+    get_job,
+    start_scheduler,
+    start_worker,
+    wait_state,
+)
 
 FIVE_A_SECOND = RateLimit.parse("5/s")
 
@@ -216,6 +225,43 @@ def test_an_encrypted_jobs_declared_rate_key_is_a_keyed_digest_not_the_argument(
     _work(app)
     assert get_job(client, auth, first)["state"] == "SUCCESS"
     assert not [k for k in redis_.scan_iter("tasklane:ratelimit:*") if b"acct-secret-42" in k]
+
+
+@pytest.mark.timeout(60)
+def test_a_job_waiting_for_its_key_outlives_redis_killed_with_sigkill(tmp_path: Path) -> None:
+    """Redis with its append-only file: a keyed job put back by its bucket is still waiting, with its
+    time, after a SIGKILL and a restart; when due it runs once, no retry spent."""
+    server = RedisServer(tmp_path / "redis", appendonly=True).start()
+    try:
+        app = create_app(make_env(tmp_path, server.url))
+        client, auth = app.test_client(), {"Authorization": f"Bearer {TOKEN}"}
+        path = str(tmp_path / "stamps")
+        first, waiting = (
+            enqueue(client, auth, "keyed_stamp", {"path": path, "account": "a"}) for _ in range(2)
+        )
+        _work(app)
+        assert get_job(client, auth, first)["state"] == "SUCCESS"
+        due = get_job(client, auth, waiting)["scheduled_for"]
+        assert due is not None
+        server.kill()
+        server.start()
+        app = create_app(make_env(tmp_path, server.url))
+        client = app.test_client()
+        redis_ = app.extensions["tasklane"].redis
+        view = get_job(client, auth, waiting)
+        assert (view["state"], view["scheduled_for"], view["retries"]) == ("PENDING", due, 0)
+        assert redis_.exists(keys.rate_limit("keyed_stamp", "a")) or redis_.pttl(
+            keys.rate_limit("keyed_stamp", "a")
+        )
+        while datetime.now(UTC) < datetime.fromisoformat(due):
+            redis_.blpop(["tasklane:test-never-rung"], 0.1)
+        _due_now(app, waiting)
+        _work(app)
+        done = get_job(client, auth, waiting)
+        assert (done["state"], done["retries"], done["attempts"]) == ("SUCCESS", 0, [])
+        assert len(Path(path).read_text().split("\n")) == 3  # two runs, each once
+    finally:
+        server.stop()
 
 
 # --- every way in, and the 422s --------------------------------------------------------------------
