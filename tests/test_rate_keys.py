@@ -20,6 +20,7 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 from rq.registry import FailedJobRegistry
+from tasklane_client import Tasklane
 
 from app import create_app
 from app.calling.calls import task_handle
@@ -318,6 +319,9 @@ def test_every_way_in_stores_the_rate_key(
         _meta(redis_, http.enqueue("rate_limited_stamp", {"path": path}, rate_key="http"))[Meta.RATE_KEY]
         == "http"
     )
+    celery_shaped = Tasklane("http://tasklane.test", TOKEN, transport=httpx.WSGITransport(app=app))
+    result = celery_shaped.task("rate_limited_stamp").apply_async(kwargs={"path": path}, rate_key="tl")
+    assert _meta(redis_, result.id)[Meta.RATE_KEY] == "tl"
     printed = app.test_cli_runner().invoke(
         args=["tasks", "enqueue", "rate_limited_stamp", f"path={path}", "--rate-key", "cli"]
     )
