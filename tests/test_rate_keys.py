@@ -201,6 +201,8 @@ def test_a_declared_rate_key_is_the_value_of_that_argument(
     assert Meta.RATE_KEY not in _meta(redis_, plain)  # nothing for a job without one
     shown = {t["name"]: t for t in client.get("/api/v1/tasks", headers=auth).get_json()["tasks"]}
     assert (shown["keyed_stamp"]["rate_key"], shown["bursty_stamp"]["burst"]) == ("account", 2)
+    listed = app.test_cli_runner().invoke(args=["tasks", "list"]).output
+    assert "rate 5/s per account" in listed and "rate 1/m burst 2" in listed
     _work(app)
     assert {get_job(client, auth, j)["state"] for j in (by_arg, own)} == {"SUCCESS"}
     assert (

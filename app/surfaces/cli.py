@@ -105,6 +105,8 @@ def list_tasks() -> None:
     for spec in REGISTRY:
         flags = f" overridden: {', '.join(spec.overridden)}" if spec.overridden else ""
         rate = f" rate {spec.rate_limit.text}" if spec.rate_limit else ""
+        rate += f" per {spec.rate_key}" if spec.rate_limit and spec.rate_key else ""
+        rate += f" burst {spec.burst}" if spec.rate_limit and spec.burst else ""
         click.echo(
             f"{spec.name:<28} queue {spec.queue.value:<8} time limit {spec.time_limit:>5} s"
             f"  retries {spec.retry.max_retries}{rate}{flags}"
