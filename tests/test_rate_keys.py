@@ -120,8 +120,9 @@ def test_a_burst_lets_that_many_through_then_spaces_them(
 def test_a_reservation_takes_the_next_slots_in_turn(
     real_redis: redis.Redis, manual_clock: ManualClock
 ) -> None:
-    """reserve=True (what a keyed job over its bucket does): each call takes the next free slot, so
-    ten jobs of one key wait 0, 0.2, ... 1.8 s: each comes back once, when its slot comes."""
+    """reserve=True (a keyed job over its bucket taking its place in the key's waiting line,
+    keys.rate_line): each call takes the next free slot, so ten waiting jobs of one key are put back
+    for 0, 0.2, ... 1.8 s, spread at the key's rate rather than all at the next free start."""
     limiter = RateLimiter(real_redis)
     now = manual_clock.time()
     waits = [limiter.acquire("t", FIVE_A_SECOND, rate_key="a", reserve=True, now=now) for _ in range(10)]
