@@ -152,6 +152,29 @@ def rate_limited_stamp(path: str, seconds: float) -> float:
     return started
 
 
+class KeyedStampInput(TaskInput):
+    path: str
+    account: str = "a"
+
+
+@task(input=KeyedStampInput, rate_limit="5/s", rate_key="account", retry=RetryPolicy(max_retries=0))
+def keyed_stamp(path: str, account: str) -> float:
+    """Append the account and the start time to a file (5 starts a second per account)."""
+    started = time.time()
+    with open(path, "a") as f:
+        f.write(f"{account} {started}\n")
+    return started
+
+
+@task(input=StampInput, rate_limit="1/m", burst=2, retry=RetryPolicy(max_retries=0))
+def bursty_stamp(path: str, seconds: float) -> float:
+    """Append the start time to a file (one start a minute, two at once after a quiet minute)."""
+    started = time.time()
+    with open(path, "a") as f:
+        f.write(f"{started}\n")
+    return started
+
+
 @task(input=StampInput, concurrency=1)
 def one_at_a_time(path: str, seconds: float) -> list[float]:
     """Record start and end times; at most one runs at once."""

@@ -26,7 +26,7 @@ from app.calling.eager import eager, is_eager
 from app.calling.result import AsyncResult, EagerResult
 from app.catalogue.registry import REGISTRY, TaskSpec
 from app.core import outbox
-from app.core.dispatch import EnqueueOptions, OptionRefused, deduplicated, enqueue
+from app.core.dispatch import EnqueueOptions, OptionRefused, deduplicated, enqueue, rate_key_refused
 from app.foundation.runtime import client_runtime
 
 __all__ = ["InvalidTaskArguments", "Task", "eager", "is_eager", "task_handle"]
@@ -97,6 +97,7 @@ class Task:
         encrypt: bool | None = None,
         unique: Mapping[str, Any] | None = None,
         debounce: Mapping[str, Any] | None = None,
+        rate_key: str | None = None,
         session: Session | Connection | None = None,
     ) -> AsyncResult | EagerResult:
         """Validate and enqueue; the options are those of ``POST /api/v1/tasks/<name>``.
@@ -108,6 +109,8 @@ class Task:
         ``encrypt=True`` stores the args and result encrypted (ENCRYPTION_KEYS; docs/OPERATIONS.md).
         ``unique={"period": s, "key": ...}`` and ``debounce={"delay": s, "key": ...}`` as the API's;
         the result's ``deduplicated`` is True when an earlier job was returned.
+        ``rate_key``: the job starts in that key's own bucket of the task's rate limit (a task
+        without one refuses it).
         """
         model = self.validate(args or (), kwargs)
         if eta is not None and eta.tzinfo is None:
@@ -116,18 +119,21 @@ class Task:
             expires = expires.replace(tzinfo=UTC)
         raw = {"countdown": countdown, "eta": eta, "queue": queue, "job_id": job_id or task_id,
                "result_ttl": result_ttl, "encrypt": encrypt, "expires": expires,
-               "unique": unique, "debounce": debounce}  # fmt: skip
+               "unique": unique, "debounce": debounce, "rate_key": rate_key}  # fmt: skip
         try:
             options = EnqueueOptions.model_validate({k: v for k, v in raw.items() if v is not None})
         except ValidationError as exc:
             raise InvalidTaskArguments(self.name, field_errors(exc, "options")) from None
+        if (problem := rate_key_refused(self.spec, options.rate_key)) is not None:
+            refused = {"field": "options.rate_key", "message": problem, "type": "rate_key_without_rate_limit"}
+            raise InvalidTaskArguments(self.name, [refused])
         if is_eager():
             return run_eagerly(self.spec, model, options.job_id)
         rt = client_runtime()
         if session is not None and options.debounce is not None:
-            problem = {"field": "options.debounce", "message": "debounce is not taken with session=",
-                       "type": "option_refused"}  # fmt: skip
-            raise InvalidTaskArguments(self.name, [problem])
+            no_debounce = {"field": "options.debounce", "message": "debounce is not taken with session=",
+                           "type": "option_refused"}  # fmt: skip
+            raise InvalidTaskArguments(self.name, [no_debounce])
         if session is not None:
             job_id = outbox.stage(session, self.spec, model, options, rt.redis, rt.settings)
             return AsyncResult(job_id, rt.redis)

@@ -180,6 +180,14 @@ def honour_retry_after(seconds: float | None, reason: str) -> None:
         raise RetryTask(countdown=min(seconds, defaults.RETRY_AFTER_LIMIT), reason=reason)
 
 
+def snooze_on_429(status_code: int, seconds: float | None, reason: str) -> None:
+    """Raise Snooze when a peer answered 429 Too Many Requests with a readable ``Retry-After``
+    (at most RETRY_AFTER_LIMIT s): the job runs again then, no retry spent. Otherwise (another
+    status, no or a garbled header) return: the task's normal retry path decides."""
+    if status_code == 429 and seconds is not None:
+        raise Snooze(min(seconds, defaults.RETRY_AFTER_LIMIT), reason=reason)
+
+
 #: What a schedule does when a tick comes while its previous run has not ended.
 OVERLAP_POLICIES = ("skip", "allow")
 
@@ -261,6 +269,10 @@ class TaskSpec:
     rate_limit: RateLimit | None = None
     concurrency: int | None = None
     concurrency_key: str | None = None
+    #: The input field whose value is a job's ``rate_key`` (each value its own bucket of ``rate_limit``).
+    rate_key: str | None = None
+    #: Starts of one bucket of ``rate_limit`` let through at once before the spacing applies.
+    burst: int | None = None
     unique: bool = False
     result_ttl: int | None = None
     #: Seconds a job that failed for good stays (in the failed registry); None: FAILED_JOB_TTL.
@@ -324,6 +336,8 @@ class TaskSpec:
             "rate_limit": self.rate_limit.text if self.rate_limit else None,
             "concurrency": self.concurrency,
             "concurrency_key": self.concurrency_key,
+            "rate_key": self.rate_key,
+            "burst": self.burst,
             "unique": self.unique,
             "result_ttl": self.result_ttl,
             "failure_ttl": self.failure_ttl,
@@ -366,7 +380,16 @@ class TaskSpec:
         spec_changes: dict[str, Any] = {
             k: v
             for k, v in changes.items()
-            if k in ("time_limit", "soft_time_limit", "result_ttl", "failure_ttl", "revoked_ttl", "expires")
+            if k
+            in (
+                "time_limit",
+                "soft_time_limit",
+                "result_ttl",
+                "failure_ttl",
+                "revoked_ttl",
+                "expires",
+                "burst",
+            )
         }
         if "queue" in changes:
             spec_changes["queue"] = QueueName(changes["queue"])
@@ -502,6 +525,8 @@ def task(
     rate_limit: str | None = None,
     concurrency: int | None = None,
     concurrency_key: str | None = None,
+    rate_key: str | None = None,
+    burst: int | None = None,
     unique: bool | Mapping[str, Any] = False,
     result_ttl: int | None = None,
     failure_ttl: int | None = None,
@@ -529,6 +554,9 @@ def task(
     ``expires`` (seconds): a job not started that long after its enqueue never runs (a call's
     own ``expires`` wins). ``unique={"period": 3600}``: as ``unique=True``, the lock held at most
     that long; ``debounce={"delay": 5, "key": "..."}``: every call debounced (a call's own wins).
+    ``rate_key="account_id"`` applies ``rate_limit`` per value of that argument (each its own
+    bucket; a call's ``rate_key`` option wins); ``burst=N`` lets N starts of a bucket through at
+    once before the spacing applies.
     """
 
     def decorate(func: F) -> F:
@@ -555,6 +583,12 @@ def task(
             debounce_delay, debounce_key = debounce_policy(debounce)
         except ValueError as exc:
             raise ValueError(f"task {task_name!r}: {exc}") from None
+        if rate_key is not None and (rate_limit is None or rate_key not in input.model_fields):
+            raise ValueError(f"task {task_name!r}: rate_key must name an input field, with rate_limit")
+        if burst is not None and (rate_limit is None or not 1 <= burst <= defaults.MAX_BURST):
+            raise ValueError(
+                f"task {task_name!r}: burst must be from 1 to {defaults.MAX_BURST}, with rate_limit"
+            )
         doc = (func.__doc__ or "").strip().splitlines()
         spec = TaskSpec(
             name=task_name,
@@ -568,6 +602,8 @@ def task(
             rate_limit=RateLimit.parse(rate_limit) if rate_limit else None,
             concurrency=concurrency,
             concurrency_key=concurrency_key,
+            rate_key=rate_key,
+            burst=burst,
             unique=is_unique,
             unique_period=unique_period,
             debounce_delay=debounce_delay,

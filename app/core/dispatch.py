@@ -21,6 +21,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StringConstraints,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -153,6 +154,42 @@ def _deduplicated(job: Job) -> Job:
     return job
 
 
+class RateKeyRefused(ValueError):
+    """A ``rate_key`` for a task without a rate limit (the API's 422 names ``options.rate_key``)."""
+
+
+#: ``rate_key``: the bucket of the task's rate limit a job starts in (each key its own).
+RateKey = Annotated[str, StringConstraints(min_length=1, max_length=defaults.MAX_RATE_KEY)]
+_RATE_KEY_HELP = (
+    "each key its own bucket of the task's rate_limit (e.g. an account id); only for a task with a "
+    "rate_limit; default: the value of the task's declared rate_key argument, if any"
+)
+
+
+def rate_key_refused(spec: TaskSpec, rate_key: str | None) -> str | None:
+    """Why ``rate_key`` cannot be given for ``spec``, or None when it can."""
+    if rate_key is not None and spec.rate_limit is None:
+        return f"task {spec.name!r} has no rate_limit, so it takes no rate_key"
+    return None
+
+
+def _rate_key(
+    spec: TaskSpec, given: str | None, kwargs: Mapping[str, Any], ring: KeyRing | None
+) -> str | None:
+    """The bucket a job of ``spec`` starts in: the call's ``rate_key``, else the value of the task's
+    declared rate_key argument (a keyed digest of it for an encrypted job), else None (the task's one)."""
+    if (problem := rate_key_refused(spec, given)) is not None:
+        raise RateKeyRefused(problem)
+    if given is not None:
+        return given
+    if spec.rate_key is None or spec.rate_limit is None:
+        return None
+    value = str(kwargs.get(spec.rate_key))
+    if ring is not None:
+        return ring.fingerprint(value)[:32]  # a key name is never encrypted: no argument in it
+    return value if len(value) <= defaults.MAX_RATE_KEY else hashlib.sha256(value.encode()).hexdigest()
+
+
 class BatchOptions(BaseModel):
     """Options of ``POST /api/v1/tasks/<name>/batch``, once for all its items."""
 
@@ -187,6 +224,8 @@ class BatchOptions(BaseModel):
 
     def expires_at(self, spec: TaskSpec) -> datetime | None:
         return _expires_at(self.expires, spec)
+
+    rate_key: RateKey | None = Field(default=None, description=_RATE_KEY_HELP)
 
 
 class EnqueueOptions(BaseModel):
@@ -230,6 +269,8 @@ class EnqueueOptions(BaseModel):
             if clash:
                 raise ValueError(f"debounce sets the job's start and id: give no {', '.join(clash)} with it")
         return value
+
+    rate_key: RateKey | None = Field(default=None, description=_RATE_KEY_HELP)
 
     def expires_at(self, spec: TaskSpec) -> datetime | None:
         """When the job expires (this call's ``expires``, else the task's), or None."""
@@ -319,6 +360,8 @@ def enqueue(
     expires_at = options.expires_at(spec)
     if expires_at is not None:
         job_meta[Meta.EXPIRES] = iso(expires_at)
+    if (rate_key := _rate_key(spec, options.rate_key, kwargs, ring)) is not None:
+        job_meta[Meta.RATE_KEY] = rate_key
     # A workflow's step (its id chosen, its dependencies) is never debounced by its task's default.
     debounce = None if step else _debounce_of(spec, options)
     unique_key, unique_ms = (None, 0) if debounce else _unique_lock(spec, options.unique, ring, kwargs)
@@ -530,6 +573,7 @@ def enqueue_many(
     queue: QueueName | None = None,
     encrypt: bool | None = None,
     expires_at: datetime | None = None,
+    rate_key: str | None = None,
 ) -> list[Job]:
     """Enqueue one job per argument set, all in one round trip to Redis.
 
@@ -548,9 +592,14 @@ def enqueue_many(
     ring = sealing.ring_for(spec, encrypt)
     if ring is not None:
         meta[Meta.ENCRYPTED] = True
+    if (problem := rate_key_refused(spec, rate_key)) is not None:
+        raise RateKeyRefused(problem)
     jobs = []
     for kwargs in (a.model_dump(mode="json") if isinstance(a, BaseModel) else dict(a) for a in many_args):
         job_id = str(uuid.uuid4())
+        job_meta = dict(meta)
+        if (bucket := _rate_key(spec, rate_key, kwargs, ring)) is not None:
+            job_meta[Meta.RATE_KEY] = bucket
         jobs.append(
             target.create_job(
                 spec.path,
@@ -559,7 +608,7 @@ def enqueue_many(
                 result_ttl=_first(spec.result_ttl, default_result_ttl),
                 failure_ttl=_first(spec.failure_ttl, failure_ttl),
                 retry=retry,
-                meta=dict(meta),
+                meta=job_meta,
                 description=masked_description(spec, kwargs) if ring is None else sealed_description(spec),
                 job_id=job_id,
             )

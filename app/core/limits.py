@@ -128,35 +128,62 @@ def _watch_for_lost_soft_limits() -> None:
 
 
 # GCRA: KEYS[1] holds the theoretical arrival time in ms. ARGV: emission interval (ms),
-# burst tolerance (ms). Returns 0 when a start is allowed, else the milliseconds to wait.
+# burst tolerance (ms), "now" in ms or '' (tests with a manual clock; else Redis's TIME, so
+# workers on hosts with skewed clocks agree), and '1' to reserve. Returns 0 when a start is
+# allowed, else the milliseconds to wait; with '1' a later slot is taken (the bucket advanced)
+# and the answer is the milliseconds until it.
 _GCRA = LuaScript(
     """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = tonumber(ARGV[3])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
 local interval = tonumber(ARGV[1])
 local tolerance = tonumber(ARGV[2])
 local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end
+local wait = 0
 if tat - now > tolerance then
-  return math.ceil(tat - now - tolerance)
+  wait = math.ceil(tat - now - tolerance)
+  if ARGV[4] ~= '1' then return wait end
 end
 redis.call('SET', KEYS[1], tat + interval, 'PX', math.ceil(tat + interval - now) + 1000)
-return 0
+return wait
 """
 )
 
 
 class RateLimiter:
-    """Global start-rate limits per task, kept in Redis."""
+    """Global start-rate limits per task (or per task and ``rate_key``), kept in Redis."""
 
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
 
-    def acquire(self, task: str, limit: RateLimit) -> float:
-        """Take a start slot for ``task``: 0 when granted, else seconds until one frees up."""
-        # Starts are spaced evenly (as Celery spaces them): "10/m" is one every 6 s, no burst.
+    def acquire(
+        self,
+        task: str,
+        limit: RateLimit,
+        *,
+        rate_key: str | None = None,
+        burst: int | None = None,
+        reserve: bool = False,
+        now: float | None = None,
+        key: str | None = None,
+    ) -> float:
+        """Take a start slot for ``task`` (in ``rate_key``'s own bucket when given): 0 when granted,
+        else seconds until one frees up; with ``reserve`` the next free slot is taken and the answer
+        is the seconds until it. ``key`` names another Redis key for the bucket (the waiting line,
+        :func:`keys.rate_line`). ``now`` (Unix seconds) replaces Redis's clock: tests only."""
+        # Starts are spaced evenly (as Celery spaces them): "10/m" is one every 6 s; a burst of N
+        # lets N through at once (an idle bucket), then the spacing applies.
         interval_ms = limit.period * 1000 / limit.count
-        wait_ms = int(_GCRA(self.redis, keys=[keys.rate_limit(task)], args=[interval_ms, 0]))
+        tolerance_ms = interval_ms * (max(1, burst or 1) - 1)
+        args: list[Any] = [interval_ms, tolerance_ms]
+        if reserve or now is not None:
+            args += ["" if now is None else int(now * 1000), "1" if reserve else "0"]
+        bucket = key or keys.rate_limit(task, rate_key)
+        wait_ms = int(_GCRA(self.redis, keys=[bucket], args=args))
         return wait_ms / 1000.0
 
 

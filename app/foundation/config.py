@@ -57,6 +57,7 @@ OVERRIDE_FIELDS = (
     # --- unique and debounce (issue 19) ---
     "unique",
     "debounce",
+    "burst",
 )
 
 
@@ -630,6 +631,8 @@ def _override_value(name: str, task_name: str, field_name: str, value: Any) -> A
         if number and 1 <= delay <= defaults.MAX_DELAY and (key is None or (isinstance(key, str) and key)):
             return tuple(sorted(value.items()))  # hashable, as every override
         raise bad('must be null or {"delay": seconds from 1 to 366 days, "key": "..." (optional)}')
+    if field_name == "burst":
+        return None if value is None else whole(1, defaults.MAX_BURST)
     if field_name in ("soft_time_limit", "result_ttl"):
         if value is None:
             return None

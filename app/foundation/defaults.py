@@ -67,6 +67,10 @@ DOORBELL_CAP = 64
 #: Longest wait for a rate-limit slot a worker spends holding the job, in s; longer waits
 #: put the job back in the scheduled registry.
 RATE_LIMIT_HOLD = 1.0
+#: Largest ``burst`` of a rate limit (starts let through at once), declared or in TASK_OVERRIDES.
+MAX_BURST = 10_000
+#: Longest ``rate_key`` a call may give (characters); it becomes part of a Redis key's name.
+MAX_RATE_KEY = 200
 #: Seconds past its hard limit after which the supervisor kills the process of a stuck
 #: inline or threaded job (the signal or async exception could not reach it).
 STUCK_JOB_GRACE = 5.0

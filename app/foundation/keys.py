@@ -53,9 +53,16 @@ def debounce(task: str, key_hash: str) -> str:
     return _key("debounce", task, key_hash)
 
 
-def rate_limit(task: str) -> str:
-    """The theoretical arrival time (GCRA) of a rate-limited task's next start."""
-    return _key("ratelimit", task)
+def rate_limit(task: str, rate_key: str | None = None) -> str:
+    """The theoretical arrival time (GCRA) of a rate-limited task's next start; with a
+    ``rate_key``, of that key's own bucket (``tasklane:ratelimit:<task>:key:<rate_key>``)."""
+    return _key("ratelimit", task) if rate_key is None else _key("ratelimit", task, "key", rate_key)
+
+
+def rate_line(task: str, rate_key: str) -> str:
+    """The last start slot promised to a job of ``rate_key`` put back to wait for its bucket (GCRA
+    with reservations): each such job comes back at its own time, not all at the next free one."""
+    return _key("ratelimit", task, "line", rate_key)
 
 
 def concurrency(task: str, value: str | None = None) -> str:

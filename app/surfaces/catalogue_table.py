@@ -33,6 +33,10 @@ def _policy(spec: TaskSpec) -> str:
         parts.append(f"retries {spec.retry.max_retries}")
     if spec.rate_limit:
         parts.append(f"rate {spec.rate_limit.text}")
+        if spec.rate_key:
+            parts.append(f"per {spec.rate_key}")
+        if spec.burst:
+            parts.append(f"burst {spec.burst}")
     if spec.concurrency:
         parts.append(f"concurrency {spec.concurrency}")
     if spec.unique:

@@ -24,7 +24,14 @@ from rq.exceptions import DeserializationError, NoSuchJobError
 from app.catalogue.registry import REGISTRY, QueueName
 from app.core import queues as queue_store
 from app.core import schedules
-from app.core.dispatch import EnqueueOptions, JobExistsError, OptionRefused, deduplicated, enqueue
+from app.core.dispatch import (
+    EnqueueOptions,
+    JobExistsError,
+    OptionRefused,
+    RateKeyRefused,
+    deduplicated,
+    enqueue,
+)
 from app.core.listing import decode_cursor, list_jobs
 from app.core.outcomes import JobNotFailed, retry_failed
 from app.core.queues import JsonJob, all_queues, fetch_job, get_queue
@@ -105,6 +112,8 @@ def list_tasks() -> None:
     for spec in REGISTRY:
         flags = f" overridden: {', '.join(spec.overridden)}" if spec.overridden else ""
         rate = f" rate {spec.rate_limit.text}" if spec.rate_limit else ""
+        rate += f" per {spec.rate_key}" if spec.rate_limit and spec.rate_key else ""
+        rate += f" burst {spec.burst}" if spec.rate_limit and spec.burst else ""
         click.echo(
             f"{spec.name:<28} queue {spec.queue.value:<8} time limit {spec.time_limit:>5} s"
             f"  retries {spec.retry.max_retries}{rate}{flags}"
@@ -120,6 +129,7 @@ def list_tasks() -> None:
     "--expires", help="Seconds, or an ISO 8601 time with a zone: not started by then, it never runs."
 )
 @click.option("--job-id", help="Choose the job's id.")
+@click.option("--rate-key", help="Start in this key's own bucket of the task's rate limit.")
 @click.option("--encrypt", is_flag=True, default=None, help="Store the args and result encrypted.")
 @click.option("--unique-period", type=float, help="Seconds: while a job of the same key lives, return it.")
 @click.option("--unique-key", help="With --unique-period: the key (default: the task and its args).")
@@ -134,6 +144,7 @@ def enqueue_task(
     countdown: float | None,
     expires: str | None,
     job_id: str | None,
+    rate_key: str | None,
     encrypt: bool | None,
     unique_period: float | None,
     unique_key: str | None,
@@ -162,6 +173,7 @@ def enqueue_task(
                     # --- unique and debounce (issue 19) ---
                     "unique": None if unique_period is None else {"period": unique_period, "key": unique_key},
                     "debounce": None if debounce is None else {"delay": debounce, "key": debounce_key},
+                    "rate_key": rate_key,
                 }.items()
                 if v is not None
             }
@@ -182,7 +194,7 @@ def enqueue_task(
             default_result_ttl=rt.settings.result_ttl,
             failure_ttl=rt.settings.failed_job_ttl,
         )
-    except (JobExistsError, EncryptionUnavailable, OptionRefused) as exc:
+    except (JobExistsError, EncryptionUnavailable, OptionRefused, RateKeyRefused) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(job.id)
     if deduplicated(job):

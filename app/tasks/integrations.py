@@ -9,7 +9,15 @@ from typing import Any
 import httpx
 from pydantic import Field, HttpUrl, JsonValue
 
-from app.catalogue.registry import QueueName, RetryPolicy, Schedule, TaskInput, honour_retry_after, task
+from app.catalogue.registry import (
+    QueueName,
+    RetryPolicy,
+    Schedule,
+    TaskInput,
+    honour_retry_after,
+    snooze_on_429,
+    task,
+)
 from app.foundation import defaults, keys
 from app.foundation.runtime import runtime
 from app.foundation.timeutil import iso, utcnow
@@ -48,6 +56,7 @@ def call_external_api(url: HttpUrl | str, data: Any) -> Any:
             "external API",
         )
     except TransientHTTPError as exc:
+        snooze_on_429(exc.status_code, exc.retry_after, str(exc))  # the peer's rate: no retry spent
         honour_retry_after(exc.retry_after, str(exc))
         raise
     if not reply.content:

@@ -12,7 +12,7 @@ from rq import get_current_job
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from app.catalogue.registry import QueueName, RetryPolicy, TaskInput, honour_retry_after, task
+from app.catalogue.registry import QueueName, RetryPolicy, TaskInput, honour_retry_after, snooze_on_429, task
 from app.foundation.models import User
 from app.foundation.runtime import runtime
 from app.foundation.timeutil import iso, utcnow
@@ -133,6 +133,7 @@ def send_notification(user_id: int, message: str, channel: str = "email") -> dic
     try:
         reply = services().webhooks.deliver(webhook_url, payload, delivery_id)
     except TransientHTTPError as exc:
+        snooze_on_429(exc.status_code, exc.retry_after, str(exc))  # the peer's rate: no retry spent
         honour_retry_after(exc.retry_after, str(exc))
         raise
     return {**sent, "delivery_id": delivery_id, "http_status": reply.status_code, "sent_at": iso(utcnow())}

@@ -33,7 +33,8 @@ from app.core.leases import Lease
 from app.core.limits import RateLimiter, TaskTimeLimits
 from app.core.outcomes import ShutdownGraceOver
 from app.core.queues import JsonQueue, UnreadableJob, task_spec
-from app.foundation import defaults, outages
+from app.foundation import defaults, keys, outages
+from app.foundation.meta import Meta
 from app.processes.workers.recording import EX_OUTCOME_LOST, SETTLE_AFTER, OutcomeLost, RecordingMixin
 from app.processes.workers.surface import RunState
 
@@ -104,17 +105,8 @@ class TasklaneWorkerMixin(RecordingMixin):
             if outcomes.expire_if_due(job, queue):  # past its `expires`: ended as expired, never run
                 return
             spec = task_spec(job)
-            if spec is not None and spec.rate_limit is not None:
-                limiter = RateLimiter(self.connection)
-                wait = limiter.acquire(spec.name, spec.rate_limit)
-                # A short wait is spent here, holding the job (it stays in the intermediate list,
-                # so nothing is lost); a longer one goes through the scheduled registry.
-                while 0 < wait <= defaults.RATE_LIMIT_HOLD:
-                    time.sleep(wait)
-                    wait = limiter.acquire(spec.name, spec.rate_limit)
-                if wait > 0:
-                    outcomes.deferred(job, queue, wait)
-                    return
+            if spec is not None and spec.rate_limit is not None and not self._rate_allows(job, queue, spec):
+                return
             super().execute_job(job, queue)
         except JobNotClaimed:
             log.info("Worker %s: job %s was put back by the sweep before it started here; skipped",
@@ -126,6 +118,42 @@ class TasklaneWorkerMixin(RecordingMixin):
             if run is not None:
                 self.executions.pop(run.id, None)
             self._in_hand = None
+
+    def _rate_allows(self, job: Job, queue: Queue, spec: Any) -> bool:
+        """Take the job's start slot of its task's rate limit: True to start it now; False when it
+        was put back (through app/core/outcomes.py) to start when its slot comes."""
+        limiter = RateLimiter(self.connection)
+        rate_key = job.meta.get(Meta.RATE_KEY)
+        if rate_key is not None:
+            # Each key its own bucket; every start passes it, so the rate holds exactly. A job over
+            # it is not held on its first try (the next job in the queue may be another key's,
+            # free to start now): it takes its place in the key's waiting line and waits in the
+            # scheduled registry until then, so the waiting jobs of a key come back spread at the
+            # key's rate rather than all at once. Back from there it may hold up to
+            # RATE_LIMIT_HOLD for its start, as an unkeyed job does.
+            take = functools.partial(limiter.acquire, spec.name, spec.rate_limit, rate_key=rate_key,
+                                     burst=spec.burst)  # fmt: skip
+            wait = take()
+            hold = defaults.RATE_LIMIT_HOLD if job.meta.get(Meta.RATE_LIMITED_UNTIL) else 0.0
+            while 0 < wait <= hold:
+                time.sleep(wait)
+                wait = take()
+            if wait > 0:
+                line = limiter.acquire(spec.name, spec.rate_limit, reserve=True,
+                                       key=keys.rate_line(spec.name, rate_key))  # fmt: skip
+                outcomes.deferred(job, queue, max(wait, line))
+                return False
+            return True
+        wait = limiter.acquire(spec.name, spec.rate_limit, burst=spec.burst)
+        # A short wait is spent here, holding the job (it stays in the intermediate list,
+        # so nothing is lost); a longer one goes through the scheduled registry.
+        while 0 < wait <= defaults.RATE_LIMIT_HOLD:
+            time.sleep(wait)
+            wait = limiter.acquire(spec.name, spec.rate_limit, burst=spec.burst)
+        if wait > 0:
+            outcomes.deferred(job, queue, wait)
+            return False
+        return True
 
     def prepare_execution(self, job: Job) -> Execution:
         """Start the run in one atomic claim: its execution (the lease), the worker's and the job's state.

@@ -371,6 +371,14 @@ def _common_schemas() -> dict[str, Any]:
                 "time_limit": {"type": "integer"},
                 "soft_time_limit": {"type": ["integer", "null"]},
                 "rate_limit": {"type": ["string", "null"]},
+                "rate_key": {
+                    "type": ["string", "null"],
+                    "description": "the argument whose value is each job's bucket of rate_limit",
+                },
+                "burst": {
+                    "type": ["integer", "null"],
+                    "description": "starts of a bucket let through at once",
+                },
                 "schedule": {"type": ["object", "null"]},
                 "encrypted": {"type": "boolean", "description": "declared sensitive: every job is encrypted"},
                 "overridden": {

@@ -22,6 +22,7 @@ from app.core.dispatch import (
     digest,
     enqueue,
     enqueue_many,
+    rate_key_refused,
 )
 from app.core.sealing import EncryptionUnavailable
 from app.core.states import state_of
@@ -64,13 +65,15 @@ class BatchRequest(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
     SHAPE: ClassVar[str] = (
         '{"items": [{"args": {...}}, ...], "queue": "...", "encrypt": true|false, '
-        '"options": {"expires": ...}}'
+        '"options": {"expires": ..., "rate_key": "..."}}'
     )
 
     items: list[Any]
     queue: str | None = None
     encrypt: bool | None = None
-    options: dict[str, Any] = Field(default_factory=dict, description="expires, once for every item")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="expires, rate_key, once for every item"
+    )
 
 
 class BatchItem(BaseModel):
@@ -134,10 +137,16 @@ def enqueue_task(name: str) -> tuple[Response, int, dict[str, str]]:
     errors: list[dict[str, Any]] = []
     args = _check(spec.validate, body.args, "args", errors)
     options = _check(EnqueueOptions.model_validate, body.options, "options", errors)
-    if args is None or options is None:
+    if options is not None and (problem := rate_key_refused(spec, options.rate_key)) is not None:
+        errors.append(
+            {"field": "options.rate_key", "message": problem, "type": "rate_key_without_rate_limit"}
+        )
+    if args is None or options is None or errors:
         raise _invalid(spec, errors)
-    # Without "encrypt" the digest is the one earlier releases stored: a retry across an upgrade matches.
-    stated = options.model_dump(mode="json", exclude={"encrypt"} if options.encrypt is None else None)
+    # Without the options added since (unset), the digest is the one earlier releases stored: a
+    # retry across an upgrade matches.
+    unstated = {name for name in _LATER_OPTIONS if getattr(options, name) is None}
+    stated = options.model_dump(mode="json", exclude=unstated or None)
     idempotency = _idempotency(name, args.model_dump(mode="json"), stated)
     rt = runtime()
     try:
@@ -218,6 +227,10 @@ def enqueue_batch(name: str) -> tuple[Response, int]:
     many_args = [_batch_item(spec, n, item, errors) for n, item in enumerate(body.items)]
     queue = _check(_QUEUE.validate_python, body.queue, "queue", errors) if body.queue else None
     options = _check(BatchOptions.model_validate, body.options, "options", errors)
+    if options is not None and (problem := rate_key_refused(spec, options.rate_key)) is not None:
+        errors.append(
+            {"field": "options.rate_key", "message": problem, "type": "rate_key_without_rate_limit"}
+        )
     if errors or options is None:
         raise _invalid(spec, errors)
     rt = runtime()
@@ -233,12 +246,17 @@ def enqueue_batch(name: str) -> tuple[Response, int]:
             queue=queue,
             encrypt=body.encrypt,
             expires_at=options.expires_at(spec),
+            rate_key=options.rate_key,
             **ttls,
         )
     except EncryptionUnavailable as exc:
         raise _no_keys(exc) from None
     await_replicas(rt.redis, rt.settings)
     return jsonify({"task": spec.name, "job_ids": [job.id for job in jobs], "state": "PENDING"}), 202
+
+
+#: Enqueue options added after Idempotency-Key digests were first stored: left out of the digest when unset.
+_LATER_OPTIONS = ("encrypt", "rate_key", "unique", "debounce")
 
 
 def _unique_batch(
@@ -252,7 +270,10 @@ def _unique_batch(
     """A batch with ``unique``: each item keyed by its own args, one atomic enqueue per item (the
     uniqueness check needs one transaction per key, so not the plain batch's one round trip)."""
     rt = runtime()
-    per_item = EnqueueOptions(queue=queue, encrypt=encrypt, expires=options.expires, unique=options.unique)
+    per_item = EnqueueOptions(
+        queue=queue, encrypt=encrypt, expires=options.expires, unique=options.unique,
+        rate_key=options.rate_key,
+    )  # fmt: skip
     try:
         jobs = [
             enqueue(

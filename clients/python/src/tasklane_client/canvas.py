@@ -65,7 +65,7 @@ class Task(Generic[J, W]):
     ) -> J:
         """Enqueue; ``options`` are those of ``POST /api/v1/tasks/<name>``: ``countdown``, ``eta`` (a
         datetime, naive = UTC, or ISO 8601 text), ``queue``, ``priority``, ``job_id`` (or ``task_id``),
-        ``result_ttl``, ``expires``, ... and ``idempotency_key``."""
+        ``result_ttl``, ``expires``, ``rate_key``, ... and ``idempotency_key``."""
         return self.caller._enqueue(self.name, tuple(args or ()), dict(kwargs or {}), options)
 
     def s(self, *args: Any, **kwargs: Any) -> Signature[J, W]:
