@@ -1,0 +1,99 @@
+"""Large workflows: how long ``POST /api/v1/workflows`` takes to accept N steps, and
+``GET /api/v1/workflows/<id>`` to answer, for a group and a chain.
+
+Runs in the project's venv: ``.venv/bin/python bench/workflows.py [--steps 10000] [--rounds 3]
+[--profile]``. It starts its own redis-server on a free loopback port and calls the Flask app's
+WSGI callable in this process (no HTTP server: the figure is the app's and Redis's own time, JSON
+parsing and checks included). It prints the median and the range of the rounds, in milliseconds,
+and with ``--profile`` the top of a cProfile of one accept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import os
+import pstats
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+TOKEN = "bench-token-0123456789abcdef"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def body(kind: str, steps: int) -> dict[str, Any]:
+    if kind == "group":
+        return {"type": "group", "steps": [{"task": "add", "args": {"x": i, "y": 1}} for i in range(steps)]}
+    return {"type": "chain", "steps": [{"task": "add", "args": {"x": 1, "y": 1}}]
+            + [{"task": "add", "args": {"y": 1}}] * (steps - 1)}  # fmt: skip
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--profile", action="store_true")
+    opts = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="tasklane-wf-"))
+    port = free_port()
+    redis_bin = shutil.which("redis-server") or "redis-server"
+    args = [redis_bin, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    server = subprocess.Popen([*args, "--dir", str(work)], stdout=subprocess.DEVNULL)
+    os.environ.update({"REDIS_URL": f"redis://127.0.0.1:{port}/0", "APP_ENV": "test", "API_TOKENS": TOKEN,
+                       "VAR_DIR": str(work / "var"), "LOG_LEVEL": "WARNING"})  # fmt: skip
+    try:
+        time.sleep(0.3)
+        from app import create_app
+
+        app = create_app()
+        client = app.test_client()
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        redis_ = app.extensions["tasklane"].redis
+        print(f"{opts.steps} steps, {opts.rounds} rounds (median [min-max] ms)")
+        for kind in ("group", "chain"):
+            accepts, statuses = [], []
+            payload = body(kind, opts.steps)
+            for _ in range(opts.rounds):
+                redis_.flushdb()
+                t0 = time.perf_counter()
+                r = client.post("/api/v1/workflows", json=payload, headers=auth)
+                accepts.append((time.perf_counter() - t0) * 1000)
+                assert r.status_code == 202, r.get_json()
+                wf = r.get_json()["workflow_id"]
+                t0 = time.perf_counter()
+                s = client.get(f"/api/v1/workflows/{wf}", headers=auth)
+                statuses.append((time.perf_counter() - t0) * 1000)
+                assert s.status_code == 200 and s.get_json()["counts"]["unfinished"] == opts.steps
+            for name, values in (("accept", accepts), ("status", statuses)):
+                print(f"  {kind:5} {name:6} {statistics.median(values):8.1f} "
+                      f"[{min(values):.1f}-{max(values):.1f}]")  # fmt: skip
+            if opts.profile:
+                redis_.flushdb()
+                profile = cProfile.Profile()
+                profile.enable()
+                client.post("/api/v1/workflows", json=payload, headers=auth)
+                profile.disable()
+                pstats.Stats(profile).sort_stats("cumulative").print_stats(25)
+    finally:
+        server.terminate()
+        server.wait()
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
