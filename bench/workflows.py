@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import logging
 import os
 import pstats
 import shutil
@@ -42,11 +43,54 @@ def body(kind: str, steps: int) -> dict[str, Any]:
             + [{"task": "add", "args": {"y": 1}}] * (steps - 1)}  # fmt: skip
 
 
+def redis_cpu(redis_: Any) -> float:
+    info = redis_.info("cpu")
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+
+def _calls(redis_: Any) -> dict[str, int]:
+    return {k: v["calls"] for k, v in redis_.info("commandstats").items()}
+
+
+def count_commands(app: Any, client: Any, auth: dict[str, str]) -> None:
+    """Commands (scripts' own included) that an inline worker sends to run one job, alone and as a
+    one-step workflow, and as the second step of a chain (RQ's success path, WATCH/MULTI)."""
+    from app.core.queues import JsonQueue
+    from app.processes.workers import JsonInlineWorker
+
+    logging.disable(logging.INFO)  # the worker's own lines
+    redis_ = app.extensions["tasklane"].redis
+    runs: dict[str, dict[str, int]] = {}
+    one = {"task": "add", "args": {"x": 1, "y": 2}}
+    cases = {
+        "a plain job": ("/api/v1/tasks/add", {"args": one["args"]}),
+        "a 1-step workflow": ("/api/v1/workflows", {"type": "group", "steps": [one]}),
+    }
+    for name, (path, payload) in cases.items():
+        for _ in range(2):  # the first run loads scripts and registers the worker
+            redis_.flushdb()
+            assert client.post(path, json=payload, headers=auth).status_code == 202
+            before = _calls(redis_)
+            queue = JsonQueue("default", connection=redis_)
+            with app.app_context():
+                JsonInlineWorker([queue], connection=redis_).work(burst=True)
+            after = _calls(redis_)
+        runs[name] = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
+    plain, step = runs["a plain job"], runs["a 1-step workflow"]
+    print(f"Redis commands to run one job (inline worker, burst): plain {sum(plain.values())}, "
+          f"as a workflow step {sum(step.values())}")  # fmt: skip
+    extra = {k: step.get(k, 0) - plain.get(k, 0) for k in set(plain) | set(step)}
+    print("  difference:", {k: v for k, v in sorted(extra.items()) if v})
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--commands", action="store_true", help="also count the Redis commands a workflow step costs a worker"
+    )
     opts = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="tasklane-wf-"))
     port = free_port()
@@ -63,23 +107,26 @@ def main() -> int:
         client = app.test_client()
         auth = {"Authorization": f"Bearer {TOKEN}"}
         redis_ = app.extensions["tasklane"].redis
-        print(f"{opts.steps} steps, {opts.rounds} rounds (median [min-max] ms)")
+        print(f"{opts.steps} steps, {opts.rounds} rounds (median [min-max] ms; CPU: this process's)")
         for kind in ("group", "chain"):
-            accepts, statuses = [], []
+            accepts, statuses, cpus, redis_cpus = [], [], [], []
             payload = body(kind, opts.steps)
             for _ in range(opts.rounds):
                 redis_.flushdb()
-                t0 = time.perf_counter()
+                r0, c0, t0 = redis_cpu(redis_), time.process_time(), time.perf_counter()
                 r = client.post("/api/v1/workflows", json=payload, headers=auth)
                 accepts.append((time.perf_counter() - t0) * 1000)
+                cpus.append((time.process_time() - c0) * 1000)
+                redis_cpus.append((redis_cpu(redis_) - r0) * 1000)
                 assert r.status_code == 202, r.get_json()
                 wf = r.get_json()["workflow_id"]
                 t0 = time.perf_counter()
                 s = client.get(f"/api/v1/workflows/{wf}", headers=auth)
                 statuses.append((time.perf_counter() - t0) * 1000)
                 assert s.status_code == 200 and s.get_json()["counts"]["unfinished"] == opts.steps
-            for name, values in (("accept", accepts), ("status", statuses)):
-                print(f"  {kind:5} {name:6} {statistics.median(values):8.1f} "
+            rows = (("accept", accepts), ("  CPU", cpus), ("  Redis CPU", redis_cpus), ("status", statuses))
+            for name, values in rows:
+                print(f"  {kind:5} {name:12} {statistics.median(values):8.1f} "
                       f"[{min(values):.1f}-{max(values):.1f}]")  # fmt: skip
             if opts.profile:
                 redis_.flushdb()
@@ -88,6 +135,8 @@ def main() -> int:
                 client.post("/api/v1/workflows", json=payload, headers=auth)
                 profile.disable()
                 pstats.Stats(profile).sort_stats("cumulative").print_stats(25)
+        if opts.commands:
+            count_commands(app, client, auth)
     finally:
         server.terminate()
         server.wait()
