@@ -13,7 +13,8 @@ from flask.testing import FlaskClient
 
 from app.core.queues import JsonJob, JsonQueue
 from app.foundation import defaults, keys
-from app.processes.workers import JsonInlineWorker, JsonWorker
+from app.processes.workers import JsonInlineWorker, JsonThreadWorker, JsonWorker
+from app.processes.workers.pooled import JsonPooledWorker
 
 N = defaults.MAX_WORKFLOW_STEPS
 
@@ -87,7 +88,11 @@ def test_one_step_more_than_the_limit_is_422_and_creates_nothing(
     assert rconn.dbsize() == 0 or not rconn.keys("rq:job:*")
 
 
-@pytest.mark.parametrize("worker_class", [JsonInlineWorker, JsonWorker], ids=["inline", "fork"])
+@pytest.mark.parametrize(
+    "worker_class",
+    [JsonPooledWorker, JsonInlineWorker, JsonThreadWorker, JsonWorker],
+    ids=["pooled", "inline", "threads", "fork"],
+)
 def test_the_summary_counts_each_step_as_it_ends(
     app: Flask, client: FlaskClient, auth: dict[str, str], rconn: redis.Redis, worker_class: type
 ) -> None:
