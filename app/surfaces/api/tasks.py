@@ -134,9 +134,11 @@ def enqueue_task(name: str) -> tuple[Response, int, dict[str, str]]:
     options = _check(EnqueueOptions.model_validate, body.options, "options", errors)
     if args is None or options is None:
         raise _invalid(spec, errors)
-    # Without "encrypt" the digest is the one earlier releases stored: a retry across an upgrade matches.
-    stated = options.model_dump(mode="json", exclude={"encrypt"} if options.encrypt is None else None)
-    idempotency = _idempotency(name, args.model_dump(mode="json"), stated)
+    idempotency = None
+    if "Idempotency-Key" in request.headers:  # the request's digest only when it is remembered
+        # Without "encrypt" the digest is the one earlier releases stored: a retry across an upgrade matches.
+        stated = options.model_dump(mode="json", exclude={"encrypt"} if options.encrypt is None else None)
+        idempotency = _idempotency(name, args.model_dump(mode="json"), stated)
     rt = runtime()
     try:
         job = enqueue(
