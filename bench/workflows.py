@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -48,39 +49,41 @@ def redis_cpu(redis_: Any) -> float:
     return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
 
 
-def _calls(redis_: Any) -> dict[str, int]:
-    return {k: v["calls"] for k, v in redis_.info("commandstats").items()}
-
-
 def count_commands(app: Any, client: Any, auth: dict[str, str]) -> None:
-    """Commands (scripts' own included) that an inline worker sends to run one job, alone and as a
-    one-step workflow, and as the second step of a chain (RQ's success path, WATCH/MULTI)."""
+    """What a workflow step's end adds to a worker's writes: a MONITOR of an inline worker running a
+    one-step workflow (scripts' own commands included), the commands that touch its summary."""
     from app.core.queues import JsonQueue
     from app.processes.workers import JsonInlineWorker
 
     logging.disable(logging.INFO)  # the worker's own lines
     redis_ = app.extensions["tasklane"].redis
-    runs: dict[str, dict[str, int]] = {}
-    one = {"task": "add", "args": {"x": 1, "y": 2}}
-    cases = {
-        "a plain job": ("/api/v1/tasks/add", {"args": one["args"]}),
-        "a 1-step workflow": ("/api/v1/workflows", {"type": "group", "steps": [one]}),
-    }
-    for name, (path, payload) in cases.items():
-        for _ in range(2):  # the first run loads scripts and registers the worker
-            redis_.flushdb()
-            assert client.post(path, json=payload, headers=auth).status_code == 202
-            before = _calls(redis_)
-            queue = JsonQueue("default", connection=redis_)
-            with app.app_context():
-                JsonInlineWorker([queue], connection=redis_).work(burst=True)
-            after = _calls(redis_)
-        runs[name] = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
-    plain, step = runs["a plain job"], runs["a 1-step workflow"]
-    print(f"Redis commands to run one job (inline worker, burst): plain {sum(plain.values())}, "
-          f"as a workflow step {sum(step.values())}")  # fmt: skip
-    extra = {k: step.get(k, 0) - plain.get(k, 0) for k in set(plain) | set(step)}
-    print("  difference:", {k: v for k, v in sorted(extra.items()) if v})
+    body = {"type": "group", "steps": [{"task": "add", "args": {"x": 1, "y": 2}}]}
+    for _ in range(2):  # the first run loads the scripts
+        redis_.flushdb()
+        assert client.post("/api/v1/workflows", json=body, headers=auth).status_code == 202
+        seen: list[str] = []
+        ready = threading.Event()
+
+        def watch(seen: list[str], ready: threading.Event) -> None:
+            with redis_.monitor() as monitor:
+                ready.set()
+                for command in monitor.listen():
+                    seen.append(str(command["command"]))
+                    if "tasklane-bench-end" in seen[-1]:
+                        return
+
+        watcher = threading.Thread(target=watch, args=(seen, ready), daemon=True)
+        watcher.start()
+        ready.wait(5)
+        time.sleep(0.2)
+        with app.app_context():
+            JsonInlineWorker([JsonQueue("default", connection=redis_)], connection=redis_).work(burst=True)
+        redis_.echo("tasklane-bench-end")
+        watcher.join(10)
+    summary = [c for c in seen if ":summary" in c and not c.startswith("EVALSHA")]
+    print(f"a one-step workflow run by an inline worker: {len(seen) - 1} commands; on its summary:")
+    for command in summary:
+        print(f"  {command[:100]}")
 
 
 def main() -> int:
