@@ -77,3 +77,34 @@ def test_a_job_with_dependents_moves_them_on(app: Flask, redis_url: str) -> None
     _run(app, connection, JsonInlineWorker)
     assert JsonJob.fetch(parent.id, connection=connection).return_value() == 2
     assert JsonJob.fetch(child.id, connection=connection).return_value() == 4
+
+
+def _hincrbys(connection: Any) -> int:
+    return int(connection.info("commandstats").get("cmdstat_hincrby", {}).get("calls", 0))
+
+
+def test_success_counters_are_batched_and_exact_when_idle(app: Flask, redis_url: str) -> None:
+    """Inline and threads workers batch their success counters as pooled children do (issue 23): 60
+    jobs cost a few HINCRBYs, not a dozen per job, and once the queue is empty the worker's and the
+    task's counts are exact."""
+    from app.ops import metrics
+    from app.processes.workers import ThreadPool
+
+    connection = redis.Redis.from_url(redis_url)
+    spec = REGISTRY.get("add")
+    assert spec is not None
+    for mode in ("inline", "threads"):
+        connection.flushdb()
+        for i in range(60):
+            enqueue(spec, spec.validate({"x": i, "y": 1}), connection, **TTL)
+        connection.config_resetstat()
+        if mode == "inline":
+            _run(app, connection, JsonInlineWorker)
+        else:
+            assert ThreadPool(app, ["default"], 2, burst=True, logging_level="WARNING").run() == 0
+        workers = [k for k in connection.keys("rq:worker:*") if connection.type(k) == b"hash"]
+        counted = sum(int(connection.hget(k, "successful_job_count") or 0) for k in workers)
+        assert counted == 60, mode
+        assert metrics.job_counts(connection)[("add", "success")] == 60, mode
+        # Unbatched, each success writes the worker's count and about ten metrics HINCRBYs.
+        assert _hincrbys(connection) < 60, (mode, _hincrbys(connection))

@@ -110,7 +110,8 @@ def test_a_step_that_failed_while_the_workflow_was_built_still_revokes_what_wait
     real_redis: Any, app: Flask, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A header step that fails for good before the chord's callback exists (a fast worker, a large
-    group) leaves no step PENDING forever: once every job exists, its dependents are revoked."""
+    group) leaves no step PENDING forever: once every job exists, its dependents are revoked. (A
+    workflow built one job at a time: one with a unique or concurrency-capped task's step.)"""
     from app.core import workflows
     from app.core.states import State, describe
 
@@ -127,6 +128,7 @@ def test_a_step_that_failed_while_the_workflow_was_built_still_revokes_what_wait
         return job
 
     monkeypatch.setattr(workflows, "enqueue", enqueue_and_fail_the_first)
+    monkeypatch.setattr(workflows, "_one_by_one", lambda tree: True)
     record = create(
         body(type="chord", callback={"task": "xsum"},
              steps=[{"task": "add", "args": {"x": 1, "y": 1}}, {"task": "add", "args": {"x": 2, "y": 2}}]),

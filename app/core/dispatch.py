@@ -30,6 +30,7 @@ from redis import Redis
 from redis.exceptions import WatchError
 from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus, Retry
+from rq.queue import Queue
 from rq.rate_limit import RateLimit as ConcurrencyLimit
 
 from app.catalogue.registry import MASK, QueueName, TaskSpec
@@ -325,6 +326,7 @@ def enqueue(
     idempotency: Idempotency | None = None,
     depends_on: list[Any] | None = None,
     job_id: str | None = None,
+    pipeline: Any = None,
 ) -> Job:
     """Create the job for ``spec`` with validated ``args`` and put it on its queue (or schedule).
 
@@ -332,6 +334,10 @@ def enqueue(
     request, or when the task is unique and a job with the same arguments is waiting or
     running. Raises IdempotencyConflict or JobExistsError. ``args`` is a validated model,
     or a mapping the caller has checked (a workflow step whose input comes later).
+
+    ``pipeline``: a pipeline that the caller sends, for a plain job of a batch written in one go
+    (a workflow's steps, see :func:`stage`); a unique or concurrency-capped task's job is enqueued
+    at once, as without it.
     """
     options = options or EnqueueOptions()
     step = job_id is not None or bool(depends_on)  # a workflow's step (or an outbox row's job)
@@ -394,6 +400,10 @@ def enqueue(
     watched = [k for k in (idempotency.redis_key if idempotency else None, unique_key) if k]
     if watched and options.job_id:
         watched.append(job.key)
+    if pipeline is not None and not watched and concurrency is None and not scheduled:
+        stage(queue, job, pipeline)
+        _index_expiry(pipeline, job.id, expires_at)
+        return job
     if not watched:
         if options.job_id is None and not depends_on and concurrency is None:
             # One round trip: RQ's own enqueue_job without a pipeline makes two.
@@ -561,6 +571,31 @@ def _debounced(
 def _remember_now(connection: Redis, idempotency: Idempotency, job_id: str) -> None:
     record = json.dumps({"job_id": job_id, "digest": idempotency.request_digest})
     connection.set(idempotency.redis_key, record, ex=defaults.IDEMPOTENCY_TTL)
+
+
+def stage(queue: JsonQueue, job: Job, pipe: Any) -> None:
+    """Write a new job on ``pipe`` (a pipeline) without a read, as RQ's enqueue writes it less the
+    status's own HSET (the job's hash holds it): a job without dependencies is queued (its hash,
+    then its id pushed on its queue); one with dependencies waits for them, as RQ's
+    ``setup_dependencies`` and ``register_dependency`` write it when they have not finished (its
+    hash, deferred, in the deferred registry, in each one's dependents and they in its
+    dependencies). For jobs whose dependencies are written by the same build and cannot have run
+    yet: the caller sends the jobs that wait before the jobs they wait for, adds their queues to
+    RQ's set of queues, and rings the queues' doorbells (app/core/queues.py) once it has pushed."""
+    if not job._dependency_ids:
+        queue._prepare_for_queue(job)  # origin, enqueued_at, timeout, status queued (no I/O)
+        job.save(pipeline=pipe)
+        job.cleanup(ttl=job.ttl, pipeline=pipe)
+        Queue.push_job_id(queue, job.id, pipeline=pipe)  # the caller rings the queue's doorbell
+        return
+    job.origin = queue.name
+    job._status = JobStatus.DEFERRED
+    job.save(pipeline=pipe)
+    queue.deferred_job_registry.add(job, pipeline=pipe, ttl=job.ttl)
+    pipe.sadd(job.dependencies_key, *job._dependency_ids)
+    for dependency_id in job._dependency_ids:
+        pipe.sadd(job.dependents_key_for(dependency_id), job.id)
+    job.cleanup(ttl=job.ttl, pipeline=pipe)
 
 
 def enqueue_many(

@@ -50,7 +50,7 @@ from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
 from app.catalogue.registry import RetryTask, TaskSpec
-from app.core import compat, leases, sealing
+from app.core import compat, leases, sealing, steps
 from app.core.leases import Lease
 from app.core.queues import JsonJob, JsonQueue, task_spec
 from app.core.sealing import hook_kwargs
@@ -235,9 +235,15 @@ def _count(job: Job, outcome: str, seconds: float | None = None) -> None:
     try:
         with job.connection.pipeline(transaction=False) as pipe:
             metrics.record_job(pipe, _name(job), outcome, seconds)
+            if outcome in _STEP_ENDS:  # a success is counted in its workflow with its writes
+                steps.count_end(job, _STEP_ENDS[outcome], pipe)
             pipe.execute()
     except RedisError as exc:
         log.debug("could not count %s: %s", outcome, exc, extra=_context(job))
+
+
+#: Outcomes that end a workflow's step (the summary's state), besides a success.
+_STEP_ENDS = {"failure": "FAILURE", "revoked": "REVOKED", "expired": "REVOKED"}
 
 
 def _run_time(job: Job) -> float | None:
@@ -765,6 +771,9 @@ def retry_failed(job: Job) -> None:
     for key in (Meta.NO_RETRY, Meta.REVOKED, Meta.ORPHANED, Meta.NEXT_RETRY_AT, Meta.RETRY_COUNTDOWN):
         job.meta.pop(key, None)
     job.save_meta()
+    with job.connection.pipeline(transaction=False) as pipe:
+        steps.count_end(job, "FAILURE", pipe, by=-1)  # a workflow's step: no longer failed
+        pipe.execute()
     budget = int(job.meta.get(Meta.MAX_RETRIES) or 0)
     if budget:  # a fresh retry budget (the attempts so far stay in its history)
         job.retries_left = budget
@@ -792,6 +801,7 @@ def revoke_dependents_of(connection: Redis, job_id: str) -> list[str]:
         ids = [m.decode() if isinstance(m, bytes) else m for m in members]
         ids = [i for i in ids if i not in seen]
         seen.update(ids)
+        ended = []
         for dep in JsonJob.fetch_many(ids, connection=connection):
             if dep is None:
                 continue
@@ -802,6 +812,12 @@ def revoke_dependents_of(connection: Redis, job_id: str) -> list[str]:
                 dep.cancel()
                 release_unique(dep)
                 revoked_ids.append(dep.id)
+                ended.append(dep)
+        if ended:  # the revoked steps of a workflow, counted in its summary (one round trip a level)
+            with connection.pipeline(transaction=False) as pipe:
+                for dep in ended:
+                    steps.count_end(dep, "REVOKED", pipe)
+                pipe.execute()
     return revoked_ids
 
 

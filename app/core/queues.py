@@ -266,10 +266,11 @@ def moved(result: Any) -> tuple[str, str, dict[bytes, Any]] | None:
     return _text(key), _text(job_id), fields
 
 
-def ring_doorbell(pipe: Any, queue_name: str) -> None:
-    """Wake one idle worker of ``queue_name`` (the list is capped; a lost ring costs latency only)."""
+def ring_doorbell(pipe: Any, queue_name: str, times: int = 1) -> None:
+    """Wake one idle worker of ``queue_name`` (``times``: as many, up to the cap; the list is
+    capped; a lost ring costs latency only)."""
     bell = keys.doorbell(queue_name)
-    pipe.rpush(bell, 1)
+    pipe.rpush(bell, *[1] * max(1, min(times, defaults.DOORBELL_CAP)))
     pipe.ltrim(bell, -defaults.DOORBELL_CAP, -1)
 
 

@@ -14,6 +14,7 @@ from rq.job import Job
 
 from app.core import sealing
 from app.core.queues import JsonJob
+from app.foundation import defaults, keys
 from app.foundation.meta import Meta
 
 
@@ -47,3 +48,21 @@ def inputs_for(job: Job, kwargs: dict[str, Any]) -> dict[str, Any]:
             raise StepInputExpired(f"the result of step {job_id} has expired; the workflow cannot go on")
         results[job_id] = sealing.job_result(upstream, upstream.return_value())
     return {**kwargs, spec["field"]: resolve(spec["from"], results)}
+
+
+#: The states a workflow's summary counts: how a step ended.
+ENDED = ("SUCCESS", "FAILURE", "REVOKED")
+
+
+def count_end(job: Job, state: str, pipe: Any, by: int = 1) -> None:
+    """Queue, on ``pipe`` (the writes of the step's end where there is one), the count of a
+    workflow step that ended in ``state`` (one of :data:`ENDED`) in its workflow's summary; nothing
+    for a job of no workflow. ``by`` -1 takes a count back (a failed step retried)."""
+    workflow = job.meta.get(Meta.WORKFLOW)
+    if not workflow:
+        return
+    key = keys.workflow_summary(workflow["id"])
+    pipe.hincrby(key, state, by)
+    if state == "FAILURE" and by > 0:
+        pipe.hsetnx(key, "failed_step", job.id)
+    pipe.expire(key, defaults.WORKFLOW_TTL)  # kept as long as the workflow's record (at most as long again)

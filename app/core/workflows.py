@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -26,9 +27,9 @@ from rq.job import JobStatus
 from app.catalogue.registry import REGISTRY, TaskSpec
 from app.core import outcomes, sealing
 from app.core.dispatch import EnqueueOptions, enqueue
-from app.core.queues import JsonJob
+from app.core.queues import JsonJob, get_queue, ring_doorbell
 from app.core.states import State, describe
-from app.core.steps import job_ids, resolve
+from app.core.steps import ENDED, job_ids, resolve
 from app.foundation import defaults, keys
 from app.foundation.meta import Meta
 from app.foundation.timeutil import iso, utcnow
@@ -152,6 +153,46 @@ def _planned(tree: dict[str, Any]) -> list[_Planned]:
     return [p for child in next(iter(tree.values())) for p in _planned(child)]
 
 
+class _Writes:
+    """The build's writes, in pipelines of WORKFLOW_WRITE_CHUNK jobs: the steps that wait for
+    others (deferred) apart from the first steps (queued at once), which are sent last, so no step
+    runs (and ends) before every step behind it is registered. No read, no round trip per step."""
+
+    def __init__(self, connection: Redis) -> None:
+        self.connection = connection
+        self.waiting: list[Any] = []
+        self.first: list[Any] = []
+        self._counts: dict[int, int] = {}
+        self._pushed: dict[int, Counter[str]] = {}
+
+    def for_step(self, waits: bool, queue: str) -> Any:
+        pipes = self.waiting if waits else self.first
+        if not pipes or self._counts[id(pipes[-1])] >= defaults.WORKFLOW_WRITE_CHUNK:
+            # No transaction: nothing runs before the first steps are sent, and each of those is
+            # written whole (its hash) before its id is pushed.
+            pipe = self.connection.pipeline(transaction=False)
+            pipes.append(pipe)
+            self._counts[id(pipe)] = 0
+            self._pushed[id(pipe)] = Counter()
+        self._counts[id(pipes[-1])] += 1
+        if not waits:
+            self._pushed[id(pipes[-1])][queue] += 1
+        return pipes[-1]
+
+    def send(self, before_first: Any) -> None:
+        """Send the waiting steps, then ``before_first(pipe)``'s writes, then the first steps (each
+        pipeline with its queues' doorbells rung once for each job it pushed, up to the cap)."""
+        for pipe in self.waiting:
+            pipe.execute()
+        with self.connection.pipeline() as pipe:
+            before_first(pipe)
+            pipe.execute()
+        for pipe in self.first:
+            for queue, count in self._pushed[id(pipe)].items():
+                ring_doorbell(pipe, queue, count)
+            pipe.execute()
+
+
 def _build(
     tree: dict[str, Any],
     upstream: Any,
@@ -160,8 +201,10 @@ def _build(
     wf_id: str,
     made: list[str],
     encrypt: bool | None = None,
+    writes: _Writes | None = None,
 ) -> Any:
-    """Create the jobs of ``tree`` after ``upstream``; returns the node's output reference."""
+    """Create the jobs of ``tree`` after ``upstream``; returns the node's output reference.
+    With ``writes``, the jobs are written there (sent by the caller), not one by one."""
     if "task" in tree:
         planned: _Planned = tree["task"]
         depends = job_ids(upstream) if upstream is not None else []
@@ -178,15 +221,24 @@ def _build(
             meta={Meta.WORKFLOW: workflow_meta},
             depends_on=depends or None,
             job_id=planned.job_id,
+            pipeline=writes.for_step(bool(depends), planned.spec.queue.value) if writes is not None else None,
         )
         made.append(job.id)
         return {"job": job.id}
     if "chain" in tree:
         output = upstream
         for step in tree["chain"]:
-            output = _build(step, output, connection, settings, wf_id, made, encrypt)
+            output = _build(step, output, connection, settings, wf_id, made, encrypt, writes)
         return output
-    return [_build(child, upstream, connection, settings, wf_id, made, encrypt) for child in tree["group"]]
+    return [
+        _build(child, upstream, connection, settings, wf_id, made, encrypt, writes) for child in tree["group"]
+    ]
+
+
+def _one_by_one(tree: dict[str, Any]) -> bool:
+    """Whether the workflow's jobs are enqueued one by one (a step of a unique or concurrency-capped
+    task, whose enqueue reads Redis), not written in a few pipelines."""
+    return any(p.spec.unique or p.spec.concurrency for p in _planned(tree))
 
 
 def create(body: WorkflowBody, connection: Redis, settings: Any) -> dict[str, Any]:
@@ -199,11 +251,17 @@ def create(body: WorkflowBody, connection: Redis, settings: Any) -> dict[str, An
     if _count(tree) > defaults.MAX_WORKFLOW_STEPS:
         raise WorkflowError(f"a workflow may have at most {defaults.MAX_WORKFLOW_STEPS} steps", [])
     # Before any job exists: a step that must be encrypted without ENCRYPTION_KEYS stops it all.
-    rings = [sealing.ring_for(p.spec, body.encrypt) for p in _planned(tree)]
+    rings = [
+        sealing.ring_for(spec, body.encrypt) for spec in {id(p.spec): p.spec for p in _planned(tree)}.values()
+    ]
     wf_id = str(uuid.uuid4())
     made: list[str] = []
-    output = _build(tree, None, connection, settings, wf_id, made, body.encrypt)
-    _revoke_behind_early_failures(made, connection)
+    # A unique or concurrency-capped task's job is enqueued with its checks, one by one: the
+    # workflow's jobs are then created in order, and a step that ended early is caught after.
+    writes = None if _one_by_one(tree) else _Writes(connection)
+    output = _build(tree, None, connection, settings, wf_id, made, body.encrypt, writes)
+    if writes is None:
+        _revoke_behind_early_failures(made, connection)
     request: Any = body.model_dump(mode="json")
     ring = next((r for r in rings if r is not None), None)
     if ring is not None:  # some step's args are secret: so is the request that holds them all
@@ -216,7 +274,21 @@ def create(body: WorkflowBody, connection: Redis, settings: Any) -> dict[str, An
         "output": output,
         "request": request,
     }
-    connection.set(keys.workflow(wf_id), json.dumps(record), ex=defaults.WORKFLOW_TTL)
+
+    def write_record(pipe: Any) -> None:
+        pipe.set(keys.workflow(wf_id), json.dumps(record), ex=defaults.WORKFLOW_TTL)
+        pipe.hset(keys.workflow_summary(wf_id), "total", len(made))
+        pipe.expire(keys.workflow_summary(wf_id), defaults.WORKFLOW_TTL)
+        for name in {p.spec.queue.value for p in _planned(tree)}:  # RQ's set of queues, for waiting steps
+            queue = get_queue(name, connection)
+            pipe.sadd(queue.redis_queues_keys, queue.key)
+
+    if writes is None:
+        with connection.pipeline() as pipe:
+            write_record(pipe)
+            pipe.execute()
+    else:
+        writes.send(write_record)
     return record
 
 
@@ -236,17 +308,11 @@ def _revoke_behind_early_failures(job_ids: list[str], connection: Redis) -> None
 _ENDED_BADLY = (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)
 
 
-def status(workflow_id: str, connection: Redis) -> dict[str, Any] | None:
-    """The workflow's aggregate state, each step's state, and the final result; a failed one's
-    ``error`` and ``failed_step`` (job id, task, path) are those of its first failed step."""
-    raw = connection.get(keys.workflow(workflow_id))
-    if raw is None:
-        return None
-    record = json.loads(raw)
-    jobs = JsonJob.fetch_many(record["job_ids"], connection=connection)
+def _views(job_ids: list[str], connection: Redis) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Each step's view (in order) and each existing step's result."""
     steps = []
     results: dict[str, Any] = {}
-    for job_id, job in zip(record["job_ids"], jobs, strict=True):
+    for job_id, job in zip(job_ids, JsonJob.fetch_many(job_ids, connection=connection), strict=True):
         if job is None:
             steps.append({"job_id": job_id, "state": "EXPIRED"})
             continue
@@ -254,32 +320,86 @@ def status(workflow_id: str, connection: Redis) -> dict[str, Any] | None:
         view["path"] = (job.meta.get(Meta.WORKFLOW) or {}).get("path")
         steps.append(view)
         results[job_id] = view["result"]
-    states = {s["state"] for s in steps}
-    if State.FAILURE.value in states:
+    return steps, results
+
+
+_UNDER_WAY = {State.STARTED.value, State.PROGRESS.value, State.RETRY.value, State.SUCCESS.value}
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def status(
+    workflow_id: str, connection: Redis, cursor: int = 0, limit: int | None = None
+) -> dict[str, Any] | None:
+    """The workflow's aggregate state, its steps counted by how they ended (``counts``), a page of
+    its steps (``steps`` from ``cursor``, at most ``limit``, ``next_cursor`` for the next page) and
+    the final result; a failed one's ``error`` and ``failed_step`` (job id, task, path) are those of
+    its first failed step.
+
+    A workflow whose steps fit in one page is judged from every step, as it always was. A larger
+    one is judged from its summary (the ended steps counted by the outcome path with each step's
+    end, see :func:`steps.count_end`) and the page: no read of every step. It is ``STARTED`` once a
+    step has ended or one on the page is under way."""
+    with connection.pipeline(transaction=False) as pipe:
+        pipe.get(keys.workflow(workflow_id))
+        pipe.hgetall(keys.workflow_summary(workflow_id))
+        raw, summary_raw = pipe.execute()
+    if raw is None:
+        return None
+    record = json.loads(raw)
+    all_ids: list[str] = record["job_ids"]
+    total = len(all_ids)
+    limit = limit or defaults.WORKFLOW_STEPS_PAGE
+    steps, results = _views(all_ids[cursor : cursor + limit], connection)
+    seen = {s["state"] for s in steps}
+    failed: dict[str, Any] | None
+    if cursor == 0 and total <= limit:  # every step is on the page
+        counts = {state: sum(1 for step in steps if step["state"] == state) for state in ENDED}
+        failed = next((s for s in steps if s["state"] == State.FAILURE.value), None)
+        under_way = bool(seen & _UNDER_WAY)
+    else:
+        summary = {_text(k): _text(v) for k, v in summary_raw.items()}
+        counts = {state: max(0, int(summary.get(state, 0))) for state in ENDED}
+        failed = None
+        if counts[State.FAILURE.value] and summary.get("failed_step"):
+            found, _ = _views([summary["failed_step"]], connection)
+            failed = found[0] if found[0]["state"] == State.FAILURE.value else None
+        under_way = bool(counts[State.SUCCESS.value] or seen & _UNDER_WAY)
+    ended = sum(counts.values())
+    if counts[State.FAILURE.value]:
         state = State.FAILURE
-    elif State.REVOKED.value in states:
+    elif counts[State.REVOKED.value] or State.REVOKED.value in seen:
         state = State.REVOKED
-    elif states == {State.SUCCESS.value}:
+    elif counts[State.SUCCESS.value] == total:
         state = State.SUCCESS
-    elif states & {State.STARTED.value, State.PROGRESS.value, State.RETRY.value, State.SUCCESS.value}:
+    elif under_way:
         state = State.STARTED
     else:
         state = State.PENDING
-    done = sum(1 for s in steps if s["state"] == State.SUCCESS.value)
-    # The step that failed the workflow, at the top so a caller needs no walk of the steps.
-    failed = next((s for s in steps if s["state"] == State.FAILURE.value), None)
+    done = counts[State.SUCCESS.value]
+    result = None
+    if state is State.SUCCESS:
+        missing = [i for i in job_ids(record["output"]) if i not in results]
+        results.update(_views(missing, connection)[1] if missing else {})
+        result = resolve(record["output"], results)
+    nxt = cursor + limit
     return {
         "workflow_id": record["workflow_id"],
         "type": record["type"],
         "state": state.value,
         "created_at": record["created_at"],
-        "progress": {"current": done, "total": len(steps), "percent": round(100.0 * done / len(steps), 1)},
-        "result": resolve(record["output"], results) if state is State.SUCCESS else None,
+        "progress": {"current": done, "total": total, "percent": round(100.0 * done / total, 1)},
+        "counts": {**counts, "unfinished": max(0, total - ended)},
+        "result": result,
         "error": failed["error"] if failed is not None else None,
+        # The step that failed the workflow, at the top so a caller needs no walk of the steps.
         "failed_step": (
             {"job_id": failed["job_id"], "task": failed.get("task"), "path": failed.get("path")}
             if failed is not None
             else None
         ),
         "steps": steps,
+        "next_cursor": str(nxt) if nxt < total else None,
     }

@@ -86,7 +86,11 @@ OUTBOX_BATCH = 100
 #: Seconds a workflow's record is kept (as long as a failed job).
 WORKFLOW_TTL = 7 * 24 * 3600
 #: Most jobs one workflow may create.
-MAX_WORKFLOW_STEPS = 200
+MAX_WORKFLOW_STEPS = 10_000
+#: Steps a workflow's status lists per page (a workflow this small lists them all, as before).
+WORKFLOW_STEPS_PAGE = 200
+#: Jobs a workflow's build writes per pipeline (the first steps go last, so none runs early).
+WORKFLOW_WRITE_CHUNK = 500
 #: Most attempt records a job keeps (the latest ones).
 MAX_ATTEMPT_RECORDS = 25
 #: Seconds the alert webhook (ALERT_WEBHOOK_URL) may take.

@@ -100,6 +100,12 @@ def workflow(workflow_id: str) -> str:
     return _key("workflow", workflow_id)
 
 
+def workflow_summary(workflow_id: str) -> str:
+    """A workflow's steps counted by how they ended (a hash: ``total``, ``SUCCESS``, ``FAILURE``,
+    ``REVOKED``, and ``failed_step``: the first step that failed)."""
+    return _key("workflow", workflow_id, "summary")
+
+
 def job_counts() -> str:
     """Jobs by outcome, across every worker: a hash of ``<task>|<outcome>`` -> count."""
     return _key("metrics", "jobs")

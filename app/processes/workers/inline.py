@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import multiprocessing
 import signal
 import threading
 import time
+from collections import defaultdict
 from typing import Any
 
 from rq import SimpleWorker
@@ -23,8 +25,16 @@ from rq.worker import WorkerStatus
 
 from app.core import compat
 from app.core.limits import JobStopped, raise_in_thread
+from app.core.queues import task_spec
 from app.foundation import defaults, outages
+from app.ops import metrics
 from app.processes.workers.base import TasklaneWorkerMixin
+
+log = logging.getLogger("tasklane.worker")
+
+#: Most seconds (and successes) an inline, threads or pooled worker's counters wait before they are written.
+COUNTS_EVERY = 1.0
+COUNTS_MAX = 500
 
 
 class DeadlineBoard:
@@ -112,6 +122,9 @@ class JsonInlineWorker(TasklaneWorkerMixin, SimpleWorker):
         self._keeper: threading.Thread | None = None
         self._done = threading.Event()
         self._idle_pending = False
+        self._durations: dict[str, list[float]] = defaultdict(list)
+        self._pending = 0
+        self._counted_at = time.monotonic()
 
     # --- fewer round trips -------------------------------------------------------------------
 
@@ -146,11 +159,47 @@ class JsonInlineWorker(TasklaneWorkerMixin, SimpleWorker):
         self._idle_pending = False
         super().set_state(state, pipeline=pipeline)
 
+    # --- batched success counters (as the pooled mode's children: one write a second, not a job) ----
+
+    def _record_counts(self, job: Job, run_time: float, pipe: Any) -> None:
+        """Counters are batched: written at most every COUNTS_EVERY s, before an idle wait, and at exit."""
+        spec = task_spec(job)
+        self._durations[spec.name if spec else str(job.func_name)].append(run_time)
+        self._pending += 1
+
+    def _discard_counts(self, job: Job, run_time: float) -> None:
+        """Take back the count :meth:`_record_counts` kept for a success whose writes were not applied
+        (a job with dependents goes through RQ's path, which counts it itself)."""
+        spec = task_spec(job)
+        durations = self._durations.get(spec.name if spec else str(job.func_name))
+        if durations and run_time in durations:
+            durations.remove(run_time)
+            self._pending -= 1
+
+    def flush_counts(self) -> None:
+        """Write the batched success counters: the worker's (as RQ's) and the tasks' metrics."""
+        if not self._pending:
+            return
+        with self.connection.pipeline(transaction=False) as pipe:
+            pipe.hincrby(self.key, "successful_job_count", self._pending)
+            pipe.hincrbyfloat(self.key, "total_working_time", sum(sum(d) for d in self._durations.values()))
+            for task, seconds in self._durations.items():
+                metrics.record_jobs(pipe, task, "success", seconds)
+            self._ride_out(pipe.execute)
+        self._durations.clear()
+        self._pending = 0
+        self._counted_at = time.monotonic()
+
+    def _counts_due(self) -> bool:
+        return self._pending >= COUNTS_MAX or time.monotonic() - self._counted_at >= COUNTS_EVERY
+
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
-        """Take a waiting job at once if there is one; only before waiting (or leaving), record "idle"."""
+        """Take a waiting job at once if there is one; only before waiting (or leaving), write the
+        batched counters and record "idle": an idle worker's counts are exact."""
         result = super().dequeue_job_and_maintain_ttl(None, max_idle_time)
         if result is not None:
             return result
+        self.flush_counts()
         if self._idle_pending:
             self._idle_pending = False
             super().set_state(WorkerStatus.IDLE)
@@ -188,6 +237,17 @@ class JsonInlineWorker(TasklaneWorkerMixin, SimpleWorker):
             self._keeper = threading.Thread(target=self._keep_heartbeats, name="heartbeats", daemon=True)
             self._keeper.start()
         super().execute_job(job, queue)
+        if self._counts_due():
+            self.flush_counts()
+
+    def register_death(self) -> None:
+        """Write the last batched counters, then RQ's deregistration."""
+        try:
+            self.flush_counts()
+        except outages.REDIS_DOWN:
+            log.warning("Worker %s: Redis unreachable at exit; its last %d successes are not counted",
+                        self.name, self._pending)  # fmt: skip
+        super().register_death()
 
     def teardown(self) -> None:
         """Stop the heartbeat thread with the worker."""

@@ -19,8 +19,6 @@ from __future__ import annotations
 import logging
 import os
 import resource
-import time
-from collections import defaultdict
 from typing import Any
 
 from redis import Redis
@@ -31,16 +29,11 @@ from rq.worker import WorkerStatus
 
 from app.core import compat, leases, outcomes
 from app.core.leases import Lease
-from app.core.queues import TAKEN, UnreadableJob, load_move_first, move_first_on, moved, take_moved, task_spec
+from app.core.queues import TAKEN, UnreadableJob, load_move_first, move_first_on, moved, take_moved
 from app.foundation import outages
-from app.ops import metrics
 from app.processes.workers.inline import JsonInlineWorker
 
 log = logging.getLogger("tasklane.worker")
-
-#: Most seconds (and successes) a pooled worker's counters wait before they are written.
-COUNTS_EVERY = 1.0
-COUNTS_MAX = 500
 
 #: Exit status of a pooled child that left to be replaced (job count or memory cap).
 EX_RECYCLED = 98
@@ -68,9 +61,6 @@ class JsonPooledWorker(JsonInlineWorker):
         self.recycled: str | None = None
         #: The next job, dequeued (into its queue's intermediate list) with the last one's success.
         self._prefetched: tuple[str, str, dict[bytes, Any]] | None = None
-        self._durations: dict[str, list[float]] = defaultdict(list)
-        self._pending = 0
-        self._counted_at = time.monotonic()
 
     # --- fewer Redis commands per job --------------------------------------------------------------
 
@@ -87,38 +77,6 @@ class JsonPooledWorker(JsonInlineWorker):
         if compat.worker_state(self) != WorkerStatus.BUSY:
             self.set_state(WorkerStatus.BUSY, pipeline=pipe)
         job.prepare_for_execution(self.name, pipeline=pipe)
-
-    def _record_counts(self, job: Job, run_time: float, pipe: Any) -> None:
-        """Counters are batched: written at most every COUNTS_EVERY s, before an idle wait, and at exit."""
-        spec = task_spec(job)
-        self._durations[spec.name if spec else str(job.func_name)].append(run_time)
-        self._pending += 1
-
-    def _discard_counts(self, job: Job, run_time: float) -> None:
-        """Take back the count :meth:`_record_counts` kept for a success whose writes were not applied
-        (a job with dependents goes through RQ's path, which counts it itself)."""
-        spec = task_spec(job)
-        durations = self._durations.get(spec.name if spec else str(job.func_name))
-        if durations and run_time in durations:
-            durations.remove(run_time)
-            self._pending -= 1
-
-    def flush_counts(self) -> None:
-        """Write the batched success counters: the worker's (as RQ's) and the tasks' metrics."""
-        if not self._pending:
-            return
-        with self.connection.pipeline(transaction=False) as pipe:
-            pipe.hincrby(self.key, "successful_job_count", self._pending)
-            pipe.hincrbyfloat(self.key, "total_working_time", sum(sum(d) for d in self._durations.values()))
-            for task, seconds in self._durations.items():
-                metrics.record_jobs(pipe, task, "success", seconds)
-            self._ride_out(pipe.execute)
-        self._durations.clear()
-        self._pending = 0
-        self._counted_at = time.monotonic()
-
-    def _counts_due(self) -> bool:
-        return self._pending >= COUNTS_MAX or time.monotonic() - self._counted_at >= COUNTS_EVERY
 
     def _apply_success(self, job: Job, lease: Lease, writes: list[Any]) -> int:
         """The success's writes and the dequeue of the next job in one round trip (two scripts, pipelined).

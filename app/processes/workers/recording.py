@@ -19,7 +19,7 @@ from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.queue import Queue
 
-from app.core import compat, leases, outcomes
+from app.core import compat, leases, outcomes, steps
 from app.core.leases import Lease
 from app.core.limits import TimeLimitExceeded
 from app.core.outcomes import record_error, redact_arguments
@@ -218,6 +218,7 @@ class RecordingMixin(GraceMixin):
             compat.record_success(job, result_ttl, recorder, self.name, execution)
         job.cleanup(result_ttl, pipeline=recorder, remove_from_queue=False)
         self.cleanup_execution(job, pipeline=recorder, execution=execution)
+        steps.count_end(job, "SUCCESS", recorder)  # a workflow's step: counted with its success
         lease = Lease.of(job, execution)
         writes = _trimmed(leases.recorded(recorder), job, lease)
         outcome = self._bookkeeping(job, lambda: self._apply_success(job, lease, writes))
@@ -240,11 +241,24 @@ class RecordingMixin(GraceMixin):
     def _success_through_rq(self, job: Job, queue: Queue, started_job_registry: Any, execution: Any) -> None:
         if not self._renewed(job, execution):
             return
+        self._succeeding = job
         try:
             super().handle_job_success(job, queue, started_job_registry, execution)
         except outages.REDIS_DOWN:
             self._give_up(job)
+        finally:
+            self._succeeding = None
         self._after_outcome(lambda: outcomes.succeeded(job))
+
+    #: The job whose success RQ's own path is writing (see :meth:`increment_successful_job_count`).
+    _succeeding: Job | None = None
+
+    def increment_successful_job_count(self, pipeline: Any = None) -> None:
+        """RQ's count of the worker's successes; inside RQ's success transaction (WATCH/MULTI, repeated
+        on a WatchError), a workflow step's success is counted in its workflow's summary with it."""
+        super().increment_successful_job_count(pipeline=pipeline)
+        if self._succeeding is not None and pipeline is not None:
+            steps.count_end(self._succeeding, "SUCCESS", pipeline)
 
     def handle_job_failure(
         self,

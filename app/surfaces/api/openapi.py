@@ -47,6 +47,11 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+def _page_param(name: str, lowest: int, highest: int, default: int) -> dict[str, Any]:
+    schema = {"type": "integer", "minimum": lowest, "maximum": highest, "default": default}
+    return {"name": name, "in": "query", "required": False, "schema": schema}
+
+
 def _error(status: int, description: str | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {
         "description": description or _ERROR_DESCRIPTIONS.get(status, "Error"),
@@ -427,6 +432,18 @@ def _common_schemas() -> dict[str, Any]:
             "properties": {
                 "workflow_id": {"type": "string"},
                 "state": _ref("State"),
+                "counts": {
+                    "type": "object",
+                    "description": "the steps by how they ended, and those not ended",
+                    "properties": {
+                        k: {"type": "integer"} for k in ("SUCCESS", "FAILURE", "REVOKED", "unfinished")
+                    },
+                },
+                "steps": {"type": "array", "items": {"type": "object"}, "description": "a page of the steps"},
+                "next_cursor": {
+                    "type": ["string", "null"],
+                    "description": "the next page's cursor; null on the last",
+                },
                 "error": {
                     "type": ["object", "null"],
                     "description": "the first failed step's error (FAILURE), else null",
@@ -635,10 +652,15 @@ def _other_paths() -> dict[str, Any]:
             "get": {
                 "operationId": "get_workflow",
                 "tags": ["workflows"],
-                "summary": "The workflow's state, each step's state, the final result",
-                "parameters": [_job_id_param("workflow_id")],
+                "summary": "The workflow's state, its steps counted by state, a page of steps, its result",
+                "parameters": [
+                    _job_id_param("workflow_id"),
+                    _page_param("cursor", 0, 10_000, 0),
+                    _page_param("limit", 1, 200, 200),
+                ],
                 "responses": {
                     "200": _ok("The workflow", _ref("Workflow")),
+                    "400": _error(400, "A bad cursor or limit"),
                     "401": _error(401),
                     "404": _error(404, "No such workflow"),
                 },

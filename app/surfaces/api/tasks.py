@@ -143,11 +143,13 @@ def enqueue_task(name: str) -> tuple[Response, int, dict[str, str]]:
         )
     if args is None or options is None or errors:
         raise _invalid(spec, errors)
-    # Without the options added since (unset), the digest is the one earlier releases stored: a
-    # retry across an upgrade matches.
-    unstated = {name for name in _LATER_OPTIONS if getattr(options, name) is None}
-    stated = options.model_dump(mode="json", exclude=unstated or None)
-    idempotency = _idempotency(name, args.model_dump(mode="json"), stated)
+    idempotency = None
+    if "Idempotency-Key" in request.headers:  # the request's digest only when it is remembered
+        # Without the options added since (unset), the digest is the one earlier releases stored: a
+        # retry across an upgrade matches.
+        unstated = {name for name in _LATER_OPTIONS if getattr(options, name) is None}
+        stated = options.model_dump(mode="json", exclude=unstated or None)
+        idempotency = _idempotency(name, args.model_dump(mode="json"), stated)
     rt = runtime()
     try:
         job = enqueue(

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from flask import Response, jsonify, url_for
+from flask import Response, jsonify, request, url_for
 
 from app.core import workflows
 from app.core.sealing import EncryptionUnavailable
+from app.foundation import defaults
 from app.foundation.runtime import runtime
 from app.surfaces.api.blueprint import api
 from app.surfaces.api.bodies import parse_body
@@ -41,8 +42,22 @@ def create_workflow() -> tuple[Response, int, dict[str, str]]:
 
 @api.get("/workflows/<workflow_id>")
 def get_workflow(workflow_id: str) -> Response:
-    """The workflow's state, each step's state, and its result."""
-    found = workflows.status(workflow_id, runtime().redis)
+    """The workflow's state, its steps counted by state, its steps (paged: ``cursor``, ``limit``),
+    and its result."""
+    cursor = _whole_number("cursor", 0, 0, defaults.MAX_WORKFLOW_STEPS)
+    limit = _whole_number("limit", defaults.WORKFLOW_STEPS_PAGE, 1, defaults.WORKFLOW_STEPS_PAGE)
+    found = workflows.status(workflow_id, runtime().redis, cursor, limit)
     if found is None:
         raise APIError(404, "workflow_not_found", f"no workflow with id {workflow_id!r}")
     return jsonify(found)
+
+
+def _whole_number(name: str, default: int, lowest: int, highest: int) -> int:
+    """A query parameter that is a whole number from ``lowest`` to ``highest``; 400 otherwise."""
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or not lowest <= int(raw) <= highest:
+        message = f"{name} must be a whole number from {lowest} to {highest}"
+        raise APIError(400, f"bad_{name}", message, [{"field": name, "message": message}])
+    return int(raw)
