@@ -270,6 +270,9 @@ class TaskSpec:
     #: Seconds after its enqueue a job that has not started never runs (ends REVOKED, ``expired``);
     #: None: no expiry unless the call gives one.
     expires: int | None = None
+    #: The input field whose value names the job's sequence (jobs with the same value run one at a
+    #: time, in enqueue order); None: no sequence unless the call gives one.
+    sequence_key: str | None = None
     schedule: Schedule | None = None
     critical: bool = False
     #: Called as ``on_success(result, job_id, kwargs)`` after the job succeeded (Celery's Task.on_success).
@@ -323,6 +326,7 @@ class TaskSpec:
             "failure_ttl": self.failure_ttl,
             "revoked_ttl": self.revoked_ttl,
             "expires": self.expires,
+            "sequence_key": self.sequence_key,
             "schedule": self.schedule.describe() if self.schedule else None,
             "critical": self.critical,
             "encrypted": self.encrypted,
@@ -354,6 +358,13 @@ class TaskSpec:
             for k, v in changes.items()
             if k in ("time_limit", "soft_time_limit", "result_ttl", "failure_ttl", "revoked_ttl", "expires")
         }
+        if "sequence_key" in changes:
+            field_name = changes["sequence_key"]
+            if field_name is not None and field_name not in self.input_model.model_fields:
+                raise CatalogueError(
+                    f"TASK_OVERRIDES: task {self.name!r}: sequence_key {field_name!r} is not an input field"
+                )
+            spec_changes["sequence_key"] = field_name
         if "queue" in changes:
             spec_changes["queue"] = QueueName(changes["queue"])
         if "rate_limit" in changes:
@@ -488,6 +499,7 @@ def task(
     failure_ttl: int | None = None,
     revoked_ttl: int | None = None,
     expires: int | None = None,
+    sequence_key: str | None = None,
     schedule: Schedule | None = None,
     critical: bool = False,
     on_success: Callable[..., Any] | None = None,
@@ -507,7 +519,8 @@ def task(
     ``revoked_ttl`` (revoked or expired), in seconds; the outcome counters outlive them.
     ``sensitive=True`` stores every job's args and result encrypted (ENCRYPTION_KEYS required).
     ``expires`` (seconds): a job not started that long after its enqueue never runs (a call's
-    own ``expires`` wins).
+    own ``expires`` wins). ``sequence_key="user_id"``: jobs with the same value of that argument
+    run one at a time, in enqueue order (a call's own ``sequence`` wins).
     """
 
     def decorate(func: F) -> F:
@@ -523,6 +536,8 @@ def task(
                 raise ValueError(f"task {task_name!r}: {label} must be at least 1 second")
         if expires is not None and not 1 <= expires <= defaults.MAX_DELAY:
             raise ValueError(f"task {task_name!r}: expires must be from 1 s to 366 days")
+        if sequence_key is not None and sequence_key not in input.model_fields:
+            raise ValueError(f"task {task_name!r}: sequence_key must name an input field")
         if concurrency is not None and concurrency < 1:
             raise ValueError(f"task {task_name!r}: concurrency must be at least 1")
         if concurrency_key is not None and (concurrency is None or concurrency_key not in input.model_fields):
@@ -547,6 +562,7 @@ def task(
             failure_ttl=failure_ttl,
             revoked_ttl=revoked_ttl,
             expires=expires,
+            sequence_key=sequence_key,
             schedule=schedule,
             critical=critical,
             on_success=on_success,

@@ -54,6 +54,7 @@ OVERRIDE_FIELDS = (
     "failure_ttl",
     "revoked_ttl",
     "expires",
+    "sequence_key",
 )
 
 
@@ -610,6 +611,10 @@ def _override_value(name: str, task_name: str, field_name: str, value: Any) -> A
         return None if value is None else whole(60)
     if field_name == "expires":
         return None if value is None else whole(1, defaults.MAX_DELAY)
+    if field_name == "sequence_key":
+        if value is not None and not (isinstance(value, str) and value.isidentifier()):
+            raise bad("must name one of the task's input fields, or null")
+        return value
     if field_name in ("soft_time_limit", "result_ttl"):
         if value is None:
             return None

@@ -68,7 +68,9 @@ class BatchRequest(BaseModel):
     items: list[Any]
     queue: str | None = None
     encrypt: bool | None = None
-    options: dict[str, Any] = Field(default_factory=dict, description="expires, once for every item")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="expires, sequence (the items in order), once for every item"
+    )
 
 
 class BatchItem(BaseModel):
@@ -135,7 +137,9 @@ def enqueue_task(name: str) -> tuple[Response, int, dict[str, str]]:
     if args is None or options is None:
         raise _invalid(spec, errors)
     # Without "encrypt" the digest is the one earlier releases stored: a retry across an upgrade matches.
-    stated = options.model_dump(mode="json", exclude={"encrypt"} if options.encrypt is None else None)
+    # Likewise without "sequence": a request that gives none digests as before the option existed.
+    unstated = {name for name in ("encrypt", "sequence") if getattr(options, name) is None}
+    stated = options.model_dump(mode="json", exclude=unstated or None)
     idempotency = _idempotency(name, args.model_dump(mode="json"), stated)
     rt = runtime()
     try:
@@ -218,6 +222,7 @@ def enqueue_batch(name: str) -> tuple[Response, int]:
             queue=queue,
             encrypt=body.encrypt,
             expires_at=options.expires_at(spec),
+            sequence=options.sequence,
             **ttls,
         )
     except EncryptionUnavailable as exc:
