@@ -96,6 +96,7 @@ class Task:
         expires: float | datetime | None = None,
         encrypt: bool | None = None,
         session: Session | Connection | None = None,
+        sequence: str | None = None,
     ) -> AsyncResult | EagerResult:
         """Validate and enqueue; the options are those of ``POST /api/v1/tasks/<name>``.
 
@@ -104,6 +105,7 @@ class Task:
         ``session`` (a SQLAlchemy Connection or Session on DATABASE_URL) the enqueue is part of
         that transaction: the job exists only if it commits, and reaches Redis after the commit.
         ``encrypt=True`` stores the args and result encrypted (ENCRYPTION_KEYS; docs/OPERATIONS.md).
+        ``sequence="user-42"``: jobs with the same key run one at a time, in enqueue order.
         """
         model = self.validate(args or (), kwargs)
         if eta is not None and eta.tzinfo is None:
@@ -111,7 +113,8 @@ class Task:
         if isinstance(expires, datetime) and expires.tzinfo is None:
             expires = expires.replace(tzinfo=UTC)
         raw = {"countdown": countdown, "eta": eta, "queue": queue, "job_id": job_id or task_id,
-               "result_ttl": result_ttl, "encrypt": encrypt, "expires": expires}  # fmt: skip
+               "result_ttl": result_ttl, "encrypt": encrypt, "expires": expires,
+               "sequence": sequence}  # fmt: skip
         try:
             options = EnqueueOptions.model_validate({k: v for k, v in raw.items() if v is not None})
         except ValidationError as exc:

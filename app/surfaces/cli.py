@@ -120,6 +120,7 @@ def list_tasks() -> None:
     "--expires", help="Seconds, or an ISO 8601 time with a zone: not started by then, it never runs."
 )
 @click.option("--job-id", help="Choose the job's id.")
+@click.option("--sequence", help="A key: jobs with the same key run one at a time, in enqueue order.")
 @click.option("--encrypt", is_flag=True, default=None, help="Store the args and result encrypted.")
 @click.option("--wait", "wait_", is_flag=True, help="Wait for the job to end, with a progress bar.")
 @click.option("--timeout", type=float, default=None, help="With --wait: give up after this many seconds.")
@@ -130,6 +131,7 @@ def enqueue_task(
     countdown: float | None,
     expires: str | None,
     job_id: str | None,
+    sequence: str | None,
     encrypt: bool | None,
     wait_: bool,
     timeout: float | None,
@@ -149,6 +151,7 @@ def enqueue_task(
                     "job_id": job_id,
                     "expires": expires,
                     "encrypt": encrypt,
+                    "sequence": sequence,
                 }.items()
                 if v is not None
             }
