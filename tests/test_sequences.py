@@ -4,19 +4,25 @@ ends (success, final failure, revoke, expiry) hands on to the next; nothing gets
 from __future__ import annotations
 
 import json
+import os
+import signal
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
 from app.core.queues import JsonJob, JsonQueue
 from app.foundation import keys
+from app.processes import maintenance
 from app.processes.workers import JsonInlineWorker
 from tests.jobs import StepInput
-from tests.servers import enqueue, get_job
+from tests.servers import FINAL, Starter, enqueue, get_job, start_worker, wait_for, wait_state
 
 
 def _work(app: Flask, queue: str = "default") -> None:
@@ -214,3 +220,200 @@ def test_the_tasks_default_sequence_key_and_task_overrides(tmp_path: Path, redis
     for bad in ({"sequence_key": "nope"}, {"sequence_key": 3}):
         with pytest.raises(Exception, match="sequence_key"):
             create_app(make_env(tmp_path, redis_url, TASK_OVERRIDES=json.dumps({"sequence_step": bad})))
+
+
+# --- concurrency and real processes -------------------------------------------------------------
+
+
+def _enqueue_concurrently(
+    app: Flask, auth: dict[str, str], logs: dict[str, Path], per_enqueuer: int, seconds: float = 0.0
+) -> list[tuple[float, float, str, str]]:
+    """16 threads, each with its own client (its own Redis connections), enqueue ``per_enqueuer`` jobs
+    one after another, cycling over the keys of ``logs``; (sent, acknowledged, key, label) of each."""
+    done: list[tuple[float, float, str, str]] = []
+    lock = threading.Lock()
+    ready = threading.Barrier(16)
+    names = sorted(logs)
+
+    def enqueuer(n: int) -> None:
+        client = app.test_client()
+        ready.wait()
+        for i in range(per_enqueuer):
+            key = names[(n + i) % len(names)]
+            label = f"{key}-{n}-{i}"
+            sent = time.monotonic()
+            args = {"path": str(logs[key]), "label": label, "seconds": seconds}
+            enqueue(client, auth, "sequence_step", args, sequence=key)
+            acked = time.monotonic()
+            with lock:
+                done.append((sent, acked, key, label))
+
+    threads = [threading.Thread(target=enqueuer, args=(n,)) for n in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(done) == 16 * per_enqueuer
+    return done
+
+
+def assert_acknowledgement_order(
+    ran: list[str], enqueued: list[tuple[float, float, str, str]], key: str
+) -> None:
+    """A job whose enqueue was acknowledged before another's was sent ran before it (so each
+    enqueuer's jobs ran in its order), and every job of ``key`` ran exactly once."""
+    mine = [(sent, acked, label) for sent, acked, k, label in enqueued if k == key]
+    assert sorted(ran) == sorted(label for _, _, label in mine) and len(set(ran)) == len(ran)
+    place = {label: n for n, label in enumerate(ran)}
+    for _, acked_a, a in mine:
+        for sent_b, _, b in mine:
+            if acked_a < sent_b:
+                assert place[a] < place[b], f"{a} was acknowledged before {b} was sent, but ran after it"
+
+
+def test_sixteen_concurrent_enqueuers_the_list_is_the_acknowledgement_order(
+    app: Flask, auth: dict[str, str], tmp_path: Path
+) -> None:
+    """16 enqueuers of one key at once: the sequence's list is consistent with the acknowledgements,
+    only its head is on the queue, and a worker runs them in exactly the list's order."""
+    redis_ = app.extensions["tasklane"].redis
+    logs = {"k": tmp_path / "k.log"}
+    enqueued = _enqueue_concurrently(app, auth, logs, per_enqueuer=4)
+    listed = [i.decode() for i in redis_.lrange(keys.sequence("k"), 0, -1)]
+    labels = {
+        job.id: job.kwargs["label"]
+        for job in JsonJob.fetch_many(listed, connection=redis_)
+        if job is not None
+    }
+    in_list = [labels[i] for i in listed]
+    assert_acknowledgement_order(in_list, enqueued, "k")
+    assert JsonQueue("default", connection=redis_).get_job_ids() == listed[:1]
+    _work(app)
+    assert_one_at_a_time(logs["k"], in_list)
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(90)
+def test_two_worker_processes_run_each_sequence_in_order_one_at_a_time(
+    start: Starter, rconn: redis.Redis, app: Flask, client: FlaskClient, auth: dict[str, str], tmp_path: Path
+) -> None:
+    """A pooled and a fork worker process take jobs of two sequences while 16 enqueuers add to them:
+    each sequence runs in acknowledgement order, never two of its jobs at once; both processes
+    worked; nothing is left in Redis."""
+    start_worker(start, rconn, "default", "--mode", "pooled", "--concurrency", "1")
+    start_worker(start, rconn, "default", "--mode", "fork")
+    logs = {"a": tmp_path / "a.log", "b": tmp_path / "b.log"}
+    enqueued = _enqueue_concurrently(app, auth, logs, per_enqueuer=4, seconds=0.01)
+    wait_for(lambda: all(len(runs(p)) == 2 * 32 for p in logs.values()), 60, 0.1, "every job to run")
+    pids = set()
+    for key, log in logs.items():
+        events = runs(log)
+        ran = [label for e, label in events if e == "start"]
+        assert_one_at_a_time(log, ran)
+        assert_acknowledgement_order(ran, enqueued, key)
+        pids |= {line.split()[2] for line in log.read_text().splitlines()}
+    assert len(pids) >= 2, pids  # both worker processes took jobs
+    wait_for(lambda: not rconn.exists(keys.sequence("a"), keys.sequence("b")), 10, message="the lists to go")
+    assert rconn.zcard("rq:deferred:default") == 0 and not rconn.smembers(keys.sequences())
+
+
+def _sequence_of_four(client: FlaskClient, auth: dict[str, str], log: Path, slow: float) -> list[str]:
+    return [
+        _step(client, auth, log, label, seconds=slow if label == "s2" else 0.05)
+        for label in ("s1", "s2", "s3", "s4")
+    ]
+
+
+def _after_a_killed_s2(log: Path) -> None:
+    """s2 started, was killed (no end), started again and ended; the others one at a time around it."""
+    events = [(e, label) for e, label in runs(log)]
+    assert events == [("start", "s1"), ("end", "s1"), ("start", "s2"), ("start", "s2"), ("end", "s2"),
+                      ("start", "s3"), ("end", "s3"), ("start", "s4"), ("end", "s4")], events  # fmt: skip
+
+
+def _pid_running(log: Path, label: str) -> int:
+    """The pid of the process that started ``label`` (once it has)."""
+
+    def started() -> list[str]:
+        lines = log.read_text().splitlines() if log.exists() else []
+        return [line.split()[2] for line in lines if line.startswith(f"start {label} ")]
+
+    return int(wait_for(started, 20, 0.02, f"{label} to start")[0])
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("mode", ["pooled", pytest.param("fork", marks=pytest.mark.long)])
+def test_kill_9_of_the_process_running_a_sequence_job_the_sequence_goes_on(
+    start: Starter, rconn: redis.Redis, client: FlaskClient, auth: dict[str, str], tmp_path: Path, mode: str
+) -> None:
+    """The process running s2 (a pooled child, a fork-mode work horse) is killed with SIGKILL: its
+    worker rescues s2 (requeued without spending a retry), s2 runs again, then s3 and s4, in order,
+    one at a time."""
+    start_worker(start, rconn, "default", "--mode", mode, "--concurrency", "1")
+    log = tmp_path / "log"
+    ids = _sequence_of_four(client, auth, log, slow=1.0)
+    os.kill(_pid_running(log, "s2"), signal.SIGKILL)
+    assert wait_state(client, auth, ids[3], FINAL, timeout=30)["state"] == "SUCCESS"
+    _after_a_killed_s2(log)
+    s2 = get_job(client, auth, ids[1])
+    assert s2["state"] == "SUCCESS" and [a["type"] for a in s2["attempts"]] == ["WorkerLostError"]
+    assert not rconn.exists(keys.sequence("k"))
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_a_whole_worker_killed_the_lease_sweep_rescues_and_the_sequence_finishes(
+    start: Starter, rconn: redis.Redis, client: FlaskClient, auth: dict[str, str], tmp_path: Path
+) -> None:
+    """worker.py and its child killed with SIGKILL while s2 runs: nothing moves (s3 waits DEFERRED,
+    no other worker takes it) until the lease sweep finds s2's lease run out (the sweep is run here
+    with its clock past the lease, instead of waiting 20 s) and requeues it; a new worker then runs
+    s2, s3 and s4 in order."""
+    worker = start_worker(start, rconn, "default", "--mode", "pooled", "--concurrency", "1")
+    log = tmp_path / "log"
+    ids = _sequence_of_four(client, auth, log, slow=1.0)
+    running = _pid_running(log, "s2")
+    os.kill(worker.pid, signal.SIGKILL)
+    os.kill(running, signal.SIGKILL)
+    worker.wait(10)
+    assert [get_job(client, auth, i)["status"] for i in ids[1:]] == ["started", "deferred", "deferred"]
+    queue = JsonQueue("default", connection=rconn)
+    assert maintenance.rescue_abandoned(queue, timestamp=time.time() + 120) == 1
+    assert get_job(client, auth, ids[1])["status"] == "queued"
+    start_worker(start, rconn, "default", "--mode", "pooled", "--concurrency", "1")
+    assert wait_state(client, auth, ids[3], FINAL, timeout=30)["state"] == "SUCCESS"
+    _after_a_killed_s2(log)
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(90)
+def test_redis_killed_mid_sequence_and_restarted_from_its_aof_nothing_is_stuck(
+    start: Starter, auth: dict[str, str], tmp_path: Path
+) -> None:
+    """Redis (append-only file) killed with SIGKILL while a worker process runs s2, and started again
+    on its file: the worker rides the outage out, s2's end hands on, s3 and s4 run; in order, one at
+    a time; nothing of the sequence is left."""
+    from app import create_app
+    from tests.conftest import make_env
+    from tests.servers import RedisServer
+
+    server = RedisServer(tmp_path / "redis", appendonly=True).start()
+    try:
+        app = create_app(make_env(tmp_path, server.url))
+        client = app.test_client()
+        conn = server.client()
+        start_worker(start, conn, "default", "--mode", "pooled", "--concurrency", "1", REDIS_URL=server.url)
+        log = tmp_path / "log"
+        ids = _sequence_of_four(client, auth, log, slow=1.0)
+        _pid_running(log, "s2")
+        server.kill()
+        server.start()
+        assert wait_state(client, auth, ids[3], FINAL, timeout=45)["state"] == "SUCCESS"
+        ran = [label for e, label in runs(log) if e == "start"]
+        assert ran in (["s1", "s2", "s3", "s4"], ["s1", "s2", "s2", "s3", "s4"]), ran  # s2 again if requeued
+        assert [get_job(client, auth, i)["state"] for i in ids] == ["SUCCESS"] * 4
+        wait_for(lambda: not conn.exists(keys.sequence("k")), 10, message="the sequence's list to go")
+        assert conn.zcard("rq:deferred:default") == 0
+    finally:
+        server.stop()
