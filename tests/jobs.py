@@ -442,7 +442,9 @@ def sequence_step(path: str, label: str, seconds: float, fail: bool) -> str:
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, f"start {label} {os.getpid()} {time.time():.6f}\n".encode())
-        time.sleep(seconds)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:  # short sleeps: a revoke in an in-process mode lands between them
+            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
         if fail:
             os.write(fd, f"fail {label}\n".encode())
             raise ValueError(f"step {label} fails")

@@ -19,6 +19,7 @@ from flask.testing import FlaskClient
 
 from app.core.queues import JsonJob, JsonQueue
 from app.foundation import keys
+from app.foundation.clock import ManualClock
 from app.processes import maintenance
 from app.processes.workers import JsonInlineWorker
 from tests.jobs import StepInput
@@ -467,3 +468,117 @@ def test_what_a_sequence_costs_in_redis(app: Flask) -> None:
     assert "evalsha" not in plain_in and seq_in["evalsha"] == pytest.approx(1, abs=0.05)
     assert seq_run["evalsha"] - plain_run["evalsha"] == pytest.approx(1, abs=0.1)  # the hand-on
     assert total["seq_in"] + total["seq_run"] - total["plain_in"] - total["plain_run"] <= 16
+
+
+def test_the_sweep_moves_on_a_sequence_whose_hand_on_was_lost(
+    app: Flask, client: FlaskClient, auth: dict[str, str], tmp_path: Path
+) -> None:
+    """A head whose end was written without its hand-on (its process died in between, as here where
+    the end is written by hand), and a waiting job whose hash was deleted: the next sweep drops
+    both from the sequence and puts the next job on its queue; nothing else moves."""
+    redis_ = app.extensions["tasklane"].redis
+    log = tmp_path / "log"
+    ids = [_step(client, auth, log, f"j{n}") for n in range(4)]
+    redis_.hset(JsonJob.key_for(ids[0]), "status", "finished")  # ended, no hand-on
+    redis_.lrem("rq:queue:default", 0, ids[0])
+    redis_.delete(JsonJob.key_for(ids[1]))  # gone while it waited
+    maintenance.sweep(redis_)
+    assert JsonQueue("default", connection=redis_).get_job_ids() == [ids[2]]
+    assert [i.decode() for i in redis_.lrange(keys.sequence("k"), 0, -1)] == ids[2:]
+    assert get_job(client, auth, ids[3])["sequence"] == {"key": "k", "ahead": 1}
+    maintenance.sweep(redis_)  # again: nothing more (the head's turn has come, it is not run twice)
+    assert JsonQueue("default", connection=redis_).get_job_ids() == [ids[2]]
+    _work(app)
+    assert_one_at_a_time(log, ["j2", "j3"])
+
+
+def test_idempotent_and_unique_enqueues_join_once(
+    app: Flask, client: FlaskClient, auth: dict[str, str], tmp_path: Path
+) -> None:
+    """Through the checked (WATCH) path: a repeat with the same Idempotency-Key returns the job
+    without joining again; a caller's job_id too; a taken job_id is a 409 that joins nothing."""
+    redis_ = app.extensions["tasklane"].redis
+    body = {"args": {"path": str(tmp_path / "log"), "label": "once"}, "options": {"sequence": "k"}}
+    headers = {**auth, "Idempotency-Key": "order-7"}
+    first = client.post("/api/v1/tasks/sequence_step", json=body, headers=headers).get_json()["job_id"]
+    again = client.post("/api/v1/tasks/sequence_step", json=body, headers=headers).get_json()["job_id"]
+    chosen = {"args": body["args"], "options": {"sequence": "k", "job_id": "mine-1"}}
+    assert client.post("/api/v1/tasks/sequence_step", json=chosen, headers=auth).status_code == 202
+    assert client.post("/api/v1/tasks/sequence_step", json=chosen, headers=auth).status_code == 409
+    assert first == again
+    assert [i.decode() for i in redis_.lrange(keys.sequence("k"), 0, -1)] == [first, "mine-1"]
+
+
+def test_a_delayed_job_waits_for_its_turn_and_its_time(
+    app: Flask, client: FlaskClient, auth: dict[str, str], tmp_path: Path, manual_clock: ManualClock
+) -> None:
+    """With countdown: a head waits in the scheduled registry; a later job whose turn comes before its
+    time goes there too (scheduled_for its own time); one whose time has passed by its turn goes
+    straight onto its queue."""
+    log = tmp_path / "log"
+
+    def delayed(label: str, key: str, countdown: float) -> str:
+        args = {"path": str(log), "label": label}
+        return enqueue(client, auth, "sequence_step", args, sequence=key, countdown=countdown)
+
+    alone = delayed("a", "d", 60)
+    view = get_job(client, auth, alone)
+    assert (view["status"], view["sequence"]["ahead"]) == ("scheduled", 0) and view["scheduled_for"]
+    first = _step(client, auth, log, "b", key="k")
+    later = delayed("c", "k", 60)
+    head = _step(client, auth, log, "h", key="p")
+    soon = delayed("s", "p", 5)
+    assert [get_job(client, auth, j)["status"] for j in (later, soon)] == ["deferred", "deferred"]
+    manual_clock.advance(10)
+    _work(app)
+    assert [get_job(client, auth, j)["state"] for j in (first, head, soon)] == ["SUCCESS"] * 3
+    view = get_job(client, auth, later)
+    assert (view["state"], view["status"]) == ("PENDING", "scheduled")
+    due = datetime.fromisoformat(view["scheduled_for"].replace("Z", "+00:00"))
+    assert 45 < due.timestamp() - manual_clock.time() <= 51
+
+
+def test_rq_info_and_the_dashboard_see_waiting_jobs(
+    app: Flask, client: FlaskClient, auth: dict[str, str], tmp_path: Path
+) -> None:
+    """``rq info`` counts the head as queued (it shows no deferred count for any job); rq-dashboard
+    lists the others as deferred and opens their job page (no depends_on: its job page fails for
+    jobs that have one)."""
+    import base64
+    import re
+
+    from click.testing import CliRunner
+    from rq.cli import main as rq_main
+
+    from tests.conftest import DASHBOARD
+
+    ids = [_step(client, auth, tmp_path / "log", f"j{n}") for n in range(3)]
+    url = app.config.get("REDIS_URL") or app.extensions["tasklane"].settings.redis_url
+    shown = CliRunner().invoke(rq_main, ["info", "--url", url, "--only-queues", "default"])
+    assert shown.exit_code == 0 and re.search(r"default\s+\|\S* 1,", shown.output), shown.output
+
+    basic = {"Authorization": "Basic " + base64.b64encode(":".join(DASHBOARD).encode()).decode()}
+    listed = client.get("/rq/0/data/jobs/default/deferred/10/asc/1.json", headers=basic)
+    assert listed.status_code == 200, listed.data[:300]
+    assert {j["id"] for j in listed.get_json()["jobs"]} == set(ids[1:])
+    page = client.get(f"/rq/0/view/job/{ids[2]}", headers=basic)
+    assert page.status_code == 200
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("mode", ["pooled", pytest.param("fork", marks=pytest.mark.long)])
+def test_revoking_the_running_job_hands_on_at_once(
+    start: Starter, rconn: redis.Redis, client: FlaskClient, auth: dict[str, str], tmp_path: Path, mode: str
+) -> None:
+    """DELETE of the job a worker process is running: it is stopped (REVOKED) and the next job of its
+    sequence starts right after, not when the stopped one would have ended."""
+    start_worker(start, rconn, "default", "--mode", mode, "--concurrency", "1")
+    log = tmp_path / "log"
+    running = _step(client, auth, log, "long", seconds=20)
+    after = _step(client, auth, log, "next")
+    _pid_running(log, "long")
+    assert client.delete(f"/api/v1/jobs/{running}", headers=auth).status_code == 202
+    assert wait_state(client, auth, after, FINAL, timeout=15)["state"] == "SUCCESS"
+    assert get_job(client, auth, running)["state"] == "REVOKED"
+    assert [(e, label) for e, label in runs(log)] == [("start", "long"), ("start", "next"), ("end", "next")]
