@@ -94,7 +94,8 @@ class JsonJob(Job):
     def _handle_failure(self, exc_string: str, pipeline: Any, *args: Any, **kwargs: Any) -> None:
         """RQ's writes of a final failure; in RQ's transaction (a worker's failure, a failure without
         a lease), the job's sequence moves on with them (app/core/sequences.py). A lease-guarded
-        failure hands on in app/core/outcomes.py."""
+        failure hands on in app/core/outcomes.py. What this relies on in RQ is pinned by
+        tests/test_compat.py."""
         super()._handle_failure(exc_string, pipeline, *args, **kwargs)
         if getattr(pipeline, "transaction", False):
             sequences.settle_on(pipeline, self)

@@ -35,6 +35,7 @@ from rq.job import Job, JobStatus
 from rq.queue import Queue
 from rq.registry import DeferredJobRegistry, ScheduledJobRegistry
 
+from app.core import compat
 from app.foundation import clock, defaults, keys
 from app.foundation.lua import LuaScript
 from app.foundation.meta import Meta
@@ -143,7 +144,7 @@ def join_on(pipe: Any, job: Job, sequence: str, run_at: datetime | None) -> None
     when no job of the sequence is waiting or running, it goes on its queue (or, with ``run_at``
     in the future, into the scheduled registry) in the same step. Send with :func:`execute`."""
     job.meta[Meta.SEQUENCE] = sequence
-    job._status = JobStatus.DEFERRED
+    compat.set_job_status(job, JobStatus.DEFERRED)
     job.enqueued_at = clock.now()
     job.save(pipeline=pipe)
     if run_at is not None:
