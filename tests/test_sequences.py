@@ -582,3 +582,34 @@ def test_revoking_the_running_job_hands_on_at_once(
     assert wait_state(client, auth, after, FINAL, timeout=15)["state"] == "SUCCESS"
     assert get_job(client, auth, running)["state"] == "REVOKED"
     assert [(e, label) for e, label in runs(log)] == [("start", "long"), ("start", "next"), ("end", "next")]
+
+
+def test_a_transactional_enqueue_joins_when_its_row_is_pushed(
+    tmp_path: Path, redis_url: str, database_urls: Any
+) -> None:
+    """``apply_async(..., session=, sequence=)`` (SQLite): the outbox row keeps the sequence; the
+    commit's push joins it (after a job enqueued before the commit); a relay after finds nothing."""
+    from sqlalchemy.orm import Session
+
+    from app import create_app
+    from app.core import outbox
+    from app.tasks import sequence_step  # type: ignore[attr-defined]
+    from tests.conftest import make_env
+    from tests.databases import empty, fresh_engine
+
+    url = database_urls("sqlite")
+    empty(fresh_engine(url))
+    app = create_app(make_env(tmp_path, redis_url, DATABASE_URL=url))
+    redis_ = app.extensions["tasklane"].redis
+    engine = app.extensions["tasklane"].engine
+    log = str(tmp_path / "log")
+    with app.app_context():
+        with Session(engine) as session:
+            args = {"path": log, "label": "staged"}
+            staged = sequence_step.apply_async(kwargs=args, sequence="k", session=session)
+            before = sequence_step.apply_async(kwargs={"path": log, "label": "before"}, sequence="k")
+            session.commit()
+        assert outbox.relay(engine, redis_, app.extensions["tasklane"].settings) == 0
+    assert [i.decode() for i in redis_.lrange(keys.sequence("k"), 0, -1)] == [before.id, staged.id]
+    _work(app)
+    assert_one_at_a_time(tmp_path / "log", ["before", "staged"])
