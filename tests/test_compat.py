@@ -375,3 +375,12 @@ def test_a_final_failure_goes_through_job_handle_failure_in_a_transaction() -> N
     assert "job._handle_failure(" in source and "not retry" in source
     assert "job._handle_failure(exc_string, pipeline)" in inspect.getsource(record_job_failure)
     assert list(inspect.signature(Job._handle_failure).parameters)[:3] == ["self", "exc_string", "pipeline"]
+
+
+def test_rq_leaves_deferred_jobs_alone() -> None:
+    """A job waiting for its turn in a sequence is DEFERRED with no dependency: RQ's cleanup of the
+    deferred registry must stay a no-op (it does not fail or enqueue them)."""
+    from rq.registry import DeferredJobRegistry
+
+    body = inspect.getsource(DeferredJobRegistry.cleanup).split('"""')[-1]
+    assert body.strip() == "pass"
