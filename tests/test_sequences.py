@@ -17,9 +17,11 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
+from app.core import outcomes
 from app.core.queues import JsonJob, JsonQueue
 from app.foundation import keys
 from app.foundation.clock import ManualClock
+from app.foundation.meta import Meta
 from app.processes import maintenance
 from app.processes.workers import JsonInlineWorker
 from tests.jobs import StepInput
@@ -613,3 +615,31 @@ def test_a_transactional_enqueue_joins_when_its_row_is_pushed(
     assert [i.decode() for i in redis_.lrange(keys.sequence("k"), 0, -1)] == [before.id, staged.id]
     _work(app)
     assert_one_at_a_time(tmp_path / "log", ["before", "staged"])
+
+
+def test_every_hand_on_works_on_a_server_that_lost_its_scripts(
+    app: Flask, client: FlaskClient, auth: dict[str, str], tmp_path: Path
+) -> None:
+    """SCRIPT FLUSH (as after a Redis restart) before each step: the join, a revoke's hand-on, an
+    expiry's, a success's and a final failure's still go through (scripts loaded again)."""
+    redis_ = app.extensions["tasklane"].redis
+    log = tmp_path / "log"
+    redis_.script_flush()
+    ids = [_step(client, auth, log, label, fail=label == "f") for label in ("a", "r", "x", "f", "z")]
+    redis_.script_flush()
+    assert client.delete(f"/api/v1/jobs/{ids[1]}", headers=auth).status_code == 202
+    redis_.script_flush()
+    job = JsonJob.fetch(ids[2], connection=redis_)
+    job.meta[Meta.EXPIRES] = "2001-01-01T00:00:00Z"
+    job.save_meta()
+    assert outcomes.expire(job)
+    redis_.script_flush()
+    _work(app)  # a succeeds; f fails (its retry waits)
+    redis_.script_flush()
+    redis_.blpop(["tasklane:test-never-rung"], 0.3)
+    _enqueue_due(app)
+    _work(app)  # f fails for good; z runs
+    states = [get_job(client, auth, j)["state"] for j in ids]
+    assert states == ["SUCCESS", "REVOKED", "REVOKED", "FAILURE", "SUCCESS"]
+    assert [label for e, label in runs(log) if e == "start"] == ["a", "f", "f", "z"]
+    assert not redis_.exists(keys.sequence("k"))

@@ -418,13 +418,11 @@ def expire(job: Job, queue: JsonQueue | None = None) -> bool:
             with connection.pipeline() as pipe:
                 _EXPIRE.queue(pipe, keys=expire_keys, args=expire_args)
                 sequences.settle_on(pipe, job)
-                done, handed = pipe.execute(raise_on_error=False)
-            if not isinstance(done, NoScriptError):
+                answers = pipe.execute(raise_on_error=False)
+            if not isinstance(done := answers[0], NoScriptError):
                 break
             _EXPIRE.load(connection)  # nothing applied; the hand-on found it waiting
-        if isinstance(done, Exception):
-            raise done
-        sequences.settled(connection, job, handed)
+        sequences.settled(connection, job, answers)
     if not done:
         return False
     compat.set_job_status(job, JobStatus.CANCELED)
@@ -627,8 +625,7 @@ def _commit(connection: Redis, pipe: Any, lease: Lease | None, ending: Job | Non
     if lease is None:
         with pipe:
             if ending is not None and sequences.settle_on(pipe, ending):
-                *_, handed = pipe.execute(raise_on_error=False)
-                sequences.settled(connection, ending, handed)
+                sequences.settled(connection, ending, pipe.execute(raise_on_error=False))
             else:
                 pipe.execute()
         return True
@@ -650,13 +647,11 @@ def apply_ending(
     with connection.pipeline() as pipe:  # MULTI: the end and the hand-on, or neither
         leases.apply_on(pipe, lease, writes, unless_members_in)
         sequences.settle_on(pipe, job)
-        outcome, handed = pipe.execute(raise_on_error=False)
-    if isinstance(outcome, NoScriptError):  # nothing applied (the hand-on found the run going on)
+        answers = pipe.execute(raise_on_error=False)
+    if isinstance(outcome := answers[0], NoScriptError):  # nothing applied; the hand-on found the run on
         leases.load_apply(connection)
         return apply_ending(connection, job, lease, writes, unless_members_in)
-    if isinstance(outcome, Exception):
-        raise outcome
-    sequences.settled(connection, job, handed)
+    sequences.settled(connection, job, answers)
     return int(outcome)
 
 

@@ -85,8 +85,7 @@ class JsonJob(Job):
                 pipe.expire(self.key, ttl)
                 pipe.zadd(registry.key, {self.id: sec + usec / 1e6 + ttl}, xx=True)
                 if sequences.settle_on(pipe, self):  # its sequence moves on (the sweep's, should we die now)
-                    *_, handed = pipe.execute(raise_on_error=False)
-                    sequences.settled(self.connection, self, handed)
+                    sequences.settled(self.connection, self, pipe.execute(raise_on_error=False))
                 else:
                     pipe.execute()
         return moved
@@ -98,7 +97,7 @@ class JsonJob(Job):
         tests/test_compat.py."""
         super()._handle_failure(exc_string, pipeline, *args, **kwargs)
         if getattr(pipeline, "transaction", False):
-            sequences.settle_on(pipeline, self)
+            sequences.settle_on(pipeline, self, load_first=True)
 
     @classmethod
     def fetch_many(

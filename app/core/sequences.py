@@ -175,25 +175,34 @@ def execute_many(pipe: Any, connection: Redis, jobs: Sequence[Job]) -> None:
                 _JOIN(connection, keys=[keys.sequence(sequence)], args=[*_common_args(), job.id, job.origin])
 
 
-def settle_on(pipe: Any, job: Job) -> bool:
+def settle_on(pipe: Any, job: Job, load_first: bool = False) -> bool:
     """Queue the hand-on after ``job``'s end on ``pipe`` (a MULTI, after the end's writes): if the job
     has ended, it leaves its sequence and the next job goes on its queue. False (nothing queued)
-    for a job in no sequence. Harmless when the job did not end (a retry, a requeue)."""
+    for a job in no sequence. Harmless when the job did not end (a retry, a requeue).
+    ``load_first``: for a transaction whose answers are not ours to read (RQ's), the script is
+    loaded first (one round trip), so that it cannot fail there for want of it."""
     sequence = key_of(job)
     if sequence is None:
         return False
+    if load_first:
+        _SETTLE.load(job.connection)
     _SETTLE.queue(pipe, keys=[keys.sequence(sequence)], args=[*_common_args(), job.id])
     return True
 
 
-def settled(connection: Redis, job: Job, result: Any) -> None:
-    """Check :func:`settle_on`'s answer from a pipeline's results: a server without the script gets
-    it loaded and the hand-on is run now."""
-    if isinstance(result, NoScriptError):
+def settled(connection: Redis, job: Job, answers: Sequence[Any]) -> None:
+    """Check the answers of a pipeline sent with ``raise_on_error=False`` whose last command is
+    :func:`settle_on`'s: an error of the others is raised; a server without the script gets it
+    loaded and the hand-on is run now."""
+    *others, handed = answers
+    for answer in others:
+        if isinstance(answer, Exception):
+            raise answer
+    if isinstance(handed, NoScriptError):
         _SETTLE.load(connection)
         settle(connection, job)
-    elif isinstance(result, Exception):
-        raise result
+    elif isinstance(handed, Exception):
+        raise handed
 
 
 def settle(connection: Redis, job: Job) -> list[str]:
