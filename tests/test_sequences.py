@@ -565,6 +565,8 @@ def test_rq_info_and_the_dashboard_see_waiting_jobs(
     assert {j["id"] for j in listed.get_json()["jobs"]} == set(ids[1:])
     page = client.get(f"/rq/0/view/job/{ids[2]}", headers=basic)
     assert page.status_code == 200
+    console = client.get(f"/console/jobs/{ids[2]}", headers=basic)
+    assert console.status_code == 200 and ids[2] in console.get_data(as_text=True)
 
 
 @pytest.mark.integration
@@ -581,7 +583,7 @@ def test_revoking_the_running_job_hands_on_at_once(
     after = _step(client, auth, log, "next")
     _pid_running(log, "long")
     assert client.delete(f"/api/v1/jobs/{running}", headers=auth).status_code == 202
-    assert wait_state(client, auth, after, FINAL, timeout=15)["state"] == "SUCCESS"
+    assert wait_state(client, auth, after, FINAL, timeout=30)["state"] == "SUCCESS"
     assert get_job(client, auth, running)["state"] == "REVOKED"
     assert [(e, label) for e, label in runs(log)] == [("start", "long"), ("start", "next"), ("end", "next")]
 
