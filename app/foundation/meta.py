@@ -37,7 +37,7 @@ class Meta(StrEnum):
     SNOOZED = "snoozed"
     #: When a job deferred by its task's rate limit may start (ISO 8601, UTC).
     RATE_LIMITED_UNTIL = "rate_limited_until"
-    #: The Redis key of the sequence the job belongs to (``sequence``): one at a time, in order.
+    #: The key of the sequence the job belongs to (``sequence``): one at a time, in enqueue order.
     SEQUENCE = "sequence"
     #: The uniqueness lock the job holds while it waits or runs.
     UNIQUE_KEY = "unique_key"
