@@ -449,3 +449,29 @@ def snooze_first(path: str, times: int, seconds: float, returned: bool) -> int:
             return Snooze(seconds)  # type: ignore[return-value]
         raise Snooze(seconds)
     return count
+
+
+class StepInput(TaskInput):
+    path: str
+    label: str
+    seconds: float = Field(default=0.0, ge=0, le=30)
+    fail: bool = False
+
+
+@task(input=StepInput, time_limit=60, retry=RetryPolicy(max_retries=1, backoff_base=0.1, jitter=False))
+def sequence_step(path: str, label: str, seconds: float, fail: bool) -> str:
+    """Append ``start <label>`` and, ``seconds`` later, ``end <label>`` to a file (O_APPEND: one
+    write per line, whichever process); with ``fail``, raise after the start (retried once)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"start {label} {os.getpid()} {time.time():.6f}\n".encode())
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:  # short sleeps: a revoke in an in-process mode lands between them
+            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+        if fail:
+            os.write(fd, f"fail {label}\n".encode())
+            raise ValueError(f"step {label} fails")
+        os.write(fd, f"end {label} {os.getpid()} {time.time():.6f}\n".encode())
+    finally:
+        os.close(fd)
+    return label

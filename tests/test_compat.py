@@ -362,3 +362,25 @@ def test_utcparse_agrees_with_rq_on_fuzzed_strings() -> None:
 def test_utcparse_agrees_with_rq_on_300k_fuzzed_strings() -> None:
     """The full-size fuzz that found defect 5 (300,000 strings, about ten seconds)."""
     _assert_utcparse_agrees_with_rq(seed=1805, count=300_000)
+
+
+def test_a_final_failure_goes_through_job_handle_failure_in_a_transaction() -> None:
+    """JsonJob._handle_failure hands a sequence on in the failure's own MULTI: RQ's worker calls
+    ``job._handle_failure(exc_string, pipeline=pipeline, ...)`` inside ``handle_job_failure``'s
+    transaction for a final failure (not for a retry), and ``record_job_failure`` after the status."""
+    from rq.job_lifecycle import record_job_failure
+
+    source = inspect.getsource(BaseWorker.handle_job_failure)
+    assert "with self.connection.pipeline() as pipeline:" in source
+    assert "job._handle_failure(" in source and "not retry" in source
+    assert "job._handle_failure(exc_string, pipeline)" in inspect.getsource(record_job_failure)
+    assert list(inspect.signature(Job._handle_failure).parameters)[:3] == ["self", "exc_string", "pipeline"]
+
+
+def test_rq_leaves_deferred_jobs_alone() -> None:
+    """A job waiting for its turn in a sequence is DEFERRED with no dependency: RQ's cleanup of the
+    deferred registry must stay a no-op (it does not fail or enqueue them)."""
+    from rq.registry import DeferredJobRegistry
+
+    body = inspect.getsource(DeferredJobRegistry.cleanup).split('"""')[-1]
+    assert body.strip() == "pass"

@@ -99,6 +99,7 @@ class Task:
         debounce: Mapping[str, Any] | None = None,
         rate_key: str | None = None,
         session: Session | Connection | None = None,
+        sequence: str | None = None,
     ) -> AsyncResult | EagerResult:
         """Validate and enqueue; the options are those of ``POST /api/v1/tasks/<name>``.
 
@@ -111,6 +112,7 @@ class Task:
         the result's ``deduplicated`` is True when an earlier job was returned.
         ``rate_key``: the job starts in that key's own bucket of the task's rate limit (a task
         without one refuses it).
+        ``sequence="user-42"``: jobs with the same key run one at a time, in enqueue order.
         """
         model = self.validate(args or (), kwargs)
         if eta is not None and eta.tzinfo is None:
@@ -119,7 +121,8 @@ class Task:
             expires = expires.replace(tzinfo=UTC)
         raw = {"countdown": countdown, "eta": eta, "queue": queue, "job_id": job_id or task_id,
                "result_ttl": result_ttl, "encrypt": encrypt, "expires": expires,
-               "unique": unique, "debounce": debounce, "rate_key": rate_key}  # fmt: skip
+               "unique": unique, "debounce": debounce, "rate_key": rate_key,
+               "sequence": sequence}  # fmt: skip
         try:
             options = EnqueueOptions.model_validate({k: v for k, v in raw.items() if v is not None})
         except ValidationError as exc:

@@ -288,6 +288,9 @@ class TaskSpec:
     #: ``debounce={"delay": s, "key": ...}``: every call is debounced unless it sets its own start.
     debounce_delay: float | None = None
     debounce_key: str | None = None
+    #: The input field whose value names the job's sequence (jobs with the same value run one at a
+    #: time, in enqueue order); None: no sequence unless the call gives one.
+    sequence_key: str | None = None
     schedule: Schedule | None = None
     critical: bool = False
     #: Called as ``on_success(result, job_id, kwargs)`` after the job succeeded (Celery's Task.on_success).
@@ -345,6 +348,7 @@ class TaskSpec:
             "expires": self.expires,
             "unique_period": self.unique_period,
             "debounce": self.policy_value("debounce"),
+            "sequence_key": self.sequence_key,
             "schedule": self.schedule.describe() if self.schedule else None,
             "critical": self.critical,
             "encrypted": self.encrypted,
@@ -391,6 +395,13 @@ class TaskSpec:
                 "burst",
             )
         }
+        if "sequence_key" in changes:
+            field_name = changes["sequence_key"]
+            if field_name is not None and field_name not in self.input_model.model_fields:
+                raise CatalogueError(
+                    f"TASK_OVERRIDES: task {self.name!r}: sequence_key {field_name!r} is not an input field"
+                )
+            spec_changes["sequence_key"] = field_name
         if "queue" in changes:
             spec_changes["queue"] = QueueName(changes["queue"])
         if "rate_limit" in changes:
@@ -533,6 +544,7 @@ def task(
     revoked_ttl: int | None = None,
     expires: int | None = None,
     debounce: Mapping[str, Any] | None = None,
+    sequence_key: str | None = None,
     schedule: Schedule | None = None,
     critical: bool = False,
     on_success: Callable[..., Any] | None = None,
@@ -556,7 +568,8 @@ def task(
     that long; ``debounce={"delay": 5, "key": "..."}``: every call debounced (a call's own wins).
     ``rate_key="account_id"`` applies ``rate_limit`` per value of that argument (each its own
     bucket; a call's ``rate_key`` option wins); ``burst=N`` lets N starts of a bucket through at
-    once before the spacing applies.
+    once before the spacing applies. ``sequence_key="user_id"``: jobs with the same value of that argument
+    run one at a time, in enqueue order (a call's own ``sequence`` wins).
     """
 
     def decorate(func: F) -> F:
@@ -572,6 +585,8 @@ def task(
                 raise ValueError(f"task {task_name!r}: {label} must be at least 1 second")
         if expires is not None and not 1 <= expires <= defaults.MAX_DELAY:
             raise ValueError(f"task {task_name!r}: expires must be from 1 s to 366 days")
+        if sequence_key is not None and sequence_key not in input.model_fields:
+            raise ValueError(f"task {task_name!r}: sequence_key must name an input field")
         if concurrency is not None and concurrency < 1:
             raise ValueError(f"task {task_name!r}: concurrency must be at least 1")
         if concurrency_key is not None and (concurrency is None or concurrency_key not in input.model_fields):
@@ -612,6 +627,7 @@ def task(
             failure_ttl=failure_ttl,
             revoked_ttl=revoked_ttl,
             expires=expires,
+            sequence_key=sequence_key,
             schedule=schedule,
             critical=critical,
             on_success=on_success,

@@ -34,7 +34,7 @@ from rq.queue import Queue
 from rq.rate_limit import RateLimit as ConcurrencyLimit
 
 from app.catalogue.registry import MASK, QueueName, TaskSpec
-from app.core import compat, sealing
+from app.core import compat, sealing, sequences
 from app.core.queues import JsonJob, JsonQueue, get_queue
 from app.foundation import defaults, keys
 from app.foundation.crypto import KeyRing
@@ -191,6 +191,30 @@ def _rate_key(
     return value if len(value) <= defaults.MAX_RATE_KEY else hashlib.sha256(value.encode()).hexdigest()
 
 
+#: ``sequence``: a key; jobs with the same key run one at a time, in enqueue order.
+SequenceKey = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
+_SEQUENCE_DOC = (
+    "a key (1-200 printable characters): jobs with the same key run one at a time, in enqueue order, "
+    "on any worker; one that ends (success, final failure, revoke, expiry) hands on to the next; "
+    "default: the task's sequence_key argument"
+)
+
+
+def sequence_for(
+    spec: TaskSpec, kwargs: Mapping[str, Any], given: str | None, ring: KeyRing | None
+) -> str | None:
+    """The sequence of a job: the call's ``sequence``, else the task's ``sequence_key`` (the value of
+    that argument, under the task's name; a keyed digest of it for an encrypted job), else None."""
+    if given is not None:
+        return given
+    if spec.sequence_key is None or kwargs.get(spec.sequence_key) is None:
+        return None
+    value = str(kwargs[spec.sequence_key])
+    if ring is not None:
+        value = ring.fingerprint(value)[:32]  # a key name is never encrypted: no argument in it
+    return f"{spec.name}:{value}"
+
+
 class BatchOptions(BaseModel):
     """Options of ``POST /api/v1/tasks/<name>/batch``, once for all its items."""
 
@@ -227,6 +251,7 @@ class BatchOptions(BaseModel):
         return _expires_at(self.expires, spec)
 
     rate_key: RateKey | None = Field(default=None, description=_RATE_KEY_HELP)
+    sequence: SequenceKey | None = Field(default=None, description=_SEQUENCE_DOC)
 
 
 class EnqueueOptions(BaseModel):
@@ -276,6 +301,8 @@ class EnqueueOptions(BaseModel):
     def expires_at(self, spec: TaskSpec) -> datetime | None:
         """When the job expires (this call's ``expires``, else the task's), or None."""
         return _expires_at(self.expires, spec)
+
+    sequence: SequenceKey | None = Field(default=None, description=_SEQUENCE_DOC)
 
     @model_validator(mode="after")
     def _one_delay(self) -> EnqueueOptions:
@@ -379,6 +406,11 @@ def enqueue(
         if ring is not None and value is not None:
             value = ring.fingerprint(value)[:32]  # a key name is never encrypted: no argument in it
         concurrency = ConcurrencyLimit(key=keys.concurrency(spec.name, value), concurrency=spec.concurrency)
+    # A sequence (not for a workflow's steps: they wait on their dependencies) runs one at a time
+    # by itself: the task's concurrency cap does not hold its jobs back (see docs/FLOW_CONTROL.md).
+    sequence = None if depends_on or debounce else sequence_for(spec, kwargs, options.sequence, ring)
+    if sequence is not None:
+        job_meta[Meta.SEQUENCE], concurrency = sequence, None
     run_at = seconds_from_now(debounce.delay) if debounce else options.run_at()
     job = queue.create_job(
         spec.path,
@@ -398,11 +430,17 @@ def enqueue(
         return _debounced(spec, queue, job, debounce, run_at, ring, expires_at, idempotency)
     scheduled = run_at is not None and run_at > utcnow()
     watched = [k for k in (idempotency.redis_key if idempotency else None, unique_key) if k]
-    if watched and options.job_id:
+    if options.job_id and (watched or sequence is not None):
         watched.append(job.key)
-    if pipeline is not None and not watched and concurrency is None and not scheduled:
+    if pipeline is not None and not watched and concurrency is None and not scheduled and sequence is None:
         stage(queue, job, pipeline)
         _index_expiry(pipeline, job.id, expires_at)
+        return job
+    if not watched and sequence is not None:
+        with connection.pipeline() as pipe:
+            sequences.join_on(pipe, job, sequence, run_at if scheduled else None)
+            _index_expiry(pipe, job.id, expires_at)
+            sequences.execute(pipe, connection, job, sequence)
         return job
     if not watched:
         if options.job_id is None and not depends_on and concurrency is None:
@@ -449,6 +487,11 @@ def enqueue(
                     _index_expiry(pipe, job.id, expires_at)
                     pipe.execute()
                     return _put(queue, job, None, unique=False)
+                if sequence is not None:
+                    sequences.join_on(pipe, job, sequence, run_at if scheduled else None)
+                    _index_expiry(pipe, job.id, expires_at)
+                    sequences.execute(pipe, connection, job, sequence)
+                    return job
                 _put(queue, job, run_at if scheduled else None, unique=False, pipeline=pipe)
                 _index_expiry(pipe, job.id, expires_at)
                 pipe.execute()
@@ -609,11 +652,13 @@ def enqueue_many(
     encrypt: bool | None = None,
     expires_at: datetime | None = None,
     rate_key: str | None = None,
+    sequence: str | None = None,
 ) -> list[Job]:
     """Enqueue one job per argument set, all in one round trip to Redis.
 
     For plain tasks only: unique, concurrency-capped or dependent jobs need the checks of
-    :func:`enqueue`, one job at a time.
+    :func:`enqueue`, one job at a time. With ``sequence`` (or the task's ``sequence_key``) the
+    items join their sequences in the order given, in the same round trip.
     """
     if spec.unique or spec.concurrency:
         raise ValueError(f"task {spec.name!r} is unique or concurrency-capped: enqueue its jobs one by one")
@@ -630,7 +675,8 @@ def enqueue_many(
     if (problem := rate_key_refused(spec, rate_key)) is not None:
         raise RateKeyRefused(problem)
     jobs = []
-    for kwargs in (a.model_dump(mode="json") if isinstance(a, BaseModel) else dict(a) for a in many_args):
+    all_kwargs = [a.model_dump(mode="json") if isinstance(a, BaseModel) else dict(a) for a in many_args]
+    for kwargs in all_kwargs:
         job_id = str(uuid.uuid4())
         job_meta = dict(meta)
         if (bucket := _rate_key(spec, rate_key, kwargs, ring)) is not None:
@@ -648,6 +694,17 @@ def enqueue_many(
                 job_id=job_id,
             )
         )
+    in_sequences = [sequence_for(spec, kwargs, sequence, ring) for kwargs in all_kwargs]
+    if any(s is not None for s in in_sequences):
+        with connection.pipeline() as pipe:
+            for job, in_sequence in zip(jobs, in_sequences, strict=True):
+                if in_sequence is None:
+                    target.enqueue_job(job, pipeline=pipe)
+                else:
+                    sequences.join_on(pipe, job, in_sequence, None)
+                _index_expiry(pipe, job.id, expires_at)
+            sequences.execute_many(pipe, connection, jobs)
+        return jobs
     with connection.pipeline() as pipe:
         for job in jobs:
             target.enqueue_job(job, pipeline=pipe)

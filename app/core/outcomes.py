@@ -41,7 +41,7 @@ import requests
 from flask import has_app_context
 from pydantic_core import to_jsonable_python
 from redis import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation
 from rq.job import Job, JobStatus
@@ -50,7 +50,7 @@ from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
 from app.catalogue.registry import RetryTask, TaskSpec
-from app.core import compat, leases, sealing, steps
+from app.core import compat, leases, sealing, sequences, steps
 from app.core.leases import Lease
 from app.core.queues import JsonJob, JsonQueue, task_spec
 from app.core.sealing import hook_kwargs
@@ -412,12 +412,23 @@ def expire(job: Job, queue: JsonQueue | None = None) -> bool:
     ttl = job.revoked_ttl() if isinstance(job, JsonJob) else defaults.FAILED_JOB_TTL
     sec, usec = connection.time()
     job.ended_at = utcnow()
-    done = _EXPIRE(
-        connection,
-        keys=[job.key, queue.key, queue.intermediate_queue_key, queue.scheduled_job_registry.key,
-              queue.deferred_job_registry.key, queue.canceled_job_registry.key, keys.expiries()],
-        args=[job.id, iso(job.ended_at) or "", compat.serialized_meta(job), sec + usec / 1e6 + ttl, ttl],
-    )  # fmt: skip
+    expire_keys = [
+        *(job.key, queue.key, queue.intermediate_queue_key, queue.scheduled_job_registry.key),
+        *(queue.deferred_job_registry.key, queue.canceled_job_registry.key, keys.expiries()),
+    ]
+    expire_args = [job.id, iso(job.ended_at) or "", compat.serialized_meta(job), sec + usec / 1e6 + ttl, ttl]
+    if sequences.key_of(job) is None:
+        done = _EXPIRE(connection, keys=expire_keys, args=expire_args)
+    else:  # the end and the hand-on of its sequence in one MULTI
+        while True:
+            with connection.pipeline() as pipe:
+                _EXPIRE.queue(pipe, keys=expire_keys, args=expire_args)
+                sequences.settle_on(pipe, job)
+                answers = pipe.execute(raise_on_error=False)
+            if not isinstance(done := answers[0], NoScriptError):
+                break
+            _EXPIRE.load(connection)  # nothing applied; the hand-on found it waiting
+        sequences.settled(connection, job, answers)
     if not done:
         return False
     compat.set_job_status(job, JobStatus.CANCELED)
@@ -573,7 +584,7 @@ def fail_now(
         pipe.hset(job.key, "meta", compat.serialized_meta(job))
     pipe.lrem(queue.intermediate_queue_key, 0, job.id)
     compat.record_failure(job, exc_string, pipe)
-    if not _commit(job.connection, pipe, lease):
+    if not _commit(job.connection, pipe, lease, ending=job):
         log.info("run already settled elsewhere; not failed", extra=_context(job))
         return False
     queue.enqueue_dependents(job)
@@ -601,7 +612,7 @@ def stopped_run(
     ttl = job.revoked_ttl() if isinstance(job, JsonJob) else int(job.failure_ttl or defaults.FAILED_JOB_TTL)
     compat.record_stop(job, exc_string, pipe, worker, ttl)
     pipe.lrem(queue.intermediate_queue_key, 0, job.id)
-    if not _commit(job.connection, pipe, lease):
+    if not _commit(job.connection, pipe, lease, ending=job):
         log.info("run already settled elsewhere; not recorded as stopped", extra=_context(job))
         return False
     log.info("stopped on a revoke", extra=_context(job))
@@ -614,12 +625,48 @@ def _writes(connection: Redis, lease: Lease | None) -> Any:
     return connection.pipeline() if lease is None else leases.recorder(connection)
 
 
-def _commit(connection: Redis, pipe: Any, lease: Lease | None) -> bool:
+def _commit(connection: Redis, pipe: Any, lease: Lease | None, ending: Job | None = None) -> bool:
+    """Apply an outcome's writes (``pipe``); with ``ending``, the job they end hands its sequence on
+    in the same transaction (see :func:`apply_ending`)."""
     if lease is None:
         with pipe:
-            pipe.execute()
+            if ending is not None and sequences.settle_on(pipe, ending):
+                sequences.settled(connection, ending, pipe.execute(raise_on_error=False))
+            else:
+                pipe.execute()
         return True
-    return leases.apply(connection, lease, leases.recorded(pipe)) == leases.APPLIED
+    writes = leases.recorded(pipe)
+    if ending is not None:
+        return apply_ending(connection, ending, lease, writes) == leases.APPLIED
+    return leases.apply(connection, lease, writes) == leases.APPLIED
+
+
+def apply_ending(
+    connection: Redis, job: Job, lease: Lease, writes: list[Any], unless_members_in: str | None = None
+) -> int:
+    """:func:`leases.apply` of the writes that end ``job``'s run; for a job in a sequence, in one
+    MULTI with the hand-on (app/core/sequences.py), which pushes the next job of the sequence onto
+    its queue only if the writes did end the job. The one step where a sequence moves on after a
+    run: a worker's success, a final failure or stop recorded here, a poison job."""
+    if sequences.key_of(job) is None:
+        return leases.apply(connection, lease, writes, unless_members_in)
+    with connection.pipeline() as pipe:  # MULTI: the end and the hand-on, or neither
+        leases.apply_on(pipe, lease, writes, unless_members_in)
+        sequences.settle_on(pipe, job)
+        answers = pipe.execute(raise_on_error=False)
+    if isinstance(outcome := answers[0], NoScriptError):  # nothing applied; the hand-on found the run on
+        leases.load_apply(connection)
+        return apply_ending(connection, job, lease, writes, unless_members_in)
+    sequences.settled(connection, job, answers)
+    return int(outcome)
+
+
+def hand_on(job: Job) -> None:
+    """After ``job`` ended by a path whose writes are RQ's own (a revoke's cancel, RQ's success path):
+    its sequence moves on, as a step of its own (the sweep settles it should this process die
+    before). Nothing for a job in no sequence."""
+    if sequences.key_of(job) is not None:
+        sequences.settle(job.connection, job)
 
 
 def fail_stuck(connection: Redis, job_id: str, error: tuple[str, str] | None = None) -> None:

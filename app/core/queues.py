@@ -19,7 +19,7 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from app.catalogue.registry import REGISTRY, QueueName, TaskSpec
-from app.core import compat
+from app.core import compat, sequences
 from app.foundation import defaults, keys, outages
 from app.foundation.lua import LuaScript
 
@@ -84,8 +84,20 @@ class JsonJob(Job):
             with self.connection.pipeline() as pipe:  # MULTI: the sweep never sees one without the other
                 pipe.expire(self.key, ttl)
                 pipe.zadd(registry.key, {self.id: sec + usec / 1e6 + ttl}, xx=True)
-                pipe.execute()
+                if sequences.settle_on(pipe, self):  # its sequence moves on (the sweep's, should we die now)
+                    sequences.settled(self.connection, self, pipe.execute(raise_on_error=False))
+                else:
+                    pipe.execute()
         return moved
+
+    def _handle_failure(self, exc_string: str, pipeline: Any, *args: Any, **kwargs: Any) -> None:
+        """RQ's writes of a final failure; in RQ's transaction (a worker's failure, a failure without
+        a lease), the job's sequence moves on with them (app/core/sequences.py). A lease-guarded
+        failure hands on in app/core/outcomes.py. What this relies on in RQ is pinned by
+        tests/test_compat.py."""
+        super()._handle_failure(exc_string, pipeline, *args, **kwargs)
+        if getattr(pipeline, "transaction", False):
+            sequences.settle_on(pipeline, self, load_first=True)
 
     @classmethod
     def fetch_many(

@@ -11,7 +11,7 @@ from rq.job import Job, JobStatus
 from rq.registry import ScheduledJobRegistry
 
 from app.catalogue.registry import MASK, REGISTRY
-from app.core import sealing
+from app.core import sealing, sequences
 from app.foundation.meta import Meta
 from app.foundation.timeutil import iso
 
@@ -87,6 +87,16 @@ def scheduled_for(job: Job, status: Any) -> str | None:
     return iso(datetime.fromtimestamp(score, UTC)) if score else None
 
 
+def sequence_view(job: Job, status: Any) -> dict[str, Any] | None:
+    """``{"key", "ahead"}`` for a job in a sequence (``ahead``: jobs before it, 0 when its turn has
+    come; null once it has ended), or None."""
+    key = sequences.key_of(job)
+    if key is None:
+        return None
+    ended = status in (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)
+    return {"key": key, "ahead": None if ended else sequences.ahead(job.connection, job)}
+
+
 def describe(job: Job) -> dict[str, Any]:
     """The job as ``GET /api/v1/jobs/<id>`` returns it."""
     status = job.get_status(refresh=False)
@@ -125,6 +135,8 @@ def describe(job: Job) -> dict[str, Any]:
         "scheduled_for": scheduled_for(job, status),
         # How many times the task snoozed (``raise Snooze(seconds)``): no retry spent, no failure.
         "snoozed": int(job.meta.get(Meta.SNOOZED) or 0),
+        # The job's sequence (the ``sequence`` option) and how many of its jobs are before it.
+        "sequence": sequence_view(job, status),
         "enqueued_at": iso(job.enqueued_at),
         "started_at": iso(job.started_at),
         "ended_at": iso(job.ended_at),

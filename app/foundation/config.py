@@ -58,6 +58,7 @@ OVERRIDE_FIELDS = (
     "unique",
     "debounce",
     "burst",
+    "sequence_key",
 )
 
 
@@ -633,6 +634,10 @@ def _override_value(name: str, task_name: str, field_name: str, value: Any) -> A
         raise bad('must be null or {"delay": seconds from 1 to 366 days, "key": "..." (optional)}')
     if field_name == "burst":
         return None if value is None else whole(1, defaults.MAX_BURST)
+    if field_name == "sequence_key":
+        if value is not None and not (isinstance(value, str) and value.isidentifier()):
+            raise bad("must name one of the task's input fields, or null")
+        return value
     if field_name in ("soft_time_limit", "result_ttl"):
         if value is None:
             return None

@@ -95,6 +95,16 @@ def expiries() -> str:
     return _key("expiries")
 
 
+def sequence(key: str) -> str:
+    """A sequence's job ids in enqueue order (``sequence`` option): its head's turn, the rest wait."""
+    return _key("sequence", key)
+
+
+def sequences() -> str:
+    """The set of sequence keys (:func:`sequence`) that hold jobs: what the sweep settles."""
+    return _key("sequences")
+
+
 def workflow(workflow_id: str) -> str:
     """A workflow's structure and job ids (a JSON string)."""
     return _key("workflow", workflow_id)

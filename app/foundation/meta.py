@@ -39,6 +39,8 @@ class Meta(StrEnum):
     RATE_LIMITED_UNTIL = "rate_limited_until"
     #: The key whose own bucket of the task's rate limit the job starts in (``rate_key``).
     RATE_KEY = "rate_key"
+    #: The key of the sequence the job belongs to (``sequence``): one at a time, in enqueue order.
+    SEQUENCE = "sequence"
     #: The uniqueness lock the job holds while it waits or runs.
     UNIQUE_KEY = "unique_key"
     #: What the task last reported: ``{"current", "total", "percent", "stage"?, "message"?}``.

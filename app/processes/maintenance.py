@@ -30,7 +30,7 @@ from rq.registry import (
 )
 from rq.worker_registration import clean_worker_registry
 
-from app.core import outcomes
+from app.core import outcomes, sequences
 from app.core.leases import Lease
 from app.core.queues import JsonJob, JsonQueue, all_queues
 from app.foundation import clock, defaults, keys, outages
@@ -197,11 +197,12 @@ def sweep_queue(queue: JsonQueue, judge_leases: bool | None = None) -> None:
 
 def sweep(redis: Redis) -> None:
     """Registry maintenance for every queue: abandoned jobs, expired entries, stuck dequeues; then
-    the jobs still waiting past their ``expires``."""
+    the jobs still waiting past their ``expires``, and the sequences whose head has ended."""
     judge_leases = leases_judgeable(redis)
     for queue in all_queues(redis):
         sweep_queue(queue, judge_leases)
     outcomes.expire_due(redis)
+    sequences.settle_all(redis)  # a hand-on lost with a process that died between a job's end and it
 
 
 def _text(value: bytes | str) -> str:

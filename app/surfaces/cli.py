@@ -130,6 +130,7 @@ def list_tasks() -> None:
 )
 @click.option("--job-id", help="Choose the job's id.")
 @click.option("--rate-key", help="Start in this key's own bucket of the task's rate limit.")
+@click.option("--sequence", help="A key: jobs with the same key run one at a time, in enqueue order.")
 @click.option("--encrypt", is_flag=True, default=None, help="Store the args and result encrypted.")
 @click.option("--unique-period", type=float, help="Seconds: while a job of the same key lives, return it.")
 @click.option("--unique-key", help="With --unique-period: the key (default: the task and its args).")
@@ -145,6 +146,7 @@ def enqueue_task(
     expires: str | None,
     job_id: str | None,
     rate_key: str | None,
+    sequence: str | None,
     encrypt: bool | None,
     unique_period: float | None,
     unique_key: str | None,
@@ -174,6 +176,7 @@ def enqueue_task(
                     "unique": None if unique_period is None else {"period": unique_period, "key": unique_key},
                     "debounce": None if debounce is None else {"delay": debounce, "key": debounce_key},
                     "rate_key": rate_key,
+                    "sequence": sequence,
                 }.items()
                 if v is not None
             }

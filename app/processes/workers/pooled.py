@@ -27,7 +27,7 @@ from rq.job import Job
 from rq.queue import Queue
 from rq.worker import WorkerStatus
 
-from app.core import compat, leases, outcomes
+from app.core import compat, leases, outcomes, sequences
 from app.core.leases import Lease
 from app.core.queues import TAKEN, UnreadableJob, load_move_first, move_first_on, moved, take_moved
 from app.foundation import outages
@@ -86,7 +86,8 @@ class JsonPooledWorker(JsonInlineWorker):
         job is taken when this worker is about to leave (stop request, recycling).
         """
         leaving = self._stop_asked() or (self.max_jobs and self.jobs_run + 1 >= self.max_jobs)
-        if leaving or self._prefetched is not None:
+        if leaving or self._prefetched is not None or sequences.key_of(job) is not None:
+            # A job in a sequence hands on in the same MULTI as its success (outcomes.apply_ending).
             return super()._apply_success(job, lease, writes)
         with self.connection.pipeline(transaction=False) as pipe:
             leases.apply_on(pipe, lease, writes, unless_members_in=job.dependents_key)

@@ -235,8 +235,10 @@ class RecordingMixin(GraceMixin):
         self._after_outcome(lambda: outcomes.succeeded(job, counted=True))
 
     def _apply_success(self, job: Job, lease: Lease, writes: list[Any]) -> int:
-        """One round trip: the success's writes with the end of its lease (see leases.apply)."""
-        return leases.apply(self.connection, lease, writes, unless_members_in=job.dependents_key)
+        """One round trip: the success's writes with the end of its lease (see leases.apply), and for a
+        job in a sequence the hand-on to the next (outcomes.apply_ending)."""
+        dependents = job.dependents_key
+        return outcomes.apply_ending(self.connection, job, lease, writes, unless_members_in=dependents)
 
     def _success_through_rq(self, job: Job, queue: Queue, started_job_registry: Any, execution: Any) -> None:
         if not self._renewed(job, execution):
@@ -248,6 +250,7 @@ class RecordingMixin(GraceMixin):
             self._give_up(job)
         finally:
             self._succeeding = None
+        self._after_outcome(lambda: outcomes.hand_on(job))
         self._after_outcome(lambda: outcomes.succeeded(job))
 
     #: The job whose success RQ's own path is writing (see :meth:`increment_successful_job_count`).

@@ -303,6 +303,12 @@ def _common_schemas() -> dict[str, Any]:
                     "minimum": 0,
                     "description": "times the task snoozed (raise Snooze(seconds)): no retry spent",
                 },
+                "sequence": {
+                    "type": ["object", "null"],
+                    "description": "the job's sequence (option sequence): its key and how many of its "
+                    "jobs are before this one (0: its turn; null once it ended)",
+                    "properties": {"key": {"type": "string"}, "ahead": {"type": ["integer", "null"]}},
+                },
                 "enqueued_at": nullable_time,
                 "started_at": nullable_time,
                 "ended_at": nullable_time,

@@ -72,7 +72,8 @@ class BatchRequest(BaseModel):
     queue: str | None = None
     encrypt: bool | None = None
     options: dict[str, Any] = Field(
-        default_factory=dict, description="expires, rate_key, once for every item"
+        default_factory=dict,
+        description="expires, rate_key, unique, sequence (the items in order), once for every item",
     )
 
 
@@ -249,6 +250,7 @@ def enqueue_batch(name: str) -> tuple[Response, int]:
             encrypt=body.encrypt,
             expires_at=options.expires_at(spec),
             rate_key=options.rate_key,
+            sequence=options.sequence,
             **ttls,
         )
     except EncryptionUnavailable as exc:
@@ -258,7 +260,7 @@ def enqueue_batch(name: str) -> tuple[Response, int]:
 
 
 #: Enqueue options added after Idempotency-Key digests were first stored: left out of the digest when unset.
-_LATER_OPTIONS = ("encrypt", "rate_key", "unique", "debounce")
+_LATER_OPTIONS = ("encrypt", "rate_key", "unique", "debounce", "sequence")
 
 
 def _unique_batch(
@@ -274,7 +276,7 @@ def _unique_batch(
     rt = runtime()
     per_item = EnqueueOptions(
         queue=queue, encrypt=encrypt, expires=options.expires, unique=options.unique,
-        rate_key=options.rate_key,
+        rate_key=options.rate_key, sequence=options.sequence,
     )  # fmt: skip
     try:
         jobs = [
