@@ -270,6 +270,10 @@ class TaskSpec:
     #: Seconds after its enqueue a job that has not started never runs (ends REVOKED, ``expired``);
     #: None: no expiry unless the call gives one.
     expires: int | None = None
+    #: The priority of its jobs in their queue, 0 (first) .. 9 (last), unless a call gives one.
+    priority: int = defaults.DEFAULT_PRIORITY
+    #: The fairness group of its jobs (round robin over groups in a queue), unless a call gives one.
+    group: str | None = None
     schedule: Schedule | None = None
     critical: bool = False
     #: Called as ``on_success(result, job_id, kwargs)`` after the job succeeded (Celery's Task.on_success).
@@ -323,6 +327,8 @@ class TaskSpec:
             "failure_ttl": self.failure_ttl,
             "revoked_ttl": self.revoked_ttl,
             "expires": self.expires,
+            "priority": self.priority,
+            "group": self.group,
             "schedule": self.schedule.describe() if self.schedule else None,
             "critical": self.critical,
             "encrypted": self.encrypted,
@@ -353,6 +359,7 @@ class TaskSpec:
             k: v
             for k, v in changes.items()
             if k in ("time_limit", "soft_time_limit", "result_ttl", "failure_ttl", "revoked_ttl", "expires")
+            or k in ("priority", "group")
         }
         if "queue" in changes:
             spec_changes["queue"] = QueueName(changes["queue"])
@@ -488,6 +495,8 @@ def task(
     failure_ttl: int | None = None,
     revoked_ttl: int | None = None,
     expires: int | None = None,
+    priority: int = defaults.DEFAULT_PRIORITY,
+    group: str | None = None,
     schedule: Schedule | None = None,
     critical: bool = False,
     on_success: Callable[..., Any] | None = None,
@@ -507,7 +516,8 @@ def task(
     ``revoked_ttl`` (revoked or expired), in seconds; the outcome counters outlive them.
     ``sensitive=True`` stores every job's args and result encrypted (ENCRYPTION_KEYS required).
     ``expires`` (seconds): a job not started that long after its enqueue never runs (a call's
-    own ``expires`` wins).
+    own ``expires`` wins). ``priority`` (0 first .. 9 last, default 5) and ``group`` (a fairness
+    key: round robin over groups) place its jobs in their queue (a call's own values win).
     """
 
     def decorate(func: F) -> F:
@@ -523,6 +533,10 @@ def task(
                 raise ValueError(f"task {task_name!r}: {label} must be at least 1 second")
         if expires is not None and not 1 <= expires <= defaults.MAX_DELAY:
             raise ValueError(f"task {task_name!r}: expires must be from 1 s to 366 days")
+        if not defaults.MIN_PRIORITY <= priority <= defaults.MAX_PRIORITY or isinstance(priority, bool):
+            raise ValueError(f"task {task_name!r}: priority must be from 0 to 9")
+        if group is not None and not re.match(defaults.GROUP_PATTERN, group):
+            raise ValueError(f"task {task_name!r}: group must be 1-64 letters, digits, '_', '.', '@' or '-'")
         if concurrency is not None and concurrency < 1:
             raise ValueError(f"task {task_name!r}: concurrency must be at least 1")
         if concurrency_key is not None and (concurrency is None or concurrency_key not in input.model_fields):
@@ -547,6 +561,8 @@ def task(
             failure_ttl=failure_ttl,
             revoked_ttl=revoked_ttl,
             expires=expires,
+            priority=priority,
+            group=group,
             schedule=schedule,
             critical=critical,
             on_success=on_success,

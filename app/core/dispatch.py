@@ -92,6 +92,30 @@ def _expires_at(expires: float | datetime | None, spec: TaskSpec) -> datetime | 
     return seconds_from_now(float(seconds)) if seconds else None
 
 
+#: ``priority``: 0 (first) .. 9 (last) inside the job's queue.
+Priority = Annotated[int, Field(ge=defaults.MIN_PRIORITY, le=defaults.MAX_PRIORITY, strict=True)]
+#: ``group``: a fairness key (round robin over groups inside the job's queue).
+Group = Annotated[str, Field(pattern=defaults.GROUP_PATTERN)]
+_PRIORITY_HELP = "0 (first) .. 9 (last) inside the queue, FIFO among equals; default: the task's priority (5)"
+_GROUP_HELP = (
+    "a fairness key: waiting jobs of different groups in a queue take turns (round robin); "
+    "1-64 letters, digits, '_', '.', '@' or '-'; default: the task's group"
+)
+
+
+def lane_meta(spec: TaskSpec, priority: int | None, group: str | None) -> dict[str, Any]:
+    """The job meta of a call's ``priority`` and ``group`` (else the task's): nothing for the plain
+    path (priority 5, no group), so a plain job is stored exactly as before."""
+    p = spec.priority if priority is None else priority
+    g = group or spec.group
+    meta: dict[str, Any] = {}
+    if p != defaults.DEFAULT_PRIORITY:
+        meta[Meta.PRIORITY] = p
+    if g:
+        meta[Meta.GROUP] = g
+    return meta
+
+
 class BatchOptions(BaseModel):
     """Options of ``POST /api/v1/tasks/<name>/batch``, once for all its items."""
 
@@ -102,6 +126,9 @@ class BatchOptions(BaseModel):
         description="seconds, or an ISO 8601 time with a zone: a job not started by then never runs "
         "(REVOKED, error type expired); default: the task's expires",
     )
+
+    priority: Priority | None = Field(default=None, description=_PRIORITY_HELP)
+    group: Group | None = Field(default=None, description=_GROUP_HELP)
 
     def expires_at(self, spec: TaskSpec) -> datetime | None:
         return _expires_at(self.expires, spec)
@@ -127,6 +154,9 @@ class EnqueueOptions(BaseModel):
         description="seconds, or an ISO 8601 time with a zone: a job not started by then never runs "
         "(REVOKED, error type expired); default: the task's expires",
     )
+
+    priority: Priority | None = Field(default=None, description=_PRIORITY_HELP)
+    group: Group | None = Field(default=None, description=_GROUP_HELP)
 
     def expires_at(self, spec: TaskSpec) -> datetime | None:
         """When the job expires (this call's ``expires``, else the task's), or None."""
@@ -195,6 +225,7 @@ def enqueue(
     job_meta: dict[str, Any] = {
         Meta.TASK: spec.name,
         Meta.MAX_RETRIES: spec.retry.max_retries,
+        **lane_meta(spec, options.priority, options.group),
         **(meta or {}),
     }
     stored, description = kwargs, masked_description(spec, kwargs)
@@ -306,6 +337,8 @@ def enqueue_many(
     queue: QueueName | None = None,
     encrypt: bool | None = None,
     expires_at: datetime | None = None,
+    priority: int | None = None,
+    group: str | None = None,
 ) -> list[Job]:
     """Enqueue one job per argument set, all in one round trip to Redis.
 
@@ -317,6 +350,7 @@ def enqueue_many(
     target: JsonQueue = get_queue((queue or spec.queue).value, connection)
     retry = Retry(max=spec.retry.max_retries) if spec.retry.max_retries else None
     meta: dict[str, Any] = {Meta.TASK: spec.name, Meta.MAX_RETRIES: spec.retry.max_retries}
+    meta.update(lane_meta(spec, priority, group))
     if expires_at is not None:
         meta[Meta.EXPIRES] = iso(expires_at)
     if observability.TRACER is not None and (carrier := observability.trace_carrier()):

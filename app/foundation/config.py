@@ -54,6 +54,8 @@ OVERRIDE_FIELDS = (
     "failure_ttl",
     "revoked_ttl",
     "expires",
+    "priority",
+    "group",
 )
 
 
@@ -610,6 +612,12 @@ def _override_value(name: str, task_name: str, field_name: str, value: Any) -> A
         return None if value is None else whole(60)
     if field_name == "expires":
         return None if value is None else whole(1, defaults.MAX_DELAY)
+    if field_name == "priority":
+        return whole(defaults.MIN_PRIORITY, defaults.MAX_PRIORITY)
+    if field_name == "group":
+        if value is not None and not (isinstance(value, str) and re.match(defaults.GROUP_PATTERN, value)):
+            raise bad("must be 1-64 letters, digits, '_', '.', '@' or '-', or null")
+        return value
     if field_name in ("soft_time_limit", "result_ttl"):
         if value is None:
             return None

@@ -207,3 +207,11 @@ CLEANUP_MAX_BATCHES = 10_000
 EXPORT_BATCH = 1000
 #: Seconds an hour's request and job counters stay in Redis for analytics_aggregation.
 HOURLY_METRICS_TTL = 8 * 24 * 3600
+
+# Priorities and fair groups inside a queue (the enqueue options ``priority`` and ``group``).
+#: A job's priority when none is given: 5, the queue's plain list (0 first .. 9 last).
+DEFAULT_PRIORITY = 5
+#: The lowest and highest priority numbers.
+MIN_PRIORITY, MAX_PRIORITY = 0, 9
+#: What a group name may be (it becomes part of a queue name: no ':' or spaces).
+GROUP_PATTERN = r"^[A-Za-z0-9_.@-]{1,64}$"

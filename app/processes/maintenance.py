@@ -32,7 +32,7 @@ from rq.worker_registration import clean_worker_registry
 
 from app.core import outcomes
 from app.core.leases import Lease
-from app.core.queues import JsonJob, JsonQueue, all_queues
+from app.core.queues import JsonJob, JsonQueue, all_queues, repair_lanes
 from app.foundation import clock, defaults, keys, outages
 
 log = logging.getLogger("tasklane.maintenance")
@@ -94,7 +94,7 @@ def rescue_intermediate(queue: JsonQueue, older_than: float = defaults.RESCUE_AF
         if now - first_seen < older_than:
             continue
         # Atomic: only the process that removes it from the intermediate list requeues it.
-        if outcomes.put_back(queue, job_id):
+        if outcomes.put_back(queue, job_id, job):
             rescued += 1
             log.warning("requeued job %s: its worker dequeued it and died before starting it", job_id)
         connection.hdel(seen_key, job_id)
@@ -191,6 +191,8 @@ def sweep_queue(queue: JsonQueue, judge_leases: bool | None = None) -> None:
         prune_revoked(queue)
         clean_worker_registry(queue)
         rescue_intermediate(queue)
+        if fixed := repair_lanes(queue.connection, queue.name):
+            log.warning("queue %s: %d entries of its priorities and groups put right", queue.name, fixed)
     finally:
         queue.release_maintenance_lock()
 

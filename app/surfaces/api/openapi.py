@@ -84,6 +84,12 @@ _QUEUE: dict[str, Any] = {
         "name": {"type": "string"},
         **{state: _COUNT for state in _QUEUE_COUNTS},
         "paused": {"type": "boolean", "description": "no worker takes jobs from it (POST .../pause)"},
+        "waiting_by_priority": {
+            "type": "object",
+            "additionalProperties": _COUNT,
+            "description": "waiting jobs by priority ('0' .. '9'; those with any), summing to waiting",
+        },
+        "waiting_groups": {**_COUNT, "description": "how many fairness groups have waiting jobs"},
     },
 }
 

@@ -62,13 +62,15 @@ class BatchRequest(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
     SHAPE: ClassVar[str] = (
         '{"items": [{"args": {...}}, ...], "queue": "...", "encrypt": true|false, '
-        '"options": {"expires": ...}}'
+        '"options": {"expires": ..., "priority": 0-9, "group": "..."}}'
     )
 
     items: list[Any]
     queue: str | None = None
     encrypt: bool | None = None
-    options: dict[str, Any] = Field(default_factory=dict, description="expires, once for every item")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="expires, priority, group: once for every item"
+    )
 
 
 class BatchItem(BaseModel):
@@ -218,6 +220,8 @@ def enqueue_batch(name: str) -> tuple[Response, int]:
             queue=queue,
             encrypt=body.encrypt,
             expires_at=options.expires_at(spec),
+            priority=options.priority,
+            group=options.group,
             **ttls,
         )
     except EncryptionUnavailable as exc:
