@@ -4,16 +4,30 @@ kill -9 mid-job of a group, a Redis restart), on every way in."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import fakeredis
+import httpx
+import pytest
+import rq
 from flask import Flask
 from flask.testing import FlaskClient
 
+from app import create_app
+from app.catalogue.registry import TaskRegistry, task
 from app.core import queues as queue_store
-from app.core.queues import JsonQueue, lane_queue_name, make_lane
+from app.core.queues import JsonJob, JsonQueue, lane_queue_name, make_lane, repair_lanes
 from app.foundation import keys
+from app.foundation.clock import ManualClock
+from app.foundation.meta import Meta
+from app.processes import maintenance
 from app.processes.workers import JsonInlineWorker
+from tests.conftest import TOKEN, make_env
+from tests.servers import enqueue, get_job
 
 
 def _takes(redis_: Any, queue: str = "default", limit: int | None = None) -> list[str]:
@@ -35,6 +49,11 @@ def _push(queue: JsonQueue, job_id: str, priority: int | None = None, group: str
 
 def _queues(client: FlaskClient, auth: dict[str, str]) -> dict[str, dict[str, Any]]:
     return {q["name"]: q for q in client.get("/api/v1/queues", headers=auth).get_json()["queues"]}
+
+
+def redis_url_of(redis_: Any) -> str:
+    kwargs = redis_.connection_pool.connection_kwargs
+    return f"redis://{kwargs.get('host', '127.0.0.1')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
 
 
 def _work(app: Flask, queue: str = "default") -> None:
@@ -129,3 +148,232 @@ def test_lane_names_read_well_and_parse_back() -> None:
         assert lane is not None and lane_queue_name("default", lane) == name
     assert queue_store.parse_lane("default", "default:intermediate") is None
     assert queue_store.parse_lane("default", "high:p0") is None
+
+
+# --- every way in, on the session's real Redis ---------------------------------------------------
+
+
+def test_the_api_places_jobs_by_priority_and_group_and_a_worker_runs_them_so(
+    app: Flask, client: FlaskClient, auth: dict[str, str]
+) -> None:
+    """POST options priority and group: the job view shows them, the queues API counts them, and an
+    inline worker starts them in that order (priorities first, groups in turn, FIFO among equals)."""
+    redis_ = app.extensions["tasklane"].redis
+    late = enqueue(client, auth, "add", {"x": 9, "y": 0}, priority=9)
+    a = [enqueue(client, auth, "add", {"x": n, "y": 0}, group="A") for n in range(3)]
+    b = enqueue(client, auth, "add", {"x": 10, "y": 0}, group="B")
+    plain = enqueue(client, auth, "add", {"x": 20, "y": 0})
+    first = enqueue(client, auth, "add", {"x": 0, "y": 0}, priority=0)
+    view = get_job(client, auth, a[0])
+    assert (view["priority"], view["group"]) == (5, "A")
+    assert (get_job(client, auth, first)["priority"], get_job(client, auth, plain)["group"]) == (0, None)
+    shown = _queues(client, auth)["default"]
+    assert shown["waiting"] == 7 and shown["waiting_by_priority"] == {"0": 1, "5": 5, "9": 1}
+    assert shown["waiting_groups"] == 2
+    assert JsonJob.fetch(plain, connection=redis_).meta.get(Meta.PRIORITY) is None  # plain: as before
+    _work(app)
+    views = {j: get_job(client, auth, j) for j in [late, *a, b, plain, first]}
+    assert all(v["state"] == "SUCCESS" for v in views.values()), views
+    order = sorted(views, key=lambda j: views[j]["started_at"])
+    assert order[0] == first and order[-1] == late
+    middle = order[1:-1]
+    assert [j for j in middle if j in a] == a  # FIFO inside a group
+    assert set(middle[:3]) == {a[0], b, plain}  # one turn each before A's second
+    assert _queues(client, auth)["default"]["waiting"] == 0
+    assert not redis_.keys("tasklane:lanes:*") and not redis_.keys("tasklane:ring:*")
+
+
+@pytest.mark.parametrize(
+    "options, field",
+    [
+        ({"priority": 10}, "options.priority"),
+        ({"priority": -1}, "options.priority"),
+        ({"priority": "1"}, "options.priority"),
+        ({"priority": True}, "options.priority"),
+        ({"priority": 1.5}, "options.priority"),
+        ({"group": ""}, "options.group"),
+        ({"group": "a b"}, "options.group"),
+        ({"group": "a:b"}, "options.group"),
+        ({"group": 7}, "options.group"),
+        ({"group": "x" * 65}, "options.group"),
+    ],
+)
+def test_bad_values_are_422_naming_the_field_and_enqueue_nothing(
+    app: Flask, client: FlaskClient, auth: dict[str, str], options: dict[str, Any], field: str
+) -> None:
+    redis_ = app.extensions["tasklane"].redis
+    one = client.post("/api/v1/tasks/add", json={"args": {"x": 1, "y": 1}, "options": options}, headers=auth)
+    assert one.status_code == 422, one.get_json()
+    assert field in {d["field"] for d in one.get_json()["error"]["details"]}
+    body = {"items": [{"args": {"x": 1, "y": 1}}], "options": options}
+    many = client.post("/api/v1/tasks/add/batch", json=body, headers=auth)
+    assert many.status_code == 422, many.get_json()
+    assert field in {d["field"] for d in many.get_json()["error"]["details"]}
+    assert not redis_.keys("rq:job:*") and not redis_.keys("rq:queue:*")
+
+
+def test_batch_takes_them_once_and_rq_counts_every_job_in_the_lane_rows(
+    app: Flask, client: FlaskClient, auth: dict[str, str]
+) -> None:
+    """A batch with priority and group; ``rq info``'s rows (RQ's queues, as rq-dashboard lists them)
+    count every waiting job; the CLI's ``queues show`` the total; a revoke takes a job off its lane."""
+    redis_ = app.extensions["tasklane"].redis
+    items = [{"args": {"x": n, "y": 1}} for n in range(4)]
+    body = {"items": items, "options": {"priority": 2, "group": "acme"}}
+    answer = client.post("/api/v1/tasks/add/batch", json=body, headers=auth)
+    assert answer.status_code == 202, answer.get_json()
+    ids = answer.get_json()["job_ids"]
+    enqueue(client, auth, "add", {"x": 1, "y": 1}, priority=7)
+    enqueue(client, auth, "add", {"x": 1, "y": 1})
+    counts = {q.name: q.count for q in rq.Queue.all(connection=redis_)}
+    assert counts == {"default": 1, "default:p2:g:acme": 4, "default:p7": 1}, counts
+    info = subprocess.run(
+        [str(Path(sys.executable).with_name("rq")), "info", "--url", redis_url_of(redis_), "--only-queues"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert "default:p2:g:acme" in info.stdout and "6 jobs" in info.stdout, info.stdout
+    shown = app.test_cli_runner().invoke(args=["queues", "show"])
+    assert shown.output.splitlines()[2].split()[:2] == ["default", "6"], shown.output
+
+    assert client.delete(f"/api/v1/jobs/{ids[1]}", headers=auth).status_code in (200, 202)
+    assert redis_.lrange("rq:queue:default:p2:g:acme", 0, -1) == [j.encode() for j in (ids[0], *ids[2:])]
+    assert _queues(client, auth)["default"]["waiting"] == 5
+    _work(app)
+    assert [get_job(client, auth, j)["result"] for j in (ids[0], *ids[2:])] == [1, 3, 4]
+    assert {q.name for q in rq.Queue.all(connection=redis_)} == {"default"}  # lane rows leave when empty
+
+
+def test_apply_async_the_canvas_the_http_client_and_the_cli(app: Flask, auth: dict[str, str]) -> None:
+    from app.calling.canvas import Signature
+    from app.client import Client
+    from app.tasks import add
+
+    redis_ = app.extensions["tasklane"].redis
+
+    def placed(job_id: str) -> tuple[Any, Any]:
+        meta = JsonJob.fetch(job_id, connection=redis_).meta
+        return meta.get(Meta.PRIORITY), meta.get(Meta.GROUP)
+
+    with app.app_context():
+        by_call = add.apply_async((1, 2), priority=1, group="t1")
+        by_sig = Signature(add, (1, 2)).set(priority=8).apply_async()
+        with pytest.raises(Exception, match="priority"):
+            add.apply_async((1, 2), priority=12)
+    assert placed(by_call.id) == (1, "t1") and placed(by_sig.id) == (8, None)
+    client = Client("http://tasklane.test", TOKEN, transport=httpx.WSGITransport(app=app))
+    assert placed(client.enqueue("add", {"x": 1, "y": 2}, priority=3, group="t2")) == (3, "t2")
+    runner = app.test_cli_runner()
+    printed = runner.invoke(
+        args=["tasks", "enqueue", "add", "x=1", "y=2", "--priority", "0", "--group", "cli"]
+    )
+    assert printed.exit_code == 0, printed.output
+    assert placed(printed.output.strip()) == (0, "cli")
+    refused = runner.invoke(args=["tasks", "enqueue", "add", "x=1", "y=2", "--priority", "10"])
+    assert refused.exit_code != 0 and "priority" in refused.output
+    assert _queues(app.test_client(), auth)["default"]["waiting_by_priority"] == {
+        "0": 1,
+        "1": 1,
+        "3": 1,
+        "8": 1,
+    }
+
+
+def test_the_tasks_default_from_its_declaration_and_task_overrides(tmp_path: Path, redis_url: str) -> None:
+    registry = TaskRegistry(None)
+
+    @task(priority=1, group="nightly", registry=registry)
+    def digest() -> None:
+        """A digest."""
+
+    spec = registry.get("digest")
+    assert spec is not None and (spec.priority, spec.group) == (1, "nightly")
+    assert spec.describe()["priority"] == 1 and spec.describe()["group"] == "nightly"
+    with pytest.raises(ValueError, match="priority"):
+        task("bad_priority", priority=10, registry=registry)(lambda: None)
+    with pytest.raises(ValueError, match="group"):
+        task("bad_group", group="a b", registry=registry)(lambda: None)
+
+    app = create_app(
+        make_env(tmp_path, redis_url, TASK_OVERRIDES=json.dumps({"add": {"priority": 2, "group": "ops"}}))
+    )
+    client, auth = app.test_client(), {"Authorization": f"Bearer {TOKEN}"}
+    by_default = get_job(client, auth, enqueue(client, auth, "add", {"x": 1, "y": 1}))
+    assert (by_default["priority"], by_default["group"]) == (2, "ops")
+    own = get_job(client, auth, enqueue(client, auth, "add", {"x": 1, "y": 1}, priority=6, group="mine"))
+    assert (own["priority"], own["group"]) == (6, "mine")
+    shown = {t["name"]: t for t in client.get("/api/v1/tasks", headers=auth).get_json()["tasks"]}["add"]
+    assert shown["priority"] == 2 and shown["overridden"]["group"] == {"declared": None, "in_force": "ops"}
+    for bad in ({"priority": 10}, {"group": "a:b"}):
+        with pytest.raises(Exception, match=next(iter(bad))):
+            create_app(make_env(tmp_path, redis_url, TASK_OVERRIDES=json.dumps({"add": bad})))
+
+
+def test_the_openapi_document_declares_them(client: FlaskClient) -> None:
+    doc = client.get("/api/v1/openapi.json").get_json()
+    schemas = doc["components"]["schemas"]
+    for name in ("EnqueueOptions", "BatchOptions"):
+        props = schemas[name]["properties"]
+        priority = props["priority"]["anyOf"][0]
+        assert (priority["type"], priority["minimum"], priority["maximum"]) == ("integer", 0, 9)
+        assert props["group"]["anyOf"][0]["pattern"]
+
+
+def test_a_pause_holds_every_priority_and_group_of_the_queue(app: Flask, auth: dict[str, str]) -> None:
+    redis_ = app.extensions["tasklane"].redis
+    client = app.test_client()
+    assert client.post("/api/v1/queues/default/pause", headers=auth).status_code == 200
+    held = [
+        enqueue(client, auth, "add", {"x": 1, "y": 1}, priority=0),
+        enqueue(client, auth, "add", {"x": 2, "y": 1}, group="A"),
+        enqueue(client, auth, "add", {"x": 3, "y": 1}, priority=9, group="B"),
+    ]
+    assert _takes(redis_) == []
+    _work(app)
+    assert [get_job(client, auth, j)["state"] for j in held] == ["PENDING"] * 3
+    assert _queues(client, auth)["default"]["waiting"] == 3
+    assert client.post("/api/v1/queues/default/resume", headers=auth).status_code == 200
+    _work(app)
+    assert [get_job(client, auth, j)["result"] for j in held] == [2, 3, 4]
+
+
+def test_a_job_put_back_or_expired_keeps_its_lane_right(
+    app: Flask, client: FlaskClient, auth: dict[str, str], manual_clock: ManualClock
+) -> None:
+    """A job dequeued by a worker that died before starting it goes back to the head of its group;
+    a waiting job of a lane that expires leaves that lane."""
+    from app.core import outcomes
+
+    redis_ = app.extensions["tasklane"].redis
+    a = [enqueue(client, auth, "add", {"x": n, "y": 0}, group="A") for n in range(2)]
+    taken = _takes(redis_, limit=1)
+    assert taken == [a[0]]
+    assert maintenance.rescue_intermediate(JsonQueue("default", connection=redis_), older_than=0) == 0
+    assert maintenance.rescue_intermediate(JsonQueue("default", connection=redis_), older_than=0) == 1
+    assert redis_.lrange("rq:queue:default:g:A", 0, -1) == [a[0].encode(), a[1].encode()]
+    assert _takes(redis_, limit=1) == [a[0]]
+    assert outcomes.put_back(JsonQueue("default", connection=redis_), a[0])  # the pooled hand-back's call
+    assert redis_.lrange("rq:queue:default:g:A", 0, 0) == [a[0].encode()]
+    doomed = enqueue(client, auth, "add", {"x": 1, "y": 1}, priority=3, expires=60)
+    assert redis_.llen("rq:queue:default:p3") == 1
+    manual_clock.advance(61)
+    assert outcomes.expire_due(redis_) == 1
+    assert get_job(client, auth, doomed)["error"]["type"] == "expired"
+    assert redis_.llen("rq:queue:default:p3") == 0
+    _work(app)
+    assert [get_job(client, auth, j)["result"] for j in a] == [0, 1]
+
+
+def test_the_sweep_repairs_a_group_missing_from_its_ring(
+    app: Flask, client: FlaskClient, auth: dict[str, str]
+) -> None:
+    """What a fault could leave (a group list with jobs whose group is on no ring, a ring member
+    missing from its ring): the maintenance sweep puts it right and the jobs run."""
+    redis_ = app.extensions["tasklane"].redis
+    jobs = [enqueue(client, auth, "add", {"x": n, "y": 0}, group=g) for n, g in enumerate("ABA")]
+    assert _takes(redis_, limit=1)  # the ring is built
+    redis_.delete(keys.lanes("default"), keys.ring("default", 5))  # as if those writes were lost
+    assert _takes(redis_) == []  # stuck: no lane says where to look
+    assert repair_lanes(redis_, "default") >= 2
+    assert len(_takes(redis_)) == 2
+    assert repair_lanes(redis_, "default") == 0
+    assert jobs

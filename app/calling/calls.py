@@ -95,6 +95,8 @@ class Task:
         result_ttl: int | None = None,
         expires: float | datetime | None = None,
         encrypt: bool | None = None,
+        priority: int | None = None,
+        group: str | None = None,
         session: Session | Connection | None = None,
     ) -> AsyncResult | EagerResult:
         """Validate and enqueue; the options are those of ``POST /api/v1/tasks/<name>``.
@@ -104,6 +106,8 @@ class Task:
         ``session`` (a SQLAlchemy Connection or Session on DATABASE_URL) the enqueue is part of
         that transaction: the job exists only if it commits, and reaches Redis after the commit.
         ``encrypt=True`` stores the args and result encrypted (ENCRYPTION_KEYS; docs/OPERATIONS.md).
+        ``priority`` (0 first .. 9 last, default 5) and ``group`` (round robin over groups) place the
+        job in its queue (docs/FLOW_CONTROL.md).
         """
         model = self.validate(args or (), kwargs)
         if eta is not None and eta.tzinfo is None:
@@ -111,7 +115,8 @@ class Task:
         if isinstance(expires, datetime) and expires.tzinfo is None:
             expires = expires.replace(tzinfo=UTC)
         raw = {"countdown": countdown, "eta": eta, "queue": queue, "job_id": job_id or task_id,
-               "result_ttl": result_ttl, "encrypt": encrypt, "expires": expires}  # fmt: skip
+               "result_ttl": result_ttl, "encrypt": encrypt, "expires": expires,
+               "priority": priority, "group": group}  # fmt: skip
         try:
             options = EnqueueOptions.model_validate({k: v for k, v in raw.items() if v is not None})
         except ValidationError as exc:

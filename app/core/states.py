@@ -12,6 +12,7 @@ from rq.registry import ScheduledJobRegistry
 
 from app.catalogue.registry import MASK, REGISTRY
 from app.core import sealing
+from app.foundation import defaults
 from app.foundation.meta import Meta
 from app.foundation.timeutil import iso
 
@@ -125,11 +126,19 @@ def describe(job: Job) -> dict[str, Any]:
         "scheduled_for": scheduled_for(job, status),
         # How many times the task snoozed (``raise Snooze(seconds)``): no retry spent, no failure.
         "snoozed": int(job.meta.get(Meta.SNOOZED) or 0),
+        # Its place in its queue: priority 0 (first) .. 9 (last), and its fairness group (or null).
+        "priority": _priority(job),
+        "group": job.meta.get(Meta.GROUP),
         "enqueued_at": iso(job.enqueued_at),
         "started_at": iso(job.started_at),
         "ended_at": iso(job.ended_at),
         "worker": job.worker_name,
     }
+
+
+def _priority(job: Job) -> int:
+    value = job.meta.get(Meta.PRIORITY)
+    return value if isinstance(value, int) and not isinstance(value, bool) else defaults.DEFAULT_PRIORITY
 
 
 #: The job hash field that marks a job set aside unread (app/core/outcomes.py: set_aside).

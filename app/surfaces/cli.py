@@ -120,6 +120,8 @@ def list_tasks() -> None:
     "--expires", help="Seconds, or an ISO 8601 time with a zone: not started by then, it never runs."
 )
 @click.option("--job-id", help="Choose the job's id.")
+@click.option("--priority", type=click.IntRange(0, 9), help="0 (first) .. 9 (last) in its queue; default 5.")
+@click.option("--group", help="A fairness key: jobs of different groups in a queue take turns.")
 @click.option("--encrypt", is_flag=True, default=None, help="Store the args and result encrypted.")
 @click.option("--wait", "wait_", is_flag=True, help="Wait for the job to end, with a progress bar.")
 @click.option("--timeout", type=float, default=None, help="With --wait: give up after this many seconds.")
@@ -130,6 +132,8 @@ def enqueue_task(
     countdown: float | None,
     expires: str | None,
     job_id: str | None,
+    priority: int | None,
+    group: str | None,
     encrypt: bool | None,
     wait_: bool,
     timeout: float | None,
@@ -149,6 +153,8 @@ def enqueue_task(
                     "job_id": job_id,
                     "expires": expires,
                     "encrypt": encrypt,
+                    "priority": priority,
+                    "group": group,
                 }.items()
                 if v is not None
             }
@@ -311,7 +317,8 @@ def show_queues() -> None:
     paused = queue_store.paused_queues(redis)
     for queue in all_queues(redis):
         click.echo(
-            f"{queue.name:<10}{queue.count:>9}{queue.started_job_registry.count:>9}"
+            f"{queue.name:<10}{queue_store.waiting(redis, queue.name)['total']:>9}"
+            f"{queue.started_job_registry.count:>9}"
             f"{queue.scheduled_job_registry.count:>11}{queue.deferred_job_registry.count:>10}"
             f"{queue.failed_job_registry.count:>8}{queue.finished_job_registry.count:>10}"
             + ("  paused" if queue.name in paused else "")
@@ -339,11 +346,14 @@ def resume_queue(queue: str) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def purge_queue(queue: str, yes: bool) -> None:
     """Delete every job waiting in QUEUE (running, failed and finished jobs are left alone)."""
-    target = get_queue(queue, runtime().redis)
-    count = target.count
+    redis = runtime().redis
+    target = get_queue(queue, redis)
+    count = queue_store.waiting(redis, queue)["total"]  # its priorities' and groups' too
     if not yes:
         click.confirm(f"delete the {count} job(s) waiting in {queue!r}?", abort=True)
     removed = target.empty()
+    for key, _ in queue_store.lane_lists(redis, queue):
+        removed += get_queue(key.removeprefix(target.redis_queue_namespace_prefix), redis).empty()
     click.echo(f"purged {removed} job(s) from {queue}")
 
 

@@ -295,6 +295,13 @@ def _common_schemas() -> dict[str, Any]:
                     "minimum": 0,
                     "description": "times the task snoozed (raise Snooze(seconds)): no retry spent",
                 },
+                "priority": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "maximum": 9,
+                    "description": "its priority in its queue: 0 first .. 9 last (default 5)",
+                },
+                "group": {"type": ["string", "null"], "description": "its fairness group in its queue"},
                 "enqueued_at": nullable_time,
                 "started_at": nullable_time,
                 "ended_at": nullable_time,

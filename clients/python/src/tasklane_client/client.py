@@ -65,8 +65,8 @@ class Client:
 
     def enqueue(self, task: str, args: dict[str, Any] | None = None, **options: Any) -> str:
         """Enqueue ``task`` with keyword ``args``; options as ``POST /api/v1/tasks/<name>`` takes them
-        (countdown, eta, queue, job_id, result_ttl, priority, encrypt, ...), and ``idempotency_key`` (sent as
-        the Idempotency-Key header). Returns the job id."""
+        (countdown, eta, queue, job_id, result_ttl, priority, group, encrypt, ...), and ``idempotency_key``
+        (sent as the Idempotency-Key header). Returns the job id."""
         return str(self.call(enqueue_call(task, args, options))["job_id"])
 
     def job(self, job_id: str) -> dict[str, Any]:
