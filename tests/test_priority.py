@@ -13,6 +13,7 @@ from typing import Any
 import fakeredis
 import httpx
 import pytest
+import redis
 import rq
 from flask import Flask
 from flask.testing import FlaskClient
@@ -27,7 +28,7 @@ from app.foundation.meta import Meta
 from app.processes import maintenance
 from app.processes.workers import JsonInlineWorker
 from tests.conftest import TOKEN, make_env
-from tests.servers import enqueue, get_job
+from tests.servers import Starter, children, enqueue, get_job, pid_alive, start_worker, wait_for, wait_state
 
 
 def _takes(redis_: Any, queue: str = "default", limit: int | None = None) -> list[str]:
@@ -377,3 +378,75 @@ def test_the_sweep_repairs_a_group_missing_from_its_ring(
     assert len(_takes(redis_)) == 2
     assert repair_lanes(redis_, "default") == 0
     assert jobs
+
+
+# --- faults -------------------------------------------------------------------------------------
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(90)
+def test_a_worker_killed_mid_job_of_a_group_has_it_rescued_into_its_group(
+    start: Starter, rconn: redis.Redis, client: FlaskClient, auth: dict[str, str], tmp_path: Path
+) -> None:
+    """kill -9 of a worker running a job of group A: the rescue (the supervisor's path, which the
+    sweep takes once the run's lease lapses) puts it back at the head of A's list, the ring holds
+    each group once, and a new worker runs everything, the rescued job first of A's."""
+    from app.core import outcomes
+
+    victim = start_worker(start, rconn, "default", "--mode", "fork")
+    marker = tmp_path / "ran"
+    slow = enqueue(client, auth, "slow_touch", {"path": str(marker), "seconds": 4}, group="A")
+    wait_state(client, auth, slow, {"STARTED", "PROGRESS"}, 15)
+    horses = wait_for(lambda: children(victim.pid), 5, message="the work horse")
+    more_a = [enqueue(client, auth, "add", {"x": n, "y": 0}, group="A") for n in range(2)]
+    b = enqueue(client, auth, "add", {"x": 10, "y": 0}, group="B")
+    victim.kill()
+    victim.wait(5)
+    wait_for(lambda: not any(pid_alive(h) for h in horses), 5, message="the work horse to die with it")
+
+    assert outcomes.rescue(rconn, slow) == "requeued"
+    assert rconn.lrange("rq:queue:default:g:A", 0, -1) == [j.encode() for j in (slow, *more_a)]
+    assert _queues(client, auth)["default"]["waiting"] == 4
+
+    assert start("worker.py", "--burst", "--mode", "fork").wait(60) == 0
+    views = {j: get_job(client, auth, j) for j in (slow, *more_a, b)}
+    assert all(v["state"] == "SUCCESS" for v in views.values()), views
+    assert [a["type"] for a in views[slow]["attempts"]] == ["WorkerLostError"]
+    a_order = sorted((slow, *more_a), key=lambda j: views[j]["started_at"])
+    assert a_order == [slow, *more_a]
+    assert views[b]["started_at"] < views[more_a[1]]["started_at"]  # B took its turn before A's last
+    assert not rconn.keys("tasklane:lanes:*") and not rconn.keys("tasklane:ring:*")
+    assert {q.name for q in rq.Queue.all(connection=rconn)} == {"default"}
+    assert repair_lanes(rconn, "default") == 0
+
+
+def test_lanes_outlive_a_redis_kill(tmp_path: Path) -> None:
+    """Redis with its append-only file killed with SIGKILL mid-way through a queue with priorities
+    and groups, and started again: every job still waits where it did, counted, and comes out in
+    the same order."""
+    from tests.servers import RedisServer
+
+    server = RedisServer(tmp_path / "redis", appendonly=True).start()
+    try:
+        app = create_app(make_env(tmp_path, server.url))
+        client, auth = app.test_client(), {"Authorization": f"Bearer {TOKEN}"}
+        late = enqueue(client, auth, "add", {"x": 9, "y": 0}, priority=9)
+        a = [enqueue(client, auth, "add", {"x": n, "y": 0}, group="A") for n in range(3)]
+        b = [enqueue(client, auth, "add", {"x": n, "y": 0}, group="B") for n in range(2)]
+        first = enqueue(client, auth, "add", {"x": 0, "y": 0}, priority=0)
+        taken = _takes(app.extensions["tasklane"].redis, limit=2)  # the ring is built, one turn taken
+        assert taken[0] == first and taken[1] in (a[0], b[0])
+        server.kill()
+        server.start()
+        app = create_app(make_env(tmp_path, server.url))
+        client = app.test_client()
+        redis_ = app.extensions["tasklane"].redis
+        assert _queues(client, auth)["default"]["waiting"] == 5
+        rest = _takes(redis_)
+        other = b[0] if taken[1] == a[0] else a[0]
+        assert rest[0] == other and rest[-1] == late, rest
+        assert [j for j in rest if j in a] == [j for j in a if j not in taken]
+        assert [j for j in rest if j in b] == [j for j in b if j not in taken]
+        assert repair_lanes(redis_, "default") == 0
+    finally:
+        server.stop()

@@ -585,8 +585,11 @@ return fixed
 def repair_lanes(connection: Redis, queue: str) -> int:
     """Check ``queue``'s lanes against its lane lists (the maintenance sweep, after a fault such as a
     Redis restart that kept only part of its writes); returns how many entries were put right."""
+    lists = lane_lists(connection, queue)
+    if not lists:  # no lane has held a job lately: nothing to check (one SMEMBERS per sweep)
+        return 0
     args: list[Any] = [queue, keys.lanes(queue), _RING_PREFIX, JsonQueue.redis_queues_keys]
-    for key, lane in lane_lists(connection, queue):
+    for key, lane in lists:
         args += [key, lane.priority, lane.group or ""]
     return int(_REPAIR_LANES(connection, args=args) or 0)
 

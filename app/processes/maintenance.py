@@ -191,18 +191,19 @@ def sweep_queue(queue: JsonQueue, judge_leases: bool | None = None) -> None:
         prune_revoked(queue)
         clean_worker_registry(queue)
         rescue_intermediate(queue)
-        if fixed := repair_lanes(queue.connection, queue.name):
-            log.warning("queue %s: %d entries of its priorities and groups put right", queue.name, fixed)
     finally:
         queue.release_maintenance_lock()
 
 
 def sweep(redis: Redis) -> None:
-    """Registry maintenance for every queue: abandoned jobs, expired entries, stuck dequeues; then
-    the jobs still waiting past their ``expires``."""
+    """Registry maintenance for every queue: abandoned jobs, expired entries, stuck dequeues, the
+    queue's priorities and groups (:func:`app.core.queues.repair_lanes`); then the jobs still
+    waiting past their ``expires``."""
     judge_leases = leases_judgeable(redis)
     for queue in all_queues(redis):
         sweep_queue(queue, judge_leases)
+        if fixed := repair_lanes(redis, queue.name):
+            log.warning("queue %s: %d entries of its priorities and groups put right", queue.name, fixed)
     outcomes.expire_due(redis)
 
 
