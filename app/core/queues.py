@@ -324,11 +324,13 @@ def ring_doorbell(pipe: Any, queue_name: str) -> None:
 # Priorities and groups (see push_lane_on): a queue whose lanes set (ARGV[4] .. name) is empty or
 # absent takes from its plain list as ever (one ZRANGE more). Otherwise its priorities are taken
 # in order (5 is the plain list); at a priority with a ring of groups (ARGV[5] .. name .. ':' .. p)
-# the head group gives its first job and goes back to the tail while it has more; '' on the ring is
-# the priority's ungrouped list, so those jobs take turns with the groups. A job is always moved to
-# the parent queue's intermediate list and answered under the parent's key: what follows a dequeue
-# (the start's claim, a requeue, the sweep) sees the queue it was enqueued on. ARGV[6] is RQ's set
-# of queues, which lane lists leave when emptied (rq info lists them while they hold jobs).
+# the head group gives its first job and goes back to the tail (a group found empty leaves the ring
+# then); '' on the ring, while it exists, is the priority's ungrouped list, so those jobs take turns
+# with the groups. Groups pushed to since the last dequeue (the pending set) join the ring first.
+# A job is always moved to the parent queue's intermediate list and answered under the parent's
+# key: what follows a dequeue (the start's claim, a requeue, the sweep) sees the queue it was
+# enqueued on. ARGV[6] is RQ's set of queues, which lane lists leave once found empty (rq info
+# lists them while they hold jobs).
 _MOVE_FIRST = LuaScript(
     """
 local function take(list, dest)
@@ -348,27 +350,35 @@ local function level(key, name, p, dest)
       if redis.call('SADD', members, g) == 1 then redis.call('RPUSH', ring, g) end
     end
     redis.call('DEL', pending)
+    if redis.call('SADD', members, '') == 1 then redis.call('RPUSH', ring, '') end
   end
-  if redis.call('EXISTS', ring) == 0 then
+  local g = redis.call('LPOP', ring)
+  if not g then
     local id = take(u, dest)
     if id then tidy(u, key) end
     return id
   end
-  if redis.call('LLEN', u) > 0 and redis.call('SADD', members, '') == 1 then redis.call('RPUSH', ring, '') end
-  while true do
-    local g = redis.call('LPOP', ring)
-    if not g then return false end
+  while g do
     local list = u
     if g ~= '' then list = u .. ':g:' .. g end
     local id = take(list, dest)
-    if id and redis.call('LLEN', list) > 0 and (g ~= '' or redis.call('LLEN', ring) > 0) then
+    if id then
+      if g ~= '' or redis.call('LLEN', ring) > 0 then
+        redis.call('RPUSH', ring, g)
+      else
+        redis.call('SREM', members, g)
+      end
+      return id
+    end
+    if g == '' and redis.call('LLEN', ring) > 0 then
       redis.call('RPUSH', ring, g)
     else
       redis.call('SREM', members, g)
       tidy(list, key)
     end
-    if id then return id end
+    g = redis.call('LPOP', ring)
   end
+  return false
 end
 local paused = {''}
 for _, key in ipairs(KEYS) do
@@ -517,6 +527,33 @@ def lane_lists(connection: Redis, queue: str) -> list[tuple[str, Lane]]:
         if lane is not None:
             found.append((key, lane))
     return sorted(found, key=lambda item: (item[1].priority, item[1].group or ""))
+
+
+#: How many group lists of a queue the job listing reads (those next in turn): each is a source
+#: of every page, and a page's cursor holds a position per source.
+LISTED_GROUPS = 20
+
+
+def listed_lanes(connection: Redis, queue: str) -> list[tuple[str, Lane]]:
+    """The lane lists of ``queue`` the job listing pages through, read in slices (no whole set or
+    list): its priorities' ungrouped lists, and up to :data:`LISTED_GROUPS` group lists, those
+    next in turn on the rings (then ones just pushed to)."""
+    levels = [int(_text(p)) for p in connection.zrange(keys.lanes(queue), 0, 9)]
+    with connection.pipeline(transaction=False) as pipe:
+        for p in levels:
+            pipe.lrange(keys.ring(queue, p), 0, LISTED_GROUPS - 1)
+            pipe.srandmember(keys.ring_pending(queue, p), LISTED_GROUPS)
+        found = pipe.execute()
+    out: list[tuple[str, Lane]] = []
+    groups: list[Lane] = []
+    for n, p in enumerate(levels):
+        if p != defaults.DEFAULT_PRIORITY:
+            out.append((lane_key(queue, Lane(p)), Lane(p)))
+        for g in dict.fromkeys(_text(g) for g in [*found[2 * n], *found[2 * n + 1]]):
+            if g:
+                groups.append(Lane(p, g))
+    out += [(lane_key(queue, lane), lane) for lane in groups[:LISTED_GROUPS]]
+    return out
 
 
 def waiting(connection: Redis, queue: str) -> dict[str, Any]:
