@@ -538,7 +538,8 @@ def listed_lanes(connection: Redis, queue: str) -> list[tuple[str, Lane]]:
     """The lane lists of ``queue`` the job listing pages through, read in slices (no whole set or
     list): its priorities' ungrouped lists, and up to :data:`LISTED_GROUPS` group lists, those
     next in turn on the rings (then ones just pushed to)."""
-    levels = [int(_text(p)) for p in connection.zrange(keys.lanes(queue), 0, 9)]
+    found_levels: list[bytes] = connection.zrange(keys.lanes(queue), 0, 9)  # type: ignore[assignment]
+    levels = [int(p) for p in found_levels]
     with connection.pipeline(transaction=False) as pipe:
         for p in levels:
             pipe.lrange(keys.ring(queue, p), 0, LISTED_GROUPS - 1)
