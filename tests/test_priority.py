@@ -28,7 +28,17 @@ from app.foundation.meta import Meta
 from app.processes import maintenance
 from app.processes.workers import JsonInlineWorker
 from tests.conftest import TOKEN, make_env
-from tests.servers import Starter, children, enqueue, get_job, pid_alive, start_worker, wait_for, wait_state
+from tests.servers import (
+    FINAL,
+    Starter,
+    children,
+    enqueue,
+    get_job,
+    pid_alive,
+    start_worker,
+    wait_for,
+    wait_state,
+)
 
 
 def _takes(redis_: Any, queue: str = "default", limit: int | None = None) -> list[str]:
@@ -452,3 +462,32 @@ def test_lanes_outlive_a_redis_kill(tmp_path: Path) -> None:
         assert repair_lanes(redis_, "default") == 0
     finally:
         server.stop()
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_a_retry_coming_due_goes_back_to_its_group_and_a_pooled_worker_takes_it(
+    start: Starter, rconn: redis.Redis, client: FlaskClient, auth: dict[str, str], tmp_path: Path
+) -> None:
+    """A pooled worker and the scheduler: a job of a group that fails waits for its retry; when it
+    comes due (the scheduler moves it through RQ's enqueue) it lands in its group's list, not the
+    plain one; after a resume the worker runs it to SUCCESS and every lane is left clean."""
+    from tests.servers import start_scheduler
+
+    start_worker(start, rconn, "default", "--mode", "pooled")
+    start_scheduler(start, rconn)
+    job_id = enqueue(
+        client, auth, "flaky", {"path": str(tmp_path / "n"), "failures": 1}, group="R", priority=4
+    )
+    wait_state(client, auth, job_id, {"RETRY"}, 15, interval=0.02)
+    assert client.post("/api/v1/queues/default/pause", headers=auth).status_code == 200
+    wait_for(lambda: rconn.lrange("rq:queue:default:p4:g:R", 0, -1) == [job_id.encode()], 15,
+             message="the retry in its group's list")  # fmt: skip
+    assert rconn.llen("rq:queue:default") == 0
+    assert _queues(client, auth)["default"]["waiting_by_priority"] == {"4": 1}
+    assert client.post("/api/v1/queues/default/resume", headers=auth).status_code == 200
+    done = wait_state(client, auth, job_id, FINAL)
+    assert (done["state"], done["result"], done["group"], done["priority"]) == ("SUCCESS", 2, "R", 4)
+    enqueue(client, auth, "add", {"x": 1, "y": 1})  # a plain job after: its dequeue tidies the lanes
+    wait_for(lambda: not rconn.keys("tasklane:ring:*") and not rconn.keys("tasklane:lanes:*"), 10,
+             message="the lanes left clean")  # fmt: skip
