@@ -249,6 +249,8 @@ def test_batch_takes_them_once_and_rq_counts_every_job_in_the_lane_rows(
     assert client.delete(f"/api/v1/jobs/{ids[1]}", headers=auth).status_code in (200, 202)
     assert redis_.lrange("rq:queue:default:p2:g:acme", 0, -1) == [j.encode() for j in (ids[0], *ids[2:])]
     assert _queues(client, auth)["default"]["waiting"] == 5
+    exposed = client.get("/metrics", headers=auth).get_data(as_text=True)
+    assert 'tasklane_queue_jobs{queue="default",state="waiting"} 5.0' in exposed
     listed = client.get("/api/v1/jobs?state=PENDING&queue=default", headers=auth).get_json()["jobs"]
     assert {j["job_id"] for j in listed} >= {ids[0], *ids[2:]}  # the job listing reads the lanes too
     _work(app)
