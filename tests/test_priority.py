@@ -493,3 +493,39 @@ def test_a_retry_coming_due_goes_back_to_its_group_and_a_pooled_worker_takes_it(
     enqueue(client, auth, "add", {"x": 1, "y": 1})  # a plain job after: its dequeue tidies the lanes
     wait_for(lambda: not rconn.keys("tasklane:ring:*") and not rconn.keys("tasklane:lanes:*"), 10,
              message="the lanes left clean")  # fmt: skip
+
+
+def test_the_rq_internals_the_lanes_rely_on_are_still_there() -> None:
+    """JsonQueue._enqueue_async_job and JsonJob._remove_from_registries wrap RQ's own (below its
+    public API): every RQ enqueue pushes through push_job_id, and a cancel or delete removes the job
+    from its queue there. Pinned, so an RQ upgrade that moves them fails here, not in production."""
+    import inspect
+
+    from rq.job import Job
+    from rq.queue import Queue
+
+    enqueue_params = list(inspect.signature(Queue._enqueue_async_job).parameters)
+    assert enqueue_params == ["self", "job", "pipeline", "at_front", "unique"]
+    assert "self.push_job_id(job.id, pipeline=pipe, at_front=at_front)" in inspect.getsource(
+        Queue._enqueue_async_job
+    )
+    assert "self._enqueue_async_job(" in inspect.getsource(Queue._enqueue_job)
+    remove_params = list(inspect.signature(Job._remove_from_registries).parameters)
+    assert remove_params == ["self", "pipeline", "remove_from_queue"]
+    assert "_remove_from_registries(" in inspect.getsource(Job.cancel)
+    assert "_remove_from_registries(" in inspect.getsource(Job.delete)
+
+
+def test_the_transactional_outbox_keeps_them(tmp_path: Path, redis_url: str, db_url: str) -> None:
+    """``apply_async(..., session=)``: the row holds priority and group, and the job reaches its lane
+    after the commit."""
+    from sqlalchemy.orm import Session
+
+    from app.tasks import add
+
+    app = create_app(make_env(tmp_path, redis_url, DATABASE_URL=db_url))
+    redis_ = app.extensions["tasklane"].redis
+    with app.app_context(), Session(app.extensions["tasklane"].engine) as session:
+        staged = add.apply_async((2, 3), session=session, priority=1, group="tx")
+        session.commit()
+    assert redis_.lrange("rq:queue:default:p1:g:tx", 0, -1) == [staged.id.encode()]
