@@ -98,6 +98,8 @@ class Task:
         unique: Mapping[str, Any] | None = None,
         debounce: Mapping[str, Any] | None = None,
         rate_key: str | None = None,
+        priority: int | None = None,
+        group: str | None = None,
         session: Session | Connection | None = None,
         sequence: str | None = None,
     ) -> AsyncResult | EagerResult:
@@ -113,6 +115,8 @@ class Task:
         ``rate_key``: the job starts in that key's own bucket of the task's rate limit (a task
         without one refuses it).
         ``sequence="user-42"``: jobs with the same key run one at a time, in enqueue order.
+        ``priority`` (0 first .. 9 last, default 5) and ``group`` (round robin over groups) place the
+        job in its queue (docs/FLOW_CONTROL.md).
         """
         model = self.validate(args or (), kwargs)
         if eta is not None and eta.tzinfo is None:
@@ -122,7 +126,7 @@ class Task:
         raw = {"countdown": countdown, "eta": eta, "queue": queue, "job_id": job_id or task_id,
                "result_ttl": result_ttl, "encrypt": encrypt, "expires": expires,
                "unique": unique, "debounce": debounce, "rate_key": rate_key,
-               "sequence": sequence}  # fmt: skip
+               "sequence": sequence, "priority": priority, "group": group}  # fmt: skip
         try:
             options = EnqueueOptions.model_validate({k: v for k, v in raw.items() if v is not None})
         except ValidationError as exc:

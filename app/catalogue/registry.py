@@ -291,6 +291,10 @@ class TaskSpec:
     #: The input field whose value names the job's sequence (jobs with the same value run one at a
     #: time, in enqueue order); None: no sequence unless the call gives one.
     sequence_key: str | None = None
+    #: The priority of its jobs in their queue, 0 (first) .. 9 (last), unless a call gives one.
+    priority: int = defaults.DEFAULT_PRIORITY
+    #: The fairness group of its jobs (round robin over groups in a queue), unless a call gives one.
+    group: str | None = None
     schedule: Schedule | None = None
     critical: bool = False
     #: Called as ``on_success(result, job_id, kwargs)`` after the job succeeded (Celery's Task.on_success).
@@ -349,6 +353,8 @@ class TaskSpec:
             "unique_period": self.unique_period,
             "debounce": self.policy_value("debounce"),
             "sequence_key": self.sequence_key,
+            "priority": self.priority,
+            "group": self.group,
             "schedule": self.schedule.describe() if self.schedule else None,
             "critical": self.critical,
             "encrypted": self.encrypted,
@@ -394,6 +400,7 @@ class TaskSpec:
                 "expires",
                 "burst",
             )
+            or k in ("priority", "group")
         }
         if "sequence_key" in changes:
             field_name = changes["sequence_key"]
@@ -545,6 +552,8 @@ def task(
     expires: int | None = None,
     debounce: Mapping[str, Any] | None = None,
     sequence_key: str | None = None,
+    priority: int = defaults.DEFAULT_PRIORITY,
+    group: str | None = None,
     schedule: Schedule | None = None,
     critical: bool = False,
     on_success: Callable[..., Any] | None = None,
@@ -570,6 +579,8 @@ def task(
     bucket; a call's ``rate_key`` option wins); ``burst=N`` lets N starts of a bucket through at
     once before the spacing applies. ``sequence_key="user_id"``: jobs with the same value of that argument
     run one at a time, in enqueue order (a call's own ``sequence`` wins).
+    ``priority`` (0 first .. 9 last, default 5) and ``group`` (a fairness key: round robin over
+    groups) place its jobs in their queue (a call's own values win).
     """
 
     def decorate(func: F) -> F:
@@ -587,6 +598,10 @@ def task(
             raise ValueError(f"task {task_name!r}: expires must be from 1 s to 366 days")
         if sequence_key is not None and sequence_key not in input.model_fields:
             raise ValueError(f"task {task_name!r}: sequence_key must name an input field")
+        if not defaults.MIN_PRIORITY <= priority <= defaults.MAX_PRIORITY or isinstance(priority, bool):
+            raise ValueError(f"task {task_name!r}: priority must be from 0 to 9")
+        if group is not None and not re.match(defaults.GROUP_PATTERN, group):
+            raise ValueError(f"task {task_name!r}: group must be 1-64 letters, digits, '_', '.', '@' or '-'")
         if concurrency is not None and concurrency < 1:
             raise ValueError(f"task {task_name!r}: concurrency must be at least 1")
         if concurrency_key is not None and (concurrency is None or concurrency_key not in input.model_fields):
@@ -628,6 +643,8 @@ def task(
             revoked_ttl=revoked_ttl,
             expires=expires,
             sequence_key=sequence_key,
+            priority=priority,
+            group=group,
             schedule=schedule,
             critical=critical,
             on_success=on_success,

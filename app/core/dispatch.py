@@ -215,6 +215,30 @@ def sequence_for(
     return f"{spec.name}:{value}"
 
 
+#: ``priority``: 0 (first) .. 9 (last) inside the job's queue.
+Priority = Annotated[int, Field(ge=defaults.MIN_PRIORITY, le=defaults.MAX_PRIORITY, strict=True)]
+#: ``group``: a fairness key (round robin over groups inside the job's queue).
+Group = Annotated[str, Field(pattern=defaults.GROUP_PATTERN)]
+_PRIORITY_HELP = "0 (first) .. 9 (last) inside the queue, FIFO among equals; default: the task's priority (5)"
+_GROUP_HELP = (
+    "a fairness key: waiting jobs of different groups in a queue take turns (round robin); "
+    "1-64 letters, digits, '_', '.', '@' or '-'; default: the task's group"
+)
+
+
+def lane_meta(spec: TaskSpec, priority: int | None, group: str | None) -> dict[str, Any]:
+    """The job meta of a call's ``priority`` and ``group`` (else the task's): nothing for the plain
+    path (priority 5, no group), so a plain job is stored exactly as before."""
+    p = spec.priority if priority is None else priority
+    g = group or spec.group
+    meta: dict[str, Any] = {}
+    if p != defaults.DEFAULT_PRIORITY:
+        meta[Meta.PRIORITY] = p
+    if g:
+        meta[Meta.GROUP] = g
+    return meta
+
+
 class BatchOptions(BaseModel):
     """Options of ``POST /api/v1/tasks/<name>/batch``, once for all its items."""
 
@@ -246,6 +270,9 @@ class BatchOptions(BaseModel):
         if value is not None:
             raise ValueError("debounce makes one job per key: enqueue debounced jobs one by one")
         return None
+
+    priority: Priority | None = Field(default=None, description=_PRIORITY_HELP)
+    group: Group | None = Field(default=None, description=_GROUP_HELP)
 
     def expires_at(self, spec: TaskSpec) -> datetime | None:
         return _expires_at(self.expires, spec)
@@ -297,6 +324,9 @@ class EnqueueOptions(BaseModel):
         return value
 
     rate_key: RateKey | None = Field(default=None, description=_RATE_KEY_HELP)
+
+    priority: Priority | None = Field(default=None, description=_PRIORITY_HELP)
+    group: Group | None = Field(default=None, description=_GROUP_HELP)
 
     def expires_at(self, spec: TaskSpec) -> datetime | None:
         """When the job expires (this call's ``expires``, else the task's), or None."""
@@ -373,6 +403,7 @@ def enqueue(
     job_meta: dict[str, Any] = {
         Meta.TASK: spec.name,
         Meta.MAX_RETRIES: spec.retry.max_retries,
+        **lane_meta(spec, options.priority, options.group),
         **(meta or {}),
     }
     stored, description = kwargs, masked_description(spec, kwargs)
@@ -653,6 +684,8 @@ def enqueue_many(
     expires_at: datetime | None = None,
     rate_key: str | None = None,
     sequence: str | None = None,
+    priority: int | None = None,
+    group: str | None = None,
 ) -> list[Job]:
     """Enqueue one job per argument set, all in one round trip to Redis.
 
@@ -665,6 +698,7 @@ def enqueue_many(
     target: JsonQueue = get_queue((queue or spec.queue).value, connection)
     retry = Retry(max=spec.retry.max_retries) if spec.retry.max_retries else None
     meta: dict[str, Any] = {Meta.TASK: spec.name, Meta.MAX_RETRIES: spec.retry.max_retries}
+    meta.update(lane_meta(spec, priority, group))
     if expires_at is not None:
         meta[Meta.EXPIRES] = iso(expires_at)
     if observability.TRACER is not None and (carrier := observability.trace_carrier()):

@@ -61,7 +61,7 @@ from rq.job import Job, parse_job_id
 
 from app.catalogue.registry import QueueName
 from app.core.filtering import JobFilter
-from app.core.queues import JsonJob, JsonQueue, get_queue
+from app.core.queues import JsonJob, JsonQueue, get_queue, lane_queue_name, listed_lanes
 from app.core.states import State, describe, set_aside_views, state_of, task_name
 
 _STATE_SOURCES: dict[State, tuple[str, ...]] = {
@@ -309,6 +309,9 @@ def _sources(redis: Any, state: State | None, queue_name: str | None, cursor: Cu
             source = f"{name}/{kind}"
             if kind == QUEUE_SOURCE:
                 out.append(_ListSource(redis, source, queue.key, cursor.get(source)))
+                for key, lane in listed_lanes(redis, name):  # its priorities' and groups' lists
+                    lane_source = f"{source}:{lane_queue_name(name, lane)}"
+                    out.append(_ListSource(redis, lane_source, key, cursor.get(lane_source)))
             else:
                 out.append(_RegistrySource(redis, source, _registry_key(queue, kind), cursor.get(source)))
     return out

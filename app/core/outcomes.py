@@ -52,7 +52,7 @@ from rq.serializers import JSONSerializer
 from app.catalogue.registry import RetryTask, TaskSpec
 from app.core import compat, leases, sealing, sequences, steps
 from app.core.leases import Lease
-from app.core.queues import JsonJob, JsonQueue, task_spec
+from app.core.queues import JsonJob, JsonQueue, lane_key, lane_of, lane_push_commands, task_spec
 from app.core.sealing import hook_kwargs
 from app.core.states import SET_ASIDE, State, set_aside_views
 from app.foundation import defaults, keys, runtime, signals
@@ -349,6 +349,12 @@ return 1
 )
 
 
+def _waiting_list(job: Job, queue: Queue) -> str:
+    """The list a waiting ``job`` is in: its queue's, or its lane's (a priority or a group)."""
+    lane = lane_of(job)
+    return queue.key if lane is None else lane_key(queue.name, lane)
+
+
 def snooze_asked(job: Job) -> float | None:
     """Seconds the run that just ended asked to snooze for (``raise Snooze(s)``), or None."""
     value = job.meta.get(Meta.SNOOZE_FOR)
@@ -413,7 +419,7 @@ def expire(job: Job, queue: JsonQueue | None = None) -> bool:
     sec, usec = connection.time()
     job.ended_at = utcnow()
     expire_keys = [
-        *(job.key, queue.key, queue.intermediate_queue_key, queue.scheduled_job_registry.key),
+        *(job.key, _waiting_list(job, queue), queue.intermediate_queue_key, queue.scheduled_job_registry.key),
         *(queue.deferred_job_registry.key, queue.canceled_job_registry.key, keys.expiries()),
     ]
     expire_args = [job.id, iso(job.ended_at) or "", compat.serialized_meta(job), sec + usec / 1e6 + ttl, ttl]
@@ -546,7 +552,7 @@ def orphaned(
     pipe.hset(job.key, "meta", compat.serialized_meta(job))
     job.set_status(JobStatus.QUEUED, pipeline=pipe)
     pipe.lrem(queue.intermediate_queue_key, 0, job.id)
-    queue.push_job_id(job.id, pipeline=pipe, at_front=True)
+    queue.push_job_id(job.id, pipeline=pipe, at_front=True, lane=lane_of(job))  # type: ignore[call-arg]
     if not _commit(job.connection, pipe, lease):
         log.info("run already settled elsewhere; not requeued", extra=_context(job))
         return False
@@ -705,17 +711,24 @@ def rescue(
     queue = JsonQueue(job.origin, connection=connection)
     status = job.get_status(refresh=False)
     if status == JobStatus.QUEUED:
-        return "requeued" if put_back(queue, job_id) else "left"
+        return "requeued" if put_back(queue, job_id, job) else "left"
     lease = leases.of_started(connection, job) if status == JobStatus.STARTED and not waiting_only else None
     if lease is None:
         return "left"
     return "requeued" if orphaned(job, queue, lease=lease, cause=cause) else "failed"
 
 
+# ARGV[2..], when given: the writes that push the id to its lane (n, command, arg..., as _CLAIM's).
 _PUT_BACK = LuaScript(
     """
 if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then
-  redis.call('LPUSH', KEYS[2], ARGV[1])
+  if #ARGV == 1 then redis.call('LPUSH', KEYS[2], ARGV[1]) end
+  local i = 2
+  while i <= #ARGV do
+    local n = tonumber(ARGV[i])
+    redis.call(unpack(ARGV, i + 1, i + n))
+    i = i + n + 1
+  end
   return 1
 end
 return 0
@@ -723,11 +736,21 @@ return 0
 )
 
 
-def put_back(queue: Queue, job_id: str) -> bool:
+def put_back(queue: Queue, job_id: str, job: Job | None = None) -> bool:
     """Put a job a worker dequeued but did not start back at the head of its queue (no attempt:
-    it never ran). Atomic: only if the id is still in the queue's intermediate list (a sweep or
-    the supervisor may have put it back already). Returns True when this call put it back."""
-    return bool(_PUT_BACK(queue.connection, keys=[queue.intermediate_queue_key, queue.key], args=[job_id]))
+    it never ran), of its priority and group (``job``'s lane; read when not given). Atomic: only
+    if the id is still in the queue's intermediate list (a sweep or the supervisor may have put it
+    back already). Returns True when this call put it back."""
+    if job is None:
+        job = JsonJob.fetch_many([job_id], connection=queue.connection)[0]
+    lane = lane_of(job) if job is not None else None
+    writes: list[Any] = []
+    if lane is not None:
+        for command in lane_push_commands(queue.name, job_id, lane, at_front=True):
+            writes += [len(command), *command]
+    return bool(
+        _PUT_BACK(queue.connection, keys=[queue.intermediate_queue_key, queue.key], args=[job_id, *writes])
+    )
 
 
 def set_aside(queue: Queue, job_id: str, cause: str) -> None:

@@ -8,13 +8,15 @@ instead of running.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from redis import Redis
 from rq import Queue
-from rq.exceptions import DequeueTimeout, DeserializationError, NoSuchJobError
+from rq.exceptions import DequeueTimeout, DeserializationError, DuplicateJobError, NoSuchJobError
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
@@ -22,6 +24,7 @@ from app.catalogue.registry import REGISTRY, QueueName, TaskSpec
 from app.core import compat, sequences
 from app.foundation import defaults, keys, outages
 from app.foundation.lua import LuaScript
+from app.foundation.meta import Meta
 
 if TYPE_CHECKING:
     from redis.client import Pipeline
@@ -99,6 +102,18 @@ class JsonJob(Job):
         if getattr(pipeline, "transaction", False):
             sequences.settle_on(pipeline, self, load_first=True)
 
+    def _remove_from_registries(
+        self, pipeline: Pipeline | None = None, remove_from_queue: bool = True
+    ) -> None:
+        """RQ's removal from the registries and (``remove_from_queue``) its queue's plain list (on a
+        cancel, a delete), and from its priority or group list when it has one (:func:`lane_of`)."""
+        super()._remove_from_registries(pipeline=pipeline, remove_from_queue=remove_from_queue)
+        lane = lane_of(self) if remove_from_queue and self.origin else None
+        if lane is not None:
+            (pipeline if pipeline is not None else self.connection).lrem(
+                lane_key(self.origin, lane), 1, self.id
+            )
+
     @classmethod
     def fetch_many(
         cls, job_ids: Iterable[str], connection: Redis, serializer: Any = None
@@ -139,13 +154,40 @@ class JsonQueue(Queue):
         kwargs["job_class"] = kwargs.get("job_class") or JsonJob
         super().__init__(name, connection=connection, **kwargs)
 
-    def push_job_id(self, job_id: str, pipeline: Pipeline | None = None, at_front: bool = False) -> None:
-        """Push the job id, and ring the queue's doorbell in the same round trip."""
+    def push_job_id(
+        self, job_id: str, pipeline: Pipeline | None = None, at_front: bool = False, lane: Lane | None = None
+    ) -> None:
+        """Push the job id, and ring the queue's doorbell in the same round trip.
+
+        A job with a priority or a group (``lane``, else the lane of the job RQ is enqueueing: every
+        RQ path, retries, requeues, the scheduler's due jobs, goes through :meth:`_enqueue_async_job`)
+        goes to its lane's list instead (:func:`push_lane_on`); the plain path is RQ's one push."""
         pipe = pipeline if pipeline is not None else self.connection.pipeline()
-        super().push_job_id(job_id, pipeline=pipe, at_front=at_front)
+        lane = lane or _ENQUEUEING_LANE.get()
+        if lane is None:
+            super().push_job_id(job_id, pipeline=pipe, at_front=at_front)
+        else:
+            push_lane_on(pipe, self.name, job_id, lane, at_front=at_front)
         ring_doorbell(pipe, self.name)
         if pipeline is None:
             pipe.execute()
+
+    def _enqueue_async_job(
+        self, job: Job, pipeline: Pipeline | None = None, at_front: bool = False, unique: bool = False
+    ) -> Job:
+        """RQ's enqueue of a job, with the job's lane known to :meth:`push_job_id`. A caller's job id
+        (``unique``) of a job with a lane is checked before the writes (RQ's atomic check pushes to
+        the plain list)."""
+        lane = lane_of(job)
+        if lane is None:
+            return super()._enqueue_async_job(job, pipeline=pipeline, at_front=at_front, unique=unique)
+        if unique and self.connection.exists(job.key):
+            raise DuplicateJobError(f"Job with ID {job.id} already exists")
+        token = _ENQUEUEING_LANE.set(lane)
+        try:
+            return super()._enqueue_async_job(job, pipeline=pipeline, at_front=at_front, unique=False)
+        finally:
+            _ENQUEUEING_LANE.reset(token)
 
     @classmethod
     def dequeue_any(
@@ -290,18 +332,96 @@ def ring_doorbell(pipe: Any, queue_name: str, times: int = 1) -> None:
 # hash in the same call; returns {key, id, field, value, ...} (no fields: the job is gone).
 # A paused queue (its name in the set ARGV[2]; ARGV[3] is the queue key prefix) is skipped:
 # when nothing moved, the answer is {"", paused name, ...}, or false when none is paused.
-# ARGV[1] is the job key prefix; ARGV[4], if given, the key of the hash that records the taker.
+# ARGV[1] is the job key prefix; ARGV[7], if given, the key of the hash that records the taker.
+#
+# Priorities and groups (see push_lane_on): a queue whose lanes set (ARGV[4] .. name) is empty or
+# absent takes from its plain list as ever (one ZRANGE more). Otherwise its priorities are taken
+# in order (5 is the plain list); at a priority with a ring of groups (ARGV[5] .. name .. ':' .. p)
+# the head group gives its first job and goes back to the tail (a group found empty leaves the ring
+# then); '' on the ring, while it exists, is the priority's ungrouped list, so those jobs take turns
+# with the groups. Groups pushed to since the last dequeue (the pending set) join the ring first.
+# A job is always moved to the parent queue's intermediate list and answered under the parent's
+# key: what follows a dequeue (the start's claim, a requeue, the sweep) sees the queue it was
+# enqueued on. ARGV[6] is RQ's set of queues, which lane lists leave once found empty (rq info
+# lists them while they hold jobs).
 _MOVE_FIRST = LuaScript(
     """
+local function take(list, dest)
+  return redis.call('LMOVE', list, dest, 'LEFT', 'RIGHT')
+end
+local function tidy(list, key)
+  if list ~= key and redis.call('LLEN', list) == 0 then redis.call('SREM', ARGV[6], list) end
+end
+local function level(key, name, p, dest)
+  local u = key
+  if p ~= '5' then u = key .. ':p' .. p end
+  local ring = ARGV[5] .. name .. ':' .. p
+  local members = ring .. ':members'
+  local pending = ring .. ':pending'
+  if redis.call('EXISTS', pending) == 1 then
+    for _, g in ipairs(redis.call('SMEMBERS', pending)) do
+      if redis.call('SADD', members, g) == 1 then redis.call('RPUSH', ring, g) end
+    end
+    redis.call('DEL', pending)
+    if redis.call('SADD', members, '') == 1 then redis.call('RPUSH', ring, '') end
+  end
+  local g = redis.call('LPOP', ring)
+  if not g then
+    local id = take(u, dest)
+    if id then tidy(u, key) end
+    return id
+  end
+  while g do
+    local list = u
+    if g ~= '' then list = u .. ':g:' .. g end
+    local id = take(list, dest)
+    if id then
+      if g ~= '' or redis.call('LLEN', ring) > 0 then
+        redis.call('RPUSH', ring, g)
+      else
+        redis.call('SREM', members, g)
+      end
+      return id
+    end
+    if g == '' and redis.call('LLEN', ring) > 0 then
+      redis.call('RPUSH', ring, g)
+    else
+      redis.call('SREM', members, g)
+      tidy(list, key)
+    end
+    g = redis.call('LPOP', ring)
+  end
+  return false
+end
 local paused = {''}
 for _, key in ipairs(KEYS) do
   local name = string.sub(key, #ARGV[3] + 1)
   if redis.call('SISMEMBER', ARGV[2], name) == 1 then
     table.insert(paused, name)
   else
-    local id = redis.call('LMOVE', key, key .. ':intermediate', 'LEFT', 'RIGHT')
+    local dest = key .. ':intermediate'
+    local lanes = ARGV[4] .. name
+    local levels = redis.call('ZRANGE', lanes, 0, -1)
+    local id = false
+    if #levels == 0 then
+      id = take(key, dest)
+    else
+      local plain = false
+      for _, p in ipairs(levels) do
+        if not plain and tonumber(p) >= 5 then
+          plain = true
+          if p ~= '5' then id = take(key, dest) end
+        end
+        if not id then
+          id = level(key, name, p, dest)
+          if not id then redis.call('ZREM', lanes, p) end
+        end
+        if id then break end
+      end
+      if not id and not plain then id = take(key, dest) end
+    end
     if id then
-      if ARGV[4] then redis.call('HSET', ARGV[4], 'tasklane_taken', id) end
+      if ARGV[7] then redis.call('HSET', ARGV[7], 'tasklane_taken', id) end
       local out = {key, id}
       for _, v in ipairs(redis.call('HGETALL', ARGV[1] .. id)) do table.insert(out, v) end
       return out
@@ -319,8 +439,210 @@ def _move_args(taker: str | None = None) -> list[str]:
         JsonJob.redis_job_namespace_prefix,
         keys.paused_queues(),
         JsonQueue.redis_queue_namespace_prefix,
+        keys.lanes(""),
+        _RING_PREFIX,
+        JsonQueue.redis_queues_keys,
     ]
     return [*prefixes, *([taker] if taker else [])]
+
+
+#: What the ring keys of every queue start with (``keys.ring(queue, p)`` is this, the queue, ``:p``).
+_RING_PREFIX = keys.ring("", "")[: -len(":")]
+
+
+@dataclass(frozen=True)
+class Lane:
+    """Where a waiting job of a queue stands apart from its plain list: a priority other than the
+    default (0 first .. 9 last) and/or a fairness group."""
+
+    priority: int = defaults.DEFAULT_PRIORITY
+    group: str | None = None
+
+
+#: The lane of the job RQ is enqueueing (set by JsonQueue._enqueue_async_job for push_job_id).
+_ENQUEUEING_LANE: contextvars.ContextVar[Lane | None] = contextvars.ContextVar("tasklane_lane", default=None)
+
+
+def make_lane(priority: int | None, group: str | None) -> Lane | None:
+    """The lane of a job with ``priority`` and ``group``; None for the plain path (5, no group)."""
+    p = defaults.DEFAULT_PRIORITY if priority is None else int(priority)
+    if p == defaults.DEFAULT_PRIORITY and not group:
+        return None
+    return Lane(p, group or None)
+
+
+def lane_of(job: Job) -> Lane | None:
+    """The job's lane from its meta (``priority``, ``group``); None for the plain path."""
+    meta = job.meta or {}
+    priority, group = meta.get(Meta.PRIORITY), meta.get(Meta.GROUP)
+    if priority is None and not group:
+        return None
+    try:
+        return make_lane(priority, group)
+    except (TypeError, ValueError):
+        return None
+
+
+def lane_queue_name(queue: str, lane: Lane) -> str:
+    """The RQ queue name of a lane's list: ``default:p0``, ``default:g:acme``, ``default:p0:g:acme``."""
+    base = queue if lane.priority == defaults.DEFAULT_PRIORITY else f"{queue}:p{lane.priority}"
+    return f"{base}:g:{lane.group}" if lane.group else base
+
+
+def lane_key(queue: str, lane: Lane) -> str:
+    """The Redis list of a lane (an RQ queue's key, so ``rq info`` counts its jobs)."""
+    return JsonQueue.redis_queue_namespace_prefix + lane_queue_name(queue, lane)
+
+
+def parse_lane(queue: str, name: str) -> Lane | None:
+    """The lane of RQ queue ``name`` under ``queue`` (None when it is not one of its lanes)."""
+    if not name.startswith(queue + ":"):
+        return None
+    parts = name[len(queue) + 1 :].split(":")
+    priority = defaults.DEFAULT_PRIORITY
+    if parts and len(parts[0]) == 2 and parts[0][0] == "p" and parts[0][1].isdigit():
+        priority, parts = int(parts[0][1]), parts[1:]
+    if not parts:
+        return Lane(priority) if priority != defaults.DEFAULT_PRIORITY else None
+    if len(parts) == 2 and parts[0] == "g" and parts[1]:
+        return Lane(priority, parts[1])
+    return None
+
+
+def lane_push_commands(queue: str, job_id: str, lane: Lane, at_front: bool = False) -> list[tuple[Any, ...]]:
+    """The writes that put ``job_id`` on ``lane`` of ``queue``: the push, the lane list in RQ's set of
+    queues, its priority in the queue's lanes, its group among the ring's pending ones. Plain writes,
+    no condition, so they fit a MULTI, a lease-guarded recording and a script's ARGV alike."""
+    key = lane_key(queue, lane)
+    commands: list[tuple[Any, ...]] = [
+        ("LPUSH" if at_front else "RPUSH", key, job_id),
+        ("SADD", JsonQueue.redis_queues_keys, key),
+        ("ZADD", keys.lanes(queue), lane.priority, lane.priority),
+    ]
+    if lane.group:
+        commands.append(("SADD", keys.ring_pending(queue, lane.priority), lane.group))
+    return commands
+
+
+def push_lane_on(pipe: Any, queue: str, job_id: str, lane: Lane, at_front: bool = False) -> None:
+    """Queue the writes of :func:`lane_push_commands` on ``pipe`` (O(1) each)."""
+    for command in lane_push_commands(queue, job_id, lane, at_front):
+        pipe.execute_command(*command)
+
+
+def lane_lists(connection: Redis, queue: str) -> list[tuple[str, Lane]]:
+    """The lane lists of ``queue`` that RQ's set of queues names (those that held jobs lately)."""
+    prefix = JsonQueue.redis_queue_namespace_prefix
+    found = []
+    for raw in connection.smembers(JsonQueue.redis_queues_keys):
+        key = _text(raw)
+        lane = parse_lane(queue, key[len(prefix) :]) if key.startswith(prefix) else None
+        if lane is not None:
+            found.append((key, lane))
+    return sorted(found, key=lambda item: (item[1].priority, item[1].group or ""))
+
+
+#: How many group lists of a queue the job listing reads (those next in turn): each is a source
+#: of every page, and a page's cursor holds a position per source.
+LISTED_GROUPS = 20
+
+
+def listed_lanes(connection: Redis, queue: str) -> list[tuple[str, Lane]]:
+    """The lane lists of ``queue`` the job listing pages through, read in slices (no whole set or
+    list): its priorities' ungrouped lists, and up to :data:`LISTED_GROUPS` group lists, those
+    next in turn on the rings (then ones just pushed to)."""
+    found_levels: list[bytes] = connection.zrange(keys.lanes(queue), 0, 9)  # type: ignore[assignment]
+    levels = [int(p) for p in found_levels]
+    with connection.pipeline(transaction=False) as pipe:
+        for p in levels:
+            pipe.lrange(keys.ring(queue, p), 0, LISTED_GROUPS - 1)
+            pipe.srandmember(keys.ring_pending(queue, p), LISTED_GROUPS)
+        found = pipe.execute()
+    out: list[tuple[str, Lane]] = []
+    groups: list[Lane] = []
+    for n, p in enumerate(levels):
+        if p != defaults.DEFAULT_PRIORITY:
+            out.append((lane_key(queue, Lane(p)), Lane(p)))
+        for g in dict.fromkeys(_text(g) for g in [*found[2 * n], *found[2 * n + 1]]):
+            if g:
+                groups.append(Lane(p, g))
+    out += [(lane_key(queue, lane), lane) for lane in groups[:LISTED_GROUPS]]
+    return out
+
+
+def waiting(connection: Redis, queue: str) -> dict[str, Any]:
+    """The waiting jobs of ``queue``: ``total`` (its plain list and every lane), ``by_priority``
+    (priority -> jobs, those with any) and ``groups`` (groups with waiting jobs)."""
+    lists = lane_lists(connection, queue)
+    with connection.pipeline(transaction=False) as pipe:
+        pipe.llen(JsonQueue.redis_queue_namespace_prefix + queue)
+        for key, _ in lists:
+            pipe.llen(key)
+        counts = pipe.execute()
+    by_priority: dict[str, int] = {}
+    if counts[0]:
+        by_priority[str(defaults.DEFAULT_PRIORITY)] = counts[0]
+    groups = set()
+    for (_, lane), count in zip(lists, counts[1:], strict=True):
+        if count:
+            by_priority[str(lane.priority)] = by_priority.get(str(lane.priority), 0) + count
+            if lane.group:
+                groups.add(lane.group)
+    ordered = {p: by_priority[p] for p in sorted(by_priority)}
+    return {"total": sum(counts), "by_priority": ordered, "groups": len(groups)}
+
+
+# Put right what a fault could leave of a queue's lanes (nothing the code writes does: the pushes
+# are one MULTI and the dequeue one script). ARGV[1]: the queue name; ARGV[2], [3]: the lanes key
+# and the ring prefix; ARGV[4]: RQ's set of queues; then triples (list key, priority, group or '').
+# A lane list with jobs gets its priority back in the lanes and its group among the pending; an
+# empty one leaves RQ's set; a ring member missing from its ring is put back. Returns the fixes.
+_REPAIR_LANES = LuaScript(
+    """
+local fixed = 0
+for i = 5, #ARGV, 3 do
+  local list, p, g = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local ring = ARGV[3] .. ARGV[1] .. ':' .. p
+  if redis.call('LLEN', list) > 0 then
+    if redis.call('ZADD', ARGV[2], p, p) == 1 then fixed = fixed + 1 end
+    if g ~= '' and redis.call('SISMEMBER', ring .. ':members', g) == 0 then
+      fixed = fixed + redis.call('SADD', ring .. ':pending', g)
+    end
+  else
+    redis.call('SREM', ARGV[4], list)
+  end
+end
+for p = 0, 9 do
+  local ring = ARGV[3] .. ARGV[1] .. ':' .. p
+  local members = redis.call('SMEMBERS', ring .. ':members')
+  if #members > 0 then
+    local on = {}
+    for _, g in ipairs(redis.call('LRANGE', ring, 0, -1)) do on[g] = true end
+    for _, g in ipairs(members) do
+      if not on[g] then
+        redis.call('SREM', ring .. ':members', g)
+        redis.call('SADD', ring .. ':pending', g)
+        redis.call('ZADD', ARGV[2], p, p)
+        fixed = fixed + 1
+      end
+    end
+  end
+end
+return fixed
+"""
+)
+
+
+def repair_lanes(connection: Redis, queue: str) -> int:
+    """Check ``queue``'s lanes against its lane lists (the maintenance sweep, after a fault such as a
+    Redis restart that kept only part of its writes); returns how many entries were put right."""
+    lists = lane_lists(connection, queue)
+    if not lists:  # no lane has held a job lately: nothing to check (one SMEMBERS per sweep)
+        return 0
+    args: list[Any] = [queue, keys.lanes(queue), _RING_PREFIX, JsonQueue.redis_queues_keys]
+    for key, lane in lists:
+        args += [key, lane.priority, lane.group or ""]
+    return int(_REPAIR_LANES(connection, args=args) or 0)
 
 
 def _text(value: bytes | str) -> str:

@@ -12,6 +12,7 @@ from rq.registry import ScheduledJobRegistry
 
 from app.catalogue.registry import MASK, REGISTRY
 from app.core import sealing, sequences
+from app.foundation import defaults
 from app.foundation.meta import Meta
 from app.foundation.timeutil import iso
 
@@ -137,11 +138,19 @@ def describe(job: Job) -> dict[str, Any]:
         "snoozed": int(job.meta.get(Meta.SNOOZED) or 0),
         # The job's sequence (the ``sequence`` option) and how many of its jobs are before it.
         "sequence": sequence_view(job, status),
+        # Its place in its queue: priority 0 (first) .. 9 (last), and its fairness group (or null).
+        "priority": _priority(job),
+        "group": job.meta.get(Meta.GROUP),
         "enqueued_at": iso(job.enqueued_at),
         "started_at": iso(job.started_at),
         "ended_at": iso(job.ended_at),
         "worker": job.worker_name,
     }
+
+
+def _priority(job: Job) -> int:
+    value = job.meta.get(Meta.PRIORITY)
+    return value if isinstance(value, int) and not isinstance(value, bool) else defaults.DEFAULT_PRIORITY
 
 
 #: The job hash field that marks a job set aside unread (app/core/outcomes.py: set_aside).

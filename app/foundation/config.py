@@ -59,6 +59,8 @@ OVERRIDE_FIELDS = (
     "debounce",
     "burst",
     "sequence_key",
+    "priority",
+    "group",
 )
 
 
@@ -637,6 +639,12 @@ def _override_value(name: str, task_name: str, field_name: str, value: Any) -> A
     if field_name == "sequence_key":
         if value is not None and not (isinstance(value, str) and value.isidentifier()):
             raise bad("must name one of the task's input fields, or null")
+        return value
+    if field_name == "priority":
+        return whole(defaults.MIN_PRIORITY, defaults.MAX_PRIORITY)
+    if field_name == "group":
+        if value is not None and not (isinstance(value, str) and re.match(defaults.GROUP_PATTERN, value)):
+            raise bad("must be 1-64 letters, digits, '_', '.', '@' or '-', or null")
         return value
     if field_name in ("soft_time_limit", "result_ttl"):
         if value is None:

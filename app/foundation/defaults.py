@@ -223,3 +223,10 @@ DEBOUNCE_KEY_GRACE = 3600
 #: A debounced job due within this many seconds is left to the scheduler (which may be moving it
 #: to its queue): an enqueue then makes a new job instead of rewriting one that may be starting.
 DEBOUNCE_MARGIN = 1.0
+# Priorities and fair groups inside a queue (the enqueue options ``priority`` and ``group``).
+#: A job's priority when none is given: 5, the queue's plain list (0 first .. 9 last).
+DEFAULT_PRIORITY = 5
+#: The lowest and highest priority numbers.
+MIN_PRIORITY, MAX_PRIORITY = 0, 9
+#: What a group name may be (it becomes part of a queue name: no ':' or spaces).
+GROUP_PATTERN = r"^[A-Za-z0-9_.@-]{1,64}$"

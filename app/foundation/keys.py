@@ -105,6 +105,29 @@ def sequences() -> str:
     return _key("sequences")
 
 
+def lanes(queue: str) -> str:
+    """The priorities (a sorted set, member and score the number) of a queue that may hold jobs
+    outside its plain list: a priority other than 5, or groups. Absent: the plain path only."""
+    return _key("lanes", queue)
+
+
+def ring(queue: str, priority: int | str) -> str:
+    """The groups with waiting jobs at one priority of a queue, in turn order (a list; ``""`` is the
+    priority's ungrouped jobs); the dequeue takes the head's first job and puts it back at the tail."""
+    return _key("ring", queue, str(priority))
+
+
+def ring_members(queue: str, priority: int | str) -> str:
+    """The members of :func:`ring` (a set), so a group is put on the ring once."""
+    return ring(queue, priority) + ":members"
+
+
+def ring_pending(queue: str, priority: int | str) -> str:
+    """Groups pushed to since the last dequeue (a set, one write per push, no condition): the
+    dequeue puts each one not yet on :func:`ring` at its tail before it takes a turn."""
+    return ring(queue, priority) + ":pending"
+
+
 def workflow(workflow_id: str) -> str:
     """A workflow's structure and job ids (a JSON string)."""
     return _key("workflow", workflow_id)

@@ -31,6 +31,10 @@ class Meta(StrEnum):
     ATTEMPTS = "attempts"
     #: When a job that has not started by then never runs (ISO 8601, UTC): ``expires``.
     EXPIRES = "expires"
+    #: The job's priority in its queue, 0 (first) .. 9 (last), when not the default 5: ``priority``.
+    PRIORITY = "priority"
+    #: The job's fairness group in its queue (round robin over groups): ``group``.
+    GROUP = "group"
     #: Seconds the task asked to snooze for in the run that just ended (``Snooze``); read once.
     SNOOZE_FOR = "snooze_for"
     #: How many times the job snoozed.

@@ -32,7 +32,7 @@ from rq.worker_registration import clean_worker_registry
 
 from app.core import outcomes, sequences
 from app.core.leases import Lease
-from app.core.queues import JsonJob, JsonQueue, all_queues
+from app.core.queues import JsonJob, JsonQueue, all_queues, repair_lanes
 from app.foundation import clock, defaults, keys, outages
 
 log = logging.getLogger("tasklane.maintenance")
@@ -94,7 +94,7 @@ def rescue_intermediate(queue: JsonQueue, older_than: float = defaults.RESCUE_AF
         if now - first_seen < older_than:
             continue
         # Atomic: only the process that removes it from the intermediate list requeues it.
-        if outcomes.put_back(queue, job_id):
+        if outcomes.put_back(queue, job_id, job):
             rescued += 1
             log.warning("requeued job %s: its worker dequeued it and died before starting it", job_id)
         connection.hdel(seen_key, job_id)
@@ -196,11 +196,14 @@ def sweep_queue(queue: JsonQueue, judge_leases: bool | None = None) -> None:
 
 
 def sweep(redis: Redis) -> None:
-    """Registry maintenance for every queue: abandoned jobs, expired entries, stuck dequeues; then
-    the jobs still waiting past their ``expires``, and the sequences whose head has ended."""
+    """Registry maintenance for every queue: abandoned jobs, expired entries, stuck dequeues, the
+    queue's priorities and groups (:func:`app.core.queues.repair_lanes`); then the jobs still
+    waiting past their ``expires``, and the sequences whose head has ended."""
     judge_leases = leases_judgeable(redis)
     for queue in all_queues(redis):
         sweep_queue(queue, judge_leases)
+        if fixed := repair_lanes(redis, queue.name):
+            log.warning("queue %s: %d entries of its priorities and groups put right", queue.name, fixed)
     outcomes.expire_due(redis)
     sequences.settle_all(redis)  # a hand-on lost with a process that died between a job's end and it
 

@@ -131,6 +131,8 @@ def list_tasks() -> None:
 @click.option("--job-id", help="Choose the job's id.")
 @click.option("--rate-key", help="Start in this key's own bucket of the task's rate limit.")
 @click.option("--sequence", help="A key: jobs with the same key run one at a time, in enqueue order.")
+@click.option("--priority", type=click.IntRange(0, 9), help="0 (first) .. 9 (last) in its queue; default 5.")
+@click.option("--group", help="A fairness key: jobs of different groups in a queue take turns.")
 @click.option("--encrypt", is_flag=True, default=None, help="Store the args and result encrypted.")
 @click.option("--unique-period", type=float, help="Seconds: while a job of the same key lives, return it.")
 @click.option("--unique-key", help="With --unique-period: the key (default: the task and its args).")
@@ -147,6 +149,8 @@ def enqueue_task(
     job_id: str | None,
     rate_key: str | None,
     sequence: str | None,
+    priority: int | None,
+    group: str | None,
     encrypt: bool | None,
     unique_period: float | None,
     unique_key: str | None,
@@ -177,6 +181,8 @@ def enqueue_task(
                     "debounce": None if debounce is None else {"delay": debounce, "key": debounce_key},
                     "rate_key": rate_key,
                     "sequence": sequence,
+                    "priority": priority,
+                    "group": group,
                 }.items()
                 if v is not None
             }
@@ -341,7 +347,8 @@ def show_queues() -> None:
     paused = queue_store.paused_queues(redis)
     for queue in all_queues(redis):
         click.echo(
-            f"{queue.name:<10}{queue.count:>9}{queue.started_job_registry.count:>9}"
+            f"{queue.name:<10}{queue_store.waiting(redis, queue.name)['total']:>9}"
+            f"{queue.started_job_registry.count:>9}"
             f"{queue.scheduled_job_registry.count:>11}{queue.deferred_job_registry.count:>10}"
             f"{queue.failed_job_registry.count:>8}{queue.finished_job_registry.count:>10}"
             + ("  paused" if queue.name in paused else "")
@@ -369,11 +376,14 @@ def resume_queue(queue: str) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def purge_queue(queue: str, yes: bool) -> None:
     """Delete every job waiting in QUEUE (running, failed and finished jobs are left alone)."""
-    target = get_queue(queue, runtime().redis)
-    count = target.count
+    redis = runtime().redis
+    target = get_queue(queue, redis)
+    count = queue_store.waiting(redis, queue)["total"]  # its priorities' and groups' too
     if not yes:
         click.confirm(f"delete the {count} job(s) waiting in {queue!r}?", abort=True)
     removed = target.empty()
+    for key, _ in queue_store.lane_lists(redis, queue):
+        removed += get_queue(key.removeprefix(target.redis_queue_namespace_prefix), redis).empty()
     click.echo(f"purged {removed} job(s) from {queue}")
 
 

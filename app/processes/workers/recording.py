@@ -109,7 +109,7 @@ class RecordingMixin(GraceMixin):
 
     def _hand_back(self, job: Job, queue: Queue, run: Execution | None) -> None:
         if run is None:
-            if outcomes.put_back(queue, job.id):
+            if outcomes.put_back(queue, job.id, job):
                 log.info("Worker %s: job %s put back on its queue (not started)", self.name, job.id)
             return
 

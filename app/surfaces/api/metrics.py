@@ -105,6 +105,7 @@ class RedisCollector:
                     pipe.zcard(registry.key)
                 pipe.lindex(queue.key, 0)
                 waiting, started, scheduled, deferred, failed, finished, head = pipe.execute()
+            waiting = queue_store.waiting(self.redis, queue.name)["total"]  # its priorities' and groups' too
             sizes = {"waiting": waiting, "started": started, "scheduled": scheduled, "deferred": deferred,
                      "failed": failed, "finished": finished}  # fmt: skip
             for state, value in sizes.items():

@@ -89,6 +89,12 @@ _QUEUE: dict[str, Any] = {
         "name": {"type": "string"},
         **{state: _COUNT for state in _QUEUE_COUNTS},
         "paused": {"type": "boolean", "description": "no worker takes jobs from it (POST .../pause)"},
+        "waiting_by_priority": {
+            "type": "object",
+            "additionalProperties": _COUNT,
+            "description": "waiting jobs by priority ('0' .. '9'; those with any), summing to waiting",
+        },
+        "waiting_groups": {**_COUNT, "description": "how many fairness groups have waiting jobs"},
     },
 }
 
@@ -309,6 +315,13 @@ def _common_schemas() -> dict[str, Any]:
                     "jobs are before this one (0: its turn; null once it ended)",
                     "properties": {"key": {"type": "string"}, "ahead": {"type": ["integer", "null"]}},
                 },
+                "priority": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "maximum": 9,
+                    "description": "its priority in its queue: 0 first .. 9 last (default 5)",
+                },
+                "group": {"type": ["string", "null"], "description": "its fairness group in its queue"},
                 "enqueued_at": nullable_time,
                 "started_at": nullable_time,
                 "ended_at": nullable_time,

@@ -15,15 +15,19 @@ from app.surfaces.api.errors import APIError
 
 @api.get("/queues")
 def list_queues() -> Response:
-    """Per queue: waiting, started, scheduled, deferred, failed, finished counts, and paused."""
+    """Per queue: waiting, started, scheduled, deferred, failed, finished counts, and paused; the
+    waiting jobs by priority (``waiting_by_priority``) and how many groups have some."""
     out = []
     redis = runtime().redis
     paused = queue_store.paused_queues(redis)
     for queue in all_queues(redis):
+        waiting = queue_store.waiting(redis, queue.name)  # its plain list and its priorities' and groups'
         out.append(
             {
                 "name": queue.name,
-                "waiting": queue.count,
+                "waiting": waiting["total"],
+                "waiting_by_priority": waiting["by_priority"],
+                "waiting_groups": waiting["groups"],
                 "started": queue.started_job_registry.count,
                 "scheduled": queue.scheduled_job_registry.count,
                 "deferred": queue.deferred_job_registry.count,

@@ -65,7 +65,7 @@ class BatchRequest(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
     SHAPE: ClassVar[str] = (
         '{"items": [{"args": {...}}, ...], "queue": "...", "encrypt": true|false, '
-        '"options": {"expires": ..., "rate_key": "..."}}'
+        '"options": {"expires": ..., "rate_key": "...", "priority": 0-9, "group": "..."}}'
     )
 
     items: list[Any]
@@ -73,7 +73,8 @@ class BatchRequest(BaseModel):
     encrypt: bool | None = None
     options: dict[str, Any] = Field(
         default_factory=dict,
-        description="expires, rate_key, unique, sequence (the items in order), once for every item",
+        description="expires, rate_key, unique, sequence (the items in order), priority, group: once for "
+        "every item",
     )
 
 
@@ -251,6 +252,8 @@ def enqueue_batch(name: str) -> tuple[Response, int]:
             expires_at=options.expires_at(spec),
             rate_key=options.rate_key,
             sequence=options.sequence,
+            priority=options.priority,
+            group=options.group,
             **ttls,
         )
     except EncryptionUnavailable as exc:
@@ -260,7 +263,7 @@ def enqueue_batch(name: str) -> tuple[Response, int]:
 
 
 #: Enqueue options added after Idempotency-Key digests were first stored: left out of the digest when unset.
-_LATER_OPTIONS = ("encrypt", "rate_key", "unique", "debounce", "sequence")
+_LATER_OPTIONS = ("encrypt", "rate_key", "unique", "debounce", "sequence", "priority", "group")
 
 
 def _unique_batch(
@@ -276,7 +279,8 @@ def _unique_batch(
     rt = runtime()
     per_item = EnqueueOptions(
         queue=queue, encrypt=encrypt, expires=options.expires, unique=options.unique,
-        rate_key=options.rate_key, sequence=options.sequence,
+        rate_key=options.rate_key, sequence=options.sequence, priority=options.priority,
+        group=options.group,
     )  # fmt: skip
     try:
         jobs = [

@@ -112,6 +112,7 @@ def queues(redis: Redis) -> list[dict[str, Any]]:
                 when = datetime.fromisoformat(_text(stamp).replace("Z", "+00:00"))
                 when = when if when.tzinfo else when.replace(tzinfo=UTC)
                 oldest = max(0.0, (now - when).total_seconds())
+        waiting = queue_store.waiting(redis, queue.name)["total"]  # with its priorities' and groups'
         out.append(
             {
                 "name": queue.name,

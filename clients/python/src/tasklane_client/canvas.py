@@ -64,8 +64,8 @@ class Task(Generic[J, W]):
         self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None, **options: Any
     ) -> J:
         """Enqueue; ``options`` are those of ``POST /api/v1/tasks/<name>``: ``countdown``, ``eta`` (a
-        datetime, naive = UTC, or ISO 8601 text), ``queue``, ``priority``, ``job_id`` (or ``task_id``),
-        ``result_ttl``, ``expires``, ``rate_key``, ... and ``idempotency_key``."""
+        datetime, naive = UTC, or ISO 8601 text), ``queue``, ``priority``, ``group``, ``job_id`` (or
+        ``task_id``), ``result_ttl``, ``expires``, ``rate_key``, ... and ``idempotency_key``."""
         return self.caller._enqueue(self.name, tuple(args or ()), dict(kwargs or {}), options)
 
     def s(self, *args: Any, **kwargs: Any) -> Signature[J, W]:

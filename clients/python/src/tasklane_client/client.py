@@ -65,7 +65,7 @@ class Client:
 
     def enqueue(self, task: str, args: dict[str, Any] | None = None, **options: Any) -> str:
         """Enqueue ``task`` with keyword ``args``; options as ``POST /api/v1/tasks/<name>`` takes them
-        (countdown, eta, queue, job_id, result_ttl, priority, encrypt, rate_key, ...), and
+        (countdown, eta, queue, job_id, result_ttl, priority, group, encrypt, rate_key, ...), and
         ``idempotency_key`` (sent as the Idempotency-Key header). Returns the job id.
         ``sequence="user-42"``: one at a time, in order."""
         return str(self.call(enqueue_call(task, args, options))["job_id"])
