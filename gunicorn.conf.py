@@ -19,10 +19,9 @@ _check_catalogue(_settings, process="web")
 workers = integer_or_exit("WEB_CONCURRENCY", 2, minimum=1, process="web")
 threads = integer_or_exit("WEB_THREADS", 4, minimum=1, process="web")
 worker_class = "gthread"
-# Each worker listens on its own socket (SO_REUSEPORT) and the kernel spreads new connections
-# over them: with one shared socket, the worker that wakes first took every keep-alive
-# connection of a burst (docs/BENCHMARK.md measured a CPU share of 1.00 in 2 rounds of 3).
-reuse_port = True
+# No reuse_port: with SO_REUSEPORT a second service started on the same port by mistake binds it
+# too, silently, and takes half the requests (it spread keep-alive connections over the workers
+# better: docs/BENCHMARK.md). One shared socket makes that mistake fail with "in use".
 timeout = 30
 graceful_timeout = 25
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")

@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import ast
 import datetime
-import socket
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from gunicorn.config import Config
 from gunicorn.glogging import Logger
 
 from app.web import DEFAULT_ACCESS_FORMAT, AccessLogger
+from tests.servers import GUNICORN, Starter, start_web
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,8 +72,9 @@ def test_another_access_format_gets_every_atom() -> None:
     assert line.endswith(" 1500")
 
 
-def test_gunicorn_conf_spreads_connections_and_uses_the_lean_access_logger() -> None:
-    """gunicorn.conf.py, as gunicorn reads it: SO_REUSEPORT sockets, one per worker, and the logger."""
+def test_gunicorn_conf_uses_the_lean_access_logger_on_one_shared_socket() -> None:
+    """gunicorn.conf.py, as gunicorn reads it: the logger, and no SO_REUSEPORT (with it, a second
+    service started on the same port by mistake bound it too and took half the requests)."""
     # Its constant settings, read without running it (it configures logging when run).
     tree = ast.parse((ROOT / "gunicorn.conf.py").read_text())
     namespace = {
@@ -83,9 +85,21 @@ def test_gunicorn_conf_spreads_connections_and_uses_the_lean_access_logger() -> 
         if isinstance(target, ast.Name)
     }
     cfg = Config()
-    for name in ("reuse_port", "logger_class", "accesslog"):
+    for name in ("logger_class", "accesslog"):
         cfg.set(name, namespace[name])
-    assert cfg.reuse_port is True
-    assert hasattr(socket, "SO_REUSEPORT")
+    assert namespace.get("reuse_port", False) is False
     assert cfg.logger_class is AccessLogger
     assert cfg.accesslog == "-"
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_a_second_web_process_on_a_taken_port_exits_saying_so(start: Starter) -> None:
+    """The Procfile's web line on a port a running one holds: it stops with 'in use', it never shares
+    the port (a second service once answered half of the first one's requests)."""
+    base = start_web(start)
+    port = base.rsplit(":", 1)[1]
+    second = start(*GUNICORN, f"127.0.0.1:{port}", WEB_CONCURRENCY="1")
+    assert start.wait(second, timeout=30) != 0
+    assert "in use" in start.output(second).lower()
+    assert requests.get(f"{base}/healthz", timeout=5).status_code == 200
