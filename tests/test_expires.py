@@ -83,12 +83,26 @@ def test_seconds_are_counted_from_the_enqueue_and_bad_values_are_422(
     at = "2031-02-03T04:05:06+02:00"
     job_id = enqueue(client, auth, "add", {"x": 1, "y": 2}, expires=at)
     assert _expiry(redis_, job_id) == datetime.fromisoformat(at)
-    for bad in (0, -5, "soon", "2031-02-03T04:05:06", 400 * 24 * 3600, True):
+    # The last two are times Python cannot read in UTC (they were a 500, not a 422).
+    edge = ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00")
+    for bad in (0, -5, "soon", "2031-02-03T04:05:06", 400 * 24 * 3600, True, *edge):
         body = {"args": {"x": 1, "y": 2}, "options": {"expires": bad}}
         answer = client.post("/api/v1/tasks/add", json=body, headers=auth)
         assert answer.status_code == 422, (bad, answer.get_json())
         fields = {d["field"] for d in answer.get_json()["error"]["details"]}
         assert any(f.startswith("options.expires") for f in fields), (bad, fields)
+    for path, body in (
+        ("/api/v1/tasks/add", {"args": {"x": 1, "y": 2}, "options": {"eta": edge[0]}}),
+        ("/api/v1/tasks/add/batch", {"items": [{"args": {"x": 1, "y": 2}}], "options": {"expires": edge[0]}}),
+    ):
+        answer = client.post(path, json=body, headers=auth)
+        assert answer.status_code == 422 and "out of range" in answer.get_data(as_text=True), (
+            answer.get_json()
+        )
+    refused = app.test_cli_runner().invoke(
+        args=["tasks", "enqueue", "add", "x=1", "y=2", "--expires", edge[0]]
+    )
+    assert refused.exit_code != 0 and "Traceback" not in refused.output and "out of range" in refused.output
     assert redis_.llen("rq:queue:default") == 2  # nothing of the refused ones was stored
 
 

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
@@ -101,8 +102,21 @@ def _expiry_number(value: Any) -> Any:
     return value
 
 
+def _utc_representable(value: datetime) -> datetime:
+    """A time with a zone that is a time in UTC too: ``0001-01-01T00:00:00+01:00`` is not (Python's
+    conversion overflows; it was a 500)."""
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("time out of range: give a time between years 1 and 9999 in UTC") from None
+    return value
+
+
+#: A time with a zone that can be read in UTC.
+UtcTime = Annotated[AwareDatetime, AfterValidator(_utc_representable)]
+
 #: ``expires``: seconds after the enqueue, or a time with a zone.
-Expiry = Annotated[float | AwareDatetime, BeforeValidator(_expiry_number)]
+Expiry = Annotated[float | UtcTime, BeforeValidator(_expiry_number)]
 
 
 def _expires_at(expires: float | datetime | None, spec: TaskSpec) -> datetime | None:
@@ -289,7 +303,7 @@ class EnqueueOptions(BaseModel):
     countdown: float | None = Field(
         default=None, ge=0, le=defaults.MAX_DELAY, description="seconds to wait (at most 366 days)"
     )
-    eta: AwareDatetime | None = Field(default=None, description="ISO 8601 time with a zone, within 366 days")
+    eta: UtcTime | None = Field(default=None, description="ISO 8601 time with a zone, within 366 days")
     queue: QueueName | None = None
     job_id: str | None = Field(default=None, pattern=JOB_ID_PATTERN)
     result_ttl: int | None = Field(default=None, ge=-1, description="seconds; -1 keeps the result")
