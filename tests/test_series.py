@@ -73,6 +73,28 @@ def test_the_series_outlive_the_jobs(app: Flask, client: FlaskClient, auth: dict
     assert sum(tally["t:add"].buckets) == 3
 
 
+def test_a_job_is_counted_under_the_queue_it_ran_on_not_its_tasks_own(
+    app: Flask, client: FlaskClient, auth: dict[str, str]
+) -> None:
+    """``add`` is a default-queue task; run on ``low`` (a call's queue option), its success (batched by
+    the inline worker) and a failure on ``low`` count for ``low`` (the console once filed them under
+    the task's declared queue, so its Queues chart disagreed with RQ's registries)."""
+    redis = app.extensions["tasklane"].redis
+    for n in range(2):
+        body = {"args": {"x": n, "y": 1}, "options": {"queue": "low"}}
+        assert client.post("/api/v1/tasks/add", json=body, headers=auth).status_code == 202
+    body = {"args": {"message": "boom"}, "options": {"queue": "low"}}
+    assert client.post("/api/v1/tasks/fail_for_good", json=body, headers=auth).status_code == 202
+    with app.app_context():
+        JsonInlineWorker(
+            [JsonQueue("low", connection=redis)], connection=redis, job_class=ExecutingJob,
+            serializer=JSONSerializer,
+        ).work(burst=True)  # fmt: skip
+    tally = series.totals(redis, "1h", N)
+    assert tally["q:low"].counts == {"success": 2, "failure": 1}
+    assert "q:default" not in tally or not sum(tally["q:default"].counts.values())
+
+
 def test_points_cover_each_window_with_its_resolution(fake_app: Flask) -> None:
     """The last hour has a point a minute, the day a point per 10 minutes, the week a point an hour;
     counts and run-time quantiles land in the point of their time, nothing outside the window."""

@@ -234,7 +234,7 @@ def _count(job: Job, outcome: str, seconds: float | None = None) -> None:
     """Count an outcome in the shared metrics; a failure to count never changes the outcome."""
     try:
         with job.connection.pipeline(transaction=False) as pipe:
-            metrics.record_job(pipe, _name(job), outcome, seconds)
+            metrics.record_job(pipe, _name(job), outcome, seconds, job.origin)  # the queue it ran on
             if outcome in _STEP_ENDS:  # a success is counted in its workflow with its writes
                 steps.count_end(job, _STEP_ENDS[outcome], pipe)
             pipe.execute()

@@ -115,12 +115,13 @@ def read_hourly(redis: Redis, key: str) -> dict[str, dict[str, Any]]:
     return out
 
 
-def record_jobs(pipe: Any, task: str, outcome: str, seconds: list[float]) -> None:
-    """Queue the writes that count ``len(seconds)`` outcomes of one task at once (a worker's batch):
-    the same counters as :func:`record_job` for each (the hourly hash too), one increment per counter."""
+def record_jobs(pipe: Any, task: str, outcome: str, seconds: list[float], queue: str | None = None) -> None:
+    """Queue the writes that count ``len(seconds)`` outcomes of one task (on ``queue``, else the task's
+    own) at once (a worker's batch): the same counters as :func:`record_job` for each (the hourly hash
+    too), one increment per counter."""
     if not seconds:
         return
-    series.record(pipe, task, outcome, dict(Counter(bucket_of(s) for s in seconds)), len(seconds))
+    series.record(pipe, task, outcome, dict(Counter(bucket_of(s) for s in seconds)), len(seconds), queue)
     pipe.hincrby(keys.job_counts(), f"{task}|{outcome}", len(seconds))
     hourly = keys.hourly_jobs(hour_of(time.time()))
     pipe.hincrby(hourly, f"{task}|{outcome}", len(seconds))

@@ -122,7 +122,7 @@ class JsonInlineWorker(TasklaneWorkerMixin, SimpleWorker):
         self._keeper: threading.Thread | None = None
         self._done = threading.Event()
         self._idle_pending = False
-        self._durations: dict[str, list[float]] = defaultdict(list)
+        self._durations: dict[tuple[str, str | None], list[float]] = defaultdict(list)  # (task, queue)
         self._pending = 0
         self._counted_at = time.monotonic()
 
@@ -164,14 +164,14 @@ class JsonInlineWorker(TasklaneWorkerMixin, SimpleWorker):
     def _record_counts(self, job: Job, run_time: float, pipe: Any) -> None:
         """Counters are batched: written at most every COUNTS_EVERY s, before an idle wait, and at exit."""
         spec = task_spec(job)
-        self._durations[spec.name if spec else str(job.func_name)].append(run_time)
+        self._durations[(spec.name if spec else str(job.func_name), job.origin)].append(run_time)
         self._pending += 1
 
     def _discard_counts(self, job: Job, run_time: float) -> None:
         """Take back the count :meth:`_record_counts` kept for a success whose writes were not applied
         (a job with dependents goes through RQ's path, which counts it itself)."""
         spec = task_spec(job)
-        durations = self._durations.get(spec.name if spec else str(job.func_name))
+        durations = self._durations.get((spec.name if spec else str(job.func_name), job.origin))
         if durations and run_time in durations:
             durations.remove(run_time)
             self._pending -= 1
@@ -183,8 +183,8 @@ class JsonInlineWorker(TasklaneWorkerMixin, SimpleWorker):
         with self.connection.pipeline(transaction=False) as pipe:
             pipe.hincrby(self.key, "successful_job_count", self._pending)
             pipe.hincrbyfloat(self.key, "total_working_time", sum(sum(d) for d in self._durations.values()))
-            for task, seconds in self._durations.items():
-                metrics.record_jobs(pipe, task, "success", seconds)
+            for (task, queue), seconds in self._durations.items():
+                metrics.record_jobs(pipe, task, "success", seconds, queue)
             self._ride_out(pipe.execute)
         self._durations.clear()
         self._pending = 0

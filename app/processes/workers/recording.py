@@ -133,7 +133,7 @@ class RecordingMixin(GraceMixin):
         assert job.started_at and job.ended_at
         self.increment_total_working_time(job.ended_at - job.started_at, pipe)
         spec = task_spec(job)
-        metrics.record_job(pipe, spec.name if spec else str(job.func_name), "success", run_time)
+        metrics.record_job(pipe, spec.name if spec else str(job.func_name), "success", run_time, job.origin)
 
     def _discard_counts(self, job: Job, run_time: float) -> None:
         """The success's writes were not applied (RQ's path counts it, or it was settled elsewhere):
