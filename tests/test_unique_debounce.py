@@ -93,6 +93,25 @@ def test_unique_returns_the_live_job_until_it_ends(
     assert after["job_id"] != first["job_id"] and after["deduplicated"] is False
 
 
+def test_unique_until_period_holds_the_key_after_its_job_ended(
+    app: Flask, client: FlaskClient, auth: dict[str, str]
+) -> None:
+    """ "Don't send the same digest twice in an hour": with ``until: period`` the key outlives its job's
+    end; another enqueue in the period returns the ended job, deduplicated (the default frees it)."""
+    redis_ = app.extensions["tasklane"].redis
+    once = {"period": 3600, "key": "digest:42", "until": "period"}
+    first = _post(client, auth, "add", {"x": 1, "y": 2}, unique=once)
+    _work(app)
+    assert get_job(client, auth, first["job_id"])["state"] == "SUCCESS"
+    assert len(_unique_keys(redis_)) == 1 and 3590_000 < redis_.pttl(_unique_keys(redis_)[0]) <= 3600_000
+    again = _post(client, auth, "add", {"x": 5, "y": 5}, unique=once)
+    assert (again["job_id"], again["deduplicated"]) == (first["job_id"], True)
+    assert redis_.llen("rq:queue:default") == 0  # nothing new to run
+    redis_.delete(*_unique_keys(redis_))  # the period is over
+    later = _post(client, auth, "add", {"x": 5, "y": 5}, unique=once)
+    assert later["job_id"] != first["job_id"] and later["deduplicated"] is False
+
+
 def test_unique_lapses_after_its_period_even_while_the_job_waits(
     app: Flask, client: FlaskClient, auth: dict[str, str]
 ) -> None:
@@ -133,6 +152,11 @@ def test_bad_values_are_422_naming_the_field(client: FlaskClient, auth: dict[str
         ({"debounce": {"key": "k"}}, "options.debounce.delay"),
         ({"debounce": {"delay": 5}, "countdown": 3}, "options.debounce"),
         ({"debounce": {"delay": 5}, "unique": {"period": 5}}, "options.debounce"),
+        # Strict: a number in a string, or a boolean, is not read as a number (they were accepted).
+        ({"unique": {"period": "60"}}, "options.unique.period"),
+        ({"unique": {"period": True}}, "options.unique.period"),
+        ({"debounce": {"delay": "5"}}, "options.debounce.delay"),
+        ({"unique": {"period": 60, "until": "forever"}}, "options.unique.until"),
     ]
     for options, field in cases:
         r = client.post(

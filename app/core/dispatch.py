@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -132,9 +132,10 @@ def _expires_at(expires: float | datetime | None, spec: TaskSpec) -> datetime | 
 
 class UniqueOption(BaseModel):
     """``unique``: while a job with the same key was enqueued less than ``period`` s ago and has not
-    ended, another enqueue returns that job."""
+    ended (with ``until="period"``: ended or not), another enqueue returns that job. Strict: a
+    period of ``"60"`` or ``true`` is refused, not read as a number."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     period: float = Field(gt=0, le=defaults.MAX_DELAY, description="seconds (above 0, at most 366 days)")
     key: str | None = Field(
@@ -143,12 +144,17 @@ class UniqueOption(BaseModel):
         max_length=1024,
         description="the uniqueness key (per task); default: the task's canonical JSON args",
     )
+    until: Literal["end", "period"] = Field(
+        default="end",
+        description="'end' (default): the key is free once its job ends; 'period': it holds for the "
+        'whole period, ended job or not ("don\'t send the same digest twice in an hour")',
+    )
 
 
 class DebounceOption(BaseModel):
     """``debounce``: the job starts ``delay`` s after the last enqueue with the key; the latest args win."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # a delay of "5" is refused, as a period
 
     delay: float = Field(ge=1, le=defaults.MAX_DELAY, description="seconds (at least 1, at most 366 days)")
     key: str | None = Field(
@@ -445,6 +451,9 @@ def enqueue(
     unique_key, unique_ms = (None, 0) if debounce else _unique_lock(spec, options.unique, ring, kwargs)
     if unique_key:
         job_meta[Meta.UNIQUE_KEY] = unique_key
+    whole_period = options.unique is not None and options.unique.until == "period" and not debounce
+    if whole_period:
+        job_meta[Meta.UNIQUE_UNTIL] = "period"  # its end leaves the key to expire with its period
     concurrency = None
     if spec.concurrency:
         value = str(kwargs.get(spec.concurrency_key)) if spec.concurrency_key else None
@@ -516,7 +525,7 @@ def enqueue(
                     raise JobExistsError(f"a job with id {job.id!r} already exists")
                 if unique_key:
                     holder = _live_job(connection, pipe.get(unique_key))
-                    if holder is not None and holder.get_status() in _LIVE:
+                    if holder is not None and (whole_period or holder.get_status() in _LIVE):
                         if idempotency is not None:
                             _remember(pipe, idempotency, holder.id)
                         return _deduplicated(holder)

@@ -892,9 +892,9 @@ def revoke_dependents_of(connection: Redis, job_id: str) -> list[str]:
 
 
 def release_unique(job: Job) -> None:
-    """Free the task's uniqueness lock if this job holds it."""
+    """Free the task's uniqueness lock if this job holds it (unless it holds for its whole period)."""
     key = job.meta.get(Meta.UNIQUE_KEY)
-    if key:
+    if key and job.meta.get(Meta.UNIQUE_UNTIL) != "period":  # else it expires with its period
         _RELEASE_IF_OWNER(job.connection, keys=[key], args=[job.id])
 
 

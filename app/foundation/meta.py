@@ -47,6 +47,8 @@ class Meta(StrEnum):
     SEQUENCE = "sequence"
     #: The uniqueness lock the job holds while it waits or runs.
     UNIQUE_KEY = "unique_key"
+    #: ``"period"`` when the job's uniqueness key holds for its whole period (``unique.until``), ended or not.
+    UNIQUE_UNTIL = "unique_until"
     #: What the task last reported: ``{"current", "total", "percent", "stage"?, "message"?}``.
     PROGRESS = "progress"
     #: The job's place in a workflow: ``{"id", "path", "input"?}``.

@@ -136,6 +136,11 @@ def list_tasks() -> None:
 @click.option("--encrypt", is_flag=True, default=None, help="Store the args and result encrypted.")
 @click.option("--unique-period", type=float, help="Seconds: while a job of the same key lives, return it.")
 @click.option("--unique-key", help="With --unique-period: the key (default: the task and its args).")
+@click.option(
+    "--unique-until",
+    type=click.Choice(["end", "period"]),
+    help="With --unique-period: free the key when the job ends (end, the default) or only after the period.",
+)
 @click.option("--debounce", type=float, help="Seconds after the last enqueue of the key that the job starts.")
 @click.option("--debounce-key", help="With --debounce: the key (default: one window for the task).")
 @click.option("--wait", "wait_", is_flag=True, help="Wait for the job to end, with a progress bar.")
@@ -154,6 +159,7 @@ def enqueue_task(
     encrypt: bool | None,
     unique_period: float | None,
     unique_key: str | None,
+    unique_until: str | None,
     debounce: float | None,
     debounce_key: str | None,
     wait_: bool,
@@ -163,8 +169,10 @@ def enqueue_task(
     spec = REGISTRY.get(task)
     if spec is None:
         raise click.ClickException(f"no task named {task!r}; `flask tasks list` lists them")
-    if (unique_key and unique_period is None) or (debounce_key and debounce is None):
-        raise click.ClickException("--unique-key goes with --unique-period, --debounce-key with --debounce")
+    if ((unique_key or unique_until) and unique_period is None) or (debounce_key and debounce is None):
+        raise click.ClickException(
+            "--unique-key and --unique-until go with --unique-period, --debounce-key with --debounce"
+        )
     try:
         model = spec.validate(parse_arguments(args))
         options = EnqueueOptions.model_validate(
@@ -177,7 +185,9 @@ def enqueue_task(
                     "expires": expires,
                     "encrypt": encrypt,
                     # --- unique and debounce (issue 19) ---
-                    "unique": None if unique_period is None else {"period": unique_period, "key": unique_key},
+                    "unique": None
+                    if unique_period is None
+                    else {"period": unique_period, "key": unique_key, "until": unique_until or "end"},
                     "debounce": None if debounce is None else {"delay": debounce, "key": debounce_key},
                     "rate_key": rate_key,
                     "sequence": sequence,
