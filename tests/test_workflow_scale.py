@@ -85,6 +85,10 @@ def test_one_step_more_than_the_limit_is_422_and_creates_nothing(
     body = r.get_json()
     assert body["error"]["code"] == "invalid_workflow"
     assert str(N) in body["error"]["message"]
+    assert body["error"]["details"] == [
+        {"field": "steps", "message": f"{N + 1} steps (callbacks included): " + body["error"]["message"],
+         "type": "too_many_steps"}
+    ]  # fmt: skip
     assert rconn.dbsize() == 0 or not rconn.keys("rq:job:*")
 
 

@@ -250,8 +250,11 @@ def create(body: WorkflowBody, connection: Redis, settings: Any) -> dict[str, An
     tree = _plan(root, "workflow", False, problems)
     if problems:
         raise WorkflowError("the workflow has invalid steps", problems)
-    if _count(tree) > defaults.MAX_WORKFLOW_STEPS:
-        raise WorkflowError(f"a workflow may have at most {defaults.MAX_WORKFLOW_STEPS} steps", [])
+    if (count := _count(tree)) > defaults.MAX_WORKFLOW_STEPS:
+        message = f"a workflow may have at most {defaults.MAX_WORKFLOW_STEPS} steps"
+        detail = {"field": "steps", "message": f"{count} steps (callbacks included): {message}",
+                  "type": "too_many_steps"}  # fmt: skip
+        raise WorkflowError(message, [detail])
     # Before any job exists: a step that must be encrypted without ENCRYPTION_KEYS stops it all.
     rings = [
         sealing.ring_for(spec, body.encrypt) for spec in {id(p.spec): p.spec for p in _planned(tree)}.values()
