@@ -84,6 +84,13 @@ def test_unknown_task_or_clash_with_declaration_stops_the_app(tmp_path: Path) ->
     # partial_work declares time_limit=4, soft_time_limit=1.
     with pytest.raises(CatalogueError, match=r"task 'partial_work': soft_time_limit \(1\) must be below"):
         create_app({**base, "TASK_OVERRIDES": '{"partial_work": {"time_limit": 1}}'})
+    # Settings that can never take effect together are refused too (they were taken silently).
+    with pytest.raises(CatalogueError, match=r"task 'add': burst \(5\) needs a rate_limit"):
+        create_app({**base, "TASK_OVERRIDES": '{"add": {"burst": 5}}'})
+    both = '{"add": {"unique": {"period": 60}, "debounce": {"delay": 5}}}'
+    with pytest.raises(CatalogueError, match=r"task 'add': unique and debounce cannot both be set"):
+        create_app({**base, "TASK_OVERRIDES": both})
+    create_app({**base, "TASK_OVERRIDES": '{"add": {"burst": 5, "rate_limit": "10/s"}}'})  # together: fine
 
 
 def test_catalogue_shows_the_policy_in_force(overridden_app: Flask) -> None:

@@ -428,6 +428,15 @@ class TaskSpec:
                 f"TASK_OVERRIDES: task {self.name!r}: soft_time_limit ({out.soft_time_limit}) "
                 f"must be below time_limit ({out.time_limit})"
             )
+        if out.burst is not None and out.rate_limit is None:
+            raise CatalogueError(
+                f"TASK_OVERRIDES: task {self.name!r}: burst ({out.burst}) needs a rate_limit (none is set)"
+            )
+        if out.debounce_delay is not None and out.unique:
+            raise CatalogueError(
+                f"TASK_OVERRIDES: task {self.name!r}: unique and debounce cannot both be set "
+                "(a debounced call is one job per key already; a call cannot give both either)"
+            )
         return out
 
 
