@@ -172,4 +172,5 @@ def test_a_finished_large_group_answers_its_result_in_a_few_round_trips(
     view = _status(client, auth, created["workflow_id"], "?limit=1")
     monkeypatch.undo()
     assert view["state"] == "SUCCESS" and view["result"] == [i + 1 for i in range(steps)]
-    assert len(trips) <= 12, trips
+    # A few pipelines per 500 steps, not one per step (1,203 before); the app's own bookkeeping adds a few.
+    assert len(trips) <= 30, trips
