@@ -40,6 +40,7 @@ _PAGE = """<!DOCTYPE html>
         dom_id: "#swagger-ui",
         deepLinking: true,
         validatorUrl: null,
+        docExpansion: "none",
         presets: [SwaggerUIBundle.presets.apis],
         layout: "BaseLayout"
       }});
