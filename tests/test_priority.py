@@ -395,6 +395,53 @@ def test_the_sweep_repairs_a_group_missing_from_its_ring(
     assert jobs
 
 
+def _script_commands(redis_: redis.Redis) -> dict[str, int]:
+    stats = redis_.info("commandstats")
+    return {k[len("cmdstat_") :]: v["calls"] for k, v in stats.items() if k != "cmdstat_info"}
+
+
+def test_the_plain_path_takes_after_one_exists_whatever_the_number_of_queues(rconn: redis.Redis) -> None:
+    """No queue paused and none with lanes: a dequeue over three queues runs one EXISTS and the
+    moves (no SISMEMBER, no ZRANGE per queue); a lane push makes the queue laned, and once its
+    lanes are drained the dequeue finds it plain again (the laned set is left)."""
+    rconn.flushdb()
+    names = ["high", "default", "low"]
+    queue_keys = [JsonQueue.redis_queue_namespace_prefix + n for n in names]
+    JsonQueue("low", connection=rconn).push_job_id("plain-1")
+    rconn.config_resetstat()
+    found = queue_store._move_first_with_data(rconn, queue_keys)
+    assert found is not None and found[1] == "plain-1"
+    ran = _script_commands(rconn)
+    assert ran.get("exists") == 1 and ran.get("lmove") == 3
+    assert "sismember" not in ran and "zrange" not in ran, ran
+
+    low = JsonQueue("low", connection=rconn)
+    _push(low, "urgent", priority=0)
+    _push(low, "plain-2")
+    assert rconn.sismember(keys.laned_queues(), "low")
+    assert _takes(rconn, "low") == ["urgent", "plain-2"]
+    assert not rconn.exists(keys.laned_queues())  # the lanes drained: the plain path again
+    _push(low, "plain-3")
+    rconn.config_resetstat()
+    assert _takes(rconn, "low") == ["plain-3"]
+    assert "zrange" not in _script_commands(rconn)
+
+
+def test_the_sweep_puts_back_a_laned_queue_the_set_lost(
+    app: Flask, client: FlaskClient, auth: dict[str, str]
+) -> None:
+    """A queue with lanes missing from the set of laned queues (a fault, or lanes written by an
+    older version): its lane jobs wait until the sweep's repair names it again, then run first."""
+    redis_ = app.extensions["tasklane"].redis
+    enqueue(client, auth, "add", {"x": 1, "y": 0})
+    urgent = enqueue(client, auth, "add", {"x": 2, "y": 0}, priority=0)
+    redis_.delete(keys.laned_queues())
+    assert repair_lanes(redis_, "default") >= 1
+    assert redis_.sismember(keys.laned_queues(), "default")
+    assert _takes(redis_, limit=1) == [urgent]
+    assert repair_lanes(redis_, "default") == 0
+
+
 # --- faults -------------------------------------------------------------------------------------
 
 

@@ -332,10 +332,13 @@ def ring_doorbell(pipe: Any, queue_name: str, times: int = 1) -> None:
 # hash in the same call; returns {key, id, field, value, ...} (no fields: the job is gone).
 # A paused queue (its name in the set ARGV[2]; ARGV[3] is the queue key prefix) is skipped:
 # when nothing moved, the answer is {"", paused name, ...}, or false when none is paused.
-# ARGV[1] is the job key prefix; ARGV[7], if given, the key of the hash that records the taker.
+# ARGV[1] is the job key prefix; ARGV[8], if given, the key of the hash that records the taker.
 #
-# Priorities and groups (see push_lane_on): a queue whose lanes set (ARGV[4] .. name) is empty or
-# absent takes from its plain list as ever (one ZRANGE more). Otherwise its priorities are taken
+# The plain path: while no queue is paused or has lanes (neither the paused set nor the set of laned
+# queues, ARGV[7], exists), the lists are taken from in order after one EXISTS, whatever their number.
+#
+# Priorities and groups (see push_lane_on): a queue not in the laned set (ARGV[7]) takes from its
+# plain list as ever. Otherwise its priorities are taken
 # in order (5 is the plain list); at a priority with a ring of groups (ARGV[5] .. name .. ':' .. p)
 # the head group gives its first job and goes back to the tail (a group found empty leaves the ring
 # then); '' on the ring, while it exists, is the priority's ungrouped list, so those jobs take turns
@@ -393,6 +396,19 @@ local function level(key, name, p, dest)
   end
   return false
 end
+local function found(key, id)
+  if ARGV[8] then redis.call('HSET', ARGV[8], 'tasklane_taken', id) end
+  local out = {key, id}
+  for _, v in ipairs(redis.call('HGETALL', ARGV[1] .. id)) do table.insert(out, v) end
+  return out
+end
+if redis.call('EXISTS', ARGV[2], ARGV[7]) == 0 then
+  for _, key in ipairs(KEYS) do
+    local id = take(key, key .. ':intermediate')
+    if id then return found(key, id) end
+  end
+  return false
+end
 local paused = {''}
 for _, key in ipairs(KEYS) do
   local name = string.sub(key, #ARGV[3] + 1)
@@ -401,7 +417,11 @@ for _, key in ipairs(KEYS) do
   else
     local dest = key .. ':intermediate'
     local lanes = ARGV[4] .. name
-    local levels = redis.call('ZRANGE', lanes, 0, -1)
+    local levels = {}
+    if redis.call('SISMEMBER', ARGV[7], name) == 1 then
+      levels = redis.call('ZRANGE', lanes, 0, -1)
+      if #levels == 0 then redis.call('SREM', ARGV[7], name) end
+    end
     local id = false
     if #levels == 0 then
       id = take(key, dest)
@@ -419,13 +439,9 @@ for _, key in ipairs(KEYS) do
         if id then break end
       end
       if not id and not plain then id = take(key, dest) end
+      if redis.call('EXISTS', lanes) == 0 then redis.call('SREM', ARGV[7], name) end
     end
-    if id then
-      if ARGV[7] then redis.call('HSET', ARGV[7], 'tasklane_taken', id) end
-      local out = {key, id}
-      for _, v in ipairs(redis.call('HGETALL', ARGV[1] .. id)) do table.insert(out, v) end
-      return out
-    end
+    if id then return found(key, id) end
   end
 end
 if #paused > 1 then return paused end
@@ -442,6 +458,7 @@ def _move_args(taker: str | None = None) -> list[str]:
         keys.lanes(""),
         _RING_PREFIX,
         JsonQueue.redis_queues_keys,
+        keys.laned_queues(),
     ]
     return [*prefixes, *([taker] if taker else [])]
 
@@ -511,13 +528,15 @@ def parse_lane(queue: str, name: str) -> Lane | None:
 
 def lane_push_commands(queue: str, job_id: str, lane: Lane, at_front: bool = False) -> list[tuple[Any, ...]]:
     """The writes that put ``job_id`` on ``lane`` of ``queue``: the push, the lane list in RQ's set of
-    queues, its priority in the queue's lanes, its group among the ring's pending ones. Plain writes,
+    queues, its priority in the queue's lanes (and the queue among the laned ones), its group among
+    the ring's pending ones. Plain writes,
     no condition, so they fit a MULTI, a lease-guarded recording and a script's ARGV alike."""
     key = lane_key(queue, lane)
     commands: list[tuple[Any, ...]] = [
         ("LPUSH" if at_front else "RPUSH", key, job_id),
         ("SADD", JsonQueue.redis_queues_keys, key),
         ("ZADD", keys.lanes(queue), lane.priority, lane.priority),
+        ("SADD", keys.laned_queues(), queue),
     ]
     if lane.group:
         commands.append(("SADD", keys.ring_pending(queue, lane.priority), lane.group))
@@ -594,13 +613,15 @@ def waiting(connection: Redis, queue: str) -> dict[str, Any]:
 
 # Put right what a fault could leave of a queue's lanes (nothing the code writes does: the pushes
 # are one MULTI and the dequeue one script). ARGV[1]: the queue name; ARGV[2], [3]: the lanes key
-# and the ring prefix; ARGV[4]: RQ's set of queues; then triples (list key, priority, group or '').
-# A lane list with jobs gets its priority back in the lanes and its group among the pending; an
-# empty one leaves RQ's set; a ring member missing from its ring is put back. Returns the fixes.
+# and the ring prefix; ARGV[4]: RQ's set of queues; ARGV[5]: the set of laned queues; then triples
+# (list key, priority, group or ''). A lane list with jobs gets its priority back in the lanes and
+# its group among the pending; an empty one leaves RQ's set; a ring member missing from its ring is
+# put back; a queue with lanes is among the laned ones (the dequeue looks at lanes of those only).
+# Returns the fixes.
 _REPAIR_LANES = LuaScript(
     """
 local fixed = 0
-for i = 5, #ARGV, 3 do
+for i = 6, #ARGV, 3 do
   local list, p, g = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local ring = ARGV[3] .. ARGV[1] .. ':' .. p
   if redis.call('LLEN', list) > 0 then
@@ -628,6 +649,7 @@ for p = 0, 9 do
     end
   end
 end
+if redis.call('EXISTS', ARGV[2]) == 1 then fixed = fixed + redis.call('SADD', ARGV[5], ARGV[1]) end
 return fixed
 """
 )
@@ -640,6 +662,7 @@ def repair_lanes(connection: Redis, queue: str) -> int:
     if not lists:  # no lane has held a job lately: nothing to check (one SMEMBERS per sweep)
         return 0
     args: list[Any] = [queue, keys.lanes(queue), _RING_PREFIX, JsonQueue.redis_queues_keys]
+    args.append(keys.laned_queues())
     for key, lane in lists:
         args += [key, lane.priority, lane.group or ""]
     return int(_REPAIR_LANES(connection, args=args) or 0)

@@ -111,6 +111,12 @@ def lanes(queue: str) -> str:
     return _key("lanes", queue)
 
 
+def laned_queues() -> str:
+    """The names of the queues whose :func:`lanes` hold a priority (a set): while it and the paused
+    set are both absent, a dequeue takes from the plain lists alone (one EXISTS for every queue)."""
+    return _key("queues", "laned")
+
+
 def ring(queue: str, priority: int | str) -> str:
     """The groups with waiting jobs at one priority of a queue, in turn order (a list; ``""`` is the
     priority's ungrouped jobs); the dequeue takes the head's first job and puts it back at the tail."""
