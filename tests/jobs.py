@@ -233,9 +233,16 @@ def die_once(path: str) -> int:
 
 @task(input=RunsInput, time_limit=30)
 def always_die(path: str) -> None:
-    """Note the run, then kill its own process, every time: a poison job."""
-    with Path(path).open("a") as f:
+    """Note the run, then kill its own process, every time: a poison job. While a file named as
+    ``path`` plus ``.hold`` exists, its second run (after one rescue) waits for it to go first."""
+    runs = Path(path)
+    with runs.open("a") as f:
         f.write("run\n")
+    hold = Path(path + ".hold")
+    if len(runs.read_text().splitlines()) == 2:
+        deadline = time.monotonic() + 25
+        while hold.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
     os.kill(os.getpid(), signal.SIGKILL)
 
 

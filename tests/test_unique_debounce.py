@@ -473,13 +473,19 @@ def test_a_unique_key_goes_when_a_job_that_kills_its_workers_fails_for_good(
     start: Starter, rconn: redis.Redis, client: FlaskClient, auth: dict[str, str], tmp_path: Path
 ) -> None:
     """A job whose every run kills its process holds its key through each rescue; once it fails for
-    good (WorkerLostError) the key is gone."""
+    good (WorkerLostError) the key is gone. (Its second run waits on a file while the duplicate is
+    posted: the four runs take milliseconds, and a post after them would find the key gone.)"""
     start_worker(start, rconn, "default")
-    args = {"path": str(tmp_path / "runs")}
+    runs = tmp_path / "runs"
+    args = {"path": str(runs)}
+    hold = tmp_path / "runs.hold"
+    hold.touch()
     job_id = _post(client, auth, "always_die", args, unique={"period": 600})["job_id"]
-    wait_for(lambda: (tmp_path / "runs").exists(), 15, message="the first run")
+    wait_for(lambda: runs.exists() and len(runs.read_text().splitlines()) == 2, 15,
+             message="the run after the first rescue")  # fmt: skip
     held = _post(client, auth, "always_die", args, unique={"period": 600})
     assert (held["job_id"], held["deduplicated"]) == (job_id, True)
+    hold.unlink()
     done = wait_state(client, auth, job_id, FINAL, 60)
     assert (done["state"], done["error"]["type"]) == ("FAILURE", "WorkerLostError"), done
     assert _unique_keys(rconn) == []

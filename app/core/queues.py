@@ -316,8 +316,10 @@ def moved(result: Any) -> tuple[str, str, dict[bytes, Any]] | None:
     if not result or not result[0]:
         return None
     key, job_id, *flat = result
-    fields = {_text(flat[n]).encode(): flat[n + 1] for n in range(0, len(flat), 2)}
-    return _text(key), _text(job_id), fields
+    names = flat[0::2]
+    if names and not isinstance(names[0], bytes):  # a client that decodes its answers
+        names = [str(name).encode() for name in names]
+    return _text(key), _text(job_id), dict(zip(names, flat[1::2], strict=True))
 
 
 def ring_doorbell(pipe: Any, queue_name: str, times: int = 1) -> None:
