@@ -6,7 +6,7 @@ processes). Broker and result backend are the Redis named by ``BENCH_REDIS_URL``
 default: the bench must not touch the Redis on 6379); JSON serializer, results kept.
 
 ``worker_prefetch_multiplier`` comes from ``BENCH_PREFETCH`` (bench/window.py passes the
-value it was tuned to; see its docstring), default 64. bench/celery_app.py, the one bench/run
+value it was tuned to, 4 by default; see its docstring), default 4. bench/celery_app.py, the one bench/run
 uses, keeps Celery's defaults and is not touched by this module.
 """
 
@@ -28,7 +28,7 @@ app.conf.update(
     accept_content=["json"],
     result_accept_content=["json"],
     result_expires=24 * 3600,
-    worker_prefetch_multiplier=int(os.environ.get("BENCH_PREFETCH", "64")),
+    worker_prefetch_multiplier=int(os.environ.get("BENCH_PREFETCH", "4")),
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,
 )

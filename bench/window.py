@@ -17,9 +17,11 @@ Systems and what the window's ends are:
   its end, result not yet written). Check: every hash's status is ``finished``, N of them.
 * **Celery** prefork, 2 processes, tuned for throughput (``bench/celery_tuned_app.py``):
   ``celery -A bench.celery_tuned_app worker --concurrency 2 --loglevel WARNING --without-mingle
-  --without-gossip --without-heartbeat``, ``worker_prefetch_multiplier`` 64 (``--prefetch``;
-  ``--tune-prefetch 4,16,64,128`` measures the candidates once each: at 1,000 jobs on the
-  2-CPU development machine 64 was the fastest, see bench/README.md). Redis broker and result
+  --without-gossip --without-heartbeat``, ``worker_prefetch_multiplier`` 4 (``--prefetch``).
+  ``--tune-prefetch 4,16,64,128`` measures candidates once each: at 1,000 jobs on the 2-CPU
+  development machine (load about 1.9 from other work) 4 was the fastest, 651 jobs/s, then 16
+  (620), 128 (566) and 64 (435): a larger prefetch bought nothing here, so the tuned worker
+  differs from bench/run's Celery by the three ``--without-*`` flags only. Redis broker and result
   backend, JSON, results kept. Jobs: ``stamp.apply_async()`` in a loop; the task returns
   ``time.time()`` at its start. Start = min(returned start), end = max(``date_done``) (the
   time Celery stored the result). Check: N result metas, all SUCCESS, read with pipelined
@@ -31,8 +33,9 @@ Systems and what the window's ends are:
   completion time). Start = min(start), end = max(end). Check: N results, read with pipelined
   LINDEX once all exist.
 
-So Tasklane's and Dramatiq's end is the task's return, Celery's is its result being stored
-(a little later, to Celery's cost: well under a millisecond per job, once, at the window's end).
+So every start is the job's function starting; Tasklane's and Dramatiq's end is the last job's
+function returning, Celery's is its result being stored (one backend write later, counted
+against Celery, once per window).
 
 Run (from the project root; the harness runs under bench/.venv-celery, see bench/run for how
 it is made)::
@@ -73,7 +76,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TL_PYTHON = ROOT / ".venv" / "bin" / "python"
 RESULTS = ROOT / "bench" / "results" / "window.json"
 TOKEN = "bench-api-token-0123456789abcdef"
-DEFAULT_PREFETCH = 64
+DEFAULT_PREFETCH = 4
 SYSTEMS = ("tasklane", "celery", "dramatiq")
 LABELS = {
     "tasklane": "Tasklane (worker.py high default)",
