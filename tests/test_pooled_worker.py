@@ -186,13 +186,17 @@ def test_each_step_of_a_chain_counts_once(
     assert counted() == (3, 3)
 
 
+@pytest.mark.parametrize("killed_at", ["moved", "take_moved"])
 def test_a_child_killed_in_the_success_round_trip_has_the_job_it_took_put_back_at_once(
-    app: Flask, rconn: redis.Redis
+    app: Flask, rconn: redis.Redis, killed_at: str
 ) -> None:
     """Issue 18, defect 2: a pooled child killed after the round trip that writes one job's success
-    and takes the next, before it heard the answer: the move recorded it as the taker in the same
-    script step, so the supervisor puts the job taken ahead back on its queue at once (it waited in
-    the intermediate list for the sweep, 15-21 s, while the board still named the finished job)."""
+    and takes the next, before it heard the answer (``moved``): the move recorded it as the taker in
+    the same script step, so the supervisor puts the job taken ahead back on its queue at once (it
+    waited in the intermediate list for the sweep, 15-21 s, while the board still named the finished
+    job). The job was claimed (started) in that step too (issue 23): it is put back as a job that
+    never started, without an attempt. Killed after it heard the answer (``take_moved``, before the
+    job's body starts), the board names the job as claimed ahead: the same."""
     from app.catalogue.registry import REGISTRY
     from app.core import dispatch, leases
     from app.core.queues import JsonJob, JsonQueue
@@ -209,7 +213,7 @@ def test_a_child_killed_in_the_success_round_trip_has_the_job_it_took_put_back_a
     pid = os.fork()
     if pid == 0:  # the pooled child: killed the moment the success's round trip returns
         try:
-            pooled.moved = lambda found: os.kill(os.getpid(), signal.SIGKILL)  # type: ignore[assignment,return-value]
+            setattr(pooled, killed_at, lambda *_: os.kill(os.getpid(), signal.SIGKILL))
             with app.app_context():
                 queues = [JsonQueue("default", connection=app.extensions["tasklane"].redis)]
                 worker = pooled.JsonPooledWorker(
@@ -221,7 +225,8 @@ def test_a_child_killed_in_the_success_round_trip_has_the_job_it_took_put_back_a
     _, status = os.waitpid(pid, 0)
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
     assert JsonJob.fetch(ids[0], connection=rconn).get_status() == "finished"
-    assert rconn.lrange("rq:queue:default:intermediate", 0, -1) == [ids[1].encode()]  # taken, never heard
+    assert JsonJob.fetch(ids[1], connection=rconn).get_status() == "started"  # claimed ahead, never run
+    assert rconn.zcard("rq:wip:default") == 1
 
     with app.app_context():
         sup._child_died(pid, 1, status)
@@ -229,4 +234,6 @@ def test_a_child_killed_in_the_success_round_trip_has_the_job_it_took_put_back_a
     assert rconn.lrange("rq:queue:default", 0, -1) == [ids[1].encode()]  # back at once
     assert rconn.llen("rq:queue:default:intermediate") == 0
     assert JsonJob.fetch(ids[1], connection=rconn).get_status() == "queued"
+    assert not JsonJob.fetch(ids[1], connection=rconn).meta.get("attempts")  # never ran: no attempt
+    assert rconn.zcard("rq:wip:default") == 0
     assert JsonJob.fetch(ids[0], connection=rconn).get_status() == "finished"  # left alone

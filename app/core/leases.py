@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis import Redis
+from rq.executions import Execution, ExecutionRegistry
 from rq.job import Job
 
 from app.core import compat
@@ -123,6 +124,45 @@ end
 return 1
 """
 )
+
+
+# Take back a claim made ahead (app/core/queues.py's move with a claim) of a job that never ran.
+# KEYS: the started registry, the queue's intermediate list, the job's hash, the job's executions,
+# the execution's hash, the worker's executions. ARGV: the job id, the execution id. Only while the
+# run's entry is in the started registry and the job is still "started": the entry and the
+# execution's records go, the job is "queued" again and back in the intermediate list, as a job
+# moved only is (its started_at, worker_name and last_heartbeat stay, as on any requeue). 1 when
+# taken back, else 0 (settled meanwhile: the sweep, or a second call).
+_RELEASE_CLAIM = LuaScript(
+    """
+local run = ARGV[1] .. ':' .. ARGV[2]
+if redis.call('HGET', KEYS[3], 'status') ~= 'started' then return 0 end
+if redis.call('ZREM', KEYS[1], run) == 0 then return 0 end
+redis.call('DEL', KEYS[5])
+redis.call('ZREM', KEYS[4], ARGV[2])
+redis.call('SREM', KEYS[6], run)
+redis.call('HSET', KEYS[3], 'status', 'queued')
+redis.call('RPUSH', KEYS[2], ARGV[1])
+return 1
+"""
+)
+
+
+def release_claim(connection: Redis, queue: Any, job_id: str, execution_id: str, worker_name: str) -> bool:
+    """Take back the claim made ahead for ``job_id`` (run ``execution_id`` of ``worker_name``),
+    which never ran: it waits in ``queue``'s intermediate list again, for a put-back or a set-aside
+    (see :data:`_RELEASE_CLAIM`). False when the run was settled meanwhile."""
+    job = Job(job_id, connection=connection)
+    run = Execution(id=execution_id, job_id=job_id, connection=connection, worker_name=worker_name)
+    keys = [
+        queue.started_job_registry.key,
+        queue.intermediate_queue_key,
+        job.key,
+        ExecutionRegistry(job_id=job_id, connection=connection).key,
+        run.key,
+        run.worker_executions_key,
+    ]
+    return bool(_RELEASE_CLAIM(connection, keys=keys, args=[job_id, execution_id]))
 
 
 def recorder(connection: Redis) -> Any:

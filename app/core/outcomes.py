@@ -693,7 +693,12 @@ def fail_stuck(connection: Redis, job_id: str, error: tuple[str, str] | None = N
 
 
 def rescue(
-    connection: Redis, job_id: str, cause: tuple[str, str] = WORKER_LOST, *, waiting_only: bool = False
+    connection: Redis,
+    job_id: str,
+    cause: tuple[str, str] = WORKER_LOST,
+    *,
+    waiting_only: bool = False,
+    ahead_of: str | None = None,
 ) -> str:
     """The worker process holding ``job_id`` died (and was reaped): settle the job now, not when
     its heartbeat expires. The supervisor's one rescue path, for every in-process mode.
@@ -702,8 +707,11 @@ def rescue(
     orphan (:func:`orphaned`), only while its run's lease is held (nothing is written if a
     sweep settled it already). Finished or failed (it died after writing the outcome): left
     alone. ``waiting_only``: only a job dequeued but not started (the job a dead worker took last,
-    which may since have been started elsewhere) is settled. Returns what was done: "requeued",
-    "failed" (as a poison job), "left" or "gone".
+    which may since have been started elsewhere) is settled. ``ahead_of`` (a worker's name): the
+    job was claimed ahead by that worker, which died before running it; while it is still that
+    worker's run, the claim is taken back and the job put back, as one that never started (no
+    attempt, no death counted). Returns what was done: "requeued", "failed" (as a poison job),
+    "left" or "gone".
     """
     job = JsonJob.fetch_many([job_id], connection=connection)[0]
     if job is None:
@@ -712,10 +720,20 @@ def rescue(
     status = job.get_status(refresh=False)
     if status == JobStatus.QUEUED:
         return "requeued" if put_back(queue, job_id, job) else "left"
+    if status == JobStatus.STARTED and ahead_of is not None and job.worker_name == ahead_of:
+        return "requeued" if _release_ahead(connection, job, queue, ahead_of) else "left"
     lease = leases.of_started(connection, job) if status == JobStatus.STARTED and not waiting_only else None
     if lease is None:
         return "left"
     return "requeued" if orphaned(job, queue, lease=lease, cause=cause) else "failed"
+
+
+def _release_ahead(connection: Redis, job: Job, queue: JsonQueue, worker: str) -> bool:
+    """Take back every run of ``job`` that ``worker`` claimed ahead, then put it back (see rescue)."""
+    lease = leases.of_started(connection, job)
+    runs = [_text(m).split(":", 1)[1] for m in (lease.members if lease else ()) if ":" in _text(m)]
+    released = [leases.release_claim(connection, queue, job.id, run, worker) for run in runs]
+    return any(released) and put_back(queue, job.id, job)
 
 
 # ARGV[2..], when given: the writes that push the id to its lane (n, command, arg..., as _CLAIM's).

@@ -8,17 +8,24 @@ instead of running.
 
 from __future__ import annotations
 
+import calendar
 import contextvars
 import logging
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from redis import Redis
 from rq import Queue
 from rq.exceptions import DequeueTimeout, DeserializationError, DuplicateJobError, NoSuchJobError
+from rq.executions import WORKER_EXECUTIONS_KEY_TEMPLATE, Execution, ExecutionRegistry
 from rq.job import Job
+from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
+from rq.utils import now as rq_now
+from rq.utils import utcformat
 
 from app.catalogue.registry import REGISTRY, QueueName, TaskSpec
 from app.core import compat, sequences
@@ -299,11 +306,68 @@ def take_moved(
 TAKEN = "tasklane_taken"
 
 
-def move_first_on(pipeline: Any, queue_keys: list[str], taker: str | None = None) -> None:
+def move_first_on(
+    pipeline: Any, queue_keys: list[str], taker: str | None = None, claim: list[Any] | None = None
+) -> None:
     """Queue the move of the first waiting job of ``queue_keys`` (in order) to its intermediate list
     on ``pipeline``; read its answer with :func:`moved`. With ``taker`` (a worker's key), the same
-    script step records the job taken in that hash's :data:`TAKEN` field."""
-    _MOVE_FIRST.queue(pipeline, keys=queue_keys, args=_move_args(taker))
+    script step records the job taken in that hash's :data:`TAKEN` field. With ``claim``
+    (:func:`claim_ahead_args`), a job that needs no look before it starts is started (claimed) in
+    that step too: :func:`claimed` tells."""
+    _MOVE_FIRST.queue(pipeline, keys=queue_keys, args=_move_args(taker, claim))
+
+
+@dataclass(frozen=True)
+class ClaimAhead:
+    """What a claim made inside the move writes: the run's execution id, its worker, its start time
+    (as RQ's :class:`~rq.executions.Execution` and ``Job.prepare_for_execution`` record it) and the
+    heartbeat TTL."""
+
+    execution_id: str
+    worker_name: str
+    started: datetime
+    ttl: int
+    #: The tasks whose jobs are not claimed ahead: those with a rate limit (its start slot is taken
+    #: in Python, before the claim).
+    unclaimed_tasks: tuple[str, ...] = ()
+
+    @classmethod
+    def new(cls, worker_name: str, ttl: int, unclaimed_tasks: tuple[str, ...] = ()) -> ClaimAhead:
+        return cls(uuid.uuid4().hex, worker_name, rq_now(), ttl, unclaimed_tasks)
+
+    def args(self) -> list[Any]:
+        """ARGV[9] .. of the move (see _MOVE_FIRST)."""
+        return [
+            self.execution_id,
+            self.worker_name,
+            repr(self.started.timestamp()),  # as redis-py writes RQ's float
+            utcformat(self.started),
+            calendar.timegm(self.started.utctimetuple()),  # RQ's current_timestamp()
+            self.ttl,
+            StartedJobRegistry.key_template.format(""),
+            Execution(id="", job_id="", connection=None, worker_name="").key[: -len(":")],  # type: ignore[arg-type]
+            ExecutionRegistry.key_template.format(""),
+            WORKER_EXECUTIONS_KEY_TEMPLATE.format(self.worker_name),
+            *self.unclaimed_tasks,
+        ]
+
+    def execution(self, job: Job) -> Execution:
+        """The :class:`~rq.executions.Execution` the claim wrote for ``job``, as RQ's would be."""
+        run = Execution(
+            id=self.execution_id, job_id=job.id, connection=job.connection, worker_name=self.worker_name
+        )
+        run.created_at = run.last_heartbeat = self.started
+        run._job = job
+        return run
+
+
+def claimed(result: Any) -> str | None:
+    """The execution id of the run a move's answer (:func:`move_first_on` with ``claim``) started;
+    None when it moved the job only, or moved none."""
+    if not result or not result[0] or len(result) < 3:
+        return None
+    value = _text(result[2])
+    return value or None
 
 
 def load_move_first(connection: Redis) -> None:
@@ -315,7 +379,7 @@ def moved(result: Any) -> tuple[str, str, dict[bytes, Any]] | None:
     """The queue key, job id and job hash of a move's answer (None: every queue was empty or paused)."""
     if not result or not result[0]:
         return None
-    key, job_id, *flat = result
+    key, job_id, _claimed, *flat = result
     names = flat[0::2]
     if names and not isinstance(names[0], bytes):  # a client that decodes its answers
         names = [str(name).encode() for name in names]
@@ -334,7 +398,17 @@ def ring_doorbell(pipe: Any, queue_name: str, times: int = 1) -> None:
 # hash in the same call; returns {key, id, field, value, ...} (no fields: the job is gone).
 # A paused queue (its name in the set ARGV[2]; ARGV[3] is the queue key prefix) is skipped:
 # when nothing moved, the answer is {"", paused name, ...}, or false when none is paused.
-# ARGV[1] is the job key prefix; ARGV[8], if given, the key of the hash that records the taker.
+# ARGV[1] is the job key prefix; ARGV[8] the key of the hash that records the taker ('' for none).
+# The answer is {key, id, claimed, field, value, ...}.
+#
+# Claimed ahead (ARGV[9] .. ARGV[18], see claim_ahead_args): the job is also started for the worker
+# in the same step, with the writes of RQ's start as the worker's claim makes them (the run's
+# execution, its entries in the started registry, the job's executions and the worker's, the job's
+# status, started_at, last_heartbeat and worker_name, and PERSIST), unless the job needs a look
+# before it starts (no data, a status other than queued, an `expires` in its meta, no task named in
+# its meta, or a task named among ARGV[19..], those with a rate limit): then it is moved only, as
+# without a claim. `claimed` is the execution id, or '' when it was not claimed; the
+# fields answered are the hash after the claim.
 #
 # The plain path: while no queue is paused or has lanes (neither the paused set nor the set of laned
 # queues, ARGV[7], exists), the lists are taken from in order after one EXISTS, whatever their number.
@@ -398,10 +472,59 @@ local function level(key, name, p, dest)
   end
   return false
 end
+local function claimable(fields)
+  local data, queued, named = false, false, false
+  local limited = {}
+  for i = 19, #ARGV do limited[ARGV[i]] = true end
+  for i = 1, #fields, 2 do
+    local f = fields[i]
+    if f == 'data' then data = true
+    elseif f == 'status' then queued = fields[i + 1] == 'queued'
+    elseif f == 'meta' then
+      local meta = fields[i + 1]
+      if string.find(meta, '"expires"', 1, true) then return false end
+      for name in string.gmatch(meta, '"task": "([^"]*)"') do
+        if limited[name] then return false end
+        named = true
+      end
+    end
+  end
+  return data and queued and named
+end
+local function claim(key, id, jkey, fields)
+  local run = id .. ':' .. ARGV[9]
+  local ttl = tonumber(ARGV[14])
+  local ts = tonumber(ARGV[13])
+  redis.call('LREM', key .. ':intermediate', -1, id)
+  redis.call('HSET', ARGV[16] .. run, 'id', ARGV[9], 'job_id', id, 'created_at', ARGV[11],
+    'last_heartbeat', ARGV[11], 'worker_name', ARGV[10])
+  redis.call('EXPIRE', ARGV[16] .. run, ttl)
+  redis.call('ZADD', ARGV[17] .. id, ts + ttl + 60, ARGV[9])
+  redis.call('EXPIRE', ARGV[17] .. id, ttl + 60)
+  redis.call('ZADD', ARGV[15] .. string.sub(key, #ARGV[3] + 1), ts + ttl, run)
+  redis.call('SADD', ARGV[18], run)
+  redis.call('EXPIRE', ARGV[18], ttl + 60)
+  local start = {last_heartbeat = ARGV[12], status = 'started', started_at = ARGV[12], worker_name = ARGV[10]}
+  redis.call('HSET', jkey, 'last_heartbeat', ARGV[12], 'status', 'started', 'started_at', ARGV[12],
+    'worker_name', ARGV[10])
+  redis.call('PERSIST', jkey)
+  for i = 1, #fields, 2 do
+    local v = start[fields[i]]
+    if v then fields[i + 1] = v; start[fields[i]] = nil end
+  end
+  for f, v in pairs(start) do table.insert(fields, f); table.insert(fields, v) end
+end
 local function found(key, id)
-  if ARGV[8] then redis.call('HSET', ARGV[8], 'tasklane_taken', id) end
-  local out = {key, id}
-  for _, v in ipairs(redis.call('HGETALL', ARGV[1] .. id)) do table.insert(out, v) end
+  if ARGV[8] ~= '' then redis.call('HSET', ARGV[8], 'tasklane_taken', id) end
+  local jkey = ARGV[1] .. id
+  local fields = redis.call('HGETALL', jkey)
+  local claimed = ''
+  if ARGV[9] and claimable(fields) then
+    claim(key, id, jkey, fields)
+    claimed = ARGV[9]
+  end
+  local out = {key, id, claimed}
+  for _, v in ipairs(fields) do table.insert(out, v) end
   return out
 end
 if redis.call('EXISTS', ARGV[2], ARGV[7]) == 0 then
@@ -452,7 +575,7 @@ return false
 )
 
 
-def _move_args(taker: str | None = None) -> list[str]:
+def _move_args(taker: str | None = None, claim: list[Any] | None = None) -> list[Any]:
     prefixes = [
         JsonJob.redis_job_namespace_prefix,
         keys.paused_queues(),
@@ -462,7 +585,7 @@ def _move_args(taker: str | None = None) -> list[str]:
         JsonQueue.redis_queues_keys,
         keys.laned_queues(),
     ]
-    return [*prefixes, *([taker] if taker else [])]
+    return [*prefixes, taker or "", *(claim or [])]
 
 
 #: What the ring keys of every queue start with (``keys.ring(queue, p)`` is this, the queue, ``:p``).

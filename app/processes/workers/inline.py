@@ -55,6 +55,8 @@ class DeadlineBoard:
         #: Per slot, the job a pooled worker holds from its dequeue until its outcome is written
         #: (the supervisor settles it if the process dies meanwhile); empty when none.
         self.held: Any = multiprocessing.Array(ctypes.c_char, slots * self.ID_BYTES, lock=False)
+        #: Per slot: the held job was claimed ahead (started with the last success) and has not run.
+        self.ahead: Any = multiprocessing.Array(ctypes.c_bool, slots, lock=False)
 
     def set(self, slot: int, job_id: str, deadline: float) -> None:
         """Record that ``slot`` runs ``job_id`` until ``deadline`` (time.time())."""
@@ -63,24 +65,31 @@ class DeadlineBoard:
         self.job_ids[start : start + self.ID_BYTES] = raw
         self.deadlines[slot] = deadline
 
-    def hold(self, slot: int, job_id: str) -> None:
-        """``slot`` holds ``job_id`` (dequeued, maybe started) until :meth:`release`."""
+    def hold(self, slot: int, job_id: str, ahead: bool = False) -> None:
+        """``slot`` holds ``job_id`` (dequeued, maybe started) until :meth:`release`; ``ahead``: it
+        was claimed with the last success and has not run yet."""
         start = slot * self.ID_BYTES
         raw = job_id.encode()[: self.ID_BYTES].ljust(self.ID_BYTES, b"\0")
+        self.ahead[slot] = ahead
         self.held[start : start + self.ID_BYTES] = raw
 
     def release(self, slot: int) -> None:
         """``slot``'s job has its outcome written (or was handed back): nothing to settle."""
         self.held[slot * self.ID_BYTES] = b"\0"
+        self.ahead[slot] = False
 
     def holding(self, slots: range) -> list[str]:
         """The job ids the given slots hold, and release them (the caller settles them)."""
+        return [job_id for job_id, _ in self.holding_runs(slots)]
+
+    def holding_runs(self, slots: range) -> list[tuple[str, bool]]:
+        """:meth:`holding`, each id with whether it was claimed ahead and never ran."""
         found = []
         for slot in slots:
             start = slot * self.ID_BYTES
             raw: bytes = self.held.raw[start : start + self.ID_BYTES]
             if raw[:1] != b"\0":
-                found.append(raw.rstrip(b"\0").decode())
+                found.append((raw.rstrip(b"\0").decode(), bool(self.ahead[slot])))
                 self.release(slot)
         return found
 

@@ -1,8 +1,9 @@
 """The ``pooled`` mode (the default): long-lived worker processes that each run many jobs.
 
 Like Celery's prefork pool: the supervisor (app/processes/supervisor.py) forks N children, each an
-inline worker (no fork per job, one round trip to start a job and one to finish it), and
-replaces a child
+inline worker (no fork per job; one round trip per job while jobs follow each other: the success
+and the next job's dequeue and start, see :meth:`JsonPooledWorker._apply_success`), and replaces
+a child
 
 - after it has run ``WORKER_MAX_JOBS_PER_CHILD`` jobs, or once its resident memory is past
   ``WORKER_MAX_MEMORY_PER_CHILD_MB`` after a job (it leaves warmly, between jobs, and exits
@@ -23,13 +24,24 @@ from typing import Any
 
 from redis import Redis
 from redis.exceptions import NoScriptError
+from rq.executions import Execution
 from rq.job import Job
 from rq.queue import Queue
 from rq.worker import WorkerStatus
 
+from app.catalogue.registry import REGISTRY
 from app.core import compat, leases, outcomes, sequences
 from app.core.leases import Lease
-from app.core.queues import TAKEN, UnreadableJob, load_move_first, move_first_on, moved, take_moved
+from app.core.queues import (
+    TAKEN,
+    ClaimAhead,
+    UnreadableJob,
+    claimed,
+    load_move_first,
+    move_first_on,
+    moved,
+    take_moved,
+)
 from app.foundation import outages
 from app.processes.workers.inline import JsonInlineWorker
 
@@ -61,6 +73,14 @@ class JsonPooledWorker(JsonInlineWorker):
         self.recycled: str | None = None
         #: The next job, dequeued (into its queue's intermediate list) with the last one's success.
         self._prefetched: tuple[str, str, dict[bytes, Any]] | None = None
+        #: The claim made for it in the same step, when it was started there too (see _apply_success).
+        self._ahead: ClaimAhead | None = None
+        self._ahead_job: str | None = None
+        #: Whether the next job may be claimed with the last one's success (set False to claim every
+        #: job as it starts), and the tasks whose jobs never are: those with a rate limit (their start
+        #: slot is taken in Python before the claim; see base.execute_job).
+        self.claims_ahead = True
+        self.unclaimed_tasks = tuple(spec.name for spec in REGISTRY if spec.rate_limit is not None)
 
     # --- fewer Redis commands per job --------------------------------------------------------------
 
@@ -79,28 +99,41 @@ class JsonPooledWorker(JsonInlineWorker):
         job.prepare_for_execution(self.name, pipeline=pipe)
 
     def _apply_success(self, job: Job, lease: Lease, writes: list[Any]) -> int:
-        """The success's writes and the dequeue of the next job in one round trip (two scripts, pipelined).
+        """The success's writes and the dequeue and start of the next job in one round trip (two
+        scripts, pipelined): one round trip per job while jobs follow each other.
 
-        The next job is moved to its queue's intermediate list as any dequeue does (a worker
-        that dies holding it leaves it there for the supervisor or the sweep to put back). No
+        The next job is moved to its queue's intermediate list as any dequeue does, and claimed
+        (started: its run's lease written, as :meth:`prepare_execution` would) in the same script
+        step, unless it needs a look before its start (an ``expires``, a task with a rate limit,
+        a hash that is not a waiting job's): then its claim is made as usual before it runs. A
+        child that dies holding it has it put back at once by its supervisor (a job claimed
+        ahead, which never ran, without counting a death); one whose host died, by the sweep. No
         job is taken when this worker is about to leave (stop request, recycling).
         """
         leaving = self._stop_asked() or (self.max_jobs and self.jobs_run + 1 >= self.max_jobs)
         if leaving or self._prefetched is not None or sequences.key_of(job) is not None:
             # A job in a sequence hands on in the same MULTI as its success (outcomes.apply_ending).
             return super()._apply_success(job, lease, writes)
+        ahead = (
+            ClaimAhead.new(self.name, self.get_heartbeat_ttl(job), self.unclaimed_tasks)
+            if self.claims_ahead
+            else None
+        )
         with self.connection.pipeline(transaction=False) as pipe:
             leases.apply_on(pipe, lease, writes, unless_members_in=job.dependents_key)
             # The move names this worker as the taker, in the same script step: if this child is
             # killed before it hears the answer, the supervisor still puts the job back at once.
-            move_first_on(pipe, [q.key for q in self._ordered_queues], taker=self.key)
+            move_first_on(pipe, [q.key for q in self._ordered_queues], taker=self.key,
+                          claim=ahead.args() if ahead is not None else None)  # fmt: skip
             outcome, found = pipe.execute(raise_on_error=False)
         if not isinstance(found, Exception):
             self._prefetched = moved(found)  # taken whatever the success's answer: it is held now
+            self._ahead = ahead if self._prefetched is not None and claimed(found) else None
+            self._ahead_job = self._prefetched[1] if self._prefetched is not None and self._ahead else None
             if self._prefetched is not None and self.board is not None and outcome == leases.APPLIED:
                 # The job in hand is settled (its success is written): from now on the slot holds the
                 # next one, so a child that dies before its next start has it put back at once.
-                self.board.hold(self.slot, self._prefetched[1])
+                self.board.hold(self.slot, self._prefetched[1], ahead=self._ahead is not None)
         if isinstance(outcome, NoScriptError) or isinstance(found, NoScriptError):
             leases.load_apply(self.connection)  # a restarted or flushed server: load them for next time
             load_move_first(self.connection)
@@ -118,15 +151,41 @@ class JsonPooledWorker(JsonInlineWorker):
         try:
             return take_moved(found, by_key, self.connection, self.job_class)
         except UnreadableJob as exc:
+            self._release_ahead(exc.queue, exc.job_id)
             outcomes.set_aside(exc.queue, exc.job_id, exc.cause)
             return None
 
+    def _release_ahead(self, queue: Queue, job_id: str) -> None:
+        """Take back the claim made ahead for ``job_id`` (it goes back to the intermediate list,
+        waiting, as a job moved only would be), before it is handed back or set aside."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and self._ahead_job == job_id:
+            self._ahead_job = None
+            leases.release_claim(self.connection, queue, job_id, ahead.execution_id, ahead.worker_name)
+
+    def prepare_execution(self, job: Job) -> Execution:
+        """The run the last success claimed for this job (no round trip), else the claim as usual."""
+        ahead = self._ahead
+        if ahead is None or self._ahead_job != job.id:
+            return super().prepare_execution(job)
+        self._ahead = self._ahead_job = None
+        if compat.worker_state(self) != WorkerStatus.BUSY:
+            self.set_state(WorkerStatus.BUSY)
+        execution = ahead.execution(job)
+        self.executions[execution.id] = execution
+        state = self.run_of(job.id)
+        state.execution = execution
+        state.claimed = True
+        return execution
+
     def _hand_back_prefetched(self) -> None:
-        """Leaving with a job taken ahead: put it back at the head of its queue."""
+        """Leaving with a job taken ahead: put it back at the head of its queue (its claim, when it
+        was claimed ahead, taken back first: it never ran)."""
         found, self._prefetched = self._prefetched, None
         if found is None:
             return
         queue = next(q for q in self.queues if q.key == found[0])
+        self._release_ahead(queue, found[1])
         if outcomes.put_back(queue, found[1]):
             log.info("Worker %s: job %s taken ahead put back on its queue", self.name, found[1])
 
@@ -165,10 +224,14 @@ class JsonPooledWorker(JsonInlineWorker):
         try:
             super().execute_job(job, queue)
         finally:
+            if self._ahead_job == job.id:  # claimed ahead, yet not run (a check before its start said so)
+                self._release_ahead(queue, job.id)
             if self.board is not None:
                 self.board.release(self.slot)
                 if self._prefetched is not None:  # held too: the supervisor puts it back if this dies
-                    self.board.hold(self.slot, self._prefetched[1])
+                    self.board.hold(
+                        self.slot, self._prefetched[1], ahead=self._ahead_job == self._prefetched[1]
+                    )
         if self._stop_asked():
             self._hand_back_prefetched()
         if self._counts_due():
@@ -191,12 +254,12 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value or "")
 
 
-def forget_worker(connection: Redis, pid: int, hostname: str) -> tuple[list[str], list[str]]:
+def forget_worker(connection: Redis, pid: int, hostname: str) -> tuple[list[str], list[tuple[str, str]]]:
     """Remove the registrations of a dead child (by pid and host), so no ghost is listed; returns
-    their names and the jobs they last took ahead (:data:`~app.core.queues.TAKEN`), for the
-    supervisor to put back."""
+    their names and the jobs they last took ahead (:data:`~app.core.queues.TAKEN`), each with the
+    name of the worker that took it, for the supervisor to put back."""
     gone: list[str] = []
-    taken: list[str] = []
+    taken: list[tuple[str, str]] = []
     for key in connection.smembers("rq:workers"):
         name = key.decode() if isinstance(key, bytes) else str(key)
         fields = connection.hmget(name, ["pid", "hostname", "queues", TAKEN])
@@ -212,5 +275,5 @@ def forget_worker(connection: Redis, pid: int, hostname: str) -> tuple[list[str]
             pipe.execute()
         gone.append(name)
         if took:
-            taken.append(took)
+            taken.append((took, name.removeprefix(JsonPooledWorker.redis_worker_namespace_prefix)))
     return gone, taken
