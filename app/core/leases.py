@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis import Redis
+from redis.commands.core import CoreCommands
 from rq.executions import Execution, ExecutionRegistry
 from rq.job import Job
 
@@ -165,6 +166,27 @@ def release_claim(connection: Redis, queue: Any, job_id: str, execution_id: str,
     return bool(_RELEASE_CLAIM(connection, keys=keys, args=[job_id, execution_id]))
 
 
+class Recorder(CoreCommands):
+    """Where RQ's methods record a run's start or success for :func:`claim` or :func:`apply`: it
+    takes redis-py's command methods (the same arguments as a pipeline's) and keeps the commands,
+    without a pipeline's bookkeeping per command (about a tenth of a pooled child's CPU per job).
+    Only for writes that are never sent as they are; :func:`recorder` is a real unsent pipeline."""
+
+    _event_dispatcher: Any = None  # redis-py's, for commands that are sent; nothing is sent here
+
+    def __init__(self) -> None:
+        self.command_stack: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+
+    def execute_command(self, *args: Any, **options: Any) -> Recorder:
+        self.command_stack.append((args, options))
+        return self
+
+
+def light_recorder() -> Any:
+    """A :class:`Recorder` (typed as the pipeline RQ's methods take)."""
+    return Recorder()
+
+
 def recorder(connection: Redis) -> Any:
     """An unsent pipeline to record writes on (see :func:`recorded`)."""
     return connection.pipeline(transaction=False)
@@ -175,7 +197,10 @@ def recorded(pipeline: Any) -> list[Any]:
     try:
         return compat.pipeline_commands(pipeline)
     finally:
-        pipeline.reset()
+        if isinstance(pipeline, Recorder):
+            pipeline.command_stack = []
+        else:
+            pipeline.reset()
 
 
 def apply(connection: Redis, lease: Lease, writes: list[Any], unless_members_in: str | None = None) -> int:

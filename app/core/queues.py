@@ -279,6 +279,11 @@ def _require_json(job: Job) -> None:
         raise DeserializationError("the job is not stored as JSON; it is never unpickled")
 
 
+#: The attribute of a taken job that holds its hash as it was read at the take (after a claim made
+#: in the same step): a success writes again only the fields that changed since (recording.py).
+STORED = "_tasklane_stored"
+
+
 def take_moved(
     found: tuple[str, str, dict[bytes, Any]], by_key: dict[str, Any], connection: Redis, job_class: Any = None
 ) -> tuple[Job, Any] | None:
@@ -290,6 +295,7 @@ def take_moved(
         connection.lrem(queue.intermediate_queue_key, 1, job_id)
         return None
     job = (job_class or JsonJob)(job_id, connection=connection)
+    job.__dict__[STORED] = fields
     try:
         job.restore(fields)
         _require_json(job)

@@ -164,7 +164,7 @@ class TasklaneWorkerMixin(RecordingMixin):
         ttl = self.get_heartbeat_ttl(job)
         intermediate = JsonQueue(job.origin, connection=self.connection).intermediate_queue_key
         while True:
-            pipe = leases.recorder(self.connection)
+            pipe = leases.light_recorder()
             execution = Execution.create(job, ttl, pipeline=pipe, worker_name=self.name)
             self._record_start(job, ttl, pipe)
             pipe.persist(job.key)

@@ -23,7 +23,7 @@ from app.core import compat, leases, outcomes, steps
 from app.core.leases import Lease
 from app.core.limits import TimeLimitExceeded
 from app.core.outcomes import record_error, redact_arguments
-from app.core.queues import task_spec
+from app.core.queues import STORED, task_spec
 from app.foundation import outages, proc
 from app.ops import metrics
 from app.processes.workers.grace import GraceMixin
@@ -47,46 +47,56 @@ class OutcomeLost(Exception):
 SETTLE_AFTER: tuple[type[Exception], ...] = (OutcomeLost, *REDIS_GONE)
 
 
-def _trimmed(writes: list[Any], job: Job, lease: Lease) -> list[Any]:
-    """RQ's success writes (see :func:`leases.recorded`) less those that change nothing when they
-    apply with the lease's end (:func:`leases.apply`):
+def _trimmed(commands: list[tuple[Any, ...]], job: Job, lease: Lease) -> list[Any]:
+    """RQ's success writes (the commands recorded, see :func:`leases.recorded`), flattened for
+    :func:`leases.apply`, less those that change nothing when they apply with the lease's end:
 
     - the EXPIREs of the job's dependents and dependencies keys, for a job without dependencies:
       the latter does not exist, and the former is empty whenever the writes apply (the apply
       script holds them back while it has members);
     - the execution's removal from the started registry: the lease's end removes that entry;
-    - ``HSET <job> status finished`` when the job's whole hash (status included) is written after it.
+    - ``HSET <job> status finished`` when the job's whole hash (status included) is written after it;
+    - in the job's whole hash, the fields whose value is the one its hash held when the job was
+      taken (:data:`~app.core.queues.STORED`, as the claim left it): its data, description,
+      times of creation and enqueue, origin, TTLs... (RQ writes them all again).
     """
-    commands: list[list[Any]] = []
-    i = 0
-    while i < len(writes):
-        n = writes[i]
-        commands.append(writes[i + 1 : i + 1 + n])
-        i += n + 1
     noop_expire = set() if job._dependency_ids else {job.dependents_key, job.dependencies_key}
     ended = {(lease.key, m) for m in lease.members}
-    saves_status = [
-        n
-        for n, c in enumerate(commands)
-        if str(c[0]).upper() == "HSET" and c[1] == job.key and "status" in c[2::2]
-    ]
+    key = job.key
+    stored: dict[bytes, Any] = job.__dict__.get(STORED) or {}
+    whole = [n for n, c in enumerate(commands) if c[0] == "HSET" and c[1] == key and len(c) > 4]
     out: list[Any] = []
     for n, command in enumerate(commands):
-        name = str(command[0]).upper()
-        if name == "EXPIRE" and len(command) == 3 and command[1] in noop_expire:
+        name = command[0]
+        size = len(command)
+        if size == 3 and name == "EXPIRE" and command[1] in noop_expire:
             continue
-        if name == "ZREM" and len(command) == 3 and (command[1], command[2]) in ended:
+        if size == 3 and name == "ZREM" and (command[1], command[2]) in ended:
             continue
-        if (
-            name == "HSET"
-            and len(command) == 4
-            and command[1:3] == [job.key, "status"]
-            and any(later > n for later in saves_status if len(commands[later]) > 4)
-        ):
-            continue
+        if name == "HSET" and command[1] == key:
+            if size == 4 and command[2] == "status" and any(later > n for later in whole):
+                continue
+            if size > 4 and stored:
+                pairs = [
+                    (field, value)
+                    for field, value in zip(command[2::2], command[3::2], strict=True)
+                    if stored.get(field.encode() if isinstance(field, str) else field) != _encoded(value)
+                ]
+                if not pairs:
+                    continue
+                command = ("HSET", key, *(item for pair in pairs for item in pair))
         out.append(len(command))
         out.extend(command)
     return out
+
+
+def _encoded(value: Any) -> bytes:
+    """``value`` as redis-py sends it (bytes as they are, text in UTF-8, numbers as their repr)."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    return repr(value).encode()
 
 
 class RecordingMixin(GraceMixin):
@@ -209,7 +219,7 @@ class RecordingMixin(GraceMixin):
         if job.repeats_left or job.has_rate_limit:
             self._success_through_rq(job, queue, started_job_registry, execution)
             return
-        recorder = leases.recorder(self.connection)
+        recorder = leases.light_recorder()
         assert job.started_at and job.ended_at
         run_time = (job.ended_at - job.started_at).total_seconds()
         self._record_counts(job, run_time, recorder)
@@ -220,7 +230,7 @@ class RecordingMixin(GraceMixin):
         self.cleanup_execution(job, pipeline=recorder, execution=execution)
         steps.count_end(job, "SUCCESS", recorder)  # a workflow's step: counted with its success
         lease = Lease.of(job, execution)
-        writes = _trimmed(leases.recorded(recorder), job, lease)
+        writes = _trimmed([args for args, _ in recorder.command_stack], job, lease)
         outcome = self._bookkeeping(job, lambda: self._apply_success(job, lease, writes))
         if outcome != leases.APPLIED:  # the recorded counters were not written with the success
             self._discard_counts(job, run_time)
