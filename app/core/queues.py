@@ -400,8 +400,9 @@ def ring_doorbell(pipe: Any, queue_name: str, times: int = 1) -> None:
     pipe.ltrim(bell, -defaults.DOORBELL_CAP, -1)
 
 
-# Move the head of the first non-empty list to its ":intermediate" list and read the job's
-# hash in the same call; returns {key, id, field, value, ...} (no fields: the job is gone).
+# Move the head of the first non-empty list to its ":intermediate" list (LPOP, then RPUSH: a job
+# claimed in the same step is never pushed there) and read the job's hash in the same call (no
+# fields: the job is gone).
 # A paused queue (its name in the set ARGV[2]; ARGV[3] is the queue key prefix) is skipped:
 # when nothing moved, the answer is {"", paused name, ...}, or false when none is paused.
 # ARGV[1] is the job key prefix; ARGV[8] the key of the hash that records the taker ('' for none).
@@ -432,7 +433,7 @@ def ring_doorbell(pipe: Any, queue_name: str, times: int = 1) -> None:
 _MOVE_FIRST = LuaScript(
     """
 local function take(list, dest)
-  return redis.call('LMOVE', list, dest, 'LEFT', 'RIGHT')
+  return redis.call('LPOP', list)
 end
 local function tidy(list, key)
   if list ~= key and redis.call('LLEN', list) == 0 then redis.call('SREM', ARGV[6], list) end
@@ -501,7 +502,6 @@ local function claim(key, id, jkey, fields)
   local run = id .. ':' .. ARGV[9]
   local ttl = tonumber(ARGV[14])
   local ts = tonumber(ARGV[13])
-  redis.call('LREM', key .. ':intermediate', -1, id)
   redis.call('HSET', ARGV[16] .. run, 'id', ARGV[9], 'job_id', id, 'created_at', ARGV[11],
     'last_heartbeat', ARGV[11], 'worker_name', ARGV[10])
   redis.call('EXPIRE', ARGV[16] .. run, ttl)
@@ -528,6 +528,8 @@ local function found(key, id)
   if ARGV[9] and claimable(fields) then
     claim(key, id, jkey, fields)
     claimed = ARGV[9]
+  else
+    redis.call('RPUSH', key .. ':intermediate', id)
   end
   local out = {key, id, claimed}
   for _, v in ipairs(fields) do table.insert(out, v) end
