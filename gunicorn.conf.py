@@ -19,9 +19,13 @@ _check_catalogue(_settings, process="web")
 workers = integer_or_exit("WEB_CONCURRENCY", 2, minimum=1, process="web")
 threads = integer_or_exit("WEB_THREADS", 4, minimum=1, process="web")
 worker_class = "gthread"
-# No reuse_port: with SO_REUSEPORT a second service started on the same port by mistake binds it
-# too, silently, and takes half the requests (it spread keep-alive connections over the workers
-# better: docs/BENCHMARK.md). One shared socket makes that mistake fail with "in use".
+# Each worker listens on its own socket (SO_REUSEPORT) and the kernel spreads new connections over
+# them: with one shared socket, the worker that wakes first took every keep-alive connection of a
+# burst (docs/BENCHMARK.md). on_starting refuses an address in use first (SO_REUSEPORT alone would
+# let a second service bind the same port silently and take half the first one's connections).
+# WEB_REUSE_PORT=0: one shared socket (a worker that exits then leaves its waiting connections to
+# the others; with its own socket they are reset).
+reuse_port = bool(integer_or_exit("WEB_REUSE_PORT", 1, minimum=0, maximum=1, process="web"))
 timeout = 30
 graceful_timeout = 25
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
@@ -42,3 +46,10 @@ def post_fork(server, worker):  # type: ignore[no-untyped-def]
     from app.ops.observability import init_process
 
     init_process(_settings, "web")
+
+
+def on_starting(server):  # type: ignore[no-untyped-def]
+    """Before any socket is bound: stop with one line if the address is in use (see reuse_port)."""
+    from app.web import refuse_taken_addresses
+
+    refuse_taken_addresses(server)

@@ -10,7 +10,9 @@ PID and the signals are still the ones the Procfile's runner knows).
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -33,6 +35,13 @@ class AccessLogger(Logger):
     the API under load: 5-8 % of a worker's CPU per enqueue in the access line). Another
     ``access_log_format`` (``--access-logformat``) gets gunicorn's full set, as before."""
 
+    def info(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        """Gunicorn's line, except its empty "Listening at:" of a master whose workers bind their own
+        sockets (``reuse_port``): :func:`refuse_taken_addresses` logs the addresses instead."""
+        if msg == "Listening at: %s (%s)" and args and not args[0]:
+            return
+        super().info(msg, *args, **kwargs)
+
     def atoms(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> dict[str, Any]:
         if self.cfg.access_log_format != DEFAULT_ACCESS_FORMAT:
             return dict(super().atoms(resp, req, environ, request_time))
@@ -51,6 +60,39 @@ class AccessLogger(Logger):
             "f": environ.get("HTTP_REFERER", "-"),
             "a": environ.get("HTTP_USER_AGENT", "-"),
         }
+
+
+def refuse_taken_addresses(server: Any) -> None:
+    """Gunicorn's ``on_starting`` hook (gunicorn.conf.py): stop with one line if an address to bind
+    is in use, and log the addresses.
+
+    Each worker binds its own socket with SO_REUSEPORT (``reuse_port``), so that the kernel spreads
+    new connections over the workers: with one shared socket, the worker that woke first took every
+    keep-alive connection of a burst (docs/BENCHMARK.md). SO_REUSEPORT also lets a second service
+    bind the same port, silently, and take half the first one's connections; so the master first
+    binds each TCP address itself without it (as gunicorn does without ``reuse_port``): a port that
+    anything listens on is refused with "in use", then the probe is closed for the workers."""
+    for address in server.cfg.address:
+        if not isinstance(address, tuple):
+            continue  # a unix socket or a file descriptor: gunicorn's own checks apply
+        host, port = address[0], address[1]
+        family = socket.AF_INET6 if ":" in str(host) else socket.AF_INET
+        probe = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+        except OSError as exc:
+            shown = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+            reason = "in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+            print(f"web: cannot listen at {shown}: address {reason}"
+                  + (" (another web process?)" if exc.errno == errno.EADDRINUSE else ""),
+                  file=sys.stderr, flush=True)  # fmt: skip
+            sys.exit(1)
+        finally:
+            probe.close()
+        if server.cfg.reuse_port:  # else gunicorn's master binds the socket and logs it
+            server.log.info("Listening at: http://%s:%s (each worker on its own SO_REUSEPORT socket)",
+                            f"[{host}]" if family == socket.AF_INET6 else host, port)  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
