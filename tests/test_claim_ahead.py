@@ -211,3 +211,31 @@ def test_the_claimed_job_runs_under_the_claimed_run(app: Flask, rconn: redis.Red
         assert job.started_at is not None and job.ended_at is not None and job.started_at <= job.ended_at
     assert int(rconn.hget(worker.key, "successful_job_count") or 0) == 3
     assert not rconn.keys("rq:execution:*") and not rconn.keys("rq:executions:*")
+
+
+def test_a_job_taken_in_a_round_trip_whose_answer_was_lost_goes_back_at_once(
+    app: Flask, rconn: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis answers the success's round trip (which took and claimed the next job), and the answer is
+    lost (a connection error): before the success is tried again, the job taken goes back to its
+    queue as one that never started, not when its lease expires; every job then runs once."""
+    ids = _enqueue(app, rconn, 3)
+    real = redis.client.Pipeline.execute
+    lost: list[str] = []
+
+    def execute(self: Any, *args: Any, **kwargs: Any) -> Any:
+        answers = real(self, *args, **kwargs)
+        if not lost and len(answers) == 2 and isinstance(answers[1], list) and answers[1][2]:
+            lost.append(answers[1][1].decode())  # run, claimed; then the answer is lost
+            raise redis.exceptions.ConnectionError("the answer was lost")
+        return answers
+
+    monkeypatch.setattr(redis.client.Pipeline, "execute", execute)
+    with app.app_context():
+        worker = JsonPooledWorker([JsonQueue("default", connection=rconn)], connection=rconn)
+        worker.work(burst=True, with_scheduler=False)
+    assert lost and lost[0] == ids[1]
+    jobs = JsonJob.fetch_many(ids, connection=rconn)
+    assert [j.get_status() for j in jobs if j is not None] == ["finished"] * 3
+    assert not jobs[1].meta.get(Meta.ATTEMPTS)  # type: ignore[union-attr]
+    assert all(len(rconn.xrange(f"rq:results:{job_id}")) == 1 for job_id in ids)

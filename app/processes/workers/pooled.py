@@ -76,6 +76,8 @@ class JsonPooledWorker(JsonInlineWorker):
         #: The claim made for it in the same step, when it was started there too (see _apply_success).
         self._ahead: ClaimAhead | None = None
         self._ahead_job: str | None = None
+        #: A success's round trip (with the next job's move) was sent and its answer not heard.
+        self._answer_lost = False
         #: Whether the next job may be claimed with the last one's success (set False to claim every
         #: job as it starts), and the tasks whose jobs never are: those with a rate limit (their start
         #: slot is taken in Python before the claim; see base.execute_job).
@@ -110,6 +112,8 @@ class JsonPooledWorker(JsonInlineWorker):
         ahead, which never ran, without counting a death); one whose host died, by the sweep. No
         job is taken when this worker is about to leave (stop request, recycling).
         """
+        if self._answer_lost:  # the last try's answer was lost (an outage): what it took goes back
+            self._put_back_taken(job)
         leaving = self._stop_asked() or (self.max_jobs and self.jobs_run + 1 >= self.max_jobs)
         if leaving or self._prefetched is not None or sequences.key_of(job) is not None:
             # A job in a sequence hands on in the same MULTI as its success (outcomes.apply_ending).
@@ -125,7 +129,9 @@ class JsonPooledWorker(JsonInlineWorker):
             # killed before it hears the answer, the supervisor still puts the job back at once.
             move_first_on(pipe, [q.key for q in self._ordered_queues], taker=self.key,
                           claim=ahead.args() if ahead is not None else None)  # fmt: skip
+            self._answer_lost = True  # until the answer is heard: Redis may go away meanwhile
             outcome, found = pipe.execute(raise_on_error=False)
+            self._answer_lost = False
         if not isinstance(found, Exception):
             self._prefetched = moved(found)  # taken whatever the success's answer: it is held now
             self._ahead = ahead if self._prefetched is not None and claimed(found) else None
@@ -142,6 +148,21 @@ class JsonPooledWorker(JsonInlineWorker):
         if isinstance(outcome, Exception):
             raise outcome
         return int(outcome)
+
+    def _put_back_taken(self, job: Job) -> None:
+        """A success's round trip whose answer an outage lost may have taken (and claimed) the next
+        job: the move named it in this worker's :data:`TAKEN` field. Unless that is the job in hand
+        (the move never ran), it goes back to its queue as a job that never started (no attempt),
+        before the success is tried again; otherwise the sweep would find it only once its lease
+        expired."""
+        self._answer_lost = False
+        raw = self.connection.hget(self.key, TAKEN)
+        taken = raw.decode() if isinstance(raw, bytes) else raw
+        if taken and taken != job.id:
+            done = outcomes.rescue(self.connection, taken, waiting_only=True, ahead_of=self.name)
+            log.info(
+                "Worker %s: job %s, taken in a round trip whose answer was lost: %s", self.name, taken, done
+            )
 
     def _take_prefetched(self) -> tuple[Job, Queue] | None:
         found, self._prefetched = self._prefetched, None
