@@ -323,6 +323,14 @@ def move_first_on(
     _MOVE_FIRST.queue(pipeline, keys=queue_keys, args=_move_args(taker, claim))
 
 
+#: The started registry's, an execution's and a job's executions' key prefixes (RQ's key templates).
+_CLAIM_PREFIXES = (
+    StartedJobRegistry.key_template.format(""),
+    Execution(id="", job_id="", connection=None, worker_name="").key[: -len(":")],  # type: ignore[arg-type]
+    ExecutionRegistry.key_template.format(""),
+)
+
+
 @dataclass(frozen=True)
 class ClaimAhead:
     """What a claim made inside the move writes: the run's execution id, its worker, its start time
@@ -350,9 +358,7 @@ class ClaimAhead:
             utcformat(self.started),
             calendar.timegm(self.started.utctimetuple()),  # RQ's current_timestamp()
             self.ttl,
-            StartedJobRegistry.key_template.format(""),
-            Execution(id="", job_id="", connection=None, worker_name="").key[: -len(":")],  # type: ignore[arg-type]
-            ExecutionRegistry.key_template.format(""),
+            *_CLAIM_PREFIXES,
             WORKER_EXECUTIONS_KEY_TEMPLATE.format(self.worker_name),
             *self.unclaimed_tasks,
         ]

@@ -35,6 +35,33 @@ def process_table() -> dict[int, int]:
     return table
 
 
+def listening_sockets(port: int) -> int:
+    """How many TCP sockets listen on ``port`` (from /proc/net; 0 where there is none)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(fields[9])
+    return len(inodes)
+
+
+def wait_listening(port: int, count: int, timeout: float = 15) -> int:
+    """Wait until ``count`` sockets listen on ``port`` (gunicorn's workers each bind their own with
+    reuse_port: a load started while one is still booting sends every keep-alive connection to the
+    others); returns how many did (fewer after ``timeout``: one shared socket, say)."""
+    deadline = time.monotonic() + timeout
+    found = listening_sockets(port)
+    while found < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+        found = listening_sockets(port)
+    return found
+
+
 def descendants(pid: int) -> list[int]:
     """``pid`` and every process below it."""
     table = process_table()

@@ -16,7 +16,7 @@ from typing import Any
 
 from bench.harness.common import BENCH, ROOT, TOKEN, BenchError, NotAvailable, System
 from bench.harness.context import Context
-from bench.harness.processes import Proc, cpu_seconds, descendants, free_port
+from bench.harness.processes import Proc, cpu_seconds, descendants, free_port, wait_listening
 
 
 def run(ctx: Context) -> None:
@@ -47,6 +47,7 @@ def run(ctx: Context) -> None:
         base = f"http://127.0.0.1:{port}"
         try:
             _wait_http(proc, f"{base}/healthz")
+            wait_listening(port, 2)  # both workers' own sockets (reuse_port), before wrk connects
             _check_post(f"{base}/api/v1/tasks/add")
             ctx.flush()
             duration = ctx.p["wrk_duration"]

@@ -24,7 +24,7 @@ from typing import Any
 
 from bench.harness.common import ROOT, TOKEN, BenchError, System, percentile, read_ids, write_ids
 from bench.harness.context import Context
-from bench.harness.processes import free_port
+from bench.harness.processes import free_port, wait_listening
 from bench.harness.workloads.api import _wait_http
 
 TL_PROCFILE_DIRECT = System("tl_procfile_direct", "Tasklane, Procfile worker line, jobs enqueued directly",
@@ -111,6 +111,7 @@ def procfile_drain(ctx: Context, system: System, n: int, timeout: float) -> dict
     out: dict[str, Any] = {"n": n, "procs": "Procfile (one per CPU)"}
     try:
         _wait_http(web, f"http://127.0.0.1:{port}/healthz")
+        wait_listening(port, 2)  # both workers' own sockets (reuse_port), before the load connects
         ids_file = ctx.ids_file()
         if system is TL_PROCFILE_API:
             ids, api = post_jobs(port, n)
