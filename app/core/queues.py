@@ -406,9 +406,9 @@ def ring_doorbell(pipe: Any, queue_name: str, times: int = 1) -> None:
     pipe.ltrim(bell, -defaults.DOORBELL_CAP, -1)
 
 
-# Move the head of the first non-empty list to its ":intermediate" list (LPOP, then RPUSH: a job
-# claimed in the same step is never pushed there) and read the job's hash in the same call (no
-# fields: the job is gone).
+# Move the head of the first non-empty list to its ":intermediate" list (LMOVE; with a claim, LPOP
+# then RPUSH: a job claimed in the same step is never pushed there) and read the job's hash in the
+# same call (no fields: the job is gone).
 # A paused queue (its name in the set ARGV[2]; ARGV[3] is the queue key prefix) is skipped:
 # when nothing moved, the answer is {"", paused name, ...}, or false when none is paused.
 # ARGV[1] is the job key prefix; ARGV[8] the key of the hash that records the taker ('' for none).
@@ -439,7 +439,8 @@ def ring_doorbell(pipe: Any, queue_name: str, times: int = 1) -> None:
 _MOVE_FIRST = LuaScript(
     """
 local function take(list, dest)
-  return redis.call('LPOP', list)
+  if ARGV[9] then return redis.call('LPOP', list) end
+  return redis.call('LMOVE', list, dest, 'LEFT', 'RIGHT')
 end
 local function tidy(list, key)
   if list ~= key and redis.call('LLEN', list) == 0 then redis.call('SREM', ARGV[6], list) end
@@ -531,11 +532,13 @@ local function found(key, id)
   local jkey = ARGV[1] .. id
   local fields = redis.call('HGETALL', jkey)
   local claimed = ''
-  if ARGV[9] and claimable(fields) then
-    claim(key, id, jkey, fields)
-    claimed = ARGV[9]
-  else
-    redis.call('RPUSH', key .. ':intermediate', id)
+  if ARGV[9] then
+    if claimable(fields) then
+      claim(key, id, jkey, fields)
+      claimed = ARGV[9]
+    else
+      redis.call('RPUSH', key .. ':intermediate', id)
+    end
   end
   local out = {key, id, claimed}
   for _, v in ipairs(fields) do table.insert(out, v) end
