@@ -48,6 +48,7 @@ from rq.job import Job, JobStatus
 from rq.queue import Queue
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
+from rq.utils import parse_composite_key
 
 from app.catalogue.registry import RetryTask, TaskSpec
 from app.core import compat, leases, sealing, sequences, steps
@@ -731,7 +732,7 @@ def rescue(
 def _release_ahead(connection: Redis, job: Job, queue: JsonQueue, worker: str) -> bool:
     """Take back every run of ``job`` that ``worker`` claimed ahead, then put it back (see rescue)."""
     lease = leases.of_started(connection, job)
-    runs = [_text(m).split(":", 1)[1] for m in (lease.members if lease else ()) if ":" in _text(m)]
+    runs = [parse_composite_key(_text(m))[1] for m in (lease.members if lease else ()) if ":" in _text(m)]
     released = [leases.release_claim(connection, queue, job.id, run, worker) for run in runs]
     return any(released) and put_back(queue, job.id, job)
 

@@ -181,8 +181,6 @@ class Supervisor:
 
         #: Held by a pooled child that died, to be put back, with the cause of its death.
         self.orphans: list[tuple[str, tuple[str, str]]] = []
-        #: Jobs a dead child (its pid) had claimed ahead, with its last success, and not run.
-        self.ahead: list[tuple[str, int]] = []
         self.dead: list[int] = []  # pooled children that died, whose registrations are to be removed
         self.retry_at = 0.0
         self.backoff = outages.Backoff()
@@ -306,8 +304,9 @@ class Supervisor:
             )
             log.error("worker process %d died holding job(s) %s; putting them back", pid, named)
         cause = outcomes.horse_lost(proc.describe_exit(status), who="worker process")
+        # A job claimed ahead never ran: not an orphan (no attempt, no death). The child's TAKEN field
+        # names it (the move that claimed it wrote it), so the rescue below puts it back.
         self.orphans.extend((job_id, cause) for job_id, ahead in held if not ahead)
-        self.ahead.extend((job_id, pid) for job_id, ahead in held if ahead)
         self.dead.append(pid)
 
     def _fail_stuck_jobs(self) -> None:
@@ -326,17 +325,10 @@ class Supervisor:
                 log.info("job %s of a dead worker process: %s", job_id, done)
                 self.orphans.pop(0)
             while self.dead:
-                pid = self.dead[0]
-                names, taken = forget_worker(redis, pid, socket.gethostname())
-                for job_id in [job_id for job_id, of in self.ahead if of == pid]:
-                    # Claimed with its last success and never run: no attempt, no death. (Its worker's
-                    # record gone already, the sweep puts it back once its lease has expired.)
-                    done = outcomes.rescue(
-                        redis, job_id, waiting_only=True, ahead_of=names[0] if names else None
-                    )
-                    log.info("job %s, claimed ahead by dead worker process %d: %s", job_id, pid, done)
-                    self.ahead.remove((job_id, pid))
-                for job_id, worker in taken:  # taken ahead, maybe in the round trip it died in
+                _, taken = forget_worker(redis, self.dead[0], socket.gethostname())
+                # Taken (and maybe claimed) ahead, maybe in the round trip it died in: put back as a job
+                # that never started. (Its worker's record gone already: the sweep, once the lease expires.)
+                for job_id, worker in taken:
                     if outcomes.rescue(redis, job_id, waiting_only=True, ahead_of=worker) == "requeued":
                         log.info("job %s, taken ahead by dead worker process %d: put back", job_id,
                                  self.dead[0])  # fmt: skip
