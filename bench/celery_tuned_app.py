@@ -2,12 +2,10 @@
 
 Started by bench/window.py as ``celery -A bench.celery_tuned_app worker --concurrency 2
 --loglevel WARNING --without-mingle --without-gossip --without-heartbeat`` (prefork, 2
-processes). Broker and result backend are the Redis named by ``BENCH_REDIS_URL`` (never a
-default: the bench must not touch the Redis on 6379); JSON serializer, results kept.
-
-``worker_prefetch_multiplier`` comes from ``BENCH_PREFETCH`` (bench/window.py passes the
-value it was tuned to, 4 by default; see its docstring), default 4. bench/celery_app.py, the one bench/run
-uses, keeps Celery's defaults and is not touched by this module.
+processes). It is bench/celery_app.py's app (the bench's own Redis from ``BENCH_REDIS_URL``, JSON,
+results kept) with ``worker_prefetch_multiplier`` from ``BENCH_PREFETCH`` (bench/window.py passes
+the value it was tuned to; default 4) and the window's task; bench/run's workers import
+bench.celery_app alone and keep Celery's defaults.
 """
 
 from __future__ import annotations
@@ -15,23 +13,9 @@ from __future__ import annotations
 import os
 import time
 
-from celery import Celery
+from bench.celery_app import app
 
-_URL = os.environ.get("BENCH_REDIS_URL")
-if not _URL:
-    raise RuntimeError("BENCH_REDIS_URL is not set: the benchmark's own Redis, e.g. redis://127.0.0.1:PORT/0")
-
-app = Celery("bench_tuned", broker=_URL, backend=_URL)
-app.conf.update(
-    task_serializer="json",
-    result_serializer="json",
-    accept_content=["json"],
-    result_accept_content=["json"],
-    result_expires=24 * 3600,
-    worker_prefetch_multiplier=int(os.environ.get("BENCH_PREFETCH", "4")),
-    broker_connection_retry_on_startup=True,
-    worker_hijack_root_logger=False,
-)
+app.conf.worker_prefetch_multiplier = int(os.environ.get("BENCH_PREFETCH", "4"))
 
 
 @app.task(name="bench.stamp")

