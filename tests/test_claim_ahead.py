@@ -29,6 +29,7 @@ from app.core.queues import (
     moved,
     take_moved,
 )
+from app.foundation.held import HeldConnection
 from app.foundation.meta import Meta
 from app.processes.workers.inline import DeadlineBoard
 from app.processes.workers.pooled import JsonPooledWorker, forget_worker
@@ -220,17 +221,17 @@ def test_a_job_taken_in_a_round_trip_whose_answer_was_lost_goes_back_at_once(
     lost (a connection error): before the success is tried again, the job taken goes back to its
     queue as one that never started, not when its lease expires; every job then runs once."""
     ids = _enqueue(app, rconn, 3)
-    real = redis.client.Pipeline.execute
+    real = HeldConnection.round_trip
     lost: list[str] = []
 
-    def execute(self: Any, *args: Any, **kwargs: Any) -> Any:
+    def round_trip(self: Any, *args: Any, **kwargs: Any) -> Any:
         answers = real(self, *args, **kwargs)
         if not lost and len(answers) == 2 and isinstance(answers[1], list) and answers[1][2]:
             lost.append(answers[1][1].decode())  # run, claimed; then the answer is lost
             raise redis.exceptions.ConnectionError("the answer was lost")
         return answers
 
-    monkeypatch.setattr(redis.client.Pipeline, "execute", execute)
+    monkeypatch.setattr(HeldConnection, "round_trip", round_trip)
     with app.app_context():
         worker = JsonPooledWorker([JsonQueue("default", connection=rconn)], connection=rconn)
         worker.work(burst=True, with_scheduler=False)

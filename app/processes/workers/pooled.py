@@ -43,6 +43,7 @@ from app.core.queues import (
     take_moved,
 )
 from app.foundation import outages
+from app.foundation.held import HeldConnection
 from app.processes.workers.inline import JsonInlineWorker
 
 log = logging.getLogger("tasklane.worker")
@@ -82,6 +83,8 @@ class JsonPooledWorker(JsonInlineWorker):
         #: job as it starts), and the tasks whose jobs never are: those with a rate limit (their start
         #: slot is taken in Python before the claim; see base.execute_job).
         self.claims_ahead = True
+        #: The connection the success's round trip goes on (app/foundation/held.py).
+        self._held = HeldConnection(self.connection)
         self.unclaimed_tasks = tuple(spec.name for spec in REGISTRY if spec.rate_limit is not None)
 
     # --- fewer Redis commands per job --------------------------------------------------------------
@@ -123,15 +126,15 @@ class JsonPooledWorker(JsonInlineWorker):
             if self.claims_ahead
             else None
         )
-        with self.connection.pipeline(transaction=False) as pipe:
-            leases.apply_on(pipe, lease, writes, unless_members_in=job.dependents_key)
-            # The move names this worker as the taker, in the same script step: if this child is
-            # killed before it hears the answer, the supervisor still puts the job back at once.
-            move_first_on(pipe, [q.key for q in self._ordered_queues], taker=self.key,
-                          claim=ahead.args() if ahead is not None else None)  # fmt: skip
-            self._answer_lost = True  # until the answer is heard: Redis may go away meanwhile
-            outcome, found = pipe.execute(raise_on_error=False)
-            self._answer_lost = False
+        commands = leases.light_recorder()
+        leases.apply_on(commands, lease, writes, unless_members_in=job.dependents_key)
+        # The move names this worker as the taker, in the same script step: if this child is
+        # killed before it hears the answer, the supervisor still puts the job back at once.
+        move_first_on(commands, [q.key for q in self._ordered_queues], taker=self.key,
+                      claim=ahead.args() if ahead is not None else None)  # fmt: skip
+        self._answer_lost = True  # until the answer is heard: Redis may go away meanwhile
+        outcome, found = self._held.round_trip([args for args, _ in commands.command_stack])
+        self._answer_lost = False
         if not isinstance(found, Exception):
             self._prefetched = moved(found)  # taken whatever the success's answer: it is held now
             self._ahead = ahead if self._prefetched is not None and claimed(found) else None
@@ -236,6 +239,7 @@ class JsonPooledWorker(JsonInlineWorker):
         except outages.REDIS_DOWN:
             log.warning("Worker %s: Redis unreachable at exit; its last %d successes are not counted",
                         self.name, self._pending)  # fmt: skip
+        self._held.close()
         super().register_death()
 
     def execute_job(self, job: Job, queue: Queue) -> None:
