@@ -9,7 +9,7 @@ import inspect
 import random
 import sys
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from importlib.metadata import version
 from typing import Any
 
@@ -223,6 +223,17 @@ def test_fast_paths_are_installed_in_every_module_that_resolves_a_serializer() -
         assert module.resolve_serializer is compat.resolve_serializer, name
     assert rq.utils.utcparse is compat.utcparse
     assert rq_scheduler_module.utcparse is compat.utcparse
+    assert rq.utils.utcformat is compat.utcformat
+    for name in compat.UTCFORMAT_USERS:
+        assert importlib.import_module(name).utcformat is compat.utcformat, name
+    formatters = {
+        m.__name__
+        for m in list(sys.modules.values())
+        if getattr(m, "__name__", "").startswith("rq.") and hasattr(m, "utcformat")
+    }
+    assert formatters - {"rq.utils"} - {n for n in formatters if n.startswith("rq.cli.")} <= set(
+        compat.UTCFORMAT_USERS
+    )
     users = {
         m.__name__
         for m in list(sys.modules.values())
@@ -351,6 +362,25 @@ def test_utcparse_refuses_what_only_fromisoformat_reads(text: str) -> None:
         compat._utcparse(text)
     with pytest.raises(ValueError):
         compat.utcparse(text)
+
+
+def test_utcformat_writes_what_rq_writes() -> None:
+    """Seeded datetimes (naive and aware, any offset, whole seconds, years 1 to 9999): the same text
+    as RQ's ``strftime``, which utcparse reads back to the same instant's wall-clock fields."""
+    rng = random.Random(23)
+    zones = [None, UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8))]
+    samples = [datetime(1, 1, 1), datetime(999, 12, 31, 23, 59, 59), datetime(1000, 1, 1),
+               datetime(9999, 12, 31, 23, 59, 59, 999999), datetime(2026, 12, 8, 0, 0, 0, 0)]  # fmt: skip
+    for _ in range(5_000):
+        stamp = rng.uniform(-62_135_596_800, 253_402_300_799)
+        moment = datetime(1970, 1, 1) + timedelta(seconds=stamp)
+        if rng.random() < 0.2:
+            moment = moment.replace(microsecond=0)
+        samples.append(moment.replace(tzinfo=rng.choice(zones)))
+    for moment in samples:
+        assert compat.utcformat(moment) == compat._utcformat(moment), moment
+    now = datetime.now(UTC)
+    assert compat.utcparse(compat.utcformat(now)) == now
 
 
 def test_utcparse_agrees_with_rq_on_fuzzed_strings() -> None:

@@ -39,11 +39,14 @@ PINNED = {"rq": "3.0.0", "rq-scheduler": "0.14.0", "rq-dashboard": "0.9.0"}
 
 _resolve_serializer = rq_serializers.resolve_serializer
 _utcparse = rq_utils.utcparse
+_utcformat = rq_utils.utcformat
 
 #: The RQ modules that call ``resolve_serializer`` by the name they imported.
 SERIALIZER_USERS = (
     "rq.job", "rq.queue", "rq.registry", "rq.results", "rq.scheduler", "rq.cron", "rq.worker.base",
 )  # fmt: skip
+#: The RQ modules that call ``utcformat`` by the name they imported.
+UTCFORMAT_USERS = ("rq.job", "rq.rate_limit", "rq.scheduler", "rq.cron", "rq.worker.base")
 
 
 def resolve_serializer(serializer: Any = None) -> Any:
@@ -74,12 +77,29 @@ def utcparse(string: str) -> datetime:
     return _utcparse(string)
 
 
+def utcformat(dt: datetime) -> str:
+    """RQ's ``utcformat`` (``strftime('%Y-%m-%dT%H:%M:%S.%fZ')``, about six times per job run)
+    through ``isoformat``, twice as fast, for the same text: the wall-clock fields, six fraction
+    digits, no offset. Years below 1000 (which ``strftime`` may not pad) go to RQ's own."""
+    if dt.year < 1000:
+        return _utcformat(dt)
+    if dt.tzinfo is not None:
+        dt = dt.replace(tzinfo=None)
+    return dt.isoformat(timespec="microseconds") + "Z"
+
+
 def install_fast_paths() -> None:
-    """Point RQ's modules at :func:`resolve_serializer` and :func:`utcparse` (idempotent)."""
+    """Point RQ's modules at :func:`resolve_serializer`, :func:`utcparse` and :func:`utcformat`
+    (idempotent)."""
     for name in SERIALIZER_USERS:
         module = importlib.import_module(name)
         if getattr(module, "resolve_serializer", None) is _resolve_serializer:
             module.resolve_serializer = resolve_serializer  # type: ignore[attr-defined]
+    for name in UTCFORMAT_USERS:
+        module = importlib.import_module(name)
+        if getattr(module, "utcformat", None) is _utcformat:
+            module.utcformat = utcformat  # type: ignore[attr-defined]
+    rq_utils.utcformat = utcformat
     rq_utils.utcparse = utcparse
     if getattr(rq_scheduler_module, "utcparse", None) is _utcparse:
         rq_scheduler_module.utcparse = utcparse
