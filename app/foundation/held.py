@@ -47,7 +47,9 @@ class HeldConnection:
         raised, and the connection dropped: some of the commands may have run."""
         connection = self._held()
         try:
-            connection.send_packed_command([_packed(connection, command) for command in commands])
+            # One buffer, one write: redis-py sends each item of a list with a write of its own, and
+            # two writes let Redis answer the first command before it has read the second.
+            connection.send_packed_command([b"".join(_packed(connection, command) for command in commands)])
             return [_answer(connection) for _ in commands]
         except BaseException:
             connection.disconnect()  # its stream may be out of step: the next use reconnects
