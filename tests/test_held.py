@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import socket
+from typing import Any
 
 import pytest
 import redis
@@ -70,4 +72,23 @@ def test_after_a_fork_the_child_takes_a_connection_of_its_own(rconn: redis.Redis
     os.close(read)
     assert child != parent
     assert held.round_trip([("CLIENT", "ID")]) == [parent]  # the parent's connection was left alone
+    held.close()
+
+
+def test_a_round_trip_goes_out_in_one_write(rconn: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two writes would let Redis answer the first command before it has read the second (an extra
+    wake-up on each side per job): the commands are packed into one buffer."""
+    held = HeldConnection(rconn)
+    held.round_trip([("PING",)])  # connected (its handshake's writes are not counted)
+    writes: list[int] = []
+    real = socket.socket.sendall
+
+    def sendall(self: socket.socket, data: Any, *args: Any) -> None:
+        writes.append(len(data))
+        real(self, data, *args)
+
+    monkeypatch.setattr(socket.socket, "sendall", sendall)
+    answers = held.round_trip([("SET", "held:a", "1"), ("INCR", "held:a"), ("GET", "held:a")])
+    assert answers == [b"OK", 2, b"2"]
+    assert len(writes) == 1
     held.close()
