@@ -137,6 +137,10 @@ def test_redis_unreachable_is_503_within_seconds(tmp_path: Path, auth: dict[str,
     assert response.status_code == 503
     assert response.headers["Retry-After"]
     assert_error(response.json, "redis_unavailable")
+    # An enqueue may have been stored before the connection went: the answer says how to repeat it.
+    assert "Idempotency-Key" in response.json["error"]["message"]
+    read = down.get("/api/v1/jobs/some-job", headers=auth)
+    assert read.status_code == 503 and "Idempotency-Key" not in read.json["error"]["message"]
 
 
 def test_a_redis_outage_is_logged_once_per_interval_not_once_per_request(

