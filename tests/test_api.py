@@ -141,6 +141,9 @@ def test_redis_unreachable_is_503_within_seconds(tmp_path: Path, auth: dict[str,
     assert "Idempotency-Key" in response.json["error"]["message"]
     read = down.get("/api/v1/jobs/some-job", headers=auth)
     assert read.status_code == 503 and "Idempotency-Key" not in read.json["error"]["message"]
+    # A batch takes no Idempotency-Key: its answer does not ask for one.
+    batch = down.post("/api/v1/tasks/add/batch", json={"items": [{"args": {"x": 1, "y": 2}}]}, headers=auth)
+    assert batch.status_code == 503 and "Idempotency-Key" not in batch.json["error"]["message"]
 
 
 def test_a_redis_outage_is_logged_once_per_interval_not_once_per_request(

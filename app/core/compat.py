@@ -88,21 +88,20 @@ def utcformat(dt: datetime) -> str:
     return dt.isoformat(timespec="microseconds") + "Z"
 
 
+def _point(modules: tuple[str, ...], name: str, original: Any, fast: Any) -> None:
+    """In each of ``modules`` that holds RQ's ``original`` under ``name``, put ``fast`` instead."""
+    for module_name in modules:
+        module = importlib.import_module(module_name)
+        if getattr(module, name, None) is original:
+            setattr(module, name, fast)
+
+
 def install_fast_paths() -> None:
     """Point RQ's modules at :func:`resolve_serializer`, :func:`utcparse` and :func:`utcformat`
     (idempotent)."""
-    for name in SERIALIZER_USERS:
-        module = importlib.import_module(name)
-        if getattr(module, "resolve_serializer", None) is _resolve_serializer:
-            module.resolve_serializer = resolve_serializer  # type: ignore[attr-defined]
-    for name in UTCFORMAT_USERS:
-        module = importlib.import_module(name)
-        if getattr(module, "utcformat", None) is _utcformat:
-            module.utcformat = utcformat  # type: ignore[attr-defined]
-    rq_utils.utcformat = utcformat
-    rq_utils.utcparse = utcparse
-    if getattr(rq_scheduler_module, "utcparse", None) is _utcparse:
-        rq_scheduler_module.utcparse = utcparse
+    _point(SERIALIZER_USERS, "resolve_serializer", _resolve_serializer, resolve_serializer)
+    _point(("rq.utils", *UTCFORMAT_USERS), "utcformat", _utcformat, utcformat)
+    _point(("rq.utils", "rq.scheduler"), "utcparse", _utcparse, utcparse)
 
 
 install_fast_paths()

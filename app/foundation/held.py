@@ -17,19 +17,12 @@ error is raised to it, once the connection is dropped.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
+import hiredis  # pinned in requirements.txt (redis-py's parser uses it too)
 from redis import Redis
 from redis.exceptions import ResponseError
-
-_pack_command: Callable[[tuple[Any, ...]], bytes] | None
-try:
-    import hiredis
-
-    _pack_command = hiredis.pack_command
-except ImportError:  # pragma: no cover - hiredis is pinned in requirements.txt
-    _pack_command = None
 
 
 class HeldConnection:
@@ -68,13 +61,11 @@ class HeldConnection:
         return self._connection
 
 
-def _packed(connection: Any, command: Sequence[Any]) -> Any:
-    if _pack_command is not None:
-        try:
-            return _pack_command(tuple(command))
-        except TypeError:  # an argument hiredis does not take: redis-py's packer names it
-            pass
-    return b"".join(connection.pack_command(*command))
+def _packed(connection: Any, command: Sequence[Any]) -> bytes:
+    try:
+        return hiredis.pack_command(tuple(command))
+    except TypeError:  # an argument hiredis does not take: redis-py's packer names it (DataError)
+        return b"".join(connection.pack_command(*command))
 
 
 def _answer(connection: Any) -> Any:

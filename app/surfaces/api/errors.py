@@ -123,7 +123,7 @@ def register_error_handlers(app: Flask) -> None:
     def _redis_down(exc: Exception) -> Response:
         outage.refused(app, exc)
         message = "the job store (Redis) is unreachable; try again shortly"
-        if request.method == "POST" and request.path.startswith("/api/v1/tasks/"):
+        if request.endpoint == "api.enqueue_task":  # the enqueue that takes an Idempotency-Key
             # Redis may have stored the job before the connection went: a bare repeat could enqueue
             # it twice (seen killing Redis under load: 2 of 362 refused posts had been stored).
             message += (
